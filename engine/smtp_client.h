@@ -1,0 +1,238 @@
+/*
+ * smtp_client.h - sans-I/O SMTP client session (RFC 5321, 3207, 2920).
+ *
+ * DESCRIPTION
+ *   One struct smtp_client drives one SMTP connection from the greeting to
+ *   QUIT. It never touches a socket: the caller feeds it the plaintext bytes
+ *   received from the peer (already decrypted when TLS is on), asks it for
+ *   the next event, and sends whatever it queued in its output buffer
+ *   (encrypting it first when TLS is on).
+ *
+ *   Flow, as seen by the caller (the io_uring loop or a test):
+ *
+ *     smtp_client_init()                          state GREETING
+ *     loop:
+ *       smtp_client_feed(bytes from peer)
+ *       while ((ev = smtp_client_next()).kind != SMTP_EV_NONE) act on ev
+ *       send smtp_client_output() then smtp_client_output_consume()
+ *
+ *   Events:
+ *     SMTP_EV_STARTTLS   the peer answered 220 to STARTTLS. The caller must
+ *                        now run the TLS handshake on the same socket and
+ *                        then call smtp_client_tls_started(). Any plaintext
+ *                        that arrived after the 220 makes smtp_client_next
+ *                        return SMTP_EV_ERROR (reason "plaintext injected
+ *                        after STARTTLS") instead: it can only be an attack.
+ *     SMTP_EV_READY      the session is established (greeting, EHLO, and
+ *                        TLS if any) and idle; smtp_client_caps() is final.
+ *                        The caller may start a transaction or quit. READY
+ *                        is emitted again after every finished transaction.
+ *     SMTP_EV_TXN_DONE   a transaction ended; smtp_client_txn() holds the
+ *                        outcome. READY follows at once (unless the session
+ *                        went down, in which case ERROR follows).
+ *     SMTP_EV_CLOSED     QUIT was answered (or the peer closed after QUIT).
+ *     SMTP_EV_ERROR      the session is unusable: malformed reply, 421,
+ *                        greeting refused, policy failure, peer EOF, ...
+ *                        ev.reason says which (a static string) and
+ *                        ev.reply is the reply that caused it, if any.
+ *                        The caller closes the connection.
+ *
+ *   With PIPELINING the transaction goes out as one write: MAIL, every RCPT,
+ *   DATA; then the body after 354. Without it, commands go in lock-step.
+ *   The body is converted on the way out: bare CR and bare LF become CRLF,
+ *   lines starting with "." are dot-stuffed, a final CRLF is added if
+ *   missing, then ".\r\n". RSET is sent before a transaction only when the
+ *   previous one did not end cleanly.
+ *
+ * TLS POLICY
+ *   cfg.tls = SMTP_TLS_NONE never sends STARTTLS. SMTP_TLS_MAY sends it when
+ *   offered and carries on in plaintext when it is not offered or refused
+ *   (454). SMTP_TLS_REQUIRED fails with SMTP_EV_ERROR when STARTTLS is not
+ *   offered ("STARTTLS not offered") or refused ("STARTTLS refused"), after
+ *   sending QUIT; the message is never sent. After TLS the capabilities
+ *   seen before TLS are forgotten and EHLO is sent again.
+ *
+ * LIMITS
+ *   Replies are parsed by smtp_reply.h with its limits. Unread input is
+ *   capped at SMTP_CLIENT_INPUT_MAX bytes; a peer that exceeds it is an
+ *   error. At most SMTP_MAX_RCPTS_PER_TXN recipients per transaction (the
+ *   caller splits larger lists).
+ *
+ * OWNERSHIP
+ *   The caller owns struct smtp_client (embed it or allocate it) and must
+ *   call smtp_client_cleanup(). smtp_client_start_txn() copies nothing: the
+ *   struct smtp_msg and everything it points to must stay valid until
+ *   SMTP_EV_TXN_DONE (or ERROR) for that transaction. The body is encoded
+ *   into the output buffer when the 354 arrives.
+ */
+#ifndef TERN_ENGINE_SMTP_CLIENT_H
+#define TERN_ENGINE_SMTP_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/buf.h"
+#include "engine/smtp_reply.h"
+
+#define SMTP_CLIENT_INPUT_MAX   (64 * 1024)
+#define SMTP_MAX_RCPTS_PER_TXN  100
+#define SMTP_ADDR_MAX           512   /* RFC 5321 path limit is 256; be lenient */
+#define SMTP_HELO_NAME_MAX      255
+
+enum smtp_tls_mode {
+    SMTP_TLS_NONE,      /* never STARTTLS */
+    SMTP_TLS_MAY,       /* STARTTLS when offered, else plaintext */
+    SMTP_TLS_REQUIRED,  /* no STARTTLS, no mail */
+};
+
+struct smtp_client_config {
+    const char *helo_name;      /* our EHLO name; copied by init */
+    enum smtp_tls_mode tls;
+};
+
+/* Capabilities from the last EHLO reply (after TLS: the post-TLS one). */
+struct smtp_caps {
+    unsigned esmtp : 1;         /* EHLO worked (else HELO fallback) */
+    unsigned pipelining : 1;
+    unsigned starttls : 1;
+    unsigned chunking : 1;
+    unsigned eightbitmime : 1;
+    unsigned smtputf8 : 1;
+    unsigned enhancedstatuscodes : 1;
+    uint64_t size;              /* SIZE limit, 0 if none announced */
+};
+
+/* One message to send. Addresses are bare (no angle brackets); the empty
+ * string is the null reverse-path "<>". */
+struct smtp_msg {
+    const char *from;
+    const char *const *rcpts;
+    size_t nrcpts;              /* 1 .. SMTP_MAX_RCPTS_PER_TXN */
+    const uint8_t *data;        /* RFC 5322 message, any line endings */
+    size_t data_len;
+};
+
+enum smtp_txn_stage {
+    SMTP_STAGE_MAIL, SMTP_STAGE_RCPT, SMTP_STAGE_DATA, SMTP_STAGE_BODY,
+};
+
+/* Outcome of one transaction. */
+struct smtp_txn_result {
+    /* 1 when DATA's final reply was 2xx: every recipient whose rcpt_code is
+     * 2xx has been delivered. */
+    int accepted;
+    enum smtp_txn_stage stage;      /* where the transaction ended */
+    struct smtp_reply reply;        /* the reply that ended it (final reply
+                                       to the body, or the failing one) */
+    int rcpt_code[SMTP_MAX_RCPTS_PER_TXN]; /* RCPT reply code per recipient,
+                                       0 if never answered */
+};
+
+enum smtp_event_kind {
+    SMTP_EV_NONE,       /* nothing to do until more input arrives */
+    SMTP_EV_STARTTLS,
+    SMTP_EV_READY,
+    SMTP_EV_TXN_DONE,
+    SMTP_EV_CLOSED,
+    SMTP_EV_ERROR,
+};
+
+struct smtp_event {
+    enum smtp_event_kind kind;
+    const char *reason;              /* ERROR: static text; else NULL */
+    const struct smtp_reply *reply;  /* reply involved, or NULL; valid until
+                                        the next call into the client */
+};
+
+enum smtp_client_state {
+    SMTP_ST_GREETING,
+    SMTP_ST_EHLO,
+    SMTP_ST_HELO,
+    SMTP_ST_STARTTLS,
+    SMTP_ST_TLS_HANDSHAKE,  /* waiting for smtp_client_tls_started() */
+    SMTP_ST_READY,
+    SMTP_ST_RSET,
+    SMTP_ST_MAIL,
+    SMTP_ST_RCPT,
+    SMTP_ST_DATA,
+    SMTP_ST_BODY,           /* body sent, waiting for the final reply */
+    SMTP_ST_QUIT,
+    SMTP_ST_CLOSED,
+    SMTP_ST_FAILED,
+    SMTP_ST_COUNT
+};
+
+struct smtp_client {
+    enum smtp_client_state state;
+    struct smtp_client_config cfg;
+    char helo_name[SMTP_HELO_NAME_MAX + 1];
+    struct smtp_caps caps;
+    int tls_active;
+    int need_rset;               /* previous transaction did not end cleanly */
+    struct buf in;               /* unparsed input */
+    struct buf out;              /* bytes to send */
+    const struct smtp_msg *msg;  /* transaction in progress */
+    size_t replies_due;          /* pipelined replies still to read */
+    size_t rcpt_next;            /* next RCPT reply to attribute */
+    size_t rcpt_ok;              /* RCPTs accepted so far */
+    int body_sent;               /* final dot queued: outcome now in doubt */
+    int quit_sent;
+    struct smtp_reply last;      /* last reply parsed */
+    struct smtp_txn_result txn;
+    int pending_ready;           /* emit READY after TXN_DONE */
+    int pending_error;           /* emit ERROR (with err_reason) next */
+    const char *err_reason;
+};
+
+/* smtp_client_init prepares a session in state GREETING. */
+void smtp_client_init(struct smtp_client *c, const struct smtp_client_config *cfg);
+/* smtp_client_cleanup frees the buffers; safe to call twice. */
+void smtp_client_cleanup(struct smtp_client *c);
+
+/* smtp_client_feed appends plaintext received from the peer. Returns 1, or
+ * 0 when the input cap is exceeded (the next event is then ERROR). */
+int smtp_client_feed(struct smtp_client *c, const uint8_t *p, size_t n);
+/* smtp_client_eof tells the session the peer closed the connection. */
+void smtp_client_eof(struct smtp_client *c);
+
+/* smtp_client_next parses what it can and returns the next event, or
+ * SMTP_EV_NONE when it needs more input. Call until NONE. */
+struct smtp_event smtp_client_next(struct smtp_client *c);
+
+/* smtp_client_tls_started: the TLS handshake after SMTP_EV_STARTTLS has
+ * completed. Forgets the plaintext capabilities and queues EHLO. */
+void smtp_client_tls_started(struct smtp_client *c);
+
+/* smtp_client_start_txn queues a transaction. Only valid right after
+ * SMTP_EV_READY; returns 0 (and does nothing) otherwise or when nrcpts is 0
+ * or over the limit. */
+int smtp_client_start_txn(struct smtp_client *c, const struct smtp_msg *m);
+
+/* smtp_client_quit queues QUIT (only when READY); CLOSED follows. */
+int smtp_client_quit(struct smtp_client *c);
+
+/* Output: bytes the caller must send, in order. */
+static inline const uint8_t *smtp_client_output(const struct smtp_client *c, size_t *n)
+{
+    *n = buf_used(&c->out);
+    return buf_peek(&c->out);
+}
+static inline void smtp_client_output_consume(struct smtp_client *c, size_t n)
+{
+    buf_consume(&c->out, n);
+}
+
+static inline const struct smtp_caps *smtp_client_caps(const struct smtp_client *c) { return &c->caps; }
+static inline const struct smtp_txn_result *smtp_client_txn(const struct smtp_client *c) { return &c->txn; }
+/* smtp_client_in_doubt: the final dot was sent and its reply not read. A
+ * session lost now leaves the outcome unknown (possible duplicate). */
+static inline int smtp_client_in_doubt(const struct smtp_client *c)
+{
+    return c->state == SMTP_ST_BODY && c->body_sent;
+}
+/* smtp_client_busy: a transaction is in progress (message attached). */
+static inline int smtp_client_busy(const struct smtp_client *c) { return c->msg != NULL; }
+
+const char *smtp_client_state_name(enum smtp_client_state s);
+
+#endif

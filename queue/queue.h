@@ -1,0 +1,204 @@
+/*
+ * queue.h - tern's Redis queue: schema, scripts, and the two ways to talk
+ * to it (sans-I/O command builders for the engine, blocking calls for the
+ * CLI).
+ *
+ * DESCRIPTION
+ *   The full schema is in docs/queue.md. In short, with P partitions and a
+ *   key prefix (default "tern"), partition p owns keys with the hash tag
+ *   {p} so every multi-key script touches one Redis Cluster slot:
+ *
+ *     <pfx>:{p}:m:<id>     HASH  from, rcpts ("\n"-joined), domain, data,
+ *                                attempts, created (ms), last (last reply)
+ *     <pfx>:{p}:ready      LIST  ids ready now (RPUSH in, LPOP out)
+ *     <pfx>:{p}:leased     ZSET  id -> lease expiry (ms); taken, in flight
+ *     <pfx>:{p}:sched      ZSET  id -> next attempt (ms); deferred
+ *     <pfx>:{p}:events     STREAM one entry per outcome (see docs/queue.md)
+ *     <pfx>:{p}:stats      HASH  counters: enqueued, delivered, deferred,
+ *                                failed, returned
+ *
+ *   A message's recipients all belong to one destination domain; enqueue
+ *   splits a multi-domain message into one queue entry per domain, and the
+ *   partition is queue_partition_of(domain). All state changes that span
+ *   keys are Lua scripts loaded once (SCRIPT LOAD) and called by SHA.
+ *
+ *   take:  moves due entries from sched and expired leases back to ready,
+ *          then pops up to N ids from ready, leases them (now + lease_ms)
+ *          and returns their fields, all in one EVALSHA.
+ *   ack:   one EVALSHA per batch of outcomes for one partition: delivered
+ *          and failed delete the message, deferred reschedules it (and may
+ *          shrink its recipient list to those still pending), returned puts
+ *          it back on ready without counting an attempt. Each outcome
+ *          appends one event. An ack for an id that is no longer leased by
+ *          this lease (expired and taken by someone else) is ignored.
+ *
+ * ENGINE SIDE (sans-I/O)
+ *   queue_cmd_* append one RESP command to a struct buf; the caller writes
+ *   the buffer to its Redis socket and feeds what comes back into a hiredis
+ *   redisReader. Each command produces exactly one reply, in order.
+ *   queue_parse_* interpret those replies.
+ *
+ * CLI SIDE (blocking)
+ *   queue_open() connects with hiredis' blocking API and loads the
+ *   scripts; queue_enqueue() and queue_generate() add messages;
+ *   queue_stats() reads counts.
+ *
+ * ERRORS
+ *   Functions returning int return 1 on success and 0 on failure, with a
+ *   description in the caller's err buffer where one is taken.
+ *
+ * OWNERSHIP
+ *   struct queue_msg is allocated by queue_parse_take() and freed by
+ *   queue_msg_free(); all its strings live in the same allocation.
+ */
+#ifndef TERN_QUEUE_QUEUE_H
+#define TERN_QUEUE_QUEUE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <hiredis/hiredis.h>
+
+#include "engine/buf.h"
+
+#define QUEUE_PREFIX_MAX      32
+#define QUEUE_ID_MAX          40
+#define QUEUE_PARTITIONS_MAX  1024
+#define QUEUE_TAKE_MAX        1024   /* ids per take */
+#define QUEUE_RCPTS_MAX       1000   /* recipients per message */
+#define QUEUE_ADDR_MAX        512
+#define QUEUE_EVENTS_MAXLEN   1000000 /* approximate cap per partition stream */
+
+struct queue_config {
+    char prefix[QUEUE_PREFIX_MAX];  /* key prefix, default "tern" */
+    int partitions;                 /* 1..QUEUE_PARTITIONS_MAX, default 16 */
+    int lease_ms;                   /* default 300000 */
+    int64_t max_message_size;       /* bytes, default 32 MiB */
+};
+
+/* SHA1 hex digests of the loaded scripts. */
+struct queue_scripts {
+    char enqueue[41];
+    char take[41];
+    char ack[41];
+};
+
+struct queue_msg {
+    char id[QUEUE_ID_MAX];
+    int partition;
+    char *from;          /* "" for the null sender */
+    char **rcpts;
+    size_t nrcpts;
+    char *domain;
+    uint8_t *data;
+    size_t data_len;
+    int attempts;        /* attempts so far, before this one */
+    int64_t created_ms;
+};
+
+enum queue_outcome_kind {
+    QUEUE_DELIVERED,     /* every remaining recipient got a final 2xx */
+    QUEUE_DEFERRED,      /* retry later; rcpts may shrink */
+    QUEUE_FAILED,        /* permanent failure; message removed (bounce
+                            enqueued separately by the caller first) */
+    QUEUE_RETURNED,      /* back to ready, no attempt counted */
+};
+
+struct queue_outcome {
+    const char *id;
+    enum queue_outcome_kind kind;
+    /* DEFERRED: recipients still pending, "\n"-joined; NULL keeps them. */
+    const char *remaining_rcpts;
+    int64_t retry_at_ms;            /* DEFERRED */
+    /* Event fields as name/value pairs appended to the stream entry after
+     * the standard ones (id, status). e.g. {"reply","250 ok","tier",...} */
+    const char *const *fields;
+    size_t nfields;                 /* number of strings (pairs * 2) */
+};
+
+/* queue_config_defaults fills the defaults listed above. */
+void queue_config_defaults(struct queue_config *qc);
+
+/* queue_partition_of maps a domain (case-insensitive) to its partition. */
+int queue_partition_of(const struct queue_config *qc, const char *domain, size_t len);
+
+/* queue_new_id writes a fresh unique id (time + random) into id[QUEUE_ID_MAX]. */
+void queue_new_id(char id[QUEUE_ID_MAX]);
+
+/* Script sources, for SCRIPT LOAD. */
+const char *queue_script_enqueue_src(void);
+const char *queue_script_take_src(void);
+const char *queue_script_ack_src(void);
+
+/* --- engine side: command builders (append to out; 0 if out->err) --- */
+int queue_cmd_script_load(struct buf *out, const char *src);
+int queue_cmd_take(struct buf *out, const struct queue_config *qc,
+                   const struct queue_scripts *s, int partition, int max,
+                   int64_t now_ms);
+int queue_cmd_ack(struct buf *out, const struct queue_config *qc,
+                  const struct queue_scripts *s, int partition,
+                  const struct queue_outcome *o, size_t n, int64_t now_ms);
+/* queue_cmd_enqueue: one message whose recipients all belong to `domain`. */
+int queue_cmd_enqueue(struct buf *out, const struct queue_config *qc,
+                      const struct queue_scripts *s, const char *id,
+                      const char *from, const char *const *rcpts, size_t nrcpts,
+                      const char *domain, const uint8_t *data, size_t len,
+                      int64_t now_ms);
+
+/* queue_parse_take turns the reply of a take into messages. On success
+ * *msgs is a malloc'd array of *n pointers (free each with queue_msg_free
+ * and the array with free). Returns 0 on a malformed or error reply, with
+ * *err set to a static string; an error reply beginning with "NOSCRIPT"
+ * sets *err to "NOSCRIPT" so the caller can reload the scripts. */
+int queue_parse_take(const redisReply *r, int partition,
+                     struct queue_msg ***msgs, size_t *n, const char **err);
+/* queue_parse_ack checks an ack/enqueue reply (integer or status). */
+int queue_parse_simple(const redisReply *r, const char **err);
+
+void queue_msg_free(struct queue_msg *m);
+
+/* --- address and input checks (shared by inject and the listener) --- */
+
+/* queue_addr_check: 1 if `a` (len bytes) is acceptable as an envelope
+ * address: no CR, LF, NUL, space or control characters, balanced angle
+ * brackets (at most one pair, enclosing the whole), at most
+ * QUEUE_ADDR_MAX bytes, recipient needs "@domain". On failure *why is set. */
+int queue_addr_check(const char *a, size_t len, int is_recipient, const char **why);
+/* queue_addr_domain returns a pointer to the domain part (after the last
+ * '@') of a bare address, or NULL. */
+const char *queue_addr_domain(const char *addr);
+
+/* --- CLI side: blocking --- */
+
+struct queue_conn {
+    redisContext *rc;
+    struct queue_config qc;
+    struct queue_scripts scripts;
+};
+
+/* queue_open connects to "host:port" or "unix:/path" and loads scripts. */
+int queue_open(struct queue_conn *q, const struct queue_config *qc,
+               const char *redis_addr, char *err, size_t errlen);
+void queue_close(struct queue_conn *q);
+
+/* queue_enqueue stores one message for rcpts (split by domain), atomically
+ * per domain entry; every address is checked first, so bad input leaves
+ * nothing behind. Returns the number of queue entries made, or -1 with
+ * err set. */
+int queue_enqueue(struct queue_conn *q, const char *from,
+                  const char *const *rcpts, size_t nrcpts,
+                  const uint8_t *data, size_t len, char *err, size_t errlen);
+
+/* queue_generate enqueues n synthetic messages of about `size` bytes,
+ * round-robin over domains (recipient user<i>@domain), pipelined.
+ * Returns the number enqueued, or -1 with err set. */
+long queue_generate(struct queue_conn *q, long n, const char *const *domains,
+                    size_t ndomains, size_t size, char *err, size_t errlen);
+
+struct queue_stats {
+    long long ready, leased, scheduled;
+    long long enqueued, delivered, deferred, failed, returned;
+};
+int queue_stats(struct queue_conn *q, struct queue_stats *st, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,178 @@
+/*
+ * tls.h - TLS over memory for tern (BoringSSL), client and server side.
+ *
+ * DESCRIPTION
+ *   A struct tls_conn wraps one SSL object whose BIOs are in memory: the
+ *   caller (the io_uring loop, or a test) owns the socket. Ciphertext that
+ *   arrived goes in with tls_conn_feed(); ciphertext to send comes out of
+ *   tls_conn_output(). After every call the output must be drained (it may
+ *   hold an alert). Feed at most one recv's worth at a time (<= 64 KiB):
+ *   BoringSSL's mem BIO memmoves on every read.
+ *
+ *   Profiles are tiers, defined as BoringSSL strings in tls/tls_tiers.c
+ *   and nowhere else:
+ *     PREFERRED   TLS 1.3; TLS 1.2 ECDHE with AEAD only; X25519, P-256,
+ *                 P-384; SHA-2 signature algorithms.
+ *     SUFFICIENT  PREFERRED plus ECDHE CBC suites (TLS 1.2).
+ *     LEGACY      TLS 1.0..1.3, the wide list (includes static RSA).
+ *     PLAINTEXT   no TLS (a label for events, never a context).
+ *   A client context holds one SSL_CTX per tier.
+ *
+ * VERIFICATION
+ *   Every client handshake computes chain + name verification against the
+ *   configured trust store, whatever the mode. TLS_VERIFY_RECORD only
+ *   records the result (opportunistic: an unverified peer is reported as
+ *   not verified, never the reverse). TLS_VERIFY_PKIX fails the handshake
+ *   unless the chain builds to a trusted CA and one of the match names (or
+ *   the SNI name when none are given) matches a DNS-ID (wildcards only as
+ *   the whole left-most label). TLS_VERIFY_FINGERPRINT fails unless the
+ *   SHA-256 of the leaf certificate or of its SubjectPublicKeyInfo equals
+ *   one of the pins.
+ *
+ * SESSIONS
+ *   New sessions the client receives (TLS 1.3 tickets arrive after the
+ *   handshake, with the first application data) are queued in the conn;
+ *   tls_conn_take_session() hands them to the caller, who caches them
+ *   (tls/session_cache.h) and passes one back in params.session to resume.
+ *
+ * OWNERSHIP
+ *   Contexts are created once per worker thread and outlive their conns.
+ *   tls_conn_client_new takes its own reference on params.session.
+ *   tls_conn_take_session returns a reference the caller owns.
+ *   Strings in struct tls_info are copies.
+ */
+#ifndef TERN_TLS_TLS_H
+#define TERN_TLS_TLS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+
+#include "engine/buf.h"
+
+#define TLS_MAX_PINS        8
+#define TLS_MAX_MATCH_NAMES 8
+#define TLS_FEED_MAX        (64 * 1024)
+
+enum tls_tier {
+    TLS_TIER_PREFERRED,
+    TLS_TIER_SUFFICIENT,
+    TLS_TIER_LEGACY,
+    TLS_TIER_PLAINTEXT,
+    TLS_TIER_COUNT
+};
+const char *tls_tier_name(enum tls_tier t);   /* "preferred", ... */
+
+enum tls_verify_mode {
+    TLS_VERIFY_RECORD,      /* compute and record; never fail */
+    TLS_VERIFY_PKIX,        /* chain to trusted CA + name match, or fail */
+    TLS_VERIFY_FINGERPRINT, /* leaf cert or SPKI SHA-256 pin, or fail */
+};
+
+struct tls_client_config {
+    const char *ca_file;    /* PEM trust store; NULL: system bundle */
+    const char *cert_file;  /* optional client certificate chain (PEM) */
+    const char *key_file;   /* its key */
+};
+
+struct tls_server_config {
+    const char *cert_file;  /* PEM chain */
+    const char *key_file;
+    uint16_t min_version;   /* 0: TLS1_VERSION... use TLS1_2_VERSION etc. */
+    uint16_t max_version;   /* 0: TLS1_3_VERSION */
+    const char *cipher_list;/* TLS <= 1.2 list, NULL: BoringSSL default */
+    int tickets;            /* issue session tickets */
+    int require_client_cert;/* request and require a client certificate */
+    const char *client_ca_file; /* CA for client certs */
+};
+
+struct tls_client_params {
+    enum tls_tier tier;     /* PREFERRED, SUFFICIENT or LEGACY */
+    const char *sni;        /* server name to send, may be NULL */
+    enum tls_verify_mode verify;
+    const char *match_names[TLS_MAX_MATCH_NAMES];   /* for PKIX */
+    size_t nmatch;
+    uint8_t pins[TLS_MAX_PINS][32];                 /* for FINGERPRINT */
+    size_t npins;
+    uint16_t min_version;   /* 0: the tier's minimum */
+    int present_client_cert;/* use the context's client cert if any */
+    SSL_SESSION *session;   /* to resume, or NULL */
+};
+
+/* What a handshake achieved; filled by tls_conn_info. */
+struct tls_info {
+    enum tls_tier tier;
+    char protocol[16];      /* "TLSv1.3" */
+    char cipher[64];        /* standard or OpenSSL name */
+    char group[16];         /* "X25519", or "" */
+    int verified;           /* chain and name verified (see above) */
+    char verify_detail[128];/* why not verified, or "ok" */
+    int resumed;
+    int peer_cert_present;
+};
+
+enum tls_status {
+    TLS_OK,         /* done (handshake finished / bytes processed) */
+    TLS_WANT_IO,    /* send output and/or feed more input, call again */
+    TLS_CLOSED,     /* peer sent close_notify */
+    TLS_ERROR,      /* fatal; tls_conn_error() says why */
+};
+
+struct tls_client_ctx;
+struct tls_server_ctx;
+struct tls_conn;
+
+struct tls_client_ctx *tls_client_ctx_new(const struct tls_client_config *cfg,
+                                          char *err, size_t errlen);
+void tls_client_ctx_free(struct tls_client_ctx *c);
+
+struct tls_server_ctx *tls_server_ctx_new(const struct tls_server_config *cfg,
+                                          char *err, size_t errlen);
+void tls_server_ctx_free(struct tls_server_ctx *s);
+
+/* Returns NULL on failure (allocation, bad params). */
+struct tls_conn *tls_conn_client_new(struct tls_client_ctx *c,
+                                     const struct tls_client_params *p);
+struct tls_conn *tls_conn_server_new(struct tls_server_ctx *s);
+void tls_conn_free(struct tls_conn *t);
+
+/* tls_conn_feed hands ciphertext from the socket to the TLS layer. */
+int tls_conn_feed(struct tls_conn *t, const uint8_t *p, size_t n);
+
+/* tls_conn_handshake advances the handshake. */
+enum tls_status tls_conn_handshake(struct tls_conn *t);
+
+/* tls_conn_read appends every plaintext byte now available to *plain.
+ * Returns TLS_OK if it appended something, TLS_WANT_IO if nothing is
+ * available yet, TLS_CLOSED on close_notify, TLS_ERROR on failure. */
+enum tls_status tls_conn_read(struct tls_conn *t, struct buf *plain);
+
+/* tls_conn_write encrypts all n bytes into the output (16 KiB records). */
+enum tls_status tls_conn_write(struct tls_conn *t, const uint8_t *p, size_t n);
+
+/* tls_conn_close queues a close_notify alert. */
+void tls_conn_close(struct tls_conn *t);
+
+/* Ciphertext the caller must send. */
+const uint8_t *tls_conn_output(struct tls_conn *t, size_t *n);
+void tls_conn_output_consume(struct tls_conn *t, size_t n);
+
+/* tls_conn_error: description of the last TLS_ERROR (static or internal
+ * storage valid until the conn is freed), e.g. "handshake: protocol
+ * version", "certificate verify failed: hostname mismatch". */
+const char *tls_conn_error(const struct tls_conn *t);
+/* tls_conn_error_is_negotiation: the failure was a protocol version or
+ * cipher/group mismatch (a lower tier might work), not a verification
+ * failure or I/O problem. */
+int tls_conn_error_is_negotiation(const struct tls_conn *t);
+
+void tls_conn_info(const struct tls_conn *t, struct tls_info *out);
+
+/* tls_conn_take_session returns one newly received session, or NULL. */
+SSL_SESSION *tls_conn_take_session(struct tls_conn *t);
+
+/* Server-side helpers for the sink: was this handshake resumed, and the
+ * negotiated parameters (tls_conn_info works for servers too). */
+
+#endif
