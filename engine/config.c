@@ -1,0 +1,377 @@
+/* config.c - load and validate tern's configuration file; see config.h. */
+#include "engine/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+void config_defaults(struct tern_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    if (gethostname(c->hostname, sizeof(c->hostname) - 1) != 0 || c->hostname[0] == '\0')
+        snprintf(c->hostname, sizeof(c->hostname), "localhost");
+    c->threads = 0;
+    snprintf(c->redis, sizeof(c->redis), "127.0.0.1:6379");
+    queue_config_defaults(&c->queue);
+    c->tls = SMTP_TLS_MAY;
+    c->timeouts = (struct tern_timeouts){
+        .connect = 30000, .greeting = 300000, .command = 300000,
+        .tls = 300000, .data = 120000, .block = 180000, .final = 600000,
+        .idle = 5000,
+    };
+    c->max_connections = 20;
+    c->max_messages_per_connection = 10000;
+    c->batch = 256;
+    c->max_in_memory = 8192;
+    c->retry_base_ms = 60000;
+    c->retry_max_ms = 3600000;
+    c->max_age_ms = 5LL * 86400 * 1000;
+    c->tier_memory_ms = 3600000;
+}
+
+int config_parse_duration_ms(const char *s, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || errno || v < 0)
+        return 0;
+    int64_t mul;
+    if (*end == '\0' || strcmp(end, "s") == 0) mul = 1000;
+    else if (strcmp(end, "ms") == 0) mul = 1;
+    else if (strcmp(end, "m") == 0) mul = 60000;
+    else if (strcmp(end, "h") == 0) mul = 3600000;
+    else if (strcmp(end, "d") == 0) mul = 86400000;
+    else return 0;
+    if (v > INT64_MAX / mul)
+        return 0;
+    *out = v * mul;
+    return 1;
+}
+
+int config_parse_size(const char *s, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || errno || v < 0)
+        return 0;
+    int64_t mul;
+    if (*end == '\0') mul = 1;
+    else if (strcasecmp(end, "k") == 0) mul = 1024;
+    else if (strcasecmp(end, "m") == 0) mul = 1024 * 1024;
+    else if (strcasecmp(end, "g") == 0) mul = 1024LL * 1024 * 1024;
+    else return 0;
+    if (v > INT64_MAX / mul)
+        return 0;
+    *out = v * mul;
+    return 1;
+}
+
+static int parse_int(const char *s, long lo, long hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end != '\0' || errno || v < lo || v > hi)
+        return 0;
+    *out = (int)v;
+    return 1;
+}
+
+static int copy_str(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= cap)
+        return 0;
+    memcpy(dst, src, n + 1);
+    return 1;
+}
+
+/* "host:port" or "[v6]:port" -> resolved numeric address. */
+static int parse_hostport(const char *v, struct tern_route *r, const char **why)
+{
+    const char *colon;
+    char host[CONFIG_HOST_MAX];
+    size_t hl;
+    if (v[0] == '[') {
+        const char *rb = strchr(v, ']');
+        if (rb == NULL || rb[1] != ':') { *why = "expected [address]:port"; return 0; }
+        hl = (size_t)(rb - v - 1);
+        if (hl == 0 || hl >= sizeof(host)) { *why = "bad host"; return 0; }
+        memcpy(host, v + 1, hl);
+        colon = rb + 1;
+    } else {
+        colon = strrchr(v, ':');
+        if (colon == NULL) { *why = "expected HOST:PORT"; return 0; }
+        hl = (size_t)(colon - v);
+        if (hl == 0 || hl >= sizeof(host)) { *why = "bad host"; return 0; }
+        memcpy(host, v, hl);
+    }
+    host[hl] = '\0';
+    int port;
+    if (!parse_int(colon + 1, 1, 65535, &port)) { *why = "bad port"; return 0; }
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG}, *res;
+    char portstr[8];
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    /* Routes are resolved once at load time; real MX lookups belong to the
+     * resolver (engine/resolver.h) and will not block. */
+    if (getaddrinfo(host, portstr, &hints, &res) != 0 || res == NULL) {
+        *why = "cannot resolve route host";
+        return 0;
+    }
+    memcpy(&r->addr, res->ai_addr, res->ai_addrlen);
+    r->addrlen = res->ai_addrlen;
+    freeaddrinfo(res);
+    copy_str(r->host, sizeof(r->host), host);
+    r->port = (uint16_t)port;
+    return 1;
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+enum key_kind { K_STR, K_INT, K_DURATION, K_SIZE, K_TLS, K_ROUTE, K_TIMEOUT, K_THREADS, K_PARTITIONS };
+
+struct key_def {
+    const char *name;
+    enum key_kind kind;
+    size_t off;          /* offset into struct tern_config */
+    size_t size;         /* for K_STR */
+    long lo, hi;         /* for K_INT */
+};
+
+#define F(field) offsetof(struct tern_config, field)
+static const struct key_def keys[] = {
+    {"hostname", K_STR, F(hostname), sizeof(((struct tern_config *)0)->hostname), 0, 0},
+    {"threads", K_THREADS, F(threads), 0, 0, 256},
+    {"redis", K_STR, F(redis), CONFIG_PATH_MAX, 0, 0},
+    {"partitions", K_PARTITIONS, 0, 0, 1, QUEUE_PARTITIONS_MAX},
+    {"tls", K_TLS, F(tls), 0, 0, 0},
+    {"ca_file", K_STR, F(ca_file), CONFIG_PATH_MAX, 0, 0},
+    {"client_cert", K_STR, F(client_cert), CONFIG_PATH_MAX, 0, 0},
+    {"client_key", K_STR, F(client_key), CONFIG_PATH_MAX, 0, 0},
+    {"max_connections", K_INT, F(max_connections), 0, 1, 100000},
+    {"max_messages_per_connection", K_INT, F(max_messages_per_connection), 0, 1, 100000000},
+    {"batch", K_INT, F(batch), 0, 1, QUEUE_TAKE_MAX},
+    {"max_in_memory", K_INT, F(max_in_memory), 0, 1, 10000000},
+    {"retry_base", K_DURATION, F(retry_base_ms), 0, 0, 0},
+    {"retry_max", K_DURATION, F(retry_max_ms), 0, 0, 0},
+    {"max_age", K_DURATION, F(max_age_ms), 0, 0, 0},
+    {"tier_memory", K_DURATION, F(tier_memory_ms), 0, 0, 0},
+    {"lease", K_DURATION, 0, 0, 0, 0},
+    {"max_message_size", K_SIZE, 0, 0, 0, 0},
+    {"route", K_ROUTE, 0, 0, 0, 0},
+    {"timeout", K_TIMEOUT, 0, 0, 0, 0},
+};
+#undef F
+
+static const struct { const char *name; size_t off; } timeout_names[] = {
+    {"connect", offsetof(struct tern_timeouts, connect)},
+    {"greeting", offsetof(struct tern_timeouts, greeting)},
+    {"command", offsetof(struct tern_timeouts, command)},
+    {"tls", offsetof(struct tern_timeouts, tls)},
+    {"data", offsetof(struct tern_timeouts, data)},
+    {"block", offsetof(struct tern_timeouts, block)},
+    {"final", offsetof(struct tern_timeouts, final)},
+    {"idle", offsetof(struct tern_timeouts, idle)},
+};
+
+static int valid_domain_arg(const char *d)
+{
+    if (strcmp(d, "*") == 0)
+        return 1;
+    size_t n = strlen(d);
+    if (n == 0 || n >= CONFIG_HOST_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)d[i];
+        if (!(isalnum(ch) || ch == '-' || ch == '.' || ch == '_'))
+            return 0;
+    }
+    return 1;
+}
+
+/* apply one "key [arg] = value" setting; returns NULL or the reason. */
+static const char *apply(struct tern_config *c, const char *key, const char *arg,
+                         const char *val, unsigned *seen)
+{
+    size_t i;
+    for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        if (strcmp(keys[i].name, key) == 0)
+            break;
+    if (i == sizeof(keys) / sizeof(keys[0]))
+        return "unknown key";
+    const struct key_def *k = &keys[i];
+    if ((k->kind == K_ROUTE || k->kind == K_TIMEOUT) != (arg != NULL))
+        return arg ? "this key takes no argument" : "this key needs an argument (key ARG = value)";
+    if (k->kind != K_ROUTE && k->kind != K_TIMEOUT) {
+        if (*seen & (1u << i))
+            return "duplicate setting";
+        *seen |= 1u << i;
+    }
+    if (*val == '\0')
+        return "empty value";
+    char *base = (char *)c;
+    int64_t v64;
+    switch (k->kind) {
+    case K_STR:
+        return copy_str(base + k->off, k->size, val) ? NULL : "value too long";
+    case K_INT:
+        return parse_int(val, k->lo, k->hi, (int *)(base + k->off)) ? NULL : "bad number or out of range";
+    case K_THREADS:
+        return parse_int(val, k->lo, k->hi, &c->threads) ? NULL : "threads must be 0..256";
+    case K_PARTITIONS:
+        return parse_int(val, k->lo, k->hi, &c->queue.partitions) ? NULL : "partitions must be 1..1024";
+    case K_DURATION:
+        if (!config_parse_duration_ms(val, &v64))
+            return "bad duration (use e.g. 30s, 5m, 500ms)";
+        if (strcmp(key, "lease") == 0) {
+            if (v64 < 1000 || v64 > INT32_MAX)
+                return "lease must be 1s..24d";
+            c->queue.lease_ms = (int)v64;
+        } else {
+            *(int64_t *)(base + k->off) = v64;
+        }
+        return NULL;
+    case K_SIZE:
+        if (!config_parse_size(val, &v64) || v64 < 1024)
+            return "bad size (use e.g. 10m; at least 1k)";
+        c->queue.max_message_size = v64;
+        return NULL;
+    case K_TLS:
+        if (strcmp(val, "none") == 0) c->tls = SMTP_TLS_NONE;
+        else if (strcmp(val, "may") == 0) c->tls = SMTP_TLS_MAY;
+        else if (strcmp(val, "encrypt") == 0) c->tls = SMTP_TLS_REQUIRED;
+        else return "tls must be none, may or encrypt";
+        return NULL;
+    case K_TIMEOUT:
+        for (size_t t = 0; t < sizeof(timeout_names) / sizeof(timeout_names[0]); t++) {
+            if (strcmp(timeout_names[t].name, arg) == 0) {
+                if (!config_parse_duration_ms(val, &v64) || v64 == 0)
+                    return "bad duration (use e.g. 30s, 5m, 500ms)";
+                *(int64_t *)((char *)&c->timeouts + timeout_names[t].off) = v64;
+                return NULL;
+            }
+        }
+        return "unknown timeout (connect, greeting, command, tls, data, block, final, idle)";
+    case K_ROUTE: {
+        if (!valid_domain_arg(arg))
+            return "bad route domain";
+        for (int r = 0; r < c->nroutes; r++)
+            if (strcasecmp(c->routes[r].domain, arg) == 0)
+                return "duplicate route";
+        if (c->nroutes >= CONFIG_ROUTES_MAX)
+            return "too many routes";
+        struct tern_route *r = &c->routes[c->nroutes];
+        memset(r, 0, sizeof(*r));
+        copy_str(r->domain, sizeof(r->domain), arg);
+        const char *why = NULL;
+        if (!parse_hostport(val, r, &why))
+            return why;
+        c->nroutes++;
+        return NULL;
+    }
+    }
+    return "internal: unhandled key kind";
+}
+
+int config_load(struct tern_config *c, const char *path, char *err, size_t errlen)
+{
+    config_defaults(c);
+    copy_str(c->path, sizeof(c->path), path);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return 0;
+    }
+    char line[CONFIG_LINE_MAX + 2];
+    unsigned seen = 0;
+    int lineno = 0;
+    int ok = 1;
+    while (fgets(line, sizeof(line), f)) {
+        lineno++;
+        size_t n = strlen(line);
+        if (n > 0 && line[n - 1] != '\n' && !feof(f)) {
+            snprintf(err, errlen, "%s:%d: line longer than %d bytes", path, lineno, CONFIG_LINE_MAX);
+            ok = 0;
+            break;
+        }
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char *s = trim(line);
+        if (*s == '\0')
+            continue;
+        char *eq = strchr(s, '=');
+        if (eq == NULL) {
+            snprintf(err, errlen, "%s:%d: expected \"key = value\"", path, lineno);
+            ok = 0;
+            break;
+        }
+        *eq = '\0';
+        char *lhs = trim(s), *val = trim(eq + 1);
+        char *arg = NULL;
+        char *sp = lhs;
+        while (*sp && !isspace((unsigned char)*sp))
+            sp++;
+        if (*sp) {
+            *sp = '\0';
+            arg = trim(sp + 1);
+            if (strpbrk(arg, " \t")) {
+                snprintf(err, errlen, "%s:%d: too many words before '='", path, lineno);
+                ok = 0;
+                break;
+            }
+        }
+        const char *why = apply(c, lhs, arg, val, &seen);
+        if (why) {
+            snprintf(err, errlen, "%s:%d: %s: %s", path, lineno, lhs, why);
+            ok = 0;
+            break;
+        }
+    }
+    fclose(f);
+    if (!ok)
+        return 0;
+    if (c->threads == 0) {
+        long nc = sysconf(_SC_NPROCESSORS_ONLN);
+        c->threads = nc > 0 ? (int)nc : 1;
+    }
+    if (c->threads > c->queue.partitions)
+        c->threads = c->queue.partitions;   /* a worker owns >= 1 partition */
+    if ((c->client_cert[0] != '\0') != (c->client_key[0] != '\0')) {
+        snprintf(err, errlen, "%s: client_cert and client_key go together", path);
+        return 0;
+    }
+    return 1;
+}
+
+const struct tern_route *config_route(const struct tern_config *c, const char *domain)
+{
+    const char *d = domain;
+    while (d) {
+        for (int i = 0; i < c->nroutes; i++)
+            if (strcasecmp(c->routes[i].domain, d) == 0)
+                return &c->routes[i];
+        d = strchr(d, '.');
+        if (d)
+            d++;
+    }
+    for (int i = 0; i < c->nroutes; i++)
+        if (strcmp(c->routes[i].domain, "*") == 0)
+            return &c->routes[i];
+    return NULL;
+}

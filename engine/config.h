@@ -1,0 +1,106 @@
+/*
+ * config.h - tern's configuration file: one file, validated up front.
+ *
+ * FORMAT
+ *   Lines of "key = value"; '#' starts a comment; blank lines are ignored.
+ *   A key may take one argument before the '=':
+ *
+ *     hostname = tern.example.net          # EHLO name and listener name
+ *     threads = 2                          # worker threads (0: one per core)
+ *     redis = unix:run/redis.sock          # or HOST:PORT
+ *     partitions = 16
+ *     route example.com = 127.0.0.1:2525   # next hop for a domain
+ *     route * = 127.0.0.1:2525             # the default route
+ *     tls = may                            # none | may | encrypt
+ *     ca_file = /etc/ssl/certs/ca-certificates.crt
+ *     timeout connect = 30s                # see struct tern_timeouts
+ *     max_connections = 20                 # per destination
+ *     ...
+ *
+ *   Durations take a unit suffix (ms, s, m, h, d); a bare number means
+ *   seconds. Sizes take k, m, g (KiB, MiB, GiB). Every key is listed in
+ *   docs/config.md and in the table in config.c.
+ *
+ * ERRORS
+ *   config_load() returns 0 and writes "FILE:LINE: reason" into err for the
+ *   first problem: unknown key, bad value, missing '=', duplicate setting,
+ *   a route whose host cannot be resolved, a line over CONFIG_LINE_MAX.
+ *
+ * OWNERSHIP
+ *   struct tern_config is a plain value filled by config_load and never
+ *   changed afterwards; workers read it concurrently without locks.
+ */
+#ifndef TERN_ENGINE_CONFIG_H
+#define TERN_ENGINE_CONFIG_H
+
+#include <netinet/in.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "queue/queue.h"
+#include "engine/smtp_client.h"
+
+#define CONFIG_LINE_MAX    4096
+#define CONFIG_ROUTES_MAX  1024
+#define CONFIG_PATH_MAX    1024
+#define CONFIG_HOST_MAX    256
+
+/* RFC 5321 section 4.5.3.2 defaults, in milliseconds. */
+struct tern_timeouts {
+    int64_t connect;   /* TCP connect: 30 s (not in the RFC) */
+    int64_t greeting;  /* initial 220: 5 min */
+    int64_t command;   /* EHLO, STARTTLS, MAIL, RCPT, RSET, QUIT: 5 min */
+    int64_t tls;       /* TLS handshake: 5 min */
+    int64_t data;      /* DATA initiation (354): 2 min */
+    int64_t block;     /* each data block sent: 3 min */
+    int64_t final;     /* reply to the final dot: 10 min */
+    int64_t idle;      /* an idle pooled connection is closed after: 5 s */
+};
+
+/* A next hop: where mail for a domain goes. */
+struct tern_route {
+    char domain[CONFIG_HOST_MAX];     /* "example.com", or "*" */
+    char host[CONFIG_HOST_MAX];       /* as written; used for SNI */
+    struct sockaddr_storage addr;     /* resolved at load time */
+    socklen_t addrlen;
+    uint16_t port;
+};
+
+struct tern_config {
+    char path[CONFIG_PATH_MAX];
+    char hostname[SMTP_HELO_NAME_MAX + 1];
+    int threads;                      /* resolved: >= 1 */
+    char redis[CONFIG_PATH_MAX];      /* "unix:/path" or "host:port" */
+    struct queue_config queue;
+    enum smtp_tls_mode tls;           /* default policy */
+    char ca_file[CONFIG_PATH_MAX];    /* "" : system bundle */
+    char client_cert[CONFIG_PATH_MAX];
+    char client_key[CONFIG_PATH_MAX];
+    struct tern_timeouts timeouts;
+    int max_connections;              /* per destination */
+    int max_messages_per_connection;
+    int batch;                        /* messages per take */
+    int max_in_memory;                /* messages held per worker */
+    int64_t retry_base_ms;            /* first retry delay; doubles */
+    int64_t retry_max_ms;
+    int64_t max_age_ms;               /* deferred longer than this: bounce */
+    int64_t tier_memory_ms;           /* how long a fallback tier is remembered */
+    struct tern_route routes[CONFIG_ROUTES_MAX];
+    int nroutes;
+};
+
+/* config_defaults fills every default (no routes). */
+void config_defaults(struct tern_config *c);
+
+/* config_load reads and validates path into *c (defaults first). */
+int config_load(struct tern_config *c, const char *path, char *err, size_t errlen);
+
+/* config_route finds the route for a domain: exact match (case-
+ * insensitive), then parent domains, then "*". NULL if none. */
+const struct tern_route *config_route(const struct tern_config *c, const char *domain);
+
+/* Parsers shared with the CLI; 1 on success. */
+int config_parse_duration_ms(const char *s, int64_t *out);
+int config_parse_size(const char *s, int64_t *out);
+
+#endif

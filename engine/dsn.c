@@ -1,0 +1,93 @@
+/* dsn.c - RFC 3464 non-delivery reports; see dsn.h. */
+#include "engine/dsn.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+/* Copy a reply into a header value: no CR/LF, bounded. */
+static void append_clean(struct buf *out, const char *s, size_t max)
+{
+    for (size_t i = 0; s[i] && i < max; i++) {
+        char ch = s[i];
+        if (ch == '\r' || ch == '\n')
+            ch = ' ';
+        buf_append(out, &ch, 1);
+    }
+}
+
+/* Length of the original's header section (up to the blank line). */
+static size_t header_len(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (p[i] == '\n' && p[i + 1] == '\n')
+            return i + 1;
+        if (i + 3 < n && p[i] == '\r' && p[i + 1] == '\n' && p[i + 2] == '\r' && p[i + 3] == '\n')
+            return i + 2;
+    }
+    return n;
+}
+
+int dsn_build(struct buf *out, const char *reporting_mta, const char *sender,
+              const char *queue_id, const struct dsn_rcpt *r, size_t n,
+              const uint8_t *orig, size_t orig_len, int64_t now_s)
+{
+    char date[64];
+    time_t t = (time_t)now_s;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
+    char boundary[96];
+    snprintf(boundary, sizeof(boundary), "tern-dsn-%s", queue_id);
+
+    buf_append_str(out, "From: Mail Delivery System <MAILER-DAEMON@");
+    buf_append_str(out, reporting_mta);
+    buf_append_str(out, ">\r\nTo: <");
+    append_clean(out, sender, 512);
+    buf_append_str(out, ">\r\nSubject: Undelivered Mail Returned to Sender\r\nDate: ");
+    buf_append_str(out, date);
+    buf_append_str(out, "\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
+                        "Content-Type: multipart/report; report-type=delivery-status;\r\n"
+                        "\tboundary=\"");
+    buf_append_str(out, boundary);
+    buf_append_str(out, "\"\r\n\r\nThis is a MIME-encapsulated message.\r\n\r\n--");
+    buf_append_str(out, boundary);
+    buf_append_str(out, "\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+                        "Your message could not be delivered to the following recipients:\r\n\r\n");
+    for (size_t i = 0; i < n; i++) {
+        buf_append_str(out, "  <");
+        append_clean(out, r[i].rcpt, 512);
+        buf_append_str(out, ">: ");
+        append_clean(out, r[i].diagnostic, 900);
+        buf_append_str(out, "\r\n");
+    }
+    buf_append_str(out, "\r\n--");
+    buf_append_str(out, boundary);
+    buf_append_str(out, "\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; ");
+    buf_append_str(out, reporting_mta);
+    buf_append_str(out, "\r\nX-Tern-Queue-ID: ");
+    buf_append_str(out, queue_id);
+    buf_append_str(out, "\r\nArrival-Date: ");
+    buf_append_str(out, date);
+    buf_append_str(out, "\r\n");
+    for (size_t i = 0; i < n; i++) {
+        buf_append_str(out, "\r\nFinal-Recipient: rfc822; ");
+        append_clean(out, r[i].rcpt, 512);
+        buf_append_str(out, "\r\nAction: failed\r\nStatus: ");
+        append_clean(out, r[i].status && r[i].status[0] ? r[i].status : "5.0.0", 16);
+        buf_append_str(out, "\r\nDiagnostic-Code: smtp; ");
+        append_clean(out, r[i].diagnostic, 900);
+        buf_append_str(out, "\r\n");
+    }
+    buf_append_str(out, "\r\n--");
+    buf_append_str(out, boundary);
+    buf_append_str(out, "\r\nContent-Type: text/rfc822-headers\r\n\r\n");
+    size_t hl = header_len(orig, orig_len);
+    if (hl > DSN_HEADERS_MAX)
+        hl = DSN_HEADERS_MAX;
+    buf_append(out, orig, hl);
+    buf_append_str(out, "\r\n--");
+    buf_append_str(out, boundary);
+    buf_append_str(out, "--\r\n");
+    return !out->err;
+}

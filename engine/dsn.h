@@ -1,0 +1,36 @@
+/*
+ * dsn.h - build a non-delivery report (RFC 3464 multipart/report) for
+ * recipients that failed permanently, addressed to the envelope sender.
+ *
+ * DESCRIPTION
+ *   The report has three parts: a human-readable explanation, the
+ *   message/delivery-status part (one per-recipient block with Action:
+ *   failed, Status and Diagnostic-Code), and the original message's header
+ *   (text/rfc822-headers, capped at DSN_HEADERS_MAX bytes). The engine
+ *   enqueues it with the null reverse path "<>", so a bounce never bounces.
+ *
+ * OWNERSHIP
+ *   Everything is appended to the caller's buffer; check out->err once.
+ */
+#ifndef TERN_ENGINE_DSN_H
+#define TERN_ENGINE_DSN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/buf.h"
+
+#define DSN_HEADERS_MAX (16 * 1024)
+
+struct dsn_rcpt {
+    const char *rcpt;
+    const char *status;      /* enhanced status, e.g. "5.1.1" */
+    const char *diagnostic;  /* the receiver's reply, one line */
+};
+
+/* dsn_build appends the report. Returns 1, or 0 if out->err is set. */
+int dsn_build(struct buf *out, const char *reporting_mta, const char *sender,
+              const char *queue_id, const struct dsn_rcpt *r, size_t n,
+              const uint8_t *orig, size_t orig_len, int64_t now_s);
+
+#endif

@@ -1,0 +1,489 @@
+/*
+ * main.c - the tern command line.
+ *
+ *   tern run -c FILE [--drain] [-v]        deliver from the queue
+ *   tern inject -c FILE --from A --to B[,C...] [FILE|-]
+ *   tern inject -c FILE --generate N --domains d1,d2,... [--size BYTES] [--from A]
+ *   tern queue -c FILE stats
+ *   tern check-config -c FILE
+ *
+ * Exit status: 0 success, 1 runtime failure, 2 bad usage or bad input.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/config.h"
+#include "engine/worker.h"
+#include "queue/queue.h"
+
+#define INJECT_MAX_RCPTS QUEUE_RCPTS_MAX
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: tern run -c FILE [--drain] [-v]\n"
+            "       tern inject -c FILE --from ADDR --to ADDR[,ADDR...] [FILE|-]\n"
+            "       tern inject -c FILE --generate N --domains D1,D2,... [--size BYTES] [--from ADDR]\n"
+            "       tern queue -c FILE stats\n"
+            "       tern check-config -c FILE\n");
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static const char *opt_value(int argc, char **argv, int *i)
+{
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "tern: %s needs a value\n", argv[*i]);
+        exit(2);
+    }
+    return argv[++*i];
+}
+
+static int load_config(const char *path, struct tern_config *cfg)
+{
+    char err[512];
+    if (path == NULL) {
+        fprintf(stderr, "tern: -c FILE is required\n");
+        return 0;
+    }
+    if (!config_load(cfg, path, err, sizeof(err))) {
+        fprintf(stderr, "tern: %s\n", err);
+        return 0;
+    }
+    return 1;
+}
+
+/* ---- run ------------------------------------------------------------------ */
+
+struct thread_arg {
+    struct worker *w;
+    int rc;
+    volatile int finished;
+};
+
+static void *thread_main(void *p)
+{
+    struct thread_arg *a = p;
+    a->rc = worker_run(a->w);
+    a->finished = 1;
+    return NULL;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void print_summary(struct worker **ws, int n, double wall, const struct rusage *ru)
+{
+    struct worker_stats t = {0};
+    size_t nlat = 0;
+    for (int i = 0; i < n; i++)
+        nlat += worker_stats(ws[i])->nlat;
+    uint32_t *lat = nlat ? malloc(nlat * sizeof(*lat)) : NULL;
+    size_t k = 0;
+    for (int i = 0; i < n; i++) {
+        const struct worker_stats *s = worker_stats(ws[i]);
+        t.taken += s->taken;
+        t.delivered += s->delivered;
+        t.deferred += s->deferred;
+        t.failed += s->failed;
+        t.returned += s->returned;
+        t.bounces += s->bounces;
+        t.rcpts_delivered += s->rcpts_delivered;
+        t.in_doubt += s->in_doubt;
+        t.conns_opened += s->conns_opened;
+        t.conn_failures += s->conn_failures;
+        t.txns += s->txns;
+        t.hs_full += s->hs_full;
+        t.hs_resumed += s->hs_resumed;
+        t.resume_offered += s->resume_offered;
+        t.resume_refused += s->resume_refused;
+        for (int tt = 0; tt < TLS_TIER_COUNT; tt++)
+            t.tier_msgs[tt] += s->tier_msgs[tt];
+        for (int m = 0; m < s->nmix; m++) {
+            int q = 0;
+            while (q < t.nmix && strcmp(t.mix[q].name, s->mix[m].name) != 0)
+                q++;
+            if (q < t.nmix)
+                t.mix[q].n += s->mix[m].n;
+            else if (t.nmix < TLS_MIX_MAX)
+                t.mix[t.nmix++] = s->mix[m];
+        }
+        if (lat && s->nlat) {
+            memcpy(lat + k, s->lat_ms, s->nlat * sizeof(*lat));
+            k += s->nlat;
+        }
+    }
+    double cpu = (double)ru->ru_utime.tv_sec + (double)ru->ru_utime.tv_usec / 1e6 +
+                 (double)ru->ru_stime.tv_sec + (double)ru->ru_stime.tv_usec / 1e6;
+    double rate = wall > 0 ? (double)t.delivered / wall : 0;
+    double us_per = t.delivered ? cpu * 1e6 / (double)t.delivered : 0;
+    printf("tern run: %llu messages delivered (%llu recipients) in %.2f s: %.0f msg/s\n",
+           (unsigned long long)t.delivered, (unsigned long long)t.rcpts_delivered, wall, rate);
+    printf("  deferred %llu, failed %llu, returned %llu, bounces queued %llu, "
+           "in-doubt retries %llu\n",
+           (unsigned long long)t.deferred, (unsigned long long)t.failed,
+           (unsigned long long)t.returned, (unsigned long long)t.bounces,
+           (unsigned long long)t.in_doubt);
+    printf("  connections: %llu opened, %llu failed; %llu transactions (%.1f per connection)\n",
+           (unsigned long long)t.conns_opened, (unsigned long long)t.conn_failures,
+           (unsigned long long)t.txns,
+           t.conns_opened ? (double)t.txns / (double)t.conns_opened : 0.0);
+    printf("  TLS handshakes: %llu full, %llu resumed (%llu resumption offers, %llu refused)\n",
+           (unsigned long long)t.hs_full, (unsigned long long)t.hs_resumed,
+           (unsigned long long)t.resume_offered, (unsigned long long)t.resume_refused);
+    printf("  tiers: preferred %llu, sufficient %llu, legacy %llu, plaintext %llu\n",
+           (unsigned long long)t.tier_msgs[TLS_TIER_PREFERRED],
+           (unsigned long long)t.tier_msgs[TLS_TIER_SUFFICIENT],
+           (unsigned long long)t.tier_msgs[TLS_TIER_LEGACY],
+           (unsigned long long)t.tier_msgs[TLS_TIER_PLAINTEXT]);
+    for (int m = 0; m < t.nmix; m++)
+        printf("  seen: %s: %llu messages\n", t.mix[m].name, (unsigned long long)t.mix[m].n);
+    uint32_t p50 = 0, p99 = 0;
+    if (lat && k) {
+        qsort(lat, k, sizeof(*lat), cmp_u32);
+        p50 = lat[k / 2];
+        p99 = lat[(k * 99) / 100 < k ? (k * 99) / 100 : k - 1];
+        printf("  latency enqueue->250: p50 %u ms, p99 %u ms\n", p50, p99);
+    }
+    printf("  engine CPU: %.3f s (user %.3f, sys %.3f): %.1f us/message\n", cpu,
+           (double)ru->ru_utime.tv_sec + (double)ru->ru_utime.tv_usec / 1e6,
+           (double)ru->ru_stime.tv_sec + (double)ru->ru_stime.tv_usec / 1e6, us_per);
+    printf("summary delivered=%llu deferred=%llu failed=%llu returned=%llu in_doubt=%llu "
+           "wall_s=%.3f msgs_per_s=%.0f cpu_s=%.3f cpu_us_per_msg=%.1f conns=%llu "
+           "hs_full=%llu hs_resumed=%llu resume_refused=%llu p50_ms=%u p99_ms=%u "
+           "plaintext=%llu\n",
+           (unsigned long long)t.delivered, (unsigned long long)t.deferred,
+           (unsigned long long)t.failed, (unsigned long long)t.returned,
+           (unsigned long long)t.in_doubt, wall, rate, cpu, us_per,
+           (unsigned long long)t.conns_opened, (unsigned long long)t.hs_full,
+           (unsigned long long)t.hs_resumed, (unsigned long long)t.resume_refused, p50, p99,
+           (unsigned long long)t.tier_msgs[TLS_TIER_PLAINTEXT]);
+    free(lat);
+}
+
+static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
+{
+    char err[512];
+    struct queue_conn q;
+    if (!queue_open(&q, &cfg->queue, cfg->redis, err, sizeof(err))) {
+        fprintf(stderr, "tern: %s\n", err);
+        return 1;
+    }
+    struct engine e = {.cfg = cfg, .scripts = q.scripts, .drain = drain,
+                       .nworkers = cfg->threads, .verbose = verbose};
+    queue_close(&q);
+
+    /* Signals go to this thread only: workers never see them. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct worker **ws = calloc((size_t)e.nworkers, sizeof(*ws));
+    struct thread_arg *ta = calloc((size_t)e.nworkers, sizeof(*ta));
+    pthread_t *th = calloc((size_t)e.nworkers, sizeof(*th));
+    if (ws == NULL || ta == NULL || th == NULL) {
+        fprintf(stderr, "tern: out of memory\n");
+        return 1;
+    }
+    for (int i = 0; i < e.nworkers; i++) {
+        ws[i] = worker_new(&e, i, err, sizeof(err));
+        if (ws[i] == NULL) {
+            fprintf(stderr, "tern: worker %d: %s\n", i, err);
+            return 1;
+        }
+    }
+    double t0 = now_s();
+    for (int i = 0; i < e.nworkers; i++) {
+        ta[i].w = ws[i];
+        if (pthread_create(&th[i], NULL, thread_main, &ta[i]) != 0) {
+            fprintf(stderr, "tern: cannot start worker thread\n");
+            return 1;
+        }
+    }
+    int stopping = 0;
+    for (;;) {
+        int all = 1;
+        for (int i = 0; i < e.nworkers; i++)
+            all &= ta[i].finished;
+        if (all)
+            break;
+        struct timespec to = {0, 100 * 1000000L};
+        int sig = sigtimedwait(&set, NULL, &to);
+        if (sig > 0 && !stopping) {
+            fprintf(stderr, "tern: %s: finishing in-flight messages, returning the rest\n",
+                    sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            stopping = 1;
+        }
+        /* With --drain a finished worker stops the others only when all
+         * are done; each drains its own partitions. */
+        if (stopping)
+            for (int i = 0; i < e.nworkers; i++)
+                worker_stop(ws[i]);
+    }
+    int rc = 0;
+    for (int i = 0; i < e.nworkers; i++) {
+        pthread_join(th[i], NULL);
+        rc |= ta[i].rc;
+    }
+    double wall = now_s() - t0;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    print_summary(ws, e.nworkers, wall, &ru);
+    for (int i = 0; i < e.nworkers; i++)
+        worker_free(ws[i]);
+    free(ws);
+    free(ta);
+    free(th);
+    return rc;
+}
+
+/* ---- inject --------------------------------------------------------------- */
+
+static int read_all(const char *path, uint8_t **out, size_t *len, int64_t max)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (f == NULL) {
+        fprintf(stderr, "tern: %s: %s\n", path, strerror(errno));
+        return 0;
+    }
+    size_t cap = 65536, n = 0;
+    uint8_t *b = malloc(cap);
+    while (b) {
+        if (n == cap) {
+            if ((int64_t)cap > max + 1)
+                break;
+            uint8_t *nb = realloc(b, cap * 2);
+            if (nb == NULL) {
+                free(b);
+                b = NULL;
+                break;
+            }
+            b = nb;
+            cap *= 2;
+        }
+        size_t r = fread(b + n, 1, cap - n, f);
+        if (r == 0)
+            break;
+        n += r;
+    }
+    int bad = ferror(f);
+    if (f != stdin)
+        fclose(f);
+    if (b == NULL || bad) {
+        fprintf(stderr, "tern: %s: read error\n", path);
+        free(b);
+        return 0;
+    }
+    *out = b;
+    *len = n;
+    return 1;
+}
+
+static int split_list(char *s, const char **out, size_t max, size_t *n)
+{
+    *n = 0;
+    for (char *tok = strtok(s, ","); tok; tok = strtok(NULL, ",")) {
+        if (*n == max)
+            return 0;
+        out[(*n)++] = tok;
+    }
+    return 1;
+}
+
+static int cmd_inject(const struct tern_config *cfg, int argc, char **argv, int i)
+{
+    const char *from = NULL, *file = NULL;
+    char *to = NULL, *domains = NULL;
+    long generate = -1;
+    int64_t size = 4096;
+    for (; i < argc; i++) {
+        if (strcmp(argv[i], "--from") == 0) from = opt_value(argc, argv, &i);
+        else if (strcmp(argv[i], "--to") == 0) to = (char *)opt_value(argc, argv, &i);
+        else if (strcmp(argv[i], "--generate") == 0) {
+            char *end;
+            generate = strtol(opt_value(argc, argv, &i), &end, 10);
+            if (*end || generate < 0) {
+                fprintf(stderr, "tern: --generate needs a count\n");
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--domains") == 0) domains = (char *)opt_value(argc, argv, &i);
+        else if (strcmp(argv[i], "--size") == 0) {
+            if (!config_parse_size(opt_value(argc, argv, &i), &size) || size < 64) {
+                fprintf(stderr, "tern: --size needs a size of at least 64 bytes\n");
+                return 2;
+            }
+        } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
+            fprintf(stderr, "tern: unknown option %s\n", argv[i]);
+            return 2;
+        } else if (file == NULL) file = argv[i];
+        else {
+            fprintf(stderr, "tern: one message file at most\n");
+            return 2;
+        }
+    }
+    char err[512];
+    if (generate >= 0) {
+        if (domains == NULL) {
+            fprintf(stderr, "tern: --generate needs --domains\n");
+            return 2;
+        }
+        if (size > cfg->queue.max_message_size) {
+            fprintf(stderr, "tern: --size exceeds max_message_size (%lld)\n",
+                    (long long)cfg->queue.max_message_size);
+            return 2;
+        }
+        const char *dl[4096];
+        size_t nd;
+        if (!split_list(domains, dl, 4096, &nd) || nd == 0) {
+            fprintf(stderr, "tern: --domains: 1 to 4096 domains\n");
+            return 2;
+        }
+        struct queue_conn q;
+        if (!queue_open(&q, &cfg->queue, cfg->redis, err, sizeof(err))) {
+            fprintf(stderr, "tern: %s\n", err);
+            return 1;
+        }
+        double t0 = now_s();
+        long n = queue_generate(&q, generate, dl, nd, (size_t)size, err, sizeof(err));
+        queue_close(&q);
+        if (n < 0) {
+            fprintf(stderr, "tern: generate: %s\n", err);
+            return 1;
+        }
+        double dt = now_s() - t0;
+        printf("tern inject: %ld messages of %lld bytes to %zu domains enqueued in %.2f s (%.0f/s)\n",
+               n, (long long)size, nd, dt, dt > 0 ? (double)n / dt : 0.0);
+        return 0;
+    }
+    if (from == NULL || to == NULL) {
+        fprintf(stderr, "tern: inject needs --from and --to (or --generate)\n");
+        usage(stderr);
+        return 2;
+    }
+    const char *rl[INJECT_MAX_RCPTS];
+    size_t nr;
+    if (!split_list(to, rl, INJECT_MAX_RCPTS, &nr) || nr == 0) {
+        fprintf(stderr, "tern: --to: 1 to %d recipients\n", INJECT_MAX_RCPTS);
+        return 2;
+    }
+    uint8_t *data;
+    size_t len;
+    if (!read_all(file ? file : "-", &data, &len, cfg->queue.max_message_size))
+        return 2;
+    if ((int64_t)len > cfg->queue.max_message_size) {
+        fprintf(stderr, "tern: message of %zu+ bytes exceeds max_message_size (%lld)\n", len,
+                (long long)cfg->queue.max_message_size);
+        free(data);
+        return 2;
+    }
+    struct queue_conn q;
+    if (!queue_open(&q, &cfg->queue, cfg->redis, err, sizeof(err))) {
+        fprintf(stderr, "tern: %s\n", err);
+        free(data);
+        return 1;
+    }
+    int n = queue_enqueue(&q, from, rl, nr, data, len, err, sizeof(err));
+    queue_close(&q);
+    free(data);
+    if (n < 0) {
+        fprintf(stderr, "tern: inject: %s\n", err);
+        return 2;
+    }
+    printf("tern inject: queued for %zu recipients (%d queue entries)\n", nr, n);
+    return 0;
+}
+
+static int cmd_queue(const struct tern_config *cfg, const char *what)
+{
+    if (what == NULL || strcmp(what, "stats") != 0) {
+        usage(stderr);
+        return 2;
+    }
+    char err[512];
+    struct queue_conn q;
+    if (!queue_open(&q, &cfg->queue, cfg->redis, err, sizeof(err))) {
+        fprintf(stderr, "tern: %s\n", err);
+        return 1;
+    }
+    struct queue_stats st;
+    int ok = queue_stats(&q, &st, err, sizeof(err));
+    queue_close(&q);
+    if (!ok) {
+        fprintf(stderr, "tern: stats: %s\n", err);
+        return 1;
+    }
+    printf("ready %lld\nleased %lld\nscheduled %lld\nenqueued %lld\ndelivered %lld\n"
+           "deferred %lld\nfailed %lld\nreturned %lld\n",
+           st.ready, st.leased, st.scheduled, st.enqueued, st.delivered, st.deferred, st.failed,
+           st.returned);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    const char *cfgpath = NULL;
+    int drain = 0, verbose = 0;
+    const char *sub = NULL;
+    int i = 2;
+    /* -c may come first; the rest is command specific */
+    if (i + 1 < argc && strcmp(argv[i], "-c") == 0) {
+        cfgpath = argv[i + 1];
+        i += 2;
+    }
+    static struct tern_config cfg;   /* large; immutable once loaded */
+    if (strcmp(cmd, "inject") == 0) {
+        if (!load_config(cfgpath, &cfg))
+            return 2;
+        return cmd_inject(&cfg, argc, argv, i);
+    }
+    for (; i < argc; i++) {
+        if (strcmp(argv[i], "-c") == 0) cfgpath = opt_value(argc, argv, &i);
+        else if (strcmp(argv[i], "--drain") == 0) drain = 1;
+        else if (strcmp(argv[i], "-v") == 0) verbose = 1;
+        else if (sub == NULL && argv[i][0] != '-') sub = argv[i];
+        else {
+            fprintf(stderr, "tern: unknown argument %s\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!load_config(cfgpath, &cfg))
+        return 2;
+    if (strcmp(cmd, "run") == 0)
+        return cmd_run(&cfg, drain, verbose);
+    if (strcmp(cmd, "queue") == 0)
+        return cmd_queue(&cfg, sub);
+    if (strcmp(cmd, "check-config") == 0) {
+        printf("%s: ok (%d threads, %d partitions, %d routes)\n", cfgpath, cfg.threads,
+               cfg.queue.partitions, cfg.nroutes);
+        return 0;
+    }
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,767 @@
+/*
+ * worker.c - the worker thread: ring, Redis connection on the ring,
+ * partitions, destinations, the loop, stopping and draining.
+ * Connections live in worker_conn.c, outcomes in worker_outcome.c.
+ */
+#include "engine/worker_int.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+#include <netinet/tcp.h>
+
+int64_t worker_clock_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* worker_sqe returns a submission entry, flushing the queue when full. */
+struct io_uring_sqe *worker_sqe(struct worker *w)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+    while (sqe == NULL) {
+        io_uring_submit(&w->ring);
+        sqe = io_uring_get_sqe(&w->ring);
+    }
+    return sqe;
+}
+
+void outq_append(struct outq *q, const void *p, size_t n)
+{
+    buf_append(q->inflight ? &q->pending : &q->active, p, n);
+}
+
+/* ---- Redis connection --------------------------------------------------- */
+
+static int redis_connect(const char *addr, char *err, size_t errlen)
+{
+    int fd;
+    if (strncmp(addr, "unix:", 5) == 0) {
+        struct sockaddr_un su = {.sun_family = AF_UNIX};
+        if (strlen(addr + 5) >= sizeof(su.sun_path)) {
+            snprintf(err, errlen, "redis socket path too long");
+            return -1;
+        }
+        memcpy(su.sun_path, addr + 5, strlen(addr + 5) + 1);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&su, sizeof(su)) != 0) {
+            snprintf(err, errlen, "redis %s: %s", addr, strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            return -1;
+        }
+        return fd;
+    }
+    char host[256];
+    const char *colon = strrchr(addr, ':');
+    if (colon == NULL || (size_t)(colon - addr) >= sizeof(host)) {
+        snprintf(err, errlen, "redis address must be HOST:PORT or unix:PATH");
+        return -1;
+    }
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
+    if (getaddrinfo(host, colon + 1, &hints, &res) != 0) {
+        snprintf(err, errlen, "redis %s: cannot resolve", addr);
+        return -1;
+    }
+    fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, res->ai_addr, res->ai_addrlen) != 0) {
+        snprintf(err, errlen, "redis %s: %s", addr, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(res);
+        return -1;
+    }
+    freeaddrinfo(res);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    return fd;
+}
+
+void worker_rq_push(struct worker *w, enum redis_req kind, int partition)
+{
+    if (w->rq_len == w->rq_cap) {
+        size_t ncap = w->rq_cap ? w->rq_cap * 2 : 64;
+        struct redis_pending *n = malloc(ncap * sizeof(*n));
+        if (n == NULL) {
+            fprintf(stderr, "tern: worker %d: out of memory\n", w->id);
+            abort();
+        }
+        for (size_t i = 0; i < w->rq_len; i++)
+            n[i] = w->rq[(w->rq_head + i) % w->rq_cap];
+        free(w->rq);
+        w->rq = n;
+        w->rq_head = 0;
+        w->rq_cap = ncap;
+    }
+    w->rq[(w->rq_head + w->rq_len) % w->rq_cap] = (struct redis_pending){kind, partition};
+    w->rq_len++;
+}
+
+/* The command builders append to whichever buffer is not being sent. */
+struct buf *worker_redis_buf(struct worker *w)
+{
+    return w->rout.inflight ? &w->rout.pending : &w->rout.active;
+}
+
+static void redis_kick(struct worker *w)
+{
+    struct outq *q = &w->rout;
+    if (q->inflight || w->redis_dead)
+        return;
+    if (buf_used(&q->active) == 0 && buf_used(&q->pending) > 0) {
+        struct buf t = q->active;
+        q->active = q->pending;
+        q->pending = t;
+    }
+    if (buf_used(&q->active) == 0)
+        return;
+    struct io_uring_sqe *sqe = worker_sqe(w);
+    io_uring_prep_send(sqe, w->rfd, buf_peek(&q->active), buf_used(&q->active), MSG_NOSIGNAL);
+    io_uring_sqe_set_data(sqe, &w->op_rsend);
+    q->inflight = 1;
+}
+
+static void redis_arm_recv(struct worker *w)
+{
+    if (w->rrecv_armed || w->redis_dead)
+        return;
+    struct io_uring_sqe *sqe = worker_sqe(w);
+    io_uring_prep_recv(sqe, w->rfd, w->rrecv, REDIS_RECV_SIZE, 0);
+    io_uring_sqe_set_data(sqe, &w->op_rrecv);
+    w->rrecv_armed = 1;
+}
+
+static void redis_reload_scripts(struct worker *w)
+{
+    queue_cmd_script_load(worker_redis_buf(w), queue_script_enqueue_src());
+    worker_rq_push(w, RQ_SCRIPT, -1);
+    queue_cmd_script_load(worker_redis_buf(w), queue_script_take_src());
+    worker_rq_push(w, RQ_SCRIPT, -1);
+    queue_cmd_script_load(worker_redis_buf(w), queue_script_ack_src());
+    worker_rq_push(w, RQ_SCRIPT, -1);
+}
+
+/* ---- destinations ------------------------------------------------------- */
+
+static uint64_t hash_domain(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch >= 'A' && ch <= 'Z')
+            ch = (unsigned char)(ch + 32);
+        h = (h ^ ch) * 1099511628211ULL;
+    }
+    return h;
+}
+
+static struct dest *dest_get(struct worker *w, const char *domain, int partition)
+{
+    uint64_t h = hash_domain(domain);
+    size_t i = h & (w->dtab_size - 1);
+    for (struct dest *d = w->dtab[i]; d; d = d->hnext)
+        if (strcasecmp(d->domain, domain) == 0)
+            return d;
+    if (w->ndests + 1 > w->dtab_size) {
+        size_t nsize = w->dtab_size * 2;
+        struct dest **nt = calloc(nsize, sizeof(*nt));
+        if (nt == NULL)
+            return NULL;
+        for (struct dest *d = w->dests; d; d = d->dnext) {
+            size_t j = hash_domain(d->domain) & (nsize - 1);
+            d->hnext = nt[j];
+            nt[j] = d;
+        }
+        free(w->dtab);
+        w->dtab = nt;
+        w->dtab_size = nsize;
+        i = h & (nsize - 1);
+    }
+    struct dest *d = calloc(1, sizeof(*d));
+    if (d == NULL || (d->domain = strdup(domain)) == NULL) {
+        free(d);
+        return NULL;
+    }
+    d->partition = partition;
+    d->tier = TLS_TIER_PREFERRED;
+    const char *why = "no route";
+    d->have_hop = resolver_lookup(&w->resolver, domain, &d->hop, 1, &why) == 1;
+    d->no_route = d->have_hop ? NULL : why;
+    d->hnext = w->dtab[i];
+    w->dtab[i] = d;
+    d->dnext = w->dests;
+    w->dests = d;
+    w->ndests++;
+    return d;
+}
+
+void worker_mark_dirty(struct worker *w, struct dest *d)
+{
+    if (d->dirty)
+        return;
+    d->dirty = 1;
+    d->dirty_next = w->dirty;
+    w->dirty = d;
+}
+
+static void dest_push(struct worker *w, struct dest *d, struct job *j)
+{
+    j->next = NULL;
+    if (d->ready_tail)
+        d->ready_tail->next = j;
+    else
+        d->ready_head = j;
+    d->ready_tail = j;
+    d->nready++;
+    worker_mark_dirty(w, d);
+}
+
+/* Hand ready jobs to idle connections, open new ones as the ready list
+ * outgrows the connections that will soon be free, within the limits. */
+static void dest_schedule(struct worker *w, struct dest *d)
+{
+    if (d->nready == 0)
+        return;
+    if (!d->have_hop) {
+        while (d->ready_head) {
+            struct job *j = d->ready_head;
+            d->ready_head = j->next;
+            d->nready--;
+            outcome_defer(w, j, d->no_route);
+        }
+        d->ready_tail = NULL;
+        return;
+    }
+    if (d->backoff_until_ms > w->now_ms) {
+        dest_defer_all(w, d, d->last_error[0] ? d->last_error : "destination in backoff");
+        return;
+    }
+    for (struct conn *c = w->conns; c && d->nready; c = c->next)
+        if (c->d == d && c->idle && c->state == CONN_SMTP)
+            conn_hand_job(w, c);
+    if (w->stopping || d->next_connect_ms > w->now_ms)
+        return;
+    while (d->nready > (size_t)d->nconnecting && d->nconns < w->cfg->max_connections) {
+        if (conn_open(w, d) == NULL)
+            break;
+        if (d->consecutive_failures)
+            break;   /* probe with one connection while failing */
+    }
+}
+
+/* ---- partitions: take and ack ------------------------------------------ */
+
+static void take_batches(struct worker *w)
+{
+    if (w->stopping || w->redis_dead)
+        return;
+    for (int i = 0; i < w->nparts; i++) {
+        struct partition *p = &w->parts[i];
+        if (p->take_inflight || p->next_poll_ms > w->now_ms)
+            continue;
+        long room = (long)w->cfg->max_in_memory - (long)w->in_memory;
+        if (room < w->cfg->batch / 2 + 1)
+            return;
+        int n = room < w->cfg->batch ? (int)room : w->cfg->batch;
+        if (!queue_cmd_take(worker_redis_buf(w), &w->cfg->queue, &w->scripts, p->id, n, w->now_ms)) {
+            fprintf(stderr, "tern: worker %d: cannot build take (out of memory); stopping\n", w->id);
+            w->redis_dead = 1;
+            worker_stop(w);
+            return;
+        }
+        worker_rq_push(w, RQ_TAKE, p->id);
+        p->take_inflight = 1;
+    }
+}
+
+static struct partition *part_of(struct worker *w, int id)
+{
+    for (int i = 0; i < w->nparts; i++)
+        if (w->parts[i].id == id)
+            return &w->parts[i];
+    return NULL;
+}
+
+static void ack_item_free(struct ack_item *a)
+{
+    free(a->remaining);
+    for (size_t i = 0; i < a->nfields; i++)
+        free(a->fields[i]);
+}
+
+static void flush_acks(struct worker *w)
+{
+    for (int i = 0; i < w->nparts; i++) {
+        struct partition *p = &w->parts[i];
+        if (p->nacks == 0)
+            continue;
+        struct queue_outcome *o = calloc(p->nacks, sizeof(*o));
+        if (o == NULL)
+            continue;   /* retried on the next iteration */
+        int returned = 0;
+        for (size_t k = 0; k < p->nacks; k++) {
+            struct ack_item *a = &p->acks[k];
+            o[k] = (struct queue_outcome){
+                .id = a->id, .kind = a->kind, .remaining_rcpts = a->remaining,
+                .retry_at_ms = a->retry_at, .fields = (const char *const *)a->fields,
+                .nfields = a->nfields,
+            };
+            returned |= a->kind == QUEUE_RETURNED;
+        }
+        if (queue_cmd_ack(worker_redis_buf(w), &w->cfg->queue, &w->scripts, p->id, o, p->nacks, w->now_ms)) {
+            worker_rq_push(w, RQ_ACK, p->id);
+            for (size_t k = 0; k < p->nacks; k++)
+                ack_item_free(&p->acks[k]);
+            p->nacks = 0;
+            if (returned)
+                p->empty = 0;   /* they are ready again in Redis */
+        } else {
+            /* The command buffer is now unusable; stop. The leases bring
+             * these messages back: at-least-once, never lost. */
+            fprintf(stderr, "tern: worker %d: cannot build ack (out of memory); stopping\n", w->id);
+            w->redis_dead = 1;
+            worker_stop(w);
+        }
+        free(o);
+    }
+}
+
+/* worker_ack_slot returns a fresh outcome record for partition's next ack
+ * batch, or NULL when out of memory (the lease then brings it back). */
+struct ack_item *worker_ack_slot(struct worker *w, int partition)
+{
+    struct partition *p = part_of(w, partition);
+    if (p == NULL)
+        return NULL;
+    if (p->nacks == p->acks_cap) {
+        size_t ncap = p->acks_cap ? p->acks_cap * 2 : 64;
+        struct ack_item *n = realloc(p->acks, ncap * sizeof(*n));
+        if (n == NULL)
+            return NULL;
+        p->acks = n;
+        p->acks_cap = ncap;
+    }
+    struct ack_item *a = &p->acks[p->nacks++];
+    memset(a, 0, sizeof(*a));
+    return a;
+}
+
+static void on_take(struct worker *w, int partition, redisReply *r)
+{
+    struct partition *p = part_of(w, partition);
+    if (p == NULL)
+        return;
+    p->take_inflight = 0;
+    struct queue_msg **msgs = NULL;
+    size_t n = 0;
+    const char *err = NULL;
+    if (!queue_parse_take(r, partition, &msgs, &n, &err)) {
+        fprintf(stderr, "tern: worker %d: take on partition %d failed: %s\n", w->id, partition, err);
+        if (err && strcmp(err, "NOSCRIPT") == 0)
+            redis_reload_scripts(w);
+        p->next_poll_ms = w->now_ms + 1000;
+        return;
+    }
+    w->st.taken += n;
+    p->empty = n == 0;
+    if (n == 0)
+        p->next_poll_ms = w->now_ms + EMPTY_POLL_MS;
+    for (size_t i = 0; i < n; i++) {
+        struct job *j = calloc(1, sizeof(*j));
+        struct dest *d = j ? dest_get(w, msgs[i]->domain, partition) : NULL;
+        if (d == NULL) {
+            /* Out of memory: leave the message leased; the lease expires
+             * and it is taken again. */
+            fprintf(stderr, "tern: worker %d: out of memory, message %s left to its lease\n",
+                    w->id, msgs[i]->id);
+            free(j);
+            queue_msg_free(msgs[i]);
+            continue;
+        }
+        j->m = msgs[i];
+        j->d = d;
+        w->in_memory++;
+        dest_push(w, d, j);
+    }
+    free(msgs);
+}
+
+static void on_redis_reply(struct worker *w, redisReply *r)
+{
+    if (w->rq_len == 0) {
+        fprintf(stderr, "tern: worker %d: unexpected reply from Redis\n", w->id);
+        return;
+    }
+    struct redis_pending pr = w->rq[w->rq_head];
+    w->rq_head = (w->rq_head + 1) % w->rq_cap;
+    w->rq_len--;
+    const char *err = NULL;
+    switch (pr.kind) {
+    case RQ_TAKE:
+        on_take(w, pr.partition, r);
+        break;
+    case RQ_ACK:
+    case RQ_ENQUEUE:
+        if (!queue_parse_simple(r, &err)) {
+            /* The messages stay leased and are delivered again when the
+             * lease expires: at-least-once, never lost. */
+            fprintf(stderr, "tern: worker %d: %s on partition %d failed: %s\n", w->id,
+                    pr.kind == RQ_ACK ? "ack" : "bounce enqueue", pr.partition, err);
+            if (err && strcmp(err, "NOSCRIPT") == 0)
+                redis_reload_scripts(w);
+        }
+        break;
+    case RQ_SCRIPT:
+        if (r->type == REDIS_REPLY_ERROR)
+            fprintf(stderr, "tern: worker %d: SCRIPT LOAD failed: %s\n", w->id, r->str);
+        break;
+    }
+}
+
+static void redis_on_recv(struct worker *w, int res)
+{
+    w->rrecv_armed = 0;
+    if (res <= 0) {
+        fprintf(stderr, "tern: worker %d: Redis connection lost (%s); stopping\n", w->id,
+                res == 0 ? "EOF" : strerror(-res));
+        w->redis_dead = 1;
+        worker_stop(w);
+        return;
+    }
+    if (redisReaderFeed(w->reader, (const char *)w->rrecv, (size_t)res) != REDIS_OK) {
+        fprintf(stderr, "tern: worker %d: Redis protocol error\n", w->id);
+        w->redis_dead = 1;
+        worker_stop(w);
+        return;
+    }
+    void *reply;
+    while (redisReaderGetReply(w->reader, &reply) == REDIS_OK && reply != NULL) {
+        on_redis_reply(w, reply);
+        freeReplyObject(reply);
+    }
+    if (w->reader->err) {
+        fprintf(stderr, "tern: worker %d: Redis reply error: %s\n", w->id, w->reader->errstr);
+        w->redis_dead = 1;
+        worker_stop(w);
+        return;
+    }
+    redis_arm_recv(w);
+}
+
+static void redis_on_send(struct worker *w, int res)
+{
+    struct outq *q = &w->rout;
+    q->inflight = 0;
+    if (res < 0) {
+        fprintf(stderr, "tern: worker %d: Redis send failed: %s\n", w->id, strerror(-res));
+        w->redis_dead = 1;
+        worker_stop(w);
+        return;
+    }
+    buf_consume(&q->active, (size_t)res);
+}
+
+/* ---- lifecycle ------------------------------------------------------------ */
+
+struct worker *worker_new(const struct engine *e, int id, char *err, size_t errlen)
+{
+    struct worker *w = calloc(1, sizeof(*w));
+    if (w == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    w->e = e;
+    w->cfg = e->cfg;
+    w->id = id;
+    w->rfd = -1;
+    w->wake_fd = -1;
+    w->resolver.cfg = e->cfg;
+    w->scripts = e->scripts;
+    w->op_rrecv.kind = OP_REDIS_RECV;
+    w->op_rsend.kind = OP_REDIS_SEND;
+    w->op_wake.kind = OP_WAKE;
+    buf_init(&w->rout.active, 0);
+    buf_init(&w->rout.pending, 0);
+    w->dtab_size = 1024;
+    w->dtab = calloc(w->dtab_size, sizeof(*w->dtab));
+    w->rrecv = malloc(REDIS_RECV_SIZE);
+    w->reader = redisReaderCreate();
+    if (w->dtab == NULL || w->rrecv == NULL || w->reader == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    w->reader->maxbuf = 0;   /* keep the read buffer: replies are large */
+
+    int nparts = 0;
+    for (int p = id; p < w->cfg->queue.partitions; p += e->nworkers)
+        nparts++;
+    w->parts = calloc((size_t)nparts, sizeof(*w->parts));
+    if (w->parts == NULL && nparts) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    for (int p = id, k = 0; p < w->cfg->queue.partitions; p += e->nworkers, k++)
+        w->parts[k].id = p;
+    w->nparts = nparts;
+
+    struct io_uring_params params = {0};
+    params.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+    params.cq_entries = 8192;
+    params.flags |= IORING_SETUP_CQSIZE;
+    int rc = io_uring_queue_init_params(1024, &w->ring, &params);
+    if (rc < 0) {
+        memset(&params, 0, sizeof(params));
+        rc = io_uring_queue_init_params(1024, &w->ring, &params);
+    }
+    if (rc < 0) {
+        snprintf(err, errlen, "io_uring setup: %s", strerror(-rc));
+        goto fail;
+    }
+    w->wake_fd = eventfd(0, EFD_CLOEXEC);
+    if (w->wake_fd < 0) {
+        snprintf(err, errlen, "eventfd: %s", strerror(errno));
+        goto fail_ring;
+    }
+    w->rfd = redis_connect(w->cfg->redis, err, errlen);
+    if (w->rfd < 0)
+        goto fail_ring;
+
+    struct tls_client_config tc = {
+        .ca_file = w->cfg->ca_file[0] ? w->cfg->ca_file : NULL,
+        .cert_file = w->cfg->client_cert[0] ? w->cfg->client_cert : NULL,
+        .key_file = w->cfg->client_key[0] ? w->cfg->client_key : NULL,
+    };
+    w->tls = tls_client_ctx_new(&tc, err, errlen);
+    if (w->tls == NULL)
+        goto fail_ring;
+    w->sessions = tls_session_cache_new(SESSION_CACHE_KEYS);
+    if (w->sessions == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail_ring;
+    }
+    return w;
+fail_ring:
+    io_uring_queue_exit(&w->ring);
+fail:
+    if (w->rfd >= 0)
+        close(w->rfd);
+    if (w->wake_fd >= 0)
+        close(w->wake_fd);
+    if (w->tls)
+        tls_client_ctx_free(w->tls);
+    if (w->reader)
+        redisReaderFree(w->reader);
+    free(w->rrecv);
+    free(w->dtab);
+    free(w->parts);
+    free(w);
+    return NULL;
+}
+
+void worker_stop(struct worker *w)
+{
+    atomic_store(&w->stop_requested, 1);
+    uint64_t one = 1;
+    if (write(w->wake_fd, &one, sizeof(one)) < 0) {
+        /* the loop also polls stop_requested on every tick */
+    }
+}
+
+const struct worker_stats *worker_stats(const struct worker *w)
+{
+    return &w->st;
+}
+
+static void arm_wake(struct worker *w)
+{
+    struct io_uring_sqe *sqe = worker_sqe(w);
+    io_uring_prep_read(sqe, w->wake_fd, &w->wake_val, sizeof(w->wake_val), 0);
+    io_uring_sqe_set_data(sqe, &w->op_wake);
+}
+
+/* Begin stopping: return ready mail, QUIT idle connections. */
+static void begin_stop(struct worker *w)
+{
+    if (w->stopping)
+        return;
+    w->stopping = 1;
+    w->stop_deadline_ms = w->now_ms + STOP_GRACE_MS;
+    for (struct dest *d = w->dests; d; d = d->dnext) {
+        while (d->ready_head) {
+            struct job *j = d->ready_head;
+            d->ready_head = j->next;
+            d->nready--;
+            outcome_return(w, j, "engine stopping");
+        }
+        d->ready_tail = NULL;
+    }
+    for (struct conn *c = w->conns, *n; c; c = n) {
+        n = c->next;
+        if (c->job == NULL)
+            conn_quit_or_close(w, c);
+    }
+}
+
+static int drained(struct worker *w)
+{
+    if (w->in_memory)
+        return 0;
+    for (int i = 0; i < w->nparts; i++)
+        if (w->parts[i].take_inflight || !w->parts[i].empty || w->parts[i].nacks)
+            return 0;
+    return 1;
+}
+
+static void on_tick(struct worker *w)
+{
+    if (atomic_load(&w->stop_requested) && !w->stopping)
+        begin_stop(w);
+    if (w->stopping && w->now_ms > w->stop_deadline_ms) {
+        for (struct conn *c = w->conns, *n; c; c = n) {
+            n = c->next;
+            if (c->state != CONN_CLOSING)
+                conn_abort(w, c, "engine stopping: grace period over");
+        }
+    }
+    for (struct conn *c = w->conns, *n; c; c = n) {
+        n = c->next;
+        conn_check_deadline(w, c);
+    }
+    for (struct dest *d = w->dests; d; d = d->dnext)
+        if (d->nready && d->next_connect_ms <= w->now_ms)
+            worker_mark_dirty(w, d);
+}
+
+static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
+{
+    struct op *op = io_uring_cqe_get_data(cqe);
+    if (op == NULL)
+        return;
+    switch (op->kind) {
+    case OP_CONNECT:
+    case OP_RECV:
+    case OP_SEND:
+        conn_on_cqe(w, op, cqe->res);
+        break;
+    case OP_REDIS_RECV:
+        redis_on_recv(w, cqe->res);
+        break;
+    case OP_REDIS_SEND:
+        redis_on_send(w, cqe->res);
+        break;
+    case OP_WAKE:
+        if (atomic_load(&w->stop_requested))
+            begin_stop(w);
+        else
+            arm_wake(w);
+        break;
+    }
+}
+
+int worker_run(struct worker *w)
+{
+    w->now_ms = worker_clock_ms();
+    arm_wake(w);
+    redis_arm_recv(w);
+    int64_t next_tick = w->now_ms + TICK_MS;
+    while (!w->done) {
+        w->now_ms = worker_clock_ms();
+        if (w->now_ms >= next_tick) {
+            on_tick(w);
+            next_tick = w->now_ms + TICK_MS;
+        }
+        take_batches(w);
+        while (w->dirty) {
+            struct dest *d = w->dirty;
+            w->dirty = d->dirty_next;
+            d->dirty = 0;
+            dest_schedule(w, d);
+        }
+        flush_acks(w);
+        redis_kick(w);
+        if (w->e->drain && !w->stopping && drained(w) && w->rq_len == 0)
+            begin_stop(w);
+        if (w->stopping && w->nconns == 0 && w->rq_len == 0 && !w->rout.inflight &&
+            buf_used(&w->rout.active) == 0 && buf_used(&w->rout.pending) == 0) {
+            int pending_acks = 0;
+            for (int i = 0; i < w->nparts; i++)
+                pending_acks |= w->parts[i].nacks != 0;
+            if (!pending_acks || w->redis_dead)
+                break;
+        }
+        struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = TICK_MS * 1000000LL};
+        struct io_uring_cqe *cqe;
+        int rc = io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
+        if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY) {
+            fprintf(stderr, "tern: worker %d: io_uring: %s\n", w->id, strerror(-rc));
+            return 1;
+        }
+        w->now_ms = worker_clock_ms();
+        unsigned head, seen = 0;
+        io_uring_for_each_cqe(&w->ring, head, cqe)
+        {
+            dispatch(w, cqe);
+            seen++;
+        }
+        io_uring_cq_advance(&w->ring, seen);
+    }
+    struct rusage ru;
+    if (getrusage(RUSAGE_THREAD, &ru) == 0) {
+        w->st.cpu_user_s = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6;
+        w->st.cpu_sys_s = (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+    }
+    return w->redis_dead ? 1 : 0;
+}
+
+void worker_free(struct worker *w)
+{
+    if (w == NULL)
+        return;
+    for (struct dest *d = w->dests, *n; d; d = n) {
+        n = d->dnext;
+        for (struct job *j = d->ready_head, *jn; j; j = jn) {
+            jn = j->next;
+            queue_msg_free(j->m);
+            free(j);
+        }
+        free(d->domain);
+        free(d);
+    }
+    for (int i = 0; i < w->nparts; i++) {
+        for (size_t k = 0; k < w->parts[i].nacks; k++)
+            ack_item_free(&w->parts[i].acks[k]);
+        free(w->parts[i].acks);
+    }
+    free(w->parts);
+    free(w->dtab);
+    free(w->rq);
+    free(w->rrecv);
+    free(w->st.lat_ms);
+    buf_free(&w->rout.active);
+    buf_free(&w->rout.pending);
+    if (w->reader)
+        redisReaderFree(w->reader);
+    if (w->sessions)
+        tls_session_cache_free(w->sessions);
+    if (w->tls)
+        tls_client_ctx_free(w->tls);
+    io_uring_queue_exit(&w->ring);
+    if (w->rfd >= 0)
+        close(w->rfd);
+    if (w->wake_fd >= 0)
+        close(w->wake_fd);
+    free(w);
+}

@@ -1,0 +1,85 @@
+/*
+ * worker.h - one delivery worker: a thread with its own io_uring ring, its
+ * own Redis connection, and the destinations of the partitions it owns.
+ *
+ * DESCRIPTION
+ *   Worker k of N owns every queue partition p with p % N == k, and with
+ *   them every destination domain hashed to those partitions, so no other
+ *   thread ever touches its connections, sessions or counters: the
+ *   delivery path takes no locks. The loop:
+ *
+ *     take a batch per partition (one EVALSHA)  ->  destinations' ready lists
+ *     -> pooled connections: TCP, SMTP client (engine/smtp_client.h),
+ *        STARTTLS with BoringSSL on memory BIOs (tls/tls.h)
+ *     -> outcomes batched per partition -> ack (one EVALSHA per batch)
+ *
+ *   All socket I/O (SMTP peers and Redis) goes through the ring; the
+ *   protocol cores only see bytes. Every network wait has a deadline
+ *   (config.h timeouts) checked on a tick.
+ *
+ * STOPPING
+ *   worker_stop() (any thread) asks the worker to stop taking work: ready
+ *   messages go back to the queue (returned), transactions in flight finish
+ *   or are returned after STOP_GRACE_MS, connections QUIT, and
+ *   worker_run() returns. With drain set, the worker stops by itself once
+ *   its partitions have nothing ready and nothing is in flight.
+ *
+ * OWNERSHIP
+ *   struct engine is shared read-only by all workers and outlives them.
+ *   Counters in struct worker_stats belong to the worker; read them after
+ *   worker_run() has returned.
+ */
+#ifndef TERN_ENGINE_WORKER_H
+#define TERN_ENGINE_WORKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/config.h"
+#include "queue/queue.h"
+#include "tls/tls.h"
+
+#define STOP_GRACE_MS      30000
+#define TLS_MIX_MAX        16
+
+struct engine {
+    const struct tern_config *cfg;
+    struct queue_scripts scripts;
+    int drain;                /* exit when the queue is drained */
+    int nworkers;
+    int verbose;
+};
+
+struct tls_mix_entry {
+    char name[96];            /* "TLSv1.3 TLS_AES_128_GCM_SHA256 X25519" or "plaintext" */
+    uint64_t n;
+};
+
+struct worker_stats {
+    uint64_t taken, delivered, deferred, failed, returned, bounces;
+    uint64_t rcpts_delivered;
+    uint64_t in_doubt;            /* lost after the final dot: retried */
+    uint64_t conns_opened, conn_failures, txns;
+    uint64_t hs_full, hs_resumed, resume_offered, resume_refused;
+    uint64_t tier_msgs[TLS_TIER_COUNT];
+    struct tls_mix_entry mix[TLS_MIX_MAX];
+    int nmix;
+    /* queue-to-final-reply latency of delivered messages, ms */
+    uint32_t *lat_ms;
+    size_t nlat, lat_cap;
+    double cpu_user_s, cpu_sys_s; /* this thread's CPU time */
+};
+
+struct worker;
+
+/* worker_new prepares worker `id`: ring, Redis connection, TLS context.
+ * Returns NULL with err set on failure. */
+struct worker *worker_new(const struct engine *e, int id, char *err, size_t errlen);
+/* worker_run is the thread body; returns 0 on a clean stop. */
+int worker_run(struct worker *w);
+/* worker_stop may be called from any thread. */
+void worker_stop(struct worker *w);
+const struct worker_stats *worker_stats(const struct worker *w);
+void worker_free(struct worker *w);
+
+#endif

@@ -1,0 +1,578 @@
+/*
+ * worker_conn.c - one outbound connection: TCP on the ring, the SMTP
+ * client session, STARTTLS on BoringSSL memory BIOs, deadlines, and what
+ * a failure does to the message in flight and to the destination.
+ */
+#include "engine/worker_int.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+enum fail_kind {
+    FAIL_TRANSIENT,   /* retry the destination a few times, then defer */
+    FAIL_POLICY,      /* a policy check failed: defer the destination now */
+};
+
+static void conn_fail(struct worker *w, struct conn *c, const char *reason, enum fail_kind kind);
+static void conn_close(struct worker *w, struct conn *c);
+
+static int is_ip_literal(const char *h)
+{
+    unsigned char tmp[16];
+    return inet_pton(AF_INET, h, tmp) == 1 || inet_pton(AF_INET6, h, tmp) == 1;
+}
+
+static int64_t state_timeout(const struct worker *w, const struct conn *c)
+{
+    const struct tern_timeouts *t = &w->cfg->timeouts;
+    if (c->state == CONN_CONNECTING)
+        return t->connect;
+    if (c->tls && !c->tls_done)
+        return t->tls;
+    switch (c->smtp.state) {
+    case SMTP_ST_GREETING:
+        return t->greeting;
+    case SMTP_ST_DATA:
+        return t->data;
+    case SMTP_ST_BODY:
+        return t->final;
+    case SMTP_ST_READY:
+        return c->idle ? t->idle : t->command;
+    default:
+        return t->command;
+    }
+}
+
+static void conn_touch(struct worker *w, struct conn *c)
+{
+    c->deadline_ms = w->now_ms + state_timeout(w, c);
+}
+
+static void conn_kick(struct worker *w, struct conn *c)
+{
+    struct outq *q = &c->out;
+    if (q->inflight || c->state == CONN_CLOSING)
+        return;
+    if (buf_used(&q->active) == 0 && buf_used(&q->pending) > 0) {
+        struct buf t = q->active;
+        q->active = q->pending;
+        q->pending = t;
+    }
+    if (buf_used(&q->active) == 0)
+        return;
+    struct io_uring_sqe *sqe = worker_sqe(w);
+    io_uring_prep_send(sqe, c->fd, buf_peek(&q->active), buf_used(&q->active), MSG_NOSIGNAL);
+    io_uring_sqe_set_data(sqe, &c->op_send);
+    q->inflight = 1;
+    c->ops++;
+}
+
+static void conn_arm_recv(struct worker *w, struct conn *c)
+{
+    if (c->recv_armed || c->state != CONN_SMTP)
+        return;
+    struct io_uring_sqe *sqe = worker_sqe(w);
+    io_uring_prep_recv(sqe, c->fd, c->rbuf, sizeof(c->rbuf), 0);
+    io_uring_sqe_set_data(sqe, &c->op_recv);
+    c->recv_armed = 1;
+    c->ops++;
+}
+
+/* Move what the SMTP client wants to say (encrypted when TLS is up) and
+ * whatever TLS itself must send into the connection's output, and send. */
+static int conn_flush(struct worker *w, struct conn *c)
+{
+    size_t n;
+    const uint8_t *p = smtp_client_output(&c->smtp, &n);
+    if (n && (c->tls == NULL || c->tls_done)) {
+        if (c->tls) {
+            if (tls_conn_write(c->tls, p, n) != TLS_OK) {
+                conn_fail(w, c, tls_conn_error(c->tls), FAIL_TRANSIENT);
+                return 0;
+            }
+        } else {
+            outq_append(&c->out, p, n);
+        }
+        smtp_client_output_consume(&c->smtp, n);
+    }
+    if (c->tls) {
+        p = tls_conn_output(c->tls, &n);
+        if (n) {
+            outq_append(&c->out, p, n);
+            tls_conn_output_consume(c->tls, n);
+        }
+    }
+    if (c->out.active.err || c->out.pending.err) {
+        conn_fail(w, c, "out of memory", FAIL_TRANSIENT);
+        return 0;
+    }
+    conn_kick(w, c);
+    return 1;
+}
+
+static void session_key(struct worker *w, struct conn *c, const char *sni)
+{
+    /* Everything that was checked when a session was made; see
+     * tls/session_cache.h. Level "may" records but never requires
+     * verification, so its sessions are only offered at "may". */
+    snprintf(c->cache_key, sizeof(c->cache_key), "%s:%u|sni=%s|level=%s|tier=%s|cc=%s",
+             c->d->hop.host, (unsigned)c->d->hop.port, sni ? sni : "",
+             w->cfg->tls == SMTP_TLS_REQUIRED ? "encrypt" : "may", tls_tier_name(c->tier),
+             w->cfg->client_cert[0] ? w->cfg->client_cert : "-");
+}
+
+static void collect_sessions(struct worker *w, struct conn *c)
+{
+    SSL_SESSION *s;
+    while ((s = tls_conn_take_session(c->tls)) != NULL)
+        tls_session_cache_put(w->sessions, c->cache_key, s, (uint64_t)(w->now_ms / 1000));
+}
+
+/* TLS failed during the handshake (or right after it, where TLS 1.3
+ * client-certificate failures surface). At level may, a negotiation
+ * failure moves this MX host to the legacy tier and any other failure to
+ * plaintext, remembered for tier_memory; the next connection tries that.
+ * At mandatory levels this is a policy failure. */
+static void tls_failed(struct worker *w, struct conn *c)
+{
+    struct dest *d = c->d;
+    const char *err = tls_conn_error(c->tls);
+    char reason[256];
+    snprintf(reason, sizeof(reason), "TLS handshake failed (tier %s): %s", tls_tier_name(c->tier),
+             err ? err : "unknown");
+    if (w->cfg->tls == SMTP_TLS_MAY) {
+        if (tls_conn_error_is_negotiation(c->tls) && c->tier < TLS_TIER_LEGACY) {
+            d->tier = TLS_TIER_LEGACY;
+            d->tier_until_ms = w->now_ms + w->cfg->tier_memory_ms;
+        } else {
+            d->plaintext = 1;
+            d->plaintext_until_ms = w->now_ms + w->cfg->tier_memory_ms;
+        }
+        if (w->e->verbose)
+            fprintf(stderr, "tern: %s: %s; falling back\n", d->domain, reason);
+        tls_session_cache_drop(w->sessions, c->cache_key);
+        w->st.conn_failures++;
+        conn_close(w, c);
+        worker_mark_dirty(w, d);
+        return;
+    }
+    conn_fail(w, c, reason, FAIL_POLICY);
+}
+
+static void start_tls(struct worker *w, struct conn *c)
+{
+    const char *sni = is_ip_literal(c->d->hop.host) ? NULL : c->d->hop.host;
+    struct tls_client_params p = {
+        .tier = c->tier,
+        .sni = sni,
+        .verify = TLS_VERIFY_RECORD,
+        .present_client_cert = w->cfg->client_cert[0] != '\0',
+    };
+    session_key(w, c, sni);
+    p.session = tls_session_cache_get(w->sessions, c->cache_key, (uint64_t)(w->now_ms / 1000));
+    c->resume_offered = p.session != NULL;
+    if (c->resume_offered)
+        w->st.resume_offered++;
+    c->tls = tls_conn_client_new(w->tls, &p);
+    if (p.session)
+        SSL_SESSION_free(p.session);
+    if (c->tls == NULL) {
+        conn_fail(w, c, "TLS setup failed", FAIL_TRANSIENT);
+        return;
+    }
+    if (tls_conn_handshake(c->tls) == TLS_ERROR) {
+        tls_failed(w, c);
+        return;
+    }
+    conn_touch(w, c);
+    conn_flush(w, c);
+}
+
+static void handshake_done(struct worker *w, struct conn *c)
+{
+    c->tls_done = 1;
+    tls_conn_info(c->tls, &c->tinfo);
+    c->tinfo.tier = c->tier;
+    if (c->tinfo.resumed) {
+        w->st.hs_resumed++;
+    } else {
+        w->st.hs_full++;
+        if (c->resume_offered) {
+            w->st.resume_refused++;
+            tls_session_cache_drop(w->sessions, c->cache_key);
+        }
+    }
+    smtp_client_tls_started(&c->smtp);
+}
+
+/* The session is established and idle: remember what worked. */
+static void on_ready(struct worker *w, struct conn *c)
+{
+    struct dest *d = c->d;
+    if (!c->established) {
+        c->established = 1;
+        d->nconnecting--;
+    }
+    conn_hand_job(w, c);
+}
+
+static void conn_pump(struct worker *w, struct conn *c)
+{
+    for (;;) {
+        if (c->state == CONN_CLOSING)
+            return;
+        struct smtp_event ev = smtp_client_next(&c->smtp);
+        switch (ev.kind) {
+        case SMTP_EV_NONE:
+            return;
+        case SMTP_EV_STARTTLS:
+            start_tls(w, c);
+            break;
+        case SMTP_EV_READY:
+            on_ready(w, c);
+            break;
+        case SMTP_EV_TXN_DONE: {
+            struct job *j = c->job;
+            c->job = NULL;
+            c->msgs++;
+            c->d->consecutive_failures = 0;
+            w->st.txns++;
+            if (j)
+                outcome_txn(w, c, j);
+            break;
+        }
+        case SMTP_EV_CLOSED:
+            conn_close(w, c);
+            return;
+        case SMTP_EV_ERROR: {
+            char reason[400];
+            if (ev.reply)
+                snprintf(reason, sizeof(reason), "%s: %d %s", ev.reason, ev.reply->code, ev.reply->text);
+            else
+                snprintf(reason, sizeof(reason), "%s", ev.reason ? ev.reason : "SMTP error");
+            /* A mandatory-TLS check that failed is a policy failure:
+             * deferred now, never retried in plaintext. */
+            int policy = w->cfg->tls == SMTP_TLS_REQUIRED && ev.reason &&
+                         (strstr(ev.reason, "STARTTLS") != NULL);
+            conn_fail(w, c, reason, policy ? FAIL_POLICY : FAIL_TRANSIENT);
+            return;
+        }
+        }
+    }
+}
+
+static void on_bytes(struct worker *w, struct conn *c, const uint8_t *p, size_t n)
+{
+    if (c->tls) {
+        tls_conn_feed(c->tls, p, n);
+        if (!c->tls_done) {
+            enum tls_status st = tls_conn_handshake(c->tls);
+            if (st == TLS_ERROR) {
+                tls_failed(w, c);
+                return;
+            }
+            if (st == TLS_OK)
+                handshake_done(w, c);
+        }
+        if (c->tls_done) {
+            enum tls_status st = tls_conn_read(c->tls, &c->plain);
+            if (st == TLS_ERROR) {
+                /* a TLS 1.3 client-certificate refusal shows up here */
+                if (!c->established) {
+                    tls_failed(w, c);
+                    return;
+                }
+                conn_fail(w, c, tls_conn_error(c->tls), FAIL_TRANSIENT);
+                return;
+            }
+            collect_sessions(w, c);
+            if (buf_used(&c->plain)) {
+                smtp_client_feed(&c->smtp, buf_peek(&c->plain), buf_used(&c->plain));
+                buf_reset(&c->plain);
+            }
+            if (st == TLS_CLOSED)
+                smtp_client_eof(&c->smtp);
+        }
+    } else {
+        smtp_client_feed(&c->smtp, p, n);
+    }
+    conn_pump(w, c);
+    if (c->state == CONN_CLOSING)
+        return;
+    if (conn_flush(w, c))
+        conn_touch(w, c);
+}
+
+struct conn *conn_open(struct worker *w, struct dest *d)
+{
+    struct conn *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->fd = socket(d->hop.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (c->fd < 0) {
+        free(c);
+        return NULL;
+    }
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->w = w;
+    c->d = d;
+    c->op_connect = (struct op){OP_CONNECT, c};
+    c->op_recv = (struct op){OP_RECV, c};
+    c->op_send = (struct op){OP_SEND, c};
+    buf_init(&c->out.active, 0);
+    buf_init(&c->out.pending, 0);
+    buf_init(&c->plain, SMTP_CLIENT_INPUT_MAX);
+    c->tier = d->tier_until_ms > w->now_ms ? d->tier : TLS_TIER_PREFERRED;
+    struct smtp_client_config sc = {.helo_name = w->cfg->hostname, .tls = w->cfg->tls};
+    if (sc.tls == SMTP_TLS_MAY && d->plaintext && d->plaintext_until_ms > w->now_ms) {
+        sc.tls = SMTP_TLS_NONE;
+        c->tls_mode_none = 1;
+    }
+    smtp_client_init(&c->smtp, &sc);
+    c->state = CONN_CONNECTING;
+    struct io_uring_sqe *sqe = worker_sqe(w);
+    io_uring_prep_connect(sqe, c->fd, (struct sockaddr *)&d->hop.addr, d->hop.addrlen);
+    io_uring_sqe_set_data(sqe, &c->op_connect);
+    c->ops++;
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->nconns++;
+    d->nconns++;
+    d->nconnecting++;
+    w->st.conns_opened++;
+    conn_touch(w, c);
+    return c;
+}
+
+static void conn_free(struct worker *w, struct conn *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    close(c->fd);
+    if (c->tls)
+        tls_conn_free(c->tls);
+    smtp_client_cleanup(&c->smtp);
+    buf_free(&c->out.active);
+    buf_free(&c->out.pending);
+    buf_free(&c->plain);
+    free(c);
+}
+
+/* Close: stop the ring's operations on the socket (shutdown makes a
+ * pending recv complete; cancel covers connect), and free the connection
+ * once every operation has completed. */
+static void conn_close(struct worker *w, struct conn *c)
+{
+    if (c->state == CONN_CLOSING)
+        return;
+    struct dest *d = c->d;
+    if (c->job) {
+        /* only reached through conn_fail, which took the job first */
+        dest_requeue_front(d, c->job);
+        c->job = NULL;
+    }
+    if (!c->established)
+        d->nconnecting--;
+    d->nconns--;
+    w->nconns--;
+    c->state = CONN_CLOSING;
+    shutdown(c->fd, SHUT_RDWR);
+    if (c->ops) {
+        struct io_uring_sqe *sqe = worker_sqe(w);
+        io_uring_prep_cancel(sqe, &c->op_connect, 0);
+        io_uring_sqe_set_data(sqe, NULL);
+    } else {
+        conn_free(w, c);
+    }
+    if (d->nready)
+        worker_mark_dirty(w, d);
+}
+
+static void conn_fail(struct worker *w, struct conn *c, const char *reason, enum fail_kind kind)
+{
+    if (c->state == CONN_CLOSING)
+        return;
+    struct dest *d = c->d;
+    if (c->established && c->idle && c->job == NULL) {
+        /* A peer closing (or 421-ing) an idle pooled connection costs a
+         * reconnect, not a failure. */
+        conn_close(w, c);
+        return;
+    }
+    if (c->job) {
+        struct job *j = c->job;
+        c->job = NULL;
+        if (smtp_client_in_doubt(&c->smtp)) {
+            /* The final dot went out and no reply came back: the receiver
+             * may have the message. Retrying is the only safe choice (a
+             * possible duplicate, never a loss); count and log it. */
+            w->st.in_doubt++;
+            fprintf(stderr, "tern: %s: message %s: connection lost after the final dot (%s); "
+                            "retrying, possible duplicate\n", d->domain, j->m->id, reason);
+        }
+        dest_requeue_front(d, j);
+    }
+    w->st.conn_failures++;
+    d->consecutive_failures++;
+    snprintf(d->last_error, sizeof(d->last_error), "%s", reason);
+    if (w->e->verbose)
+        fprintf(stderr, "tern: %s: connection failed: %s\n", d->domain, reason);
+    conn_close(w, c);
+    if (kind == FAIL_POLICY || d->consecutive_failures >= CONN_FAILURES_MAX) {
+        d->backoff_until_ms = w->now_ms + w->cfg->retry_base_ms;
+        d->consecutive_failures = 0;
+        dest_defer_all(w, d, d->last_error);
+    } else {
+        int64_t delay = 100LL << (d->consecutive_failures - 1);
+        d->next_connect_ms = w->now_ms + delay;
+    }
+}
+
+void conn_abort(struct worker *w, struct conn *c, const char *reason)
+{
+    if (c->job) {
+        struct job *j = c->job;
+        c->job = NULL;
+        if (smtp_client_in_doubt(&c->smtp))
+            w->st.in_doubt++;
+        outcome_return(w, j, reason);
+    }
+    conn_close(w, c);
+}
+
+void conn_hand_job(struct worker *w, struct conn *c)
+{
+    struct dest *d = c->d;
+    if (w->stopping || c->msgs >= (uint64_t)w->cfg->max_messages_per_connection) {
+        conn_quit_or_close(w, c);
+        return;
+    }
+    while (d->ready_head) {
+        struct job *j = d->ready_head;
+        d->ready_head = j->next;
+        if (d->ready_head == NULL)
+            d->ready_tail = NULL;
+        d->nready--;
+        j->ntx = j->m->nrcpts < SMTP_MAX_RCPTS_PER_TXN ? j->m->nrcpts : SMTP_MAX_RCPTS_PER_TXN;
+        j->sm = (struct smtp_msg){
+            .from = j->m->from, .rcpts = (const char *const *)j->m->rcpts, .nrcpts = j->ntx,
+            .data = j->m->data, .data_len = j->m->data_len,
+        };
+        if (!smtp_client_start_txn(&c->smtp, &j->sm)) {
+            outcome_fail(w, j, "invalid envelope (address with forbidden characters)");
+            continue;
+        }
+        c->job = j;
+        c->idle = 0;
+        conn_touch(w, c);
+        conn_flush(w, c);
+        return;
+    }
+    c->idle = 1;
+    conn_touch(w, c);
+}
+
+void conn_quit_or_close(struct worker *w, struct conn *c)
+{
+    if (c->state == CONN_SMTP && c->smtp.state == SMTP_ST_READY && !c->quitting) {
+        c->quitting = 1;
+        c->idle = 0;
+        smtp_client_quit(&c->smtp);
+        conn_touch(w, c);
+        conn_flush(w, c);
+        return;
+    }
+    if (!c->quitting)
+        conn_close(w, c);
+}
+
+void conn_check_deadline(struct worker *w, struct conn *c)
+{
+    if (c->state == CONN_CLOSING || w->now_ms < c->deadline_ms)
+        return;
+    if (c->idle && !c->quitting) {
+        conn_quit_or_close(w, c);
+        return;
+    }
+    if (c->quitting) {
+        conn_close(w, c);
+        return;
+    }
+    char reason[128];
+    snprintf(reason, sizeof(reason), "timeout in state %s",
+             c->state == CONN_CONNECTING ? "CONNECT"
+             : (c->tls && !c->tls_done) ? "TLS_HANDSHAKE" : smtp_client_state_name(c->smtp.state));
+    conn_fail(w, c, reason, FAIL_TRANSIENT);
+}
+
+void conn_on_cqe(struct worker *w, struct op *op, int res)
+{
+    struct conn *c = op->conn;
+    c->ops--;
+    switch (op->kind) {
+    case OP_CONNECT:
+        if (c->state == CONN_CLOSING)
+            break;
+        if (res < 0) {
+            char reason[128];
+            snprintf(reason, sizeof(reason), "connect to %s:%u: %s", c->d->hop.host,
+                     (unsigned)c->d->hop.port, strerror(-res));
+            conn_fail(w, c, reason, FAIL_TRANSIENT);
+            break;
+        }
+        c->state = CONN_SMTP;
+        conn_touch(w, c);
+        conn_arm_recv(w, c);
+        break;
+    case OP_RECV:
+        c->recv_armed = 0;
+        if (c->state == CONN_CLOSING)
+            break;
+        if (res < 0) {
+            char reason[128];
+            snprintf(reason, sizeof(reason), "recv: %s", strerror(-res));
+            conn_fail(w, c, reason, FAIL_TRANSIENT);
+            break;
+        }
+        if (res == 0) {
+            smtp_client_eof(&c->smtp);
+            conn_pump(w, c);
+            if (c->state != CONN_CLOSING)
+                conn_fail(w, c, "connection closed by peer", FAIL_TRANSIENT);
+            break;
+        }
+        on_bytes(w, c, c->rbuf, (size_t)res);
+        conn_arm_recv(w, c);
+        break;
+    case OP_SEND:
+        c->out.inflight = 0;
+        if (c->state == CONN_CLOSING)
+            break;
+        if (res < 0) {
+            char reason[128];
+            snprintf(reason, sizeof(reason), "send: %s", strerror(-res));
+            conn_fail(w, c, reason, FAIL_TRANSIENT);
+            break;
+        }
+        buf_consume(&c->out.active, (size_t)res);
+        conn_kick(w, c);
+        break;
+    default:
+        break;
+    }
+    if (c->state == CONN_CLOSING && c->ops == 0)
+        conn_free(w, c);
+}

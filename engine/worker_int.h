@@ -1,0 +1,212 @@
+/*
+ * worker_int.h - the worker's internal types, shared by engine/worker*.c
+ * only. See worker.h for the public contract.
+ *
+ * OWNERSHIP
+ *   A struct job owns its struct queue_msg. A job sits in exactly one place:
+ *   its destination's ready list, or a connection (c->job), until its
+ *   outcome is recorded (outcome_*), which frees it.
+ *   A struct conn is freed only when it is closed and no ring operation
+ *   refers to it any more (c->ops == 0).
+ */
+#ifndef TERN_ENGINE_WORKER_INT_H
+#define TERN_ENGINE_WORKER_INT_H
+
+#include <liburing.h>
+#include <stdatomic.h>
+
+#include <hiredis/hiredis.h>
+
+#include "engine/buf.h"
+#include "engine/resolver.h"
+#include "engine/smtp_client.h"
+#include "engine/worker.h"
+#include "tls/session_cache.h"
+#include "tls/tls.h"
+
+#define RECV_BUF_SIZE        (16 * 1024)
+#define REDIS_RECV_SIZE      (256 * 1024)
+#define TICK_MS              50
+#define EMPTY_POLL_MS        100     /* re-poll an empty partition */
+#define CONN_FAILURES_MAX    3       /* then the destination's mail is deferred */
+#define SESSION_CACHE_KEYS   4096
+#define EV_FIELDS_MAX        32      /* strings (pairs * 2) per event */
+
+enum op_kind {
+    OP_CONNECT, OP_RECV, OP_SEND,       /* on a struct conn */
+    OP_REDIS_RECV, OP_REDIS_SEND, OP_WAKE,
+};
+
+struct op {
+    enum op_kind kind;
+    struct conn *conn;
+};
+
+/* Two buffers so that appends never move bytes a send is reading. */
+struct outq {
+    struct buf active;     /* being sent */
+    struct buf pending;    /* appended to while a send is in flight */
+    int inflight;
+};
+
+struct job {
+    struct queue_msg *m;
+    struct dest *d;
+    struct job *next;
+    struct smtp_msg sm;
+    size_t ntx;            /* recipients in this transaction (<= limit) */
+};
+
+struct dest {
+    char *domain;
+    int partition;
+    struct nexthop hop;
+    int have_hop;
+    const char *no_route;      /* why there is no next hop */
+    struct job *ready_head, *ready_tail;
+    size_t nready;
+    int nconns;                /* open (connecting, busy or idle) */
+    int nconnecting;           /* not yet READY */
+    int consecutive_failures;
+    int64_t next_connect_ms;   /* reconnect backoff */
+    int64_t backoff_until_ms;  /* dead destination: defer new mail until */
+    char last_error[256];
+    /* what worked with this MX host, remembered until *_until_ms */
+    enum tls_tier tier;
+    int64_t tier_until_ms;
+    int plaintext;             /* TLS failed altogether at level may */
+    int64_t plaintext_until_ms;
+    struct dest *hnext;        /* hash chain */
+    struct dest *dnext;        /* all destinations list */
+    int dirty;                 /* on the worker's dirty list */
+    struct dest *dirty_next;
+};
+
+enum conn_state { CONN_CONNECTING, CONN_SMTP, CONN_CLOSING };
+
+struct conn {
+    struct worker *w;
+    struct dest *d;
+    int fd;
+    enum conn_state state;
+    int ops;                   /* ring operations in flight */
+    struct op op_connect, op_recv, op_send;
+    int recv_armed;
+    uint8_t rbuf[RECV_BUF_SIZE];
+    struct outq out;
+    struct smtp_client smtp;
+    struct tls_conn *tls;
+    int tls_done;
+    enum tls_tier tier;        /* tier offered on this connection */
+    int tls_mode_none;         /* this connection does not try TLS */
+    struct tls_info tinfo;
+    char cache_key[TLS_CACHE_KEY_MAX];
+    int resume_offered;
+    struct buf plain;          /* decrypted input scratch */
+    int established;
+    int idle;
+    struct job *job;
+    uint64_t msgs;
+    int64_t deadline_ms;
+    int quitting;
+    struct conn *next, *prev;  /* worker's connection list */
+};
+
+struct ack_item {
+    char id[QUEUE_ID_MAX];
+    enum queue_outcome_kind kind;
+    char *remaining;
+    int64_t retry_at;
+    char *fields[EV_FIELDS_MAX];
+    size_t nfields;
+};
+
+struct partition {
+    int id;
+    int take_inflight;
+    int64_t next_poll_ms;
+    int empty;                 /* last take returned nothing */
+    struct ack_item *acks;
+    size_t nacks, acks_cap;
+};
+
+enum redis_req { RQ_TAKE, RQ_ACK, RQ_ENQUEUE, RQ_SCRIPT };
+
+struct redis_pending {
+    enum redis_req kind;
+    int partition;
+};
+
+struct worker {
+    const struct engine *e;
+    const struct tern_config *cfg;
+    int id;
+    struct io_uring ring;
+    struct resolver resolver;
+    struct tls_client_ctx *tls;
+    struct tls_session_cache *sessions;
+
+    /* Redis */
+    int rfd;
+    struct outq rout;
+    redisReader *reader;
+    uint8_t *rrecv;
+    struct op op_rrecv, op_rsend;
+    int rrecv_armed;
+    struct redis_pending *rq;
+    size_t rq_head, rq_len, rq_cap;
+    struct queue_scripts scripts;
+    int redis_dead;
+
+    struct partition *parts;
+    int nparts;
+
+    struct dest **dtab;
+    size_t dtab_size, ndests;
+    struct dest *dests;
+    struct dest *dirty;
+
+    struct conn *conns;
+    int nconns;
+    size_t in_memory;          /* jobs held */
+
+    int wake_fd;
+    uint64_t wake_val;
+    struct op op_wake;
+    atomic_int stop_requested;
+    int stopping;
+    int64_t stop_deadline_ms;
+    int done;
+
+    int64_t now_ms;
+    struct worker_stats st;
+};
+
+/* worker.c */
+int64_t worker_clock_ms(void);
+struct buf *worker_redis_buf(struct worker *w);
+void worker_rq_push(struct worker *w, enum redis_req kind, int partition);
+struct ack_item *worker_ack_slot(struct worker *w, int partition);
+void worker_mark_dirty(struct worker *w, struct dest *d);
+struct io_uring_sqe *worker_sqe(struct worker *w);
+void outq_append(struct outq *q, const void *p, size_t n);
+
+/* worker_conn.c */
+struct conn *conn_open(struct worker *w, struct dest *d);
+void conn_on_cqe(struct worker *w, struct op *op, int res);
+void conn_check_deadline(struct worker *w, struct conn *c);
+void conn_hand_job(struct worker *w, struct conn *c);
+void conn_quit_or_close(struct worker *w, struct conn *c);
+void conn_abort(struct worker *w, struct conn *c, const char *reason);
+
+/* worker_outcome.c */
+void outcome_txn(struct worker *w, struct conn *c, struct job *j);
+void outcome_return(struct worker *w, struct job *j, const char *reason);
+void outcome_defer(struct worker *w, struct job *j, const char *reason);
+void outcome_fail(struct worker *w, struct job *j, const char *reason);
+void dest_requeue_front(struct dest *d, struct job *j);
+void dest_defer_all(struct worker *w, struct dest *d, const char *reason);
+void job_free(struct worker *w, struct job *j);
+void stats_tls_mix(struct worker_stats *st, const char *name);
+
+#endif

@@ -1,0 +1,335 @@
+/*
+ * worker_outcome.c - what happens to a message after an attempt: per
+ * recipient classification of the receiver's replies, the ack record that
+ * goes to Redis with its event fields, bounces, retry schedule, counters.
+ */
+#include "engine/worker_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/dsn.h"
+
+void job_free(struct worker *w, struct job *j)
+{
+    queue_msg_free(j->m);
+    free(j);
+    w->in_memory--;
+}
+
+void dest_requeue_front(struct dest *d, struct job *j)
+{
+    j->next = d->ready_head;
+    d->ready_head = j;
+    if (d->ready_tail == NULL)
+        d->ready_tail = j;
+    d->nready++;
+}
+
+void stats_tls_mix(struct worker_stats *st, const char *name)
+{
+    for (int i = 0; i < st->nmix; i++) {
+        if (strcmp(st->mix[i].name, name) == 0) {
+            st->mix[i].n++;
+            return;
+        }
+    }
+    if (st->nmix < TLS_MIX_MAX) {
+        snprintf(st->mix[st->nmix].name, sizeof(st->mix[0].name), "%s", name);
+        st->mix[st->nmix++].n = 1;
+    }
+}
+
+static int64_t retry_at(const struct worker *w, const struct job *j)
+{
+    int64_t delay = w->cfg->retry_base_ms;
+    for (int i = 0; i < j->m->attempts && delay < w->cfg->retry_max_ms; i++)
+        delay *= 2;
+    if (delay > w->cfg->retry_max_ms)
+        delay = w->cfg->retry_max_ms;
+    return w->now_ms + delay;
+}
+
+static void add_field(struct ack_item *a, const char *k, const char *v)
+{
+    if (a->nfields + 2 > EV_FIELDS_MAX)
+        return;
+    a->fields[a->nfields] = strdup(k);
+    a->fields[a->nfields + 1] = strdup(v ? v : "");
+    if (a->fields[a->nfields] == NULL || a->fields[a->nfields + 1] == NULL) {
+        free(a->fields[a->nfields]);
+        free(a->fields[a->nfields + 1]);
+        return;
+    }
+    a->nfields += 2;
+}
+
+static void add_field_u64(struct ack_item *a, const char *k, uint64_t v)
+{
+    char tmp[24];
+    snprintf(tmp, sizeof(tmp), "%llu", (unsigned long long)v);
+    add_field(a, k, tmp);
+}
+
+/* The tier a handshake actually reached, from what was negotiated. */
+static enum tls_tier achieved_tier(const struct tls_info *t)
+{
+    if (strcmp(t->protocol, "TLSv1.3") == 0)
+        return TLS_TIER_PREFERRED;
+    if (strcmp(t->protocol, "TLSv1.2") == 0 && strstr(t->cipher, "ECDHE")) {
+        if (strstr(t->cipher, "GCM") || strstr(t->cipher, "CHACHA20"))
+            return TLS_TIER_PREFERRED;
+        return TLS_TIER_SUFFICIENT;
+    }
+    return TLS_TIER_LEGACY;
+}
+
+static void add_tls_fields(struct worker *w, struct ack_item *a, const struct conn *c)
+{
+    char mx[CONFIG_HOST_MAX + 8];
+    snprintf(mx, sizeof(mx), "%s:%u", c->d->hop.host, (unsigned)c->d->hop.port);
+    add_field(a, "mx", mx);
+    if (!c->tls_done) {
+        add_field(a, "tier", "plaintext");
+        add_field(a, "tls", "none");
+        add_field(a, "verified", "no");
+        add_field(a, "verify", c->tls_mode_none ? "not checked: TLS failed earlier with this host, "
+                                                  "plaintext remembered"
+                               : w->cfg->tls == SMTP_TLS_NONE ? "not checked: policy none"
+                                                              : "not checked: STARTTLS not offered");
+        return;
+    }
+    const struct tls_info *t = &c->tinfo;
+    add_field(a, "tier", tls_tier_name(achieved_tier(t)));
+    add_field(a, "tls", t->protocol);
+    add_field(a, "cipher", t->cipher);
+    add_field(a, "group", t->group);
+    add_field(a, "verified", t->verified ? "yes" : "no");
+    add_field(a, "verify", t->verify_detail);
+    add_field(a, "resumed", t->resumed ? "yes" : "no");
+}
+
+static void join(struct buf *b, const char *s)
+{
+    if (buf_used(b))
+        buf_append(b, "\n", 1);
+    buf_append_str(b, s);
+}
+
+static char *buf_strdup(struct buf *b)
+{
+    char *s = malloc(buf_used(b) + 1);
+    if (s) {
+        memcpy(s, buf_peek(b), buf_used(b));
+        s[buf_used(b)] = '\0';
+    }
+    return s;
+}
+
+static void enqueue_bounce(struct worker *w, const struct job *j, const struct dsn_rcpt *r, size_t n)
+{
+    const char *sender = j->m->from;
+    if (sender[0] == '\0' || n == 0)
+        return;   /* never bounce a bounce */
+    const char *dom = queue_addr_domain(sender);
+    if (dom == NULL) {
+        fprintf(stderr, "tern: message %s: sender <%s> has no domain; no bounce\n", j->m->id, sender);
+        return;
+    }
+    struct buf b;
+    buf_init(&b, 0);
+    char id[QUEUE_ID_MAX];
+    queue_new_id(id);
+    if (dsn_build(&b, w->cfg->hostname, sender, j->m->id, r, n, j->m->data, j->m->data_len,
+                  w->now_ms / 1000)) {
+        const char *rc[1] = {sender};
+        if (queue_cmd_enqueue(worker_redis_buf(w), &w->cfg->queue, &w->scripts, id, "", rc, 1, dom,
+                              buf_peek(&b), buf_used(&b), w->now_ms)) {
+            worker_rq_push(w, RQ_ENQUEUE, queue_partition_of(&w->cfg->queue, dom, strlen(dom)));
+            w->st.bounces++;
+        }
+    }
+    buf_free(&b);
+}
+
+static void esc_of(const struct smtp_reply *r, char *out, size_t cap)
+{
+    if (r->esc[0])
+        snprintf(out, cap, "%s", r->esc);
+    else
+        snprintf(out, cap, "%d.0.0", r->code / 100);
+}
+
+void outcome_txn(struct worker *w, struct conn *c, struct job *j)
+{
+    const struct smtp_txn_result *t = smtp_client_txn(&c->smtp);
+    struct queue_msg *m = j->m;
+    struct buf ok, later, failed;
+    buf_init(&ok, 0);
+    buf_init(&later, 0);
+    buf_init(&failed, 0);
+    struct dsn_rcpt *dr = calloc(m->nrcpts, sizeof(*dr));
+    size_t ndr = 0, nok = 0;
+    char reply[SMTP_REPLY_TEXT_MAX + 32];
+    snprintf(reply, sizeof(reply), "%d %s", t->reply.code, t->reply.text);
+    for (char *p = reply; *p; p++)
+        if (*p == '\n')
+            *p = ' ';
+    char esc[SMTP_ESC_MAX];
+    esc_of(&t->reply, esc, sizeof(esc));
+    int expired = w->now_ms - m->created_ms > w->cfg->max_age_ms;
+
+    for (size_t i = 0; i < m->nrcpts; i++) {
+        int code;
+        if (i >= j->ntx)
+            code = 0;   /* beyond this transaction: next time */
+        else if (t->stage == SMTP_STAGE_MAIL)
+            code = t->reply.code;
+        else if (t->rcpt_code[i] / 100 != 2)
+            code = t->rcpt_code[i] ? t->rcpt_code[i] : t->reply.code;
+        else
+            code = t->reply.code;   /* accepted recipient: the DATA outcome */
+        int cls = i >= j->ntx ? 4 : code / 100;
+        if (cls == 2) {
+            join(&ok, m->rcpts[i]);
+            nok++;
+        } else if (cls == 5 || (expired && i < j->ntx)) {
+            join(&failed, m->rcpts[i]);
+            if (dr) {
+                dr[ndr].rcpt = m->rcpts[i];
+                dr[ndr].status = cls == 5 ? esc : "4.4.7";
+                dr[ndr].diagnostic = reply;
+                ndr++;
+            }
+        } else {
+            join(&later, m->rcpts[i]);
+        }
+    }
+    buf_append(&ok, "", 1);
+    buf_append(&later, "", 1);
+    buf_append(&failed, "", 1);
+
+    struct ack_item *a = worker_ack_slot(w, m->partition);
+    if (a == NULL) {
+        fprintf(stderr, "tern: message %s: out of memory recording the outcome; "
+                        "it will be retried when its lease expires\n", m->id);
+    } else {
+        snprintf(a->id, sizeof(a->id), "%s", m->id);
+        if (buf_used(&later) > 1) {
+            a->kind = QUEUE_DEFERRED;
+            a->remaining = buf_strdup(&later);
+            a->retry_at = retry_at(w, j);
+            w->st.deferred++;
+        } else if (buf_used(&failed) > 1) {
+            a->kind = QUEUE_FAILED;
+            w->st.failed++;
+        } else {
+            a->kind = QUEUE_DELIVERED;
+            w->st.delivered++;
+        }
+        add_field(a, "reply", reply);
+        add_field(a, "delivered", (const char *)buf_peek(&ok));
+        if (buf_used(&later) > 1)
+            add_field(a, "deferred", (const char *)buf_peek(&later));
+        if (buf_used(&failed) > 1)
+            add_field(a, "failed", (const char *)buf_peek(&failed));
+        add_tls_fields(w, a, c);
+        add_field_u64(a, "attempt", (uint64_t)m->attempts + 1);
+        add_field_u64(a, "conn_msgs", c->msgs);
+    }
+    if (ndr)
+        enqueue_bounce(w, j, dr, ndr);
+    if (nok) {
+        w->st.rcpts_delivered += nok;
+        enum tls_tier tier = c->tls_done ? achieved_tier(&c->tinfo) : TLS_TIER_PLAINTEXT;
+        w->st.tier_msgs[tier]++;
+        char mix[96];
+        if (c->tls_done)
+            snprintf(mix, sizeof(mix), "%s %s %s", c->tinfo.protocol, c->tinfo.cipher, c->tinfo.group);
+        else
+            snprintf(mix, sizeof(mix), "plaintext");
+        stats_tls_mix(&w->st, mix);
+        if (w->st.nlat == w->st.lat_cap) {
+            size_t ncap = w->st.lat_cap ? w->st.lat_cap * 2 : 4096;
+            uint32_t *n = realloc(w->st.lat_ms, ncap * sizeof(*n));
+            if (n) {
+                w->st.lat_ms = n;
+                w->st.lat_cap = ncap;
+            }
+        }
+        if (w->st.nlat < w->st.lat_cap) {
+            int64_t lat = w->now_ms - m->created_ms;
+            w->st.lat_ms[w->st.nlat++] = lat < 0 ? 0 : (uint32_t)lat;
+        }
+    }
+    free(dr);
+    buf_free(&ok);
+    buf_free(&later);
+    buf_free(&failed);
+    job_free(w, j);
+}
+
+static void simple_outcome(struct worker *w, struct job *j, enum queue_outcome_kind kind,
+                           const char *reason)
+{
+    struct ack_item *a = worker_ack_slot(w, j->m->partition);
+    if (a == NULL) {
+        fprintf(stderr, "tern: message %s: out of memory recording the outcome; "
+                        "it will be retried when its lease expires\n", j->m->id);
+        job_free(w, j);
+        return;
+    }
+    snprintf(a->id, sizeof(a->id), "%s", j->m->id);
+    a->kind = kind;
+    if (kind == QUEUE_DEFERRED)
+        a->retry_at = retry_at(w, j);
+    add_field(a, "reply", reason);
+    if (j->d && j->d->have_hop) {
+        char mx[CONFIG_HOST_MAX + 8];
+        snprintf(mx, sizeof(mx), "%s:%u", j->d->hop.host, (unsigned)j->d->hop.port);
+        add_field(a, "mx", mx);
+    }
+    add_field_u64(a, "attempt", (uint64_t)j->m->attempts + (kind == QUEUE_RETURNED ? 0 : 1));
+    job_free(w, j);
+}
+
+void outcome_return(struct worker *w, struct job *j, const char *reason)
+{
+    w->st.returned++;
+    simple_outcome(w, j, QUEUE_RETURNED, reason);
+}
+
+void outcome_defer(struct worker *w, struct job *j, const char *reason)
+{
+    if (w->now_ms - j->m->created_ms > w->cfg->max_age_ms) {
+        outcome_fail(w, j, reason);
+        return;
+    }
+    w->st.deferred++;
+    simple_outcome(w, j, QUEUE_DEFERRED, reason);
+}
+
+void outcome_fail(struct worker *w, struct job *j, const char *reason)
+{
+    struct dsn_rcpt *dr = calloc(j->m->nrcpts, sizeof(*dr));
+    if (dr) {
+        for (size_t i = 0; i < j->m->nrcpts; i++)
+            dr[i] = (struct dsn_rcpt){j->m->rcpts[i], "5.0.0", reason};
+        enqueue_bounce(w, j, dr, j->m->nrcpts);
+        free(dr);
+    }
+    w->st.failed++;
+    simple_outcome(w, j, QUEUE_FAILED, reason);
+}
+
+void dest_defer_all(struct worker *w, struct dest *d, const char *reason)
+{
+    while (d->ready_head) {
+        struct job *j = d->ready_head;
+        d->ready_head = j->next;
+        d->nready--;
+        outcome_defer(w, j, reason);
+    }
+    d->ready_tail = NULL;
+}

@@ -1,0 +1,84 @@
+# lib.sh - shell helpers shared by the demo, the benchmark and the
+# integration tests: private redis-server, the sink, a config file. Every
+# process started here is recorded and stopped by tern_cleanup (by PID).
+#
+#   . scripts/lib.sh
+#   tern_init DIR             working directory (created); sets TERN_DIR
+#   tern_redis                starts redis on DIR/redis.sock; sets REDIS_ADDR
+#   tern_sink NAME ARGS...    starts build/tern-sink; sets SINK_PORT, SINK_PID
+#   tern_certs                test certificates into DIR/certs; sets CERTS
+#   tern_cleanup              stops everything started (call from a trap)
+
+TERN_BUILD=${TERN_BUILD:-build}
+TERN_PIDS=""
+
+tern_init() {
+    TERN_DIR=$1
+    mkdir -p "$TERN_DIR"
+}
+
+tern_cleanup() {
+    for p in $TERN_PIDS; do
+        kill "$p" 2>/dev/null
+    done
+    for p in $TERN_PIDS; do
+        for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+            kill -0 "$p" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$p" 2>/dev/null
+    done
+    TERN_PIDS=""
+}
+
+tern_wait_file() {   # file, tenths of a second
+    local n=${2:-100}
+    while [ ! -s "$1" ] && [ "$n" -gt 0 ]; do
+        sleep 0.1
+        n=$((n - 1))
+    done
+    [ -s "$1" ]
+}
+
+tern_redis() {
+    local extra=${1:-}
+    REDIS_SOCK=$TERN_DIR/redis.sock
+    # shellcheck disable=SC2086
+    redis-server --port 0 --unixsocket "$REDIS_SOCK" --unixsocketperm 700 \
+        --dir "$TERN_DIR" --save '' --appendonly no --daemonize no \
+        --logfile "$TERN_DIR/redis.log" $extra &
+    REDIS_PID=$!
+    TERN_PIDS="$TERN_PIDS $REDIS_PID"
+    local n=100
+    while [ "$n" -gt 0 ]; do
+        redis-cli -s "$REDIS_SOCK" ping >/dev/null 2>&1 && break
+        sleep 0.1
+        n=$((n - 1))
+    done
+    REDIS_ADDR=unix:$REDIS_SOCK
+    [ "$n" -gt 0 ] || { echo "redis-server did not start" >&2; return 1; }
+}
+
+tern_certs() {
+    CERTS=$TERN_DIR/certs
+    [ -s "$CERTS/server.pem" ] || scripts/gen-test-certs.sh "$CERTS" >/dev/null
+}
+
+tern_sink() {   # name, args...
+    local name=$1; shift
+    rm -f "$TERN_DIR/$name.port"
+    "$TERN_BUILD/tern-sink" --listen 127.0.0.1:0 --port-file "$TERN_DIR/$name.port" "$@" \
+        >"$TERN_DIR/$name.out" 2>"$TERN_DIR/$name.err" &
+    SINK_PID=$!
+    TERN_PIDS="$TERN_PIDS $SINK_PID"
+    tern_wait_file "$TERN_DIR/$name.port" 100 || { echo "sink $name did not start" >&2; cat "$TERN_DIR/$name.err" >&2; return 1; }
+    SINK_PORT=$(cat "$TERN_DIR/$name.port")
+}
+
+tern_config() {   # file, then extra "key = value" lines on stdin
+    {
+        echo "hostname = tern.test"
+        echo "redis = $REDIS_ADDR"
+        cat
+    } >"$1"
+}

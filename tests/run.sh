@@ -1,0 +1,85 @@
+#!/bin/bash
+# run.sh - the whole test suite: unit tests, integration tests (real
+# redis-server, real TLS on loopback), a short fuzz run, and the unit and
+# integration tests again under ASan+UBSan. Ends with "N passed, M failed".
+#
+# Every test program prints "PASS name" / "FAIL name" lines; a program that
+# exits non-zero without printing a FAIL line counts as one failure.
+#   TERN_FAST=1     skip the sanitizer pass and the fuzz run
+#   TERN_FUZZ_SECS  seconds per fuzz target (default 15)
+set -u
+cd "$(dirname "$0")/.."
+top=$PWD
+passed=0
+failed=0
+failures=()
+logdir=$(mktemp -d /tmp/tern-tests.XXXXXX)
+trap 'rm -rf "$logdir"' EXIT
+
+run_one() {   # label, command...
+    local label=$1; shift
+    local log="$logdir/$(echo "$label" | tr '/ ' '__').log"
+    "$@" >"$log" 2>&1
+    local rc=$?
+    local p f
+    p=$(grep -c '^PASS ' "$log")
+    f=$(grep -c '^FAIL ' "$log")
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        f=1
+        echo "FAIL $label: exit status $rc" >>"$log"
+    fi
+    passed=$((passed + p))
+    failed=$((failed + f))
+    if [ "$f" -gt 0 ]; then
+        failures+=("$label")
+        echo "--- $label: $p passed, $f failed"
+        grep -v '^PASS ' "$log" | tail -n 40
+    else
+        echo "--- $label: $p passed"
+    fi
+}
+
+suite() {   # build dir, label prefix
+    local b=$1 pfx=$2
+    for t in "$b"/tests/unit_*; do
+        [ -x "$t" ] || continue
+        run_one "$pfx$(basename "$t")" "$t"
+    done
+    for t in tests/it_*.sh; do
+        [ -f "$t" ] || continue
+        run_one "$pfx$(basename "$t" .sh)" env TERN_BUILD="$b" bash "$t"
+    done
+}
+
+suite build ""
+
+if [ "${TERN_FAST:-0}" != 1 ]; then
+    secs=${TERN_FUZZ_SECS:-15}
+    if make -s fuzz >"$logdir/fuzz-build.log" 2>&1; then
+        for f in build/fuzz/fuzz_*; do
+            name=$(basename "$f")
+            corpus=tests/fuzz/corpus/${name#fuzz_}
+            work=$(mktemp -d "$logdir/corpus.XXXXXX")
+            [ -d "$corpus" ] && cp -r "$corpus"/. "$work"/ 2>/dev/null
+            run_one "$name" bash -c "'$f' -max_total_time=$secs -dict=tests/fuzz/smtp.dict '$work' >/dev/null 2>'$logdir/$name.err' && echo 'PASS $name ($secs s)' || { tail -n 30 '$logdir/$name.err'; echo 'FAIL $name'; }"
+        done
+    else
+        cat "$logdir/fuzz-build.log" | tail -n 20
+        failed=$((failed + 1)); failures+=("fuzz build")
+    fi
+    echo "--- building with ASan+UBSan"
+    if make -s BUILD=build/asan SAN=1 all >"$logdir/asan-build.log" 2>&1; then
+        export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
+        export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+        suite build/asan "asan/"
+    else
+        tail -n 30 "$logdir/asan-build.log"
+        failed=$((failed + 1)); failures+=("asan build")
+    fi
+fi
+
+if [ ${#failures[@]} -gt 0 ]; then
+    echo "failed: ${failures[*]}"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
