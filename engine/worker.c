@@ -517,27 +517,14 @@ struct worker *worker_new(const struct engine *e, int id, char *err, size_t errl
         w->parts[k].id = p;
     w->nparts = nparts;
 
-    struct io_uring_params params = {0};
-    params.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
-    params.cq_entries = 8192;
-    params.flags |= IORING_SETUP_CQSIZE;
-    int rc = io_uring_queue_init_params(1024, &w->ring, &params);
-    if (rc < 0) {
-        memset(&params, 0, sizeof(params));
-        rc = io_uring_queue_init_params(1024, &w->ring, &params);
-    }
-    if (rc < 0) {
-        snprintf(err, errlen, "io_uring setup: %s", strerror(-rc));
-        goto fail;
-    }
     w->wake_fd = eventfd(0, EFD_CLOEXEC);
     if (w->wake_fd < 0) {
         snprintf(err, errlen, "eventfd: %s", strerror(errno));
-        goto fail_ring;
+        goto fail;
     }
     w->rfd = redis_connect(w->cfg->redis, err, errlen);
     if (w->rfd < 0)
-        goto fail_ring;
+        goto fail;
 
     struct tls_client_config tc = {
         .ca_file = w->cfg->ca_file[0] ? w->cfg->ca_file : NULL,
@@ -546,15 +533,13 @@ struct worker *worker_new(const struct engine *e, int id, char *err, size_t errl
     };
     w->tls = tls_client_ctx_new(&tc, err, errlen);
     if (w->tls == NULL)
-        goto fail_ring;
+        goto fail;
     w->sessions = tls_session_cache_new(SESSION_CACHE_KEYS);
     if (w->sessions == NULL) {
         snprintf(err, errlen, "out of memory");
-        goto fail_ring;
+        goto fail;
     }
     return w;
-fail_ring:
-    io_uring_queue_exit(&w->ring);
 fail:
     if (w->rfd >= 0)
         close(w->rfd);
@@ -671,8 +656,30 @@ static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
     }
 }
 
+/* The ring is created on the worker's own thread: SINGLE_ISSUER binds it
+ * to the task that creates it. */
+static int ring_init(struct worker *w)
+{
+    struct io_uring_params params = {0};
+    params.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_CQSIZE;
+    params.cq_entries = 8192;
+    int rc = io_uring_queue_init_params(1024, &w->ring, &params);
+    if (rc < 0) {
+        memset(&params, 0, sizeof(params));
+        rc = io_uring_queue_init_params(1024, &w->ring, &params);
+    }
+    if (rc < 0) {
+        fprintf(stderr, "tern: worker %d: io_uring setup: %s\n", w->id, strerror(-rc));
+        return 0;
+    }
+    w->ring_ok = 1;
+    return 1;
+}
+
 int worker_run(struct worker *w)
 {
+    if (!ring_init(w))
+        return 1;
     w->now_ms = worker_clock_ms();
     arm_wake(w);
     redis_arm_recv(w);
@@ -694,7 +701,7 @@ int worker_run(struct worker *w)
         redis_kick(w);
         if (w->e->drain && !w->stopping && drained(w) && w->rq_len == 0)
             begin_stop(w);
-        if (w->stopping && w->nconns == 0 && w->rq_len == 0 && !w->rout.inflight &&
+        if (w->stopping && w->conns == NULL && w->rq_len == 0 && !w->rout.inflight &&
             buf_used(&w->rout.active) == 0 && buf_used(&w->rout.pending) == 0) {
             int pending_acks = 0;
             for (int i = 0; i < w->nparts; i++)
@@ -717,6 +724,8 @@ int worker_run(struct worker *w)
             seen++;
         }
         io_uring_cq_advance(&w->ring, seen);
+        if (w->reap_pending)
+            conn_reap(w);
     }
     struct rusage ru;
     if (getrusage(RUSAGE_THREAD, &ru) == 0) {
@@ -758,7 +767,8 @@ void worker_free(struct worker *w)
         tls_session_cache_free(w->sessions);
     if (w->tls)
         tls_client_ctx_free(w->tls);
-    io_uring_queue_exit(&w->ring);
+    if (w->ring_ok)
+        io_uring_queue_exit(&w->ring);
     if (w->rfd >= 0)
         close(w->rfd);
     if (w->wake_fd >= 0)

@@ -394,9 +394,9 @@ static void conn_close(struct worker *w, struct conn *c)
         struct io_uring_sqe *sqe = worker_sqe(w);
         io_uring_prep_cancel(sqe, &c->op_connect, 0);
         io_uring_sqe_set_data(sqe, NULL);
-    } else {
-        conn_free(w, c);
     }
+    /* Never freed here: callers up the stack may still hold c. */
+    w->reap_pending = 1;
     if (d->nready)
         worker_mark_dirty(w, d);
 }
@@ -573,6 +573,14 @@ void conn_on_cqe(struct worker *w, struct op *op, int res)
     default:
         break;
     }
-    if (c->state == CONN_CLOSING && c->ops == 0)
-        conn_free(w, c);
+}
+
+void conn_reap(struct worker *w)
+{
+    w->reap_pending = 0;
+    for (struct conn *c = w->conns, *n; c; c = n) {
+        n = c->next;
+        if (c->state == CONN_CLOSING && c->ops == 0)
+            conn_free(w, c);
+    }
 }

@@ -142,6 +142,7 @@ struct worker {
     const struct tern_config *cfg;
     int id;
     struct io_uring ring;
+    int ring_ok;
     struct resolver resolver;
     struct tls_client_ctx *tls;
     struct tls_session_cache *sessions;
@@ -168,6 +169,7 @@ struct worker {
 
     struct conn *conns;
     int nconns;
+    int reap_pending;          /* a closed connection may be freeable */
     size_t in_memory;          /* jobs held */
 
     int wake_fd;
@@ -198,6 +200,8 @@ void conn_check_deadline(struct worker *w, struct conn *c);
 void conn_hand_job(struct worker *w, struct conn *c);
 void conn_quit_or_close(struct worker *w, struct conn *c);
 void conn_abort(struct worker *w, struct conn *c, const char *reason);
+/* conn_reap frees closed connections with no operation in flight. */
+void conn_reap(struct worker *w);
 
 /* worker_outcome.c */
 void outcome_txn(struct worker *w, struct conn *c, struct job *j);

@@ -24,13 +24,16 @@
  *
  *   take:  moves due entries from sched and expired leases back to ready,
  *          then pops up to N ids from ready, leases them (now + lease_ms)
- *          and returns their fields, all in one EVALSHA.
+ *          and returns their fields, all in one EVALSHA. The reply is a
+ *          flat array of QUEUE_TAKE_FIELDS strings per message: id, from,
+ *          rcpts, domain, data, attempts, created, lease_until.
  *   ack:   one EVALSHA per batch of outcomes for one partition: delivered
  *          and failed delete the message, deferred reschedules it (and may
  *          shrink its recipient list to those still pending), returned puts
  *          it back on ready without counting an attempt. Each outcome
- *          appends one event. An ack for an id that is no longer leased by
- *          this lease (expired and taken by someone else) is ignored.
+ *          appends one event. An ack for an id that is no longer leased is
+ *          ignored; with queue_outcome.lease_until_ms set, so is an ack for
+ *          an id leased again by someone else after this lease expired.
  *
  * ENGINE SIDE (sans-I/O)
  *   queue_cmd_* append one RESP command to a struct buf; the caller writes
@@ -68,6 +71,15 @@
 #define QUEUE_RCPTS_MAX       1000   /* recipients per message */
 #define QUEUE_ADDR_MAX        512
 #define QUEUE_EVENTS_MAXLEN   1000000 /* approximate cap per partition stream */
+#define QUEUE_ACK_MAX         4096   /* outcomes per ack call */
+#define QUEUE_MOVE_MAX        1000   /* sched/leased entries moved per take */
+#define QUEUE_TAKE_FIELDS     8      /* reply strings per message in a take */
+#define QUEUE_FIELDS_MAX      64     /* event field strings per outcome */
+
+#define QUEUE_STR_(x) #x
+#define QUEUE_STR(x) QUEUE_STR_(x)
+#define QUEUE_EVENTS_MAXLEN_STR QUEUE_STR(QUEUE_EVENTS_MAXLEN)
+#define QUEUE_MOVE_MAX_STR QUEUE_STR(QUEUE_MOVE_MAX)
 
 struct queue_config {
     char prefix[QUEUE_PREFIX_MAX];  /* key prefix, default "tern" */
@@ -94,6 +106,8 @@ struct queue_msg {
     size_t data_len;
     int attempts;        /* attempts so far, before this one */
     int64_t created_ms;
+    int64_t lease_until_ms; /* this lease's expiry; pass it back in the
+                               outcome so a stale ack is recognised */
 };
 
 enum queue_outcome_kind {
@@ -114,23 +128,58 @@ struct queue_outcome {
      * the standard ones (id, status). e.g. {"reply","250 ok","tier",...} */
     const char *const *fields;
     size_t nfields;                 /* number of strings (pairs * 2) */
+    /* The lease this outcome settles (queue_msg.lease_until_ms). 0 accepts
+     * any current lease of the id; nonzero ignores the outcome unless the
+     * id is still leased with exactly this expiry. */
+    int64_t lease_until_ms;
 };
 
 /* queue_config_defaults fills the defaults listed above. */
 void queue_config_defaults(struct queue_config *qc);
 
+/* queue_config_check returns 1 if qc is usable: prefix 1..31 bytes of
+ * [A-Za-z0-9_.:-] (no braces, so {p} is the key's hash tag), partitions
+ * 1..QUEUE_PARTITIONS_MAX, lease_ms > 0, max_message_size > 0. Otherwise
+ * returns 0 and sets *why to a static string. */
+int queue_config_check(const struct queue_config *qc, const char **why);
+
+/* queue_key writes "<pfx>:{p}:<name>" (name e.g. "ready", or "m:<id>")
+ * into out[outlen]. Returns its length, or 0 if it does not fit. */
+size_t queue_key(char *out, size_t outlen, const struct queue_config *qc,
+                 int partition, const char *name);
+
 /* queue_partition_of maps a domain (case-insensitive) to its partition. */
 int queue_partition_of(const struct queue_config *qc, const char *domain, size_t len);
 
-/* queue_new_id writes a fresh unique id (time + random) into id[QUEUE_ID_MAX]. */
+/* queue_new_id writes a fresh unique id into id[QUEUE_ID_MAX]: 16 hex
+ * digits of the current time in ms then 16 hex digits from getrandom(),
+ * NUL-terminated (32 characters). Ids sort by creation time. */
 void queue_new_id(char id[QUEUE_ID_MAX]);
+
+/* queue_id_check returns 1 if id is 1..QUEUE_ID_MAX-1 bytes of printable
+ * ASCII other than space (what the builders accept as an id). */
+int queue_id_check(const char *id);
 
 /* Script sources, for SCRIPT LOAD. */
 const char *queue_script_enqueue_src(void);
 const char *queue_script_take_src(void);
 const char *queue_script_ack_src(void);
 
-/* --- engine side: command builders (append to out; 0 if out->err) --- */
+/* --- engine side: command builders ---
+ * Each appends exactly one RESP command to out and returns 1, or returns 0
+ * when out->err is (or becomes) set or an argument is invalid; on invalid
+ * arguments nothing is appended. Strings are copied (binary-safe).
+ *
+ * queue_cmd_take: partition in [0, qc->partitions), max in
+ *   [1, QUEUE_TAKE_MAX]. Leases until now_ms + qc->lease_ms.
+ * queue_cmd_ack: n in [1, QUEUE_ACK_MAX]; every id passes
+ *   queue_id_check; nfields even and <= QUEUE_FIELDS_MAX; kind valid.
+ * queue_cmd_enqueue: from is "" or a bare address, every rcpt a bare
+ *   recipient (queue_addr_check, no angle brackets) whose domain equals
+ *   `domain` ignoring case, nrcpts in [1, QUEUE_RCPTS_MAX], len <=
+ *   qc->max_message_size. The domain is stored lower-cased. The reply is
+ *   1, or an error beginning "EXISTS" if the id is already queued.
+ */
 int queue_cmd_script_load(struct buf *out, const char *src);
 int queue_cmd_take(struct buf *out, const struct queue_config *qc,
                    const struct queue_scripts *s, int partition, int max,
@@ -152,8 +201,19 @@ int queue_cmd_enqueue(struct buf *out, const struct queue_config *qc,
  * sets *err to "NOSCRIPT" so the caller can reload the scripts. */
 int queue_parse_take(const redisReply *r, int partition,
                      struct queue_msg ***msgs, size_t *n, const char **err);
-/* queue_parse_ack checks an ack/enqueue reply (integer or status). */
+/* queue_parse_simple checks an ack/enqueue reply: 1 for an integer or
+ * status reply, 0 otherwise with *err "NOSCRIPT" (reload the scripts and
+ * resend), "error reply" (text in r->str) or "unexpected reply type".
+ * For an ack the integer is the number of outcomes applied. */
 int queue_parse_simple(const redisReply *r, const char **err);
+
+/* queue_parse_script_load checks a SCRIPT LOAD reply and copies the SHA1
+ * (40 hex digits) into sha[41]. 0 with *err set otherwise. */
+int queue_parse_script_load(const redisReply *r, char sha[41], const char **err);
+
+/* queue_outcome_kind_name: "delivered", "deferred", "failed", "returned",
+ * or NULL for an invalid kind. These are the event stream's status values. */
+const char *queue_outcome_kind_name(enum queue_outcome_kind k);
 
 void queue_msg_free(struct queue_msg *m);
 
@@ -165,8 +225,18 @@ void queue_msg_free(struct queue_msg *m);
  * QUEUE_ADDR_MAX bytes, recipient needs "@domain". On failure *why is set. */
 int queue_addr_check(const char *a, size_t len, int is_recipient, const char **why);
 /* queue_addr_domain returns a pointer to the domain part (after the last
- * '@') of a bare address, or NULL. */
+ * '@') of a bare address, or NULL if there is no '@' or nothing after it. */
 const char *queue_addr_domain(const char *addr);
+
+/* queue_addr_bare checks `a` like queue_addr_check and, on success, sets
+ * *bare and *bare_len to the address without its enclosing angle brackets
+ * (pointing into a; "<>" and "" give length 0, the null reverse path).
+ * Reasons in *why (static strings): "empty recipient", "too long",
+ * "NUL byte", "CR or LF", "space", "control character",
+ * "unbalanced angle bracket", "misplaced angle bracket", "no @domain",
+ * "empty local part", "empty domain", "bad domain character". */
+int queue_addr_bare(const char *a, size_t len, int is_recipient,
+                    const char **bare, size_t *bare_len, const char **why);
 
 /* --- CLI side: blocking --- */
 
@@ -176,10 +246,18 @@ struct queue_conn {
     struct queue_scripts scripts;
 };
 
-/* queue_open connects to "host:port" or "unix:/path" and loads scripts. */
+/* queue_open connects to "host:port", "host" (port 6379), "[v6]:port" or
+ * "unix:/path" with a 10 s connect/IO timeout, checks qc
+ * (queue_config_check) and loads the three scripts (SCRIPT LOAD), storing
+ * their SHAs in q->scripts. On failure returns 0 with err set and leaves
+ * nothing open. */
 int queue_open(struct queue_conn *q, const struct queue_config *qc,
                const char *redis_addr, char *err, size_t errlen);
+/* queue_close closes the connection; safe on a zeroed or closed conn. */
 void queue_close(struct queue_conn *q);
+/* queue_reload_scripts runs SCRIPT LOAD again (after NOSCRIPT, e.g. a
+ * Redis restart or SCRIPT FLUSH). Returns 1, or 0 with err set. */
+int queue_reload_scripts(struct queue_conn *q, char *err, size_t errlen);
 
 /* queue_enqueue stores one message for rcpts (split by domain), atomically
  * per domain entry; every address is checked first, so bad input leaves
@@ -189,9 +267,12 @@ int queue_enqueue(struct queue_conn *q, const char *from,
                   const char *const *rcpts, size_t nrcpts,
                   const uint8_t *data, size_t len, char *err, size_t errlen);
 
-/* queue_generate enqueues n synthetic messages of about `size` bytes,
- * round-robin over domains (recipient user<i>@domain), pipelined.
- * Returns the number enqueued, or -1 with err set. */
+/* queue_generate enqueues n synthetic messages of about `size` bytes
+ * (Date, From, To, Subject, Message-ID headers; body of 76-character
+ * printable lines), round-robin over domains (recipient user<i>@domain,
+ * sender generator@tern.test), pipelined in windows of 512 commands or
+ * 8 MiB. Domains and size are checked first. Returns the number enqueued,
+ * or -1 with err set (some may have been stored if Redis refused midway). */
 long queue_generate(struct queue_conn *q, long n, const char *const *domains,
                     size_t ndomains, size_t size, char *err, size_t errlen);
 

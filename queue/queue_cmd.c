@@ -1,0 +1,444 @@
+/*
+ * queue_cmd.c - sans-I/O side of the queue: RESP command builders and
+ * reply parsers. The engine writes what the builders append to its Redis
+ * socket and feeds the bytes that come back to a hiredis redisReader.
+ *
+ * Commands are written straight into the caller's struct buf as RESP
+ * multi-bulk ("*<argc>\r\n" then "$<len>\r\n<bytes>\r\n" per argument),
+ * which is binary-safe and avoids the extra malloc+copy of
+ * redisFormatCommandArgv for large message bodies. Arguments are checked
+ * before the first byte is written, so an invalid call appends nothing.
+ */
+#include "queue/queue.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define KEY_MAX       (QUEUE_PREFIX_MAX + 16 + QUEUE_ID_MAX)
+#define INT_TEXT_MAX  24
+
+static void resp_begin(struct buf *out, size_t argc)
+{
+    buf_append(out, "*", 1);
+    buf_append_u64(out, argc);
+    buf_append(out, "\r\n", 2);
+}
+
+static void resp_arg(struct buf *out, const void *p, size_t n)
+{
+    buf_append(out, "$", 1);
+    buf_append_u64(out, n);
+    buf_append(out, "\r\n", 2);
+    buf_append(out, p, n);
+    buf_append(out, "\r\n", 2);
+}
+
+static void resp_str(struct buf *out, const char *s)
+{
+    resp_arg(out, s, strlen(s));
+}
+
+static void resp_i64(struct buf *out, int64_t v)
+{
+    char tmp[INT_TEXT_MAX];
+    size_t i = sizeof(tmp);
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[--i] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        tmp[--i] = '-';
+    resp_arg(out, tmp + i, sizeof(tmp) - i);
+}
+
+/* Append the key "<pfx>:{p}:<name>". Key names are bounded by
+ * construction (prefix < 32, id < 40), so overflow means a bad config;
+ * report it through the sticky error bit. */
+static void resp_key(struct buf *out, const struct queue_config *qc, int p,
+                     const char *name)
+{
+    char key[KEY_MAX];
+    size_t n = queue_key(key, sizeof(key), qc, p, name);
+    if (n == 0) {
+        out->err = 1;
+        return;
+    }
+    resp_arg(out, key, n);
+}
+
+static int partition_ok(const struct queue_config *qc, int p)
+{
+    return p >= 0 && p < qc->partitions;
+}
+
+const char *queue_outcome_kind_name(enum queue_outcome_kind k)
+{
+    switch (k) {
+    case QUEUE_DELIVERED: return "delivered";
+    case QUEUE_DEFERRED: return "deferred";
+    case QUEUE_FAILED: return "failed";
+    case QUEUE_RETURNED: return "returned";
+    }
+    return NULL;
+}
+
+int queue_cmd_script_load(struct buf *out, const char *src)
+{
+    if (out->err || src == NULL)
+        return 0;
+    resp_begin(out, 3);
+    resp_str(out, "SCRIPT");
+    resp_str(out, "LOAD");
+    resp_str(out, src);
+    return !out->err;
+}
+
+int queue_cmd_take(struct buf *out, const struct queue_config *qc,
+                   const struct queue_scripts *s, int partition, int max,
+                   int64_t now_ms)
+{
+    if (out->err || !partition_ok(qc, partition) || max < 1 ||
+        max > QUEUE_TAKE_MAX || qc->lease_ms <= 0)
+        return 0;
+    resp_begin(out, 10);
+    resp_str(out, "EVALSHA");
+    resp_str(out, s->take);
+    resp_str(out, "3");
+    resp_key(out, qc, partition, "ready");
+    resp_key(out, qc, partition, "leased");
+    resp_key(out, qc, partition, "sched");
+    resp_key(out, qc, partition, "m:");
+    resp_i64(out, now_ms);
+    resp_i64(out, qc->lease_ms);
+    resp_i64(out, max);
+    return !out->err;
+}
+
+int queue_cmd_ack(struct buf *out, const struct queue_config *qc,
+                  const struct queue_scripts *s, int partition,
+                  const struct queue_outcome *o, size_t n, int64_t now_ms)
+{
+    if (out->err || !partition_ok(qc, partition) || n < 1 || n > QUEUE_ACK_MAX)
+        return 0;
+    size_t argc = 3 + 5 + 3;
+    for (size_t i = 0; i < n; i++) {
+        if (o[i].id == NULL || !queue_id_check(o[i].id) ||
+            queue_outcome_kind_name(o[i].kind) == NULL ||
+            o[i].nfields % 2 != 0 || o[i].nfields > QUEUE_FIELDS_MAX ||
+            (o[i].nfields > 0 && o[i].fields == NULL) || o[i].lease_until_ms < 0)
+            return 0;
+        for (size_t j = 0; j < o[i].nfields; j++)
+            if (o[i].fields[j] == NULL)
+                return 0;
+        argc += 6 + o[i].nfields;
+    }
+    resp_begin(out, argc);
+    resp_str(out, "EVALSHA");
+    resp_str(out, s->ack);
+    resp_str(out, "5");
+    resp_key(out, qc, partition, "leased");
+    resp_key(out, qc, partition, "sched");
+    resp_key(out, qc, partition, "ready");
+    resp_key(out, qc, partition, "stats");
+    resp_key(out, qc, partition, "events");
+    resp_key(out, qc, partition, "m:");
+    resp_i64(out, now_ms);
+    resp_i64(out, (int64_t)n);
+    for (size_t i = 0; i < n; i++) {
+        const struct queue_outcome *x = &o[i];
+        resp_str(out, x->id);
+        resp_str(out, queue_outcome_kind_name(x->kind));
+        resp_i64(out, x->lease_until_ms);
+        resp_str(out, x->kind == QUEUE_DEFERRED && x->remaining_rcpts
+                          ? x->remaining_rcpts : "");
+        resp_i64(out, x->kind == QUEUE_DEFERRED ? x->retry_at_ms : 0);
+        resp_i64(out, (int64_t)x->nfields);
+        for (size_t j = 0; j < x->nfields; j++)
+            resp_str(out, x->fields[j]);
+    }
+    return !out->err;
+}
+
+static int ascii_casecmp_n(const char *a, const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
+        if (x >= 'A' && x <= 'Z')
+            x = (unsigned char)(x + 32);
+        if (y >= 'A' && y <= 'Z')
+            y = (unsigned char)(y + 32);
+        if (x != y)
+            return 1;
+    }
+    return 0;
+}
+
+int queue_cmd_enqueue(struct buf *out, const struct queue_config *qc,
+                      const struct queue_scripts *s, const char *id,
+                      const char *from, const char *const *rcpts, size_t nrcpts,
+                      const char *domain, const uint8_t *data, size_t len,
+                      int64_t now_ms)
+{
+    const char *why, *bare;
+    size_t blen;
+    if (out->err || id == NULL || !queue_id_check(id) || from == NULL ||
+        domain == NULL || nrcpts < 1 || nrcpts > QUEUE_RCPTS_MAX ||
+        (int64_t)len > qc->max_message_size || (len > 0 && data == NULL))
+        return 0;
+    size_t dlen = strlen(domain);
+    if (dlen == 0 || dlen > QUEUE_ADDR_MAX)
+        return 0;
+    if (!queue_addr_bare(from, strlen(from), 0, &bare, &blen, &why) || bare != from)
+        return 0;
+    size_t rlen = 0;   /* length of the "\n"-joined recipient list */
+    for (size_t i = 0; i < nrcpts; i++) {
+        if (rcpts[i] == NULL)
+            return 0;
+        size_t n = strlen(rcpts[i]);
+        if (!queue_addr_bare(rcpts[i], n, 1, &bare, &blen, &why) || bare != rcpts[i])
+            return 0;
+        const char *d = queue_addr_domain(rcpts[i]);
+        if (d == NULL || strlen(d) != dlen || ascii_casecmp_n(d, domain, dlen) != 0)
+            return 0;
+        rlen += n + (i > 0);
+    }
+    char ldomain[QUEUE_ADDR_MAX + 1];
+    for (size_t i = 0; i < dlen; i++) {
+        unsigned char c = (unsigned char)domain[i];
+        ldomain[i] = (char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
+    }
+    ldomain[dlen] = '\0';
+    int p = queue_partition_of(qc, ldomain, dlen);
+    char mname[2 + QUEUE_ID_MAX];
+    memcpy(mname, "m:", 2);
+    memcpy(mname + 2, id, strlen(id) + 1);
+
+    resp_begin(out, 3 + 3 + 6);
+    resp_str(out, "EVALSHA");
+    resp_str(out, s->enqueue);
+    resp_str(out, "3");
+    resp_key(out, qc, p, mname);
+    resp_key(out, qc, p, "ready");
+    resp_key(out, qc, p, "stats");
+    resp_str(out, id);
+    resp_str(out, from);
+    /* The joined recipient list, written in place. */
+    buf_append(out, "$", 1);
+    buf_append_u64(out, rlen);
+    buf_append(out, "\r\n", 2);
+    for (size_t i = 0; i < nrcpts; i++) {
+        if (i > 0)
+            buf_append(out, "\n", 1);
+        buf_append_str(out, rcpts[i]);
+    }
+    buf_append(out, "\r\n", 2);
+    resp_arg(out, ldomain, dlen);
+    resp_arg(out, data, len);
+    resp_i64(out, now_ms);
+    return !out->err;
+}
+
+/* --- reply parsers --- */
+
+static int is_noscript(const redisReply *r)
+{
+    return r->type == REDIS_REPLY_ERROR && r->str != NULL && r->len >= 8 &&
+           memcmp(r->str, "NOSCRIPT", 8) == 0;
+}
+
+static int error_reply(const redisReply *r, const char **err)
+{
+    *err = is_noscript(r) ? "NOSCRIPT" : "error reply";
+    return 0;
+}
+
+int queue_parse_simple(const redisReply *r, const char **err)
+{
+    if (r == NULL) {
+        *err = "no reply";
+        return 0;
+    }
+    if (r->type == REDIS_REPLY_ERROR)
+        return error_reply(r, err);
+    if (r->type == REDIS_REPLY_INTEGER || r->type == REDIS_REPLY_STATUS)
+        return 1;
+    *err = "unexpected reply type";
+    return 0;
+}
+
+static int is_hex(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
+
+int queue_parse_script_load(const redisReply *r, char sha[41], const char **err)
+{
+    if (r == NULL) {
+        *err = "no reply";
+        return 0;
+    }
+    if (r->type == REDIS_REPLY_ERROR)
+        return error_reply(r, err);
+    if (r->type != REDIS_REPLY_STRING || r->len != 40) {
+        *err = "unexpected reply type";
+        return 0;
+    }
+    for (size_t i = 0; i < 40; i++) {
+        if (!is_hex(r->str[i])) {
+            *err = "SHA is not hex";
+            return 0;
+        }
+    }
+    memcpy(sha, r->str, 40);
+    sha[40] = '\0';
+    return 1;
+}
+
+/* Strict decimal, optional leading '-', at most 18 digits (no overflow). */
+static int parse_i64(const char *s, size_t n, int64_t *v)
+{
+    size_t i = 0;
+    int neg = 0;
+    if (n > 0 && s[0] == '-') {
+        neg = 1;
+        i = 1;
+    }
+    if (i == n || n - i > 18)
+        return 0;
+    int64_t x = 0;
+    for (; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+        x = x * 10 + (s[i] - '0');
+    }
+    *v = neg ? -x : x;
+    return 1;
+}
+
+void queue_msg_free(struct queue_msg *m)
+{
+    free(m);
+}
+
+/* Copy n bytes plus a NUL into the arena at *pos; return the copy. */
+static char *arena_put(char **pos, const char *s, size_t n)
+{
+    char *d = *pos;
+    if (n)
+        memcpy(d, s, n);
+    d[n] = '\0';
+    *pos += n + 1;
+    return d;
+}
+
+/* Build one message from 8 reply strings, in a single allocation:
+ * struct, rcpt pointer array, then the strings and data. */
+static struct queue_msg *msg_from_reply(redisReply **f, int partition, const char **err)
+{
+    enum { F_ID, F_FROM, F_RCPTS, F_DOMAIN, F_DATA, F_ATT, F_CREATED, F_LEASE };
+    for (int i = 0; i < QUEUE_TAKE_FIELDS; i++) {
+        if (f[i] == NULL || f[i]->type != REDIS_REPLY_STRING) {
+            *err = "take: field is not a string";
+            return NULL;
+        }
+    }
+    if (f[F_ID]->len == 0 || f[F_ID]->len >= QUEUE_ID_MAX) {
+        *err = "take: bad id";
+        return NULL;
+    }
+    int64_t att, created, lease;
+    if (!parse_i64(f[F_ATT]->str, f[F_ATT]->len, &att) || att < 0 || att > 1000000 ||
+        !parse_i64(f[F_CREATED]->str, f[F_CREATED]->len, &created) ||
+        !parse_i64(f[F_LEASE]->str, f[F_LEASE]->len, &lease)) {
+        *err = "take: bad number";
+        return NULL;
+    }
+    const char *rs = f[F_RCPTS]->str;
+    size_t rl = f[F_RCPTS]->len;
+    if (rl == 0 || memchr(rs, '\0', rl) != NULL) {
+        *err = "take: bad recipient list";
+        return NULL;
+    }
+    size_t nr = 1;
+    for (size_t i = 0; i < rl; i++)
+        nr += rs[i] == '\n';
+    if (nr > QUEUE_RCPTS_MAX) {
+        *err = "take: too many recipients";
+        return NULL;
+    }
+    size_t bytes = sizeof(struct queue_msg) + nr * sizeof(char *) +
+                   f[F_FROM]->len + 1 + rl + 1 + f[F_DOMAIN]->len + 1 +
+                   f[F_DATA]->len + 1;
+    struct queue_msg *m = calloc(1, bytes);
+    if (m == NULL) {
+        *err = "out of memory";
+        return NULL;
+    }
+    m->rcpts = (char **)(m + 1);
+    char *pos = (char *)(m->rcpts + nr);
+    memcpy(m->id, f[F_ID]->str, f[F_ID]->len);
+    m->id[f[F_ID]->len] = '\0';
+    m->partition = partition;
+    m->from = arena_put(&pos, f[F_FROM]->str, f[F_FROM]->len);
+    char *rc = arena_put(&pos, rs, rl);
+    m->domain = arena_put(&pos, f[F_DOMAIN]->str, f[F_DOMAIN]->len);
+    m->data = (uint8_t *)arena_put(&pos, f[F_DATA]->str, f[F_DATA]->len);
+    m->data_len = f[F_DATA]->len;
+    m->attempts = (int)att;
+    m->created_ms = created;
+    m->lease_until_ms = lease;
+    /* Split the recipient copy on '\n' in place. */
+    m->nrcpts = 0;
+    char *start = rc;
+    for (size_t i = 0; i <= rl; i++) {
+        if (i == rl || rc[i] == '\n') {
+            rc[i] = '\0';
+            m->rcpts[m->nrcpts++] = start;
+            start = rc + i + 1;
+        }
+    }
+    return m;
+}
+
+int queue_parse_take(const redisReply *r, int partition,
+                     struct queue_msg ***msgs, size_t *n, const char **err)
+{
+    *msgs = NULL;
+    *n = 0;
+    if (r == NULL) {
+        *err = "no reply";
+        return 0;
+    }
+    if (r->type == REDIS_REPLY_ERROR)
+        return error_reply(r, err);
+    if (r->type != REDIS_REPLY_ARRAY) {
+        *err = "take: reply is not an array";
+        return 0;
+    }
+    if (r->elements % QUEUE_TAKE_FIELDS != 0 ||
+        r->elements / QUEUE_TAKE_FIELDS > QUEUE_TAKE_MAX) {
+        *err = "take: bad element count";
+        return 0;
+    }
+    size_t count = r->elements / QUEUE_TAKE_FIELDS;
+    if (count == 0)
+        return 1;
+    struct queue_msg **arr = calloc(count, sizeof(*arr));
+    if (arr == NULL) {
+        *err = "out of memory";
+        return 0;
+    }
+    for (size_t i = 0; i < count; i++) {
+        arr[i] = msg_from_reply(r->element + i * QUEUE_TAKE_FIELDS, partition, err);
+        if (arr[i] == NULL) {
+            for (size_t j = 0; j < i; j++)
+                queue_msg_free(arr[j]);
+            free(arr);
+            return 0;
+        }
+    }
+    *msgs = arr;
+    *n = count;
+    return 1;
+}

@@ -1,0 +1,163 @@
+/*
+ * queue_scripts.c - the three Lua scripts that change queue state.
+ *
+ * DESCRIPTION
+ *   Every state change that spans keys runs inside one of these scripts so
+ *   it is atomic, and each script handles a whole batch so single-threaded
+ *   Redis pays the script-call overhead once per batch, not per message
+ *   (docs/performance-physics.md, section 1). docs/queue.md walks through
+ *   each script step by step; keep the two in sync.
+ *
+ *   All keys a script touches are in KEYS, except message hashes, whose
+ *   names are built from a prefix passed in ARGV ("<pfx>:{p}:m:"). Those
+ *   share the partition's hash tag {p}, so on Redis Cluster they live in
+ *   the same slot as the KEYS; the script stays correct there.
+ *
+ *   Numbers travel as decimal strings. Times are milliseconds since the
+ *   epoch; they fit a Lua double exactly (< 2^53).
+ */
+#include "queue/queue.h"
+
+/*
+ * enqueue
+ *   KEYS[1] message hash  KEYS[2] ready  KEYS[3] stats  [KEYS[4] events]
+ *   ARGV    id, from, rcpts ("\n"-joined), domain, data, now_ms
+ *   Reply   1, or an error if the message key already exists.
+ */
+static const char enqueue_src[] =
+    "if redis.call('EXISTS', KEYS[1]) == 1 then\n"
+    "  return redis.error_reply('EXISTS message id already queued')\n"
+    "end\n"
+    "redis.call('HSET', KEYS[1], 'from', ARGV[2], 'rcpts', ARGV[3],\n"
+    "  'domain', ARGV[4], 'data', ARGV[5], 'attempts', '0',\n"
+    "  'created', ARGV[6])\n"
+    "redis.call('RPUSH', KEYS[2], ARGV[1])\n"
+    "redis.call('HINCRBY', KEYS[3], 'enqueued', 1)\n"
+    "if KEYS[4] then\n"
+    "  redis.call('XADD', KEYS[4], 'MAXLEN', '~', '" QUEUE_EVENTS_MAXLEN_STR "',\n"
+    "    '*', 'id', ARGV[1], 'status', 'queued', 'domain', ARGV[4])\n"
+    "end\n"
+    "return 1\n";
+
+/*
+ * take
+ *   KEYS[1] ready  KEYS[2] leased  KEYS[3] sched
+ *   ARGV    msg_prefix ("<pfx>:{p}:m:"), now_ms, lease_ms, max
+ *   Reply   flat array, QUEUE_TAKE_FIELDS strings per message:
+ *           id, from, rcpts, domain, data, attempts, created, lease_until
+ */
+static const char take_src[] =
+    "local pfx = ARGV[1]\n"
+    "local now = tonumber(ARGV[2])\n"
+    "local lease = tonumber(ARGV[3])\n"
+    "local max = tonumber(ARGV[4])\n"
+    "if not now or not lease or not max or max < 1 then\n"
+    "  return redis.error_reply('ERR take: bad arguments')\n"
+    "end\n"
+    /* 1. deferred entries that are due go to the back of ready. */
+    "local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[2],\n"
+    "  'LIMIT', 0, " QUEUE_MOVE_MAX_STR ")\n"
+    "for _, id in ipairs(due) do\n"
+    "  redis.call('ZREM', KEYS[3], id)\n"
+    "  redis.call('RPUSH', KEYS[1], id)\n"
+    "end\n"
+    /* 2. expired leases (their engine died or stalled) go to the front:
+     *    they have waited longest. No attempt is counted. */
+    "local exp = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2],\n"
+    "  'LIMIT', 0, " QUEUE_MOVE_MAX_STR ")\n"
+    "for _, id in ipairs(exp) do\n"
+    "  redis.call('ZREM', KEYS[2], id)\n"
+    "  redis.call('LPUSH', KEYS[1], id)\n"
+    "end\n"
+    /* 3. pop, lease and read up to max messages. */
+    "local ids = redis.call('LPOP', KEYS[1], max)\n"
+    "local out = {}\n"
+    "if not ids then return out end\n"
+    "local until_ms = now + lease\n"
+    "local until_s = string.format('%.0f', until_ms)\n"
+    "for _, id in ipairs(ids) do\n"
+    "  local f = redis.call('HMGET', pfx .. id, 'from', 'rcpts', 'domain',\n"
+    "    'data', 'attempts', 'created')\n"
+    "  if f[1] and f[2] and f[2] ~= '' then\n"
+    "    redis.call('ZADD', KEYS[2], until_s, id)\n"
+    "    out[#out+1] = id\n"
+    "    out[#out+1] = f[1]\n"
+    "    out[#out+1] = f[2] or ''\n"
+    "    out[#out+1] = f[3] or ''\n"
+    "    out[#out+1] = f[4] or ''\n"
+    "    out[#out+1] = f[5] or '0'\n"
+    "    out[#out+1] = f[6] or '0'\n"
+    "    out[#out+1] = until_s\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
+/*
+ * ack
+ *   KEYS[1] leased  KEYS[2] sched  KEYS[3] ready  KEYS[4] stats
+ *   KEYS[5] events
+ *   ARGV    msg_prefix, now_ms, n, then n outcomes, each:
+ *           id, kind, lease_until ("0": any), remaining_rcpts ("": keep),
+ *           retry_at_ms, nfields, fields...
+ *   Reply   number of outcomes applied (stale ones are skipped).
+ *
+ * The arguments are validated in a first pass so a malformed batch
+ * changes nothing (a Lua error after writes would leave them applied).
+ */
+static const char ack_src[] =
+    "local pfx = ARGV[1]\n"
+    "local n = tonumber(ARGV[3])\n"
+    "if not n or n < 0 then return redis.error_reply('ERR ack: bad n') end\n"
+    "local kinds = {delivered=true, failed=true, deferred=true, returned=true}\n"
+    "local i = 4\n"
+    "for k = 1, n do\n"
+    "  local nf = tonumber(ARGV[i+5])\n"
+    "  if not ARGV[i] or not kinds[ARGV[i+1]] or not tonumber(ARGV[i+2])\n"
+    "     or not tonumber(ARGV[i+4]) or not nf or nf < 0 or nf % 2 ~= 0\n"
+    "     or i + 5 + nf > #ARGV then\n"
+    "    return redis.error_reply('ERR ack: malformed outcome ' .. k)\n"
+    "  end\n"
+    "  i = i + 6 + nf\n"
+    "end\n"
+    "if i ~= #ARGV + 1 then return redis.error_reply('ERR ack: extra arguments') end\n"
+    "local done = 0\n"
+    "i = 4\n"
+    "for k = 1, n do\n"
+    "  local id, kind, lease = ARGV[i], ARGV[i+1], ARGV[i+2]\n"
+    "  local rem, retry, nf = ARGV[i+3], ARGV[i+4], tonumber(ARGV[i+5])\n"
+    "  local fstart = i + 6\n"
+    "  i = i + 6 + nf\n"
+    "  local score = redis.call('ZSCORE', KEYS[1], id)\n"
+    /* Stale: not leased any more, or leased again under another lease. */
+    "  if score and (lease == '0' or tonumber(score) == tonumber(lease)) then\n"
+    "    redis.call('ZREM', KEYS[1], id)\n"
+    "    local key = pfx .. id\n"
+    "    if kind == 'delivered' or kind == 'failed' then\n"
+    "      redis.call('DEL', key)\n"
+    "    elseif redis.call('EXISTS', key) == 1 then\n"
+    "      if kind == 'deferred' then\n"
+    "        redis.call('HINCRBY', key, 'attempts', 1)\n"
+    "        if rem ~= '' then redis.call('HSET', key, 'rcpts', rem) end\n"
+    "        for j = fstart, fstart + nf - 2, 2 do\n"
+    "          if ARGV[j] == 'reply' then\n"
+    "            redis.call('HSET', key, 'last', ARGV[j+1])\n"
+    "          end\n"
+    "        end\n"
+    "        redis.call('ZADD', KEYS[2], retry, id)\n"
+    "      else\n"
+    "        redis.call('RPUSH', KEYS[3], id)\n"
+    "      end\n"
+    "    end\n"
+    "    redis.call('HINCRBY', KEYS[4], kind, 1)\n"
+    "    local ev = {'XADD', KEYS[5], 'MAXLEN', '~', '" QUEUE_EVENTS_MAXLEN_STR "',\n"
+    "      '*', 'id', id, 'status', kind}\n"
+    "    for j = fstart, fstart + nf - 1 do ev[#ev+1] = ARGV[j] end\n"
+    "    redis.call(unpack(ev))\n"
+    "    done = done + 1\n"
+    "  end\n"
+    "end\n"
+    "return done\n";
+
+const char *queue_script_enqueue_src(void) { return enqueue_src; }
+const char *queue_script_take_src(void) { return take_src; }
+const char *queue_script_ack_src(void) { return ack_src; }
