@@ -35,7 +35,28 @@
  *                        greeting refused, policy failure, peer EOF, ...
  *                        ev.reason says which (a static string) and
  *                        ev.reply is the reply that caused it, if any.
- *                        The caller closes the connection.
+ *                        The caller sends what is in the output (a
+ *                        polite QUIT is queued when the session is still
+ *                        in sync: greeting/EHLO/HELO/STARTTLS refusals,
+ *                        unexpected replies) and closes the connection.
+ *                        smtp_client_in_doubt() still answers after it.
+ *                        Reasons: "greeting refused", "EHLO refused",
+ *                        "HELO refused", "STARTTLS not offered",
+ *                        "STARTTLS refused", "plaintext injected after
+ *                        STARTTLS", "service not available (421)",
+ *                        "malformed reply", "unexpected reply",
+ *                        "RSET refused", "connection closed by peer",
+ *                        "input limit exceeded", "out of memory".
+ *
+ *   Reply handling: a non-220 greeting fails. EHLO 5xx falls back to HELO
+ *   (no extensions); EHLO 4xx fails. 421 to any command fails the session;
+ *   when it answers the final dot, TXN_DONE (accepted=0) comes first. RCPT
+ *   replies are per recipient. A MAIL refusal ends the transaction at stage
+ *   MAIL (pipelined RCPT/DATA replies are read and ignored); no accepted
+ *   RCPT ends it at stage RCPT (lock-step: DATA is not sent; pipelined:
+ *   a 354 is answered with "." alone). A 3xx other than 354 to DATA, or a
+ *   2xx to DATA, is "unexpected reply". Any reply to QUIT, or EOF after
+ *   QUIT, gives CLOSED.
  *
  *   With PIPELINING the transaction goes out as one write: MAIL, every RCPT,
  *   DATA; then the body after 354. Without it, commands go in lock-step.
@@ -182,15 +203,30 @@ struct smtp_client {
     int pending_ready;           /* emit READY after TXN_DONE */
     int pending_error;           /* emit ERROR (with err_reason) next */
     const char *err_reason;
+    /* Added by the implementation (private; read through the accessors). */
+    const struct smtp_reply *err_reply; /* reply for the ERROR event */
+    int pending_txn_done;        /* emit TXN_DONE next */
+    int pending_starttls;        /* emit STARTTLS next */
+    int pending_closed;          /* emit CLOSED next */
+    int eof;                     /* peer closed its side */
+    int pipelined;               /* current transaction uses PIPELINING */
+    int mail_ok;                 /* MAIL FROM got 2xx */
+    int dot_only;                /* 354 without accepted RCPT: sent "." */
 };
 
-/* smtp_client_init prepares a session in state GREETING. */
+/* smtp_client_init prepares a session in state GREETING. A helo_name that
+ * is NULL, empty, longer than SMTP_HELO_NAME_MAX or holds anything but
+ * printable ASCII without spaces is replaced by "localhost" (it goes on
+ * the wire verbatim). */
 void smtp_client_init(struct smtp_client *c, const struct smtp_client_config *cfg);
 /* smtp_client_cleanup frees the buffers; safe to call twice. */
 void smtp_client_cleanup(struct smtp_client *c);
 
 /* smtp_client_feed appends plaintext received from the peer. Returns 1, or
- * 0 when the input cap is exceeded (the next event is then ERROR). */
+ * 0 when the input cap is exceeded (the next event is then ERROR). Bytes
+ * fed between SMTP_EV_STARTTLS and smtp_client_tls_started() also make
+ * the next event ERROR ("plaintext injected after STARTTLS"). Bytes fed
+ * after ERROR or CLOSED are ignored. */
 int smtp_client_feed(struct smtp_client *c, const uint8_t *p, size_t n);
 /* smtp_client_eof tells the session the peer closed the connection. */
 void smtp_client_eof(struct smtp_client *c);
@@ -204,8 +240,13 @@ struct smtp_event smtp_client_next(struct smtp_client *c);
 void smtp_client_tls_started(struct smtp_client *c);
 
 /* smtp_client_start_txn queues a transaction. Only valid right after
- * SMTP_EV_READY; returns 0 (and does nothing) otherwise or when nrcpts is 0
- * or over the limit. */
+ * SMTP_EV_READY; returns 0 (and does nothing) otherwise, when nrcpts is 0
+ * or over the limit, or when an address is NULL, longer than
+ * SMTP_ADDR_MAX, holds a control character (CR, LF, ...) or '<' / '>'
+ * (which could inject commands or ESMTP parameters), or a recipient is
+ * empty. When the peer announced a non-zero SIZE smaller than data_len,
+ * nothing is sent and TXN_DONE follows with accepted=0, stage MAIL and a
+ * synthetic 552 "message exceeds peer SIZE limit". */
 int smtp_client_start_txn(struct smtp_client *c, const struct smtp_msg *m);
 
 /* smtp_client_quit queues QUIT (only when READY); CLOSED follows. */
@@ -215,7 +256,8 @@ int smtp_client_quit(struct smtp_client *c);
 static inline const uint8_t *smtp_client_output(const struct smtp_client *c, size_t *n)
 {
     *n = buf_used(&c->out);
-    return buf_peek(&c->out);
+    /* Never form NULL + 0 (undefined) for a buffer that never grew. */
+    return *n ? buf_peek(&c->out) : (const uint8_t *)"";
 }
 static inline void smtp_client_output_consume(struct smtp_client *c, size_t n)
 {
@@ -225,10 +267,12 @@ static inline void smtp_client_output_consume(struct smtp_client *c, size_t n)
 static inline const struct smtp_caps *smtp_client_caps(const struct smtp_client *c) { return &c->caps; }
 static inline const struct smtp_txn_result *smtp_client_txn(const struct smtp_client *c) { return &c->txn; }
 /* smtp_client_in_doubt: the final dot was sent and its reply not read. A
- * session lost now leaves the outcome unknown (possible duplicate). */
+ * session lost now leaves the outcome unknown (possible duplicate). It
+ * stays set after SMTP_EV_ERROR (state FAILED), so the caller can ask
+ * right after the error; it is cleared when the final reply is read. */
 static inline int smtp_client_in_doubt(const struct smtp_client *c)
 {
-    return c->state == SMTP_ST_BODY && c->body_sent;
+    return c->body_sent;
 }
 /* smtp_client_busy: a transaction is in progress (message attached). */
 static inline int smtp_client_busy(const struct smtp_client *c) { return c->msg != NULL; }

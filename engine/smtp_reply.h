@@ -47,6 +47,8 @@ struct smtp_reply {
      * NUL-terminated, truncated to fit. */
     char text[SMTP_REPLY_TEXT_MAX];
     size_t text_len;
+    int truncated;                  /* text was cut to fit: its last line
+                                       may be partial, later lines lost */
 };
 
 enum smtp_reply_status {
@@ -63,9 +65,11 @@ enum smtp_reply_status smtp_reply_parse(const uint8_t *p, size_t len,
                                         struct smtp_reply *out,
                                         size_t *consumed, const char **err);
 
-/* smtp_reply_line_count / smtp_reply_line: iterate the text lines of a
- * parsed reply (used for EHLO keywords). smtp_reply_line returns a pointer
- * into r->text and sets *n to the line's length, or NULL past the end. */
+/* smtp_reply_line iterates the text lines of a parsed reply (used for EHLO
+ * keywords): line i (0-based) is the text of the i-th reply line. It
+ * returns a pointer into r->text (not NUL-terminated at the line's end) and
+ * sets *n to the line's length, or returns NULL past the last line kept
+ * (i >= nlines, or a line lost to truncation). */
 const char *smtp_reply_line(const struct smtp_reply *r, int i, size_t *n);
 
 /* smtp_reply_class returns code / 100 (2, 3, 4 or 5). */

@@ -316,7 +316,7 @@ static void flush_acks(struct worker *w)
             struct ack_item *a = &p->acks[k];
             o[k] = (struct queue_outcome){
                 .id = a->id, .kind = a->kind, .remaining_rcpts = a->remaining,
-                .retry_at_ms = a->retry_at, .fields = (const char *const *)a->fields,
+                .retry_at_ms = a->retry_at, .lease_until_ms = a->lease_until, .fields = (const char *const *)a->fields,
                 .nfields = a->nfields,
             };
             returned |= a->kind == QUEUE_RETURNED;

@@ -117,6 +117,7 @@ struct ack_item {
     enum queue_outcome_kind kind;
     char *remaining;
     int64_t retry_at;
+    int64_t lease_until;       /* the lease this ack settles */
     char *fields[EV_FIELDS_MAX];
     size_t nfields;
 };

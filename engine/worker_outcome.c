@@ -216,6 +216,7 @@ void outcome_txn(struct worker *w, struct conn *c, struct job *j)
                         "it will be retried when its lease expires\n", m->id);
     } else {
         snprintf(a->id, sizeof(a->id), "%s", m->id);
+        a->lease_until = m->lease_until_ms;
         if (buf_used(&later) > 1) {
             a->kind = QUEUE_DEFERRED;
             a->remaining = buf_strdup(&later);
@@ -281,6 +282,7 @@ static void simple_outcome(struct worker *w, struct job *j, enum queue_outcome_k
         return;
     }
     snprintf(a->id, sizeof(a->id), "%s", j->m->id);
+    a->lease_until = j->m->lease_until_ms;
     a->kind = kind;
     if (kind == QUEUE_DEFERRED)
         a->retry_at = retry_at(w, j);

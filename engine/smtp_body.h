@@ -1,0 +1,37 @@
+/*
+ * smtp_body.h - DATA body encoder (RFC 5321 sections 2.3.8, 4.1.1.4, 4.5.2).
+ *
+ * DESCRIPTION
+ *   smtp_body_encode() turns a message with any line endings into the
+ *   bytes that follow a 354 reply:
+ *     - CRLF stays CRLF; a bare CR and a bare LF each become CRLF, so
+ *       "\r\r\n" is two line ends and "\n\r" is two as well;
+ *     - a line starting with "." gets another "." in front (dot-stuffing),
+ *       so a "\r\n.\r\n" inside the message cannot end DATA early;
+ *     - a CRLF is added when the message does not end with a line end;
+ *     - the terminator ".\r\n" is appended.
+ *   An empty message encodes as ".\r\n" alone. The input is scanned with
+ *   memchr and copied in runs, so the cost is about one memcpy.
+ *
+ * OWNERSHIP
+ *   The caller owns both buffers; data is only read.
+ */
+#ifndef TERN_ENGINE_SMTP_BODY_H
+#define TERN_ENGINE_SMTP_BODY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/buf.h"
+
+/* smtp_body_encode appends the encoded form of data[0..len) to out.
+ * Returns 1, or 0 when out failed to grow (out->err is then set and out
+ * holds a partial body that must not be sent). data may be NULL when len
+ * is 0. */
+int smtp_body_encode(struct buf *out, const uint8_t *data, size_t len);
+
+/* smtp_body_encoded_len returns the exact number of bytes smtp_body_encode
+ * would append for the same input. */
+size_t smtp_body_encoded_len(const uint8_t *data, size_t len);
+
+#endif

@@ -1,0 +1,622 @@
+/*
+ * smtp_client.c - sans-I/O SMTP client session; see smtp_client.h.
+ *
+ * Structure: smtp_client_next() pops pending events first, then parses one
+ * reply at a time from the input and hands it to on_reply(), a switch over
+ * the state that waits for that reply ("handle reply in state"). Commands
+ * are written by the send_* helpers ("enter state"). With PIPELINING the
+ * whole MAIL/RCPT.../DATA group is written at once and the states
+ * RSET -> MAIL -> RCPT (x n) -> DATA then only consume the replies, in the
+ * order RFC 2920 guarantees; without it each handler writes the next
+ * command. Events that follow from a reply are queued in pending_* flags
+ * and returned by the next calls, so one reply can yield TXN_DONE + READY.
+ */
+#include "engine/smtp_client.h"
+
+#include <string.h>
+
+#include "engine/smtp_body.h"
+#include "engine/span.h"
+
+static const char *const state_names[] = {
+    [SMTP_ST_GREETING] = "GREETING",
+    [SMTP_ST_EHLO] = "EHLO",
+    [SMTP_ST_HELO] = "HELO",
+    [SMTP_ST_STARTTLS] = "STARTTLS",
+    [SMTP_ST_TLS_HANDSHAKE] = "TLS_HANDSHAKE",
+    [SMTP_ST_READY] = "READY",
+    [SMTP_ST_RSET] = "RSET",
+    [SMTP_ST_MAIL] = "MAIL",
+    [SMTP_ST_RCPT] = "RCPT",
+    [SMTP_ST_DATA] = "DATA",
+    [SMTP_ST_BODY] = "BODY",
+    [SMTP_ST_QUIT] = "QUIT",
+    [SMTP_ST_CLOSED] = "CLOSED",
+    [SMTP_ST_FAILED] = "FAILED",
+};
+_Static_assert(sizeof(state_names) / sizeof(state_names[0]) == SMTP_ST_COUNT,
+               "state_names out of sync with enum smtp_client_state");
+
+const char *smtp_client_state_name(enum smtp_client_state s)
+{
+    if ((unsigned)s >= SMTP_ST_COUNT || state_names[s] == NULL)
+        return "?";
+    return state_names[s];
+}
+
+/* Error texts (static: the caller may keep the pointer). */
+static const char ERR_421[] = "service not available (421)";
+static const char ERR_MALFORMED[] = "malformed reply";
+static const char ERR_EOF[] = "connection closed by peer";
+static const char ERR_INJECTED[] = "plaintext injected after STARTTLS";
+static const char ERR_UNEXPECTED[] = "unexpected reply";
+
+/* fail marks the session unusable; ERROR is the next event. With
+ * send_quit the session is still in sync, so QUIT is queued politely
+ * (the caller flushes the output before closing). */
+static void fail(struct smtp_client *c, const char *reason,
+                 const struct smtp_reply *r, int send_quit)
+{
+    if (send_quit && !c->quit_sent) {
+        buf_append_str(&c->out, "QUIT\r\n");
+        c->quit_sent = 1;
+    }
+    c->state = SMTP_ST_FAILED;
+    c->pending_error = 1;
+    c->err_reason = reason;
+    c->err_reply = r;
+    c->pending_ready = 0;
+    c->pending_starttls = 0;
+}
+
+/* ---- commands ("enter state") ---- */
+
+static void send_ehlo(struct smtp_client *c, const char *verb)
+{
+    buf_append_str(&c->out, verb);
+    buf_append_str(&c->out, c->helo_name);
+    buf_append_str(&c->out, "\r\n");
+    c->replies_due = 1;
+}
+
+static void send_mail(struct smtp_client *c)
+{
+    buf_append_str(&c->out, "MAIL FROM:<");
+    buf_append_str(&c->out, c->msg->from);
+    buf_append_str(&c->out, ">");
+    /* RFC 1870: declare the size so an oversized message fails at MAIL. */
+    if (c->caps.size) {
+        buf_append_str(&c->out, " SIZE=");
+        buf_append_u64(&c->out, c->msg->data_len);
+    }
+    buf_append_str(&c->out, "\r\n");
+}
+
+static void send_rcpt(struct smtp_client *c, size_t i)
+{
+    buf_append_str(&c->out, "RCPT TO:<");
+    buf_append_str(&c->out, c->msg->rcpts[i]);
+    buf_append_str(&c->out, ">\r\n");
+}
+
+/* ---- capabilities ---- */
+
+/* parse_ehlo fills caps from the keyword lines (all but the first). */
+static void parse_ehlo(struct smtp_caps *caps, const struct smtp_reply *r)
+{
+    memset(caps, 0, sizeof(*caps));
+    caps->esmtp = 1;
+    for (int i = 1; i < r->nlines; i++) {
+        size_t n;
+        const char *line = smtp_reply_line(r, i, &n);
+        if (line == NULL)
+            break;
+        /* A line cut by truncation could read as a different keyword or
+         * a smaller SIZE; ignore it. */
+        if (r->truncated && line + n == r->text + r->text_len)
+            break;
+        struct span s, kw;
+        span_init(&s, (const uint8_t *)line, n);
+        if (!span_get_until(&s, &kw, ' ')) {
+            kw = s;
+            s.len = 0;
+        }
+        if (span_eq_nocase(&kw, "PIPELINING")) {
+            caps->pipelining = 1;
+        } else if (span_eq_nocase(&kw, "STARTTLS")) {
+            caps->starttls = 1;
+        } else if (span_eq_nocase(&kw, "CHUNKING")) {
+            caps->chunking = 1;
+        } else if (span_eq_nocase(&kw, "8BITMIME")) {
+            caps->eightbitmime = 1;
+        } else if (span_eq_nocase(&kw, "SMTPUTF8")) {
+            caps->smtputf8 = 1;
+        } else if (span_eq_nocase(&kw, "ENHANCEDSTATUSCODES")) {
+            caps->enhancedstatuscodes = 1;
+        } else if (span_eq_nocase(&kw, "SIZE")) {
+            /* "SIZE" alone or "SIZE 0": no fixed limit. A number too large
+             * for 64 bits is no practical limit either. */
+            uint64_t v = 0;
+            span_skip(&s, 1);
+            if (!span_get_decimal_u64(&s, &v))
+                v = 0;
+            caps->size = v;
+        }
+    }
+}
+
+/* ---- transaction helpers ---- */
+
+/* finish_txn ends the transaction: TXN_DONE, then READY. Any failure
+ * leaves the server's transaction state unknown to us, so the next
+ * transaction starts with RSET (RFC 5321 4.1.1.5). */
+static void finish_txn(struct smtp_client *c, int accepted)
+{
+    c->txn.accepted = accepted;
+    c->need_rset = !accepted;
+    c->msg = NULL;
+    c->body_sent = 0;
+    c->dot_only = 0;
+    c->replies_due = 0;
+    c->state = SMTP_ST_READY;
+    c->pending_txn_done = 1;
+    c->pending_ready = 1;
+}
+
+/* The session is established: decide about STARTTLS or go READY. */
+static void after_hello(struct smtp_client *c, const struct smtp_reply *r)
+{
+    if (!c->tls_active && c->cfg.tls != SMTP_TLS_NONE && c->caps.starttls) {
+        buf_append_str(&c->out, "STARTTLS\r\n");
+        c->replies_due = 1;
+        c->state = SMTP_ST_STARTTLS;
+        return;
+    }
+    if (!c->tls_active && c->cfg.tls == SMTP_TLS_REQUIRED) {
+        fail(c, "STARTTLS not offered", r, 1);
+        return;
+    }
+    c->replies_due = 0;
+    c->state = SMTP_ST_READY;
+    c->pending_ready = 1;
+}
+
+/* ---- replies ("handle reply in state") ---- */
+
+static void on_reply(struct smtp_client *c, const struct smtp_reply *r)
+{
+    int cls = smtp_reply_class(r);
+
+    if (c->replies_due > 0)
+        c->replies_due--;
+
+    /* RFC 5321 3.8: 421 may answer any command; the server is closing.
+     * The greeting has its own rule below. After the final dot, the
+     * outcome is known (not delivered), so report it before the error. */
+    if (r->code == 421 && c->state != SMTP_ST_GREETING &&
+        c->state != SMTP_ST_QUIT) {
+        if (c->state == SMTP_ST_BODY && c->body_sent) {
+            c->txn.stage = SMTP_STAGE_BODY;
+            c->txn.reply = *r;
+            finish_txn(c, 0);
+            c->pending_ready = 0;
+            c->need_rset = 1;
+        }
+        fail(c, ERR_421, r, 0);
+        return;
+    }
+
+    switch (c->state) {
+    case SMTP_ST_GREETING:
+        if (r->code != 220) {
+            fail(c, "greeting refused", r, 1);
+            return;
+        }
+        send_ehlo(c, "EHLO ");
+        c->state = SMTP_ST_EHLO;
+        return;
+
+    case SMTP_ST_EHLO:
+        if (cls == 2) {
+            parse_ehlo(&c->caps, r);
+            after_hello(c, r);
+        } else if (cls == 5) {
+            /* RFC 5321 4.1.4: fall back to HELO; no extensions then. */
+            send_ehlo(c, "HELO ");
+            c->state = SMTP_ST_HELO;
+        } else {
+            fail(c, "EHLO refused", r, 1);
+        }
+        return;
+
+    case SMTP_ST_HELO:
+        if (cls != 2) {
+            fail(c, "HELO refused", r, 1);
+            return;
+        }
+        memset(&c->caps, 0, sizeof(c->caps));
+        after_hello(c, r);
+        return;
+
+    case SMTP_ST_STARTTLS:
+        if (r->code == 220) {
+            /* RFC 3207 / CVE-2011-0411 class: bytes after the 220 were
+             * sent before the handshake, so they are not protected by it;
+             * processing them after TLS would let an attacker inject
+             * replies. Stop without sending anything more. */
+            if (buf_used(&c->in) > 0) {
+                fail(c, ERR_INJECTED, r, 0);
+                return;
+            }
+            c->replies_due = 0;
+            c->state = SMTP_ST_TLS_HANDSHAKE;
+            c->pending_starttls = 1;
+            return;
+        }
+        if (c->cfg.tls == SMTP_TLS_REQUIRED) {
+            fail(c, "STARTTLS refused", r, 1);
+            return;
+        }
+        /* MAY: carry on in plaintext; the plaintext EHLO caps stand. */
+        c->replies_due = 0;
+        c->state = SMTP_ST_READY;
+        c->pending_ready = 1;
+        return;
+
+    case SMTP_ST_RSET:
+        if (cls != 2) {
+            fail(c, "RSET refused", r, 1);
+            return;
+        }
+        c->need_rset = 0;
+        if (!c->pipelined) {
+            send_mail(c);
+            c->replies_due = 1;
+        }
+        c->state = SMTP_ST_MAIL;
+        return;
+
+    case SMTP_ST_MAIL:
+        if (cls == 2) {
+            c->mail_ok = 1;
+        } else if (cls == 3) {
+            fail(c, ERR_UNEXPECTED, r, 1);
+            return;
+        } else {
+            c->txn.stage = SMTP_STAGE_MAIL;
+            c->txn.reply = *r;
+            if (!c->pipelined) {
+                finish_txn(c, 0);
+                return;
+            }
+            /* Pipelined: the RCPT and DATA replies still come; drain. */
+        }
+        if (!c->pipelined) {
+            send_rcpt(c, 0);
+            c->replies_due = 1;
+        }
+        c->state = SMTP_ST_RCPT;
+        return;
+
+    case SMTP_ST_RCPT:
+        if (cls == 3) {
+            fail(c, ERR_UNEXPECTED, r, 1);
+            return;
+        }
+        c->txn.rcpt_code[c->rcpt_next++] = r->code;
+        if (cls == 2 && c->mail_ok) {
+            c->rcpt_ok++;
+        } else if (c->mail_ok && c->rcpt_ok == 0) {
+            /* Remember the latest refusal in case none is accepted. */
+            c->txn.stage = SMTP_STAGE_RCPT;
+            c->txn.reply = *r;
+        }
+        if (c->rcpt_next < c->msg->nrcpts) {
+            if (!c->pipelined) {
+                send_rcpt(c, c->rcpt_next);
+                c->replies_due = 1;
+            }
+            return;
+        }
+        if (!c->pipelined) {
+            if (c->rcpt_ok == 0) {
+                finish_txn(c, 0);   /* no DATA sent; RSET comes next time */
+                return;
+            }
+            buf_append_str(&c->out, "DATA\r\n");
+            c->replies_due = 1;
+        }
+        c->state = SMTP_ST_DATA;
+        return;
+
+    case SMTP_ST_DATA:
+        if (r->code == 354) {
+            if (c->mail_ok && c->rcpt_ok > 0) {
+                if (!smtp_body_encode(&c->out, c->msg->data, c->msg->data_len)) {
+                    fail(c, "out of memory", NULL, 0);
+                    return;
+                }
+                c->body_sent = 1;
+            } else {
+                /* Pipelined DATA accepted although nobody will receive
+                 * the message: end it empty and ignore the outcome. */
+                buf_append_str(&c->out, ".\r\n");
+                c->dot_only = 1;
+            }
+            c->replies_due = 1;
+            c->state = SMTP_ST_BODY;
+            return;
+        }
+        if (cls == 2 || cls == 3) {
+            fail(c, ERR_UNEXPECTED, r, 1);
+            return;
+        }
+        if (c->mail_ok && c->rcpt_ok > 0) {
+            c->txn.stage = SMTP_STAGE_DATA;
+            c->txn.reply = *r;
+        }
+        finish_txn(c, 0);
+        return;
+
+    case SMTP_ST_BODY:
+        if (c->dot_only) {
+            finish_txn(c, 0);       /* stage and reply set earlier */
+            return;
+        }
+        if (cls == 3) {
+            /* Nonsense after the dot: keep in_doubt set for the caller. */
+            fail(c, ERR_UNEXPECTED, r, 0);
+            return;
+        }
+        c->txn.stage = SMTP_STAGE_BODY;
+        c->txn.reply = *r;
+        finish_txn(c, cls == 2);
+        return;
+
+    case SMTP_ST_QUIT:
+        c->state = SMTP_ST_CLOSED;
+        c->pending_closed = 1;
+        return;
+
+    case SMTP_ST_READY:
+        /* Nothing was asked (a 421 was handled above). */
+        fail(c, ERR_UNEXPECTED, r, 1);
+        return;
+
+    case SMTP_ST_TLS_HANDSHAKE:
+    case SMTP_ST_CLOSED:
+    case SMTP_ST_FAILED:
+    case SMTP_ST_COUNT:
+    default:
+        fail(c, "internal error: reply in bad state", r, 0);
+        return;
+    }
+}
+
+/* ---- public API ---- */
+
+/* A HELO name goes on the wire verbatim: only printable ASCII without
+ * spaces, else fall back to a safe default. */
+static int helo_name_ok(const char *s)
+{
+    if (s == NULL || s[0] == '\0' || strlen(s) > SMTP_HELO_NAME_MAX)
+        return 0;
+    for (; *s; s++)
+        if ((unsigned char)*s <= ' ' || (unsigned char)*s >= 0x7f)
+            return 0;
+    return 1;
+}
+
+void smtp_client_init(struct smtp_client *c, const struct smtp_client_config *cfg)
+{
+    memset(c, 0, sizeof(*c));
+    c->cfg = *cfg;
+    const char *name = helo_name_ok(cfg->helo_name) ? cfg->helo_name : "localhost";
+    size_t n = strlen(name);
+    memcpy(c->helo_name, name, n + 1);
+    c->cfg.helo_name = c->helo_name;
+    buf_init(&c->in, SMTP_CLIENT_INPUT_MAX);
+    buf_init(&c->out, 0);
+    c->state = SMTP_ST_GREETING;
+    c->replies_due = 1;
+}
+
+void smtp_client_cleanup(struct smtp_client *c)
+{
+    buf_free(&c->in);
+    buf_free(&c->out);
+    c->msg = NULL;
+}
+
+int smtp_client_feed(struct smtp_client *c, const uint8_t *p, size_t n)
+{
+    if (n == 0 || c->state == SMTP_ST_CLOSED || c->state == SMTP_ST_FAILED)
+        return 1;
+    if (c->state == SMTP_ST_TLS_HANDSHAKE || c->pending_starttls) {
+        /* No plaintext can legitimately arrive between the 220 to
+         * STARTTLS and the end of the handshake. */
+        fail(c, ERR_INJECTED, NULL, 0);
+        return 1;
+    }
+    if (!buf_append(&c->in, p, n)) {
+        fail(c, "input limit exceeded", NULL, 0);
+        return 0;
+    }
+    return 1;
+}
+
+void smtp_client_eof(struct smtp_client *c)
+{
+    c->eof = 1;
+}
+
+static struct smtp_event ev(enum smtp_event_kind kind, const char *reason,
+                            const struct smtp_reply *r)
+{
+    struct smtp_event e = {kind, reason, r};
+    return e;
+}
+
+struct smtp_event smtp_client_next(struct smtp_client *c)
+{
+    for (;;) {
+        if (c->pending_txn_done) {
+            c->pending_txn_done = 0;
+            return ev(SMTP_EV_TXN_DONE, NULL, &c->txn.reply);
+        }
+        if (c->pending_error) {
+            c->pending_error = 0;
+            return ev(SMTP_EV_ERROR, c->err_reason, c->err_reply);
+        }
+        if (c->pending_starttls) {
+            c->pending_starttls = 0;
+            return ev(SMTP_EV_STARTTLS, NULL, &c->last);
+        }
+        if (c->pending_ready) {
+            c->pending_ready = 0;
+            return ev(SMTP_EV_READY, NULL, NULL);
+        }
+        if (c->pending_closed) {
+            c->pending_closed = 0;
+            return ev(SMTP_EV_CLOSED, NULL, &c->last);
+        }
+        if (c->state == SMTP_ST_CLOSED || c->state == SMTP_ST_FAILED)
+            return ev(SMTP_EV_NONE, NULL, NULL);
+        if (c->state == SMTP_ST_TLS_HANDSHAKE) {
+            if (!c->eof)
+                return ev(SMTP_EV_NONE, NULL, NULL);
+            fail(c, ERR_EOF, NULL, 0);
+            continue;
+        }
+
+        size_t used = buf_used(&c->in), consumed = 0;
+        const char *perr = NULL;
+        enum smtp_reply_status st = SMTP_REPLY_NEED_MORE;
+        if (used > 0)
+            st = smtp_reply_parse(buf_peek(&c->in), used, &c->last, &consumed, &perr);
+        switch (st) {
+        case SMTP_REPLY_OK:
+            buf_consume(&c->in, consumed);
+            on_reply(c, &c->last);
+            continue;
+        case SMTP_REPLY_ERR:
+            fail(c, ERR_MALFORMED, NULL, 0);
+            continue;
+        case SMTP_REPLY_NEED_MORE:
+        default:
+            break;
+        }
+        if (!c->eof)
+            return ev(SMTP_EV_NONE, NULL, NULL);
+        if (c->state == SMTP_ST_QUIT) {
+            c->state = SMTP_ST_CLOSED;
+            return ev(SMTP_EV_CLOSED, NULL, NULL);
+        }
+        fail(c, ERR_EOF, NULL, 0);
+    }
+}
+
+void smtp_client_tls_started(struct smtp_client *c)
+{
+    if (c->state != SMTP_ST_TLS_HANDSHAKE)
+        return;
+    c->tls_active = 1;
+    /* RFC 3207 4.2: discard everything learnt before TLS. */
+    memset(&c->caps, 0, sizeof(c->caps));
+    buf_reset(&c->in);
+    send_ehlo(c, "EHLO ");
+    c->state = SMTP_ST_EHLO;
+}
+
+/* An address goes on the wire inside <...>: refuse anything that could end
+ * the line or the path early, or smuggle an ESMTP parameter. */
+static int addr_ok(const char *a, int may_be_empty)
+{
+    if (a == NULL)
+        return 0;
+    size_t n = strnlen(a, SMTP_ADDR_MAX + 1);
+    if (n > SMTP_ADDR_MAX || (n == 0 && !may_be_empty))
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)a[i];
+        if (ch < 0x20 || ch == 0x7f || ch == '<' || ch == '>')
+            return 0;
+    }
+    return 1;
+}
+
+int smtp_client_start_txn(struct smtp_client *c, const struct smtp_msg *m)
+{
+    if (c->state != SMTP_ST_READY || c->pending_error || c->pending_txn_done)
+        return 0;
+    if (m == NULL || m->nrcpts == 0 || m->nrcpts > SMTP_MAX_RCPTS_PER_TXN ||
+        m->rcpts == NULL || (m->data == NULL && m->data_len > 0))
+        return 0;
+    if (!addr_ok(m->from, 1))
+        return 0;
+    for (size_t i = 0; i < m->nrcpts; i++)
+        if (!addr_ok(m->rcpts[i], 0))
+            return 0;
+
+    memset(&c->txn, 0, sizeof(c->txn));
+    c->msg = m;
+    c->rcpt_next = 0;
+    c->rcpt_ok = 0;
+    c->mail_ok = 0;
+    c->body_sent = 0;
+    c->dot_only = 0;
+    c->pending_ready = 0;
+    c->pipelined = c->caps.pipelining;
+
+    /* RFC 1870: do not send what the peer said it will refuse. */
+    if (c->caps.size && m->data_len > c->caps.size) {
+        static const char text[] = "message exceeds peer SIZE limit";
+        c->txn.stage = SMTP_STAGE_MAIL;
+        c->txn.reply.code = 552;
+        c->txn.reply.nlines = 1;
+        memcpy(c->txn.reply.text, text, sizeof(text));
+        c->txn.reply.text_len = sizeof(text) - 1;
+        int keep_rset = c->need_rset;
+        finish_txn(c, 0);
+        c->need_rset = keep_rset;   /* nothing was sent */
+        return 1;
+    }
+
+    size_t due = 0;
+    if (c->need_rset) {
+        buf_append_str(&c->out, "RSET\r\n");
+        due++;
+        c->state = SMTP_ST_RSET;
+    } else {
+        c->state = SMTP_ST_MAIL;
+    }
+    if (c->pipelined || !c->need_rset) {
+        send_mail(c);
+        due++;
+    }
+    if (c->pipelined) {
+        /* RFC 2920 3.1: DATA ends the group; all of it in one write. */
+        for (size_t i = 0; i < m->nrcpts; i++)
+            send_rcpt(c, i);
+        buf_append_str(&c->out, "DATA\r\n");
+        due += m->nrcpts + 1;
+    }
+    c->replies_due = due;
+    if (c->out.err) {
+        fail(c, "out of memory", NULL, 0);
+        return 1;
+    }
+    return 1;
+}
+
+int smtp_client_quit(struct smtp_client *c)
+{
+    if (c->state != SMTP_ST_READY || c->pending_error || c->pending_txn_done)
+        return 0;
+    buf_append_str(&c->out, "QUIT\r\n");
+    c->quit_sent = 1;
+    c->pending_ready = 0;
+    c->replies_due = 1;
+    c->state = SMTP_ST_QUIT;
+    return 1;
+}
