@@ -281,7 +281,16 @@ static void on_bytes(struct worker *w, struct conn *c, const uint8_t *p, size_t 
                 handshake_done(w, c);
         }
         if (c->tls_done) {
-            enum tls_status st = tls_conn_read(c->tls, &c->plain);
+            /* Read until TLS has nothing more: the plain buffer is bounded,
+             * so one read may leave plaintext inside. */
+            enum tls_status st;
+            do {
+                st = tls_conn_read(c->tls, &c->plain);
+                if (buf_used(&c->plain)) {
+                    smtp_client_feed(&c->smtp, buf_peek(&c->plain), buf_used(&c->plain));
+                    buf_reset(&c->plain);
+                }
+            } while (st == TLS_OK);
             if (st == TLS_ERROR) {
                 /* a TLS 1.3 client-certificate refusal shows up here */
                 if (!c->established) {
@@ -292,10 +301,6 @@ static void on_bytes(struct worker *w, struct conn *c, const uint8_t *p, size_t 
                 return;
             }
             collect_sessions(w, c);
-            if (buf_used(&c->plain)) {
-                smtp_client_feed(&c->smtp, buf_peek(&c->plain), buf_used(&c->plain));
-                buf_reset(&c->plain);
-            }
             if (st == TLS_CLOSED)
                 smtp_client_eof(&c->smtp);
         }

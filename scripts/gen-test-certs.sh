@@ -39,9 +39,13 @@ if [ -f "$OUT/.complete" ]; then
     exit 0
 fi
 mkdir -p "$OUT"
-W=$OUT/.work
+FINAL=$OUT
+W=$FINAL/.work
 rm -rf "$W"
-mkdir -p "$W"
+mkdir -p "$W/out"
+# Everything is made in a staging dir and moved into place at the end, so
+# an interrupted run never leaves a half-made set behind.
+OUT=$W/out
 LOG=$W/log
 SERVER_SAN="DNS:localhost,DNS:mx.test,DNS:*.wild.test,IP:127.0.0.1"
 
@@ -170,7 +174,8 @@ eckey "$OUT/client.key"
 SAN="DNS:client.test" EKU="clientAuth" sign root "$OUT/ca.pem" "$OUT/ca.key" \
     "$OUT/client.key" client.test "$OUT/client.pem" leaf_ext -days 3650
 
+mv -f "$OUT"/* "$FINAL"/
 rm -rf "$W"
-: >"$OUT/.complete"
-[ $VERBOSE = 1 ] && echo "gen-test-certs: wrote $OUT"
+: >"$FINAL/.complete"
+[ $VERBOSE = 1 ] && echo "gen-test-certs: wrote $FINAL"
 exit 0

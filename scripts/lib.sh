@@ -61,7 +61,7 @@ tern_redis() {
 
 tern_certs() {
     CERTS=$TERN_DIR/certs
-    [ -s "$CERTS/server.pem" ] || scripts/gen-test-certs.sh "$CERTS" >/dev/null
+    [ -e "$CERTS/.complete" ] || scripts/gen-test-certs.sh "$CERTS" >/dev/null
 }
 
 tern_sink() {   # name, args...

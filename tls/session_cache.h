@@ -14,9 +14,22 @@
  *
  *   The cache belongs to one worker thread and takes no locks.
  *
+ *   A key with no sessions left is removed. Keys must be 1 to
+ *   TLS_CACHE_KEY_MAX bytes; other keys are never stored (put frees the
+ *   session, get misses). now_s is wall-clock seconds since the epoch
+ *   (time(NULL)), the clock SSL_SESSION_get_time uses; a session expires
+ *   at its time plus the smaller of its timeout and its ticket lifetime
+ *   hint (when non-zero).
+ *
+ * STATISTICS
+ *   puts (sessions stored), hits/misses (get), evictions (keys evicted by
+ *   LRU), expired (sessions found expired), dropped (sessions removed by
+ *   tls_session_cache_drop), keys (keys now held).
+ *
  * OWNERSHIP
- *   put takes ownership of the caller's reference. get returns a reference
- *   the caller owns (SSL_SESSION_free it).
+ *   put takes ownership of the caller's reference, always (also when the
+ *   session is rejected: expired, bad key, allocation failure). get
+ *   returns a reference the caller owns (SSL_SESSION_free it).
  */
 #ifndef TERN_TLS_SESSION_CACHE_H
 #define TERN_TLS_SESSION_CACHE_H
@@ -36,11 +49,19 @@ struct tls_cache_stats {
     size_t keys;
 };
 
+/* tls_session_cache_new returns an empty cache holding at most max_keys
+ * keys (0 is taken as 1; at most 2^20), or NULL when out of memory. */
 struct tls_session_cache *tls_session_cache_new(size_t max_keys);
 void tls_session_cache_free(struct tls_session_cache *c);
 
+/* tls_session_cache_put stores s as the newest session under key; the
+ * oldest of a full key's sessions is freed, and a new key beyond max_keys
+ * evicts the least recently used key. */
 void tls_session_cache_put(struct tls_session_cache *c, const char *key,
                            SSL_SESSION *s, uint64_t now_s);
+/* tls_session_cache_get returns the newest unexpired session under key,
+ * or NULL. A single-use (TLS 1.3) session is removed as it is returned;
+ * others stay. Marks the key most recently used. */
 SSL_SESSION *tls_session_cache_get(struct tls_session_cache *c, const char *key,
                                    uint64_t now_s);
 /* drop every session under key (resumption refused, certificate changed). */

@@ -29,11 +29,36 @@
  *   SHA-256 of the leaf certificate or of its SubjectPublicKeyInfo equals
  *   one of the pins.
  *
+ *   The PKIX check builds the chain with X509_verify_cert against the
+ *   trust store (cfg.ca_file, else the system bundle; if that is missing
+ *   the context still works but nothing is ever verified, see
+ *   tls_client_ctx_store_usable). Names are DNS-IDs only (no CN
+ *   fallback); IP-literal match names are used only when no DNS name is
+ *   given. With no match name and no SNI nothing can be verified.
+ *   In FINGERPRINT mode `verified` means a pin matched.
+ *   verify_detail is "ok" or why not: X509 texts such as "unable to get
+ *   local issuer certificate", "certificate has expired", "certificate is
+ *   not yet valid", "self signed certificate", and our own "hostname
+ *   mismatch", "IP address mismatch", "fingerprint mismatch", "no
+ *   reference name to check", "no trust store (...)", "not checked",
+ *   "not checked: resumed session". A failed PKIX/FINGERPRINT handshake
+ *   has tls_conn_error "certificate verify failed: <detail>".
+ *
  * SESSIONS
  *   New sessions the client receives (TLS 1.3 tickets arrive after the
- *   handshake, with the first application data) are queued in the conn;
- *   tls_conn_take_session() hands them to the caller, who caches them
- *   (tls/session_cache.h) and passes one back in params.session to resume.
+ *   handshake, with the first application data) are queued in the conn
+ *   (at most 4, oldest dropped); tls_conn_take_session() hands them to the
+ *   caller, who caches them (tls/session_cache.h) and passes one back in
+ *   params.session to resume.
+ *
+ *   BoringSSL does not run verification on a resumed handshake. Each
+ *   session the conn hands out carries (SSL_SESSION ex_data of its client
+ *   context) the verification result of the handshake that made it; a
+ *   resumed conn reports that result. A session without it (e.g. one
+ *   rebuilt with SSL_SESSION_from_bytes, or from another context) resumes
+ *   as verified=0, verify_detail "not checked: resumed session". The
+ *   caller's session cache key must still include the policy, so that a
+ *   session is only offered under the policy it was made with.
  *
  * OWNERSHIP
  *   Contexts are created once per worker thread and outlive their conns.
@@ -79,7 +104,7 @@ struct tls_client_config {
 struct tls_server_config {
     const char *cert_file;  /* PEM chain */
     const char *key_file;
-    uint16_t min_version;   /* 0: TLS1_VERSION... use TLS1_2_VERSION etc. */
+    uint16_t min_version;   /* 0: TLS1_VERSION; else TLS1_2_VERSION etc. */
     uint16_t max_version;   /* 0: TLS1_3_VERSION */
     const char *cipher_list;/* TLS <= 1.2 list, NULL: BoringSSL default */
     int tickets;            /* issue session tickets */
@@ -126,35 +151,60 @@ struct tls_conn;
 struct tls_client_ctx *tls_client_ctx_new(const struct tls_client_config *cfg,
                                           char *err, size_t errlen);
 void tls_client_ctx_free(struct tls_client_ctx *c);
+/* tls_client_ctx_store_usable returns 1 if a trust store was loaded, 0 if
+ * the system bundle was missing (every PKIX check then fails and RECORD
+ * reports verified=0 with detail "no trust store (...)"). */
+int tls_client_ctx_store_usable(const struct tls_client_ctx *c);
 
 struct tls_server_ctx *tls_server_ctx_new(const struct tls_server_config *cfg,
                                           char *err, size_t errlen);
 void tls_server_ctx_free(struct tls_server_ctx *s);
+/* tls_server_ctx_rotate_ticket_keys installs fresh random ticket keys and
+ * flushes the server's session-ID cache, so every session issued before
+ * can no longer resume (the next handshake is full). Returns 1 on
+ * success, 0 on failure. Automatic key rotation stops afterwards. */
+int tls_server_ctx_rotate_ticket_keys(struct tls_server_ctx *s);
 
-/* Returns NULL on failure (allocation, bad params). */
+/* Returns NULL on failure (allocation, bad params: tier not a TLS tier,
+ * nmatch/npins too large, FINGERPRINT without pins, a name that is empty,
+ * longer than 253 bytes or holds spaces/control bytes). The SNI is sent
+ * only when it is a host name, not an IP literal. */
 struct tls_conn *tls_conn_client_new(struct tls_client_ctx *c,
                                      const struct tls_client_params *p);
 struct tls_conn *tls_conn_server_new(struct tls_server_ctx *s);
 void tls_conn_free(struct tls_conn *t);
 
-/* tls_conn_feed hands ciphertext from the socket to the TLS layer. */
+/* tls_conn_feed hands ciphertext from the socket to the TLS layer (it is
+ * copied). Returns 1, or 0 on allocation failure. */
 int tls_conn_feed(struct tls_conn *t, const uint8_t *p, size_t n);
 
-/* tls_conn_handshake advances the handshake. */
+/* tls_conn_handshake advances the handshake: TLS_OK when done,
+ * TLS_WANT_IO (send the output, feed input, call again), TLS_ERROR. A
+ * client's handshake can succeed while the server then rejects it (TLS
+ * 1.3 client certificate): that error shows on the first tls_conn_read. */
 enum tls_status tls_conn_handshake(struct tls_conn *t);
 
 /* tls_conn_read appends every plaintext byte now available to *plain.
  * Returns TLS_OK if it appended something, TLS_WANT_IO if nothing is
- * available yet, TLS_CLOSED on close_notify, TLS_ERROR on failure. */
+ * available yet, TLS_CLOSED on close_notify, TLS_ERROR on failure.
+ * When data and close_notify arrive together the data comes with TLS_OK
+ * and the next call returns TLS_CLOSED. It appends no more than
+ * plain->limit allows: when *plain fills up it returns TLS_OK with what
+ * fit (consume, then call again: more may be buffered inside); a call
+ * with no room at all fails the conn ("read: buffer full ..."). Reading
+ * also processes TLS 1.3 tickets, so keep reading after the handshake. */
 enum tls_status tls_conn_read(struct tls_conn *t, struct buf *plain);
 
-/* tls_conn_write encrypts all n bytes into the output (16 KiB records). */
+/* tls_conn_write encrypts all n bytes into the output (16 KiB records).
+ * Call it after the handshake finished; TLS_WANT_IO before that means
+ * "handshake first, then write the same bytes again". */
 enum tls_status tls_conn_write(struct tls_conn *t, const uint8_t *p, size_t n);
 
 /* tls_conn_close queues a close_notify alert. */
 void tls_conn_close(struct tls_conn *t);
 
-/* Ciphertext the caller must send. */
+/* Ciphertext the caller must send: a pointer to *n bytes (NULL when 0),
+ * valid until the next call on t. Consume what was sent. */
 const uint8_t *tls_conn_output(struct tls_conn *t, size_t *n);
 void tls_conn_output_consume(struct tls_conn *t, size_t n);
 
@@ -164,15 +214,19 @@ void tls_conn_output_consume(struct tls_conn *t, size_t n);
 const char *tls_conn_error(const struct tls_conn *t);
 /* tls_conn_error_is_negotiation: the failure was a protocol version or
  * cipher/group mismatch (a lower tier might work), not a verification
- * failure or I/O problem. */
+ * failure or I/O problem. Based on the library reason (unsupported
+ * protocol, protocol_version alert, wrong version number, no shared
+ * cipher/group, no common signature algorithms, handshake_failure
+ * alert). A TLS 1.2 server refusing a missing client certificate also
+ * sends handshake_failure, so that case reads as negotiation too. */
 int tls_conn_error_is_negotiation(const struct tls_conn *t);
 
+/* tls_conn_info: for a server conn, tier is meaningless (PREFERRED) and
+ * verified means a client certificate was presented and verified. */
 void tls_conn_info(const struct tls_conn *t, struct tls_info *out);
 
-/* tls_conn_take_session returns one newly received session, or NULL. */
+/* tls_conn_take_session returns one newly received session (oldest
+ * first), or NULL. The caller owns the reference. */
 SSL_SESSION *tls_conn_take_session(struct tls_conn *t);
-
-/* Server-side helpers for the sink: was this handshake resumed, and the
- * negotiated parameters (tls_conn_info works for servers too). */
 
 #endif

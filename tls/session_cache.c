@@ -1,0 +1,250 @@
+/*
+ * session_cache.c - per-thread TLS client session cache; see session_cache.h.
+ *
+ * A chained hash table (FNV-1a over the key) finds entries; a doubly
+ * linked list orders them by use, most recent at the head, so eviction
+ * takes the tail. Each entry holds up to TLS_CACHE_SESSIONS_PER_KEY
+ * sessions, newest at index 0.
+ */
+#include "tls/session_cache.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define CACHE_MAX_KEYS_LIMIT (1u << 20)   /* bounds the bucket array */
+
+struct entry {
+    struct entry *hnext;            /* hash chain */
+    struct entry *prev, *next;      /* LRU list */
+    uint64_t hash;
+    SSL_SESSION *s[TLS_CACHE_SESSIONS_PER_KEY];
+    size_t n;
+    size_t keylen;
+    char key[];                     /* NUL-terminated */
+};
+
+struct tls_session_cache {
+    struct entry **buckets;
+    size_t nbuckets;                /* power of two */
+    size_t max_keys;
+    struct entry *head, *tail;      /* LRU: head is most recent */
+    struct tls_cache_stats st;
+};
+
+static uint64_t fnv1a(const char *p, size_t n)
+{
+    uint64_t h = 14695981039346656037ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+/* key_len returns the key's length, or 0 if it is empty or longer than
+ * TLS_CACHE_KEY_MAX (such keys are never stored). */
+static size_t key_len(const char *key)
+{
+    if (key == NULL)
+        return 0;
+    size_t n = strnlen(key, TLS_CACHE_KEY_MAX + 1);
+    return n > TLS_CACHE_KEY_MAX ? 0 : n;
+}
+
+struct tls_session_cache *tls_session_cache_new(size_t max_keys)
+{
+    if (max_keys == 0)
+        max_keys = 1;
+    if (max_keys > CACHE_MAX_KEYS_LIMIT)
+        max_keys = CACHE_MAX_KEYS_LIMIT;
+    struct tls_session_cache *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    size_t nb = 16;
+    while (nb < max_keys * 2)
+        nb *= 2;
+    c->buckets = calloc(nb, sizeof(c->buckets[0]));
+    if (c->buckets == NULL) {
+        free(c);
+        return NULL;
+    }
+    c->nbuckets = nb;
+    c->max_keys = max_keys;
+    return c;
+}
+
+static void lru_unlink(struct tls_session_cache *c, struct entry *e)
+{
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        c->head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        c->tail = e->prev;
+    e->prev = e->next = NULL;
+}
+
+static void lru_push_front(struct tls_session_cache *c, struct entry *e)
+{
+    e->prev = NULL;
+    e->next = c->head;
+    if (c->head)
+        c->head->prev = e;
+    c->head = e;
+    if (c->tail == NULL)
+        c->tail = e;
+}
+
+static struct entry *lookup(const struct tls_session_cache *c, const char *key,
+                            size_t n, uint64_t h)
+{
+    for (struct entry *e = c->buckets[h & (c->nbuckets - 1)]; e; e = e->hnext)
+        if (e->hash == h && e->keylen == n && memcmp(e->key, key, n) == 0)
+            return e;
+    return NULL;
+}
+
+/* Remove e from the table and the list and free it with its sessions. */
+static void entry_remove(struct tls_session_cache *c, struct entry *e)
+{
+    struct entry **pp = &c->buckets[e->hash & (c->nbuckets - 1)];
+    while (*pp != e)
+        pp = &(*pp)->hnext;
+    *pp = e->hnext;
+    lru_unlink(c, e);
+    for (size_t i = 0; i < e->n; i++)
+        SSL_SESSION_free(e->s[i]);
+    free(e);
+    c->st.keys--;
+}
+
+static int expired(const SSL_SESSION *s, uint64_t now_s)
+{
+    uint64_t life = SSL_SESSION_get_timeout(s);
+    uint32_t hint = SSL_SESSION_get_ticket_lifetime_hint(s);
+    if (hint != 0 && hint < life)
+        life = hint;
+    return now_s >= SSL_SESSION_get_time(s) + life;
+}
+
+/* Drop expired sessions of e, keeping order. */
+static void prune(struct tls_session_cache *c, struct entry *e, uint64_t now_s)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < e->n; i++) {
+        if (expired(e->s[i], now_s)) {
+            SSL_SESSION_free(e->s[i]);
+            c->st.expired++;
+        } else {
+            e->s[k++] = e->s[i];
+        }
+    }
+    e->n = k;
+}
+
+void tls_session_cache_put(struct tls_session_cache *c, const char *key,
+                           SSL_SESSION *s, uint64_t now_s)
+{
+    if (s == NULL)
+        return;
+    size_t n = key_len(key);
+    if (c == NULL || n == 0 || expired(s, now_s)) {
+        SSL_SESSION_free(s);   /* put always consumes the reference */
+        return;
+    }
+    uint64_t h = fnv1a(key, n);
+    struct entry *e = lookup(c, key, n, h);
+    if (e == NULL) {
+        if (c->st.keys >= c->max_keys && c->tail) {
+            entry_remove(c, c->tail);
+            c->st.evictions++;
+        }
+        e = calloc(1, sizeof(*e) + n + 1);
+        if (e == NULL) {
+            SSL_SESSION_free(s);
+            return;
+        }
+        memcpy(e->key, key, n);
+        e->keylen = n;
+        e->hash = h;
+        struct entry **b = &c->buckets[h & (c->nbuckets - 1)];
+        e->hnext = *b;
+        *b = e;
+        c->st.keys++;
+    } else {
+        lru_unlink(c, e);
+        prune(c, e, now_s);
+    }
+    lru_push_front(c, e);
+    if (e->n == TLS_CACHE_SESSIONS_PER_KEY)
+        SSL_SESSION_free(e->s[--e->n]);   /* oldest goes */
+    memmove(&e->s[1], &e->s[0], e->n * sizeof(e->s[0]));
+    e->s[0] = s;
+    e->n++;
+    c->st.puts++;
+}
+
+SSL_SESSION *tls_session_cache_get(struct tls_session_cache *c, const char *key,
+                                   uint64_t now_s)
+{
+    size_t n = key_len(key);
+    if (c == NULL)
+        return NULL;
+    struct entry *e = n ? lookup(c, key, n, fnv1a(key, n)) : NULL;
+    if (e)
+        prune(c, e, now_s);
+    if (e == NULL || e->n == 0) {
+        if (e)
+            entry_remove(c, e);
+        c->st.misses++;
+        return NULL;
+    }
+    SSL_SESSION *s = e->s[0];
+    if (SSL_SESSION_should_be_single_use(s)) {
+        /* TLS 1.3 ticket: offered once, the caller's reference is ours. */
+        memmove(&e->s[0], &e->s[1], (e->n - 1) * sizeof(e->s[0]));
+        e->n--;
+    } else {
+        SSL_SESSION_up_ref(s);
+    }
+    c->st.hits++;
+    if (e->n == 0) {
+        entry_remove(c, e);
+    } else {
+        lru_unlink(c, e);
+        lru_push_front(c, e);
+    }
+    return s;
+}
+
+void tls_session_cache_drop(struct tls_session_cache *c, const char *key)
+{
+    size_t n = key_len(key);
+    if (c == NULL || n == 0)
+        return;
+    struct entry *e = lookup(c, key, n, fnv1a(key, n));
+    if (e) {
+        c->st.dropped += e->n;
+        entry_remove(c, e);
+    }
+}
+
+void tls_session_cache_stats(const struct tls_session_cache *c,
+                             struct tls_cache_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (c)
+        *out = c->st;
+}
+
+void tls_session_cache_free(struct tls_session_cache *c)
+{
+    if (c == NULL)
+        return;
+    while (c->head)
+        entry_remove(c, c->head);
+    free(c->buckets);
+    free(c);
+}
