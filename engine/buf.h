@@ -45,7 +45,11 @@ uint8_t *buf_reserve(struct buf *b, size_t n);
 void buf_commit(struct buf *b, size_t n);
 
 static inline size_t buf_used(const struct buf *b) { return b->len - b->off; }
-static inline const uint8_t *buf_peek(const struct buf *b) { return b->data + b->off; }
+static inline const uint8_t *buf_peek(const struct buf *b)
+{
+    static const uint8_t empty[1];
+    return b->data ? b->data + b->off : empty;
+}
 /* buf_consume drops n unread bytes from the front (n <= buf_used). */
 void buf_consume(struct buf *b, size_t n);
 /* buf_reset empties the buffer and clears err, keeping the allocation. */

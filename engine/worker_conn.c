@@ -260,6 +260,10 @@ static void conn_pump(struct worker *w, struct conn *c)
              * deferred now, never retried in plaintext. */
             int policy = w->cfg->tls == SMTP_TLS_REQUIRED && ev.reason &&
                          (strstr(ev.reason, "STARTTLS") != NULL);
+            /* The client may have queued a polite QUIT: send it on the way out. */
+            conn_flush(w, c);
+            if (c->state == CONN_CLOSING)
+                return;
             conn_fail(w, c, reason, policy ? FAIL_POLICY : FAIL_TRANSIENT);
             return;
         }
@@ -394,7 +398,8 @@ static void conn_close(struct worker *w, struct conn *c)
     d->nconns--;
     w->nconns--;
     c->state = CONN_CLOSING;
-    shutdown(c->fd, SHUT_RDWR);
+    /* A send in flight (a last QUIT) may finish; reading stops now. */
+    shutdown(c->fd, c->out.inflight ? SHUT_RD : SHUT_RDWR);
     if (c->ops) {
         struct io_uring_sqe *sqe = worker_sqe(w);
         io_uring_prep_cancel(sqe, &c->op_connect, 0);

@@ -1,0 +1,137 @@
+/*
+ * fuzz_smtp_client.c - libFuzzer target for engine/smtp_client.c.
+ *
+ * Byte 0 picks the configuration: bits 0-1 the TLS mode (3 -> MAY), bits
+ * 2-4 the feed chunk size (1, 2, 3, 5, 8, 13, 64 or all at once), bit 5
+ * whether the peer closes (EOF) at the end. The rest is what the server
+ * sends. The harness acts like the engine: tls_started on STARTTLS, a
+ * fixed message on the first two READY events, then QUIT.
+ *
+ * Invariants checked (abort on violation):
+ *   - no event loop runs away (bounded events per feed);
+ *   - output per drain is bounded (commands plus one encoded body);
+ *   - with SMTP_TLS_REQUIRED no MAIL/RCPT/DATA is ever written before
+ *     TLS is active;
+ *   - nothing is written after ERROR or CLOSED (except the QUIT queued
+ *     with the error itself, drained in the same round);
+ *   - an ERROR leaves the session in state FAILED.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/smtp_client.h"
+
+static const char *const fuzz_rcpts[] = {"a@example.test", "b@example.test",
+                                         "c@example.test"};
+static const uint8_t fuzz_body[] = "Subject: x\n\n.line\r\nmore\rtext\r\n.\r\n";
+
+struct fuzz_state {
+    struct smtp_client c;
+    struct smtp_msg msg;
+    int ready_seen;
+    int done;               /* ERROR or CLOSED seen */
+};
+
+static void fuzz_drain(struct fuzz_state *s, int required, int done_at_entry)
+{
+    size_t n;
+    const uint8_t *p = smtp_client_output(&s->c, &n);
+    /* Bound: EHLO/STARTTLS/QUIT lines, a pipelined group with 3 RCPTs,
+     * and one encoded body (at most twice the input, plus terminator). */
+    if (n > 4096 + 2 * sizeof(fuzz_body))
+        abort();
+    if (required && !s->c.tls_active && n > 0 &&
+        (memmem(p, n, "MAIL", 4) || memmem(p, n, "RCPT", 4) || memmem(p, n, "DATA", 4)))
+        abort();
+    if (done_at_entry && n > 0)
+        abort();
+    smtp_client_output_consume(&s->c, n);
+}
+
+static void fuzz_pump(struct fuzz_state *s, int required)
+{
+    int done_at_entry = s->done;
+    for (int guard = 0;; guard++) {
+        if (guard > 64)
+            abort();
+        struct smtp_event ev = smtp_client_next(&s->c);
+        switch (ev.kind) {
+        case SMTP_EV_NONE:
+            fuzz_drain(s, required, done_at_entry);
+            return;
+        case SMTP_EV_STARTTLS:
+            if (s->c.state != SMTP_ST_TLS_HANDSHAKE)
+                abort();
+            fuzz_drain(s, required, done_at_entry);
+            smtp_client_tls_started(&s->c);
+            break;
+        case SMTP_EV_READY:
+            if (s->ready_seen++ < 2) {
+                if (!smtp_client_start_txn(&s->c, &s->msg))
+                    abort();    /* READY means a transaction can start */
+            } else {
+                smtp_client_quit(&s->c);
+            }
+            break;
+        case SMTP_EV_TXN_DONE: {
+            const struct smtp_txn_result *t = smtp_client_txn(&s->c);
+            if (smtp_client_busy(&s->c) || smtp_client_in_doubt(&s->c))
+                abort();
+            if (t->accepted && (t->stage != SMTP_STAGE_BODY || t->reply.code / 100 != 2))
+                abort();
+            break;
+        }
+        case SMTP_EV_CLOSED:
+            s->done = 1;
+            break;
+        case SMTP_EV_ERROR:
+            if (ev.reason == NULL || s->c.state != SMTP_ST_FAILED)
+                abort();
+            s->done = 1;
+            break;
+        }
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static const size_t chunks[8] = {1, 2, 3, 5, 8, 13, 64, SIZE_MAX};
+    if (size < 1)
+        return 0;
+    uint8_t cfgb = data[0];
+    data++;
+    size--;
+    enum smtp_tls_mode modes[4] = {SMTP_TLS_NONE, SMTP_TLS_MAY, SMTP_TLS_REQUIRED,
+                                   SMTP_TLS_MAY};
+    enum smtp_tls_mode mode = modes[cfgb & 3];
+    size_t chunk = chunks[(cfgb >> 2) & 7];
+    int required = mode == SMTP_TLS_REQUIRED;
+
+    struct fuzz_state *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return 0;
+    struct smtp_client_config cfg = {"fuzz.test", mode};
+    smtp_client_init(&s->c, &cfg);
+    s->msg.from = "sender@example.test";
+    s->msg.rcpts = fuzz_rcpts;
+    s->msg.nrcpts = 3;
+    s->msg.data = fuzz_body;
+    s->msg.data_len = sizeof(fuzz_body) - 1;
+
+    fuzz_pump(s, required);
+    size_t off = 0;
+    while (off < size) {
+        size_t n = size - off < chunk ? size - off : chunk;
+        smtp_client_feed(&s->c, data + off, n);
+        off += n;
+        fuzz_pump(s, required);
+    }
+    if (cfgb & 0x20) {
+        smtp_client_eof(&s->c);
+        fuzz_pump(s, required);
+    }
+    smtp_client_cleanup(&s->c);
+    free(s);
+    return 0;
+}
