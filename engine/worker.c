@@ -37,9 +37,16 @@ struct io_uring_sqe *worker_sqe(struct worker *w)
     return sqe;
 }
 
+/* outq_tail is where new bytes go: behind everything not yet sent. While a
+ * send reads `active`, or once `pending` holds bytes, that is `pending`. */
+struct buf *outq_tail(struct outq *q)
+{
+    return q->inflight || buf_used(&q->pending) ? &q->pending : &q->active;
+}
+
 void outq_append(struct outq *q, const void *p, size_t n)
 {
-    buf_append(q->inflight ? &q->pending : &q->active, p, n);
+    buf_append(outq_tail(q), p, n);
 }
 
 /* ---- Redis connection --------------------------------------------------- */
@@ -113,7 +120,7 @@ void worker_rq_push(struct worker *w, enum redis_req kind, int partition)
 /* The command builders append to whichever buffer is not being sent. */
 struct buf *worker_redis_buf(struct worker *w)
 {
-    return w->rout.inflight ? &w->rout.pending : &w->rout.active;
+    return outq_tail(&w->rout);
 }
 
 static void redis_kick(struct worker *w)

@@ -192,6 +192,7 @@ void worker_rq_push(struct worker *w, enum redis_req kind, int partition);
 struct ack_item *worker_ack_slot(struct worker *w, int partition);
 void worker_mark_dirty(struct worker *w, struct dest *d);
 struct io_uring_sqe *worker_sqe(struct worker *w);
+struct buf *outq_tail(struct outq *q);
 void outq_append(struct outq *q, const void *p, size_t n);
 
 /* worker_conn.c */
