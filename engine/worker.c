@@ -49,6 +49,18 @@ void outq_append(struct outq *q, const void *p, size_t n)
     buf_append(outq_tail(q), p, n);
 }
 
+struct buf *outq_next(struct outq *q)
+{
+    if (q->inflight)
+        return NULL;
+    if (buf_used(&q->active) == 0 && buf_used(&q->pending) > 0) {
+        struct buf t = q->active;
+        q->active = q->pending;
+        q->pending = t;
+    }
+    return buf_used(&q->active) ? &q->active : NULL;
+}
+
 /* ---- Redis connection --------------------------------------------------- */
 
 static int redis_connect(const char *addr, char *err, size_t errlen)
@@ -125,20 +137,15 @@ struct buf *worker_redis_buf(struct worker *w)
 
 static void redis_kick(struct worker *w)
 {
-    struct outq *q = &w->rout;
-    if (q->inflight || w->redis_dead)
+    if (w->redis_dead)
         return;
-    if (buf_used(&q->active) == 0 && buf_used(&q->pending) > 0) {
-        struct buf t = q->active;
-        q->active = q->pending;
-        q->pending = t;
-    }
-    if (buf_used(&q->active) == 0)
+    struct buf *b = outq_next(&w->rout);
+    if (b == NULL)
         return;
     struct io_uring_sqe *sqe = worker_sqe(w);
-    io_uring_prep_send(sqe, w->rfd, buf_peek(&q->active), buf_used(&q->active), MSG_NOSIGNAL);
+    io_uring_prep_send(sqe, w->rfd, buf_peek(b), buf_used(b), MSG_NOSIGNAL);
     io_uring_sqe_set_data(sqe, &w->op_rsend);
-    q->inflight = 1;
+    w->rout.inflight = 1;
 }
 
 static void redis_arm_recv(struct worker *w)

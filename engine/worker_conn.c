@@ -56,20 +56,15 @@ static void conn_touch(struct worker *w, struct conn *c)
 
 static void conn_kick(struct worker *w, struct conn *c)
 {
-    struct outq *q = &c->out;
-    if (q->inflight || c->state == CONN_CLOSING)
+    if (c->state == CONN_CLOSING)
         return;
-    if (buf_used(&q->active) == 0 && buf_used(&q->pending) > 0) {
-        struct buf t = q->active;
-        q->active = q->pending;
-        q->pending = t;
-    }
-    if (buf_used(&q->active) == 0)
+    struct buf *b = outq_next(&c->out);
+    if (b == NULL)
         return;
     struct io_uring_sqe *sqe = worker_sqe(w);
-    io_uring_prep_send(sqe, c->fd, buf_peek(&q->active), buf_used(&q->active), MSG_NOSIGNAL);
+    io_uring_prep_send(sqe, c->fd, buf_peek(b), buf_used(b), MSG_NOSIGNAL);
     io_uring_sqe_set_data(sqe, &c->op_send);
-    q->inflight = 1;
+    c->out.inflight = 1;
     c->ops++;
 }
 

@@ -194,6 +194,9 @@ void worker_mark_dirty(struct worker *w, struct dest *d);
 struct io_uring_sqe *worker_sqe(struct worker *w);
 struct buf *outq_tail(struct outq *q);
 void outq_append(struct outq *q, const void *p, size_t n);
+/* outq_next returns the buffer to send now (NULL: a send is in flight or
+ * nothing is queued), swapping in the pending bytes once active is sent. */
+struct buf *outq_next(struct outq *q);
 
 /* worker_conn.c */
 struct conn *conn_open(struct worker *w, struct dest *d);

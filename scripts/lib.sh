@@ -82,3 +82,8 @@ tern_config() {   # file, then extra "key = value" lines on stdin
         cat
     } >"$1"
 }
+
+# Test reporting: "PASS name" / "FAIL name: why"; TERN_FAILS counts failures.
+TERN_FAILS=0
+pass() { echo "PASS $1"; }
+fail() { echo "FAIL $1: $2"; TERN_FAILS=$((TERN_FAILS + 1)); }

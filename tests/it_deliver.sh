@@ -14,9 +14,6 @@ dir=$(mktemp -d /tmp/tern-it.XXXXXX)
 trap 'tern_cleanup; rm -rf "$dir"' EXIT
 tern_init "$dir"
 TERN=$TERN_BUILD/tern
-fails=0
-pass() { echo "PASS $1"; }
-fail() { echo "FAIL $1: $2"; fails=$((fails + 1)); }
 
 tern_redis || exit 1
 tern_certs || exit 1
@@ -113,4 +110,4 @@ leased=$($TERN queue -c "$dir/term.conf" stats | awk '$1=="leased"{print $2}')
 [ $((got + left)) -ge 20000 ] && pass sigterm_nothing_lost || fail sigterm_nothing_lost "delivered $got + queued $left < 20000"
 [ "$leased" -eq 0 ] && pass sigterm_no_leases_left || fail sigterm_no_leases_left "leased=$leased"
 
-exit $fails
+exit $TERN_FAILS

@@ -12,9 +12,6 @@ dir=$(mktemp -d /tmp/tern-it.XXXXXX)
 trap 'tern_cleanup; rm -rf "$dir"' EXIT
 tern_init "$dir"
 TERN=$TERN_BUILD/tern
-fails=0
-pass() { echo "PASS $1"; }
-fail() { echo "FAIL $1: $2"; fails=$((fails + 1)); }
 tern_redis || exit 1
 rcli() { redis-cli -s "$REDIS_SOCK" "$@"; }
 
@@ -86,4 +83,4 @@ EOC
     fi
     kill "$ppid" 2>/dev/null
 done
-exit $fails
+exit $TERN_FAILS
