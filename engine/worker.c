@@ -249,6 +249,17 @@ static void dest_schedule(struct worker *w, struct dest *d)
 {
     if (d->nready == 0)
         return;
+    if (w->stopping) {
+        /* Late take replies and requeued messages go back to the queue. */
+        while (d->ready_head) {
+            struct job *j = d->ready_head;
+            d->ready_head = j->next;
+            d->nready--;
+            outcome_return(w, j, "engine stopping");
+        }
+        d->ready_tail = NULL;
+        return;
+    }
     if (!d->have_hop) {
         while (d->ready_head) {
             struct job *j = d->ready_head;
@@ -598,15 +609,8 @@ static void begin_stop(struct worker *w)
         return;
     w->stopping = 1;
     w->stop_deadline_ms = w->now_ms + STOP_GRACE_MS;
-    for (struct dest *d = w->dests; d; d = d->dnext) {
-        while (d->ready_head) {
-            struct job *j = d->ready_head;
-            d->ready_head = j->next;
-            d->nready--;
-            outcome_return(w, j, "engine stopping");
-        }
-        d->ready_tail = NULL;
-    }
+    for (struct dest *d = w->dests; d; d = d->dnext)
+        dest_schedule(w, d);
     for (struct conn *c = w->conns, *n; c; c = n) {
         n = c->next;
         if (c->job == NULL)
@@ -715,7 +719,7 @@ int worker_run(struct worker *w)
         redis_kick(w);
         if (w->e->drain && !w->stopping && drained(w) && w->rq_len == 0)
             begin_stop(w);
-        if (w->stopping && w->conns == NULL && w->rq_len == 0 && !w->rout.inflight &&
+        if (w->stopping && w->conns == NULL && (w->in_memory == 0 || w->redis_dead) && w->rq_len == 0 && !w->rout.inflight &&
             buf_used(&w->rout.active) == 0 && buf_used(&w->rout.pending) == 0) {
             int pending_acks = 0;
             for (int i = 0; i < w->nparts; i++)

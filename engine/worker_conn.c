@@ -247,8 +247,11 @@ static void conn_pump(struct worker *w, struct conn *c)
             return;
         case SMTP_EV_ERROR: {
             char reason[400];
-            if (ev.reply)
-                snprintf(reason, sizeof(reason), "%s: %d %s", ev.reason, ev.reply->code, ev.reply->text);
+            if (ev.reply) {
+                size_t first = strcspn(ev.reply->text, "\n");   /* first line only */
+                snprintf(reason, sizeof(reason), "%s: %d %.*s", ev.reason, ev.reply->code,
+                         (int)first, ev.reply->text);
+            }
             else
                 snprintf(reason, sizeof(reason), "%s", ev.reason ? ev.reason : "SMTP error");
             /* A mandatory-TLS check that failed is a policy failure:
@@ -578,6 +581,8 @@ void conn_on_cqe(struct worker *w, struct op *op, int res)
     default:
         break;
     }
+    if (c->state == CONN_CLOSING && c->ops == 0)
+        w->reap_pending = 1;
 }
 
 void conn_reap(struct worker *w)
