@@ -87,3 +87,12 @@ tern_config() {   # file, then extra "key = value" lines on stdin
 TERN_FAILS=0
 pass() { echo "PASS $1"; }
 fail() { echo "FAIL $1: $2"; TERN_FAILS=$((TERN_FAILS + 1)); }
+
+# tern_test_setup: a scratch directory as $dir, everything stopped and
+# removed on exit, $TERN the binary under test.
+tern_test_setup() {
+    dir=$(mktemp -d /tmp/tern-it.XXXXXX)
+    trap 'tern_cleanup; rm -rf "$dir"' EXIT
+    tern_init "$dir"
+    TERN=$TERN_BUILD/tern
+}

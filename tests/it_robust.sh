@@ -8,10 +8,7 @@
 set -u
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-dir=$(mktemp -d /tmp/tern-it.XXXXXX)
-trap 'tern_cleanup; rm -rf "$dir"' EXIT
-tern_init "$dir"
-TERN=$TERN_BUILD/tern
+tern_test_setup
 tern_redis || exit 1
 rcli() { redis-cli -s "$REDIS_SOCK" "$@"; }
 
