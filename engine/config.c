@@ -34,43 +34,45 @@ void config_defaults(struct tern_config *c)
     c->tier_memory_ms = 3600000;
 }
 
-int config_parse_duration_ms(const char *s, int64_t *out)
+struct unit_suffix {
+    const char *suffix;   /* "" for a bare number */
+    int64_t mul;
+};
+
+/* A non-negative integer followed by one of the suffixes (compared without
+ * case), scaled without overflow. */
+static int parse_scaled(const char *s, const struct unit_suffix *u, size_t n, int64_t *out)
 {
     char *end;
     errno = 0;
     long long v = strtoll(s, &end, 10);
     if (end == s || errno || v < 0)
         return 0;
-    int64_t mul;
-    if (*end == '\0' || strcmp(end, "s") == 0) mul = 1000;
-    else if (strcmp(end, "ms") == 0) mul = 1;
-    else if (strcmp(end, "m") == 0) mul = 60000;
-    else if (strcmp(end, "h") == 0) mul = 3600000;
-    else if (strcmp(end, "d") == 0) mul = 86400000;
-    else return 0;
-    if (v > INT64_MAX / mul)
-        return 0;
-    *out = v * mul;
-    return 1;
+    for (size_t i = 0; i < n; i++) {
+        if (strcasecmp(end, u[i].suffix) == 0) {
+            if (v > INT64_MAX / u[i].mul)
+                return 0;
+            *out = v * u[i].mul;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int config_parse_duration_ms(const char *s, int64_t *out)
+{
+    static const struct unit_suffix u[] = {
+        {"", 1000}, {"s", 1000}, {"ms", 1}, {"m", 60000}, {"h", 3600000}, {"d", 86400000},
+    };
+    return parse_scaled(s, u, sizeof(u) / sizeof(u[0]), out);
 }
 
 int config_parse_size(const char *s, int64_t *out)
 {
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (end == s || errno || v < 0)
-        return 0;
-    int64_t mul;
-    if (*end == '\0') mul = 1;
-    else if (strcasecmp(end, "k") == 0) mul = 1024;
-    else if (strcasecmp(end, "m") == 0) mul = 1024 * 1024;
-    else if (strcasecmp(end, "g") == 0) mul = 1024LL * 1024 * 1024;
-    else return 0;
-    if (v > INT64_MAX / mul)
-        return 0;
-    *out = v * mul;
-    return 1;
+    static const struct unit_suffix u[] = {
+        {"", 1}, {"k", 1024}, {"m", 1024 * 1024}, {"g", 1024LL * 1024 * 1024},
+    };
+    return parse_scaled(s, u, sizeof(u) / sizeof(u[0]), out);
 }
 
 static int parse_int(const char *s, long lo, long hi, int *out)
