@@ -182,7 +182,7 @@ static uint64_t hash_domain(const char *s)
     return h;
 }
 
-static struct dest *dest_get(struct worker *w, const char *domain, int partition)
+static struct dest *dest_get(struct worker *w, const char *domain)
 {
     uint64_t h = hash_domain(domain);
     size_t i = h & (w->dtab_size - 1);
@@ -209,7 +209,6 @@ static struct dest *dest_get(struct worker *w, const char *domain, int partition
         free(d);
         return NULL;
     }
-    d->partition = partition;
     d->tier = TLS_TIER_PREFERRED;
     const char *why = "no route";
     d->have_hop = resolver_lookup(&w->resolver, domain, &d->hop, 1, &why) == 1;
@@ -406,7 +405,7 @@ static void on_take(struct worker *w, int partition, redisReply *r)
         p->next_poll_ms = w->now_ms + EMPTY_POLL_MS;
     for (size_t i = 0; i < n; i++) {
         struct job *j = calloc(1, sizeof(*j));
-        struct dest *d = j ? dest_get(w, msgs[i]->domain, partition) : NULL;
+        struct dest *d = j ? dest_get(w, msgs[i]->domain) : NULL;
         if (d == NULL) {
             /* Out of memory: leave the message leased; the lease expires
              * and it is taken again. */

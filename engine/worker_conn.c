@@ -328,7 +328,6 @@ struct conn *conn_open(struct worker *w, struct dest *d)
     }
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    c->w = w;
     c->d = d;
     c->op_connect = (struct op){OP_CONNECT, c};
     c->op_recv = (struct op){OP_RECV, c};

@@ -59,7 +59,6 @@ struct job {
 
 struct dest {
     char *domain;
-    int partition;
     struct nexthop hop;
     int have_hop;
     const char *no_route;      /* why there is no next hop */
@@ -85,7 +84,6 @@ struct dest {
 enum conn_state { CONN_CONNECTING, CONN_SMTP, CONN_CLOSING };
 
 struct conn {
-    struct worker *w;
     struct dest *d;
     int fd;
     enum conn_state state;
