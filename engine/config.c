@@ -18,14 +18,19 @@ void config_defaults(struct tern_config *c)
     c->threads = 0;
     snprintf(c->redis, sizeof(c->redis), "127.0.0.1:6379");
     queue_config_defaults(&c->queue);
-    c->tls = SMTP_TLS_MAY;
+    c->policy.fallback.level = POLICY_MAY;
+    c->policy.fallback.client_cert = 1;
+    snprintf(c->policy.fallback.domain, sizeof(c->policy.fallback.domain), "*");
+    c->tls_resumption = 1;
     c->timeouts = (struct tern_timeouts){
         .connect = 30000, .greeting = 300000, .command = 300000,
         .tls = 300000, .data = 120000, .block = 180000, .final = 600000,
         .idle = 5000,
     };
-    c->max_connections = 20;
-    c->max_messages_per_connection = 10000;
+    c->limits = (struct dest_limits){
+        .max_connections = 20, .max_connections_per_host = 100,
+        .max_messages_per_connection = 10000, .idle_ms = 5000,
+    };
     c->batch = 256;
     c->max_in_memory = 8192;
     c->retry_base_ms = 60000;
@@ -145,7 +150,10 @@ static char *trim(char *s)
     return s;
 }
 
-enum key_kind { K_STR, K_INT, K_DURATION, K_SIZE, K_TLS, K_ROUTE, K_TIMEOUT, K_THREADS, K_PARTITIONS };
+enum key_kind {
+    K_STR, K_INT, K_BOOL, K_DURATION, K_SIZE, K_TLS, K_THREADS, K_PARTITIONS,
+    K_ROUTE, K_TIMEOUT, K_POLICY, K_DEST,     /* these take an argument */
+};
 
 struct key_def {
     const char *name;
@@ -161,12 +169,14 @@ static const struct key_def keys[] = {
     {"threads", K_THREADS, F(threads), 0, 0, 256},
     {"redis", K_STR, F(redis), CONFIG_PATH_MAX, 0, 0},
     {"partitions", K_PARTITIONS, 0, 0, 1, QUEUE_PARTITIONS_MAX},
-    {"tls", K_TLS, F(tls), 0, 0, 0},
+    {"tls", K_TLS, 0, 0, 0, 0},
     {"ca_file", K_STR, F(ca_file), CONFIG_PATH_MAX, 0, 0},
     {"client_cert", K_STR, F(client_cert), CONFIG_PATH_MAX, 0, 0},
     {"client_key", K_STR, F(client_key), CONFIG_PATH_MAX, 0, 0},
-    {"max_connections", K_INT, F(max_connections), 0, 1, 100000},
-    {"max_messages_per_connection", K_INT, F(max_messages_per_connection), 0, 1, 100000000},
+    {"tls_resumption", K_BOOL, F(tls_resumption), 0, 0, 0},
+    {"max_connections", K_INT, F(limits.max_connections), 0, 1, 100000},
+    {"max_connections_per_host", K_INT, F(limits.max_connections_per_host), 0, 1, 100000},
+    {"max_messages_per_connection", K_INT, F(limits.max_messages_per_connection), 0, 1, 100000000},
     {"batch", K_INT, F(batch), 0, 1, QUEUE_TAKE_MAX},
     {"max_in_memory", K_INT, F(max_in_memory), 0, 1, 10000000},
     {"retry_base", K_DURATION, F(retry_base_ms), 0, 0, 0},
@@ -177,6 +187,8 @@ static const struct key_def keys[] = {
     {"max_message_size", K_SIZE, 0, 0, 0, 0},
     {"route", K_ROUTE, 0, 0, 0, 0},
     {"timeout", K_TIMEOUT, 0, 0, 0, 0},
+    {"policy", K_POLICY, 0, 0, 0, 0},
+    {"destination", K_DEST, 0, 0, 0, 0},
 };
 #undef F
 
@@ -206,9 +218,107 @@ static int valid_domain_arg(const char *d)
     return 1;
 }
 
+/* Domain keys of the policy and destination tables: "example.com",
+ * ".example.com" (subdomains) or "*". */
+static int valid_table_domain(const char *d)
+{
+    return valid_domain_arg(d[0] == '.' && d[1] ? d + 1 : d);
+}
+
+#define DETAIL_MAX 256   /* room for a reason built at parse time */
+
+static const char *set_policy(struct tern_config *c, const char *domain, const char *val,
+                              char *detail)
+{
+    if (!valid_table_domain(domain))
+        return "bad policy domain (example.com, .example.com or *)";
+    struct policy_table *t = &c->policy;
+    struct policy_entry *e;
+    if (strcmp(domain, "*") == 0) {
+        if (c->policy_default_set)
+            return "the default policy is set twice (tls = and policy * =)";
+        c->policy_default_set = 1;
+        e = &t->fallback;
+    } else {
+        for (size_t i = 0; i < t->n; i++)
+            if (strcasecmp(t->entries[i].domain, domain) == 0)
+                return "duplicate policy";
+        if (t->n >= POLICY_ENTRIES_MAX)
+            return "too many policy entries";
+        e = &t->entries[t->n];
+    }
+    copy_str(e->domain, sizeof(e->domain), domain);
+    if (!policy_entry_parse(val, strlen(val), e, detail, DETAIL_MAX))
+        return detail;
+    if (e != &t->fallback)
+        t->n++;
+    return NULL;
+}
+
+static const char *set_dest_override(struct tern_config *c, const char *domain, const char *val)
+{
+    if (!valid_table_domain(domain))
+        return "bad destination domain (example.com, .example.com or *)";
+    for (int i = 0; i < c->ndest_overrides; i++)
+        if (strcasecmp(c->dest_overrides[i].domain, domain) == 0)
+            return "duplicate destination";
+    if (c->ndest_overrides >= CONFIG_DESTS_MAX)
+        return "too many destination lines";
+    struct dest_override *o = &c->dest_overrides[c->ndest_overrides];
+    memset(o, 0, sizeof(*o));
+    copy_str(o->domain, sizeof(o->domain), domain);
+    char buf[CONFIG_LINE_MAX];
+    if (!copy_str(buf, sizeof(buf), val))
+        return "value too long";
+    for (char *save = NULL, *w = strtok_r(buf, " \t", &save); w; w = strtok_r(NULL, " \t", &save)) {
+        char *eq = strchr(w, '=');
+        if (eq == NULL)
+            return "expected option=value (max_connections, max_connections_per_host, "
+                   "max_messages_per_connection, idle)";
+        *eq = '\0';
+        const char *v = eq + 1;
+        int ok;
+        if (strcmp(w, "max_connections") == 0)
+            ok = parse_int(v, 1, 100000, &o->set.max_connections);
+        else if (strcmp(w, "max_connections_per_host") == 0)
+            ok = parse_int(v, 1, 100000, &o->set.max_connections_per_host);
+        else if (strcmp(w, "max_messages_per_connection") == 0)
+            ok = parse_int(v, 1, 100000000, &o->set.max_messages_per_connection);
+        else if (strcmp(w, "idle") == 0)
+            ok = config_parse_duration_ms(v, &o->set.idle_ms) && o->set.idle_ms > 0;
+        else
+            return "unknown option (max_connections, max_connections_per_host, "
+                   "max_messages_per_connection, idle)";
+        if (!ok)
+            return "bad number or duration";
+    }
+    c->ndest_overrides++;
+    return NULL;
+}
+
+/* The TLS client context an entry needs; identical sets share one. */
+static int assign_tls_ctx(struct tern_config *c, struct policy_entry *e)
+{
+    struct tls_ctx_spec want;
+    memset(&want, 0, sizeof(want));
+    copy_str(want.ca_file, sizeof(want.ca_file), e->ca_file[0] ? e->ca_file : c->ca_file);
+    copy_str(want.cert_file, sizeof(want.cert_file), e->cert_file[0] ? e->cert_file : c->client_cert);
+    copy_str(want.key_file, sizeof(want.key_file), e->cert_file[0] ? e->key_file : c->client_key);
+    for (int i = 0; i < c->ntls_ctx; i++)
+        if (memcmp(&c->tls_ctx[i], &want, sizeof(want)) == 0) {
+            e->ctx_index = i;
+            return 1;
+        }
+    if (c->ntls_ctx >= CONFIG_TLS_CTX_MAX)
+        return 0;
+    c->tls_ctx[c->ntls_ctx] = want;
+    e->ctx_index = c->ntls_ctx++;
+    return 1;
+}
+
 /* apply one "key [arg] = value" setting; returns NULL or the reason. */
 static const char *apply(struct tern_config *c, const char *key, const char *arg,
-                         const char *val, unsigned *seen)
+                         const char *val, unsigned *seen, char *detail)
 {
     size_t i;
     for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
@@ -217,9 +327,10 @@ static const char *apply(struct tern_config *c, const char *key, const char *arg
     if (i == sizeof(keys) / sizeof(keys[0]))
         return "unknown key";
     const struct key_def *k = &keys[i];
-    if ((k->kind == K_ROUTE || k->kind == K_TIMEOUT) != (arg != NULL))
+    int takes_arg = k->kind >= K_ROUTE;
+    if (takes_arg != (arg != NULL))
         return arg ? "this key takes no argument" : "this key needs an argument (key ARG = value)";
-    if (k->kind != K_ROUTE && k->kind != K_TIMEOUT) {
+    if (!takes_arg) {
         if (*seen & (1u << i))
             return "duplicate setting";
         *seen |= 1u << i;
@@ -253,12 +364,17 @@ static const char *apply(struct tern_config *c, const char *key, const char *arg
             return "bad size (use e.g. 10m; at least 1k)";
         c->queue.max_message_size = v64;
         return NULL;
-    case K_TLS:
-        if (strcmp(val, "none") == 0) c->tls = SMTP_TLS_NONE;
-        else if (strcmp(val, "may") == 0) c->tls = SMTP_TLS_MAY;
-        else if (strcmp(val, "encrypt") == 0) c->tls = SMTP_TLS_REQUIRED;
-        else return "tls must be none, may or encrypt";
+    case K_BOOL:
+        if (strcmp(val, "yes") == 0) *(int *)(base + k->off) = 1;
+        else if (strcmp(val, "no") == 0) *(int *)(base + k->off) = 0;
+        else return "must be yes or no";
         return NULL;
+    case K_TLS:
+        return set_policy(c, "*", val, detail);
+    case K_POLICY:
+        return set_policy(c, arg, val, detail);
+    case K_DEST:
+        return set_dest_override(c, arg, val);
     case K_TIMEOUT:
         for (size_t t = 0; t < sizeof(timeout_names) / sizeof(timeout_names[0]); t++) {
             if (strcmp(timeout_names[t].name, arg) == 0) {
@@ -338,7 +454,8 @@ int config_load(struct tern_config *c, const char *path, char *err, size_t errle
                 break;
             }
         }
-        const char *why = apply(c, lhs, arg, val, &seen);
+        char detail[DETAIL_MAX];
+        const char *why = apply(c, lhs, arg, val, &seen, detail);
         if (why) {
             snprintf(err, errlen, "%s:%d: %s: %s", path, lineno, lhs, why);
             ok = 0;
@@ -358,7 +475,50 @@ int config_load(struct tern_config *c, const char *path, char *err, size_t errle
         snprintf(err, errlen, "%s: client_cert and client_key go together", path);
         return 0;
     }
+    c->limits.idle_ms = c->timeouts.idle;
+    c->ntls_ctx = 0;
+    int ctx_ok = assign_tls_ctx(c, &c->policy.fallback);
+    for (size_t i = 0; ctx_ok && i < c->policy.n; i++)
+        ctx_ok = assign_tls_ctx(c, &c->policy.entries[i]);
+    if (!ctx_ok) {
+        snprintf(err, errlen, "%s: more than %d distinct ca_file/cert sets in policy entries", path,
+                 CONFIG_TLS_CTX_MAX);
+        return 0;
+    }
     return 1;
+}
+
+/* Table lookup shared by the destination overrides: exact, closest
+ * ".parent", then "*". */
+static const struct dest_override *find_override(const struct tern_config *c, const char *domain)
+{
+    for (int i = 0; i < c->ndest_overrides; i++)
+        if (strcasecmp(c->dest_overrides[i].domain, domain) == 0)
+            return &c->dest_overrides[i];
+    for (const char *d = strchr(domain, '.'); d; d = strchr(d + 1, '.'))
+        for (int i = 0; i < c->ndest_overrides; i++)
+            if (strcasecmp(c->dest_overrides[i].domain, d) == 0)
+                return &c->dest_overrides[i];
+    for (int i = 0; i < c->ndest_overrides; i++)
+        if (strcmp(c->dest_overrides[i].domain, "*") == 0)
+            return &c->dest_overrides[i];
+    return NULL;
+}
+
+void config_dest_limits(const struct tern_config *c, const char *domain, struct dest_limits *out)
+{
+    *out = c->limits;
+    const struct dest_override *o = find_override(c, domain);
+    if (o == NULL)
+        return;
+    if (o->set.max_connections)
+        out->max_connections = o->set.max_connections;
+    if (o->set.max_connections_per_host)
+        out->max_connections_per_host = o->set.max_connections_per_host;
+    if (o->set.max_messages_per_connection)
+        out->max_messages_per_connection = o->set.max_messages_per_connection;
+    if (o->set.idle_ms)
+        out->idle_ms = o->set.idle_ms;
 }
 
 const struct tern_route *config_route(const struct tern_config *c, const char *domain)

@@ -11,7 +11,9 @@
  *     partitions = 16
  *     route example.com = 127.0.0.1:2525   # next hop for a domain
  *     route * = 127.0.0.1:2525             # the default route
- *     tls = may                            # none | may | encrypt
+ *     tls = may                            # the default policy entry
+ *     policy partner.example = secure match=mx.partner.example min=1.2
+ *     destination big.example = max_connections=50 idle=10s
  *     ca_file = /etc/ssl/certs/ca-certificates.crt
  *     timeout connect = 30s                # see struct tern_timeouts
  *     max_connections = 20                 # per destination
@@ -38,12 +40,15 @@
 #include <sys/socket.h>
 
 #include "queue/queue.h"
+#include "engine/policy.h"
 #include "engine/smtp_client.h"
 
 #define CONFIG_LINE_MAX    4096
 #define CONFIG_ROUTES_MAX  1024
 #define CONFIG_PATH_MAX    1024
 #define CONFIG_HOST_MAX    256
+#define CONFIG_DESTS_MAX   1024    /* destination override lines */
+#define CONFIG_TLS_CTX_MAX 16      /* distinct (ca_file, cert, key) sets */
 
 /* RFC 5321 section 4.5.3.2 defaults, in milliseconds. */
 struct tern_timeouts {
@@ -66,19 +71,46 @@ struct tern_route {
     uint16_t port;
 };
 
+/* Connection pool limits for a destination: the global values, then a
+ * `destination DOMAIN = ...` override (matched like the policy table). */
+struct dest_limits {
+    int max_connections;              /* per destination */
+    int max_connections_per_host;     /* per MX host:port, all destinations */
+    int max_messages_per_connection;
+    int64_t idle_ms;                  /* idle pooled connection closed after */
+};
+
+struct dest_override {
+    char domain[CONFIG_HOST_MAX];     /* "example.com", ".example.com", "*" */
+    struct dest_limits set;           /* 0 / -1: not set, use the global */
+};
+
+/* One TLS client context the workers build: the trust store and client
+ * certificate a set of policy entries use. Index 0 is the global one. */
+struct tls_ctx_spec {
+    char ca_file[CONFIG_PATH_MAX];    /* "" : system bundle */
+    char cert_file[CONFIG_PATH_MAX];  /* "" : none */
+    char key_file[CONFIG_PATH_MAX];
+};
+
 struct tern_config {
     char path[CONFIG_PATH_MAX];
     char hostname[SMTP_HELO_NAME_MAX + 1];
     int threads;                      /* resolved: >= 1 */
     char redis[CONFIG_PATH_MAX];      /* "unix:/path" or "host:port" */
     struct queue_config queue;
-    enum smtp_tls_mode tls;           /* default policy */
+    struct policy_table policy;       /* `tls = ` sets the default entry */
+    struct tls_ctx_spec tls_ctx[CONFIG_TLS_CTX_MAX];
+    int ntls_ctx;
+    int tls_resumption;               /* offer cached sessions (default 1) */
+    int policy_default_set;           /* `tls =` or `policy * =` seen */
     char ca_file[CONFIG_PATH_MAX];    /* "" : system bundle */
     char client_cert[CONFIG_PATH_MAX];
     char client_key[CONFIG_PATH_MAX];
     struct tern_timeouts timeouts;
-    int max_connections;              /* per destination */
-    int max_messages_per_connection;
+    struct dest_limits limits;        /* global pool limits */
+    struct dest_override dest_overrides[CONFIG_DESTS_MAX];
+    int ndest_overrides;
     int batch;                        /* messages per take */
     int max_in_memory;                /* messages held per worker */
     int64_t retry_base_ms;            /* first retry delay; doubles */
@@ -98,6 +130,9 @@ int config_load(struct tern_config *c, const char *path, char *err, size_t errle
 /* config_route finds the route for a domain: exact match (case-
  * insensitive), then parent domains, then "*". NULL if none. */
 const struct tern_route *config_route(const struct tern_config *c, const char *domain);
+
+/* config_dest_limits: the pool limits for a next-hop domain. */
+void config_dest_limits(const struct tern_config *c, const char *domain, struct dest_limits *out);
 
 /* Parsers shared with the CLI; 1 on success. */
 int config_parse_duration_ms(const char *s, int64_t *out);

@@ -182,6 +182,24 @@ static uint64_t hash_domain(const char *s)
     return h;
 }
 
+static struct mxhost *host_get(struct worker *w, const struct nexthop *hop)
+{
+    char key[sizeof(((struct mxhost *)0)->key)];
+    snprintf(key, sizeof(key), "%s:%u", hop->host, (unsigned)hop->port);
+    size_t i = hash_domain(key) & (HOST_BUCKETS - 1);
+    for (struct mxhost *h = w->hosts[i]; h; h = h->next)
+        if (strcmp(h->key, key) == 0)
+            return h;
+    struct mxhost *h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        return NULL;
+    memcpy(h->key, key, sizeof(key));
+    h->tier = TLS_TIER_PREFERRED;
+    h->next = w->hosts[i];
+    w->hosts[i] = h;
+    return h;
+}
+
 static struct dest *dest_get(struct worker *w, const char *domain)
 {
     uint64_t h = hash_domain(domain);
@@ -209,9 +227,14 @@ static struct dest *dest_get(struct worker *w, const char *domain)
         free(d);
         return NULL;
     }
-    d->tier = TLS_TIER_PREFERRED;
+    d->pol = policy_lookup(&w->cfg->policy, domain);
+    config_dest_limits(w->cfg, domain, &d->lim);
     const char *why = "no route";
     d->have_hop = resolver_lookup(&w->resolver, domain, &d->hop, 1, &why) == 1;
+    if (d->have_hop && (d->host = host_get(w, &d->hop)) == NULL) {
+        d->have_hop = 0;
+        why = "out of memory";
+    }
     d->no_route = d->have_hop ? NULL : why;
     d->hnext = w->dtab[i];
     w->dtab[i] = d;
@@ -240,6 +263,23 @@ static void dest_push(struct worker *w, struct dest *d, struct job *j)
     d->ready_tail = j;
     d->nready++;
     worker_mark_dirty(w, d);
+}
+
+/* Slow start for resumption: while no cached session is left for the
+ * connections being opened, open one at a time, so that a busy route
+ * pays for one full handshake and resumes the rest with the tickets it
+ * brings back (about two per handshake), instead of opening twenty full
+ * handshakes at once. Routes that yield no sessions are not held back. */
+static int may_open_now(struct worker *w, struct dest *d)
+{
+    if (d->nconnecting == 0 || d->no_sessions || !w->cfg->tls_resumption ||
+        !dest_tls_expected(w, d))
+        return 1;
+    char key[TLS_CACHE_KEY_MAX];
+    dest_session_key(w, d, dest_start_tier(w, d), key, sizeof(key));
+    /* each connection not yet at STARTTLS will take one session */
+    return tls_session_cache_count(w->sessions, key, (uint64_t)(w->now_ms / 1000)) >
+           (size_t)d->npre_tls;
 }
 
 /* Hand ready jobs to idle connections, open new ones as the ready list
@@ -278,7 +318,8 @@ static void dest_schedule(struct worker *w, struct dest *d)
             conn_hand_job(w, c);
     if (w->stopping || d->next_connect_ms > w->now_ms)
         return;
-    while (d->nready > (size_t)d->nconnecting && d->nconns < w->cfg->max_connections) {
+    while (d->nready > (size_t)d->nconnecting && d->nconns < d->lim.max_connections &&
+           d->host->nconns < d->lim.max_connections_per_host && may_open_now(w, d)) {
         if (conn_open(w, d) == NULL)
             break;
         if (d->consecutive_failures)
@@ -500,6 +541,22 @@ static void redis_on_send(struct worker *w, int res)
 
 /* ---- lifecycle ------------------------------------------------------------ */
 
+static void free_tls(struct worker *w)
+{
+    for (int i = 0; i < CONFIG_TLS_CTX_MAX; i++)
+        if (w->tls[i])
+            tls_client_ctx_free(w->tls[i]);
+}
+
+static void free_hosts(struct worker *w)
+{
+    for (size_t i = 0; i < HOST_BUCKETS; i++)
+        for (struct mxhost *h = w->hosts[i], *n; h; h = n) {
+            n = h->next;
+            free(h);
+        }
+}
+
 struct worker *worker_new(const struct engine *e, int id, char *err, size_t errlen)
 {
     struct worker *w = calloc(1, sizeof(*w));
@@ -550,15 +607,18 @@ struct worker *worker_new(const struct engine *e, int id, char *err, size_t errl
     if (w->rfd < 0)
         goto fail;
 
-    struct tls_client_config tc = {
-        .ca_file = w->cfg->ca_file[0] ? w->cfg->ca_file : NULL,
-        .cert_file = w->cfg->client_cert[0] ? w->cfg->client_cert : NULL,
-        .key_file = w->cfg->client_key[0] ? w->cfg->client_key : NULL,
-    };
-    w->tls = tls_client_ctx_new(&tc, err, errlen);
-    if (w->tls == NULL)
-        goto fail;
-    w->sessions = tls_session_cache_new(SESSION_CACHE_KEYS);
+    for (int i = 0; i < w->cfg->ntls_ctx; i++) {
+        const struct tls_ctx_spec *sp = &w->cfg->tls_ctx[i];
+        struct tls_client_config tc = {
+            .ca_file = sp->ca_file[0] ? sp->ca_file : NULL,
+            .cert_file = sp->cert_file[0] ? sp->cert_file : NULL,
+            .key_file = sp->key_file[0] ? sp->key_file : NULL,
+        };
+        w->tls[i] = tls_client_ctx_new(&tc, err, errlen);
+        if (w->tls[i] == NULL)
+            goto fail;
+    }
+    w->sessions = tls_session_cache_new(SESSION_CACHE_KEYS, SESSION_CACHE_SESSIONS);
     if (w->sessions == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
@@ -569,8 +629,7 @@ fail:
         close(w->rfd);
     if (w->wake_fd >= 0)
         close(w->wake_fd);
-    if (w->tls)
-        tls_client_ctx_free(w->tls);
+    free_tls(w);
     if (w->reader)
         redisReaderFree(w->reader);
     free(w->rrecv);
@@ -782,8 +841,8 @@ void worker_free(struct worker *w)
         redisReaderFree(w->reader);
     if (w->sessions)
         tls_session_cache_free(w->sessions);
-    if (w->tls)
-        tls_client_ctx_free(w->tls);
+    free_tls(w);
+    free_hosts(w);
     if (w->ring_ok)
         io_uring_queue_exit(&w->ring);
     if (w->rfd >= 0)

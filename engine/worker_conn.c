@@ -43,7 +43,7 @@ static int64_t state_timeout(const struct worker *w, const struct conn *c)
     case SMTP_ST_BODY:
         return t->final;
     case SMTP_ST_READY:
-        return c->idle ? t->idle : t->command;
+        return c->idle ? c->d->lim.idle_ms : t->command;
     default:
         return t->command;
     }
@@ -111,22 +111,72 @@ static int conn_flush(struct worker *w, struct conn *c)
     return 1;
 }
 
-static void session_key(struct worker *w, struct conn *c, const char *sni)
+enum policy_level dest_level(const struct dest *d)
 {
-    /* Everything that was checked when a session was made; see
-     * tls/session_cache.h. Level "may" records but never requires
-     * verification, so its sessions are only offered at "may". */
-    snprintf(c->cache_key, sizeof(c->cache_key), "%s:%u|sni=%s|level=%s|tier=%s|cc=%s",
-             c->d->hop.host, (unsigned)c->d->hop.port, sni ? sni : "",
-             w->cfg->tls == SMTP_TLS_REQUIRED ? "encrypt" : "may", tls_tier_name(c->tier),
-             w->cfg->client_cert[0] ? w->cfg->client_cert : "-");
+    return d->pol->level;
+}
+
+static int host_plaintext(const struct worker *w, const struct dest *d)
+{
+    return d->host->plaintext && d->host->plaintext_until_ms > w->now_ms;
+}
+
+int dest_tls_expected(const struct worker *w, const struct dest *d)
+{
+    enum policy_level l = dest_level(d);
+    return l != POLICY_NONE && !(l == POLICY_MAY && host_plaintext(w, d));
+}
+
+/* The lowest tier a level may use: mandatory levels stop at sufficient
+ * (TLS 1.2 with ECDHE) unless the entry's minimum version allows less. */
+static enum tls_tier lowest_tier(const struct dest *d)
+{
+    if (!policy_level_mandatory(dest_level(d)))
+        return TLS_TIER_LEGACY;
+    return d->pol->min_version && d->pol->min_version < TLS1_2_VERSION ? TLS_TIER_LEGACY
+                                                                        : TLS_TIER_SUFFICIENT;
+}
+
+/* The tier a new connection offers: what the host is known to need. */
+enum tls_tier dest_start_tier(const struct worker *w, const struct dest *d)
+{
+    enum tls_tier t = d->host->tier_until_ms > w->now_ms ? d->host->tier : TLS_TIER_PREFERRED;
+    return t > lowest_tier(d) ? lowest_tier(d) : t;
+}
+
+static int is_sni_name(const char *h)
+{
+    return !is_ip_literal(h);
+}
+
+void dest_session_key(const struct worker *w, const struct dest *d, enum tls_tier tier,
+                      char *out, size_t cap)
+{
+    /* Everything that was checked when a session was made (see
+     * tls/session_cache.h): the policy entry stands for level, match
+     * names, pins, minimum version and trust store; secure without match
+     * names checks the domain itself; the client certificate context and
+     * whether it is presented. */
+    const struct policy_entry *e = d->pol;
+    const struct policy_table *t = &w->cfg->policy;
+    long idx = e == &t->fallback ? -1 : (long)(e - t->entries);
+    snprintf(out, cap, "%s:%u|sni=%s|pol=%ld:%s|dom=%s|cc=%d:%d|tier=%s", d->hop.host,
+             (unsigned)d->hop.port, is_sni_name(d->hop.host) ? d->hop.host : "", idx,
+             policy_level_name(e->level),
+             e->level == POLICY_SECURE && e->nmatch == 0 ? d->domain : "", e->ctx_index,
+             e->client_cert, tls_tier_name(tier));
 }
 
 static void collect_sessions(struct worker *w, struct conn *c)
 {
     SSL_SESSION *s;
-    while ((s = tls_conn_take_session(c->tls)) != NULL)
-        tls_session_cache_put(w->sessions, c->cache_key, s, (uint64_t)(w->now_ms / 1000));
+    while ((s = tls_conn_take_session(c->tls)) != NULL) {
+        c->got_session = 1;
+        if (w->cfg->tls_resumption)
+            tls_session_cache_put(w->sessions, c->cache_key, s, (uint64_t)(w->now_ms / 1000));
+        else
+            SSL_SESSION_free(s);
+    }
 }
 
 /* TLS failed during the handshake (or right after it, where TLS 1.3
@@ -134,27 +184,59 @@ static void collect_sessions(struct worker *w, struct conn *c)
  * failure moves this MX host to the legacy tier and any other failure to
  * plaintext, remembered for tier_memory; the next connection tries that.
  * At mandatory levels this is a policy failure. */
+/* Close a connection that failed in a way the next one avoids (a lower
+ * tier, or plaintext at level may): not a destination failure. */
+static void fall_back(struct worker *w, struct conn *c, const char *reason)
+{
+    struct dest *d = c->d;
+    if (w->e->verbose)
+        fprintf(stderr, "tern: %s: %s; falling back\n", d->domain, reason);
+    if (c->job) {
+        dest_requeue_front(d, c->job);
+        c->job = NULL;
+    }
+    w->st.conn_failures++;
+    conn_close(w, c);
+    worker_mark_dirty(w, d);
+}
+
+static void remember_plaintext(struct worker *w, struct mxhost *h)
+{
+    h->plaintext = 1;
+    h->plaintext_until_ms = w->now_ms + w->cfg->tier_memory_ms;
+}
+
+/* TLS failed during the handshake (or right after it, where TLS 1.3
+ * client-certificate failures surface). A protocol or cipher mismatch
+ * moves this MX host one rung down the ladder (preferred, then
+ * sufficient for mandatory levels or legacy at may), remembered for
+ * tier_memory. At level may, any other failure, or one on the last rung,
+ * means plaintext for the host. At mandatory levels it is a policy
+ * failure: the message stays queued, never sent without the TLS asked for. */
 static void tls_failed(struct worker *w, struct conn *c)
 {
     struct dest *d = c->d;
     const char *err = tls_conn_error(c->tls);
-    char reason[256];
-    snprintf(reason, sizeof(reason), "TLS handshake failed (tier %s): %s", tls_tier_name(c->tier),
+    enum policy_level level = dest_level(d);
+    char reason[320];
+    snprintf(reason, sizeof(reason), "TLS handshake failed (tier %s, policy %s%s): %s",
+             tls_tier_name(c->tier), policy_level_name(level),
+             policy_level_mandatory(level) && lowest_tier(d) == TLS_TIER_SUFFICIENT
+                 ? ", TLS 1.2 or better required" : "",
              err ? err : "unknown");
-    if (w->cfg->tls == SMTP_TLS_MAY) {
-        if (tls_conn_error_is_negotiation(c->tls) && c->tier < TLS_TIER_LEGACY) {
-            d->tier = TLS_TIER_LEGACY;
-            d->tier_until_ms = w->now_ms + w->cfg->tier_memory_ms;
-        } else {
-            d->plaintext = 1;
-            d->plaintext_until_ms = w->now_ms + w->cfg->tier_memory_ms;
+    tls_session_cache_drop(w->sessions, c->cache_key);
+    if (tls_conn_error_is_negotiation(c->tls) && c->tier < lowest_tier(d)) {
+        enum tls_tier next = level == POLICY_MAY ? TLS_TIER_LEGACY : c->tier + 1;
+        if (d->host->tier_until_ms <= w->now_ms || d->host->tier < next) {
+            d->host->tier = next;
+            d->host->tier_until_ms = w->now_ms + w->cfg->tier_memory_ms;
         }
-        if (w->e->verbose)
-            fprintf(stderr, "tern: %s: %s; falling back\n", d->domain, reason);
-        tls_session_cache_drop(w->sessions, c->cache_key);
-        w->st.conn_failures++;
-        conn_close(w, c);
-        worker_mark_dirty(w, d);
+        fall_back(w, c, reason);
+        return;
+    }
+    if (level == POLICY_MAY) {
+        remember_plaintext(w, d->host);
+        fall_back(w, c, reason);
         return;
     }
     conn_fail(w, c, reason, FAIL_POLICY);
@@ -162,19 +244,18 @@ static void tls_failed(struct worker *w, struct conn *c)
 
 static void start_tls(struct worker *w, struct conn *c)
 {
-    const char *sni = is_ip_literal(c->d->hop.host) ? NULL : c->d->hop.host;
-    struct tls_client_params p = {
-        .tier = c->tier,
-        .sni = sni,
-        .verify = TLS_VERIFY_RECORD,
-        .present_client_cert = w->cfg->client_cert[0] != '\0',
-    };
-    session_key(w, c, sni);
-    p.session = tls_session_cache_get(w->sessions, c->cache_key, (uint64_t)(w->now_ms / 1000));
+    struct dest *d = c->d;
+    struct tls_client_params p;
+    policy_client_params(d->pol, d->hop.host, d->domain, c->tier, &p);
+    dest_session_key(w, d, c->tier, c->cache_key, sizeof(c->cache_key));
+    c->took_session = 1;
+    d->npre_tls--;
+    if (w->cfg->tls_resumption)
+        p.session = tls_session_cache_get(w->sessions, c->cache_key, (uint64_t)(w->now_ms / 1000));
     c->resume_offered = p.session != NULL;
     if (c->resume_offered)
         w->st.resume_offered++;
-    c->tls = tls_conn_client_new(w->tls, &p);
+    c->tls = tls_conn_client_new(w->tls[d->pol->ctx_index], &p);
     if (p.session)
         SSL_SESSION_free(p.session);
     if (c->tls == NULL) {
@@ -189,19 +270,44 @@ static void start_tls(struct worker *w, struct conn *c)
     conn_flush(w, c);
 }
 
+/* A full handshake showed the peer's certificate: if it changed, sessions
+ * made with the old one (and the verification they carry) go. */
+static void note_certificate(struct worker *w, struct conn *c)
+{
+    struct dest *d = c->d;
+    uint8_t h[32];
+    if (!tls_conn_peer_leaf_sha256(c->tls, h))
+        return;
+    if (d->have_leaf && memcmp(h, d->leaf_sha256, sizeof(h)) != 0) {
+        for (enum tls_tier t = TLS_TIER_PREFERRED; t < TLS_TIER_PLAINTEXT; t++) {
+            char key[TLS_CACHE_KEY_MAX];
+            dest_session_key(w, d, t, key, sizeof(key));
+            tls_session_cache_drop(w->sessions, key);
+        }
+    }
+    memcpy(d->leaf_sha256, h, sizeof(h));
+    d->have_leaf = 1;
+}
+
 static void handshake_done(struct worker *w, struct conn *c)
 {
+    struct dest *d = c->d;
     c->tls_done = 1;
     tls_conn_info(c->tls, &c->tinfo);
     c->tinfo.tier = c->tier;
+    d->counters_dirty = 1;
     if (c->tinfo.resumed) {
         w->st.hs_resumed++;
+        d->n.hs_resumed++;
     } else {
         w->st.hs_full++;
+        d->n.hs_full++;
         if (c->resume_offered) {
             w->st.resume_refused++;
+            d->n.resume_refused++;
             tls_session_cache_drop(w->sessions, c->cache_key);
         }
+        note_certificate(w, c);
     }
     smtp_client_tls_started(&c->smtp);
 }
@@ -213,6 +319,11 @@ static void on_ready(struct worker *w, struct conn *c)
     if (!c->established) {
         c->established = 1;
         d->nconnecting--;
+        /* No session to cache from this one (no STARTTLS, no tickets):
+         * opening connections need not wait for sessions. */
+        d->no_sessions = !c->got_session;
+        if (d->nready > 1)
+            worker_mark_dirty(w, d);
     }
     conn_hand_job(w, c);
 }
@@ -236,6 +347,8 @@ static void conn_pump(struct worker *w, struct conn *c)
             struct job *j = c->job;
             c->job = NULL;
             c->msgs++;
+            c->d->n.msgs++;
+            c->d->counters_dirty = 1;
             c->d->consecutive_failures = 0;
             w->st.txns++;
             if (j)
@@ -255,13 +368,20 @@ static void conn_pump(struct worker *w, struct conn *c)
             else
                 snprintf(reason, sizeof(reason), "%s", ev.reason ? ev.reason : "SMTP error");
             /* A mandatory-TLS check that failed is a policy failure:
-             * deferred now, never retried in plaintext. */
-            int policy = w->cfg->tls == SMTP_TLS_REQUIRED && ev.reason &&
-                         (strstr(ev.reason, "STARTTLS") != NULL);
+             * deferred now, never retried in plaintext. At may, the
+             * STARTTLS exchange going wrong (bytes injected after the
+             * 220) means plaintext for this host, like a failed handshake. */
+            int starttls = ev.reason && strstr(ev.reason, "STARTTLS") != NULL;
+            int policy = policy_level_mandatory(dest_level(c->d)) && starttls;
             /* The client may have queued a polite QUIT: send it on the way out. */
             conn_flush(w, c);
             if (c->state == CONN_CLOSING)
                 return;
+            if (starttls && dest_level(c->d) == POLICY_MAY && !c->established) {
+                remember_plaintext(w, c->d->host);
+                fall_back(w, c, reason);
+                return;
+            }
             conn_fail(w, c, reason, policy ? FAIL_POLICY : FAIL_TRANSIENT);
             return;
         }
@@ -335,9 +455,15 @@ struct conn *conn_open(struct worker *w, struct dest *d)
     buf_init(&c->out.active, 0);
     buf_init(&c->out.pending, 0);
     buf_init(&c->plain, SMTP_CLIENT_INPUT_MAX);
-    c->tier = d->tier_until_ms > w->now_ms ? d->tier : TLS_TIER_PREFERRED;
-    struct smtp_client_config sc = {.helo_name = w->cfg->hostname, .tls = w->cfg->tls};
-    if (sc.tls == SMTP_TLS_MAY && d->plaintext && d->plaintext_until_ms > w->now_ms) {
+    c->tier = dest_start_tier(w, d);
+    d->npre_tls++;
+    enum policy_level level = dest_level(d);
+    struct smtp_client_config sc = {
+        .helo_name = w->cfg->hostname,
+        .tls = level == POLICY_NONE ? SMTP_TLS_NONE
+             : level == POLICY_MAY  ? SMTP_TLS_MAY : SMTP_TLS_REQUIRED,
+    };
+    if (level == POLICY_MAY && host_plaintext(w, d)) {
         sc.tls = SMTP_TLS_NONE;
         c->tls_mode_none = 1;
     }
@@ -353,7 +479,10 @@ struct conn *conn_open(struct worker *w, struct dest *d)
     w->conns = c;
     w->nconns++;
     d->nconns++;
+    d->host->nconns++;
     d->nconnecting++;
+    d->n.conns++;
+    d->counters_dirty = 1;
     w->st.conns_opened++;
     conn_touch(w, c);
     return c;
@@ -393,6 +522,9 @@ static void conn_close(struct worker *w, struct conn *c)
     if (!c->established)
         d->nconnecting--;
     d->nconns--;
+    d->host->nconns--;
+    if (!c->took_session)
+        d->npre_tls--;
     w->nconns--;
     c->state = CONN_CLOSING;
     /* A send in flight (a last QUIT) may finish; reading stops now. */
@@ -463,7 +595,7 @@ void conn_abort(struct worker *w, struct conn *c, const char *reason)
 void conn_hand_job(struct worker *w, struct conn *c)
 {
     struct dest *d = c->d;
-    if (w->stopping || c->msgs >= (uint64_t)w->cfg->max_messages_per_connection) {
+    if (w->stopping || c->msgs >= (uint64_t)d->lim.max_messages_per_connection) {
         conn_quit_or_close(w, c);
         return;
     }

@@ -30,7 +30,11 @@
 #define EMPTY_POLL_MS        100     /* re-poll an empty partition */
 #define CONN_FAILURES_MAX    3       /* then the destination's mail is deferred */
 #define SESSION_CACHE_KEYS   4096
+#define SESSION_CACHE_SESSIONS 16384  /* about 2-3 KB each */
 #define EV_FIELDS_MAX        32      /* strings (pairs * 2) per event */
+#define HOST_BUCKETS         1024    /* MX host table (power of two) */
+#define DEST_REPORT_MAX      20      /* per-destination summary lines per worker */
+#define DEST_STATS_EVERY_MS  10000   /* per-destination counters to the events stream */
 
 enum op_kind {
     OP_CONNECT, OP_RECV, OP_SEND,       /* on a struct conn */
@@ -57,8 +61,35 @@ struct job {
     size_t ntx;            /* recipients in this transaction (<= limit) */
 };
 
+/* An MX host:port, shared by every destination routed to it: the
+ * per-host connection count and what worked with it. */
+struct mxhost {
+    char key[CONFIG_HOST_MAX + 8];   /* "host:port" */
+    int nconns;
+    /* what worked at level may, remembered until *_until_ms */
+    enum tls_tier tier;              /* the tier to start with */
+    int64_t tier_until_ms;
+    int plaintext;                   /* TLS failed altogether */
+    int64_t plaintext_until_ms;
+    struct mxhost *next;
+};
+
+/* Per-destination counters: the summary and the events stream. */
+struct dest_counters {
+    uint64_t conns, hs_full, hs_resumed, resume_refused, msgs;
+};
+
 struct dest {
     char *domain;
+    const struct policy_entry *pol;
+    struct dest_limits lim;
+    struct mxhost *host;
+    int no_sessions;           /* the last connection yielded no TLS session */
+    int npre_tls;              /* connections open, not yet at STARTTLS */
+    uint8_t leaf_sha256[32];   /* the peer's certificate, to notice a change */
+    int have_leaf;
+    struct dest_counters n;
+    int counters_dirty;        /* changed since the last stats event */
     struct nexthop hop;
     int have_hop;
     const char *no_route;      /* why there is no next hop */
@@ -70,11 +101,6 @@ struct dest {
     int64_t next_connect_ms;   /* reconnect backoff */
     int64_t backoff_until_ms;  /* dead destination: defer new mail until */
     char last_error[256];
-    /* what worked with this MX host, remembered until *_until_ms */
-    enum tls_tier tier;
-    int64_t tier_until_ms;
-    int plaintext;             /* TLS failed altogether at level may */
-    int64_t plaintext_until_ms;
     struct dest *hnext;        /* hash chain */
     struct dest *dnext;        /* all destinations list */
     int dirty;                 /* on the worker's dirty list */
@@ -95,6 +121,8 @@ struct conn {
     struct smtp_client smtp;
     struct tls_conn *tls;
     int tls_done;
+    int took_session;          /* STARTTLS reached: a cached session was looked up */
+    int got_session;           /* the peer gave us a session to cache */
     enum tls_tier tier;        /* tier offered on this connection */
     int tls_mode_none;         /* this connection does not try TLS */
     struct tls_info tinfo;
@@ -143,8 +171,10 @@ struct worker {
     struct io_uring ring;
     int ring_ok;
     struct resolver resolver;
-    struct tls_client_ctx *tls;
+    struct tls_client_ctx *tls[CONFIG_TLS_CTX_MAX];   /* per config tls_ctx spec */
     struct tls_session_cache *sessions;
+    struct mxhost *hosts[HOST_BUCKETS];
+    int64_t next_dest_stats_ms;
 
     /* Redis */
     int rfd;
@@ -189,6 +219,9 @@ struct buf *worker_redis_buf(struct worker *w);
 void worker_rq_push(struct worker *w, enum redis_req kind, int partition);
 struct ack_item *worker_ack_slot(struct worker *w, int partition);
 void worker_mark_dirty(struct worker *w, struct dest *d);
+/* worker_dest_stats_events appends a `dest-stats` event per destination
+ * whose counters changed (all of them when all is set). */
+void worker_dest_stats_events(struct worker *w, int all);
 struct io_uring_sqe *worker_sqe(struct worker *w);
 struct buf *outq_tail(struct outq *q);
 void outq_append(struct outq *q, const void *p, size_t n);
@@ -198,6 +231,16 @@ struct buf *outq_next(struct outq *q);
 
 /* worker_conn.c */
 struct conn *conn_open(struct worker *w, struct dest *d);
+/* dest_level: the policy level this connection runs at (may becomes none
+ * when plaintext is remembered for the host). */
+enum policy_level dest_level(const struct dest *d);
+/* dest_tls_expected: a new connection will try STARTTLS. */
+int dest_tls_expected(const struct worker *w, const struct dest *d);
+/* dest_start_tier: the tier a new connection to d offers. */
+enum tls_tier dest_start_tier(const struct worker *w, const struct dest *d);
+/* dest_session_key: the session cache key for d's connections at tier. */
+void dest_session_key(const struct worker *w, const struct dest *d, enum tls_tier tier,
+                      char *out, size_t cap);
 void conn_on_cqe(struct worker *w, struct op *op, int res);
 void conn_check_deadline(struct worker *w, struct conn *c);
 void conn_hand_job(struct worker *w, struct conn *c);

@@ -85,18 +85,20 @@ static enum tls_tier achieved_tier(const struct tls_info *t)
     return TLS_TIER_LEGACY;
 }
 
-static void add_tls_fields(struct worker *w, struct ack_item *a, const struct conn *c)
+static void add_tls_fields(struct ack_item *a, const struct conn *c)
 {
     char mx[CONFIG_HOST_MAX + 8];
     snprintf(mx, sizeof(mx), "%s:%u", c->d->hop.host, (unsigned)c->d->hop.port);
     add_field(a, "mx", mx);
+    add_field(a, "domain", c->d->domain);
+    add_field(a, "policy", policy_level_name(dest_level(c->d)));
     if (!c->tls_done) {
         add_field(a, "tier", "plaintext");
         add_field(a, "tls", "none");
         add_field(a, "verified", "no");
         add_field(a, "verify", c->tls_mode_none ? "not checked: TLS failed earlier with this host, "
                                                   "plaintext remembered"
-                               : w->cfg->tls == SMTP_TLS_NONE ? "not checked: policy none"
+                               : dest_level(c->d) == POLICY_NONE ? "not checked: policy none"
                                                               : "not checked: STARTTLS not offered");
         return;
     }
@@ -235,7 +237,7 @@ void outcome_txn(struct worker *w, struct conn *c, struct job *j)
             add_field(a, "deferred", (const char *)buf_peek(&later));
         if (buf_used(&failed) > 1)
             add_field(a, "failed", (const char *)buf_peek(&failed));
-        add_tls_fields(w, a, c);
+        add_tls_fields(a, c);
         add_field_u64(a, "attempt", (uint64_t)m->attempts + 1);
         add_field_u64(a, "conn_msgs", c->msgs);
     }
@@ -287,6 +289,10 @@ static void simple_outcome(struct worker *w, struct job *j, enum queue_outcome_k
     if (kind == QUEUE_DEFERRED)
         a->retry_at = retry_at(w, j);
     add_field(a, "reply", reason);
+    if (j->d) {
+        add_field(a, "domain", j->d->domain);
+        add_field(a, "policy", policy_level_name(dest_level(j->d)));
+    }
     if (j->d && j->d->have_hop) {
         char mx[CONFIG_HOST_MAX + 8];
         snprintf(mx, sizeof(mx), "%s:%u", j->d->hop.host, (unsigned)j->d->hop.port);

@@ -48,7 +48,7 @@ static void test_good(void)
     CHECK_INT(c.timeouts.greeting, 300000);   /* RFC 5321 default kept */
     CHECK_INT(c.queue.lease_ms, 120000);
     CHECK_INT(c.queue.max_message_size, 10 * 1024 * 1024);
-    CHECK_INT(c.tls, SMTP_TLS_REQUIRED);
+    CHECK_INT(c.policy.fallback.level, POLICY_ENCRYPT);
     CHECK_INT(c.nroutes, 2);
     const struct tern_route *r = config_route(&c, "EXAMPLE.com");
     CHECK(r != NULL && r->port == 2525);
@@ -77,7 +77,23 @@ static void test_bad(void)
         {"timeout forever = 1s\n",
          ":1: timeout: unknown timeout (connect, greeting, command, tls, data, block, final, idle)"},
         {"timeout data = soon\n", ":1: timeout: bad duration (use e.g. 30s, 5m, 500ms)"},
-        {"tls = sometimes\n", ":1: tls: tls must be none, may or encrypt"},
+        {"tls = sometimes\n",
+         ":1: tls: sometimes: unknown level (none, may, encrypt, fingerprint, verify, secure)"},
+        {"tls = may\npolicy * = encrypt\n",
+         ":2: policy: the default policy is set twice (tls = and policy * =)"},
+        {"policy a.com = verify\npolicy A.COM = may\n", ":2: policy: duplicate policy"},
+        {"policy a.com = dane\n",
+         ":1: policy: dane: dane levels need DNSSEC-validated TLSA lookups, not supported yet"},
+        {"policy a.com = fingerprint\n", ":1: policy: fingerprint needs at least one pin="},
+        {"policy a.com = verify min=1.4\n",
+         ":1: policy: min=1.4: min= must be 1.0, 1.1, 1.2 or 1.3"},
+        {"policy a b = may\n", ":1: too many words before '='"},
+        {"policy a/b = may\n", ":1: policy: bad policy domain (example.com, .example.com or *)"},
+        {"destination a.com = max_connections=0\n", ":1: destination: bad number or duration"},
+        {"destination a.com = speed=9\n",
+         ":1: destination: unknown option (max_connections, max_connections_per_host, "
+         "max_messages_per_connection, idle)"},
+        {"tls_resumption = maybe\n", ":1: tls_resumption: must be yes or no"},
         {"hostname =\n", ":1: hostname: empty value"},
         {"max_message_size = 12q\n", ":1: max_message_size: bad size (use e.g. 10m; at least 1k)"},
         {"a b c = 1\n", ":1: too many words before '='"},
@@ -90,6 +106,44 @@ static void test_bad(void)
         snprintf(want, sizeof(want), "%s%s", p, cases[i].want);
         CHECK_STR(err, want);
     }
+}
+
+static void test_tables(void)
+{
+    static struct tern_config c;
+    char err[512] = "";
+    const char *p = write_file("tables.conf",
+                               "ca_file = /etc/ca.pem\n"
+                               "policy partner.example = secure match=mx.partner.example min=1.3\n"
+                               "policy .partner.example = verify ca_file=/etc/partner-ca.pem\n"
+                               "policy * = may\n"
+                               "max_connections = 7\n"
+                               "timeout idle = 3s\n"
+                               "destination big.example = max_connections=50 idle=10s\n"
+                               "destination .big.example = max_messages_per_connection=9\n"
+                               "tls_resumption = no\n");
+    CHECK_INT(config_load(&c, p, err, sizeof(err)), 1);
+    CHECK_STR(err, "");
+    CHECK_INT(c.tls_resumption, 0);
+    const struct policy_entry *e = policy_lookup(&c.policy, "partner.example");
+    CHECK_INT(e->level, POLICY_SECURE);
+    CHECK_INT(e->min_version, TLS1_3_VERSION);
+    CHECK_INT(e->ctx_index, 0);                     /* the global trust store */
+    e = policy_lookup(&c.policy, "mx.PARTNER.example");
+    CHECK_INT(e->level, POLICY_VERIFY);
+    CHECK_INT(e->ctx_index, 1);                     /* its own ca_file */
+    CHECK_STR(c.tls_ctx[1].ca_file, "/etc/partner-ca.pem");
+    CHECK_INT(c.ntls_ctx, 2);
+    CHECK_INT(policy_lookup(&c.policy, "other.example")->level, POLICY_MAY);
+    struct dest_limits l;
+    config_dest_limits(&c, "big.example", &l);
+    CHECK_INT(l.max_connections, 50);
+    CHECK_INT(l.idle_ms, 10000);
+    CHECK_INT(l.max_messages_per_connection, 10000);
+    config_dest_limits(&c, "a.big.example", &l);
+    CHECK_INT(l.max_connections, 7);
+    CHECK_INT(l.max_messages_per_connection, 9);
+    CHECK_INT(l.idle_ms, 3000);
 }
 
 static void test_missing_file(void)
@@ -119,6 +173,7 @@ int main(void)
         return 1;
     RUN(test_good);
     RUN(test_bad);
+    RUN(test_tables);
     RUN(test_missing_file);
     RUN(test_durations);
     char cmd[300];

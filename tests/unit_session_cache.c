@@ -21,7 +21,7 @@ static SSL_SESSION *mk(uint16_t version, uint64_t t, uint32_t timeout)
 
 static void test_put_get_tls12_reused(void)
 {
-    struct tls_session_cache *c = tls_session_cache_new(8);
+    struct tls_session_cache *c = tls_session_cache_new(8, 0);
     SSL_SESSION *s = mk(TLS1_2_VERSION, NOW, 3600);
     tls_session_cache_put(c, "mx.a:25:verify", s, NOW);
     for (int i = 0; i < 3; i++) {
@@ -41,7 +41,7 @@ static void test_put_get_tls12_reused(void)
 
 static void test_tls13_single_use(void)
 {
-    struct tls_session_cache *c = tls_session_cache_new(8);
+    struct tls_session_cache *c = tls_session_cache_new(8, 0);
     SSL_SESSION *a = mk(TLS1_3_VERSION, NOW, 7200);
     SSL_SESSION *b = mk(TLS1_3_VERSION, NOW + 1, 7200);
     tls_session_cache_put(c, "k", a, NOW);
@@ -64,7 +64,7 @@ static void test_tls13_single_use(void)
 
 static void test_per_key_bound(void)
 {
-    struct tls_session_cache *c = tls_session_cache_new(8);
+    struct tls_session_cache *c = tls_session_cache_new(8, 0);
     SSL_SESSION *s[TLS_CACHE_SESSIONS_PER_KEY + 2];
     for (int i = 0; i < TLS_CACHE_SESSIONS_PER_KEY + 2; i++) {
         s[i] = mk(TLS1_3_VERSION, NOW, 7200);
@@ -84,7 +84,7 @@ static void test_per_key_bound(void)
 
 static void test_lru_eviction(void)
 {
-    struct tls_session_cache *c = tls_session_cache_new(3);
+    struct tls_session_cache *c = tls_session_cache_new(3, 0);
     char key[32];
     for (int i = 0; i < 3; i++) {
         snprintf(key, sizeof(key), "k%d", i);
@@ -115,7 +115,7 @@ static void test_lru_eviction(void)
 
 static void test_drop(void)
 {
-    struct tls_session_cache *c = tls_session_cache_new(8);
+    struct tls_session_cache *c = tls_session_cache_new(8, 0);
     tls_session_cache_put(c, "a", mk(TLS1_2_VERSION, NOW, 3600), NOW);
     tls_session_cache_put(c, "a", mk(TLS1_3_VERSION, NOW, 3600), NOW);
     tls_session_cache_put(c, "b", mk(TLS1_2_VERSION, NOW, 3600), NOW);
@@ -134,7 +134,7 @@ static void test_drop(void)
 
 static void test_expiry(void)
 {
-    struct tls_session_cache *c = tls_session_cache_new(8);
+    struct tls_session_cache *c = tls_session_cache_new(8, 0);
     SSL_SESSION *old = mk(TLS1_2_VERSION, NOW, 100);
     SSL_SESSION *fresh = mk(TLS1_2_VERSION, NOW + 50, 100);
     tls_session_cache_put(c, "k", old, NOW);
@@ -167,7 +167,7 @@ static void test_expiry(void)
 
 static void test_bad_keys(void)
 {
-    struct tls_session_cache *c = tls_session_cache_new(8);
+    struct tls_session_cache *c = tls_session_cache_new(8, 0);
     char big[TLS_CACHE_KEY_MAX + 2];
     memset(big, 'x', sizeof(big) - 1);
     big[sizeof(big) - 1] = '\0';

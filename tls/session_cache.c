@@ -27,6 +27,7 @@ struct tls_session_cache {
     struct entry **buckets;
     size_t nbuckets;                /* power of two */
     size_t max_keys;
+    size_t max_sessions, nsessions;
     struct entry *head, *tail;      /* LRU: head is most recent */
     struct tls_cache_stats st;
 };
@@ -51,7 +52,7 @@ static size_t key_len(const char *key)
     return n > TLS_CACHE_KEY_MAX ? 0 : n;
 }
 
-struct tls_session_cache *tls_session_cache_new(size_t max_keys)
+struct tls_session_cache *tls_session_cache_new(size_t max_keys, size_t max_sessions)
 {
     if (max_keys == 0)
         max_keys = 1;
@@ -70,6 +71,7 @@ struct tls_session_cache *tls_session_cache_new(size_t max_keys)
     }
     c->nbuckets = nb;
     c->max_keys = max_keys;
+    c->max_sessions = max_sessions ? max_sessions : max_keys * TLS_CACHE_SESSIONS_PER_KEY;
     return c;
 }
 
@@ -116,6 +118,7 @@ static void entry_remove(struct tls_session_cache *c, struct entry *e)
     lru_unlink(c, e);
     for (size_t i = 0; i < e->n; i++)
         SSL_SESSION_free(e->s[i]);
+    c->nsessions -= e->n;
     free(e);
     c->st.keys--;
 }
@@ -136,6 +139,7 @@ static void prune(struct tls_session_cache *c, struct entry *e, uint64_t now_s)
     for (size_t i = 0; i < e->n; i++) {
         if (expired(e->s[i], now_s)) {
             SSL_SESSION_free(e->s[i]);
+            c->nsessions--;
             c->st.expired++;
         } else {
             e->s[k++] = e->s[i];
@@ -178,12 +182,37 @@ void tls_session_cache_put(struct tls_session_cache *c, const char *key,
         prune(c, e, now_s);
     }
     lru_push_front(c, e);
-    if (e->n == TLS_CACHE_SESSIONS_PER_KEY)
+    if (e->n == TLS_CACHE_SESSIONS_PER_KEY) {
         SSL_SESSION_free(e->s[--e->n]);   /* oldest goes */
+        c->nsessions--;
+    }
     memmove(&e->s[1], &e->s[0], e->n * sizeof(e->s[0]));
     e->s[0] = s;
     e->n++;
+    c->nsessions++;
     c->st.puts++;
+    /* Over the total: the least recently used keys give up their oldest
+     * sessions (never the key just stored, unless it is the only one). */
+    while (c->nsessions > c->max_sessions && c->tail) {
+        struct entry *t = c->tail != e ? c->tail : e;
+        SSL_SESSION_free(t->s[--t->n]);
+        c->nsessions--;
+        c->st.evictions++;
+        if (t->n == 0)
+            entry_remove(c, t);
+        if (t == e)
+            break;
+    }
+}
+
+size_t tls_session_cache_count(struct tls_session_cache *c, const char *key, uint64_t now_s)
+{
+    size_t n = key_len(key);
+    struct entry *e = (c && n) ? lookup(c, key, n, fnv1a(key, n)) : NULL;
+    if (e == NULL)
+        return 0;
+    prune(c, e, now_s);
+    return e->n;
 }
 
 SSL_SESSION *tls_session_cache_get(struct tls_session_cache *c, const char *key,
@@ -206,6 +235,7 @@ SSL_SESSION *tls_session_cache_get(struct tls_session_cache *c, const char *key,
         /* TLS 1.3 ticket: offered once, the caller's reference is ours. */
         memmove(&e->s[0], &e->s[1], (e->n - 1) * sizeof(e->s[0]));
         e->n--;
+        c->nsessions--;
     } else {
         SSL_SESSION_up_ref(s);
     }

@@ -6,7 +6,9 @@
  *   checked when the session was made (MX host, port, SNI, policy level,
  *   match names or pins, client certificate), so a session made under a
  *   weaker policy is never offered under a stronger one. Each key keeps up
- *   to TLS_CACHE_SESSIONS_PER_KEY sessions, newest first. A TLS 1.3 session
+ *   to TLS_CACHE_SESSIONS_PER_KEY sessions, newest first: a peer sends
+ *   about two TLS 1.3 tickets per handshake and each is used once, so a
+ *   route with many parallel connections needs a stock of them. A TLS 1.3 session
  *   (SSL_SESSION_should_be_single_use) is removed when handed out, so it is
  *   offered at most once; a TLS 1.2 session stays and is reused. Expired
  *   sessions are dropped on lookup. The number of keys is bounded; the
@@ -39,7 +41,7 @@
 
 #include <openssl/ssl.h>
 
-#define TLS_CACHE_SESSIONS_PER_KEY 4
+#define TLS_CACHE_SESSIONS_PER_KEY 16   /* room for a busy route's parallel connections */
 #define TLS_CACHE_KEY_MAX          512
 
 struct tls_session_cache;
@@ -50,8 +52,11 @@ struct tls_cache_stats {
 };
 
 /* tls_session_cache_new returns an empty cache holding at most max_keys
- * keys (0 is taken as 1; at most 2^20), or NULL when out of memory. */
-struct tls_session_cache *tls_session_cache_new(size_t max_keys);
+ * keys (0 is taken as 1; at most 2^20) and at most max_sessions sessions
+ * in all (0: max_keys * TLS_CACHE_SESSIONS_PER_KEY), or NULL when out of
+ * memory. Over max_sessions, the least recently used keys lose their
+ * oldest sessions first. */
+struct tls_session_cache *tls_session_cache_new(size_t max_keys, size_t max_sessions);
 void tls_session_cache_free(struct tls_session_cache *c);
 
 /* tls_session_cache_put stores s as the newest session under key; the
@@ -64,6 +69,9 @@ void tls_session_cache_put(struct tls_session_cache *c, const char *key,
  * others stay. Marks the key most recently used. */
 SSL_SESSION *tls_session_cache_get(struct tls_session_cache *c, const char *key,
                                    uint64_t now_s);
+/* tls_session_cache_count: unexpired sessions under key (expired ones are
+ * dropped); does not change the LRU order. */
+size_t tls_session_cache_count(struct tls_session_cache *c, const char *key, uint64_t now_s);
 /* drop every session under key (resumption refused, certificate changed). */
 void tls_session_cache_drop(struct tls_session_cache *c, const char *key);
 void tls_session_cache_stats(const struct tls_session_cache *c,
