@@ -21,9 +21,11 @@
 
 #include "engine/config.h"
 #include "engine/worker.h"
+#include "tls/cert_check.h"
 #include "queue/queue.h"
 
 #define INJECT_MAX_RCPTS QUEUE_RCPTS_MAX
+#define DEST_REPORT_LINES 20   /* per worker, busiest destinations first */
 
 static void usage(FILE *f)
 {
@@ -246,6 +248,8 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
     double wall = now_s() - t0;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
+    for (int i = 0; i < e.nworkers; i++)
+        worker_dest_report(ws[i], stdout, DEST_REPORT_LINES);
     print_summary(ws, e.nworkers, wall, &ru);
     for (int i = 0; i < e.nworkers; i++)
         worker_free(ws[i]);
@@ -253,6 +257,39 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
     free(ta);
     free(th);
     return rc;
+}
+
+/* ---- certificates we present ------------------------------------------------ */
+
+/* check_certificates checks every client certificate a policy entry (or
+ * the global setting) would present, once per distinct file, and prints
+ * the findings (notes only when asked). Returns the number of errors. */
+static int check_certificates(const struct tern_config *cfg, FILE *out, int notes)
+{
+    int errors = 0;
+    for (int i = 0; i < cfg->ntls_ctx; i++) {
+        const struct tls_ctx_spec *sp = &cfg->tls_ctx[i];
+        if (sp->cert_file[0] == '\0')
+            continue;
+        int seen = 0;
+        for (int j = 0; j < i; j++)
+            seen |= strcmp(cfg->tls_ctx[j].cert_file, sp->cert_file) == 0 &&
+                    strcmp(cfg->tls_ctx[j].ca_file, sp->ca_file) == 0;
+        if (seen)
+            continue;
+        struct cert_report r;
+        cert_check_files(CERT_ROLE_CLIENT, sp->cert_file, sp->key_file,
+                         sp->ca_file[0] ? sp->ca_file : NULL, cfg->hostname, (int64_t)time(NULL), &r);
+        errors += r.errors;
+        for (size_t k = 0; k < r.n; k++)
+            if (notes || r.f[k].sev != CERT_NOTE)
+                fprintf(out, "client certificate %s: %s: %s\n", sp->cert_file,
+                        cert_severity_name(r.f[k].sev), r.f[k].text);
+        if (r.dropped)
+            fprintf(out, "client certificate %s: %zu more findings not shown\n", sp->cert_file,
+                    r.dropped);
+    }
+    return errors;
 }
 
 /* ---- inject --------------------------------------------------------------- */
@@ -475,14 +512,23 @@ int main(int argc, char **argv)
     }
     if (!load_config(cfgpath, &cfg))
         return 2;
-    if (strcmp(cmd, "run") == 0)
+    if (strcmp(cmd, "run") == 0) {
+        /* Warnings go to stderr; a certificate that cannot work stops us. */
+        if (check_certificates(&cfg, stderr, 0) > 0) {
+            fprintf(stderr, "tern: refusing to start: fix the certificate errors above "
+                            "(tern check-config -c %s shows details)\n", cfgpath);
+            return 2;
+        }
         return cmd_run(&cfg, drain, verbose);
+    }
     if (strcmp(cmd, "queue") == 0)
         return cmd_queue(&cfg, sub);
     if (strcmp(cmd, "check-config") == 0) {
-        printf("%s: ok (%d threads, %d partitions, %d routes)\n", cfgpath, cfg.threads,
-               cfg.queue.partitions, cfg.nroutes);
-        return 0;
+        int errors = check_certificates(&cfg, stdout, 1);
+        printf("%s: %s (%d threads, %d partitions, %d routes, %zu policy entries)\n", cfgpath,
+               errors ? "certificate errors" : "ok", cfg.threads, cfg.queue.partitions,
+               cfg.nroutes, cfg.policy.n);
+        return errors ? 1 : 0;
     }
     usage(stderr);
     return 2;

@@ -327,6 +327,81 @@ static void dest_schedule(struct worker *w, struct dest *d)
     }
 }
 
+/* ---- per-destination counters -------------------------------------------- */
+
+static void dest_counter_fields(const struct dest *d, char vals[][24], const char **f)
+{
+    const struct { const char *name; uint64_t v; } c[] = {
+        {"conns", d->n.conns}, {"hs_full", d->n.hs_full}, {"hs_resumed", d->n.hs_resumed},
+        {"resume_refused", d->n.resume_refused}, {"msgs", d->n.msgs},
+    };
+    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+        snprintf(vals[i], 24, "%llu", (unsigned long long)c[i].v);
+        f[2 * i] = c[i].name;
+        f[2 * i + 1] = vals[i];
+    }
+}
+
+void worker_dest_stats_events(struct worker *w, int all)
+{
+    if (w->redis_dead)
+        return;
+    for (struct dest *d = w->dests; d; d = d->dnext) {
+        if (!d->counters_dirty && !(all && d->n.conns))
+            continue;
+        char vals[5][24];
+        const char *f[12];
+        dest_counter_fields(d, vals, f);
+        f[10] = "domain";
+        f[11] = d->domain;
+        int p = queue_partition_of(&w->cfg->queue, d->domain, strlen(d->domain));
+        if (!queue_cmd_event(worker_redis_buf(w), &w->cfg->queue, p, "dest-stats", f, 12))
+            continue;
+        worker_rq_push(w, RQ_EVENT, p);
+        d->counters_dirty = 0;
+    }
+}
+
+static int dest_stats_dirty(const struct worker *w)
+{
+    for (const struct dest *d = w->dests; d; d = d->dnext)
+        if (d->counters_dirty)
+            return 1;
+    return 0;
+}
+
+static int cmp_dest_msgs(const void *a, const void *b)
+{
+    const struct dest *x = *(const struct dest *const *)a, *y = *(const struct dest *const *)b;
+    return x->n.msgs < y->n.msgs ? 1 : x->n.msgs > y->n.msgs ? -1 : strcmp(x->domain, y->domain);
+}
+
+void worker_dest_report(const struct worker *w, FILE *out, size_t max)
+{
+    size_t n = 0;
+    for (struct dest *d = w->dests; d; d = d->dnext)
+        n += d->n.conns > 0;
+    struct dest **v = n ? malloc(n * sizeof(*v)) : NULL;
+    if (v == NULL)
+        return;
+    size_t k = 0;
+    for (struct dest *d = w->dests; d; d = d->dnext)
+        if (d->n.conns)
+            v[k++] = d;
+    qsort(v, k, sizeof(*v), cmp_dest_msgs);
+    for (size_t i = 0; i < k && i < max; i++) {
+        const struct dest *d = v[i];
+        fprintf(out, "dest %s conns=%llu hs_full=%llu hs_resumed=%llu resume_refused=%llu "
+                     "msgs=%llu msgs_per_conn=%.1f\n", d->domain, (unsigned long long)d->n.conns,
+                (unsigned long long)d->n.hs_full, (unsigned long long)d->n.hs_resumed,
+                (unsigned long long)d->n.resume_refused, (unsigned long long)d->n.msgs,
+                (double)d->n.msgs / (double)d->n.conns);
+    }
+    if (k > max)
+        fprintf(out, "dest (%zu more destinations of worker %d not listed)\n", k - max, w->id);
+    free(v);
+}
+
 /* ---- partitions: take and ack ------------------------------------------ */
 
 static void take_batches(struct worker *w)
@@ -492,6 +567,10 @@ static void on_redis_reply(struct worker *w, redisReply *r)
     case RQ_SCRIPT:
         if (r->type == REDIS_REPLY_ERROR)
             fprintf(stderr, "tern: worker %d: SCRIPT LOAD failed: %s\n", w->id, r->str);
+        break;
+    case RQ_EVENT:
+        if (r->type == REDIS_REPLY_ERROR)
+            fprintf(stderr, "tern: worker %d: events XADD failed: %s\n", w->id, r->str);
         break;
     }
 }
@@ -704,6 +783,11 @@ static void on_tick(struct worker *w)
     for (struct dest *d = w->dests; d; d = d->dnext)
         if (d->nready && d->next_connect_ms <= w->now_ms)
             worker_mark_dirty(w, d);
+    if (w->now_ms >= w->next_dest_stats_ms) {
+        if (w->next_dest_stats_ms)
+            worker_dest_stats_events(w, 0);
+        w->next_dest_stats_ms = w->now_ms + DEST_STATS_EVERY_MS;
+    }
 }
 
 static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
@@ -782,8 +866,14 @@ int worker_run(struct worker *w)
             int pending_acks = 0;
             for (int i = 0; i < w->nparts; i++)
                 pending_acks |= w->parts[i].nacks != 0;
-            if (!pending_acks || w->redis_dead)
+            if (pending_acks && !w->redis_dead)
+                ;   /* wait for the acks */
+            else if (!w->redis_dead && dest_stats_dirty(w)) {
+                worker_dest_stats_events(w, 0);   /* the last counters, then stop */
+                redis_kick(w);
+            } else {
                 break;
+            }
         }
         struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = TICK_MS * 1000000LL};
         struct io_uring_cqe *cqe;

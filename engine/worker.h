@@ -34,6 +34,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "engine/config.h"
 #include "queue/queue.h"
@@ -80,6 +81,11 @@ int worker_run(struct worker *w);
 /* worker_stop may be called from any thread. */
 void worker_stop(struct worker *w);
 const struct worker_stats *worker_stats(const struct worker *w);
+/* worker_dest_report prints, after worker_run, one line per destination
+ * the worker connected to, busiest first, at most max:
+ *   dest DOMAIN conns=N hs_full=N hs_resumed=N resume_refused=N msgs=N msgs_per_conn=X
+ * (the same counters go to the events stream as status dest-stats). */
+void worker_dest_report(const struct worker *w, FILE *out, size_t max);
 void worker_free(struct worker *w);
 
 #endif

@@ -551,6 +551,7 @@ static void conn_fail(struct worker *w, struct conn *c, const char *reason, enum
         conn_close(w, c);
         return;
     }
+    int lost_busy = c->established && c->job != NULL && kind == FAIL_TRANSIENT;
     if (c->job) {
         struct job *j = c->job;
         c->job = NULL;
@@ -562,9 +563,18 @@ static void conn_fail(struct worker *w, struct conn *c, const char *reason, enum
             fprintf(stderr, "tern: %s: message %s: connection lost after the final dot (%s); "
                             "retrying, possible duplicate\n", d->domain, j->m->id, reason);
         }
-        dest_requeue_front(d, j);
+        /* A peer dropping a working connection costs a reconnect, not a
+         * delivery attempt, unless this message keeps meeting it. */
+        if (++j->lost_conns >= JOB_LOST_CONNS_MAX && lost_busy)
+            outcome_defer(w, j, reason);
+        else
+            dest_requeue_front(d, j);
     }
     w->st.conn_failures++;
+    if (lost_busy) {
+        conn_close(w, c);
+        return;
+    }
     d->consecutive_failures++;
     snprintf(d->last_error, sizeof(d->last_error), "%s", reason);
     if (w->e->verbose)

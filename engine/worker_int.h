@@ -29,6 +29,7 @@
 #define TICK_MS              50
 #define EMPTY_POLL_MS        100     /* re-poll an empty partition */
 #define CONN_FAILURES_MAX    3       /* then the destination's mail is deferred */
+#define JOB_LOST_CONNS_MAX   3       /* a message that keeps losing its connection is deferred */
 #define SESSION_CACHE_KEYS   4096
 #define SESSION_CACHE_SESSIONS 16384  /* about 2-3 KB each */
 #define EV_FIELDS_MAX        32      /* strings (pairs * 2) per event */
@@ -59,6 +60,7 @@ struct job {
     struct job *next;
     struct smtp_msg sm;
     size_t ntx;            /* recipients in this transaction (<= limit) */
+    int lost_conns;        /* connections lost with this message in flight */
 };
 
 /* An MX host:port, shared by every destination routed to it: the
@@ -157,7 +159,7 @@ struct partition {
     size_t nacks, acks_cap;
 };
 
-enum redis_req { RQ_TAKE, RQ_ACK, RQ_ENQUEUE, RQ_SCRIPT };
+enum redis_req { RQ_TAKE, RQ_ACK, RQ_ENQUEUE, RQ_SCRIPT, RQ_EVENT };
 
 struct redis_pending {
     enum redis_req kind;

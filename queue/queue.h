@@ -194,6 +194,13 @@ int queue_cmd_enqueue(struct buf *out, const struct queue_config *qc,
                       const char *domain, const uint8_t *data, size_t len,
                       int64_t now_ms);
 
+/* queue_cmd_event: an XADD of one entry (status, then nfields strings as
+ * name/value pairs, nfields even and <= QUEUE_FIELDS_MAX) to partition's
+ * events stream, capped like the outcome events. For entries that are
+ * not a message outcome, e.g. status "dest-stats". Reply: the entry id. */
+int queue_cmd_event(struct buf *out, const struct queue_config *qc, int partition,
+                    const char *status, const char *const *fields, size_t nfields);
+
 /* queue_parse_take turns the reply of a take into messages. On success
  * *msgs is a malloc'd array of *n pointers (free each with queue_msg_free
  * and the array with free). Returns 0 on a malformed or error reply, with

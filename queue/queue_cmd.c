@@ -160,6 +160,25 @@ int queue_cmd_ack(struct buf *out, const struct queue_config *qc,
     return !out->err;
 }
 
+int queue_cmd_event(struct buf *out, const struct queue_config *qc, int partition,
+                    const char *status, const char *const *fields, size_t nfields)
+{
+    if (!partition_ok(qc, partition) || nfields % 2 || nfields > QUEUE_FIELDS_MAX)
+        return 0;
+    resp_begin(out, 8 + nfields);
+    resp_str(out, "XADD");
+    resp_key(out, qc, partition, "events");
+    resp_str(out, "MAXLEN");
+    resp_str(out, "~");
+    resp_str(out, QUEUE_EVENTS_MAXLEN_STR);
+    resp_str(out, "*");
+    resp_str(out, "status");
+    resp_str(out, status);
+    for (size_t i = 0; i < nfields; i++)
+        resp_str(out, fields[i]);
+    return !out->err;
+}
+
 static int ascii_casecmp_n(const char *a, const char *b, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
