@@ -5,7 +5,8 @@
  *   tern inject -c FILE --from A --to B[,C...] [FILE|-]
  *   tern inject -c FILE --generate N --domains d1,d2,... [--size BYTES] [--from A]
  *   tern queue -c FILE stats
- *   tern check-config -c FILE
+ *   tern check-config -c FILE             configuration and certificate checks
+ *   tern tls-check [options] HOST[:PORT]  what TLS a receiver negotiates, under a policy
  *
  * Exit status: 0 success, 1 runtime failure, 2 bad usage or bad input.
  */
@@ -21,6 +22,7 @@
 
 #include "engine/config.h"
 #include "engine/worker.h"
+#include "engine/tls_check.h"
 #include "tls/cert_check.h"
 #include "queue/queue.h"
 
@@ -34,7 +36,8 @@ static void usage(FILE *f)
             "       tern inject -c FILE --from ADDR --to ADDR[,ADDR...] [FILE|-]\n"
             "       tern inject -c FILE --generate N --domains D1,D2,... [--size BYTES] [--from ADDR]\n"
             "       tern queue -c FILE stats\n"
-            "       tern check-config -c FILE\n");
+            "       tern check-config -c FILE\n"
+            "       tern tls-check [--policy LEVEL] [--match NAME]... [--pin HEX]... HOST[:PORT]\n");
 }
 
 static double now_s(void)
@@ -495,6 +498,8 @@ int main(int argc, char **argv)
         i += 2;
     }
     static struct tern_config cfg;   /* large; immutable once loaded */
+    if (strcmp(cmd, "tls-check") == 0)   /* needs no configuration */
+        return tls_check_main(argc - 1, argv + 1, stdout);
     if (strcmp(cmd, "inject") == 0) {
         if (!load_config(cfgpath, &cfg))
             return 2;
