@@ -24,6 +24,25 @@
 #   rsa2048.pem/.key            RSA-2048 leaf + intermediate
 #   client.pem/.key             client certificate (EKU clientAuth, CN
 #                               client.test) signed directly by the root
+#
+# Certificates that are wrong on purpose (tls/cert_check.c tests):
+#   sha1.pem/.key               leaf signed with SHA-1 by the intermediate,
+#                               + intermediate
+#   sha1inter.pem/.key          leaf (SHA-256) + an intermediate that the
+#                               root signed with SHA-1
+#   sha1root.pem/.key           leaf + its self-signed root, the root signed
+#                               with SHA-1 (only the root; that is harmless)
+#   sha1root-ca.pem             that root alone (a trust store for it)
+#   md5.pem/.key                RSA-2048 leaf signed with MD5 by an RSA root
+#                               that is not exported (leaf only)
+#   ec521.pem/.key              EC P-521 leaf + intermediate
+#   dsa.pem/.key                DSA-2048 leaf + intermediate
+#   soon.pem/.key               leaf that expires 10 days after generation,
+#                               + intermediate
+#   client-serverauth.pem/.key  client certificate like client.pem but with
+#                               EKU serverAuth only
+#   nosan.pem/.key              leaf with CN=mx.test and no subjectAltName,
+#                               + intermediate
 set -eu
 
 if [ $# -lt 1 ]; then
@@ -81,6 +100,12 @@ extendedKeyUsage = $ENV::EKU
 subjectAltName = $ENV::SAN
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
+[ leaf_nosan_ext ]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature,keyEncipherment
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
 [ inter_ext ]
 basicConstraints = critical,CA:TRUE,pathlen:0
 keyUsage = critical,keyCertSign,cRLSign
@@ -99,6 +124,10 @@ newdb() {
 
 eckey() { run openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1"; }
 rsakey() { run openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:"$2" -out "$1"; }
+dsakey() {
+    run openssl genpkey -genparam -algorithm DSA -pkeyopt dsa_paramgen_bits:2048 -out "$W/dsa.param"
+    run openssl genpkey -paramfile "$W/dsa.param" -out "$1"
+}
 
 # root CN KEY OUT
 selfsign_ca() {
@@ -137,6 +166,8 @@ leaf_from_inter() {
     shift 3
     case $ktype in
     ec) eckey "$OUT/$name.key" ;;
+    ec521) run openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-521 -out "$OUT/$name.key" ;;
+    dsa) dsakey "$OUT/$name.key" ;;
     rsa*) rsakey "$OUT/$name.key" "${ktype#rsa}" ;;
     esac
     sign inter "$OUT/inter.pem" "$OUT/inter.key" "$OUT/$name.key" "$cn" \
@@ -173,6 +204,57 @@ sign untrusted "$OUT/untrusted-ca.pem" "$W/untrusted-ca.key" "$OUT/untrusted.key
 eckey "$OUT/client.key"
 SAN="DNS:client.test" EKU="clientAuth" sign root "$OUT/ca.pem" "$OUT/ca.key" \
     "$OUT/client.key" client.test "$OUT/client.pem" leaf_ext -days 3650
+
+# ---- certificates that are wrong on purpose --------------------------
+newdb inter1
+newdb sha1root
+newdb rsaroot
+
+leaf_from_inter sha1 ec mx.test -days 3650 -md sha1
+leaf_from_inter ec521 ec521 mx.test -days 3650
+leaf_from_inter dsa dsa mx.test -days 3650
+leaf_from_inter soon ec mx.test -days 10
+eckey "$OUT/nosan.key"
+sign inter "$OUT/inter.pem" "$OUT/inter.key" "$OUT/nosan.key" mx.test "$W/nosan-leaf.pem" \
+    leaf_nosan_ext -days 3650
+cat "$W/nosan-leaf.pem" "$OUT/inter.pem" >"$OUT/nosan.pem"
+
+# An intermediate the root signed with SHA-1, and a SHA-256 leaf under it.
+eckey "$W/inter1.key"
+sign root "$OUT/ca.pem" "$OUT/ca.key" "$W/inter1.key" "tern test sha1 intermediate" \
+    "$W/inter1.pem" inter_ext -days 3650 -md sha1
+eckey "$OUT/sha1inter.key"
+sign inter1 "$W/inter1.pem" "$W/inter1.key" "$OUT/sha1inter.key" mx.test \
+    "$W/sha1inter-leaf.pem" leaf_ext -days 3650
+cat "$W/sha1inter-leaf.pem" "$W/inter1.pem" >"$OUT/sha1inter.pem"
+
+# A self-signed root made with SHA-1 (nobody checks a root's own signature).
+eckey "$W/sha1root-ca.key"
+run openssl req -config "$W/ca.cnf" -x509 -new -key "$W/sha1root-ca.key" -subj "/CN=tern sha1 root" \
+    -days 3650 -sha1 \
+    -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -addext "subjectKeyIdentifier=hash" -out "$OUT/sha1root-ca.pem"
+eckey "$OUT/sha1root.key"
+sign sha1root "$OUT/sha1root-ca.pem" "$W/sha1root-ca.key" "$OUT/sha1root.key" \
+    mx.test "$W/sha1root-leaf.pem" leaf_ext -days 3650
+cat "$W/sha1root-leaf.pem" "$OUT/sha1root-ca.pem" >"$OUT/sha1root.pem"
+
+# MD5 needs an RSA signer (there is no ECDSA with MD5).
+rsakey "$W/rsaroot.key" 2048
+run openssl req -config "$W/ca.cnf" -x509 -new -key "$W/rsaroot.key" -subj "/CN=tern test rsa root" \
+    -days 3650 -sha256 \
+    -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -addext "subjectKeyIdentifier=hash" -out "$W/rsaroot.pem"
+rsakey "$OUT/md5.key" 2048
+sign rsaroot "$W/rsaroot.pem" "$W/rsaroot.key" "$OUT/md5.key" mx.test \
+    "$OUT/md5.pem" leaf_ext -days 3650 -md md5
+
+# A client certificate whose EKU names only serverAuth.
+eckey "$OUT/client-serverauth.key"
+SAN="DNS:client.test" EKU="serverAuth" sign root "$OUT/ca.pem" "$OUT/ca.key" \
+    "$OUT/client-serverauth.key" client.test "$OUT/client-serverauth.pem" leaf_ext -days 3650
 
 mv -f "$OUT"/* "$FINAL"/
 rm -rf "$W"
