@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/bio.h>
 #include <openssl/pem.h>
 #include <openssl/sha.h>
 #include <openssl/x509.h>
@@ -17,6 +18,7 @@
 
 #define PATH_MAX_LEN 512
 #define MAX_ROUNDS   16
+#define TLS_TEST_ERR_MAX 200
 
 static char g_dir[128];
 static struct tls_client_ctx *g_client;        /* trusts ca.pem, has client cert */
@@ -31,16 +33,26 @@ static const char *cert_path(const char *name)
     return p;
 }
 
-static struct tls_server_ctx *server_ctx(const char *leaf, uint16_t minv,
-                                         uint16_t maxv, const char *ciphers,
-                                         int tickets, int require_cert)
+/* A server context for leaf NAME (NAME.pem, NAME.key) with the rest of
+ * cfg as given. */
+static struct tls_server_ctx *server_ctx_cfg(const char *leaf, struct tls_server_config cfg)
 {
     char pem[64], key[64], err[256] = "";
     snprintf(pem, sizeof(pem), "%s.pem", leaf);
     snprintf(key, sizeof(key), "%s.key", leaf);
+    cfg.cert_file = cert_path(pem);
+    cfg.key_file = cert_path(key);
+    struct tls_server_ctx *s = tls_server_ctx_new(&cfg, err, sizeof(err));
+    if (s == NULL)
+        printf("  server_ctx(%s): %s\n", leaf, err);
+    return s;
+}
+
+static struct tls_server_ctx *server_ctx(const char *leaf, uint16_t minv,
+                                         uint16_t maxv, const char *ciphers,
+                                         int tickets, int require_cert)
+{
     struct tls_server_config cfg = {
-        .cert_file = cert_path(pem),
-        .key_file = cert_path(key),
         .min_version = minv,
         .max_version = maxv,
         .cipher_list = ciphers,
@@ -48,10 +60,7 @@ static struct tls_server_ctx *server_ctx(const char *leaf, uint16_t minv,
         .require_client_cert = require_cert,
         .client_ca_file = require_cert ? cert_path("ca.pem") : NULL,
     };
-    struct tls_server_ctx *s = tls_server_ctx_new(&cfg, err, sizeof(err));
-    if (s == NULL)
-        printf("  server_ctx(%s): %s\n", leaf, err);
-    return s;
+    return server_ctx_cfg(leaf, cfg);
 }
 
 /* Move one side's output into the other side's input. */
@@ -290,6 +299,9 @@ static void test_verification_table(void)
         { "server", TLS_VERIFY_PKIX, "a.wild.test", {0}, 1, 1, "ok" },
         { "server", TLS_VERIFY_PKIX, "a.b.wild.test", {0}, 0, 0, "hostname mismatch" },
         { "server", TLS_VERIFY_PKIX, "wild.test", {0}, 0, 0, "hostname mismatch" },
+        /* the root dot is dropped before matching */
+        { "server", TLS_VERIFY_PKIX, "mx.test.", {0}, 1, 1, "ok" },
+        { "server", TLS_VERIFY_PKIX, "a.wild.test.", {0}, 1, 1, "ok" },
         /* match names replace the SNI; any one may match */
         { "server", TLS_VERIFY_PKIX, "sni.example", {"nomatch.test", "mx.test"}, 1, 1, "ok" },
         { "server", TLS_VERIFY_PKIX, "mx.test", {"other.test"}, 0, 0, "hostname mismatch" },
@@ -412,6 +424,81 @@ static void test_fingerprint(void)
                 CHECK_FAILF("case %zu: client %d, want TLS_ERROR", i, h.cr);
             CHECK_STR(tls_conn_error(h.c), "certificate verify failed: fingerprint mismatch");
             CHECK_INT(tls_conn_error_is_negotiation(h.c), 0);
+        }
+        hs_free(&h);
+        tls_server_ctx_free(sc);
+    }
+}
+
+/* A self-signed leaf for a key type the shared test PKI lacks:
+ * NAME.pem/.key, key from `openssl genpkey GENPKEY_ARGS`. (A P-224 leaf
+ * cannot be tested: BoringSSL refuses an ECDSA leaf on a curve the tier
+ * does not offer before our check runs.) */
+static int make_selfsigned(const char *name, const char *genpkey_args)
+{
+    char cmd[4 * PATH_MAX_LEN], key[64], pem[64];
+    snprintf(key, sizeof(key), "%s.key", name);
+    snprintf(pem, sizeof(pem), "%s.pem", name);
+    snprintf(cmd, sizeof(cmd),
+             "openssl genpkey %s -out '%s' 2>/dev/null && "
+             "openssl req -x509 -new -key '%s' -subj /CN=mx.test -days 30 "
+             "-addext subjectAltName=DNS:mx.test -out '%s' 2>/dev/null",
+             genpkey_args, cert_path(key), cert_path(key), cert_path(pem));
+    return system(cmd) == 0;
+}
+
+static void test_weak_keys(void)
+{
+    static const struct {
+        const char *leaf;
+        enum tls_verify_mode mode;
+        int want_ok;
+        int want_verified;
+        const char *want_detail;
+    } cases[] = {
+        { "rsa1024", TLS_VERIFY_RECORD, 1, 0, "weak key: RSA 1024 bits" },
+        { "rsa1024", TLS_VERIFY_PKIX, 0, 0, "weak key: RSA 1024 bits" },
+        /* A matching pin is the operator's decision: the size is not checked. */
+        { "rsa1024", TLS_VERIFY_FINGERPRINT, 1, 1, "ok" },
+        { "rsa2048", TLS_VERIFY_RECORD, 1, 1, "ok" },
+        { "rsa2048", TLS_VERIFY_PKIX, 1, 1, "ok" },
+        /* strong keys, so the chain is what fails */
+        { "p384", TLS_VERIFY_RECORD, 1, 0, "self signed certificate" },
+        { "p521", TLS_VERIFY_RECORD, 1, 0, "self signed certificate" },
+    };
+    if (!make_selfsigned("p384", "-algorithm EC -pkeyopt ec_paramgen_curve:P-384") ||
+        !make_selfsigned("p521", "-algorithm EC -pkeyopt ec_paramgen_curve:P-521")) {
+        CHECK_FAILF("openssl could not make the P-384/P-521 certificates");
+        return;
+    }
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct tls_server_ctx *sc = server_ctx(cases[i].leaf, 0, 0, NULL, 1, 0);
+        struct tls_client_params p = params(TLS_TIER_PREFERRED, cases[i].mode, "mx.test");
+        if (cases[i].mode == TLS_VERIFY_FINGERPRINT) {
+            char pem[64];
+            snprintf(pem, sizeof(pem), "%s.pem", cases[i].leaf);
+            CHECK(pin_of(cert_path(pem), 1, p.pins[0]));
+            p.npins = 1;
+        }
+        struct hs h;
+        hs_run(&h, g_client, sc, &p);
+        if (cases[i].want_ok) {
+            if (h.cr != TLS_OK)
+                CHECK_FAILF("case %zu %s: client %d (%s), want ok", i, cases[i].leaf,
+                            h.cr, tls_conn_error(h.c));
+            if (h.ci.verified != cases[i].want_verified ||
+                strcmp(h.ci.verify_detail, cases[i].want_detail) != 0)
+                CHECK_FAILF("case %zu %s: verified %d \"%s\", want %d \"%s\"", i,
+                            cases[i].leaf, h.ci.verified, h.ci.verify_detail,
+                            cases[i].want_verified, cases[i].want_detail);
+        } else {
+            char want[TLS_TEST_ERR_MAX];
+            snprintf(want, sizeof(want), "certificate verify failed: %s",
+                     cases[i].want_detail);
+            CHECK_INT(h.cr, TLS_ERROR);
+            CHECK_STR(tls_conn_error(h.c), want);
+            CHECK_INT(tls_conn_error_is_negotiation(h.c), 0);
+            CHECK_INT(tls_conn_error_is_client_cert(h.c), 0);
         }
         hs_free(&h);
         tls_server_ctx_free(sc);
@@ -655,49 +742,380 @@ static void test_tickets_off(void)
     tls_server_ctx_free(sc);
 }
 
-/* ---- client certificates ----------------------------------------------- */
+/* ---- server-side ticket tracking ---------------------------------------- */
 
-static void test_client_cert(void)
+static struct tls_ticket_stats ticket_stats(const struct tls_server_ctx *sc)
 {
+    struct tls_ticket_stats st;
+    tls_server_ctx_ticket_stats(sc, &st);
+    return st;
+}
+
+#define CHECK_TICKETS(sc, want_issued, want_opened, want_reused, want_rejected)    \
+    do {                                                                          \
+        struct tls_ticket_stats st_ = ticket_stats(sc);                           \
+        if (st_.issued != (want_issued) || st_.opened != (want_opened) ||         \
+            st_.reused != (want_reused) || st_.rejected != (want_rejected))       \
+            CHECK_FAILF("tickets issued %llu opened %llu reused %llu rejected %llu, " \
+                        "want %d %d %d %d", (unsigned long long)st_.issued,       \
+                        (unsigned long long)st_.opened, (unsigned long long)st_.reused, \
+                        (unsigned long long)st_.rejected, (want_issued), (want_opened), \
+                        (want_reused), (want_rejected));                          \
+    } while (0)
+
+/* One more connection offering session s; the server writes once so
+ * TLS 1.3 tickets flow. Returns whether it resumed. */
+static int resume_with(struct tls_server_ctx *sc, SSL_SESSION *s)
+{
+    struct tls_client_params p = params(TLS_TIER_PREFERRED, TLS_VERIFY_PKIX, "mx.test");
+    p.session = s;
+    struct hs h;
+    SSL_SESSION *fresh = first_session(sc, &p, &h, NULL);
+    SSL_SESSION_free(fresh);
+    int resumed = h.cr == TLS_OK && h.ci.resumed && h.si.resumed;
+    if (h.ci.resumed != h.si.resumed)
+        CHECK_FAILF("client resumed %d, server resumed %d", h.ci.resumed, h.si.resumed);
+    hs_free(&h);
+    return resumed;
+}
+
+static struct tls_server_ctx *tracking_server(uint16_t maxv)
+{
+    struct tls_server_config cfg = { .max_version = maxv, .tickets = 1, .track_tickets = 1 };
+    return server_ctx_cfg("server", cfg);
+}
+
+static void test_ticket_tracking_tls13(void)
+{
+    struct tls_server_ctx *sc = tracking_server(0);
+    CHECK(sc != NULL);
+    CHECK_TICKETS(sc, 0, 0, 0, 0);
+    struct tls_client_params p = params(TLS_TIER_PREFERRED, TLS_VERIFY_PKIX, "mx.test");
+    struct hs h;
+    SSL_SESSION *spare = NULL;
+    SSL_SESSION *s = first_session(sc, &p, &h, &spare);
+    hs_free(&h);
+    CHECK(s != NULL && spare != NULL);
+    CHECK_TICKETS(sc, 2, 0, 0, 0);   /* a BoringSSL server sends two */
+
+    CHECK_INT(resume_with(sc, s), 1);
+    CHECK_TICKETS(sc, 4, 1, 0, 0);
+    /* The same TLS 1.3 ticket offered twice: accepted, but counted. */
+    CHECK_INT(resume_with(sc, s), 1);
+    CHECK_TICKETS(sc, 6, 2, 1, 0);
+
+    /* New key: the spare ticket cannot be opened, the handshake is full. */
+    CHECK_INT(tls_server_ctx_rotate_ticket_keys(sc), 1);
+    CHECK_INT(resume_with(sc, spare), 0);
+    CHECK_TICKETS(sc, 8, 2, 1, 1);
+
+    /* Tickets under the new key resume again. */
+    SSL_SESSION *s2 = first_session(sc, &p, &h, NULL);
+    hs_free(&h);
+    CHECK_INT(resume_with(sc, s2), 1);
+    CHECK_TICKETS(sc, 12, 3, 1, 1);
+
+    SSL_SESSION_free(s);
+    SSL_SESSION_free(spare);
+    SSL_SESSION_free(s2);
+    tls_server_ctx_free(sc);
+}
+
+static void test_ticket_tracking_tls12(void)
+{
+    struct tls_server_ctx *sc = tracking_server(TLS1_2_VERSION);
+    struct tls_client_params p = params(TLS_TIER_PREFERRED, TLS_VERIFY_PKIX, "mx.test");
+    struct hs h;
+    SSL_SESSION *s = first_session(sc, &p, &h, NULL);
+    hs_free(&h);
+    CHECK(s != NULL);
+    CHECK_TICKETS(sc, 1, 0, 0, 0);
+    CHECK_INT(resume_with(sc, s), 1);
+    CHECK_TICKETS(sc, 1, 1, 0, 0);
+    /* TLS 1.2 allows presenting a ticket again; it still counts as reused. */
+    CHECK_INT(resume_with(sc, s), 1);
+    CHECK_TICKETS(sc, 1, 2, 1, 0);
+    CHECK_INT(tls_server_ctx_rotate_ticket_keys(sc), 1);
+    CHECK_INT(resume_with(sc, s), 0);
+    CHECK_TICKETS(sc, 2, 2, 1, 1);
+    SSL_SESSION_free(s);
+    tls_server_ctx_free(sc);
+
+    /* Without tracking there is nothing to count. */
+    sc = server_ctx("server", 0, 0, NULL, 1, 0);
+    s = first_session(sc, &p, &h, NULL);
+    hs_free(&h);
+    CHECK_INT(resume_with(sc, s), 1);
+    CHECK_TICKETS(sc, 0, 0, 0, 0);
+    CHECK_TICKETS(NULL, 0, 0, 0, 0);
+    SSL_SESSION_free(s);
+    tls_server_ctx_free(sc);
+}
+
+/* ---- peer certificates ------------------------------------------------- */
+
+static void check_server_chain(const struct tls_conn *c, const char *what)
+{
+    uint8_t want[32], got[32];
+    CHECK(pin_of(cert_path("server-leaf.pem"), 0, want));
+    if (tls_conn_peer_cert_count(c) != 2) {
+        CHECK_FAILF("%s: %zu peer certificates, want 2", what, tls_conn_peer_cert_count(c));
+        return;
+    }
+    char cn[64] = "";
+    X509_NAME_get_text_by_NID(X509_get_subject_name(tls_conn_peer_cert(c, 0)),
+                              NID_commonName, cn, sizeof(cn));
+    CHECK_STR(cn, "mx.test");
+    X509_NAME_get_text_by_NID(X509_get_subject_name(tls_conn_peer_cert(c, 1)),
+                              NID_commonName, cn, sizeof(cn));
+    CHECK_STR(cn, "tern test intermediate");
+    CHECK(tls_conn_peer_cert(c, 2) == NULL);
+    CHECK_INT(tls_conn_peer_leaf_sha256(c, got), 1);
+    if (memcmp(got, want, sizeof(want)) != 0)
+        CHECK_FAILF("%s: leaf SHA-256 differs from server-leaf.pem", what);
+}
+
+static void test_peer_certs(void)
+{
+    uint8_t h[32];
+    CHECK_INT(tls_conn_peer_cert_count(NULL), 0);
+    CHECK(tls_conn_peer_cert(NULL, 0) == NULL);
+    CHECK_INT(tls_conn_peer_leaf_sha256(NULL, h), 0);
+
     static const struct { const char *name; uint16_t smax; } versions[] = {
         { "tls13", 0 }, { "tls12", TLS1_2_VERSION },
     };
     for (size_t i = 0; i < sizeof(versions) / sizeof(versions[0]); i++) {
-        struct tls_server_ctx *sc = server_ctx("server", 0, versions[i].smax, NULL, 1, 1);
+        struct tls_server_ctx *sc = server_ctx("server", 0, versions[i].smax, NULL, 1, 0);
+        struct tls_client_params p = params(TLS_TIER_PREFERRED, TLS_VERIFY_RECORD, "mx.test");
+        struct tls_conn *fresh = tls_conn_client_new(g_client, &p);
+        CHECK_INT(tls_conn_peer_cert_count(fresh), 0);   /* no handshake yet */
+        CHECK_INT(tls_conn_peer_leaf_sha256(fresh, h), 0);
+        tls_conn_free(fresh);
+
+        struct hs h1, h2;
+        SSL_SESSION *s = first_session(sc, &p, &h1, NULL);
+        check_server_chain(h1.c, versions[i].name);
+        /* The server asked for no client certificate. */
+        CHECK_INT(tls_conn_peer_cert_count(h1.s), 0);
+        CHECK_INT(tls_conn_peer_leaf_sha256(h1.s, h), 0);
+
+        /* A resumed session keeps the chain it was made with. */
+        p.session = s;
+        hs_run(&h2, g_client, sc, &p);
+        CHECK_INT(h2.ci.resumed, 1);
+        check_server_chain(h2.c, versions[i].name);
+        SSL_SESSION_free(s);
+        hs_free(&h1);
+        hs_free(&h2);
+        tls_server_ctx_free(sc);
+    }
+}
+
+/* ---- client certificates ----------------------------------------------- */
+
+/* First read on the client after the handshake: in TLS 1.3 that is
+ * where the server's verdict on our certificate shows. */
+static enum tls_status client_first_read(struct hs *h)
+{
+    if (h->cr != TLS_OK)
+        return h->cr;
+    struct buf got;
+    buf_init(&got, 0);
+    enum tls_status st = tls_conn_read(h->c, &got);
+    buf_free(&got);
+    return st;
+}
+
+static void test_client_cert(void)
+{
+    static const struct {
+        const char *name;
+        uint16_t smax;
+        const char *client_ca;  /* the server trusts client certs from this CA */
+        int present;
+        const char *want_err;   /* NULL: the connection works */
+    } cases[] = {
+        { "tls13 cert", 0, "ca.pem", 1, NULL },
+        { "tls12 cert", TLS1_2_VERSION, "ca.pem", 1, NULL },
+        { "tls13 none", 0, "ca.pem", 0,
+          "peer requires a client certificate (none presented)" },
+        { "tls12 none", TLS1_2_VERSION, "ca.pem", 0,
+          "peer requires a client certificate (none presented)" },
+        { "tls13 rejected", 0, "untrusted-ca.pem", 1,
+          "client certificate rejected by peer: unknown CA" },
+        { "tls12 rejected", TLS1_2_VERSION, "untrusted-ca.pem", 1,
+          "client certificate rejected by peer: unknown CA" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct tls_server_config cfg = {
+            .max_version = cases[i].smax,
+            .tickets = 1,
+            .require_client_cert = 1,
+            .client_ca_file = cert_path(cases[i].client_ca),
+        };
+        struct tls_server_ctx *sc = server_ctx_cfg("server", cfg);
         struct tls_client_params p = params(TLS_TIER_PREFERRED, TLS_VERIFY_PKIX, "mx.test");
-        p.present_client_cert = 1;
+        p.present_client_cert = cases[i].present;
         struct hs h;
         hs_run(&h, g_client, sc, &p);
-        if (h.cr != TLS_OK || h.sr != TLS_OK)
-            CHECK_FAILF("%s with cert: client %d (%s) server %d (%s)", versions[i].name,
-                        h.cr, tls_conn_error(h.c), h.sr, tls_conn_error(h.s));
-        CHECK_INT(h.si.peer_cert_present, 1);
-        CHECK_INT(h.si.verified, 1);
-        CHECK_STR(h.si.verify_detail, "ok");
-        struct buf got;
-        buf_init(&got, 0);
-        CHECK_INT(send_msg(h.s, h.c, "220 ok\r\n", 8, &got), TLS_OK);
-        buf_free(&got);
-        hs_free(&h);
-
-        /* Without the certificate the failure shows: in TLS 1.3 only on
-         * the client's first read. */
-        p.present_client_cert = 0;
-        hs_run(&h, g_client, sc, &p);
-        CHECK_INT(h.sr, TLS_ERROR);
-        enum tls_status st = h.cr;
-        if (st == TLS_OK) {
+        if (cases[i].want_err == NULL) {
+            if (h.cr != TLS_OK || h.sr != TLS_OK)
+                CHECK_FAILF("%s: client %d (%s) server %d (%s)", cases[i].name,
+                            h.cr, tls_conn_error(h.c), h.sr, tls_conn_error(h.s));
+            CHECK_INT(h.si.peer_cert_present, 1);
+            CHECK_INT(h.si.verified, 1);
+            CHECK_STR(h.si.verify_detail, "ok");
+            struct buf got;
             buf_init(&got, 0);
-            st = tls_conn_read(h.c, &got);
+            CHECK_INT(send_msg(h.s, h.c, "220 ok\r\n", 8, &got), TLS_OK);
             buf_free(&got);
+        } else {
+            CHECK_INT(h.sr, TLS_ERROR);
+            /* TLS 1.3: the client's handshake succeeds, its first read fails. */
+            if (cases[i].smax == 0)
+                CHECK_INT(h.cr, TLS_OK);
+            CHECK_INT(client_first_read(&h), TLS_ERROR);
+            if (strcmp(tls_conn_error(h.c), cases[i].want_err) != 0)
+                CHECK_FAILF("%s: error \"%s\", want \"%s\"", cases[i].name,
+                            tls_conn_error(h.c), cases[i].want_err);
+            CHECK_INT(tls_conn_error_is_negotiation(h.c), 0);
+            CHECK_INT(tls_conn_error_is_client_cert(h.c), 1);
         }
-        CHECK_INT(st, TLS_ERROR);
-        if (strstr(tls_conn_error(h.c), "certificate required") == NULL &&
-            strstr(tls_conn_error(h.c), "handshake failure") == NULL)
-            CHECK_FAILF("%s: client error \"%s\"", versions[i].name, tls_conn_error(h.c));
         hs_free(&h);
         tls_server_ctx_free(sc);
     }
+}
+
+/* A bare BoringSSL server for what a tern server conn never does: send
+ * a fatal alert at a moment of the test's choosing. It asks for a client
+ * certificate and accepts any. */
+struct raw_server {
+    SSL_CTX *ctx;
+    SSL *ssl;
+    BIO *in, *out;      /* owned by ssl */
+};
+
+static enum ssl_verify_result_t accept_any(SSL *ssl, uint8_t *alert)
+{
+    (void)ssl;
+    (void)alert;
+    return ssl_verify_ok;
+}
+
+static int raw_server_init(struct raw_server *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->ctx = SSL_CTX_new(TLS_method());
+    if (r->ctx == NULL ||
+        SSL_CTX_use_certificate_chain_file(r->ctx, cert_path("server.pem")) != 1 ||
+        SSL_CTX_use_PrivateKey_file(r->ctx, cert_path("server.key"), SSL_FILETYPE_PEM) != 1)
+        return 0;
+    SSL_CTX_set_custom_verify(r->ctx, SSL_VERIFY_PEER, accept_any);
+    if ((r->ssl = SSL_new(r->ctx)) == NULL)
+        return 0;
+    r->in = BIO_new(BIO_s_mem());
+    r->out = BIO_new(BIO_s_mem());
+    if (r->in == NULL || r->out == NULL) {
+        BIO_free(r->in);
+        BIO_free(r->out);
+        return 0;
+    }
+    BIO_set_mem_eof_return(r->in, -1);
+    SSL_set_bio(r->ssl, r->in, r->out);
+    SSL_set_accept_state(r->ssl);
+    return 1;
+}
+
+static void raw_server_free(struct raw_server *r)
+{
+    SSL_free(r->ssl);   /* and its BIOs, once set */
+    SSL_CTX_free(r->ctx);
+}
+
+/* Both directions once: client output to the raw server and back. */
+static void raw_shuttle(struct tls_conn *c, struct raw_server *r)
+{
+    size_t n;
+    const uint8_t *p = tls_conn_output(c, &n);
+    if (n) {
+        BIO_write(r->in, p, (int)n);
+        tls_conn_output_consume(c, n);
+    }
+    uint8_t tmp[16384];
+    int k;
+    while ((k = BIO_read(r->out, tmp, sizeof(tmp))) > 0)
+        tls_conn_feed(c, tmp, (size_t)k);
+}
+
+/* Handshake (with our certificate), optionally one line of data from the
+ * server, then a bad_certificate alert: is it blamed on the certificate? */
+static int alert_blames_cert(int data_first, char *err, size_t errlen)
+{
+    struct raw_server r;
+    struct tls_client_params p = params(TLS_TIER_PREFERRED, TLS_VERIFY_PKIX, "mx.test");
+    p.present_client_cert = 1;
+    struct tls_conn *c = tls_conn_client_new(g_client, &p);
+    int blamed = -1;
+    if (c == NULL || !raw_server_init(&r)) {
+        CHECK_FAILF("setup failed");
+        tls_conn_free(c);
+        raw_server_free(&r);
+        return -1;
+    }
+    enum tls_status cr = TLS_WANT_IO;
+    for (int i = 0; i < MAX_ROUNDS && cr == TLS_WANT_IO; i++) {
+        cr = tls_conn_handshake(c);
+        raw_shuttle(c, &r);
+        (void)SSL_do_handshake(r.ssl);
+        raw_shuttle(c, &r);
+    }
+    CHECK_INT(cr, TLS_OK);
+    CHECK_INT(SSL_do_handshake(r.ssl), 1);
+    struct buf got;
+    buf_init(&got, 0);
+    if (data_first) {
+        CHECK_INT(SSL_write(r.ssl, "220 ok\r\n", 8), 8);
+        raw_shuttle(c, &r);
+        CHECK_INT(tls_conn_read(c, &got), TLS_OK);
+    }
+    SSL_send_fatal_alert(r.ssl, SSL_AD_BAD_CERTIFICATE);
+    raw_shuttle(c, &r);
+    if (tls_conn_read(c, &got) == TLS_ERROR) {
+        blamed = tls_conn_error_is_client_cert(c);
+        CHECK_INT(tls_conn_error_is_negotiation(c), 0);
+        snprintf(err, errlen, "%s", tls_conn_error(c));
+    } else {
+        CHECK_FAILF("alert did not fail the read");
+    }
+    buf_free(&got);
+    tls_conn_free(c);
+    raw_server_free(&r);
+    return blamed;
+}
+
+/* Only the server's first word after the handshake is its verdict on our
+ * certificate; an alert after it sent data is not. A handshake_failure
+ * without a certificate request stays a negotiation failure. */
+static void test_client_cert_not_blamed(void)
+{
+    char err[TLS_TEST_ERR_MAX] = "";
+    CHECK_INT(alert_blames_cert(0, err, sizeof(err)), 1);
+    CHECK_STR(err, "client certificate rejected by peer: bad certificate");
+    CHECK_INT(alert_blames_cert(1, err, sizeof(err)), 0);
+    CHECK_STR(err, "read: sslv3 alert bad certificate");
+
+    struct tls_server_ctx *sc = server_ctx("server", 0, TLS1_2_VERSION,
+                                           "ECDHE-ECDSA-AES128-SHA", 1, 0);
+    struct tls_client_params p = params(TLS_TIER_PREFERRED, TLS_VERIFY_PKIX, "mx.test");
+    p.present_client_cert = 1;
+    struct hs h;
+    hs_run(&h, g_client, sc, &p);
+    CHECK_INT(h.cr, TLS_ERROR);
+    CHECK_INT(tls_conn_error_is_negotiation(h.c), 1);
+    CHECK_INT(tls_conn_error_is_client_cert(h.c), 0);
+    hs_free(&h);
+    tls_server_ctx_free(sc);
 }
 
 /* ---- API edges --------------------------------------------------------- */
@@ -708,8 +1126,18 @@ static void test_bad_params(void)
     CHECK(tls_conn_client_new(g_client, &p) == NULL);
     p = params(TLS_TIER_PREFERRED, TLS_VERIFY_FINGERPRINT, "mx.test");
     CHECK(tls_conn_client_new(g_client, &p) == NULL);   /* no pins */
-    p = params(TLS_TIER_PREFERRED, TLS_VERIFY_PKIX, "bad name");
-    CHECK(tls_conn_client_new(g_client, &p) == NULL);
+    static const char *const bad_names[] = {
+        "bad name", "*.wild.test", "mx..test", ".mx.test", "mx.test..", ".", "",
+    };
+    for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++) {
+        p = params(TLS_TIER_PREFERRED, TLS_VERIFY_PKIX, bad_names[i]);
+        if (tls_conn_client_new(g_client, &p) != NULL)
+            CHECK_FAILF("sni \"%s\" accepted", bad_names[i]);
+        p = params(TLS_TIER_PREFERRED, TLS_VERIFY_PKIX, "mx.test");
+        p.match_names[p.nmatch++] = bad_names[i];
+        if (tls_conn_client_new(g_client, &p) != NULL)
+            CHECK_FAILF("match name \"%s\" accepted", bad_names[i]);
+    }
     p = params(TLS_TIER_PREFERRED, TLS_VERIFY_PKIX, "mx.test");
     p.nmatch = TLS_MAX_MATCH_NAMES + 1;
     CHECK(tls_conn_client_new(g_client, &p) == NULL);
@@ -762,12 +1190,17 @@ int main(void)
     RUN(test_min_version_override);
     RUN(test_verification_table);
     RUN(test_fingerprint);
+    RUN(test_weak_keys);
     RUN(test_data_and_close);
     RUN(test_garbage_peer);
     RUN(test_resumption);
     RUN(test_resumption_never_upgrades);
     RUN(test_tickets_off);
+    RUN(test_ticket_tracking_tls13);
+    RUN(test_ticket_tracking_tls12);
+    RUN(test_peer_certs);
     RUN(test_client_cert);
+    RUN(test_client_cert_not_blamed);
     RUN(test_bad_params);
 
     tls_client_ctx_free(g_client);

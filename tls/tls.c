@@ -15,15 +15,23 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/aead.h>
 #include <openssl/bio.h>
 #include <openssl/bytestring.h>
+#include <openssl/ec.h>
+#include <openssl/ec_key.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/mem.h>
+#include <openssl/nid.h>
+#include <openssl/obj.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <openssl/x509.h>
@@ -37,6 +45,11 @@
 #define TLS_READ_CHUNK        16384 /* one record's plaintext */
 #define TLS_ERR_MAX           160
 #define TLS_DETAIL_MAX        128   /* == sizeof(struct tls_info.verify_detail) */
+#define TLS_RSA_MIN_BITS      2048  /* smaller RSA keys are weak (RFC 9325 4.5) */
+#define TLS_TICKET_KEY_LEN    32    /* AES-256-GCM */
+#define TLS_TICKET_ID_LEN     12    /* the GCM nonce, random: the ticket's id */
+#define TLS_TICKET_SEEN_MAX   (1u << 16)    /* ticket ids remembered */
+#define TLS_TICKET_NONE       UINT32_MAX    /* end of a bucket chain */
 
 _Static_assert(TLS_DETAIL_MAX == sizeof(((struct tls_info *)0)->verify_detail),
                "verify detail sizes differ");
@@ -59,8 +72,30 @@ struct tls_client_ctx {
     int sess_idx;                       /* SSL_SESSION ex_data index */
 };
 
+/* One remembered ticket id, in a ring; chained into its hash bucket. */
+struct ticket_seen {
+    uint8_t id[TLS_TICKET_ID_LEN];
+    uint32_t next;                      /* next in the bucket, or NONE */
+};
+
+/* Server-side ticket tracking (track_tickets): our own ticket AEAD, so
+ * every ticket a client presents passes through ticket_open. A ticket is
+ * id (the nonce) || AES-256-GCM(session). The ids of opened tickets are
+ * kept in a bounded set; when it is full the oldest is forgotten. The
+ * lock covers key and set (the sink shares one context between
+ * threads); the counters are atomics so they can be read without it. */
+struct ticket_book {
+    pthread_mutex_t lock;
+    EVP_AEAD_CTX aead;
+    struct ticket_seen seen[TLS_TICKET_SEEN_MAX];   /* ring, insertion order */
+    uint32_t bucket[TLS_TICKET_SEEN_MAX];           /* head index, or NONE */
+    uint32_t nseen, oldest;
+    _Atomic uint64_t issued, opened, reused, rejected;
+};
+
 struct tls_server_ctx {
     SSL_CTX *ctx;
+    struct ticket_book *book;           /* NULL unless track_tickets */
 };
 
 struct tls_conn {
@@ -74,6 +109,9 @@ struct tls_conn {
     size_t nnames;
     uint8_t pins[TLS_MAX_PINS][32];
     size_t npins;
+    int has_cert;                       /* a client cert would be presented */
+    int cert_requested;                 /* the server sent CertificateRequest */
+    int data_seen;                      /* application data was read */
     int verify_ran;                     /* our callback ran (full handshake) */
     int verify_failed;                  /* ... and failed the handshake */
     struct verify_record vr;            /* its result */
@@ -84,6 +122,7 @@ struct tls_conn {
     int peer_closed;
     int failed;                         /* a TLS_ERROR was returned */
     int err_negotiation;
+    int err_client_cert;
     char err[TLS_ERR_MAX];
 };
 
@@ -109,19 +148,32 @@ static int is_ip_literal(const char *s)
     return inet_pton(AF_INET, s, tmp) == 1 || inet_pton(AF_INET6, s, tmp) == 1;
 }
 
-/* A reference name must be a plausible host name or IP literal: bounded,
- * no NUL games, no spaces. */
-static int name_ok(const char *s)
+/* host_name_len returns the length of reference name s[0..n) without
+ * its one optional trailing dot (the root label), or 0 when it is no
+ * name to match a certificate against: empty, longer than TLS_NAME_MAX,
+ * an empty label, a space, a control or non-ASCII byte, or a '*' (which
+ * would let a wildcard DNS-ID match a "name" that is itself a pattern). */
+static size_t host_name_len(const char *s, size_t n)
 {
-    if (s == NULL)
-        return 0;
-    size_t n = strnlen(s, TLS_NAME_MAX + 1);
+    if (n > 0 && s[n - 1] == '.')
+        n--;
     if (n == 0 || n > TLS_NAME_MAX)
         return 0;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] <= ' ' || (unsigned char)s[i] >= 0x7f)
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c <= ' ' || c >= 0x7f || c == '*')
             return 0;
-    return 1;
+        if (c == '.' && (i == 0 || i == n - 1 || s[i - 1] == '.'))
+            return 0;
+    }
+    return n;
+}
+
+/* A reference name (SNI, match name) must be a plausible host name or IP
+ * literal; returns its length without the trailing dot, 0 if not. */
+static size_t name_ok(const char *s)
+{
+    return s == NULL ? 0 : host_name_len(s, strnlen(s, TLS_NAME_MAX + 2));
 }
 
 static void session_record_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad,
@@ -161,9 +213,12 @@ static uint8_t x509_alert(int err)
 
 /* pkix_check builds leaf + untrusted chain to the store and checks the
  * reference names (DNS-IDs, wildcard only as the whole left-most label;
- * BoringSSL always matches that way, the flag documents intent). IP
- * literal names are used only when no DNS name is given. Returns 1 if
- * verified; otherwise writes the reason and the alert to send. */
+ * BoringSSL always matches that way, the flag documents intent). The
+ * names were normalised by name_ok (no trailing dot, no '*'), and for
+ * such names BoringSSL's matcher and tls_name_matches follow the same
+ * rule (tests/unit_tls_names.c checks both over one table). IP literal
+ * names are used only when no DNS name is given. Returns 1 if verified;
+ * otherwise writes the reason and the alert to send. */
 static int pkix_check(const struct tls_conn *t, X509 *leaf,
                       STACK_OF(X509) *chain, char *detail, uint8_t *alert)
 {
@@ -218,6 +273,81 @@ static int pkix_check(const struct tls_conn *t, X509 *leaf,
     return verified;
 }
 
+/* ---- DNS-ID matching (tls_name_matches; see tls.h) ---------------------- */
+
+/* Host names compare letters without case (RFC 4343), ASCII only: no
+ * locale, no folding of other bytes. A NUL in the pattern never matches
+ * (names cannot hold one). */
+static int ascii_equal_nocase(const char *pattern, const char *name, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char a = (unsigned char)pattern[i], b = (unsigned char)name[i];
+        if (a == '\0')
+            return 0;
+        if (a >= 'A' && a <= 'Z')
+            a = (unsigned char)(a - 'A' + 'a');
+        if (b >= 'A' && b <= 'Z')
+            b = (unsigned char)(b - 'A' + 'a');
+        if (a != b)
+            return 0;
+    }
+    return 1;
+}
+
+static int is_alnum(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+/* A letter-digit-hyphen label: non-empty, starts with a letter or digit,
+ * does not end with a hyphen (an A-label "xn--..." is one too). */
+static int ldh_label_ok(const char *l, size_t n)
+{
+    if (n == 0 || !is_alnum(l[0]) || l[n - 1] == '-')
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!is_alnum(l[i]) && l[i] != '-')
+            return 0;
+    return 1;
+}
+
+/* Is pattern "*." followed by at least two LDH labels? Anything else
+ * holding a '*' is not a wildcard and is compared literally, so it
+ * matches no host name. */
+static int is_wildcard(const char *pattern, size_t plen)
+{
+    if (plen < 2 || pattern[0] != '*' || pattern[1] != '.')
+        return 0;
+    size_t labels = 0, start = 2;
+    for (size_t i = 2; i <= plen; i++) {
+        if (i < plen && pattern[i] != '.')
+            continue;
+        if (!ldh_label_ok(pattern + start, i - start))
+            return 0;
+        labels++;
+        start = i + 1;
+    }
+    return labels >= 2;
+}
+
+int tls_name_matches(const char *pattern, size_t plen, const char *name, size_t nlen)
+{
+    if (pattern == NULL || name == NULL || (nlen = host_name_len(name, nlen)) == 0)
+        return 0;
+    if (!is_wildcard(pattern, plen))
+        return plen == nlen && ascii_equal_nocase(pattern, name, nlen);
+    /* "*" stands for exactly one whole, non-empty label of letters,
+     * digits and hyphens (an A-label included); the rest is literal. */
+    const char *suffix = pattern + 1;   /* ".example.com" */
+    size_t slen = plen - 1;
+    if (nlen <= slen || !ascii_equal_nocase(suffix, name + (nlen - slen), slen))
+        return 0;
+    for (size_t i = 0; i < nlen - slen; i++)
+        if (!is_alnum(name[i]) && name[i] != '-')
+            return 0;
+    return 1;
+}
+
 /* pin_check: SHA-256 of the leaf DER or of its SubjectPublicKeyInfo DER
  * equals one of the pins. */
 static int pin_check(const struct tls_conn *t, const CRYPTO_BUFFER *leaf_buf,
@@ -239,8 +369,46 @@ static int pin_check(const struct tls_conn *t, const CRYPTO_BUFFER *leaf_buf,
     return match;
 }
 
-/* verify_cb runs once per full client handshake. It always computes the
- * PKIX result (so RECORD can report it) and decides per mode. */
+/* weak_key: is the leaf's public key too weak to authenticate anyone?
+ * If so, writes the specific reason into detail and returns 1. Curves
+ * other than P-256/P-384/P-521 are refused as well: they are either weak
+ * (P-224) or not what a TLS certificate is expected to carry. (BoringSSL
+ * already refuses an ECDSA leaf on a group the tier does not offer; the
+ * check here states the rule instead of relying on the tier lists.) */
+static int weak_key(X509 *leaf, char *detail)
+{
+    EVP_PKEY *k = X509_get_pubkey(leaf);
+    if (k == NULL) {
+        copy_str(detail, TLS_DETAIL_MAX, "weak key: unreadable public key");
+        return 1;
+    }
+    int weak = 1, id = EVP_PKEY_id(k);
+    if (id == EVP_PKEY_RSA) {
+        int bits = EVP_PKEY_bits(k);
+        weak = bits < TLS_RSA_MIN_BITS;
+        snprintf(detail, TLS_DETAIL_MAX, "weak key: RSA %d bits", bits);
+    } else if (id == EVP_PKEY_EC) {
+        const EC_GROUP *g = EC_KEY_get0_group(EVP_PKEY_get0_EC_KEY(k));
+        int nid = g ? EC_GROUP_get_curve_name(g) : NID_undef;
+        weak = nid != NID_X9_62_prime256v1 && nid != NID_secp384r1 &&
+               nid != NID_secp521r1;
+        snprintf(detail, TLS_DETAIL_MAX, "weak key: EC curve %s",
+                 nid != NID_undef ? OBJ_nid2sn(nid) : "unnamed");
+    } else if (id == EVP_PKEY_ED25519) {
+        weak = 0;
+    } else if (id == EVP_PKEY_DSA) {
+        copy_str(detail, TLS_DETAIL_MAX, "weak key: DSA");
+    } else {
+        snprintf(detail, TLS_DETAIL_MAX, "weak key: unsupported key type %s",
+                 OBJ_nid2sn(id) ? OBJ_nid2sn(id) : "unknown");
+    }
+    EVP_PKEY_free(k);
+    return weak;
+}
+
+/* verify_cb runs once per full client handshake and decides per mode:
+ * RECORD and PKIX check the key strength, then chain and names (RECORD
+ * only records the result); FINGERPRINT checks the pins alone. */
 static enum ssl_verify_result_t verify_cb(SSL *ssl, uint8_t *out_alert)
 {
     struct tls_conn *t = SSL_get_app_data(ssl);
@@ -270,18 +438,17 @@ static enum ssl_verify_result_t verify_cb(SSL *ssl, uint8_t *out_alert)
     if (!parsed) {
         copy_str(t->vr.detail, TLS_DETAIL_MAX, "unparsable peer certificate");
         pass = 0;
+    } else if (t->mode == TLS_VERIFY_FINGERPRINT) {
+        /* A matching pin is the operator's explicit decision about this
+         * very key: neither the chain nor the key size overrides it. */
+        t->vr.verified = pin_check(t, sk_CRYPTO_BUFFER_value(certs, 0), leaf);
+        copy_str(t->vr.detail, TLS_DETAIL_MAX,
+                 t->vr.verified ? "ok" : "fingerprint mismatch");
+        pass = t->vr.verified;
     } else {
-        int pkix = pkix_check(t, leaf, chain, t->vr.detail, &alert);
-        if (t->mode == TLS_VERIFY_FINGERPRINT) {
-            int pin = pin_check(t, sk_CRYPTO_BUFFER_value(certs, 0), leaf);
-            t->vr.verified = pin;
-            copy_str(t->vr.detail, TLS_DETAIL_MAX, pin ? "ok" : "fingerprint mismatch");
-            alert = SSL_AD_BAD_CERTIFICATE;
-            pass = pin;
-        } else {
-            t->vr.verified = pkix;
-            pass = pkix || t->mode == TLS_VERIFY_RECORD;
-        }
+        t->vr.verified = !weak_key(leaf, t->vr.detail) &&
+                         pkix_check(t, leaf, chain, t->vr.detail, &alert);
+        pass = t->vr.verified || t->mode == TLS_VERIFY_RECORD;
     }
     X509_free(leaf);
     sk_X509_pop_free(chain, X509_free);
@@ -306,6 +473,60 @@ static struct verify_record effective_record(const struct tls_conn *t)
     }
     copy_str(r.detail, sizeof(r.detail), "not checked");
     return r;
+}
+
+/* ---- client certificates ---------------------------------------------- */
+
+/* BoringSSL calls the certificate callback on a client only when the
+ * server sent a CertificateRequest, just before our Certificate message
+ * goes out; whether it carries a certificate was fixed at conn setup. */
+static int client_cert_cb(SSL *ssl, void *arg)
+{
+    (void)arg;
+    struct tls_conn *t = SSL_get_app_data(ssl);
+    if (t != NULL)
+        t->cert_requested = 1;
+    return 1;
+}
+
+/* Alerts a server answers a client certificate (or its absence) with. */
+static int alert_refuses_client_cert(int alert)
+{
+    switch (alert) {
+    case SSL_AD_HANDSHAKE_FAILURE:
+    case SSL_AD_BAD_CERTIFICATE:
+    case SSL_AD_UNSUPPORTED_CERTIFICATE:
+    case SSL_AD_CERTIFICATE_REVOKED:
+    case SSL_AD_CERTIFICATE_EXPIRED:
+    case SSL_AD_CERTIFICATE_UNKNOWN:
+    case SSL_AD_UNKNOWN_CA:
+    case SSL_AD_ACCESS_DENIED:
+    case SSL_AD_DECRYPT_ERROR:          /* our CertificateVerify refused */
+    case SSL_AD_CERTIFICATE_REQUIRED:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* client_cert_failure: does library error e mean the server refused our
+ * client certificate, or its absence? Only a fatal alert from the server
+ * after it asked for a certificate and before it sent any data counts:
+ * in TLS 1.3 its verdict arrives after our handshake finished, on the
+ * first read. If so, writes the error text into t->err. */
+static int client_cert_failure(struct tls_conn *t, unsigned long e)
+{
+    int alert = ERR_GET_REASON(e) - SSL_AD_REASON_OFFSET;
+    if (!t->cert_requested || t->data_seen || ERR_GET_LIB(e) != ERR_LIB_SSL ||
+        !alert_refuses_client_cert(alert))
+        return 0;
+    if (t->has_cert)
+        snprintf(t->err, sizeof(t->err), "client certificate rejected by peer: %s",
+                 SSL_alert_desc_string_long(alert));
+    else
+        copy_str(t->err, sizeof(t->err),
+                 "peer requires a client certificate (none presented)");
+    return 1;
 }
 
 /* ---- sessions --------------------------------------------------------- */
@@ -409,6 +630,7 @@ struct tls_client_ctx *tls_client_ctx_new(const struct tls_client_config *cfg,
         SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT |
                                             SSL_SESS_CACHE_NO_INTERNAL);
         SSL_CTX_sess_set_new_cb(ctx, new_session_cb);
+        SSL_CTX_set_cert_cb(ctx, client_cert_cb, NULL);
         if (cfg->cert_file) {
             if (SSL_CTX_use_certificate_chain_file(ctx, cfg->cert_file) != 1 ||
                 SSL_CTX_use_PrivateKey_file(ctx, cfg->key_file, SSL_FILETYPE_PEM) != 1 ||
@@ -439,6 +661,185 @@ int tls_client_ctx_store_usable(const struct tls_client_ctx *c)
 {
     return c != NULL && c->store_usable;
 }
+
+/* ---- server-side ticket tracking --------------------------------------- */
+
+static int ticket_key_new(struct ticket_book *b)
+{
+    uint8_t key[TLS_TICKET_KEY_LEN];
+    RAND_bytes(key, sizeof(key));
+    int ok = EVP_AEAD_CTX_init(&b->aead, EVP_aead_aes_256_gcm(), key, sizeof(key),
+                               EVP_AEAD_DEFAULT_TAG_LENGTH, NULL);
+    OPENSSL_cleanse(key, sizeof(key));
+    return ok;
+}
+
+static struct ticket_book *ticket_book_of(SSL *ssl)
+{
+    const struct tls_server_ctx *s = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    return s ? s->book : NULL;
+}
+
+static uint32_t ticket_bucket(const uint8_t *id)
+{
+    uint32_t h;
+    memcpy(&h, id, sizeof(h));   /* ids are random: any 4 bytes hash well */
+    return h & (TLS_TICKET_SEEN_MAX - 1);
+}
+
+/* ticket_seen_before: was id opened before? Remembers it if not,
+ * forgetting the oldest id when the set is full. Called locked. */
+static int ticket_seen_before(struct ticket_book *b, const uint8_t *id)
+{
+    uint32_t *head = &b->bucket[ticket_bucket(id)];
+    for (uint32_t i = *head; i != TLS_TICKET_NONE; i = b->seen[i].next)
+        if (memcmp(b->seen[i].id, id, TLS_TICKET_ID_LEN) == 0)
+            return 1;
+    uint32_t slot;
+    if (b->nseen < TLS_TICKET_SEEN_MAX) {
+        slot = b->nseen++;
+    } else {
+        slot = b->oldest;
+        b->oldest = (b->oldest + 1) % TLS_TICKET_SEEN_MAX;
+        uint32_t *link = &b->bucket[ticket_bucket(b->seen[slot].id)];
+        while (*link != slot)
+            link = &b->seen[*link].next;
+        *link = b->seen[slot].next;
+    }
+    memcpy(b->seen[slot].id, id, TLS_TICKET_ID_LEN);
+    b->seen[slot].next = *head;
+    *head = slot;
+    return 0;
+}
+
+static size_t ticket_max_overhead(SSL *ssl)
+{
+    (void)ssl;
+    return TLS_TICKET_ID_LEN + EVP_AEAD_max_overhead(EVP_aead_aes_256_gcm());
+}
+
+/* in and out may be the same buffer: the session moves behind the id
+ * first and is sealed in place. */
+static int ticket_seal(SSL *ssl, uint8_t *out, size_t *out_len, size_t max_out_len,
+                       const uint8_t *in, size_t in_len)
+{
+    struct ticket_book *b = ticket_book_of(ssl);
+    if (b == NULL || max_out_len < TLS_TICKET_ID_LEN + in_len)
+        return 0;
+    uint8_t id[TLS_TICKET_ID_LEN];
+    RAND_bytes(id, sizeof(id));
+    memmove(out + TLS_TICKET_ID_LEN, in, in_len);
+    size_t n = 0;
+    pthread_mutex_lock(&b->lock);
+    int ok = EVP_AEAD_CTX_seal(&b->aead, out + TLS_TICKET_ID_LEN, &n,
+                               max_out_len - TLS_TICKET_ID_LEN, id, sizeof(id),
+                               out + TLS_TICKET_ID_LEN, in_len, NULL, 0);
+    pthread_mutex_unlock(&b->lock);
+    if (!ok)
+        return 0;
+    memcpy(out, id, sizeof(id));
+    *out_len = TLS_TICKET_ID_LEN + n;
+    atomic_fetch_add_explicit(&b->issued, 1, memory_order_relaxed);
+    return 1;
+}
+
+/* A ticket we cannot open (another key, damaged) is ignored: the
+ * handshake goes on in full. One opened before is still accepted (the
+ * client's behaviour is what the counters are for) but counted. */
+static enum ssl_ticket_aead_result_t ticket_open(SSL *ssl, uint8_t *out, size_t *out_len,
+                                                 size_t max_out_len, const uint8_t *in,
+                                                 size_t in_len)
+{
+    struct ticket_book *b = ticket_book_of(ssl);
+    if (b == NULL)
+        return ssl_ticket_aead_error;
+    uint8_t id[TLS_TICKET_ID_LEN];
+    if (in_len < ticket_max_overhead(ssl)) {
+        atomic_fetch_add_explicit(&b->rejected, 1, memory_order_relaxed);
+        return ssl_ticket_aead_ignore_ticket;
+    }
+    memcpy(id, in, sizeof(id));
+    /* Open needs its input and output equal or apart: when BoringSSL
+     * hands one buffer, move the sealed part to its start first. */
+    const uint8_t *sealed = in + TLS_TICKET_ID_LEN;
+    size_t sealed_len = in_len - TLS_TICKET_ID_LEN;
+    if (out == in) {
+        memmove(out, sealed, sealed_len);
+        sealed = out;
+    }
+    pthread_mutex_lock(&b->lock);
+    int ok = EVP_AEAD_CTX_open(&b->aead, out, out_len, max_out_len, id, sizeof(id),
+                               sealed, sealed_len, NULL, 0);
+    int again = ok && ticket_seen_before(b, id);
+    pthread_mutex_unlock(&b->lock);
+    if (!ok) {
+        ERR_clear_error();   /* the handshake goes on: not an error to report */
+        atomic_fetch_add_explicit(&b->rejected, 1, memory_order_relaxed);
+        return ssl_ticket_aead_ignore_ticket;
+    }
+    atomic_fetch_add_explicit(&b->opened, 1, memory_order_relaxed);
+    if (again)
+        atomic_fetch_add_explicit(&b->reused, 1, memory_order_relaxed);
+    return ssl_ticket_aead_success;
+}
+
+static const SSL_TICKET_AEAD_METHOD ticket_method = {
+    .max_overhead = ticket_max_overhead,
+    .seal = ticket_seal,
+    .open = ticket_open,
+};
+
+static struct ticket_book *ticket_book_new(void)
+{
+    struct ticket_book *b = calloc(1, sizeof(*b));
+    if (b == NULL)
+        return NULL;
+    EVP_AEAD_CTX_zero(&b->aead);
+    if (pthread_mutex_init(&b->lock, NULL) != 0) {
+        free(b);
+        return NULL;
+    }
+    for (uint32_t i = 0; i < TLS_TICKET_SEEN_MAX; i++)
+        b->bucket[i] = TLS_TICKET_NONE;
+    if (!ticket_key_new(b)) {
+        pthread_mutex_destroy(&b->lock);
+        free(b);
+        return NULL;
+    }
+    return b;
+}
+
+static void ticket_book_free(struct ticket_book *b)
+{
+    if (b == NULL)
+        return;
+    EVP_AEAD_CTX_cleanup(&b->aead);
+    pthread_mutex_destroy(&b->lock);
+    free(b);
+}
+
+/* A fresh key: every ticket sealed before can no longer be opened. */
+static int ticket_book_rotate(struct ticket_book *b)
+{
+    pthread_mutex_lock(&b->lock);
+    EVP_AEAD_CTX_cleanup(&b->aead);
+    int ok = ticket_key_new(b);
+    pthread_mutex_unlock(&b->lock);
+    return ok;
+}
+
+void tls_server_ctx_ticket_stats(const struct tls_server_ctx *s, struct tls_ticket_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (s == NULL || s->book == NULL)
+        return;
+    out->issued = atomic_load_explicit(&s->book->issued, memory_order_relaxed);
+    out->opened = atomic_load_explicit(&s->book->opened, memory_order_relaxed);
+    out->reused = atomic_load_explicit(&s->book->reused, memory_order_relaxed);
+    out->rejected = atomic_load_explicit(&s->book->rejected, memory_order_relaxed);
+}
+
+/* ---- server context ---------------------------------------------------- */
 
 struct tls_server_ctx *tls_server_ctx_new(const struct tls_server_config *cfg,
                                           char *err, size_t errlen)
@@ -481,6 +882,14 @@ struct tls_server_ctx *tls_server_ctx_new(const struct tls_server_config *cfg,
     }
     if (!cfg->tickets)
         SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    SSL_CTX_set_app_data(ctx, s);
+    if (cfg->track_tickets) {
+        if ((s->book = ticket_book_new()) == NULL) {
+            set_errf(err, errlen, "ticket tracking");
+            goto fail;
+        }
+        SSL_CTX_set_ticket_aead_method(ctx, &ticket_method);
+    }
     /* Resumption with client certificates needs a session id context. */
     static const uint8_t sid_ctx[] = "tern-sink";
     SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
@@ -507,17 +916,23 @@ void tls_server_ctx_free(struct tls_server_ctx *s)
     if (s == NULL)
         return;
     SSL_CTX_free(s->ctx);
+    ticket_book_free(s->book);
     free(s);
 }
 
 int tls_server_ctx_rotate_ticket_keys(struct tls_server_ctx *s)
 {
-    uint8_t keys[48];
     if (s == NULL)
         return 0;
-    RAND_bytes(keys, sizeof(keys));
-    int ok = SSL_CTX_set_tlsext_ticket_keys(s->ctx, keys, sizeof(keys));
-    OPENSSL_cleanse(keys, sizeof(keys));
+    int ok;
+    if (s->book) {
+        ok = ticket_book_rotate(s->book);
+    } else {
+        uint8_t keys[48];
+        RAND_bytes(keys, sizeof(keys));
+        ok = SSL_CTX_set_tlsext_ticket_keys(s->ctx, keys, sizeof(keys));
+        OPENSSL_cleanse(keys, sizeof(keys));
+    }
     /* Session-ID resumption (TLS 1.2, tickets off) must go too. */
     SSL_CTX_flush_sessions(s->ctx, UINT64_MAX);
     return ok;
@@ -559,7 +974,8 @@ struct tls_conn *tls_conn_client_new(struct tls_client_ctx *c,
         return NULL;
     if (p->verify == TLS_VERIFY_FINGERPRINT && p->npins == 0)
         return NULL;
-    if (p->sni && !name_ok(p->sni))
+    size_t sni_len = p->sni ? name_ok(p->sni) : 0;
+    if (p->sni && sni_len == 0)
         return NULL;
     for (size_t i = 0; i < p->nmatch; i++)
         if (!name_ok(p->match_names[i]))
@@ -573,11 +989,13 @@ struct tls_conn *tls_conn_client_new(struct tls_client_ctx *c,
     t->tier = p->tier;
     t->mode = p->verify;
     if (p->nmatch > 0) {
-        for (size_t i = 0; i < p->nmatch; i++)
-            if ((t->names[t->nnames++] = strdup(p->match_names[i])) == NULL)
+        for (size_t i = 0; i < p->nmatch; i++) {
+            const char *m = p->match_names[i];
+            if ((t->names[t->nnames++] = strndup(m, name_ok(m))) == NULL)
                 goto fail;
+        }
     } else if (p->sni) {
-        if ((t->names[t->nnames++] = strdup(p->sni)) == NULL)
+        if ((t->names[t->nnames++] = strndup(p->sni, sni_len)) == NULL)
             goto fail;
     }
     memcpy(t->pins, p->pins, p->npins * sizeof(p->pins[0]));
@@ -586,9 +1004,14 @@ struct tls_conn *tls_conn_client_new(struct tls_client_ctx *c,
     SSL_set_connect_state(t->ssl);
     if (p->min_version && !SSL_set_min_proto_version(t->ssl, p->min_version))
         goto fail;
-    if (p->sni && !is_ip_literal(p->sni) &&
-        !SSL_set_tlsext_host_name(t->ssl, p->sni))
-        goto fail;
+    if (p->sni) {
+        char sni[TLS_NAME_MAX + 1];   /* sent without the trailing dot */
+        memcpy(sni, p->sni, sni_len);
+        sni[sni_len] = '\0';
+        if (!is_ip_literal(sni) && !SSL_set_tlsext_host_name(t->ssl, sni))
+            goto fail;
+    }
+    t->has_cert = p->present_client_cert && c->has_client_cert;
     if (!p->present_client_cert && c->has_client_cert)
         SSL_certs_clear(t->ssl);
     if (p->session) {
@@ -702,6 +1125,8 @@ static enum tls_status fail(struct tls_conn *t, const char *stage, int sslerr)
     if (t->verify_failed) {
         snprintf(t->err, sizeof(t->err), "certificate verify failed: %s",
                  t->vr.detail);
+    } else if (client_cert_failure(t, e)) {
+        t->err_client_cert = 1;
     } else if (sslerr == SSL_ERROR_ZERO_RETURN) {
         snprintf(t->err, sizeof(t->err), "%s: peer closed", stage);
     } else if (e != 0) {
@@ -777,6 +1202,7 @@ enum tls_status tls_conn_read(struct tls_conn *t, struct buf *plain)
         if (r > 0) {
             buf_commit(plain, (size_t)r);
             got = 1;
+            t->data_seen = 1;
             continue;
         }
         if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
@@ -846,7 +1272,43 @@ int tls_conn_error_is_negotiation(const struct tls_conn *t)
     return t->failed && t->err_negotiation;
 }
 
+int tls_conn_error_is_client_cert(const struct tls_conn *t)
+{
+    return t->failed && t->err_client_cert;
+}
+
 /* ---- info ------------------------------------------------------------- */
+
+/* The chain lives in the conn's session (BoringSSL parses it once and
+ * keeps it there, also in a resumed session that carried it), so the
+ * pointers stay valid as long as the SSL object. */
+static STACK_OF(X509) *peer_chain(const struct tls_conn *t)
+{
+    return t == NULL ? NULL : SSL_get_peer_full_cert_chain(t->ssl);
+}
+
+size_t tls_conn_peer_cert_count(const struct tls_conn *t)
+{
+    STACK_OF(X509) *chain = peer_chain(t);
+    return chain ? sk_X509_num(chain) : 0;
+}
+
+X509 *tls_conn_peer_cert(const struct tls_conn *t, size_t i)
+{
+    STACK_OF(X509) *chain = peer_chain(t);
+    return chain && i < sk_X509_num(chain) ? sk_X509_value(chain, i) : NULL;
+}
+
+int tls_conn_peer_leaf_sha256(const struct tls_conn *t, uint8_t out[32])
+{
+    const STACK_OF(CRYPTO_BUFFER) *certs =
+        t == NULL ? NULL : SSL_get0_peer_certificates(t->ssl);
+    if (certs == NULL || sk_CRYPTO_BUFFER_num(certs) == 0)
+        return 0;
+    const CRYPTO_BUFFER *leaf = sk_CRYPTO_BUFFER_value(certs, 0);
+    SHA256(CRYPTO_BUFFER_data(leaf), CRYPTO_BUFFER_len(leaf), out);
+    return 1;
+}
 
 void tls_conn_info(const struct tls_conn *t, struct tls_info *out)
 {

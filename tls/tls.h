@@ -19,8 +19,8 @@
  *   A client context holds one SSL_CTX per tier.
  *
  * VERIFICATION
- *   Every client handshake computes chain + name verification against the
- *   configured trust store, whatever the mode. TLS_VERIFY_RECORD only
+ *   Every RECORD or PKIX client handshake computes chain + name
+ *   verification against the configured trust store. TLS_VERIFY_RECORD only
  *   records the result (opportunistic: an unverified peer is reported as
  *   not verified, never the reverse). TLS_VERIFY_PKIX fails the handshake
  *   unless the chain builds to a trusted CA and one of the match names (or
@@ -28,6 +28,16 @@
  *   the whole left-most label). TLS_VERIFY_FINGERPRINT fails unless the
  *   SHA-256 of the leaf certificate or of its SubjectPublicKeyInfo equals
  *   one of the pins.
+ *
+ *   WEAK KEYS: under RECORD and PKIX the leaf's public key is checked
+ *   first. RSA below 2048 bits, DSA, an EC key on a curve other than
+ *   P-256/P-384/P-521 (or any other key type but Ed25519) is weak:
+ *   verified=0 with verify_detail "weak key: RSA 1024 bits", "weak key:
+ *   DSA", "weak key: EC curve secp224r1", ...; under PKIX the handshake
+ *   then fails ("certificate verify failed: weak key: RSA 1024 bits").
+ *   Under FINGERPRINT the key size is not checked: pinning a key is an
+ *   explicit operator decision about that very key, so a matching pin
+ *   passes whatever its size (and whatever the chain).
  *
  *   The PKIX check builds the chain with X509_verify_cert against the
  *   trust store (cfg.ca_file, else the system bundle; if that is missing
@@ -39,10 +49,10 @@
  *   verify_detail is "ok" or why not: X509 texts such as "unable to get
  *   local issuer certificate", "certificate has expired", "certificate is
  *   not yet valid", "self signed certificate", and our own "hostname
- *   mismatch", "IP address mismatch", "fingerprint mismatch", "no
- *   reference name to check", "no trust store (...)", "not checked",
- *   "not checked: resumed session". A failed PKIX/FINGERPRINT handshake
- *   has tls_conn_error "certificate verify failed: <detail>".
+ *   mismatch", "IP address mismatch", "fingerprint mismatch", "weak key:
+ *   ...", "no reference name to check", "no trust store (...)", "not
+ *   checked", "not checked: resumed session". A failed PKIX/FINGERPRINT
+ *   handshake has tls_conn_error "certificate verify failed: <detail>".
  *
  * SESSIONS
  *   New sessions the client receives (TLS 1.3 tickets arrive after the
@@ -64,6 +74,7 @@
  *   Contexts are created once per worker thread and outlive their conns.
  *   tls_conn_client_new takes its own reference on params.session.
  *   tls_conn_take_session returns a reference the caller owns.
+ *   tls_conn_peer_cert returns a borrowed X509 (the conn's session owns it).
  *   Strings in struct tls_info are copies.
  */
 #ifndef TERN_TLS_TLS_H
@@ -110,7 +121,14 @@ struct tls_server_config {
     int tickets;            /* issue session tickets */
     int require_client_cert;/* request and require a client certificate */
     const char *client_ca_file; /* CA for client certs */
+    int track_tickets;      /* seal tickets ourselves and count them, see
+                               tls_server_ctx_ticket_stats */
 };
+
+/* Ticket counters of a server context with track_tickets (all 0 without).
+ * issued: tickets sealed (sent). opened: presented and opened (the server
+ * then resumes, unless the session no longer fits the handshake). */
+struct tls_ticket_stats { uint64_t issued, opened, reused, rejected; };
 
 struct tls_client_params {
     enum tls_tier tier;     /* PREFERRED, SUFFICIENT or LEGACY */
@@ -162,13 +180,34 @@ void tls_server_ctx_free(struct tls_server_ctx *s);
 /* tls_server_ctx_rotate_ticket_keys installs fresh random ticket keys and
  * flushes the server's session-ID cache, so every session issued before
  * can no longer resume (the next handshake is full). Returns 1 on
- * success, 0 on failure. Automatic key rotation stops afterwards. */
+ * success, 0 on failure. Automatic key rotation stops afterwards. With
+ * track_tickets it replaces the ticket AEAD key: older tickets then
+ * count as rejected. */
 int tls_server_ctx_rotate_ticket_keys(struct tls_server_ctx *s);
+
+/* TICKET TRACKING (for the test sink)
+ *   With cfg.track_tickets the context seals its own tickets
+ *   (SSL_CTX_set_ticket_aead_method: AES-256-GCM under a random key; each
+ *   ticket carries a random 12-byte nonce that is also its id), so it sees
+ *   every ticket a client presents. The ids of opened tickets are kept in
+ *   a set of 65,536 (when full, the oldest is forgotten). A ticket opened
+ *   before is still accepted, so that what the client does is what gets
+ *   tested, but it is counted. The context may be shared by threads: the
+ *   key and the set are locked, the counters are atomics. */
+/* reused: a ticket presented again after it had already been used to resume (a TLS 1.3 ticket
+ * offered twice). rejected: a ticket that could not be opened (old key).
+ * (TLS 1.2 lets a client present a ticket again, RFC 5077; it is counted
+ * as reused all the same, so read reused as "single use broken" only for
+ * TLS 1.3 traffic.) s may be NULL; the counters may be read from any
+ * thread while others handshake. */
+void tls_server_ctx_ticket_stats(const struct tls_server_ctx *s, struct tls_ticket_stats *out);
 
 /* Returns NULL on failure (allocation, bad params: tier not a TLS tier,
  * nmatch/npins too large, FINGERPRINT without pins, a name that is empty,
- * longer than 253 bytes or holds spaces/control bytes). The SNI is sent
- * only when it is a host name, not an IP literal. */
+ * longer than 253 bytes, or holds spaces, control or non-ASCII bytes, a
+ * '*' or an empty label). One trailing dot is dropped from every name
+ * (it is matched and sent without it). The SNI is sent only when it is a
+ * host name, not an IP literal. */
 struct tls_conn *tls_conn_client_new(struct tls_client_ctx *c,
                                      const struct tls_client_params *p);
 struct tls_conn *tls_conn_server_new(struct tls_server_ctx *s);
@@ -214,12 +253,25 @@ void tls_conn_output_consume(struct tls_conn *t, size_t n);
 const char *tls_conn_error(const struct tls_conn *t);
 /* tls_conn_error_is_negotiation: the failure was a protocol version or
  * cipher/group mismatch (a lower tier might work), not a verification
- * failure or I/O problem. Based on the library reason (unsupported
- * protocol, protocol_version alert, wrong version number, no shared
- * cipher/group, no common signature algorithms, handshake_failure
- * alert). A TLS 1.2 server refusing a missing client certificate also
- * sends handshake_failure, so that case reads as negotiation too. */
+ * failure, a client certificate failure or an I/O problem. Based on the
+ * library reason (unsupported protocol, protocol_version alert, wrong
+ * version number, no shared cipher/group, no common signature
+ * algorithms, handshake_failure alert). */
 int tls_conn_error_is_negotiation(const struct tls_conn *t);
+
+/* tls_conn_error_is_client_cert: the server refused our client
+ * certificate, or its absence (a lower tier would not help). It is 1
+ * when the server sent a CertificateRequest and then, before sending any
+ * application data, a fatal alert a server uses for that (handshake_
+ * failure, bad_certificate, unsupported/revoked/expired/unknown
+ * certificate, unknown_ca, access_denied, decrypt_error,
+ * certificate_required). tls_conn_error then says either
+ *   "peer requires a client certificate (none presented)"
+ *   "client certificate rejected by peer: <alert>"   e.g. "unknown CA"
+ * and tls_conn_error_is_negotiation is 0. A TLS 1.2 server says so
+ * during the handshake; a TLS 1.3 server only after the client's
+ * handshake finished, so the error comes from the first tls_conn_read. */
+int tls_conn_error_is_client_cert(const struct tls_conn *t);
 
 /* tls_conn_info: for a server conn, tier is meaningless (PREFERRED) and
  * verified means a client certificate was presented and verified. */
@@ -228,5 +280,46 @@ void tls_conn_info(const struct tls_conn *t, struct tls_info *out);
 /* tls_conn_take_session returns one newly received session (oldest
  * first), or NULL. The caller owns the reference. */
 SSL_SESSION *tls_conn_take_session(struct tls_conn *t);
+
+/* tls_name_matches: does certificate DNS-ID `pattern` cover host `name` (both length-bounded,
+ * case-insensitive, trailing dot ignored)? A wildcard is allowed only as the whole left-most label
+ * ("*.example.com" covers "a.example.com", not "example.com", not "a.b.example.com"); "*" alone,
+ * "*.com" style (fewer than two labels after the wildcard), partial-label wildcards ("f*.example.com"),
+ * and IDNA A-labels under a wildcard ("*.xn--...") per RFC 6125 are handled as documented.
+ *
+ * The rule, exactly (the PKIX check's BoringSSL matcher follows the same
+ * one for the names tls_conn_client_new accepts; tests/unit_tls_names.c
+ * runs both over one table):
+ *   - name: one trailing dot (the root) is ignored. A name that is
+ *     empty, longer than 253 bytes, holds an empty label, a space, a
+ *     control or non-ASCII byte or a '*' matches nothing.
+ *   - Letters compare without case, ASCII only (RFC 4343); every other
+ *     byte must be equal. A NUL in the pattern never matches.
+ *   - A pattern is a wildcard only if it is "*." followed by at least two
+ *     labels, each of letters, digits and hyphens, starting with a letter
+ *     or digit and not ending with a hyphen.
+ *     The "*" then stands for exactly one whole, non-empty label of
+ *     letters, digits and hyphens, which may itself be an A-label
+ *     ("*.example.com" covers "xn--bcher-kva.example.com"), and the rest
+ *     compares literally, A-labels included ("*.xn--bcher-kva.example"
+ *     covers "mail.xn--bcher-kva.example").
+ *   - Any other pattern compares literally, so "*", "*.com",
+ *     "f*.example.com", "*o.example.com", "xn--*.example", "a.*.example"
+ *     and "*.*.example" (RFC 6125 6.4.3: no partial-label wildcards, none
+ *     inside an A-label, none below the left-most label) match no name.
+ *   - A pattern with a trailing dot matches nothing: DNS-IDs are written
+ *     without the root, and a name keeps none after the first rule.
+ * It matches DNS names only: IP literals are matched against iPAddress
+ * SANs by the PKIX check, never through this function. */
+int tls_name_matches(const char *pattern, size_t plen, const char *name, size_t nlen);
+
+/* Peer certificates as the peer sent them, leaf first (client side); borrowed, valid until
+ * tls_conn_free. 0 / NULL when none (plaintext, or a resumed session without a chain).
+ * t may be NULL (a plaintext connection has no conn). Before the handshake there are none;
+ * on a server conn they are the client's certificates, if it sent any. */
+size_t tls_conn_peer_cert_count(const struct tls_conn *t);
+X509 *tls_conn_peer_cert(const struct tls_conn *t, size_t i);
+/* SHA-256 of the leaf certificate's DER; 1 on success, 0 when there is no peer certificate. */
+int tls_conn_peer_leaf_sha256(const struct tls_conn *t, uint8_t out[32]);
 
 #endif
