@@ -213,10 +213,9 @@ static void remember_plaintext(struct worker *w, struct mxhost *h)
  * tier_memory. At level may, any other failure, or one on the last rung,
  * means plaintext for the host. At mandatory levels it is a policy
  * failure: the message stays queued, never sent without the TLS asked for. */
-static void tls_failed(struct worker *w, struct conn *c)
+static void tls_failed_because(struct worker *w, struct conn *c, const char *err)
 {
     struct dest *d = c->d;
-    const char *err = tls_conn_error(c->tls);
     enum policy_level level = dest_level(d);
     char reason[320];
     snprintf(reason, sizeof(reason), "TLS handshake failed (tier %s, policy %s%s): %s",
@@ -225,7 +224,7 @@ static void tls_failed(struct worker *w, struct conn *c)
                  ? ", TLS 1.2 or better required" : "",
              err ? err : "unknown");
     tls_session_cache_drop(w->sessions, c->cache_key);
-    if (tls_conn_error_is_negotiation(c->tls) && c->tier < lowest_tier(d)) {
+    if (c->tls_error_known && tls_conn_error_is_negotiation(c->tls) && c->tier < lowest_tier(d)) {
         enum tls_tier next = level == POLICY_MAY ? TLS_TIER_LEGACY : c->tier + 1;
         if (d->host->tier_until_ms <= w->now_ms || d->host->tier < next) {
             d->host->tier = next;
@@ -240,6 +239,21 @@ static void tls_failed(struct worker *w, struct conn *c)
         return;
     }
     conn_fail(w, c, reason, FAIL_POLICY);
+}
+
+static void tls_failed(struct worker *w, struct conn *c)
+{
+    c->tls_error_known = 1;
+    tls_failed_because(w, c, tls_conn_error(c->tls));
+}
+
+/* During the handshake the peer closed, reset or went silent. */
+static int handshake_interrupted(struct worker *w, struct conn *c, const char *why)
+{
+    if (c->tls == NULL || c->tls_done || c->state == CONN_CLOSING)
+        return 0;
+    tls_failed_because(w, c, why);
+    return 1;
 }
 
 static void start_tls(struct worker *w, struct conn *c)
@@ -664,6 +678,8 @@ void conn_check_deadline(struct worker *w, struct conn *c)
     snprintf(reason, sizeof(reason), "timeout in state %s",
              c->state == CONN_CONNECTING ? "CONNECT"
              : (c->tls && !c->tls_done) ? "TLS_HANDSHAKE" : smtp_client_state_name(c->smtp.state));
+    if (handshake_interrupted(w, c, reason))
+        return;
     conn_fail(w, c, reason, FAIL_TRANSIENT);
 }
 
@@ -693,10 +709,13 @@ void conn_on_cqe(struct worker *w, struct op *op, int res)
         if (res < 0) {
             char reason[128];
             snprintf(reason, sizeof(reason), "recv: %s", strerror(-res));
-            conn_fail(w, c, reason, FAIL_TRANSIENT);
+            if (!handshake_interrupted(w, c, reason))
+                conn_fail(w, c, reason, FAIL_TRANSIENT);
             break;
         }
         if (res == 0) {
+            if (handshake_interrupted(w, c, "connection closed by peer during the handshake"))
+                break;
             smtp_client_eof(&c->smtp);
             conn_pump(w, c);
             if (c->state != CONN_CLOSING)

@@ -50,7 +50,7 @@ v13=$(cut -f5 "$dir/tls.rec" | grep -c '^TLSv1.3$')
 grep -q '^summary delivered=2000 ' "$dir/run1.out" && pass tls_summary || fail tls_summary "$(tail -n 3 "$dir/run1.out")"
 ready=$($TERN queue -c "$dir/tls.conf" stats | awk '$1=="ready"{r+=$2} $1=="leased"{r+=$2} $1=="scheduled"{r+=$2} END{print r}')
 [ "$ready" = 0 ] && pass tls_queue_empty || fail tls_queue_empty "ready+leased+scheduled=$ready"
-ev=$(for p in $(seq 0 15); do rcli xrevrange "tern:{$p}:events" + - COUNT 1; done | grep -c 'TLSv1.3')
+ev=$(for p in $(seq 0 15); do rcli xrevrange "tern:{$p}:events" + - COUNT 5; done | grep -c 'TLSv1.3')
 [ "$ev" -ge 1 ] && pass tls_events_record_tls13 || fail tls_events_record_tls13 "no TLSv1.3 in events"
 kill "$SINK_PID"
 
