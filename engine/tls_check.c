@@ -631,26 +631,12 @@ static void print_chain(const struct probe *p)
         print_cert(p, i, tls_conn_peer_cert(p->tls, i));
 }
 
-/* The tier a handshake reached, classified as engine/worker_outcome.c
- * records it for every delivery. */
-static enum tls_tier achieved_tier(const struct tls_info *t)
-{
-    if (strcmp(t->protocol, "TLSv1.3") == 0)
-        return TLS_TIER_PREFERRED;
-    if (strcmp(t->protocol, "TLSv1.2") == 0 && strstr(t->cipher, "ECDHE")) {
-        if (strstr(t->cipher, "GCM") || strstr(t->cipher, "CHACHA20"))
-            return TLS_TIER_PREFERRED;
-        return TLS_TIER_SUFFICIENT;
-    }
-    return TLS_TIER_LEGACY;
-}
-
 static void print_tls(const struct probe *p)
 {
     const struct tls_info *i = &p->info;
     say(p, "TLS: %s, cipher %s, group %s, resumed %s\n", i->protocol, i->cipher,
         i->group[0] ? i->group : "(none)", i->resumed ? "yes" : "no");
-    say(p, "tier reached: %s\n", tls_tier_name(achieved_tier(i)));
+    say(p, "tier reached: %s\n", tls_tier_name(tls_info_tier(i)));
     print_chain(p);
     say(p, "verification: %s (%s)\n", i->verified ? "verified" : "not verified", i->verify_detail);
 }
@@ -817,7 +803,7 @@ static int judge(const struct tc_check *c, const struct probe *p, char *why, siz
             snprintf(why, len, "none: plaintext, as the policy asks");
         else
             snprintf(why, len, "%s: %s (tier %s), %s (%s)", policy_level_name(c->entry.level),
-                     p->info.protocol, tls_tier_name(achieved_tier(&p->info)),
+                     p->info.protocol, tls_tier_name(tls_info_tier(&p->info)),
                      p->info.verified ? "verified" : "not verified", p->info.verify_detail);
         return TLS_CHECK_PASS;
     }

@@ -72,19 +72,6 @@ static void add_field_u64(struct ack_item *a, const char *k, uint64_t v)
     add_field(a, k, tmp);
 }
 
-/* The tier a handshake actually reached, from what was negotiated. */
-static enum tls_tier achieved_tier(const struct tls_info *t)
-{
-    if (strcmp(t->protocol, "TLSv1.3") == 0)
-        return TLS_TIER_PREFERRED;
-    if (strcmp(t->protocol, "TLSv1.2") == 0 && strstr(t->cipher, "ECDHE")) {
-        if (strstr(t->cipher, "GCM") || strstr(t->cipher, "CHACHA20"))
-            return TLS_TIER_PREFERRED;
-        return TLS_TIER_SUFFICIENT;
-    }
-    return TLS_TIER_LEGACY;
-}
-
 static void add_tls_fields(struct ack_item *a, const struct conn *c)
 {
     char mx[CONFIG_HOST_MAX + 8];
@@ -103,7 +90,7 @@ static void add_tls_fields(struct ack_item *a, const struct conn *c)
         return;
     }
     const struct tls_info *t = &c->tinfo;
-    add_field(a, "tier", tls_tier_name(achieved_tier(t)));
+    add_field(a, "tier", tls_tier_name(tls_info_tier(t)));
     add_field(a, "tls", t->protocol);
     add_field(a, "cipher", t->cipher);
     add_field(a, "group", t->group);
@@ -245,7 +232,7 @@ void outcome_txn(struct worker *w, struct conn *c, struct job *j)
         enqueue_bounce(w, j, dr, ndr);
     if (nok) {
         w->st.rcpts_delivered += nok;
-        enum tls_tier tier = c->tls_done ? achieved_tier(&c->tinfo) : TLS_TIER_PLAINTEXT;
+        enum tls_tier tier = c->tls_done ? tls_info_tier(&c->tinfo) : TLS_TIER_PLAINTEXT;
         w->st.tier_msgs[tier]++;
         char mix[96];
         if (c->tls_done)

@@ -277,6 +277,11 @@ int tls_conn_error_is_client_cert(const struct tls_conn *t);
  * verified means a client certificate was presented and verified. */
 void tls_conn_info(const struct tls_conn *t, struct tls_info *out);
 
+/* tls_info_tier: the tier a finished handshake reached, from the protocol
+ * and cipher negotiated (TLS 1.3, or TLS 1.2 ECDHE with GCM/ChaCha20:
+ * preferred; TLS 1.2 ECDHE CBC: sufficient; anything else: legacy). */
+enum tls_tier tls_info_tier(const struct tls_info *t);
+
 /* tls_conn_take_session returns one newly received session (oldest
  * first), or NULL. The caller owns the reference. */
 SSL_SESSION *tls_conn_take_session(struct tls_conn *t);

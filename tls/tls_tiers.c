@@ -10,6 +10,7 @@
 #include "tls/tls_tiers.h"
 
 #include <stdio.h>
+#include <string.h>
 
 #include <openssl/err.h>
 
@@ -120,4 +121,18 @@ SSL_CTX *tls_tier_ctx_new(enum tls_tier t, char *err, size_t errlen)
         return NULL;
     }
     return ctx;
+}
+
+enum tls_tier tls_info_tier(const struct tls_info *t)
+{
+    /* What a handshake reached, whatever tier was offered: a legacy-tier
+     * context that negotiated TLS 1.3 reached the preferred profile. */
+    if (strcmp(t->protocol, "TLSv1.3") == 0)
+        return TLS_TIER_PREFERRED;
+    if (strcmp(t->protocol, "TLSv1.2") == 0 && strstr(t->cipher, "ECDHE")) {
+        if (strstr(t->cipher, "GCM") || strstr(t->cipher, "CHACHA20"))
+            return TLS_TIER_PREFERRED;
+        return TLS_TIER_SUFFICIENT;
+    }
+    return TLS_TIER_LEGACY;
 }
