@@ -118,7 +118,8 @@ enum policy_level dest_level(const struct dest *d)
 
 static int host_plaintext(const struct worker *w, const struct dest *d)
 {
-    return d->host->plaintext && d->host->plaintext_until_ms > w->now_ms;
+    return (d->host->plaintext && d->host->plaintext_until_ms > w->now_ms) ||
+           d->cert_plaintext_until_ms > w->now_ms;
 }
 
 int dest_tls_expected(const struct worker *w, const struct dest *d)
@@ -234,7 +235,12 @@ static void tls_failed_because(struct worker *w, struct conn *c, const char *err
         return;
     }
     if (level == POLICY_MAY) {
-        remember_plaintext(w, d->host);
+        /* A client-certificate failure depends on what this destination's
+         * policy presents, not on the host: remember it here only. */
+        if (c->tls_error_known && tls_conn_error_is_client_cert(c->tls))
+            d->cert_plaintext_until_ms = w->now_ms + w->cfg->tier_memory_ms;
+        else
+            remember_plaintext(w, d->host);
         fall_back(w, c, reason);
         return;
     }

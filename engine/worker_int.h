@@ -88,6 +88,7 @@ struct dest {
     struct mxhost *host;
     int no_sessions;           /* the last connection yielded no TLS session */
     int npre_tls;              /* connections open, not yet at STARTTLS */
+    int64_t cert_plaintext_until_ms;   /* at may: our client certificate was the problem */
     uint8_t leaf_sha256[32];   /* the peer's certificate, to notice a change */
     int have_leaf;
     struct dest_counters n;

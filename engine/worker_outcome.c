@@ -86,7 +86,8 @@ static void add_tls_fields(struct ack_item *a, const struct conn *c)
         add_field(a, "verify", c->tls_mode_none ? "not checked: TLS failed earlier with this host, "
                                                   "plaintext remembered"
                                : dest_level(c->d) == POLICY_NONE ? "not checked: policy none"
-                                                              : "not checked: STARTTLS not offered");
+                               : smtp_client_caps(&c->smtp)->starttls ? "not checked: STARTTLS refused"
+                                                                     : "not checked: STARTTLS not offered");
         return;
     }
     const struct tls_info *t = &c->tinfo;
