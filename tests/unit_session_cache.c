@@ -183,6 +183,27 @@ static void test_bad_keys(void)
     tls_session_cache_free(c);
 }
 
+/* The total bound: least recently used keys give up their oldest
+ * sessions first; count reflects what get would hand out. */
+static void test_total_bound_and_count(void)
+{
+    struct tls_session_cache *c = tls_session_cache_new(8, 4);
+    for (int i = 0; i < 3; i++)
+        tls_session_cache_put(c, "old", mk(TLS1_3_VERSION, NOW + (uint64_t)i, 7200), NOW);
+    CHECK_INT(tls_session_cache_count(c, "old", NOW), 3);
+    tls_session_cache_put(c, "new", mk(TLS1_3_VERSION, NOW, 7200), NOW);
+    tls_session_cache_put(c, "new", mk(TLS1_3_VERSION, NOW + 1, 7200), NOW);
+    CHECK_INT(tls_session_cache_count(c, "new", NOW), 2);
+    CHECK_INT(tls_session_cache_count(c, "old", NOW), 2);   /* gave one up */
+    SSL_SESSION *g = tls_session_cache_get(c, "old", NOW);
+    CHECK(g != NULL && SSL_SESSION_get_time(g) == NOW + 2); /* its newest survived */
+    SSL_SESSION_free(g);
+    CHECK_INT(tls_session_cache_count(c, "old", NOW), 1);
+    CHECK_INT(tls_session_cache_count(c, "old", NOW + 8000), 0);   /* expired ones go */
+    CHECK_INT(tls_session_cache_count(c, "missing", NOW), 0);
+    tls_session_cache_free(c);
+}
+
 int main(void)
 {
     g_ctx = SSL_CTX_new(TLS_method());
@@ -193,6 +214,7 @@ int main(void)
     RUN(test_drop);
     RUN(test_expiry);
     RUN(test_bad_keys);
+    RUN(test_total_bound_and_count);
     SSL_CTX_free(g_ctx);
     return check_finish();
 }

@@ -24,7 +24,7 @@
  *   hint (when non-zero).
  *
  * STATISTICS
- *   puts (sessions stored), hits/misses (get), evictions (keys evicted by
+ *   puts (sessions stored), hits/misses (get), evictions (keys or sessions evicted by
  *   LRU), expired (sessions found expired), dropped (sessions removed by
  *   tls_session_cache_drop), keys (keys now held).
  *
