@@ -11,6 +11,8 @@
  *             [--data-reply "451 4.3.0 busy"] [--starttls-reply "454 ..."]
  *             [--no-pipelining] [--chunking] [--max-size BYTES]
  *             [--hostname NAME] [--record FILE] [--stats-file FILE] [--quiet]
+ *             [--drop-rate P [--drop-seed S]] [--reply-delay MS]
+ *             [--abort-handshake] [--track-tickets]
  *
  * DESCRIPTION
  *   PORT 0 picks a free port. Once listening, "tern-sink: listening on
@@ -23,11 +25,58 @@
  *   On SIGTERM or SIGINT the sink stops, prints one summary line on stdout
  *   and exits 0:
  *     tern-sink: messages=N rejected=N bytes=N connections=N tls_full=N
- *     tls_resumed=N tls_failed=N peak_conns=N       (one line)
+ *     tls_resumed=N tls_failed=N peak_conns=N drops_greeting=N
+ *     drops_mail=N drops_data=N drops_dot=N       (one line)
+ *   followed, with --track-tickets, by tickets_issued=N tickets_reused=N
+ *   tickets_rejected=N.
  *   --stats-file FILE is rewritten (temp + rename) about every 200 ms and at
- *   exit with the same counters, one key=value per line, plus active=N.
+ *   exit with the same counters, one key=value per line, plus conns_open=N.
  *   messages and bytes count accepted (2xx) messages; rejected counts
- *   messages answered with a non-2xx --data-reply.
+ *   messages answered with a non-2xx --data-reply. conns_open counts the
+ *   connections open now and peak_conns the most open at once, each from
+ *   its accept until the sink closes it. tls_failed counts failed and
+ *   (--abort-handshake) aborted handshakes.
+ *
+ *   On SIGUSR1 the session-ticket keys of the TLS context (one, shared by
+ *   every thread) are replaced and its session cache flushed: no session
+ *   issued before resumes. The threads pause for it (between completions),
+ *   since the keys may only change while no handshake runs. Then
+ *   "tern-sink: ticket keys rotated" goes to stderr.
+ *
+ * TEST KNOBS
+ *   --drop-rate P (0..1) drops the connection (no reply, no QUIT, no TLS
+ *   close_notify; replies already queued still go out) in a fraction P of
+ *   transactions, at a point chosen uniformly among those still ahead:
+ *     greeting  right after the 220 greeting, nothing read (a
+ *               connection's first transaction only: later ones choose
+ *               among the other three)
+ *     mail      MAIL FROM was accepted; its reply is withheld (with
+ *               whatever was pipelined behind it)
+ *     data      body bytes arrived, the message is not complete: at the
+ *               first body read after DATA's 354 or inside a BDAT chunk
+ *               (a BDAT message whose body came whole with its command
+ *               is dropped when it completes), not recorded
+ *     dot       the whole message and its final dot arrived; it IS
+ *               recorded (with a trailing "dropped-after-dot" field: a real
+ *               receiver may have kept it) but not counted in messages
+ *   Each kind is counted (drops_greeting= ... in the summary and stats).
+ *   Draws come from one generator per thread seeded with --drop-seed S
+ *   (default 0) plus the thread number: one thread and one client give the
+ *   same drops every run.
+ *
+ *   --reply-delay MS answers each final dot MS milliseconds late (an
+ *   io_uring timeout: the thread goes on serving other connections), so a
+ *   client's connections overlap.
+ *
+ *   --abort-handshake offers STARTTLS (with or without --cert), answers it
+ *   220, reads the ClientHello record and closes the connection without a
+ *   TLS alert.
+ *
+ *   --track-tickets makes the TLS context seal its own tickets and count
+ *   them (tls_server_ctx_ticket_stats, tls/tls.h): tickets_issued (sent),
+ *   tickets_reused (presented again after a resumption: a TLS 1.3 ticket
+ *   used twice), tickets_rejected (could not be opened: an old key). The
+ *   context is shared by the threads, so these are its totals.
  *
  * RECORD FORMAT
  *   --record FILE (opened O_APPEND) gets one line per accepted message,
@@ -45,6 +94,7 @@
  *     7 TLS session resumed: 1 or 0
  *     8 client address "ip:port" ("[ip]:port" for IPv6)
  *     9 Message-ID header value (first line, trimmed) or "-"
+ *    10 only on a message dropped after its dot: "dropped-after-dot"
  *   Addresses never contain TAB or control bytes (the session refuses
  *   them); a quoted local part could hold a comma.
  */
@@ -69,6 +119,8 @@
 #define SINK_STATS_PERIOD_MS  200
 #define SINK_HOST_MAX         256
 #define SINK_PATH_MAX         4096
+#define SINK_DELAY_MAX_MS     600000    /* --reply-delay: ten minutes */
+#define SINK_KV_MAX           24        /* counters in the summary/stats */
 
 static void usage(void)
 {
@@ -78,7 +130,13 @@ static void usage(void)
             "  [--ciphers LIST] [--no-tickets] [--require-client-cert CAFILE]\n"
             "  [--data-reply REPLY] [--starttls-reply REPLY] [--no-pipelining]\n"
             "  [--chunking] [--max-size BYTES] [--hostname NAME] [--record FILE]\n"
-            "  [--stats-file FILE] [--quiet]\n");
+            "  [--stats-file FILE] [--quiet]\n"
+            "  [--drop-rate P [--drop-seed S]]   drop a fraction P (0..1) of transactions\n"
+            "                                    at greeting, mail, data or dot\n"
+            "  [--reply-delay MS]                answer each final dot MS ms late\n"
+            "  [--abort-handshake]               close after the ClientHello, no alert\n"
+            "  [--track-tickets]                 count tickets issued, reused, rejected\n"
+            "SIGUSR1 rotates the session-ticket keys; SIGTERM prints a summary and exits.\n");
 }
 
 static int parse_version(const char *s, uint16_t *v)
@@ -122,6 +180,18 @@ static int parse_u64_arg(const char *s, uint64_t *v)
     return 1;
 }
 
+/* A probability: a plain decimal number in [0, 1]. */
+static int parse_rate(const char *s, double *v)
+{
+    char *end;
+    errno = 0;
+    double x = strtod(s, &end);
+    if (errno || end == s || *end != '\0' || !(x >= 0 && x <= 1))
+        return 0;
+    *v = x;
+    return 1;
+}
+
 static int parse_args(int argc, char **argv, struct sink_cfg *cfg, const char **cert,
                       const char **key, int *no_starttls)
 {
@@ -129,6 +199,7 @@ static int parse_args(int argc, char **argv, struct sink_cfg *cfg, const char **
         O_LISTEN = 256, O_PORT_FILE, O_THREADS, O_CERT, O_KEY, O_NO_STARTTLS, O_TLS_MIN,
         O_TLS_MAX, O_CIPHERS, O_NO_TICKETS, O_CLIENT_CA, O_DATA_REPLY, O_STARTTLS_REPLY,
         O_NO_PIPELINING, O_CHUNKING, O_RECORD, O_MAX_SIZE, O_QUIET, O_STATS, O_HOSTNAME,
+        O_DROP_RATE, O_DROP_SEED, O_REPLY_DELAY, O_ABORT_HS, O_TRACK_TICKETS,
     };
     static const struct option opts[] = {
         {"listen", required_argument, NULL, O_LISTEN},
@@ -151,6 +222,11 @@ static int parse_args(int argc, char **argv, struct sink_cfg *cfg, const char **
         {"quiet", no_argument, NULL, O_QUIET},
         {"stats-file", required_argument, NULL, O_STATS},
         {"hostname", required_argument, NULL, O_HOSTNAME},
+        {"drop-rate", required_argument, NULL, O_DROP_RATE},
+        {"drop-seed", required_argument, NULL, O_DROP_SEED},
+        {"reply-delay", required_argument, NULL, O_REPLY_DELAY},
+        {"abort-handshake", no_argument, NULL, O_ABORT_HS},
+        {"track-tickets", no_argument, NULL, O_TRACK_TICKETS},
         {NULL, 0, NULL, 0},
     };
     int o;
@@ -207,6 +283,28 @@ static int parse_args(int argc, char **argv, struct sink_cfg *cfg, const char **
         case O_QUIET: cfg->quiet = 1; break;
         case O_STATS: cfg->stats_file = optarg; break;
         case O_HOSTNAME: cfg->smtp.hostname = optarg; break;
+        case O_DROP_RATE:
+            if (!parse_rate(optarg, &cfg->drop_rate)) {
+                fprintf(stderr, "tern-sink: --drop-rate must be 0..1\n");
+                return 0;
+            }
+            break;
+        case O_DROP_SEED:
+            if (!parse_u64_arg(optarg, &cfg->drop_seed)) {
+                fprintf(stderr, "tern-sink: bad --drop-seed\n");
+                return 0;
+            }
+            break;
+        case O_REPLY_DELAY:
+            if (!parse_u64_arg(optarg, &v) || v > SINK_DELAY_MAX_MS) {
+                fprintf(stderr, "tern-sink: --reply-delay must be 0..%d ms\n",
+                        SINK_DELAY_MAX_MS);
+                return 0;
+            }
+            cfg->reply_delay_ms = v;
+            break;
+        case O_ABORT_HS: cfg->abort_handshake = 1; break;
+        case O_TRACK_TICKETS: cfg->tls.track_tickets = 1; break;
         default:
             usage();
             return 0;
@@ -307,7 +405,10 @@ static int write_atomic(const char *path, const char *text)
 
 struct totals {
     uint64_t messages, rejected, bytes, connections, tls_full, tls_resumed, tls_failed;
+    uint64_t drops[SINK_DROP_COUNT];
     uint64_t active, peak;
+    int tickets_tracked;            /* the tickets_* below mean something */
+    struct tls_ticket_stats tickets;
 };
 
 static void sum(const struct sink *sk, const struct sink_thread *th, int n, struct totals *t)
@@ -322,24 +423,122 @@ static void sum(const struct sink *sk, const struct sink_thread *th, int n, stru
         t->tls_full += atomic_load_explicit(&c->tls_full, memory_order_relaxed);
         t->tls_resumed += atomic_load_explicit(&c->tls_resumed, memory_order_relaxed);
         t->tls_failed += atomic_load_explicit(&c->tls_failed, memory_order_relaxed);
+        for (int d = 0; d < SINK_DROP_COUNT; d++)
+            t->drops[d] += atomic_load_explicit(&c->drops[d], memory_order_relaxed);
     }
     t->active = atomic_load_explicit(&sk->active, memory_order_relaxed);
     t->peak = atomic_load_explicit(&sk->peak, memory_order_relaxed);
+    /* One context serves every thread: its counters are the totals. */
+    t->tickets_tracked = sk->tls != NULL && sk->cfg.tls.track_tickets;
+    if (t->tickets_tracked)
+        tls_server_ctx_ticket_stats(sk->tls, &t->tickets);
+}
+
+struct kv {
+    const char *key;
+    uint64_t v;
+};
+
+/* The counters in output order: tickets_* only when tracked, conns_open
+ * only when asked (the stats file; the summary comes once the threads
+ * have stopped, when it is always 0). */
+static size_t totals_kv(const struct totals *t, int with_open, struct kv *kv, size_t cap)
+{
+    const struct kv tickets[] = {
+        {"tickets_issued", t->tickets.issued}, {"tickets_reused", t->tickets.reused},
+        {"tickets_rejected", t->tickets.rejected},
+    };
+    const struct kv all[] = {
+        {"messages", t->messages}, {"rejected", t->rejected}, {"bytes", t->bytes},
+        {"connections", t->connections}, {"tls_full", t->tls_full},
+        {"tls_resumed", t->tls_resumed}, {"tls_failed", t->tls_failed},
+        {"peak_conns", t->peak}, {"drops_greeting", t->drops[SINK_DROP_GREETING]},
+        {"drops_mail", t->drops[SINK_DROP_MAIL]}, {"drops_data", t->drops[SINK_DROP_DATA]},
+        {"drops_dot", t->drops[SINK_DROP_DOT]},
+    };
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]) && n < cap; i++)
+        kv[n++] = all[i];
+    for (size_t i = 0; t->tickets_tracked && i < sizeof(tickets) / sizeof(tickets[0]) && n < cap;
+         i++)
+        kv[n++] = tickets[i];
+    if (with_open && n < cap)
+        kv[n++] = (struct kv){"conns_open", t->active};
+    return n;
+}
+
+/* "key=value" pairs, each preceded by lead (summary: " ") or followed by
+ * tail (stats file: "\n"). */
+static void format_totals(struct buf *out, const struct totals *t, const char *lead,
+                          const char *tail, int with_open)
+{
+    struct kv kv[SINK_KV_MAX];
+    size_t n = totals_kv(t, with_open, kv, SINK_KV_MAX);
+    for (size_t i = 0; i < n; i++) {
+        buf_append_str(out, lead);
+        buf_append_str(out, kv[i].key);
+        buf_append(out, "=", 1);
+        buf_append_u64(out, kv[i].v);
+        buf_append_str(out, tail);
+    }
 }
 
 static void write_stats(const char *path, const struct totals *t)
 {
-    char text[512];
-    snprintf(text, sizeof(text),
-             "messages=%llu\nrejected=%llu\nbytes=%llu\nconnections=%llu\n"
-             "tls_full=%llu\ntls_resumed=%llu\ntls_failed=%llu\nactive=%llu\n"
-             "peak_conns=%llu\n",
-             (unsigned long long)t->messages, (unsigned long long)t->rejected,
-             (unsigned long long)t->bytes, (unsigned long long)t->connections,
-             (unsigned long long)t->tls_full, (unsigned long long)t->tls_resumed,
-             (unsigned long long)t->tls_failed, (unsigned long long)t->active,
-             (unsigned long long)t->peak);
-    write_atomic(path, text);
+    struct buf b;
+    buf_init(&b, 0);
+    format_totals(&b, t, "", "\n", 1);
+    buf_append(&b, "", 1);      /* NUL */
+    if (!b.err)
+        write_atomic(path, (const char *)buf_peek(&b));
+    buf_free(&b);
+}
+
+static void print_summary(const struct totals *t)
+{
+    struct buf b;
+    buf_init(&b, 0);
+    buf_append_str(&b, "tern-sink:");
+    format_totals(&b, t, " ", "", 0);
+    buf_append(&b, "\n", 1);
+    if (!b.err)
+        fwrite(buf_peek(&b), 1, buf_used(&b), stdout);
+    fflush(stdout);
+    buf_free(&b);
+}
+
+/* Wake every thread's loop (it then reads sk->stopping and sk->pause). */
+static void wake_all(struct sink_thread *th, int n)
+{
+    for (int i = 0; i < n; i++) {
+        uint64_t one = 1;
+        if (write(th[i].wake_fd, &one, sizeof(one)) != sizeof(one))
+            fprintf(stderr, "tern-sink: cannot wake thread %d\n", i);
+    }
+}
+
+/* SIGUSR1: pause every running thread, rotate, release them. */
+static void rotate_ticket_keys(struct sink *sk, struct sink_thread *th, int n)
+{
+    if (sk->tls == NULL) {
+        fprintf(stderr, "tern-sink: SIGUSR1: no TLS, no ticket keys to rotate\n");
+        return;
+    }
+    struct sink_pause *p = &sk->pause;
+    pthread_mutex_lock(&p->mu);
+    p->round++;
+    pthread_mutex_unlock(&p->mu);
+    wake_all(th, n);
+    pthread_mutex_lock(&p->mu);
+    while (p->parked < p->live)
+        pthread_cond_wait(&p->cv, &p->mu);
+    int ok = tls_server_ctx_rotate_ticket_keys(sk->tls);
+    p->parked = 0;
+    p->released = p->round;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    fprintf(stderr, ok ? "tern-sink: ticket keys rotated\n"
+                       : "tern-sink: ticket key rotation failed\n");
 }
 
 int main(int argc, char **argv)
@@ -353,6 +552,8 @@ int main(int argc, char **argv)
     sk.cfg.smtp.offer_pipelining = 1;
     sk.cfg.tls.tickets = 1;
     sk.record_fd = -1;
+    pthread_mutex_init(&sk.pause.mu, NULL);
+    pthread_cond_init(&sk.pause.cv, NULL);
     if (!parse_args(argc, argv, &sk.cfg, &cert, &key, &no_starttls))
         return 2;
 
@@ -366,8 +567,12 @@ int main(int argc, char **argv)
             return 1;
         }
         sk.cfg.smtp.offer_starttls = 1;
-    } else if (sk.cfg.smtp.starttls_reply) {
-        /* Advertise STARTTLS only to refuse it: a test of the client. */
+    } else if (sk.cfg.tls.track_tickets) {
+        fprintf(stderr, "tern-sink: --track-tickets needs TLS (--cert, --key)\n");
+        return 2;
+    } else if (sk.cfg.smtp.starttls_reply || sk.cfg.abort_handshake) {
+        /* Advertise STARTTLS only to refuse it or to cut the handshake
+         * short: tests of the client. */
         sk.cfg.smtp.offer_starttls = 1;
     }
     if (sk.cfg.record_file) {
@@ -406,11 +611,12 @@ int main(int argc, char **argv)
     }
 
     /* Signals go to the main thread only, through sigtimedwait. */
-    sigset_t stop;
-    sigemptyset(&stop);
-    sigaddset(&stop, SIGTERM);
-    sigaddset(&stop, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     for (int i = 0; i < n; i++) {
@@ -442,9 +648,11 @@ int main(int argc, char **argv)
     }
     struct timespec period = {0, SINK_STATS_PERIOD_MS * 1000000L};
     for (;;) {
-        int sig = sigtimedwait(&stop, NULL, &period);
+        int sig = sigtimedwait(&sigs, NULL, &period);
         if (sig == SIGTERM || sig == SIGINT)
             break;
+        if (sig == SIGUSR1)
+            rotate_ticket_keys(&sk, th, n);
         if (sk.cfg.stats_file) {
             sum(&sk, th, n, &t);
             write_stats(sk.cfg.stats_file, &t);
@@ -452,11 +660,8 @@ int main(int argc, char **argv)
     }
 
     int rc = 0;
-    for (int i = 0; i < n; i++) {
-        uint64_t one = 1;
-        if (write(th[i].wake_fd, &one, sizeof(one)) != sizeof(one))
-            fprintf(stderr, "tern-sink: cannot wake thread %d\n", i);
-    }
+    atomic_store(&sk.stopping, 1);
+    wake_all(th, n);
     for (int i = 0; i < n; i++) {
         pthread_join(th[i].tid, NULL);
         if (th[i].err[0]) {
@@ -469,13 +674,7 @@ int main(int argc, char **argv)
     sum(&sk, th, n, &t);
     if (sk.cfg.stats_file)
         write_stats(sk.cfg.stats_file, &t);
-    printf("tern-sink: messages=%llu rejected=%llu bytes=%llu connections=%llu "
-           "tls_full=%llu tls_resumed=%llu tls_failed=%llu peak_conns=%llu\n",
-           (unsigned long long)t.messages, (unsigned long long)t.rejected,
-           (unsigned long long)t.bytes, (unsigned long long)t.connections,
-           (unsigned long long)t.tls_full, (unsigned long long)t.tls_resumed,
-           (unsigned long long)t.tls_failed, (unsigned long long)t.peak);
-    fflush(stdout);
+    print_summary(&t);
     if (sk.record_fd >= 0)
         close(sk.record_fd);
     tls_server_ctx_free(sk.tls);

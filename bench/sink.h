@@ -1,7 +1,8 @@
 /*
  * sink.h - internal interfaces of bench/sink (tern-sink), shared by
  * sink.c (options, threads, signals, stats), sink_loop.c (the io_uring
- * loop of one thread) and sink_record.c (record lines).
+ * loop of one thread), sink_record.c (record lines) and sink_drop.c
+ * (where --drop-rate drops a connection).
  */
 #ifndef TERN_BENCH_SINK_H
 #define TERN_BENCH_SINK_H
@@ -17,6 +18,17 @@
 
 #define SINK_MAX_THREADS   64
 
+/* Where --drop-rate drops a connection (close, no reply); sink.c's header
+ * comment defines each point. */
+enum sink_drop {
+    SINK_DROP_NONE,
+    SINK_DROP_GREETING,     /* after the 220 greeting, before any read */
+    SINK_DROP_MAIL,         /* MAIL FROM accepted, its reply withheld */
+    SINK_DROP_DATA,         /* body bytes arrived, message incomplete */
+    SINK_DROP_DOT,          /* message complete and recorded, no reply */
+    SINK_DROP_COUNT
+};
+
 /* Everything from the command line, read-only once threads run. */
 struct sink_cfg {
     const char *listen;         /* HOST:PORT */
@@ -25,6 +37,10 @@ struct sink_cfg {
     const char *record_file;
     int threads;
     int quiet;
+    double drop_rate;           /* 0..1, per transaction */
+    uint64_t drop_seed;
+    uint64_t reply_delay_ms;    /* before the reply to the final dot */
+    int abort_handshake;        /* close after the ClientHello */
     struct smtp_server_config smtp;
     /* TLS (enabled when cert_file is set and STARTTLS is offered) */
     struct tls_server_config tls;
@@ -39,7 +55,21 @@ struct sink_counters {
     _Atomic uint64_t connections;   /* accepted connections */
     _Atomic uint64_t tls_full;
     _Atomic uint64_t tls_resumed;
-    _Atomic uint64_t tls_failed;
+    _Atomic uint64_t tls_failed;    /* includes --abort-handshake */
+    _Atomic uint64_t drops[SINK_DROP_COUNT];    /* by point; [NONE] unused */
+};
+
+/* SIGUSR1 pauses every thread (between two of its completions) while the
+ * main thread rotates the ticket keys: the TLS context is shared and
+ * BoringSSL's SSL_CTX_set_tlsext_ticket_keys takes no lock, so no thread
+ * may be inside a handshake then. Guarded by mu. */
+struct sink_pause {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t round;             /* pauses requested by main */
+    uint64_t released;          /* pauses main has ended */
+    int parked;                 /* threads waiting in this round */
+    int live;                   /* threads running their loop */
 };
 
 /* Shared by all threads. */
@@ -47,17 +77,23 @@ struct sink {
     struct sink_cfg cfg;
     struct tls_server_ctx *tls;     /* one context for every thread so a
                                        ticket resumes on any thread
-                                       (BoringSSL SSL_CTX is thread-safe) */
+                                       (BoringSSL SSL_CTX is thread-safe
+                                       for handshakes; changing its
+                                       ticket keys is not: sink_pause) */
     int record_fd;                  /* -1: no record */
-    _Atomic uint64_t active;        /* open connections, all threads */
+    _Atomic uint64_t active;        /* open connections, all threads:
+                                       from accept until our close() */
     _Atomic uint64_t peak;          /* highest `active` seen */
+    _Atomic int stopping;           /* main asks every thread to stop */
+    struct sink_pause pause;
 };
 
 struct sink_thread {
     struct sink *sk;
     int id;
     int listen_fd;
-    int wake_fd;                    /* eventfd: main writes to stop us */
+    int wake_fd;                    /* eventfd: main writes to stop or
+                                       pause us (see stopping, pause) */
     pthread_t tid;
     struct sink_counters c;
     _Atomic int ready;              /* 1 serving, -1 setup failed */
@@ -65,15 +101,31 @@ struct sink_thread {
 };
 
 /* sink_thread_main runs one thread's io_uring loop until woken through
- * wake_fd. Returns NULL; on a setup failure it writes th->err. */
+ * wake_fd with sk->stopping set. Returns NULL; on a setup failure it
+ * writes th->err. */
 void *sink_thread_main(void *arg);
 
 /* sink_record_line appends one record line (format in sink.c) for the
  * message in *e to out. peer is "ip:port"; proto/cipher may be NULL (no
- * TLS). */
+ * TLS). dropped: the connection is dropped after the dot (an extra
+ * field says so). */
 void sink_record_line(struct buf *out, const struct smtp_server_envelope *e,
                       const char *proto, const char *cipher, int resumed,
-                      const char *peer);
+                      const char *peer, int dropped);
+
+/* A small deterministic generator (splitmix64), one per thread. */
+struct sink_rng {
+    uint64_t state;
+};
+
+/* sink_rng_seed: thread `thread`'s sequence for --drop-seed seed. */
+void sink_rng_seed(struct sink_rng *r, uint64_t seed, int thread);
+
+/* sink_drop_draw decides the drop for one transaction: SINK_DROP_NONE
+ * with probability 1 - rate, else a point chosen uniformly among those
+ * still ahead: all four on a connection's first transaction (first != 0),
+ * MAIL, DATA and DOT on later ones (the greeting is behind them). */
+enum sink_drop sink_drop_draw(struct sink_rng *r, double rate, int first);
 
 /* sink_message_id copies the Message-ID header value of data (first line
  * only, trimmed, tabs and controls replaced by spaces) into out; returns 0

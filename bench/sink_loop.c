@@ -21,6 +21,13 @@
  * Sends: one in flight per connection from `sending`, which is never
  * touched while the kernel reads it; new output goes to `pending` and the
  * two swap when the send completes.
+ *
+ * Test knobs (sink.c documents them): --drop-rate draws a drop point per
+ * transaction (sink_drop.c) checked where the session reaches it;
+ * --reply-delay holds the final reply behind an io_uring timeout, one
+ * more op in flight; --abort-handshake reads the ClientHello record and
+ * closes. The wake eventfd also pauses the thread for SIGUSR1 (sink.h,
+ * struct sink_pause).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -43,11 +50,13 @@
 #define SINK_BGID         1
 #define SINK_SLOT_BITS    24
 #define SINK_MAX_CONNS    (1u << SINK_SLOT_BITS)
+#define SINK_TLS_HEADER   5             /* TLS record: type, version, length */
+#define SINK_TLS_HANDSHAKE 0x16         /* record type of a ClientHello */
 
 _Static_assert(SINK_BUF_SIZE <= TLS_FEED_MAX, "one recv must fit one TLS feed");
 _Static_assert((SINK_NBUFS & (SINK_NBUFS - 1)) == 0, "buffer ring size is a power of two");
 
-enum op_kind { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_WAKE, OP_CANCEL };
+enum op_kind { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_WAKE, OP_CANCEL, OP_DELAY };
 
 enum close_kind { CLOSE_NONE, CLOSE_GRACEFUL, CLOSE_ABORT };
 
@@ -61,6 +70,8 @@ struct conn {
     unsigned dirty : 1;         /* on the batch's dirty list */
     unsigned shut : 1;          /* shutdown() done */
     unsigned in_use : 1;
+    unsigned delay_armed : 1;   /* --reply-delay timeout in flight */
+    unsigned hello_abort : 1;   /* --abort-handshake: reading the hello */
     enum close_kind closing;
     struct buf sending;         /* bytes of the send in flight: read-only */
     struct buf pending;         /* output queued behind it */
@@ -69,6 +80,10 @@ struct conn {
     int tls_done;               /* handshake finished */
     struct tls_info tinfo;
     char peer[64];              /* "ip:port" when recording */
+    enum sink_drop drop;        /* --drop-rate plan, this transaction */
+    struct __kernel_timespec delay_ts;  /* read by the kernel at submit */
+    uint8_t hello_hdr[SINK_TLS_HEADER];
+    size_t hello_got;           /* ClientHello bytes read */
 };
 
 struct loop {
@@ -91,6 +106,8 @@ struct loop {
     struct buf plain;           /* TLS plaintext scratch */
     struct buf rec;             /* record lines of this batch */
     uint64_t wake_val;
+    uint64_t seen_round;        /* last sink_pause round we joined */
+    struct sink_rng rng;        /* --drop-rate draws */
     int accept_armed;
     int stop;
 };
@@ -206,25 +223,86 @@ static void count(_Atomic uint64_t *ctr, uint64_t n)
     atomic_fetch_add_explicit(ctr, n, memory_order_relaxed);
 }
 
+/* --drop-rate: close now without answering what is pending (replies
+ * already queued still go out, then shutdown: no QUIT, no close_notify). */
+static void drop_now(struct loop *l, struct conn *c)
+{
+    size_t n;
+    smtp_server_output(&c->smtp, &n);
+    smtp_server_output_consume(&c->smtp, n);
+    count(&l->th->c.drops[c->drop], 1);
+    c->drop = SINK_DROP_NONE;
+    conn_close(l, c, CLOSE_GRACEFUL);
+}
+
+/* Answer the pending message, draw the next transaction's drop (only
+ * now: until the reply the session still shows this one's MAIL FROM) and
+ * queue the reply at once, so that a drop at a MAIL FROM pipelined behind
+ * it cannot withhold it. */
+static void reply_message(struct loop *l, struct conn *c)
+{
+    smtp_server_message_reply(&c->smtp, NULL);
+    c->drop = sink_drop_draw(&l->rng, l->sk->cfg.drop_rate, 0);
+    flush_smtp(l, c);
+}
+
+/* --reply-delay: the reply waits for a timeout op (reply_message in
+ * on_delay); the thread goes on serving the others. */
+static void arm_delay(struct loop *l, struct conn *c)
+{
+    uint64_t ms = l->sk->cfg.reply_delay_ms;
+    struct io_uring_sqe *sqe = get_sqe(l);
+    if (sqe == NULL) {
+        conn_close(l, c, CLOSE_ABORT);
+        return;
+    }
+    c->delay_ts.tv_sec = (long long)(ms / 1000);
+    c->delay_ts.tv_nsec = (long long)(ms % 1000) * 1000000;
+    io_uring_prep_timeout(sqe, &c->delay_ts, 0, 0);
+    io_uring_sqe_set_data64(sqe, tag(OP_DELAY, c->slot, c->gen));
+    c->delay_armed = 1;
+    c->inflight++;
+}
+
+static void record(struct loop *l, struct conn *c, const struct smtp_server_envelope *e,
+                   int dropped)
+{
+    if (l->sk->record_fd >= 0)
+        sink_record_line(&l->rec, e, c->tls_done ? c->tinfo.protocol : NULL,
+                         c->tls_done ? c->tinfo.cipher : NULL, c->tls_done && c->tinfo.resumed,
+                         c->peer, dropped);
+}
+
 static void on_message(struct loop *l, struct conn *c)
 {
     struct sink *sk = l->sk;
     struct smtp_server_envelope e;
     if (!smtp_server_envelope(&c->smtp, &e))
         return;
+    if (c->drop == SINK_DROP_DATA) {
+        /* A body that came whole with its command (BDAT; DATA
+         * pipelined against RFC 2920) had no mid-body moment: dropped at
+         * its end, unrecorded, like a partial one. */
+        drop_now(l, c);
+        return;
+    }
+    if (c->drop == SINK_DROP_DOT) {
+        record(l, c, &e, 1);    /* a real receiver may have kept it */
+        drop_now(l, c);
+        return;
+    }
     const char *r = sk->cfg.smtp.data_reply;
-    int accepted = r == NULL || r[0] == '2';
-    if (accepted) {
+    if (r == NULL || r[0] == '2') {
         count(&l->th->c.messages, 1);
         count(&l->th->c.bytes, e.data_len);
-        if (sk->record_fd >= 0)
-            sink_record_line(&l->rec, &e, c->tls_done ? c->tinfo.protocol : NULL,
-                             c->tls_done ? c->tinfo.cipher : NULL,
-                             c->tls_done && c->tinfo.resumed, c->peer);
+        record(l, c, &e, 0);
     } else {
         count(&l->th->c.rejected, 1);
     }
-    smtp_server_message_reply(&c->smtp, NULL);
+    if (sk->cfg.reply_delay_ms)
+        arm_delay(l, c);
+    else
+        reply_message(l, c);
 }
 
 /* Run the SMTP session over what it was fed. */
@@ -232,12 +310,24 @@ static void run_smtp(struct loop *l, struct conn *c)
 {
     for (;;) {
         struct smtp_server_event ev = smtp_server_next(&c->smtp);
+        /* mail_done (public in struct smtp_server) turns 1 when MAIL FROM
+         * is accepted; its reply is still in the session's output. */
+        if (c->drop == SINK_DROP_MAIL && c->smtp.mail_done) {
+            drop_now(l, c);
+            return;
+        }
         if (ev.kind == SMTP_SRV_EV_NONE)
             break;
         if (ev.kind == SMTP_SRV_EV_MESSAGE) {
             on_message(l, c);
+            if (c->closing)
+                return;
         } else if (ev.kind == SMTP_SRV_EV_STARTTLS) {
             flush_smtp(l, c);   /* the 220 goes out in plaintext */
+            if (l->sk->cfg.abort_handshake) {
+                c->hello_abort = 1;
+                return;
+            }
             c->tls = tls_conn_server_new(l->sk->tls);
             if (c->tls == NULL) {
                 logf_err(l, "STARTTLS", "cannot create TLS connection");
@@ -259,11 +349,35 @@ static void run_smtp(struct loop *l, struct conn *c)
 
 static void feed_smtp(struct loop *l, struct conn *c, const uint8_t *p, size_t n)
 {
+    if (c->drop == SINK_DROP_DATA &&
+        (c->smtp.state == SMTP_SRV_ST_DATA || c->smtp.state == SMTP_SRV_ST_BDAT)) {
+        drop_now(l, c);     /* body bytes came; the message is not whole */
+        return;
+    }
     if (!smtp_server_feed(&c->smtp, p, n))
         logf_err(l, "SMTP input refused", smtp_server_close_reason(&c->smtp)
                                                  ? smtp_server_close_reason(&c->smtp)
                                                  : "?");
     run_smtp(l, c);
+}
+
+/* --abort-handshake: read the ClientHello's record (its header says how
+ * long it is; anything else than a handshake record ends it at once),
+ * then close without an alert. Reading it all first makes the close a
+ * FIN, not a reset for unread bytes. */
+static void take_hello(struct loop *l, struct conn *c, const uint8_t *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n && c->hello_got < SINK_TLS_HEADER)
+        c->hello_hdr[c->hello_got++] = p[i++];
+    c->hello_got += n - i;
+    if (c->hello_got < SINK_TLS_HEADER)
+        return;
+    size_t len = SINK_TLS_HEADER + ((size_t)c->hello_hdr[3] << 8 | c->hello_hdr[4]);
+    if (c->hello_hdr[0] == SINK_TLS_HANDSHAKE && c->hello_got < len)
+        return;
+    count(&l->th->c.tls_failed, 1);
+    conn_close(l, c, CLOSE_GRACEFUL);
 }
 
 static void tls_failed(struct loop *l, struct conn *c, const char *stage)
@@ -415,7 +529,10 @@ static void on_accept(struct loop *l, int fd)
         return;
     }
     flush_smtp(l, c);
-    if (!arm_recv(l, c))
+    c->drop = sink_drop_draw(&l->rng, sk->cfg.drop_rate, 1);
+    if (c->drop == SINK_DROP_GREETING)
+        drop_now(l, c);     /* the greeting goes out; nothing is read */
+    else if (!arm_recv(l, c))
         conn_close(l, c, CLOSE_ABORT);
 }
 
@@ -447,7 +564,9 @@ static void on_recv(struct loop *l, struct io_uring_cqe *cqe)
         unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
         if (c && cqe->res > 0 && !c->closing) {
             const uint8_t *p = l->bufs + (size_t)bid * SINK_BUF_SIZE;
-            if (c->tls)
+            if (c->hello_abort)
+                take_hello(l, c, p, (size_t)cqe->res);
+            else if (c->tls)
                 on_tls_data(l, c, p, (size_t)cqe->res);
             else
                 feed_smtp(l, c, p, (size_t)cqe->res);
@@ -490,6 +609,46 @@ static void on_send(struct loop *l, struct io_uring_cqe *cqe)
     buf_consume(&c->sending, (size_t)cqe->res);
 }
 
+/* The --reply-delay timeout ended (or was cancelled by a close). */
+static void on_delay(struct loop *l, struct io_uring_cqe *cqe)
+{
+    struct conn *c = conn_of(l, cqe->user_data);
+    if (c == NULL)
+        return;
+    c->delay_armed = 0;
+    c->inflight--;
+    mark_dirty(l, c);
+    if (c->closing)
+        return;
+    reply_message(l, c);
+    run_smtp(l, c);     /* commands pipelined behind the message */
+}
+
+/* Join a pause that main asked for (SIGUSR1): wait, holding no TLS state
+ * in use, until main has rotated the ticket keys. */
+static void pause_if_asked(struct loop *l)
+{
+    struct sink_pause *p = &l->sk->pause;
+    pthread_mutex_lock(&p->mu);
+    if (p->round != l->seen_round) {
+        l->seen_round = p->round;
+        p->parked++;
+        pthread_cond_broadcast(&p->cv);
+        while (p->released != l->seen_round)
+            pthread_cond_wait(&p->cv, &p->mu);
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void on_wake(struct loop *l)
+{
+    pause_if_asked(l);
+    if (atomic_load(&l->sk->stopping))
+        l->stop = 1;
+    else
+        arm_wake(l);
+}
+
 static void handle_cqe(struct loop *l, struct io_uring_cqe *cqe)
 {
     switch (tag_kind(cqe->user_data)) {
@@ -508,7 +667,10 @@ static void handle_cqe(struct loop *l, struct io_uring_cqe *cqe)
         on_send(l, cqe);
         break;
     case OP_WAKE:
-        l->stop = 1;
+        on_wake(l);
+        break;
+    case OP_DELAY:
+        on_delay(l, cqe);
         break;
     case OP_CANCEL:
     default:
@@ -553,6 +715,14 @@ static void service_conn(struct loop *l, struct conn *c)
             struct io_uring_sqe *sqe = get_sqe(l);
             if (sqe) {
                 io_uring_prep_cancel64(sqe, tag(OP_RECV, c->slot, c->gen), 0);
+                sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+                io_uring_sqe_set_data64(sqe, tag(OP_CANCEL, c->slot, c->gen));
+            }
+        }
+        if (c->delay_armed) {   /* close now, not when the delay ends */
+            struct io_uring_sqe *sqe = get_sqe(l);
+            if (sqe) {
+                io_uring_prep_timeout_remove(sqe, tag(OP_DELAY, c->slot, c->gen), 0);
                 sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
                 io_uring_sqe_set_data64(sqe, tag(OP_CANCEL, c->slot, c->gen));
             }
@@ -695,6 +865,7 @@ void *sink_thread_main(void *arg)
     l.sk = th->sk;
     buf_init(&l.plain, 0);
     buf_init(&l.rec, 0);
+    sink_rng_seed(&l.rng, l.sk->cfg.drop_seed, th->id);
     if (!ring_setup(&l)) {
         loop_teardown(&l);
         atomic_store(&th->ready, -1);
@@ -702,6 +873,9 @@ void *sink_thread_main(void *arg)
     }
     arm_wake(&l);
     arm_accept(&l);
+    pthread_mutex_lock(&l.sk->pause.mu);
+    l.sk->pause.live++;
+    pthread_mutex_unlock(&l.sk->pause.mu);
     atomic_store(&th->ready, 1);
     while (!l.stop) {
         int ret = io_uring_submit_and_wait(&l.ring, 1);
@@ -718,6 +892,11 @@ void *sink_thread_main(void *arg)
         io_uring_cq_advance(&l.ring, n);
         finish_batch(&l);
     }
+    /* No longer counted: a pause must not wait for us. */
+    pthread_mutex_lock(&l.sk->pause.mu);
+    l.sk->pause.live--;
+    pthread_cond_broadcast(&l.sk->pause.cv);
+    pthread_mutex_unlock(&l.sk->pause.mu);
     loop_teardown(&l);
     return NULL;
 }

@@ -65,7 +65,7 @@ int sink_message_id(const uint8_t *data, size_t len, char *out, size_t cap)
 
 void sink_record_line(struct buf *out, const struct smtp_server_envelope *e,
                       const char *proto, const char *cipher, int resumed,
-                      const char *peer)
+                      const char *peer, int dropped)
 {
     static const char hex[] = "0123456789abcdef";
     uint8_t md[SHA256_DIGEST_LENGTH];
@@ -102,5 +102,7 @@ void sink_record_line(struct buf *out, const struct smtp_server_envelope *e,
     buf_append_str(out, peer && peer[0] ? peer : "-");
     buf_append(out, "\t", 1);
     buf_append_str(out, msgid);
+    if (dropped)
+        buf_append_str(out, "\tdropped-after-dot");
     buf_append(out, "\n", 1);
 }
