@@ -8,7 +8,7 @@
 #   bench/bench.sh [--messages N] [--domains D] [--size BYTES] [--threads T]
 #                  [--runs R] [--peer postfix|none] [--peer-messages N]
 #                  [--peer-concurrency C] [--msgs-per-conn K] [--no-tls] [--aof]
-#                  [--sink-threads S] [--no-resume]
+#                  [--sink-threads S] [--no-resume] [--per-host C]
 #                  [--out DIR] [--tag NAME]
 #
 # Prints one table (a row per run, then medians), a Postfix row when asked,
@@ -21,7 +21,7 @@ export TERN_BUILD=${TERN_BUILD:-build/bench}
 . bench/postfix.sh
 
 N=100000 D=100 SIZE=4096 THREADS=0 RUNS=3 PEER=none PEER_N=20000
-MPC="" TLS=1 RESUME=1 AOF=0 SINK_THREADS=1 OUT=run/bench TAG=results
+MPC="" TLS=1 RESUME=1 AOF=0 PER_HOST="" SINK_THREADS=1 OUT=run/bench TAG=results
 
 usage() {
     sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
@@ -44,6 +44,7 @@ while [ $# -gt 0 ]; do
     --sink-threads) posint "$1" "${2-}"; SINK_THREADS=$2; shift ;;
     --no-tls) TLS=0 ;;
     --no-resume) RESUME=0 ;;
+    --per-host) posint "$1" "${2-}"; PER_HOST=$2; shift ;;
     --aof) AOF=1 ;;
     --out) OUT=${2:?}; shift ;;
     --tag) [[ ${2-} =~ ^[A-Za-z0-9._-]+$ ]] || usage; TAG=$2; shift ;;
@@ -73,7 +74,7 @@ TXT=$OUT/$TAG.txt
 
 MACHINE="machine: nproc=$(nproc) cpu=\"$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)\" kernel=$(uname -r) tern=$(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 WORKLOAD="workload: $N messages x $SIZE bytes to $D domains, $( [ $TLS = 1 ] && echo 'STARTTLS (tls = encrypt, sink tickets on, resumption '$( [ $RESUME = 1 ] && echo on || echo off)')' || echo 'plaintext'),"
-WORKLOAD="$WORKLOAD redis AOF $( [ $AOF = 1 ] && echo 'everysec' || echo 'off'), engine threads=$THREADS, sink threads=$SINK_THREADS, max_messages_per_connection=${MPC:-default}"
+WORKLOAD="$WORKLOAD redis AOF $( [ $AOF = 1 ] && echo 'everysec' || echo 'off'), engine threads=$THREADS, sink threads=$SINK_THREADS, max_messages_per_connection=${MPC:-default}, max_connections_per_host=${PER_HOST:-default}"
 
 ticks() {   # utime+stime of one process (all its threads), clock ticks
     sed 's/.*) //' "/proc/$1/stat" | awk '{print $12+$13}'
@@ -119,6 +120,7 @@ run_tern() {   # run number
         if [ $TLS = 1 ]; then echo "tls = encrypt"; echo "ca_file = $CERTS/ca.pem"; else echo "tls = none"; fi
         [ -n "$MPC" ] && echo "max_messages_per_connection = $MPC"
         [ $RESUME = 0 ] && echo "tls_resumption = no"
+        [ -n "$PER_HOST" ] && echo "max_connections_per_host = $PER_HOST"
         true
     } >"$dir/tern.conf"
     "$TERN_BUILD/tern" check-config -c "$dir/tern.conf" >/dev/null

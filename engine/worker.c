@@ -265,6 +265,32 @@ static void dest_push(struct worker *w, struct dest *d, struct job *j)
     worker_mark_dirty(w, d);
 }
 
+static void host_wait(struct dest *d)
+{
+    struct mxhost *h = d->host;
+    if (d->host_waiting)
+        return;
+    d->host_waiting = 1;
+    d->host_wait_next = NULL;
+    if (h->wait_tail)
+        h->wait_tail->host_wait_next = d;
+    else
+        h->wait_head = d;
+    h->wait_tail = d;
+}
+
+void host_wake(struct worker *w, struct mxhost *h)
+{
+    struct dest *d = h->wait_head;
+    if (d == NULL)
+        return;
+    h->wait_head = d->host_wait_next;
+    if (h->wait_head == NULL)
+        h->wait_tail = NULL;
+    d->host_waiting = 0;
+    worker_mark_dirty(w, d);
+}
+
 /* Slow start for resumption: while no cached session is left for the
  * connections being opened, open one at a time, so that a busy route
  * pays for one full handshake and resumes the rest with the tickets it
@@ -284,7 +310,7 @@ static int may_open_now(struct worker *w, struct dest *d)
 
 /* Hand ready jobs to idle connections, open new ones as the ready list
  * outgrows the connections that will soon be free, within the limits. */
-static void dest_schedule(struct worker *w, struct dest *d)
+static void dest_schedule_ready(struct worker *w, struct dest *d)
 {
     if (d->nready == 0)
         return;
@@ -319,12 +345,26 @@ static void dest_schedule(struct worker *w, struct dest *d)
     if (w->stopping || d->next_connect_ms > w->now_ms)
         return;
     while (d->nready > (size_t)d->nconnecting && d->nconns < d->lim.max_connections &&
-           d->host->nconns < d->lim.max_connections_per_host && may_open_now(w, d)) {
+           may_open_now(w, d)) {
+        if (d->host->nconns >= d->lim.max_connections_per_host) {
+            host_wait(d);
+            break;
+        }
         if (conn_open(w, d) == NULL)
             break;
         if (d->consecutive_failures)
             break;   /* probe with one connection while failing */
     }
+}
+
+static void dest_schedule(struct worker *w, struct dest *d)
+{
+    dest_schedule_ready(w, d);
+    /* Room left on the host that this destination did not use (it may
+     * have been woken with nothing left to send): pass it on. */
+    struct mxhost *h = d->host;
+    if (h && h->wait_head && h->nconns < d->lim.max_connections_per_host)
+        host_wake(w, h);
 }
 
 /* ---- per-destination counters -------------------------------------------- */

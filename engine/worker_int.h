@@ -73,6 +73,9 @@ struct mxhost {
     int64_t tier_until_ms;
     int plaintext;                   /* TLS failed altogether */
     int64_t plaintext_until_ms;
+    /* destinations held back by max_connections_per_host, woken in
+     * order as this host's connections close */
+    struct dest *wait_head, *wait_tail;
     struct mxhost *next;
 };
 
@@ -88,6 +91,8 @@ struct dest {
     struct mxhost *host;
     int no_sessions;           /* the last connection yielded no TLS session */
     int npre_tls;              /* connections open, not yet at STARTTLS */
+    int host_waiting;          /* on its host's wait list */
+    struct dest *host_wait_next;
     int64_t cert_plaintext_until_ms;   /* at may: our client certificate was the problem */
     uint8_t leaf_sha256[32];   /* the peer's certificate, to notice a change */
     int have_leaf;
@@ -223,6 +228,9 @@ struct buf *worker_redis_buf(struct worker *w);
 void worker_rq_push(struct worker *w, enum redis_req kind, int partition);
 struct ack_item *worker_ack_slot(struct worker *w, int partition);
 void worker_mark_dirty(struct worker *w, struct dest *d);
+/* host_wake: a connection to h closed; the longest-waiting destination
+ * held back by the per-host limit gets to schedule. */
+void host_wake(struct worker *w, struct mxhost *h);
 /* worker_dest_stats_events appends a `dest-stats` event per destination
  * whose counters changed (all of them when all is set). */
 void worker_dest_stats_events(struct worker *w, int all);

@@ -185,6 +185,7 @@ void tls_session_cache_put(struct tls_session_cache *c, const char *key,
     if (e->n == TLS_CACHE_SESSIONS_PER_KEY) {
         SSL_SESSION_free(e->s[--e->n]);   /* oldest goes */
         c->nsessions--;
+        c->st.evictions++;
     }
     memmove(&e->s[1], &e->s[0], e->n * sizeof(e->s[0]));
     e->s[0] = s;

@@ -41,7 +41,7 @@
 
 #include <openssl/ssl.h>
 
-#define TLS_CACHE_SESSIONS_PER_KEY 16   /* room for a busy route's parallel connections */
+#define TLS_CACHE_SESSIONS_PER_KEY 256  /* room for a busy route's parallel connections */
 #define TLS_CACHE_KEY_MAX          512
 
 struct tls_session_cache;
