@@ -476,6 +476,15 @@ int config_load(struct tern_config *c, const char *path, char *err, size_t errle
         return 0;
     }
     c->limits.idle_ms = c->timeouts.idle;
+    for (int i = 0; i < c->nroutes; i++) {
+        struct tern_route *r = &c->routes[i];
+        r->host_slot = i;
+        for (int j = 0; j < i; j++)
+            if (c->routes[j].port == r->port && strcasecmp(c->routes[j].host, r->host) == 0) {
+                r->host_slot = j;
+                break;
+            }
+    }
     c->ntls_ctx = 0;
     int ctx_ok = assign_tls_ctx(c, &c->policy.fallback);
     for (size_t i = 0; ctx_ok && i < c->policy.n; i++)

@@ -69,6 +69,7 @@ struct tern_route {
     struct sockaddr_storage addr;     /* resolved at load time */
     socklen_t addrlen;
     uint16_t port;
+    int host_slot;                    /* the first route with this host:port */
 };
 
 /* Connection pool limits for a destination: the global values, then a

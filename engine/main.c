@@ -192,6 +192,11 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
     struct engine e = {.cfg = cfg, .scripts = q.scripts, .drain = drain,
                        .nworkers = cfg->threads, .verbose = verbose};
     queue_close(&q);
+    e.host_conns = calloc(CONFIG_ROUTES_MAX, sizeof(*e.host_conns));
+    if (e.host_conns == NULL) {
+        fprintf(stderr, "tern: out of memory\n");
+        return 1;
+    }
 
     /* Signals go to this thread only: workers never see them. */
     sigset_t set;
@@ -259,6 +264,7 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
     free(ws);
     free(ta);
     free(th);
+    free(e.host_conns);
     return rc;
 }
 

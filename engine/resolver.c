@@ -18,5 +18,6 @@ size_t resolver_lookup(const struct resolver *r, const char *domain,
     out[0].addr = rt->addr;
     out[0].addrlen = rt->addrlen;
     out[0].port = rt->port;
+    out[0].host_slot = rt->host_slot;
     return 1;
 }

@@ -25,6 +25,7 @@ struct nexthop {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     uint16_t port;
+    int host_slot;                  /* shared per-host counter index, < CONFIG_ROUTES_MAX */
 };
 
 struct resolver {

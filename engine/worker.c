@@ -194,6 +194,7 @@ static struct mxhost *host_get(struct worker *w, const struct nexthop *hop)
     if (h == NULL)
         return NULL;
     memcpy(h->key, key, sizeof(key));
+    h->all_conns = &w->e->host_conns[hop->host_slot];
     h->tier = TLS_TIER_PREFERRED;
     h->next = w->hosts[i];
     w->hosts[i] = h;
@@ -279,6 +280,21 @@ static void host_wait(struct dest *d)
     h->wait_tail = d;
 }
 
+/* The host is full and d has mail: an idle connection of another
+ * destination on the host says QUIT, and its slot comes to d when it
+ * closes. Idle connections would otherwise hold the host's slots until
+ * their idle timeout while mail waits. */
+static void host_release_idle(struct worker *w, struct dest *d)
+{
+    for (struct conn *c = w->conns; c; c = c->next) {
+        if (c->d != d && c->d->host == d->host && c->idle && !c->quitting &&
+            c->state == CONN_SMTP) {
+            conn_quit_or_close(w, c);
+            return;
+        }
+    }
+}
+
 void host_wake(struct worker *w, struct mxhost *h)
 {
     struct dest *d = h->wait_head;
@@ -346,12 +362,17 @@ static void dest_schedule_ready(struct worker *w, struct dest *d)
         return;
     while (d->nready > (size_t)d->nconnecting && d->nconns < d->lim.max_connections &&
            may_open_now(w, d)) {
-        if (d->host->nconns >= d->lim.max_connections_per_host) {
+        /* Reserve the host slot first: other workers count on it too. */
+        if (atomic_fetch_add(d->host->all_conns, 1) >= d->lim.max_connections_per_host) {
+            atomic_fetch_sub(d->host->all_conns, 1);
+            host_release_idle(w, d);
             host_wait(d);
             break;
         }
-        if (conn_open(w, d) == NULL)
+        if (conn_open(w, d) == NULL) {
+            atomic_fetch_sub(d->host->all_conns, 1);
             break;
+        }
         if (d->consecutive_failures)
             break;   /* probe with one connection while failing */
     }
@@ -363,7 +384,7 @@ static void dest_schedule(struct worker *w, struct dest *d)
     /* Room left on the host that this destination did not use (it may
      * have been woken with nothing left to send): pass it on. */
     struct mxhost *h = d->host;
-    if (h && h->wait_head && h->nconns < d->lim.max_connections_per_host)
+    if (h && h->wait_head && atomic_load(h->all_conns) < d->lim.max_connections_per_host)
         host_wake(w, h);
 }
 

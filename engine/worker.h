@@ -34,6 +34,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdatomic.h>
 #include <stdio.h>
 
 #include "engine/config.h"
@@ -45,6 +46,9 @@
 
 struct engine {
     const struct tern_config *cfg;
+    /* connections open per MX host, all workers together (indexed by
+     * nexthop.host_slot): max_connections_per_host holds across threads */
+    atomic_int *host_conns;
     struct queue_scripts scripts;
     int drain;                /* exit when the queue is drained */
     int nworkers;

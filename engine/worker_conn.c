@@ -543,6 +543,7 @@ static void conn_close(struct worker *w, struct conn *c)
         d->nconnecting--;
     d->nconns--;
     d->host->nconns--;
+    atomic_fetch_sub(d->host->all_conns, 1);   /* reserved by dest_schedule */
     host_wake(w, d->host);
     if (!c->took_session)
         d->npre_tls--;

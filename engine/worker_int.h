@@ -67,7 +67,8 @@ struct job {
  * per-host connection count and what worked with it. */
 struct mxhost {
     char key[CONFIG_HOST_MAX + 8];   /* "host:port" */
-    int nconns;
+    int nconns;                      /* this worker's */
+    atomic_int *all_conns;           /* every worker's (struct engine) */
     /* what worked at level may, remembered until *_until_ms */
     enum tls_tier tier;              /* the tier to start with */
     int64_t tier_until_ms;
