@@ -31,6 +31,8 @@ static int is_ip_literal(const char *h)
 static int64_t state_timeout(const struct worker *w, const struct conn *c)
 {
     const struct tern_timeouts *t = &w->cfg->timeouts;
+    if (c->lingering)
+        return CONN_LINGER_MS;
     if (c->state == CONN_CONNECTING)
         return t->connect;
     if (c->tls && !c->tls_done)
@@ -348,6 +350,20 @@ static void on_ready(struct worker *w, struct conn *c)
     conn_hand_job(w, c);
 }
 
+/* After the 221 to our QUIT: send our FIN and wait (briefly) for the
+ * peer's, so that the connection counts against the pool limits until
+ * the receiver has really closed it (its view of our connections, not
+ * only ours, stays within max_connections). */
+static void conn_linger(struct worker *w, struct conn *c)
+{
+    c->lingering = 1;
+    c->idle = 0;
+    if (!c->out.inflight)
+        shutdown(c->fd, SHUT_WR);
+    c->deadline_ms = w->now_ms + CONN_LINGER_MS;
+    conn_arm_recv(w, c);
+}
+
 static void conn_pump(struct worker *w, struct conn *c)
 {
     for (;;) {
@@ -376,6 +392,10 @@ static void conn_pump(struct worker *w, struct conn *c)
             break;
         }
         case SMTP_EV_CLOSED:
+            if (c->quitting && !c->peer_eof) {
+                conn_linger(w, c);
+                return;
+            }
             conn_close(w, c);
             return;
         case SMTP_EV_ERROR: {
@@ -674,6 +694,10 @@ void conn_check_deadline(struct worker *w, struct conn *c)
 {
     if (c->state == CONN_CLOSING || w->now_ms < c->deadline_ms)
         return;
+    if (c->lingering) {
+        conn_close(w, c);
+        return;
+    }
     if (c->idle && !c->quitting) {
         conn_quit_or_close(w, c);
         return;
@@ -721,9 +745,14 @@ void conn_on_cqe(struct worker *w, struct op *op, int res)
                 conn_fail(w, c, reason, FAIL_TRANSIENT);
             break;
         }
+        if (c->lingering) {   /* the peer's FIN (or anything) after 221 */
+            conn_close(w, c);
+            break;
+        }
         if (res == 0) {
             if (handshake_interrupted(w, c, "connection closed by peer during the handshake"))
                 break;
+            c->peer_eof = 1;
             smtp_client_eof(&c->smtp);
             conn_pump(w, c);
             if (c->state != CONN_CLOSING)

@@ -27,6 +27,7 @@
 #define RECV_BUF_SIZE        (16 * 1024)
 #define REDIS_RECV_SIZE      (256 * 1024)
 #define TICK_MS              50
+#define CONN_LINGER_MS       1000    /* wait for the peer's FIN after 221 */
 #define EMPTY_POLL_MS        100     /* re-poll an empty partition */
 #define CONN_FAILURES_MAX    3       /* then the destination's mail is deferred */
 #define JOB_LOST_CONNS_MAX   3       /* a message that keeps losing its connection is deferred */
@@ -145,6 +146,8 @@ struct conn {
     uint64_t msgs;
     int64_t deadline_ms;
     int quitting;
+    int lingering;             /* 221 received, waiting for the peer's FIN */
+    int peer_eof;              /* the peer closed its side */
     struct conn *next, *prev;  /* worker's connection list */
 };
 
