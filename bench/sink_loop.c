@@ -483,6 +483,14 @@ static void conn_free(struct loop *l, struct conn *c)
     c->in_use = 0;
     c->gen++;
     l->freelist[l->nfree++] = c->slot;
+}
+
+/* The connection ends for the client once we shut it down (our FIN goes
+ * out): from then on it no longer counts as open, so the peak measures
+ * what the client kept open, not how soon this loop got to free it. */
+static void conn_shut(struct loop *l, struct conn *c)
+{
+    c->shut = 1;
     atomic_fetch_sub_explicit(&l->sk->active, 1, memory_order_relaxed);
 }
 
@@ -525,7 +533,7 @@ static void on_accept(struct loop *l, int fd)
         peer_name(fd, c->peer, sizeof(c->peer));
     if (!smtp_server_init(&c->smtp, &sk->cfg.smtp)) {
         conn_close(l, c, CLOSE_ABORT);
-        c->shut = 1;    /* nothing armed: free at once in finish_batch */
+        conn_shut(l, c);    /* nothing armed: free at once in finish_batch */
         return;
     }
     flush_smtp(l, c);
@@ -710,7 +718,7 @@ static void service_conn(struct loop *l, struct conn *c)
         /* shutdown wakes the pending recv (it ends with 0); the cancel
          * covers a recv that is not waiting on the socket. */
         shutdown(c->fd, SHUT_RDWR);
-        c->shut = 1;
+        conn_shut(l, c);
         if (c->recv_armed) {
             struct io_uring_sqe *sqe = get_sqe(l);
             if (sqe) {
