@@ -165,6 +165,11 @@ EOC
     fi
     [ -n "$hr" ] && [ "$sr" = "$hr" ] && pass resumption_sink_agrees ||
         fail resumption_sink_agrees "sink tls_resumed=$sr, tern hs_resumed=$hr"
+    # The same per-destination counters reach the events stream.
+    ev=$(events_count "e.get('status') == 'dest-stats' and e.get('domain') == 'r.test' and \
+        e.get('conns') == '20' and e.get('hs_resumed') == '$hr' and e.get('msgs') == '20'")
+    [ "$ev" -ge 1 ] && pass dest_stats_event ||
+        fail dest_stats_event "no dest-stats event for r.test with conns=20 hs_resumed=$hr msgs=20"
 else
     fail resumption_tern_resumes "sink did not start"
 fi
