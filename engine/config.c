@@ -499,19 +499,13 @@ int config_load(struct tern_config *c, const char *path, char *err, size_t errle
 
 /* Table lookup shared by the destination overrides: exact, closest
  * ".parent", then "*". */
+_Static_assert(offsetof(struct dest_override, domain) == 0, "domain_table_match reads the key first");
+
 static const struct dest_override *find_override(const struct tern_config *c, const char *domain)
 {
-    for (int i = 0; i < c->ndest_overrides; i++)
-        if (strcasecmp(c->dest_overrides[i].domain, domain) == 0)
-            return &c->dest_overrides[i];
-    for (const char *d = strchr(domain, '.'); d; d = strchr(d + 1, '.'))
-        for (int i = 0; i < c->ndest_overrides; i++)
-            if (strcasecmp(c->dest_overrides[i].domain, d) == 0)
-                return &c->dest_overrides[i];
-    for (int i = 0; i < c->ndest_overrides; i++)
-        if (strcmp(c->dest_overrides[i].domain, "*") == 0)
-            return &c->dest_overrides[i];
-    return NULL;
+    long i = domain_table_match(c->dest_overrides, (size_t)c->ndest_overrides,
+                                sizeof(c->dest_overrides[0]), domain);
+    return i < 0 ? NULL : &c->dest_overrides[i];
 }
 
 void config_dest_limits(const struct tern_config *c, const char *domain, struct dest_limits *out)

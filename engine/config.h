@@ -82,7 +82,7 @@ struct dest_limits {
 };
 
 struct dest_override {
-    char domain[CONFIG_HOST_MAX];     /* "example.com", ".example.com", "*" */
+    char domain[CONFIG_HOST_MAX];     /* first: "example.com", ".example.com", "*" */
     struct dest_limits set;           /* 0 / -1: not set, use the global */
 };
 

@@ -3,6 +3,7 @@
 #include "engine/policy.h"
 
 #include <ctype.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -194,17 +195,33 @@ int policy_entry_parse(const char *text, size_t len, struct policy_entry *e, cha
     return 1;
 }
 
-const struct policy_entry *policy_lookup(const struct policy_table *t, const char *domain)
+_Static_assert(offsetof(struct policy_entry, domain) == 0, "domain_table_match reads the key first");
+
+static const char *key_at(const void *base, size_t stride, size_t i)
 {
-    for (size_t i = 0; i < t->n; i++)
-        if (strcasecmp(t->entries[i].domain, domain) == 0)
-            return &t->entries[i];
+    return (const char *)base + i * stride;
+}
+
+long domain_table_match(const void *base, size_t n, size_t stride, const char *domain)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcasecmp(key_at(base, stride, i), domain) == 0)
+            return (long)i;
     /* Closest parent first: ".b.example.com" before ".example.com". */
     for (const char *d = strchr(domain, '.'); d; d = strchr(d + 1, '.'))
-        for (size_t i = 0; i < t->n; i++)
-            if (t->entries[i].domain[0] == '.' && strcasecmp(t->entries[i].domain, d) == 0)
-                return &t->entries[i];
-    return &t->fallback;
+        for (size_t i = 0; i < n; i++)
+            if (strcasecmp(key_at(base, stride, i), d) == 0)
+                return (long)i;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(key_at(base, stride, i), "*") == 0)
+            return (long)i;
+    return -1;
+}
+
+const struct policy_entry *policy_lookup(const struct policy_table *t, const char *domain)
+{
+    long i = domain_table_match(t->entries, t->n, sizeof(t->entries[0]), domain);
+    return i < 0 ? &t->fallback : &t->entries[i];
 }
 
 void policy_client_params(const struct policy_entry *e, const char *mx_host, const char *domain,

@@ -66,7 +66,7 @@ enum policy_level {
 };
 
 struct policy_entry {
-    char domain[POLICY_DOMAIN_MAX];    /* "example.com", ".example.com", "*" */
+    char domain[POLICY_DOMAIN_MAX];    /* first: "example.com", ".example.com", "*" */
     enum policy_level level;
     char match[TLS_MAX_MATCH_NAMES][POLICY_NAME_MAX];
     size_t nmatch;
@@ -93,6 +93,12 @@ int policy_level_mandatory(enum policy_level l);
 /* policy_entry_parse fills *e (domain untouched) from an entry's text. */
 int policy_entry_parse(const char *text, size_t len, struct policy_entry *e,
                        char *err, size_t errlen);
+
+/* domain_table_match: the best of n keys for domain, where key i is the
+ * string at the start of element i (stride bytes apart): exact match,
+ * then the closest ".parent", then "*" (case-insensitive). The index, or
+ * -1. Shared by the policy table and the destination overrides. */
+long domain_table_match(const void *base, size_t n, size_t stride, const char *domain);
 
 /* policy_lookup returns the entry for a next-hop domain (never NULL). */
 const struct policy_entry *policy_lookup(const struct policy_table *t, const char *domain);

@@ -31,6 +31,16 @@ tern_cleanup() {
     TERN_PIDS=""
 }
 
+# tern_forget_pid PID: a process we waited for leaves TERN_PIDS (its
+# number may be reused; cleanup must not signal a stranger).
+tern_forget_pid() {
+    local p keep=""
+    for p in $TERN_PIDS; do
+        [ "$p" = "$1" ] || keep="$keep $p"
+    done
+    TERN_PIDS=$keep
+}
+
 tern_wait_file() {   # file, tenths of a second
     local n=${2:-100}
     while [ ! -s "$1" ] && [ "$n" -gt 0 ]; do
@@ -87,6 +97,17 @@ tern_config() {   # file, then extra "key = value" lines on stdin
 TERN_FAILS=0
 pass() { echo "PASS $1"; }
 fail() { echo "FAIL $1: $2"; TERN_FAILS=$((TERN_FAILS + 1)); }
+
+# rcli ARGS...: redis-cli on the private redis-server.
+rcli() { redis-cli -s "$REDIS_SOCK" "$@"; }
+
+# tern_test_env: tern_test_setup, then a private redis-server and the test
+# certificates; exits the test if either cannot be had.
+tern_test_env() {
+    tern_test_setup
+    tern_redis || exit 1
+    tern_certs || exit 1
+}
 
 # tern_test_setup: a scratch directory as $dir, everything stopped and
 # removed on exit, $TERN the binary under test.

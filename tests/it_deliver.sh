@@ -10,12 +10,9 @@
 set -u
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-tern_test_setup
+tern_test_env
 
-tern_redis || exit 1
-tern_certs || exit 1
 domains=$(seq -f "d%g.test" 1 20 | paste -sd, -)
-rcli() { redis-cli -s "$REDIS_SOCK" "$@"; }
 
 # --- 1. TLS 1.3, 2,000 messages, 20 domains --------------------------------
 tern_sink tls --cert "$CERTS/server.pem" --key "$CERTS/server.key" --record "$dir/tls.rec" --quiet || exit 1

@@ -19,10 +19,7 @@
 set -u
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-tern_test_setup
-tern_redis || exit 1
-tern_certs || exit 1
-rcli() { redis-cli -s "$REDIS_SOCK" "$@"; }
+tern_test_env
 
 # The partitions tern_config's queue uses (the default).
 PARTITIONS=16

@@ -11,10 +11,7 @@
 set -u
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-tern_test_setup
-tern_redis || exit 1
-tern_certs || exit 1
-rcli() { redis-cli -s "$REDIS_SOCK" "$@"; }
+tern_test_env
 events() { for p in $(seq 0 15); do rcli xrange "tern:{$p}:events" - +; done; }
 stat() { $TERN queue -c "$1" stats | awk -v k="$2" '$1==k{print $2}'; }
 

@@ -23,23 +23,10 @@
 set -u
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-tern_test_setup
-tern_redis || exit 1
-tern_certs || exit 1
+tern_test_env
 PY=/usr/bin/python3
 TLS=(--cert "$CERTS/server.pem" --key "$CERTS/server.key")
 RUN_LIMIT=30                # seconds, any one tern run
-rcli() { redis-cli -s "$REDIS_SOCK" "$@"; }
-
-# forget_pid PID: a process we waited for leaves TERN_PIDS (its number
-# may be reused; cleanup must not signal a stranger).
-forget_pid() {
-    local p keep=""
-    for p in $TERN_PIDS; do
-        [ "$p" = "$1" ] || keep="$keep $p"
-    done
-    TERN_PIDS=$keep
-}
 
 # sink NAME ARGS...: a fresh queue and a sink with record and stats files.
 sink() {
@@ -54,7 +41,7 @@ sink() {
 sink_stop() {
     kill -TERM "$SINK_PID" 2>/dev/null
     wait "$SINK_PID" 2>/dev/null
-    forget_pid "$SINK_PID"
+    tern_forget_pid "$SINK_PID"
 }
 # kv KEY: the value of KEY=... in the words on stdin (first one).
 kv() { tr ' ' '\n' | sed -n "s/^$1=//p" | head -n 1; }
@@ -86,7 +73,7 @@ stop_tern() {
     kill -TERM "$TERN_PID" 2>/dev/null
     wait "$TERN_PID"
     local rc=$?
-    forget_pid "$TERN_PID"
+    tern_forget_pid "$TERN_PID"
     return $rc
 }
 summ() { grep '^summary ' "$dir/$1.run" | kv "$2"; }

@@ -10,7 +10,6 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 tern_test_setup
 tern_redis || exit 1
-rcli() { redis-cli -s "$REDIS_SOCK" "$@"; }
 
 tern_config "$dir/t.conf" <<EOC
 threads = 1

@@ -23,16 +23,6 @@ fi
 tern_certs || { fail it_sink_certs "gen-test-certs.sh failed"; exit 1; }
 CERT=$CERTS/server.pem KEY=$CERTS/server.key CA=$CERTS/ca.pem
 
-# forget_pid PID: a process we waited for leaves TERN_PIDS (its number
-# may be reused; cleanup must not signal a stranger).
-forget_pid() {
-    local p keep=""
-    for p in $TERN_PIDS; do
-        [ "$p" = "$1" ] || keep="$keep $p"
-    done
-    TERN_PIDS=$keep
-}
-
 # start_sink NAME ARGS...: starts a sink with stats and record files; sets
 # PORT and SINKPID.
 start_sink() {
@@ -52,7 +42,7 @@ stop_sink() {
     kill -TERM "$SINKPID"
     wait "$SINKPID"
     rc=$?
-    forget_pid "$SINKPID"
+    tern_forget_pid "$SINKPID"
     if [ "$rc" -ne 0 ]; then
         fail "${name}_sigterm" "exit status $rc; stderr: $(cat "$TMP/$name.err")"
     elif ! tail -n 1 "$TMP/$name.out" | grep -q "$SUMMARY_RE"; then
@@ -272,7 +262,7 @@ if start_sink main --cert "$CERT" --key "$KEY" --chunking --threads 2; then
     done
     for p in $PAR; do
         wait "$p"
-        forget_pid "$p"
+        tern_forget_pid "$p"
     done
     if wait_stat main messages 54; then
         pass parallel_clients
@@ -593,7 +583,7 @@ if start_sink rot --cert "$CERT" --key "$KEY" --threads 2; then
     BADLOAD=0
     for p in $LOAD; do
         wait "$p" || BADLOAD=$((BADLOAD + 1))
-        forget_pid "$p"
+        tern_forget_pid "$p"
     done
     for _ in $(seq 1 50); do
         [ "$(grep -c 'ticket keys rotated' "$TMP/rot.err")" -ge 6 ] && break

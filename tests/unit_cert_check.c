@@ -12,23 +12,12 @@
 #include <unistd.h>
 
 #include "tests/check.h"
+#include "tests/test_certs.h"
 
-#define PATH_MAX_LEN  512
 #define DAY           86400
 #define LEAF_COPIES   12      /* more than CERT_CHAIN_MAX */
 
-static char g_dir[128];
 static int64_t g_now;
-
-static const char *cert_path(const char *name)
-{
-    /* A small ring so several paths can be live in one call. */
-    static char ring[8][PATH_MAX_LEN];
-    static int next;
-    char *p = ring[next++ % 8];
-    snprintf(p, PATH_MAX_LEN, "%.127s/%.200s", g_dir, name);
-    return p;
-}
 
 /* Findings of severity sev whose text contains part. */
 static int count(const struct cert_report *r, enum cert_severity sev, const char *part)
@@ -392,17 +381,8 @@ static void test_fmt_helpers(void)
 
 int main(void)
 {
-    snprintf(g_dir, sizeof(g_dir), "/tmp/tern-unit-cert-XXXXXX");
-    if (mkdtemp(g_dir) == NULL) {
-        printf("FAIL setup: mkdtemp\n");
+    if (!test_certs_make("unit-cert"))
         return 1;
-    }
-    char cmd[PATH_MAX_LEN + 64];
-    snprintf(cmd, sizeof(cmd), "scripts/gen-test-certs.sh '%s'", g_dir);
-    if (system(cmd) != 0) {
-        printf("FAIL setup: scripts/gen-test-certs.sh (run from the repo root)\n");
-        return 1;
-    }
     g_now = (int64_t)time(NULL);
 
     RUN(test_good_server);
@@ -419,8 +399,6 @@ int main(void)
     RUN(test_overflow);
     RUN(test_fmt_helpers);
 
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g_dir);
-    if (system(cmd) != 0)
-        printf("  cleanup of %s failed\n", g_dir);
+    test_certs_remove();
     return check_finish();
 }

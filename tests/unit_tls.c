@@ -15,23 +15,12 @@
 #include <openssl/x509.h>
 
 #include "tests/check.h"
+#include "tests/test_certs.h"
 
-#define PATH_MAX_LEN 512
 #define MAX_ROUNDS   16
 #define TLS_TEST_ERR_MAX 200
 
-static char g_dir[128];
 static struct tls_client_ctx *g_client;        /* trusts ca.pem, has client cert */
-
-static const char *cert_path(const char *name)
-{
-    /* A small ring so several paths can be live in one expression. */
-    static char ring[8][PATH_MAX_LEN];
-    static int next;
-    char *p = ring[next++ % 8];
-    snprintf(p, PATH_MAX_LEN, "%.127s/%.200s", g_dir, name);
-    return p;
-}
 
 /* A server context for leaf NAME (NAME.pem, NAME.key) with the rest of
  * cfg as given. */
@@ -436,7 +425,7 @@ static void test_fingerprint(void)
  * does not offer before our check runs.) */
 static int make_selfsigned(const char *name, const char *genpkey_args)
 {
-    char cmd[4 * PATH_MAX_LEN], key[64], pem[64];
+    char cmd[4 * TEST_CERTS_PATH_MAX], key[64], pem[64];
     snprintf(key, sizeof(key), "%s.key", name);
     snprintf(pem, sizeof(pem), "%s.pem", name);
     snprintf(cmd, sizeof(cmd),
@@ -1160,17 +1149,8 @@ static void test_bad_params(void)
 
 int main(void)
 {
-    snprintf(g_dir, sizeof(g_dir), "/tmp/tern-unit-tls-XXXXXX");
-    if (mkdtemp(g_dir) == NULL) {
-        printf("FAIL setup: mkdtemp\n");
+    if (!test_certs_make("unit-tls"))
         return 1;
-    }
-    char cmd[PATH_MAX_LEN + 64];
-    snprintf(cmd, sizeof(cmd), "scripts/gen-test-certs.sh '%s'", g_dir);
-    if (system(cmd) != 0) {
-        printf("FAIL setup: scripts/gen-test-certs.sh (run from the repo root)\n");
-        return 1;
-    }
     char err[256] = "";
     struct tls_client_config cfg = {
         .ca_file = cert_path("ca.pem"),
@@ -1204,8 +1184,6 @@ int main(void)
     RUN(test_bad_params);
 
     tls_client_ctx_free(g_client);
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g_dir);
-    if (system(cmd) != 0)
-        printf("  (could not remove %s)\n", g_dir);
+    test_certs_remove();
     return check_finish();
 }
