@@ -59,7 +59,17 @@ wait_sink() {
     return 1
 }
 # conf NAME: NAME.conf from stdin (after hostname and redis).
-conf() { tern_config "$dir/$1.conf"; }
+# conf NAME: a config for the current sink (one worker, the test CA, every
+# domain routed to the sink as "localhost", a name its certificate has),
+# plus the lines on stdin.
+conf() {
+    {
+        echo "threads = 1"
+        echo "ca_file = $CERTS/ca.pem"
+        echo "route * = localhost:$SINK_PORT"
+        cat
+    } | tern_config "$dir/$1.conf"
+}
 inject() { "$TERN" inject -c "$dir/$1.conf" --generate "$2" --domains "$3" --size 800 >/dev/null; }
 # drain NAME: tern run --drain; output in NAME.run / NAME.rerr.
 drain() { timeout "$RUN_LIMIT" "$TERN" run -c "$dir/$1.conf" --drain >"$dir/$1.run" 2>"$dir/$1.rerr"; }
@@ -135,9 +145,6 @@ events_count() {
 # --- a. resumption --------------------------------------------------------
 if sink res "${TLS[@]}"; then
     conf res <<EOC
-threads = 1
-ca_file = $CERTS/ca.pem
-route * = localhost:$SINK_PORT
 max_connections = 1
 max_messages_per_connection = 1
 EOC
@@ -164,9 +171,6 @@ fi
 # --- b. resumption off ----------------------------------------------------
 if sink nores "${TLS[@]}"; then
     conf nores <<EOC
-threads = 1
-ca_file = $CERTS/ca.pem
-route * = localhost:$SINK_PORT
 max_connections = 1
 max_messages_per_connection = 1
 tls_resumption = no
@@ -188,10 +192,6 @@ fi
 # --- c. a `may` session is not offered under `verify` ----------------------
 if sink pol "${TLS[@]}"; then
     conf pol <<EOC
-threads = 1
-ca_file = $CERTS/ca.pem
-route m.test = localhost:$SINK_PORT
-route v.test = localhost:$SINK_PORT
 policy m.test = may
 policy v.test = verify
 max_connections = 1
@@ -232,9 +232,6 @@ fi
 # --- d. TLS 1.3 tickets are never offered twice ---------------------------
 if sink tick "${TLS[@]}" --track-tickets --threads 2; then
     conf tick <<EOC
-threads = 1
-ca_file = $CERTS/ca.pem
-route * = localhost:$SINK_PORT
 max_connections = 5
 max_messages_per_connection = 1
 EOC
@@ -256,9 +253,6 @@ fi
 # --- e. ticket keys rotated mid-run ---------------------------------------
 if sink rot "${TLS[@]}"; then
     conf rot <<EOC
-threads = 1
-ca_file = $CERTS/ca.pem
-route * = localhost:$SINK_PORT
 max_connections = 1
 max_messages_per_connection = 1
 EOC
@@ -294,9 +288,6 @@ fi
 # keep that short and run until the sink has every message.
 if sink drop "${TLS[@]}" --drop-rate 0.15 --drop-seed 7; then
     conf drop <<EOC
-threads = 1
-ca_file = $CERTS/ca.pem
-route * = localhost:$SINK_PORT
 max_messages_per_connection = 5
 retry_base = 1s
 retry_max = 2s
@@ -346,9 +337,6 @@ fi
 # --- g. idle close ----------------------------------------------------------
 if sink idle "${TLS[@]}"; then
     conf idle <<EOC
-threads = 1
-ca_file = $CERTS/ca.pem
-route * = localhost:$SINK_PORT
 timeout idle = 1s
 EOC
     start_tern idle
@@ -377,9 +365,6 @@ limit_case() {
 }
 if sink lim "${TLS[@]}" --reply-delay 200; then
     conf lim <<EOC
-threads = 1
-ca_file = $CERTS/ca.pem
-route * = localhost:$SINK_PORT
 max_connections = 3
 EOC
     limit_case lim l.test 40
@@ -391,9 +376,6 @@ else
 fi
 if sink host "${TLS[@]}" --reply-delay 200; then
     conf host <<EOC
-threads = 1
-ca_file = $CERTS/ca.pem
-route * = localhost:$SINK_PORT
 max_connections = 5
 max_connections_per_host = 4
 EOC
@@ -407,9 +389,6 @@ else
 fi
 if sink over "${TLS[@]}" --reply-delay 200; then
     conf over <<EOC
-threads = 1
-ca_file = $CERTS/ca.pem
-route * = localhost:$SINK_PORT
 max_connections = 10
 destination o.test = max_connections=2
 EOC
@@ -424,9 +403,6 @@ fi
 # --- i. no needless connections -------------------------------------------
 if sink few "${TLS[@]}"; then
     conf few <<EOC
-threads = 1
-ca_file = $CERTS/ca.pem
-route * = localhost:$SINK_PORT
 max_connections = 20
 max_messages_per_connection = 100
 EOC
