@@ -18,7 +18,8 @@
 #  h. limits: max_connections, max_connections_per_host across three
 #     destinations, a `destination` override, each reached and never passed
 #     (the sink's --reply-delay makes connections overlap);
-#  i. no needless connections for three messages.
+#  i. no needless connections for three messages;
+#  a2. TLS 1.2 sessions resume too (reused, not single use).
 # Every tern run is under `timeout`; everything started is stopped by PID.
 set -u
 cd "$(dirname "$0")/.."
@@ -166,6 +167,26 @@ EOC
         fail dest_stats_event "no dest-stats event for r.test with conns=20 hs_resumed=$hr msgs=20"
 else
     fail resumption_tern_resumes "sink did not start"
+fi
+
+# --- a2. TLS 1.2 sessions are reused (not single use) ----------------------
+if sink res12 "${TLS[@]}" --tls-max 1.2; then
+    conf res12 <<EOC
+max_connections = 1
+max_messages_per_connection = 1
+EOC
+    inject res12 20 r12.test
+    drain res12
+    sink_stop res12
+    hr=$(summ res12 hs_resumed)
+    if [ "$(summ res12 delivered)" = 20 ] && [ -n "$hr" ] && [ "$hr" -ge 18 ] &&
+        [ "$(sink_sum res12 tls_resumed)" = "$hr" ] && grep -q 'TLSv1.2' "$dir/res12.run"; then
+        pass resumption_tls12
+    else
+        fail resumption_tls12 "want TLSv1.2, delivered=20 hs_resumed>=18: $(why res12)"
+    fi
+else
+    fail resumption_tls12 "sink did not start"
 fi
 
 # --- b. resumption off ----------------------------------------------------
