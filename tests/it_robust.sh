@@ -1,7 +1,9 @@
 #!/bin/bash
 # it_robust.sh - bad input gets a clear error and loses nothing:
 #  - tern inject refuses bad addresses and oversize messages (exit 2, nothing in Redis);
-#  - a malformed config is refused with file, line and reason;
+#  - a malformed config is refused with file, line and reason; a client
+#    certificate that cannot work (RSA-1024) fails check-config and stops
+#    tern run;
 #  - a peer that sends a malformed reply, drops the connection after the
 #    final dot, or closes after the greeting: the engine keeps running and
 #    every message is delivered (after the final dot: counted as in doubt).
@@ -50,6 +52,23 @@ out=$($TERN run -c "$dir/bad.conf" 2>&1); rc=$?
     && pass config_refused_with_line || fail config_refused_with_line "rc=$rc $out"
 out=$($TERN check-config -c "$dir/bad.conf" 2>&1); rc=$?
 [ $rc -eq 2 ] && pass check_config_exit2 || fail check_config_exit2 "rc=$rc"
+
+# Certificates we would present: a weak one stops `tern run` and fails
+# check-config with the reason; a good one passes with notes.
+tern_certs || exit 1
+printf 'client_cert = %s\nclient_key = %s\n' "$CERTS/rsa1024.pem" "$CERTS/rsa1024.key" |
+    tern_config "$dir/weak.conf"
+out=$($TERN check-config -c "$dir/weak.conf" 2>&1); rc=$?
+[ $rc -eq 1 ] && echo "$out" | grep -q "rsa1024.pem: error: key is RSA 1024 bits" \
+    && pass check_config_weak_client_cert || fail check_config_weak_client_cert "rc=$rc $out"
+out=$(timeout 20 $TERN run -c "$dir/weak.conf" --drain 2>&1); rc=$?
+[ $rc -eq 2 ] && echo "$out" | grep -q "refusing to start" \
+    && pass run_refuses_weak_client_cert || fail run_refuses_weak_client_cert "rc=$rc $out"
+printf 'client_cert = %s\nclient_key = %s\nca_file = %s\n' "$CERTS/client.pem" "$CERTS/client.key" \
+    "$CERTS/ca.pem" | tern_config "$dir/goodcc.conf"
+out=$($TERN check-config -c "$dir/goodcc.conf" 2>&1); rc=$?
+[ $rc -eq 0 ] && echo "$out" | grep -q "client.pem: note: key EC P-256" && echo "$out" | grep -q "private CA" \
+    && pass check_config_good_client_cert || fail check_config_good_client_cert "rc=$rc $out"
 
 for mode in malformed-mail drop-after-dot drop-greeting garbage-greeting; do
     rcli flushall >/dev/null
