@@ -82,7 +82,7 @@ static void add_tls_fields(struct ack_item *a, const struct conn *c)
     if (!c->tls_done) {
         add_field(a, "tier", "plaintext");
         add_field(a, "tls", "none");
-        add_field(a, "verified", "no");
+        add_field(a, "verified", "not checked");
         add_field(a, "verify", c->tls_mode_none ? "not checked: TLS failed earlier with this host, "
                                                   "plaintext remembered"
                                : dest_level(c->d) == POLICY_NONE ? "not checked: policy none"
@@ -95,7 +95,10 @@ static void add_tls_fields(struct ack_item *a, const struct conn *c)
     add_field(a, "tls", t->protocol);
     add_field(a, "cipher", t->cipher);
     add_field(a, "group", t->group);
-    add_field(a, "verified", t->verified ? "yes" : "no");
+    /* yes / no / not checked (e.g. a resumed session whose handshake
+     * left no result): never yes unless the check ran and passed. */
+    add_field(a, "verified", t->verified ? "yes"
+                             : strncmp(t->verify_detail, "not checked", 11) == 0 ? "not checked" : "no");
     add_field(a, "verify", t->verify_detail);
     add_field(a, "resumed", t->resumed ? "yes" : "no");
 }

@@ -129,7 +129,7 @@ for r in "nostarttls:STARTTLS not offered:STARTTLS not offered" \
     "strip:STARTTLS not offered:STARTTLS not offered" "inject:injected:TLS failed earlier"; do
     IFS=: read -r name why vtext <<<"$r"
     closed="deferred|reply~$why|nothing"
-    row "$name" "$PIN" "" "$PLAIN|verified=no|verify~$vtext" "$closed" "$closed" "$closed" "$closed"
+    row "$name" "$PIN" "" "$PLAIN|verified=not checked|verify~$vtext" "$closed" "$closed" "$closed" "$closed"
 done
 
 for c in wrongname:"hostname mismatch" expired:"certificate has expired" notyet:"not yet valid" \
