@@ -4,14 +4,16 @@
 # STARTTLS, a batch of generated mail, `tern run --drain`, the summary.
 # Everything started here is stopped again, also on failure or Ctrl-C.
 #   DEMO_MESSAGES (default 20000)  DEMO_DOMAINS (default 20)  DEMO_SIZE (default 4096)
+#   DEMO_DIR (default run/demo)
 set -eu
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 N=${DEMO_MESSAGES:-20000}
 D=${DEMO_DOMAINS:-20}
 S=${DEMO_SIZE:-4096}
-rm -rf run/demo
-tern_init "$PWD/run/demo"
+DIR=${DEMO_DIR:-$PWD/run/demo}
+rm -rf "$DIR"
+tern_init "$DIR"
 trap 'tern_cleanup' EXIT INT TERM
 
 tern_redis
@@ -35,4 +37,5 @@ echo "== tern queue stats"
 "$TERN_BUILD/tern" queue -c "$TERN_DIR/tern.conf" stats | paste -sd' ' -
 kill "$SINK_PID"
 wait "$SINK_PID" 2>/dev/null || true
+tern_forget_pid "$SINK_PID"
 echo "== sink: $(cat "$TERN_DIR/sink.out")"

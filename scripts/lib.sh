@@ -18,15 +18,17 @@ tern_init() {
 }
 
 tern_cleanup() {
+    local p
+    # `|| true`: callers may run under set -e, and a process may be gone.
     for p in $TERN_PIDS; do
-        kill "$p" 2>/dev/null
+        kill "$p" 2>/dev/null || true
     done
     for p in $TERN_PIDS; do
         for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
             kill -0 "$p" 2>/dev/null || break
             sleep 0.1
         done
-        kill -9 "$p" 2>/dev/null
+        kill -9 "$p" 2>/dev/null || true
     done
     TERN_PIDS=""
 }
