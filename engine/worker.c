@@ -403,12 +403,14 @@ static void dest_counter_fields(const struct dest *d, char vals[][24], const cha
     }
 }
 
-void worker_dest_stats_events(struct worker *w, int all)
+/* A `dest-stats` event per destination whose counters changed since the
+ * last one (every DEST_STATS_EVERY_MS and at exit). */
+static void worker_dest_stats_events(struct worker *w)
 {
     if (w->redis_dead)
         return;
     for (struct dest *d = w->dests; d; d = d->dnext) {
-        if (!d->counters_dirty && !(all && d->n.conns))
+        if (!d->counters_dirty)
             continue;
         char vals[5][24];
         const char *f[12];
@@ -846,7 +848,7 @@ static void on_tick(struct worker *w)
             worker_mark_dirty(w, d);
     if (w->now_ms >= w->next_dest_stats_ms) {
         if (w->next_dest_stats_ms)
-            worker_dest_stats_events(w, 0);
+            worker_dest_stats_events(w);
         w->next_dest_stats_ms = w->now_ms + DEST_STATS_EVERY_MS;
     }
 }
@@ -930,7 +932,7 @@ int worker_run(struct worker *w)
             if (pending_acks && !w->redis_dead)
                 ;   /* wait for the acks */
             else if (!w->redis_dead && dest_stats_dirty(w)) {
-                worker_dest_stats_events(w, 0);   /* the last counters, then stop */
+                worker_dest_stats_events(w);   /* the last counters, then stop */
                 redis_kick(w);
             } else {
                 break;

@@ -235,9 +235,6 @@ void worker_mark_dirty(struct worker *w, struct dest *d);
 /* host_wake: a connection to h closed; the longest-waiting destination
  * held back by the per-host limit gets to schedule. */
 void host_wake(struct worker *w, struct mxhost *h);
-/* worker_dest_stats_events appends a `dest-stats` event per destination
- * whose counters changed (all of them when all is set). */
-void worker_dest_stats_events(struct worker *w, int all);
 struct io_uring_sqe *worker_sqe(struct worker *w);
 struct buf *outq_tail(struct outq *q);
 void outq_append(struct outq *q, const void *p, size_t n);
