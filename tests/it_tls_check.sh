@@ -147,11 +147,22 @@ else
     fail mute "silent listener did not start"
 fi
 
-# Nobody listening any more.
-tern_sink gone || exit 1; GONE=$SINK_PORT
-kill "$SINK_PID"; wait "$SINK_PID" 2>/dev/null
-check refused_connect --policy may "127.0.0.1:$GONE"
-expect refused_connect 1 "FAIL: cannot connect: Connection refused"
+# A port that is bound but not listening: connecting is refused, and
+# holding the bind keeps any other socket (or an ephemeral self-connect)
+# off it for the duration of the check.
+/usr/bin/python3 -c '
+import os, socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", 0))
+open(sys.argv[1] + ".tmp", "w").write(str(s.getsockname()[1])); os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(120)
+' "$dir/closed.port" &
+TERN_PIDS="$TERN_PIDS $!"
+if tern_wait_file "$dir/closed.port" 100; then
+    check refused_connect --policy may "127.0.0.1:$(cat "$dir/closed.port")"
+    expect refused_connect 1 "FAIL: cannot connect: Connection refused"
+else
+    fail refused_connect "could not bind a closed port"
+fi
 
 check usage --policy bogus localhost
 expect usage 2 "tern tls-check: bogus: unknown level"
