@@ -355,12 +355,23 @@ static void dest_schedule_ready(struct worker *w, struct dest *d)
         dest_defer_all(w, d, d->last_error[0] ? d->last_error : "destination in backoff");
         return;
     }
-    for (struct conn *c = w->conns; c && d->nready; c = c->next)
-        if (c->d == d && c->idle && c->state == CONN_SMTP)
+    /* Idle connections take ready mail now; busy ones that may carry
+     * another message will take the next one as soon as they finish. */
+    size_t soon_free = 0;
+    for (struct conn *c = w->conns; c; c = c->next) {
+        if (c->d != d || c->state != CONN_SMTP)
+            continue;
+        if (c->idle && d->nready)
             conn_hand_job(w, c);
+        if (c->job && !c->quitting &&
+                 c->msgs + 1 < (uint64_t)d->lim.max_messages_per_connection)
+            soon_free++;
+    }
     if (w->stopping || d->next_connect_ms > w->now_ms)
         return;
-    while (d->nready > (size_t)d->nconnecting && d->nconns < d->lim.max_connections &&
+    /* New connections only while the ready list outgrows the ones being
+     * set up and the busy ones that will take more. */
+    while (d->nready > (size_t)d->nconnecting + soon_free && d->nconns < d->lim.max_connections &&
            may_open_now(w, d)) {
         /* Reserve the host slot first: other workers count on it too. */
         if (atomic_fetch_add(d->host->all_conns, 1) >= d->lim.max_connections_per_host) {
