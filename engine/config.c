@@ -80,7 +80,7 @@ int config_parse_size(const char *s, int64_t *out)
     return parse_scaled(s, u, sizeof(u) / sizeof(u[0]), out);
 }
 
-static int parse_int(const char *s, long lo, long hi, int *out)
+int config_parse_int(const char *s, long lo, long hi, int *out)
 {
     char *end;
     errno = 0;
@@ -100,29 +100,39 @@ static int copy_str(char *dst, size_t cap, const char *src)
     return 1;
 }
 
-/* "host:port" or "[v6]:port" -> resolved numeric address. */
-static int parse_hostport(const char *v, struct tern_route *r, const char **why)
+int config_split_hostport(const char *v, char *host, size_t cap, int *port, const char **why)
 {
-    const char *colon;
-    char host[CONFIG_HOST_MAX];
+    const char *h = v, *p = NULL;
     size_t hl;
     if (v[0] == '[') {
         const char *rb = strchr(v, ']');
-        if (rb == NULL || rb[1] != ':') { *why = "expected [address]:port"; return 0; }
-        hl = (size_t)(rb - v - 1);
-        if (hl == 0 || hl >= sizeof(host)) { *why = "bad host"; return 0; }
-        memcpy(host, v + 1, hl);
-        colon = rb + 1;
+        if (rb == NULL || (rb[1] != '\0' && rb[1] != ':')) { *why = "bad [address]:port"; return 0; }
+        h = v + 1;
+        hl = (size_t)(rb - h);
+        p = rb[1] == ':' ? rb + 2 : NULL;
     } else {
-        colon = strrchr(v, ':');
-        if (colon == NULL) { *why = "expected HOST:PORT"; return 0; }
-        hl = (size_t)(colon - v);
-        if (hl == 0 || hl >= sizeof(host)) { *why = "bad host"; return 0; }
-        memcpy(host, v, hl);
+        /* one colon: host:port; none, or several (a bare IPv6 address): no port */
+        const char *colon = strchr(v, ':');
+        int one = colon != NULL && strchr(colon + 1, ':') == NULL;
+        hl = one ? (size_t)(colon - v) : strlen(v);
+        p = one ? colon + 1 : NULL;
     }
+    if (hl == 0 || hl >= cap) { *why = "bad host"; return 0; }
+    memcpy(host, h, hl);
     host[hl] = '\0';
+    *port = 0;
+    if (p && !config_parse_int(p, 1, 65535, port)) { *why = "bad port"; return 0; }
+    return 1;
+}
+
+/* "host:port" or "[v6]:port" -> resolved numeric address. */
+static int parse_hostport(const char *v, struct tern_route *r, const char **why)
+{
+    char host[CONFIG_HOST_MAX];
     int port;
-    if (!parse_int(colon + 1, 1, 65535, &port)) { *why = "bad port"; return 0; }
+    if (!config_split_hostport(v, host, sizeof(host), &port, why))
+        return 0;
+    if (port == 0) { *why = "expected HOST:PORT"; return 0; }
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG}, *res;
     char portstr[8];
     snprintf(portstr, sizeof(portstr), "%d", port);
@@ -279,11 +289,11 @@ static const char *set_dest_override(struct tern_config *c, const char *domain, 
         const char *v = eq + 1;
         int ok;
         if (strcmp(w, "max_connections") == 0)
-            ok = parse_int(v, 1, 100000, &o->set.max_connections);
+            ok = config_parse_int(v, 1, 100000, &o->set.max_connections);
         else if (strcmp(w, "max_connections_per_host") == 0)
-            ok = parse_int(v, 1, 100000, &o->set.max_connections_per_host);
+            ok = config_parse_int(v, 1, 100000, &o->set.max_connections_per_host);
         else if (strcmp(w, "max_messages_per_connection") == 0)
-            ok = parse_int(v, 1, 100000000, &o->set.max_messages_per_connection);
+            ok = config_parse_int(v, 1, 100000000, &o->set.max_messages_per_connection);
         else if (strcmp(w, "idle") == 0)
             ok = config_parse_duration_ms(v, &o->set.idle_ms) && o->set.idle_ms > 0;
         else
@@ -343,11 +353,11 @@ static const char *apply(struct tern_config *c, const char *key, const char *arg
     case K_STR:
         return copy_str(base + k->off, k->size, val) ? NULL : "value too long";
     case K_INT:
-        return parse_int(val, k->lo, k->hi, (int *)(base + k->off)) ? NULL : "bad number or out of range";
+        return config_parse_int(val, k->lo, k->hi, (int *)(base + k->off)) ? NULL : "bad number or out of range";
     case K_THREADS:
-        return parse_int(val, k->lo, k->hi, &c->threads) ? NULL : "threads must be 0..256";
+        return config_parse_int(val, k->lo, k->hi, &c->threads) ? NULL : "threads must be 0..256";
     case K_PARTITIONS:
-        return parse_int(val, k->lo, k->hi, &c->queue.partitions) ? NULL : "partitions must be 1..1024";
+        return config_parse_int(val, k->lo, k->hi, &c->queue.partitions) ? NULL : "partitions must be 1..1024";
     case K_DURATION:
         if (!config_parse_duration_ms(val, &v64))
             return "bad duration (use e.g. 30s, 5m, 500ms)";

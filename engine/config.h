@@ -135,7 +135,12 @@ const struct tern_route *config_route(const struct tern_config *c, const char *d
 /* config_dest_limits: the pool limits for a next-hop domain. */
 void config_dest_limits(const struct tern_config *c, const char *domain, struct dest_limits *out);
 
-/* Parsers shared with the CLI; 1 on success. */
+/* Parsers shared with the CLI; 1 on success. config_parse_int: a whole
+ * decimal string in lo..hi. config_split_hostport: "host:port",
+ * "[v6]:port", "host", "[v6]" or a bare IPv6 address into host (cap bytes)
+ * and port (0 when absent); *why says what was wrong. */
+int config_parse_int(const char *s, long lo, long hi, int *out);
+int config_split_hostport(const char *v, char *host, size_t cap, int *port, const char **why);
 int config_parse_duration_ms(const char *s, int64_t *out);
 int config_parse_size(const char *s, int64_t *out);
 

@@ -29,6 +29,7 @@
 #include <openssl/x509.h>
 
 #include "engine/buf.h"
+#include "engine/config.h"
 #include "engine/policy.h"
 #include "engine/smtp_client.h"
 #include "tls/cert_check.h"
@@ -74,17 +75,6 @@ static void usage(FILE *out)
             "  exit status: 0 pass, 1 fail under the policy, 2 usage or setup error\n");
 }
 
-static int parse_int(const char *s, long min, long max, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
-        return 0;
-    *out = (int)v;
-    return 1;
-}
-
 /* add_value appends a repeatable option's value; 0 when full. */
 static int add_value(const char **list, size_t *n, size_t max, const char *v)
 {
@@ -120,9 +110,9 @@ static const char *set_option(struct tc_opts *o, const char *name, const char *v
     if (strcmp(name, "--pin") == 0)
         return add_value(o->pin, &o->npins, TLS_MAX_PINS, v) ? NULL : "too many (at most 8)";
     if (strcmp(name, "--timeout") == 0)
-        return parse_int(v, 1, TC_TIMEOUT_MAX, &o->timeout_s) ? NULL : "wants 1..3600 seconds";
+        return config_parse_int(v, 1, TC_TIMEOUT_MAX, &o->timeout_s) ? NULL : "wants 1..3600 seconds";
     if (strcmp(name, "--port") == 0)
-        return parse_int(v, 1, TC_PORT_MAX, &o->port) ? NULL : "wants 1..65535";
+        return config_parse_int(v, 1, TC_PORT_MAX, &o->port) ? NULL : "wants 1..65535";
     return "unknown option";
 }
 
@@ -217,31 +207,13 @@ struct tc_target {
 /* parse_target splits HOST[:PORT] / [V6]:PORT / a bare IPv6 address. */
 static const char *parse_target(const char *t, int port_opt, struct tc_target *out)
 {
-    const char *host = t, *port = NULL;
-    size_t hlen;
-    if (t[0] == '[') {
-        const char *close = strchr(t, ']');
-        if (close == NULL || (close[1] != '\0' && close[1] != ':'))
-            return "bad [address]:port";
-        host = t + 1;
-        hlen = (size_t)(close - host);
-        port = close[1] == ':' ? close + 2 : NULL;
-    } else {
-        const char *colon = strchr(t, ':');
-        int one_colon = colon != NULL && strchr(colon + 1, ':') == NULL;
-        hlen = one_colon ? (size_t)(colon - t) : strlen(t);
-        port = one_colon ? colon + 1 : NULL;
-    }
-    if (hlen == 0 || hlen > TC_HOST_MAX)
-        return "bad host";
-    memcpy(out->host, host, hlen);
-    out->host[hlen] = '\0';
-    int pn = 0;
-    if (port && !parse_int(port, 1, TC_PORT_MAX, &pn))
-        return "bad port";
-    if (port && port_opt && pn != port_opt)
+    const char *why = NULL;
+    int pn;
+    if (!config_split_hostport(t, out->host, sizeof(out->host), &pn, &why))
+        return why;
+    if (pn && port_opt && pn != port_opt)
         return "two different ports given";
-    if (!port && port_opt)
+    if (pn == 0)
         pn = port_opt;
     if (pn)
         snprintf(out->port, sizeof(out->port), "%d", pn);

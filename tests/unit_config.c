@@ -154,6 +154,42 @@ static void test_missing_file(void)
     CHECK_STR(err, "/nonexistent/tern.conf: No such file or directory");
 }
 
+static void test_split_hostport(void)
+{
+    static const struct { const char *in, *host; int port; const char *why; } cases[] = {
+        {"mx.example.com:2525", "mx.example.com", 2525, NULL},
+        {"mx.example.com", "mx.example.com", 0, NULL},
+        {"[::1]:25", "::1", 25, NULL},
+        {"[::1]", "::1", 0, NULL},
+        {"2001:db8::1", "2001:db8::1", 0, NULL},   /* bare IPv6: no port */
+        {"[::1]x", NULL, 0, "bad [address]:port"},
+        {"[::1", NULL, 0, "bad [address]:port"},
+        {":25", NULL, 0, "bad host"},
+        {"[]:25", NULL, 0, "bad host"},
+        {"a:0", NULL, 0, "bad port"},
+        {"a:65536", NULL, 0, "bad port"},
+        {"a:25x", NULL, 0, "bad port"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char host[64] = "";
+        int port = -1;
+        const char *why = NULL;
+        int ok = config_split_hostport(cases[i].in, host, sizeof(host), &port, &why);
+        CHECK_INT(ok, cases[i].why == NULL);
+        if (ok) {
+            CHECK_STR(host, cases[i].host);
+            CHECK_INT(port, cases[i].port);
+        } else {
+            CHECK_STR(why, cases[i].why);
+        }
+    }
+    char tiny[4];
+    const char *why = NULL;
+    int port;
+    CHECK_INT(config_split_hostport("toolong:25", tiny, sizeof(tiny), &port, &why), 0);
+    CHECK_STR(why, "bad host");
+}
+
 static void test_durations(void)
 {
     int64_t v;
@@ -175,6 +211,7 @@ int main(void)
     RUN(test_bad);
     RUN(test_tables);
     RUN(test_missing_file);
+    RUN(test_split_hostport);
     RUN(test_durations);
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
