@@ -312,16 +312,18 @@ void host_wake(struct worker *w, struct mxhost *h)
  * pays for one full handshake and resumes the rest with the tickets it
  * brings back (about two per handshake), instead of opening twenty full
  * handshakes at once. Routes that yield no sessions are not held back. */
-static int may_open_now(struct worker *w, struct dest *d)
+static int may_open_now(struct worker *w, struct dest *d, long *sessions)
 {
     if (d->nconnecting == 0 || d->no_sessions || !w->cfg->tls_resumption ||
         !dest_tls_expected(w, d))
         return 1;
-    char key[TLS_CACHE_KEY_MAX];
-    dest_session_key(w, d, dest_start_tier(w, d), key, sizeof(key));
+    if (*sessions < 0) {   /* once per schedule: opening takes none yet */
+        char key[TLS_CACHE_KEY_MAX];
+        dest_session_key(w, d, dest_start_tier(w, d), key, sizeof(key));
+        *sessions = (long)tls_session_cache_count(w->sessions, key, (uint64_t)(w->now_ms / 1000));
+    }
     /* each connection not yet at STARTTLS will take one session */
-    return tls_session_cache_count(w->sessions, key, (uint64_t)(w->now_ms / 1000)) >
-           (size_t)d->npre_tls;
+    return *sessions > d->npre_tls;
 }
 
 /* Hand ready jobs to idle connections, open new ones as the ready list
@@ -371,8 +373,9 @@ static void dest_schedule_ready(struct worker *w, struct dest *d)
         return;
     /* New connections only while the ready list outgrows the ones being
      * set up and the busy ones that will take more. */
+    long sessions = -1;
     while (d->nready > (size_t)d->nconnecting + soon_free && d->nconns < d->lim.max_connections &&
-           may_open_now(w, d)) {
+           may_open_now(w, d, &sessions)) {
         /* Reserve the host slot first: other workers count on it too. */
         if (atomic_fetch_add(d->host->all_conns, 1) >= d->lim.max_connections_per_host) {
             atomic_fetch_sub(d->host->all_conns, 1);

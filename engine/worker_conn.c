@@ -147,11 +147,6 @@ enum tls_tier dest_start_tier(const struct worker *w, const struct dest *d)
     return t > lowest_tier(d) ? lowest_tier(d) : t;
 }
 
-static int is_sni_name(const char *h)
-{
-    return !is_ip_literal(h);
-}
-
 void dest_session_key(const struct worker *w, const struct dest *d, enum tls_tier tier,
                       char *out, size_t cap)
 {
@@ -164,7 +159,7 @@ void dest_session_key(const struct worker *w, const struct dest *d, enum tls_tie
     const struct policy_table *t = &w->cfg->policy;
     long idx = e == &t->fallback ? -1 : (long)(e - t->entries);
     snprintf(out, cap, "%s:%u|sni=%s|pol=%ld:%s|dom=%s|cc=%d:%d|tier=%s", d->hop.host,
-             (unsigned)d->hop.port, is_sni_name(d->hop.host) ? d->hop.host : "", idx,
+             (unsigned)d->hop.port, is_ip_literal(d->hop.host) ? "" : d->hop.host, idx,
              policy_level_name(e->level),
              e->level == POLICY_SECURE && e->nmatch == 0 ? d->domain : "", e->ctx_index,
              e->client_cert, tls_tier_name(tier));
@@ -194,12 +189,8 @@ static void fall_back(struct worker *w, struct conn *c, const char *reason)
     struct dest *d = c->d;
     if (w->e->verbose)
         fprintf(stderr, "tern: %s: %s; falling back\n", d->domain, reason);
-    if (c->job) {
-        dest_requeue_front(d, c->job);
-        c->job = NULL;
-    }
     w->st.conn_failures++;
-    conn_close(w, c);
+    conn_close(w, c);   /* puts a message in flight back at the front */
     worker_mark_dirty(w, d);
 }
 
@@ -215,8 +206,11 @@ static void remember_plaintext(struct worker *w, struct mxhost *h)
  * sufficient for mandatory levels or legacy at may), remembered for
  * tier_memory. At level may, any other failure, or one on the last rung,
  * means plaintext for the host. At mandatory levels it is a policy
- * failure: the message stays queued, never sent without the TLS asked for. */
-static void tls_failed_because(struct worker *w, struct conn *c, const char *err)
+ * failure: the message stays queued, never sent without the TLS asked for.
+ * tls_reported: the TLS layer itself failed (so its error can be asked
+ * whether it was a negotiation or client-certificate problem), rather
+ * than the peer closing or stalling mid-handshake. */
+static void tls_failed_because(struct worker *w, struct conn *c, const char *err, int tls_reported)
 {
     struct dest *d = c->d;
     enum policy_level level = dest_level(d);
@@ -227,7 +221,7 @@ static void tls_failed_because(struct worker *w, struct conn *c, const char *err
                  ? ", TLS 1.2 or better required" : "",
              err ? err : "unknown");
     tls_session_cache_drop(w->sessions, c->cache_key);
-    if (c->tls_error_known && tls_conn_error_is_negotiation(c->tls) && c->tier < lowest_tier(d)) {
+    if (tls_reported && tls_conn_error_is_negotiation(c->tls) && c->tier < lowest_tier(d)) {
         enum tls_tier next = level == POLICY_MAY ? TLS_TIER_LEGACY : c->tier + 1;
         if (d->host->tier_until_ms <= w->now_ms || d->host->tier < next) {
             d->host->tier = next;
@@ -239,7 +233,7 @@ static void tls_failed_because(struct worker *w, struct conn *c, const char *err
     if (level == POLICY_MAY) {
         /* A client-certificate failure depends on what this destination's
          * policy presents, not on the host: remember it here only. */
-        if (c->tls_error_known && tls_conn_error_is_client_cert(c->tls))
+        if (tls_reported && tls_conn_error_is_client_cert(c->tls))
             d->cert_plaintext_until_ms = w->now_ms + w->cfg->tier_memory_ms;
         else
             remember_plaintext(w, d->host);
@@ -251,8 +245,7 @@ static void tls_failed_because(struct worker *w, struct conn *c, const char *err
 
 static void tls_failed(struct worker *w, struct conn *c)
 {
-    c->tls_error_known = 1;
-    tls_failed_because(w, c, tls_conn_error(c->tls));
+    tls_failed_because(w, c, tls_conn_error(c->tls), 1);
 }
 
 /* During the handshake the peer closed, reset or went silent. */
@@ -260,7 +253,7 @@ static int handshake_interrupted(struct worker *w, struct conn *c, const char *w
 {
     if (c->tls == NULL || c->tls_done || c->state == CONN_CLOSING)
         return 0;
-    tls_failed_because(w, c, why);
+    tls_failed_because(w, c, why, 0);
     return 1;
 }
 
@@ -555,7 +548,7 @@ static void conn_close(struct worker *w, struct conn *c)
         return;
     struct dest *d = c->d;
     if (c->job) {
-        /* only reached through conn_fail, which took the job first */
+        /* a fallback: the message goes back without counting an attempt */
         dest_requeue_front(d, c->job);
         c->job = NULL;
     }

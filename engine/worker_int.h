@@ -131,7 +131,6 @@ struct conn {
     struct smtp_client smtp;
     struct tls_conn *tls;
     int tls_done;
-    int tls_error_known;       /* the TLS layer itself reported the failure */
     int took_session;          /* STARTTLS reached: a cached session was looked up */
     int got_session;           /* the peer gave us a session to cache */
     enum tls_tier tier;        /* tier offered on this connection */
