@@ -339,13 +339,13 @@ static void check_key_type(X509 *leaf, struct cert_report *r)
     }
     fmt_pkey(k, desc, sizeof(desc));
     int type = EVP_PKEY_id(k), curve = key_curve(k);
-    if (type == EVP_PKEY_RSA && EVP_PKEY_bits(k) < CERT_RSA_MIN_BITS)
-        add(r, CERT_ERROR, "key is %s: RSA keys need at least %d bits", desc, CERT_RSA_MIN_BITS);
+    if (type == EVP_PKEY_RSA && EVP_PKEY_bits(k) < TLS_RSA_MIN_BITS)
+        add(r, CERT_ERROR, "key is %s: RSA keys need at least %d bits", desc, TLS_RSA_MIN_BITS);
     else if (type == EVP_PKEY_EC && curve != NID_X9_62_prime256v1 && curve != NID_secp384r1)
         add(r, CERT_ERROR, "key is %s: EC keys must be on P-256 or P-384", desc);
     else if (type != EVP_PKEY_RSA && type != EVP_PKEY_EC)
         add(r, CERT_ERROR, "key is %s: use RSA (%d bits or more) or EC P-256 / P-384", desc,
-            CERT_RSA_MIN_BITS);
+            TLS_RSA_MIN_BITS);
     EVP_PKEY_free(k);
 }
 

@@ -10,7 +10,7 @@
  *   CERT_ERROR (the certificate cannot work at all)
  *     - the certificate file is unreadable or holds no PEM certificate;
  *     - the key file is unreadable, or the key does not match the leaf;
- *     - the leaf key is RSA below CERT_RSA_MIN_BITS, EC on a curve other
+ *     - the leaf key is RSA below TLS_RSA_MIN_BITS, EC on a curve other
  *       than P-256 / P-384, DSA, or another type TLS peers do not take;
  *     - a certificate of the chain (leaf or intermediate; not a
  *       self-signed root, whose own signature nobody checks) is signed
@@ -63,7 +63,6 @@
 #define CERT_FINDING_TEXT_MAX  256
 #define CERT_SUBJECT_MAX       256
 #define CERT_TIME_MAX          32      /* "2026-12-31 23:59:59 UTC" */
-#define CERT_RSA_MIN_BITS      2048
 #define CERT_EXPIRY_WARN_DAYS  30
 #define CERT_CHAIN_MAX         10      /* certificates read from one file */
 #define CERT_SYSTEM_BUNDLE     "/etc/ssl/certs/ca-certificates.crt"

@@ -45,7 +45,6 @@
 #define TLS_READ_CHUNK        16384 /* one record's plaintext */
 #define TLS_ERR_MAX           160
 #define TLS_DETAIL_MAX        128   /* == sizeof(struct tls_info.verify_detail) */
-#define TLS_RSA_MIN_BITS      2048  /* smaller RSA keys are weak (RFC 9325 4.5) */
 #define TLS_TICKET_KEY_LEN    32    /* AES-256-GCM */
 #define TLS_TICKET_ID_LEN     12    /* the GCM nonce, random: the ticket's id */
 #define TLS_TICKET_SEEN_MAX   (1u << 16)    /* ticket ids remembered */

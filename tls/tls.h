@@ -90,6 +90,7 @@
 #define TLS_MAX_PINS        8
 #define TLS_MAX_MATCH_NAMES 8
 #define TLS_FEED_MAX        (64 * 1024)
+#define TLS_RSA_MIN_BITS    2048   /* smaller RSA keys are weak (RFC 9325 4.5), ours or a peer's */
 
 enum tls_tier {
     TLS_TIER_PREFERRED,
