@@ -13,6 +13,7 @@
  */
 #include "engine/smtp_client.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "engine/smtp_body.h"
@@ -89,6 +90,12 @@ static void send_mail(struct smtp_client *c)
         buf_append_str(&c->out, " SIZE=");
         buf_append_u64(&c->out, c->msg->data_len);
     }
+    /* RFC 6152 / 6531: say what the transaction carries; start_txn has
+     * already refused a message the peer cannot take. */
+    if (c->txn_8bit)
+        buf_append_str(&c->out, " BODY=8BITMIME");
+    if (c->txn_utf8)
+        buf_append_str(&c->out, " SMTPUTF8");
     buf_append_str(&c->out, "\r\n");
 }
 
@@ -161,6 +168,16 @@ static void finish_txn(struct smtp_client *c, int accepted)
     c->state = SMTP_ST_READY;
     c->pending_txn_done = 1;
     c->pending_ready = 1;
+}
+
+/* note_rcpt_reply keeps what the outcome needs of recipient i's reply:
+ * its code, enhanced code and the first line of its text. */
+static void note_rcpt_reply(struct smtp_txn_result *t, size_t i, const struct smtp_reply *r)
+{
+    t->rcpt_code[i] = r->code;
+    snprintf(t->rcpt_esc[i], sizeof(t->rcpt_esc[i]), "%s", r->esc);
+    int first = (int)strcspn(r->text, "\n");
+    snprintf(t->rcpt_text[i], sizeof(t->rcpt_text[i]), "%.*s", first, r->text);
 }
 
 /* The session is established: decide about STARTTLS or go READY. */
@@ -303,7 +320,7 @@ static void on_reply(struct smtp_client *c, const struct smtp_reply *r)
             fail(c, ERR_UNEXPECTED, r, 1);
             return;
         }
-        c->txn.rcpt_code[c->rcpt_next++] = r->code;
+        note_rcpt_reply(&c->txn, c->rcpt_next++, r);
         if (cls == 2 && c->mail_ok) {
             c->rcpt_ok++;
         } else if (c->mail_ok && c->rcpt_ok == 0) {
@@ -545,6 +562,50 @@ static int addr_ok(const char *a, int may_be_empty)
     return 1;
 }
 
+/* has_8bit: any byte >= 0x80 (RFC 6152 8-bit data), a word at a time. */
+static int has_8bit(const uint8_t *p, size_t n)
+{
+    const uint64_t high = 0x8080808080808080ULL;
+    size_t i = 0;
+    for (; i + sizeof(uint64_t) <= n; i += sizeof(uint64_t)) {
+        uint64_t w;
+        memcpy(&w, p + i, sizeof(w));
+        if (w & high)
+            return 1;
+    }
+    for (; i < n; i++)
+        if (p[i] & 0x80)
+            return 1;
+    return 0;
+}
+
+/* addrs_non_ascii: the envelope needs SMTPUTF8 (RFC 6531). */
+static int addrs_non_ascii(const struct smtp_msg *m)
+{
+    if (has_8bit((const uint8_t *)m->from, strlen(m->from)))
+        return 1;
+    for (size_t i = 0; i < m->nrcpts; i++)
+        if (has_8bit((const uint8_t *)m->rcpts[i], strlen(m->rcpts[i])))
+            return 1;
+    return 0;
+}
+
+/* refuse_locally ends the transaction before anything is sent, with the
+ * reply the receiver would have given; the session stays READY. */
+static void refuse_locally(struct smtp_client *c, int code, const char *esc, const char *text)
+{
+    struct smtp_reply *r = &c->txn.reply;
+    c->txn.stage = SMTP_STAGE_MAIL;
+    r->code = code;
+    r->nlines = 1;
+    snprintf(r->esc, sizeof(r->esc), "%s", esc);
+    r->text_len = (size_t)snprintf(r->text, sizeof(r->text), "%s %s", esc, text);
+    c->txn.local = 1;
+    int keep_rset = c->need_rset;
+    finish_txn(c, 0);
+    c->need_rset = keep_rset;   /* nothing was sent */
+}
+
 int smtp_client_start_txn(struct smtp_client *c, const struct smtp_msg *m)
 {
     if (c->state != SMTP_ST_READY || c->pending_error || c->pending_txn_done)
@@ -568,17 +629,23 @@ int smtp_client_start_txn(struct smtp_client *c, const struct smtp_msg *m)
     c->pending_ready = 0;
     c->pipelined = c->caps.pipelining;
 
-    /* RFC 1870: do not send what the peer said it will refuse. */
+    c->txn_8bit = has_8bit(m->data, m->data_len);
+    c->txn_utf8 = addrs_non_ascii(m);
+
+    /* Do not send what the peer said it cannot take (RFC 1870, 6152,
+     * 6531): refuse here, with the status a receiver would have given. */
     if (c->caps.size && m->data_len > c->caps.size) {
-        static const char text[] = "message exceeds peer SIZE limit";
-        c->txn.stage = SMTP_STAGE_MAIL;
-        c->txn.reply.code = 552;
-        c->txn.reply.nlines = 1;
-        memcpy(c->txn.reply.text, text, sizeof(text));
-        c->txn.reply.text_len = sizeof(text) - 1;
-        int keep_rset = c->need_rset;
-        finish_txn(c, 0);
-        c->need_rset = keep_rset;   /* nothing was sent */
+        refuse_locally(c, 552, "5.3.4", "message exceeds the receiver's SIZE limit");
+        return 1;
+    }
+    if (c->txn_utf8 && !c->caps.smtputf8) {
+        refuse_locally(c, 553, "5.6.7",
+                       "non-ASCII address and the receiver does not offer SMTPUTF8");
+        return 1;
+    }
+    if (c->txn_8bit && !c->caps.eightbitmime) {
+        refuse_locally(c, 554, "5.6.3",
+                       "8-bit message data and the receiver does not offer 8BITMIME");
         return 1;
     }
 

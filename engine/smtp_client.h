@@ -58,6 +58,23 @@
  *   2xx to DATA, is "unexpected reply". Any reply to QUIT, or EOF after
  *   QUIT, gives CLOSED.
  *
+ *   ESMTP parameters on MAIL FROM: SIZE=<data_len> when the peer announced
+ *   SIZE (RFC 1870); BODY=8BITMIME when the data holds a byte >= 0x80
+ *   (RFC 6152); SMTPUTF8 when an envelope address does (RFC 6531). A
+ *   message the peer cannot take is refused locally, before anything is
+ *   sent: TXN_DONE follows at once with accepted=0, stage MAIL, txn.local
+ *   set and a reply carrying the enhanced status a receiver would give:
+ *     data_len over the announced SIZE    552 5.3.4
+ *     non-ASCII address, no SMTPUTF8      553 5.6.7
+ *     8-bit data, no 8BITMIME             554 5.6.3
+ *   (checked in that order; after a HELO fallback nothing is offered, so
+ *   only 7-bit mail with ASCII addresses goes through).
+ *
+ *   Enhanced status codes (RFC 2034/3463) are taken from every reply that
+ *   starts with one, announced or not (smtp_reply.h); per recipient the
+ *   RCPT reply's code, enhanced code and first text line are kept in the
+ *   transaction result.
+ *
  *   With PIPELINING the transaction goes out as one write: MAIL, every RCPT,
  *   DATA; then the body after 354. Without it, commands go in lock-step.
  *   The body is converted on the way out: bare CR and bare LF become CRLF,
@@ -99,6 +116,7 @@
 #define SMTP_MAX_RCPTS_PER_TXN  100
 #define SMTP_ADDR_MAX           512   /* RFC 5321 path limit is 256; be lenient */
 #define SMTP_HELO_NAME_MAX      255
+#define SMTP_RCPT_TEXT_MAX      160   /* per-recipient reply text kept */
 
 enum smtp_tls_mode {
     SMTP_TLS_NONE,      /* never STARTTLS */
@@ -147,6 +165,11 @@ struct smtp_txn_result {
                                        to the body, or the failing one) */
     int rcpt_code[SMTP_MAX_RCPTS_PER_TXN]; /* RCPT reply code per recipient,
                                        0 if never answered */
+    char rcpt_esc[SMTP_MAX_RCPTS_PER_TXN][SMTP_ESC_MAX];   /* "" if none */
+    char rcpt_text[SMTP_MAX_RCPTS_PER_TXN][SMTP_RCPT_TEXT_MAX]; /* first line,
+                                       truncated */
+    int local;                      /* refused by us before sending (SIZE,
+                                       8BITMIME, SMTPUTF8): reply is ours */
 };
 
 enum smtp_event_kind {
@@ -212,6 +235,8 @@ struct smtp_client {
     int pipelined;               /* current transaction uses PIPELINING */
     int mail_ok;                 /* MAIL FROM got 2xx */
     int dot_only;                /* 354 without accepted RCPT: sent "." */
+    int txn_8bit;                /* data has bytes >= 0x80: BODY=8BITMIME */
+    int txn_utf8;                /* non-ASCII envelope: SMTPUTF8 */
 };
 
 /* smtp_client_init prepares a session in state GREETING. A helo_name that
@@ -244,9 +269,9 @@ void smtp_client_tls_started(struct smtp_client *c);
  * or over the limit, or when an address is NULL, longer than
  * SMTP_ADDR_MAX, holds a control character (CR, LF, ...) or '<' / '>'
  * (which could inject commands or ESMTP parameters), or a recipient is
- * empty. When the peer announced a non-zero SIZE smaller than data_len,
- * nothing is sent and TXN_DONE follows with accepted=0, stage MAIL and a
- * synthetic 552 "message exceeds peer SIZE limit". */
+ * empty. A message the peer cannot take (SIZE, 8BITMIME, SMTPUTF8; see
+ * DESCRIPTION) returns 1, sends nothing, and TXN_DONE follows with
+ * accepted=0, stage MAIL, txn.local=1 and the local refusal. */
 int smtp_client_start_txn(struct smtp_client *c, const struct smtp_msg *m);
 
 /* smtp_client_quit queues QUIT (only when READY); CLOSED follows. */

@@ -766,11 +766,188 @@ static void test_size_limit(void)
     drv_init(&d, SMTP_TLS_NONE, msgs, 2);
     drv_run(&d, phases, FEED_WHOLE, 0);
     CHECK_STR(d.log, "READY TXN(0,MAIL,552) READY TXN(1,BODY,250) READY CLOSED");
-    CHECK_STR(d.res[0].reply.text, "message exceeds peer SIZE limit");
+    CHECK_STR(d.res[0].reply.text, "5.3.4 message exceeds the receiver's SIZE limit");
+    CHECK_STR(d.res[0].reply.esc, "5.3.4");
+    CHECK_INT(d.res[0].local, 1);
+    CHECK_INT(d.res[1].local, 0);
     /* Refused without a word on the wire, and no RSET owed for it. */
     CHECK_STR(d.out, "EHLO client.test\r\n"
                      "MAIL FROM:<a@x.test> SIZE=5\r\nRCPT TO:<b@y.test>\r\nDATA\r\nsmall\r\n.\r\n"
                      "QUIT\r\n");
+    drv_free(&d);
+}
+
+/* ---- ESMTP parameters and local refusals (8BITMIME, SMTPUTF8) ---- */
+
+static const uint8_t body8[] = "Subject: caf\xc3\xa9\r\n\r\nd\xc3\xa9j\xc3\xa0 vu\r\n";
+static const char *const rcpts_utf8[] = {"j\xc3\xb6rg@b\xc3\xbc" "cher.test"};
+
+/* run_split_all runs phases whole, split at every offset and byte by byte,
+ * and checks every run gives the same bytes and events. */
+static void run_split_all(enum smtp_tls_mode tls, const struct smtp_msg *msgs, size_t n,
+                          const char *const *phases, const char *want_out,
+                          const char *want_log)
+{
+    size_t maxlen = 0;
+    for (size_t i = 0; phases[i]; i++)
+        if (strlen(phases[i]) > maxlen)
+            maxlen = strlen(phases[i]);
+    for (size_t k = 0; k <= maxlen + 1; k++) {
+        struct drv d;
+        drv_init(&d, tls, msgs, n);
+        drv_run(&d, phases, k <= maxlen ? FEED_SPLIT : FEED_BYTES, k);
+        int bad = strcmp(d.out, want_out) != 0 || strcmp(d.log, want_log) != 0;
+        if (bad)
+            CHECK_FAILF("split %zu: out \"%s\" log \"%s\"", k, d.out, d.log);
+        drv_free(&d);
+        if (bad)
+            break;
+    }
+}
+
+static void test_8bitmime_param(void)
+{
+    static const struct smtp_msg m = {"a@x.test", rcpts1, 1, body8, sizeof(body8) - 1};
+    static const char *const phases[] = {
+        "220 mx\r\n250-mx\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
+        "250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n221 bye\r\n",
+        NULL,
+    };
+    char want[512];
+    snprintf(want, sizeof(want),
+             "EHLO client.test\r\nMAIL FROM:<a@x.test> BODY=8BITMIME\r\nRCPT TO:<b@y.test>\r\n"
+             "DATA\r\n%s.\r\nQUIT\r\n", (const char *)body8);
+    run_split_all(SMTP_TLS_NONE, &m, 1, phases, want, "READY TXN(1,BODY,250) READY CLOSED");
+}
+
+static void test_8bit_refused_without_8bitmime(void)
+{
+    static const struct smtp_msg msgs[] = {
+        {"a@x.test", rcpts1, 1, body8, sizeof(body8) - 1},
+        {"a@x.test", rcpts1, 1, (const uint8_t *)"plain", 5},
+    };
+    static const char *const phases[] = {
+        "220 mx\r\n250-mx\r\n250 PIPELINING\r\n"
+        "250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n221 bye\r\n",
+        NULL,
+    };
+    struct drv d;
+    drv_init(&d, SMTP_TLS_NONE, msgs, 2);
+    drv_run(&d, phases, FEED_WHOLE, 0);
+    CHECK_STR(d.log, "READY TXN(0,MAIL,554) READY TXN(1,BODY,250) READY CLOSED");
+    CHECK_STR(d.res[0].reply.esc, "5.6.3");
+    CHECK_INT(d.res[0].local, 1);
+    /* Nothing of the 8-bit message on the wire; the next one has no BODY=. */
+    CHECK_STR(d.out, "EHLO client.test\r\n"
+                     "MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\nplain\r\n.\r\n"
+                     "QUIT\r\n");
+    drv_free(&d);
+}
+
+static void test_helo_fallback_refuses_8bit(void)
+{
+    static const struct smtp_msg m = {"a@x.test", rcpts1, 1, body8, sizeof(body8) - 1};
+    static const char *const phases[] = {
+        "220 mx\r\n502 5.5.2 no EHLO\r\n250 mx\r\n221 bye\r\n",
+        NULL,
+    };
+    run_split_all(SMTP_TLS_MAY, &m, 1, phases,
+                  "EHLO client.test\r\nHELO client.test\r\nQUIT\r\n",
+                  "READY TXN(0,MAIL,554) READY CLOSED");
+}
+
+static void test_smtputf8(void)
+{
+    static const struct smtp_msg m = {"a@x.test", rcpts_utf8, 1, (const uint8_t *)"hi", 2};
+    static const char *const phases[] = {
+        "220 mx\r\n250-mx\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n"
+        "250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n221 bye\r\n",
+        NULL,
+    };
+    run_split_all(SMTP_TLS_NONE, &m, 1, phases,
+                  "EHLO client.test\r\nMAIL FROM:<a@x.test> SMTPUTF8\r\n"
+                  "RCPT TO:<j\xc3\xb6rg@b\xc3\xbc" "cher.test>\r\nDATA\r\nhi\r\n.\r\nQUIT\r\n",
+                  "READY TXN(1,BODY,250) READY CLOSED");
+
+    /* A non-ASCII sender needs it as much; without it: 553 5.6.7. */
+    static const struct smtp_msg from8 = {"\xc3\xa9@x.test", rcpts1, 1, (const uint8_t *)"hi", 2};
+    static const char *const no_utf8[] = {
+        "220 mx\r\n250-mx\r\n250 8BITMIME\r\n221 bye\r\n",
+        NULL,
+    };
+    struct drv d;
+    drv_init(&d, SMTP_TLS_NONE, &from8, 1);
+    drv_run(&d, no_utf8, FEED_WHOLE, 0);
+    CHECK_STR(d.log, "READY TXN(0,MAIL,553) READY CLOSED");
+    CHECK_STR(d.res[0].reply.esc, "5.6.7");
+    CHECK_STR(d.out, "EHLO client.test\r\nQUIT\r\n");
+    drv_free(&d);
+}
+
+/* Per-recipient replies keep their own code, enhanced code and text; a
+ * 452 "too many recipients" is just a 4xx to the client (the worker sends
+ * those recipients again in a new transaction). */
+static void test_rcpt_replies_kept(void)
+{
+    static const char *const phases[] = {
+        "220 mx\r\n250-mx\r\n250-PIPELINING\r\n250 ENHANCEDSTATUSCODES\r\n"
+        "250 2.1.0 ok\r\n250 2.1.5 ok\r\n550-5.1.1 no such user\r\n550 5.1.1 really\r\n"
+        "452 4.5.3 too many recipients\r\n354 go\r\n250 2.0.0 queued\r\n221 bye\r\n",
+        NULL,
+    };
+    char want[512];
+    snprintf(want, sizeof(want),
+             "EHLO client.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\n"
+             "RCPT TO:<c@y.test>\r\nRCPT TO:<d@y.test>\r\nDATA\r\n%sQUIT\r\n", BODY1_WIRE);
+    run_split_all(SMTP_TLS_NONE, &msg3, 1, phases, want, "READY TXN(1,BODY,250) READY CLOSED");
+    struct drv d;
+    drv_init(&d, SMTP_TLS_NONE, &msg3, 1);
+    drv_run(&d, phases, FEED_WHOLE, 0);
+    CHECK_INT(d.res[0].rcpt_code[0], 250);
+    CHECK_INT(d.res[0].rcpt_code[1], 550);
+    CHECK_INT(d.res[0].rcpt_code[2], 452);
+    CHECK_STR(d.res[0].rcpt_esc[0], "2.1.5");
+    CHECK_STR(d.res[0].rcpt_esc[1], "5.1.1");
+    CHECK_STR(d.res[0].rcpt_esc[2], "4.5.3");
+    CHECK_STR(d.res[0].rcpt_text[1], "5.1.1 no such user");
+    CHECK_STR(d.res[0].rcpt_text[2], "4.5.3 too many recipients");
+    CHECK_STR(d.res[0].reply.esc, "2.0.0");
+    CHECK_INT(smtp_client_caps(&d.c)->enhancedstatuscodes, 1);
+    drv_free(&d);
+}
+
+/* Hostile replies mid-transaction: garbage before a 2xx while pipelining,
+ * a multi-line reply with mismatched codes, a line over the limit. Each
+ * ends the session with "malformed reply", nothing sent after it, and no
+ * outcome claimed for the message. */
+static void test_hostile_replies(void)
+{
+    static const char *const cases[] = {
+        "220 mx\r\n250-mx\r\n250 PIPELINING\r\nxyzzy\r\n250 ok\r\n",
+        "220 mx\r\n250-mx\r\n250 PIPELINING\r\n250-ok\r\n251 ok\r\n",
+        "220 mx\r\n250-mx\r\n251 PIPELINING\r\n",
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *const phases[] = {cases[i], NULL};
+        struct drv d;
+        drv_init(&d, SMTP_TLS_NONE, &msg1, 1);
+        drv_run(&d, phases, FEED_BYTES, 0);
+        if (strcmp(tail(d.log, "ERROR(malformed reply)"), "ERROR(malformed reply)") != 0)
+            CHECK_FAILF("case %zu: log \"%s\"", i, d.log);
+        CHECK_INT(d.nres, 0);
+        drv_free(&d);
+    }
+    /* A reply line longer than SMTP_REPLY_LINE_MAX, fed in pieces. */
+    struct drv d;
+    drv_init(&d, SMTP_TLS_NONE, &msg1, 1);
+    drv_pump(&d);
+    drv_feed_str(&d, "220 mx\r\n250-mx\r\n250 PIPELINING\r\n250 ");
+    char chunk[256];
+    memset(chunk, 'x', sizeof(chunk));
+    for (int k = 0; k < (SMTP_REPLY_LINE_MAX / 256) + 2 && d.c.state != SMTP_ST_FAILED; k++)
+        drv_feed(&d, chunk, sizeof(chunk));
+    CHECK_STR(d.log, "READY ERROR(malformed reply)");
+    CHECK_INT(d.nres, 0);
     drv_free(&d);
 }
 
@@ -878,6 +1055,12 @@ int main(void)
     RUN(test_in_doubt_after_body);
     RUN(test_eof_after_quit);
     RUN(test_size_limit);
+    RUN(test_8bitmime_param);
+    RUN(test_8bit_refused_without_8bitmime);
+    RUN(test_helo_fallback_refuses_8bit);
+    RUN(test_smtputf8);
+    RUN(test_rcpt_replies_kept);
+    RUN(test_hostile_replies);
     RUN(test_bad_addresses_refused);
     RUN(test_input_limit);
     RUN(test_helo_name_sanitized);
