@@ -33,6 +33,8 @@ void config_defaults(struct tern_config *c)
     };
     c->batch = 256;
     c->max_in_memory = 8192;
+    c->max_rcpts_per_txn = SMTP_MAX_RCPTS_PER_TXN;
+    c->min_data_rate = 1024;
     c->retry_base_ms = 60000;
     c->retry_max_ms = 3600000;
     c->max_age_ms = 5LL * 86400 * 1000;
@@ -189,6 +191,8 @@ static const struct key_def keys[] = {
     {"max_messages_per_connection", K_INT, F(limits.max_messages_per_connection), 0, 1, 100000000},
     {"batch", K_INT, F(batch), 0, 1, QUEUE_TAKE_MAX},
     {"max_in_memory", K_INT, F(max_in_memory), 0, 1, 10000000},
+    {"max_recipients_per_transaction", K_INT, F(max_rcpts_per_txn), 0, 1, SMTP_MAX_RCPTS_PER_TXN},
+    {"min_data_rate", K_INT, F(min_data_rate), 0, 0, 1000000000},
     {"retry_base", K_DURATION, F(retry_base_ms), 0, 0, 0},
     {"retry_max", K_DURATION, F(retry_max_ms), 0, 0, 0},
     {"max_age", K_DURATION, F(max_age_ms), 0, 0, 0},
@@ -211,6 +215,9 @@ static const struct { const char *name; size_t off; } timeout_names[] = {
     {"block", offsetof(struct tern_timeouts, block)},
     {"final", offsetof(struct tern_timeouts, final)},
     {"idle", offsetof(struct tern_timeouts, idle)},
+    {"ehlo", offsetof(struct tern_timeouts, ehlo)},
+    {"mail", offsetof(struct tern_timeouts, mail)},
+    {"rcpt", offsetof(struct tern_timeouts, rcpt)},
 };
 
 static int valid_domain_arg(const char *d)
@@ -394,7 +401,8 @@ static const char *apply(struct tern_config *c, const char *key, const char *arg
                 return NULL;
             }
         }
-        return "unknown timeout (connect, greeting, command, tls, data, block, final, idle)";
+        return "unknown timeout (connect, greeting, command, ehlo, mail, rcpt, tls, data, "
+               "block, final, idle)";
     case K_ROUTE: {
         if (!valid_domain_arg(arg))
             return "bad route domain";

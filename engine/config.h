@@ -60,6 +60,9 @@ struct tern_timeouts {
     int64_t block;     /* each data block sent: 3 min */
     int64_t final;     /* reply to the final dot: 10 min */
     int64_t idle;      /* an idle pooled connection is closed after: 5 s */
+    int64_t ehlo;      /* EHLO/HELO reply; 0: as command */
+    int64_t mail;      /* MAIL reply: 5 min; 0: as command */
+    int64_t rcpt;      /* each RCPT reply: 5 min; 0: as command */
 };
 
 /* A next hop: where mail for a domain goes. */
@@ -114,6 +117,8 @@ struct tern_config {
     int ndest_overrides;
     int batch;                        /* messages per take */
     int max_in_memory;                /* messages held per worker */
+    int max_rcpts_per_txn;            /* recipients per SMTP transaction */
+    int min_data_rate;                /* bytes/s while sending a body; 0: off */
     int64_t retry_base_ms;            /* first retry delay; doubles */
     int64_t retry_max_ms;
     int64_t max_age_ms;               /* deferred longer than this: bounce */

@@ -28,6 +28,13 @@ static int is_ip_literal(const char *h)
     return inet_pton(AF_INET, h, tmp) == 1 || inet_pton(AF_INET6, h, tmp) == 1;
 }
 
+/* body_unsent: bytes of this connection are still waiting to go out (in
+ * state BODY: the body has not all been sent). */
+static int body_unsent(const struct conn *c)
+{
+    return c->out.inflight || buf_used(&c->out.active) || buf_used(&c->out.pending);
+}
+
 static int64_t state_timeout(const struct worker *w, const struct conn *c)
 {
     const struct tern_timeouts *t = &w->cfg->timeouts;
@@ -40,10 +47,19 @@ static int64_t state_timeout(const struct worker *w, const struct conn *c)
     switch (c->smtp.state) {
     case SMTP_ST_GREETING:
         return t->greeting;
+    case SMTP_ST_EHLO:
+    case SMTP_ST_HELO:
+        return t->ehlo ? t->ehlo : t->command;
+    case SMTP_ST_MAIL:
+        return t->mail ? t->mail : t->command;
+    case SMTP_ST_RCPT:
+        return t->rcpt ? t->rcpt : t->command;
     case SMTP_ST_DATA:
         return t->data;
     case SMTP_ST_BODY:
-        return t->final;
+        /* RFC 5321 4.5.3.2.5-6: each block of the body must go out
+         * within block; the reply to the final dot within final. */
+        return body_unsent(c) ? t->block : t->final;
     case SMTP_ST_READY:
         return c->idle ? c->d->lim.idle_ms : t->command;
     default:
@@ -64,7 +80,10 @@ static void conn_kick(struct worker *w, struct conn *c)
     if (b == NULL)
         return;
     struct io_uring_sqe *sqe = worker_sqe(w);
-    io_uring_prep_send(sqe, c->fd, buf_peek(b), buf_used(b), MSG_NOSIGNAL);
+    /* Bounded sends: each completion is progress the block timeout and
+     * the data rate can see. */
+    size_t n = buf_used(b) < SEND_CHUNK_MAX ? buf_used(b) : SEND_CHUNK_MAX;
+    io_uring_prep_send(sqe, c->fd, buf_peek(b), n, MSG_NOSIGNAL);
     io_uring_sqe_set_data(sqe, &c->op_send);
     c->out.inflight = 1;
     c->ops++;
@@ -375,6 +394,7 @@ static void conn_pump(struct worker *w, struct conn *c)
         case SMTP_EV_TXN_DONE: {
             struct job *j = c->job;
             c->job = NULL;
+            c->body_start_ms = 0;
             c->msgs++;
             c->d->n.msgs++;
             c->d->counters_dirty = 1;
@@ -465,6 +485,10 @@ static void on_bytes(struct worker *w, struct conn *c, const uint8_t *p, size_t 
     conn_pump(w, c);
     if (c->state == CONN_CLOSING)
         return;
+    if (c->smtp.state == SMTP_ST_BODY && c->body_start_ms == 0) {
+        c->body_start_ms = w->now_ms;   /* the 354 came: the body goes now */
+        c->body_bytes = 0;
+    }
     if (conn_flush(w, c))
         conn_touch(w, c);
 }
@@ -590,7 +614,7 @@ static void conn_fail(struct worker *w, struct conn *c, const char *reason, enum
     if (c->job) {
         struct job *j = c->job;
         c->job = NULL;
-        if (smtp_client_in_doubt(&c->smtp)) {
+        if (smtp_client_in_doubt(&c->smtp) && !body_unsent(c)) {
             /* The final dot went out and no reply came back: the receiver
              * may have the message. Retrying is the only safe choice (a
              * possible duplicate, never a loss); count and log it. */
@@ -606,14 +630,14 @@ static void conn_fail(struct worker *w, struct conn *c, const char *reason, enum
             dest_requeue_front(d, j);
     }
     w->st.conn_failures++;
+    if (w->e->verbose)
+        fprintf(stderr, "tern: %s: connection failed: %s\n", d->domain, reason);
     if (lost_busy) {
         conn_close(w, c);
         return;
     }
     d->consecutive_failures++;
     snprintf(d->last_error, sizeof(d->last_error), "%s", reason);
-    if (w->e->verbose)
-        fprintf(stderr, "tern: %s: connection failed: %s\n", d->domain, reason);
     conn_close(w, c);
     if (kind == FAIL_POLICY || d->consecutive_failures >= CONN_FAILURES_MAX) {
         d->backoff_until_ms = w->now_ms + w->cfg->retry_base_ms;
@@ -650,11 +674,10 @@ void conn_hand_job(struct worker *w, struct conn *c)
         if (d->ready_head == NULL)
             d->ready_tail = NULL;
         d->nready--;
-        j->ntx = j->m->nrcpts < SMTP_MAX_RCPTS_PER_TXN ? j->m->nrcpts : SMTP_MAX_RCPTS_PER_TXN;
-        j->sm = (struct smtp_msg){
-            .from = j->m->from, .rcpts = (const char *const *)j->m->rcpts, .nrcpts = j->ntx,
-            .data = j->m->data, .data_len = j->m->data_len,
-        };
+        if (!job_next_batch(j, (size_t)w->cfg->max_rcpts_per_txn)) {
+            outcome_defer(w, j, "out of memory");
+            continue;
+        }
         if (!smtp_client_start_txn(&c->smtp, &j->sm)) {
             outcome_fail(w, j, "invalid envelope (address with forbidden characters)");
             continue;
@@ -683,9 +706,37 @@ void conn_quit_or_close(struct worker *w, struct conn *c)
         conn_close(w, c);
 }
 
+/* data_too_slow: min_data_rate, averaged since the 354, once the grace
+ * period has passed and while the body is still going out. */
+static int data_too_slow(const struct worker *w, const struct conn *c, char *why, size_t cap)
+{
+    int64_t rate = w->cfg->min_data_rate, el = w->now_ms - c->body_start_ms;
+    if (rate <= 0 || c->body_start_ms == 0 || el < DATA_RATE_GRACE_MS || !body_unsent(c))
+        return 0;
+    if (c->body_bytes * 1000 >= (uint64_t)rate * (uint64_t)el)
+        return 0;
+    snprintf(why, cap, "receiver reads too slowly: %llu bytes of the body in %lld ms "
+                       "(min_data_rate %lld bytes/s)",
+             (unsigned long long)c->body_bytes, (long long)el, (long long)rate);
+    return 1;
+}
+
 void conn_check_deadline(struct worker *w, struct conn *c)
 {
-    if (c->state == CONN_CLOSING || w->now_ms < c->deadline_ms)
+    char slow[160];
+    if (c->state == CONN_CLOSING)
+        return;
+    if (data_too_slow(w, c, slow, sizeof(slow))) {
+        /* A receiver this slow will be as slow next time: defer the
+         * message now rather than resend it at once. */
+        struct job *j = c->job;
+        c->job = NULL;
+        if (j)
+            outcome_defer(w, j, slow);
+        conn_fail(w, c, slow, FAIL_TRANSIENT);
+        return;
+    }
+    if (w->now_ms < c->deadline_ms)
         return;
     if (c->lingering) {
         conn_close(w, c);
@@ -767,6 +818,10 @@ void conn_on_cqe(struct worker *w, struct op *op, int res)
         }
         buf_consume(&c->out.active, (size_t)res);
         conn_kick(w, c);
+        if (c->body_start_ms && !c->lingering) {
+            c->body_bytes += (uint64_t)res;
+            conn_touch(w, c);   /* a block went out: block (or final) from now */
+        }
         break;
     default:
         break;

@@ -37,6 +37,8 @@
 #define HOST_BUCKETS         1024    /* MX host table (power of two) */
 #define DEST_REPORT_MAX      20      /* per-destination summary lines per worker */
 #define DEST_STATS_EVERY_MS  10000   /* per-destination counters to the events stream */
+#define SEND_CHUNK_MAX       (256 * 1024)  /* bytes per send on a connection */
+#define DATA_RATE_GRACE_MS   2000    /* min_data_rate is judged after this much of the body */
 
 enum op_kind {
     OP_CONNECT, OP_RECV, OP_SEND,       /* on a struct conn */
@@ -55,6 +57,21 @@ struct outq {
     int inflight;
 };
 
+/* A recipient's result in this delivery attempt (worker_txn.c). */
+enum rcpt_state {
+    RCPT_TODO,             /* to send (in the next transaction) */
+    RCPT_OK,               /* delivered */
+    RCPT_FAILED,           /* permanent failure: bounced */
+    RCPT_LATER,            /* temporary failure: the retry schedule */
+};
+
+struct rcpt_result {
+    enum rcpt_state state;
+    int code;
+    char esc[SMTP_ESC_MAX];
+    char *diag;            /* FAILED: the reply, for the bounce (owned) */
+};
+
 struct job {
     struct queue_msg *m;
     struct dest *d;
@@ -62,6 +79,11 @@ struct job {
     struct smtp_msg sm;
     size_t ntx;            /* recipients in this transaction (<= limit) */
     int lost_conns;        /* connections lost with this message in flight */
+    /* Set up by the first job_next_batch (NULL before): per recipient of
+     * m, and this transaction's recipients with their index in m. */
+    struct rcpt_result *rr;
+    const char **txr;
+    size_t *txi;
 };
 
 /* An MX host:port, shared by every destination routed to it: the
@@ -147,6 +169,8 @@ struct conn {
     int quitting;
     int lingering;             /* 221 received, waiting for the peer's FIN */
     int peer_eof;              /* the peer closed its side */
+    int64_t body_start_ms;     /* the 354 came (0: no body going out) */
+    uint64_t body_bytes;       /* bytes sent since then */
     struct conn *next, *prev;  /* worker's connection list */
 };
 
@@ -260,6 +284,24 @@ void conn_quit_or_close(struct worker *w, struct conn *c);
 void conn_abort(struct worker *w, struct conn *c, const char *reason);
 /* conn_reap frees closed connections with no operation in flight. */
 void conn_reap(struct worker *w);
+
+/* worker_txn.c - a message's recipients across transactions.
+ * job_next_batch: the next transaction's recipients (up to max, the
+ * still-to-send ones in order) into j->sm / j->ntx; 0 when none is left
+ * or memory ran out. job_record_txn: merge a transaction's replies into
+ * the recipients' results (reply: the ending reply on one line, for
+ * bounces); returns 1 when recipients are left to send now (a 452 or the
+ * per-transaction limit) and the transaction made progress, else settles
+ * the rest (later, or failed with 4.4.7 when expired) and returns 0.
+ * job_settle_rest: every recipient still to send (and, for FAILED, every
+ * deferred one) gets st. job_progress: some recipient is delivered or
+ * bounced already, so the message can no longer be returned or deferred
+ * whole. job_txn_free: the per-recipient state (job_free calls it). */
+int job_next_batch(struct job *j, size_t max);
+int job_record_txn(struct job *j, const struct smtp_txn_result *t, const char *reply, int expired);
+void job_settle_rest(struct job *j, enum rcpt_state st, const char *esc, const char *reason);
+int job_progress(const struct job *j);
+void job_txn_free(struct job *j);
 
 /* worker_outcome.c */
 void outcome_txn(struct worker *w, struct conn *c, struct job *j);

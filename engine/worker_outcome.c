@@ -13,6 +13,7 @@
 
 void job_free(struct worker *w, struct job *j)
 {
+    job_txn_free(j);
     queue_msg_free(j->m);
     free(j);
     w->in_memory--;
@@ -146,17 +147,40 @@ static void enqueue_bounce(struct worker *w, const struct job *j, const struct d
     buf_free(&b);
 }
 
-static void esc_of(const struct smtp_reply *r, char *out, size_t cap)
+/* count_delivery: the TLS mix and latency counters for a delivered message. */
+static void count_delivery(struct worker *w, const struct conn *c, const struct queue_msg *m)
 {
-    if (r->esc[0])
-        snprintf(out, cap, "%s", r->esc);
+    enum tls_tier tier = c->tls_done ? tls_info_tier(&c->tinfo) : TLS_TIER_PLAINTEXT;
+    w->st.tier_msgs[tier]++;
+    char mix[96];
+    if (c->tls_done)
+        snprintf(mix, sizeof(mix), "%s %s %s", c->tinfo.protocol, c->tinfo.cipher, c->tinfo.group);
     else
-        snprintf(out, cap, "%d.0.0", r->code / 100);
+        snprintf(mix, sizeof(mix), "plaintext");
+    stats_tls_mix(&w->st, mix);
+    if (w->st.nlat == w->st.lat_cap) {
+        size_t ncap = w->st.lat_cap ? w->st.lat_cap * 2 : 4096;
+        uint32_t *n = realloc(w->st.lat_ms, ncap * sizeof(*n));
+        if (n) {
+            w->st.lat_ms = n;
+            w->st.lat_cap = ncap;
+        }
+    }
+    if (w->st.nlat < w->st.lat_cap) {
+        int64_t lat = w->now_ms - m->created_ms;
+        w->st.lat_ms[w->st.nlat++] = lat < 0 ? 0 : (uint32_t)lat;
+    }
 }
 
-void outcome_txn(struct worker *w, struct conn *c, struct job *j)
+/* record_outcome: the message's one outcome once every recipient has a
+ * result (j->rr): the ack with its event fields, the bounce for the
+ * failed ones, the counters. c: the connection of the last transaction,
+ * or NULL. reply: what the event says happened last; esc: its enhanced
+ * status code or "". retry_now: deferred recipients go back at once
+ * (the attempt was cut short, not refused). */
+static void record_outcome(struct worker *w, struct conn *c, struct job *j, const char *reply,
+                           const char *esc, int retry_now)
 {
-    const struct smtp_txn_result *t = smtp_client_txn(&c->smtp);
     struct queue_msg *m = j->m;
     struct buf ok, later, failed;
     buf_init(&ok, 0);
@@ -164,35 +188,18 @@ void outcome_txn(struct worker *w, struct conn *c, struct job *j)
     buf_init(&failed, 0);
     struct dsn_rcpt *dr = calloc(m->nrcpts, sizeof(*dr));
     size_t ndr = 0, nok = 0;
-    char reply[SMTP_REPLY_TEXT_MAX + 32];
-    snprintf(reply, sizeof(reply), "%d %s", t->reply.code, t->reply.text);
-    for (char *p = reply; *p; p++)
-        if (*p == '\n')
-            *p = ' ';
-    char esc[SMTP_ESC_MAX];
-    esc_of(&t->reply, esc, sizeof(esc));
-    int expired = w->now_ms - m->created_ms > w->cfg->max_age_ms;
 
     for (size_t i = 0; i < m->nrcpts; i++) {
-        int code;
-        if (i >= j->ntx)
-            code = 0;   /* beyond this transaction: next time */
-        else if (t->stage == SMTP_STAGE_MAIL)
-            code = t->reply.code;
-        else if (t->rcpt_code[i] / 100 != 2)
-            code = t->rcpt_code[i] ? t->rcpt_code[i] : t->reply.code;
-        else
-            code = t->reply.code;   /* accepted recipient: the DATA outcome */
-        int cls = i >= j->ntx ? 4 : code / 100;
-        if (cls == 2) {
+        const struct rcpt_result *r = &j->rr[i];
+        if (r->state == RCPT_OK) {
             join(&ok, m->rcpts[i]);
             nok++;
-        } else if (cls == 5 || (expired && i < j->ntx)) {
+        } else if (r->state == RCPT_FAILED) {
             join(&failed, m->rcpts[i]);
             if (dr) {
                 dr[ndr].rcpt = m->rcpts[i];
-                dr[ndr].status = cls == 5 ? esc : "4.4.7";
-                dr[ndr].diagnostic = reply;
+                dr[ndr].status = r->esc;
+                dr[ndr].diagnostic = r->diag ? r->diag : reply;
                 ndr++;
             }
         } else {
@@ -213,7 +220,7 @@ void outcome_txn(struct worker *w, struct conn *c, struct job *j)
         if (buf_used(&later) > 1) {
             a->kind = QUEUE_DEFERRED;
             a->remaining = buf_strdup(&later);
-            a->retry_at = retry_at(w, j);
+            a->retry_at = retry_now ? w->now_ms : retry_at(w, j);
             w->st.deferred++;
         } else if (buf_used(&failed) > 1) {
             a->kind = QUEUE_FAILED;
@@ -223,45 +230,51 @@ void outcome_txn(struct worker *w, struct conn *c, struct job *j)
             w->st.delivered++;
         }
         add_field(a, "reply", reply);
+        if (esc[0])
+            add_field(a, "esc", esc);
         add_field(a, "delivered", (const char *)buf_peek(&ok));
         if (buf_used(&later) > 1)
             add_field(a, "deferred", (const char *)buf_peek(&later));
         if (buf_used(&failed) > 1)
             add_field(a, "failed", (const char *)buf_peek(&failed));
-        add_tls_fields(a, c);
+        if (c)
+            add_tls_fields(a, c);
         add_field_u64(a, "attempt", (uint64_t)m->attempts + 1);
-        add_field_u64(a, "conn_msgs", c->msgs);
+        if (c)
+            add_field_u64(a, "conn_msgs", c->msgs);
     }
     if (ndr)
         enqueue_bounce(w, j, dr, ndr);
     if (nok) {
         w->st.rcpts_delivered += nok;
-        enum tls_tier tier = c->tls_done ? tls_info_tier(&c->tinfo) : TLS_TIER_PLAINTEXT;
-        w->st.tier_msgs[tier]++;
-        char mix[96];
-        if (c->tls_done)
-            snprintf(mix, sizeof(mix), "%s %s %s", c->tinfo.protocol, c->tinfo.cipher, c->tinfo.group);
-        else
-            snprintf(mix, sizeof(mix), "plaintext");
-        stats_tls_mix(&w->st, mix);
-        if (w->st.nlat == w->st.lat_cap) {
-            size_t ncap = w->st.lat_cap ? w->st.lat_cap * 2 : 4096;
-            uint32_t *n = realloc(w->st.lat_ms, ncap * sizeof(*n));
-            if (n) {
-                w->st.lat_ms = n;
-                w->st.lat_cap = ncap;
-            }
-        }
-        if (w->st.nlat < w->st.lat_cap) {
-            int64_t lat = w->now_ms - m->created_ms;
-            w->st.lat_ms[w->st.nlat++] = lat < 0 ? 0 : (uint32_t)lat;
-        }
+        if (c)
+            count_delivery(w, c, m);
     }
     free(dr);
     buf_free(&ok);
     buf_free(&later);
     buf_free(&failed);
     job_free(w, j);
+}
+
+void outcome_txn(struct worker *w, struct conn *c, struct job *j)
+{
+    const struct smtp_txn_result *t = smtp_client_txn(&c->smtp);
+    struct queue_msg *m = j->m;
+    char reply[SMTP_REPLY_TEXT_MAX + 32];
+    snprintf(reply, sizeof(reply), "%d %s", t->reply.code, t->reply.text);
+    for (char *p = reply; *p; p++)
+        if (*p == '\n')
+            *p = ' ';
+    int expired = w->now_ms - m->created_ms > w->cfg->max_age_ms;
+    if (job_record_txn(j, t, reply, expired)) {
+        /* Recipients left for a new transaction (452, or the limit per
+         * transaction): first in line, so this connection sends them
+         * next, or the next connection if this one goes. */
+        dest_requeue_front(c->d, j);
+        return;
+    }
+    record_outcome(w, c, j, reply, t->reply.esc, 0);
 }
 
 static void simple_outcome(struct worker *w, struct job *j, enum queue_outcome_kind kind,
@@ -295,6 +308,13 @@ static void simple_outcome(struct worker *w, struct job *j, enum queue_outcome_k
 
 void outcome_return(struct worker *w, struct job *j, const char *reason)
 {
+    if (job_progress(j)) {
+        /* Some recipients have their result: only the others go back,
+         * at once (returning it whole would deliver twice). */
+        job_settle_rest(j, RCPT_LATER, "", reason);
+        record_outcome(w, NULL, j, reason, "", 1);
+        return;
+    }
     w->st.returned++;
     simple_outcome(w, j, QUEUE_RETURNED, reason);
 }
@@ -305,12 +325,22 @@ void outcome_defer(struct worker *w, struct job *j, const char *reason)
         outcome_fail(w, j, reason);
         return;
     }
+    if (job_progress(j)) {
+        job_settle_rest(j, RCPT_LATER, "", reason);
+        record_outcome(w, NULL, j, reason, "", 0);
+        return;
+    }
     w->st.deferred++;
     simple_outcome(w, j, QUEUE_DEFERRED, reason);
 }
 
 void outcome_fail(struct worker *w, struct job *j, const char *reason)
 {
+    if (job_progress(j)) {
+        job_settle_rest(j, RCPT_FAILED, "5.0.0", reason);
+        record_outcome(w, NULL, j, reason, "", 0);
+        return;
+    }
     struct dsn_rcpt *dr = calloc(j->m->nrcpts, sizeof(*dr));
     if (dr) {
         for (size_t i = 0; i < j->m->nrcpts; i++)

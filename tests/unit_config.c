@@ -75,7 +75,7 @@ static void test_bad(void)
         {"route = 127.0.0.1:25\n", ":1: route: this key needs an argument (key ARG = value)"},
         {"route a.com = 127.0.0.1:25\nroute A.com = 127.0.0.1:26\n", ":2: route: duplicate route"},
         {"timeout forever = 1s\n",
-         ":1: timeout: unknown timeout (connect, greeting, command, tls, data, block, final, idle)"},
+         ":1: timeout: unknown timeout (connect, greeting, command, ehlo, mail, rcpt, tls, data, block, final, idle)"},
         {"timeout data = soon\n", ":1: timeout: bad duration (use e.g. 30s, 5m, 500ms)"},
         {"tls = sometimes\n",
          ":1: tls: sometimes: unknown level (none, may, encrypt, fingerprint, verify, secure)"},
@@ -203,11 +203,41 @@ static void test_durations(void)
     CHECK(!config_parse_size("4kb", &v));
 }
 
+/* SMTP client keys: per-command timeouts, recipients per transaction,
+ * the minimum data rate; their defaults. */
+static void test_smtp_client_keys(void)
+{
+    static struct tern_config c;
+    char err[512] = "";
+    const char *p = write_file("smtpc.conf",
+                               "route * = 127.0.0.1:25\n"
+                               "timeout mail = 20s\n"
+                               "timeout rcpt = 30s\n"
+                               "timeout ehlo = 40s\n"
+                               "max_recipients_per_transaction = 50\n"
+                               "min_data_rate = 0\n");
+    CHECK_INT(config_load(&c, p, err, sizeof(err)), 1);
+    CHECK_STR(err, "");
+    CHECK_INT(c.timeouts.mail, 20000);
+    CHECK_INT(c.timeouts.rcpt, 30000);
+    CHECK_INT(c.timeouts.ehlo, 40000);
+    CHECK_INT(c.max_rcpts_per_txn, 50);
+    CHECK_INT(c.min_data_rate, 0);
+    p = write_file("smtpc2.conf", "route * = 127.0.0.1:25\n");
+    CHECK_INT(config_load(&c, p, err, sizeof(err)), 1);
+    CHECK_INT(c.timeouts.mail, 0);            /* 0: as timeout command */
+    CHECK_INT(c.max_rcpts_per_txn, SMTP_MAX_RCPTS_PER_TXN);
+    CHECK_INT(c.min_data_rate, 1024);
+    p = write_file("smtpc3.conf", "max_recipients_per_transaction = 101\n");
+    CHECK_INT(config_load(&c, p, err, sizeof(err)), 0);
+}
+
 int main(void)
 {
     if (mkdtemp(dir) == NULL)
         return 1;
     RUN(test_good);
+    RUN(test_smtp_client_keys);
     RUN(test_bad);
     RUN(test_tables);
     RUN(test_missing_file);
