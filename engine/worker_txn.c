@@ -15,10 +15,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The receiver's way of saying "no more recipients in this transaction". */
+/* An RCPT reply saying "no more recipients in this transaction": 452, or
+ * 4.5.3; RFC 5321 4.5.3.1.10 asks clients to take the 552 of old servers
+ * (without an enhanced code, or with 5.5.3) the same way. */
 static int too_many_rcpts(int code, const char *esc)
 {
-    return code == 452 || (code / 100 == 4 && strcmp(esc, "4.5.3") == 0);
+    if (code == 452 || (code / 100 == 4 && strcmp(esc, "4.5.3") == 0))
+        return 1;
+    return code == 552 && (esc[0] == '\0' || strcmp(esc, "5.5.3") == 0);
 }
 
 static int job_alloc_rcpts(struct job *j)
@@ -83,6 +87,10 @@ int job_record_txn(struct job *j, const struct smtp_txn_result *t, const char *r
             esc = t->rcpt_esc[k];
             snprintf(line, sizeof(line), "%d %s", code, t->rcpt_text[k]);
             diag = line;
+            if (too_many_rcpts(code, esc)) {
+                r->state = RCPT_TODO;   /* a new transaction, not the retry schedule */
+                continue;
+            }
         }
         switch (code / 100) {
         case 2:
@@ -94,11 +102,7 @@ int job_record_txn(struct job *j, const struct smtp_txn_result *t, const char *r
             progress = 1;
             break;
         default:
-            if (t->stage != SMTP_STAGE_MAIL && too_many_rcpts(code, esc)) {
-                r->state = RCPT_TODO;   /* a new transaction, not the retry schedule */
-            } else {
-                set_result(r, RCPT_LATER, code, esc, diag);
-            }
+            set_result(r, RCPT_LATER, code, esc, diag);
             break;
         }
     }

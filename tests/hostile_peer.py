@@ -11,6 +11,7 @@ The first connection misbehaves according to MODE; later ones are correct
   drop-after-dot       close the connection after the final dot, no reply
   drop-greeting        close right after the greeting
   garbage-greeting     greet with a line that is not SMTP
+  no-ehlo              answer EHLO with 502 (the client falls back to HELO)
   split-bytes          send every reply one byte per write (all connections)
   slow-replies         wait delay= seconds before every reply (all connections)
   mismatch-multiline   EHLO reply whose lines carry different codes
@@ -23,7 +24,7 @@ The first connection misbehaves according to MODE; later ones are correct
   slow-reader          after 354, read the body 1 KB per 0.1 s (small
                        receive buffer, so the sender feels it)
 Options:
-  caps=PIPELINING,8BITMIME,...  EHLO keywords (default PIPELINING,8BITMIME;
+  caps=PIPELINING,8BITMIME,...  EHLO keywords (default PIPELINING,8BITMIME,SIZE:20000000;
                        "SIZE 1000" as SIZE:1000)
   max_rcpts=N          answer 452 4.5.3 to RCPTs past N in a transaction
   always=1             every connection misbehaves, not only the first
@@ -38,7 +39,7 @@ import time
 
 portfile, recfile, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 opts = dict(a.split("=", 1) for a in sys.argv[4:])
-caps = [c.replace(":", " ") for c in opts.get("caps", "PIPELINING,8BITMIME").split(",") if c]
+caps = [c.replace(":", " ") for c in opts.get("caps", "PIPELINING,8BITMIME,SIZE:20000000").split(",") if c]
 max_rcpts = int(opts.get("max_rcpts", "0"))
 always = opts.get("always") == "1"
 delay = float(opts.get("delay", "0.2"))
@@ -94,6 +95,9 @@ def serve_session(c, first):
         cmd = line.decode("utf-8", "replace").rstrip("\r\n")
         u = cmd.upper()
         if u.startswith("EHLO"):
+            if bad and mode == "no-ehlo":
+                out("502 5.5.2 EHLO not implemented\r\n")
+                continue
             if bad and mode == "mismatch-multiline":
                 out("250-hostile.test\r\n251 PIPELINING\r\n")
                 continue

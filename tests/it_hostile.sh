@@ -2,7 +2,8 @@
 # it_hostile.sh - receivers that misbehave never crash the engine or lose
 # mail, and the ESMTP extensions do what they say. Each case runs
 # tests/hostile_peer.py in one mode and asserts the outcome:
-#  - replies split at every byte, slow replies: delivered;
+#  - replies split at every byte, slow replies, EHLO refused (HELO
+#    fallback, no ESMTP parameters): delivered;
 #  - multi-line reply with mismatched codes, a line over the limit, garbage
 #    before a 2xx while pipelining, a reset in the middle of DATA, a peer
 #    that never greets or goes silent after the greeting: that connection
@@ -79,7 +80,7 @@ ev_field() {
 }
 
 # --- misbehaving receivers: retried or delivered, nothing lost ------------
-for mode in split-bytes slow-replies mismatch-multiline long-line garbage-pipelining \
+for mode in no-ehlo split-bytes slow-replies mismatch-multiline long-line garbage-pipelining \
         reset-in-data never-greet silent-after-greeting silent-after-dot; do
     rcli flushall >/dev/null
     start_peer "$mode" "$mode" || { fail "$mode" "peer did not start"; continue; }
@@ -105,6 +106,9 @@ for mode in split-bytes slow-replies mismatch-multiline long-line garbage-pipeli
         grep -q "$want" "$dir/$mode.err" && pass "hostile_${mode}_reason" \
             || fail "hostile_${mode}_reason" "no \"$want\" in $(tail -n 3 "$dir/$mode.err")"
     fi
+    # HELO fallback: the same connection delivers, with no ESMTP parameter.
+    [ "$mode" = no-ehlo ] && { ! grep -q 'SIZE=\|BODY=' "$dir/$mode.rec" && grep -q 'conns=1 ' "$dir/$mode.out" \
+        && pass hostile_no_ehlo_helo_fallback || fail hostile_no_ehlo_helo_fallback "$(summary "$mode") $(cat "$dir/$mode.rec")"; }
     [ "$mode" = silent-after-dot ] && { summary "$mode" | grep -q 'in_doubt=1 ' \
         && pass hostile_silent_after_dot_in_doubt || fail hostile_silent_after_dot_in_doubt "$(summary "$mode")"; }
     stop_peer
@@ -147,7 +151,7 @@ for case in 452 limit; do
     $TERN inject -c "$dir/rc$case.conf" --from s@x.test --to "$to5" "$dir/plain.eml" >/dev/null
     run_drain "rc$case"
     txns=$(wc -l <"$dir/rc$case.rec" 2>/dev/null || echo 0)
-    all=$(cut -d' ' -f2 "$dir/rc$case.rec" | tr ',' '\n' | sort | tr '\n' ' ')
+    all=$(awk '{print $(NF-1)}' "$dir/rc$case.rec" | tr ',' '\n' | sort | tr '\n' ' ')
     if summary "rc$case" | grep -q 'delivered=1 deferred=0 failed=0 .*conns=1 ' && [ "$txns" = 3 ] &&
         [ "$all" = "<r1@h.test> <r2@h.test> <r3@h.test> <r4@h.test> <r5@h.test> " ] &&
         [ "$(events | grep -A5 '^delivered$' | grep -c '^r[1-5]@h.test$')" = 5 ]; then
