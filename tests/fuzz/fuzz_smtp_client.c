@@ -3,7 +3,9 @@
  *
  * Byte 0 picks the configuration: bits 0-1 the TLS mode (3 -> MAY), bits
  * 2-4 the feed chunk size (1, 2, 3, 5, 8, 13, 64 or all at once), bit 5
- * whether the peer closes (EOF) at the end. The rest is what the server
+ * whether the peer closes (EOF) at the end, bits 6-7 the message (7-bit,
+ * 8-bit body, UTF-8 recipient, both: BODY=8BITMIME, SMTPUTF8 and the
+ * local refusals when the EHLO reply lacks them). The rest is what the server
  * sends. The harness acts like the engine: tls_started on STARTTLS, a
  * fixed message on the first two READY events, then QUIT.
  *
@@ -24,7 +26,10 @@
 
 static const char *const fuzz_rcpts[] = {"a@example.test", "b@example.test",
                                          "c@example.test"};
+static const char *const fuzz_rcpts_utf8[] = {"a@example.test", "\xc3\xa9@example.test",
+                                              "c@example.test"};
 static const uint8_t fuzz_body[] = "Subject: x\n\n.line\r\nmore\rtext\r\n.\r\n";
+static const uint8_t fuzz_body8[] = "Subject: x\n\n.l\xc3\xa9ne\r\nmore\rtext\r\n.\r\n";
 
 struct fuzz_state {
     struct smtp_client c;
@@ -39,7 +44,7 @@ static void fuzz_drain(struct fuzz_state *s, int required, int done_at_entry)
     const uint8_t *p = smtp_client_output(&s->c, &n);
     /* Bound: EHLO/STARTTLS/QUIT lines, a pipelined group with 3 RCPTs,
      * and one encoded body (at most twice the input, plus terminator). */
-    if (n > 4096 + 2 * sizeof(fuzz_body))
+    if (n > 4096 + 2 * sizeof(fuzz_body8))
         abort();
     if (required && !s->c.tls_active && n > 0 &&
         (memmem(p, n, "MAIL", 4) || memmem(p, n, "RCPT", 4) || memmem(p, n, "DATA", 4)))
@@ -114,10 +119,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct smtp_client_config cfg = {"fuzz.test", mode};
     smtp_client_init(&s->c, &cfg);
     s->msg.from = "sender@example.test";
-    s->msg.rcpts = fuzz_rcpts;
+    s->msg.rcpts = (cfgb & 0x80) ? fuzz_rcpts_utf8 : fuzz_rcpts;
     s->msg.nrcpts = 3;
-    s->msg.data = fuzz_body;
-    s->msg.data_len = sizeof(fuzz_body) - 1;
+    s->msg.data = (cfgb & 0x40) ? fuzz_body8 : fuzz_body;
+    s->msg.data_len = (cfgb & 0x40) ? sizeof(fuzz_body8) - 1 : sizeof(fuzz_body) - 1;
 
     fuzz_pump(s, required);
     size_t off = 0;
