@@ -171,13 +171,25 @@ static void finish_txn(struct smtp_client *c, int accepted)
 }
 
 /* note_rcpt_reply keeps what the outcome needs of recipient i's reply:
- * its code, enhanced code and the first line of its text. */
+ * its code, enhanced code and, for a refusal, the first line of its text
+ * (while the pool has room). */
 static void note_rcpt_reply(struct smtp_txn_result *t, size_t i, const struct smtp_reply *r)
 {
     t->rcpt_code[i] = r->code;
     snprintf(t->rcpt_esc[i], sizeof(t->rcpt_esc[i]), "%s", r->esc);
-    int first = (int)strcspn(r->text, "\n");
-    snprintf(t->rcpt_text[i], sizeof(t->rcpt_text[i]), "%.*s", first, r->text);
+    if (r->code / 100 == 2)
+        return;
+    if (t->rcpt_texts_used == 0)
+        t->rcpt_texts_used = 1;     /* offset 0 stays the empty string */
+    size_t n = strcspn(r->text, "\n");
+    if (n > SMTP_RCPT_TEXT_MAX - 1)
+        n = SMTP_RCPT_TEXT_MAX - 1;
+    if (t->rcpt_texts_used + n + 1 > sizeof(t->rcpt_texts))
+        return;
+    memcpy(t->rcpt_texts + t->rcpt_texts_used, r->text, n);
+    t->rcpt_texts[t->rcpt_texts_used + n] = '\0';
+    t->rcpt_text_off[i] = (uint16_t)t->rcpt_texts_used;
+    t->rcpt_texts_used += n + 1;
 }
 
 /* The session is established: decide about STARTTLS or go READY. */

@@ -72,8 +72,8 @@
  *
  *   Enhanced status codes (RFC 2034/3463) are taken from every reply that
  *   starts with one, announced or not (smtp_reply.h); per recipient the
- *   RCPT reply's code, enhanced code and first text line are kept in the
- *   transaction result.
+ *   RCPT reply's code and enhanced code, and for a refusal its first text
+ *   line, are kept in the transaction result.
  *
  *   With PIPELINING the transaction goes out as one write: MAIL, every RCPT,
  *   DATA; then the body after 354. Without it, commands go in lock-step.
@@ -116,7 +116,8 @@
 #define SMTP_MAX_RCPTS_PER_TXN  100
 #define SMTP_ADDR_MAX           512   /* RFC 5321 path limit is 256; be lenient */
 #define SMTP_HELO_NAME_MAX      255
-#define SMTP_RCPT_TEXT_MAX      160   /* per-recipient reply text kept */
+#define SMTP_RCPT_TEXT_MAX      160   /* a refused recipient's reply text kept */
+#define SMTP_RCPT_TEXTS_MAX     4096  /* room for those texts in one transaction */
 
 enum smtp_tls_mode {
     SMTP_TLS_NONE,      /* never STARTTLS */
@@ -166,8 +167,13 @@ struct smtp_txn_result {
     int rcpt_code[SMTP_MAX_RCPTS_PER_TXN]; /* RCPT reply code per recipient,
                                        0 if never answered */
     char rcpt_esc[SMTP_MAX_RCPTS_PER_TXN][SMTP_ESC_MAX];   /* "" if none */
-    char rcpt_text[SMTP_MAX_RCPTS_PER_TXN][SMTP_RCPT_TEXT_MAX]; /* first line,
-                                       truncated */
+    /* The first line of each refused (non-2xx) RCPT reply, truncated to
+     * SMTP_RCPT_TEXT_MAX-1 bytes, kept while SMTP_RCPT_TEXTS_MAX lasts
+     * (then ""): read it with smtp_txn_rcpt_text(). A pool rather than a
+     * line per recipient keeps the session small. */
+    uint16_t rcpt_text_off[SMTP_MAX_RCPTS_PER_TXN];   /* 0: none */
+    char rcpt_texts[SMTP_RCPT_TEXTS_MAX];             /* [0] is "" */
+    size_t rcpt_texts_used;
     int local;                      /* refused by us before sending (SIZE,
                                        8BITMIME, SMTPUTF8): reply is ours */
 };
@@ -303,5 +309,13 @@ static inline int smtp_client_in_doubt(const struct smtp_client *c)
 static inline int smtp_client_busy(const struct smtp_client *c) { return c->msg != NULL; }
 
 const char *smtp_client_state_name(enum smtp_client_state s);
+
+/* smtp_txn_rcpt_text: recipient i's refusal text (first line of its RCPT
+ * reply, without the code), or "" when accepted, never answered or not
+ * kept. Valid as long as the result it points into. */
+static inline const char *smtp_txn_rcpt_text(const struct smtp_txn_result *t, size_t i)
+{
+    return i < SMTP_MAX_RCPTS_PER_TXN ? t->rcpt_texts + t->rcpt_text_off[i] : "";
+}
 
 #endif

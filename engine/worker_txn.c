@@ -85,7 +85,7 @@ int job_record_txn(struct job *j, const struct smtp_txn_result *t, const char *r
             /* Refused at RCPT: its own reply says why. */
             code = t->rcpt_code[k];
             esc = t->rcpt_esc[k];
-            snprintf(line, sizeof(line), "%d %s", code, t->rcpt_text[k]);
+            snprintf(line, sizeof(line), "%d %s", code, smtp_txn_rcpt_text(t, k));
             diag = line;
             if (too_many_rcpts(code, esc)) {
                 r->state = RCPT_TODO;   /* a new transaction, not the retry schedule */

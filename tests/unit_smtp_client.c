@@ -909,10 +909,42 @@ static void test_rcpt_replies_kept(void)
     CHECK_STR(d.res[0].rcpt_esc[0], "2.1.5");
     CHECK_STR(d.res[0].rcpt_esc[1], "5.1.1");
     CHECK_STR(d.res[0].rcpt_esc[2], "4.5.3");
-    CHECK_STR(d.res[0].rcpt_text[1], "5.1.1 no such user");
-    CHECK_STR(d.res[0].rcpt_text[2], "4.5.3 too many recipients");
+    CHECK_STR(smtp_txn_rcpt_text(&d.res[0], 0), "");   /* accepted: nothing kept */
+    CHECK_STR(smtp_txn_rcpt_text(&d.res[0], 1), "5.1.1 no such user");
+    CHECK_STR(smtp_txn_rcpt_text(&d.res[0], 2), "4.5.3 too many recipients");
     CHECK_STR(d.res[0].reply.esc, "2.0.0");
     CHECK_INT(smtp_client_caps(&d.c)->enhancedstatuscodes, 1);
+    drv_free(&d);
+}
+
+/* Refusal texts share a bounded pool: when it is full, later recipients
+ * keep their code and enhanced code but no text. */
+static void test_rcpt_text_pool_bounded(void)
+{
+    enum { N = 40 };
+    static const char *rc[N];
+    for (size_t i = 0; i < N; i++)
+        rc[i] = "b@y.test";
+    const struct smtp_msg m = {"a@x.test", rc, N, body1, sizeof(body1) - 1};
+    static char script[N * 220 + 256];
+    size_t n = (size_t)snprintf(script, sizeof(script),
+                                "220 mx\r\n250-mx\r\n250 PIPELINING\r\n250 ok\r\n");
+    char longtext[200];
+    memset(longtext, 'x', sizeof(longtext) - 1);
+    longtext[sizeof(longtext) - 1] = '\0';
+    for (size_t i = 0; i < N; i++)
+        n += (size_t)snprintf(script + n, sizeof(script) - n, "550 5.1.1 %s\r\n", longtext);
+    snprintf(script + n, sizeof(script) - n, "554 no valid recipients\r\n221 bye\r\n");
+    const char *const phases[] = {script, NULL};
+    struct drv d;
+    drv_init(&d, SMTP_TLS_NONE, &m, 1);
+    drv_run(&d, phases, FEED_WHOLE, 0);
+    CHECK_STR(d.log, "READY TXN(0,RCPT,550) READY CLOSED");
+    CHECK_INT(strlen(smtp_txn_rcpt_text(&d.res[0], 0)), SMTP_RCPT_TEXT_MAX - 1);
+    CHECK_STR(smtp_txn_rcpt_text(&d.res[0], N - 1), "");
+    CHECK_INT(d.res[0].rcpt_code[N - 1], 550);
+    CHECK_STR(d.res[0].rcpt_esc[N - 1], "5.1.1");
+    CHECK(d.res[0].rcpt_texts_used <= SMTP_RCPT_TEXTS_MAX);
     drv_free(&d);
 }
 
@@ -1060,6 +1092,7 @@ int main(void)
     RUN(test_helo_fallback_refuses_8bit);
     RUN(test_smtputf8);
     RUN(test_rcpt_replies_kept);
+    RUN(test_rcpt_text_pool_bounded);
     RUN(test_hostile_replies);
     RUN(test_bad_addresses_refused);
     RUN(test_input_limit);

@@ -37,7 +37,13 @@ static void txn_result(struct smtp_txn_result *t, const int *codes, size_t n, in
             snprintf(t->rcpt_esc[k], sizeof(t->rcpt_esc[k]), "4.5.3");
         else
             snprintf(t->rcpt_esc[k], sizeof(t->rcpt_esc[k]), "%d.1.5", codes[k] / 100);
-        snprintf(t->rcpt_text[k], sizeof(t->rcpt_text[k]), "%s", "why");
+        if (codes[k] / 100 != 2) {
+            if (t->rcpt_texts_used == 0)
+                t->rcpt_texts_used = 1;
+            t->rcpt_text_off[k] = (uint16_t)t->rcpt_texts_used;
+            memcpy(t->rcpt_texts + t->rcpt_texts_used, "why", 4);
+            t->rcpt_texts_used += 4;
+        }
     }
 }
 
