@@ -239,6 +239,8 @@ static void record_outcome(struct worker *w, struct conn *c, struct job *j, cons
             add_field(a, "failed", (const char *)buf_peek(&failed));
         if (c)
             add_tls_fields(a, c);
+        else if (j->d)
+            add_field(a, "domain", j->d->domain);
         add_field_u64(a, "attempt", (uint64_t)m->attempts + 1);
         if (c)
             add_field_u64(a, "conn_msgs", c->msgs);

@@ -19,6 +19,7 @@ The first connection misbehaves according to MODE; later ones are correct
   garbage-pipelining   a line of garbage before the 250 to MAIL
   reset-in-data        reset the connection (RST) in the middle of the body
   silent-after-greeting  greet, then read and never answer
+  silent-at-data       never answer the DATA command (no 354)
   silent-after-dot     read the whole body, never answer the final dot
   never-greet          accept and say nothing
   slow-reader          after 354, read the body 1 KB per 0.1 s (small
@@ -128,6 +129,9 @@ def serve_session(c, first):
             if not rcpts:
                 out("554 5.5.1 no valid recipients\r\n")
                 continue
+            if bad and mode == "silent-at-data":
+                drain(f)
+                return
             if bad and mode == "slow-reader":
                 c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             out("354 go ahead\r\n")
