@@ -842,6 +842,11 @@ static void test_8bit_refused_without_8bitmime(void)
                      "MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\nplain\r\n.\r\n"
                      "QUIT\r\n");
     drv_free(&d);
+    run_split_all(SMTP_TLS_NONE, msgs, 2, phases,
+                  "EHLO client.test\r\n"
+                  "MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\nplain\r\n.\r\n"
+                  "QUIT\r\n",
+                  "READY TXN(0,MAIL,554) READY TXN(1,BODY,250) READY CLOSED");
 }
 
 static void test_helo_fallback_refuses_8bit(void)
