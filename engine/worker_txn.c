@@ -70,7 +70,7 @@ static void set_result(struct rcpt_result *r, enum rcpt_state st, int code, cons
     else
         snprintf(r->esc, sizeof(r->esc), "%d.0.0", code / 100);
     free(r->diag);
-    r->diag = diag ? strdup(diag) : NULL;
+    r->diag = st == RCPT_FAILED && diag ? strdup(diag) : NULL;   /* for the bounce */
 }
 
 int job_record_txn(struct job *j, const struct smtp_txn_result *t, const char *reply, int expired)
