@@ -10,7 +10,8 @@
 #    fails (the reason is logged), the message is retried on the next one
 #    and delivered; silent after the final dot: delivered, counted in doubt;
 #  - a receiver reading the body too slowly (min_data_rate): deferred with
-#    the reason, delivered by the next run;
+#    the reason, delivered by the next run; without the rate limit the body
+#    stalls into the block timeout: retried, not counted in doubt;
 #  - 452 4.5.3 "too many recipients" and max_recipients_per_transaction:
 #    the rest go in new transactions on the same connection, nothing deferred;
 #  - 8-bit data and a UTF-8 address go with BODY=8BITMIME / SMTPUTF8 where
@@ -154,6 +155,27 @@ run_drain slow2
 got=$(wc -l <"$dir/slow.rec" 2>/dev/null || echo 0)
 summary slow2 | grep -q 'delivered=1 ' && [ "$got" = 1 ] && [ "$(left slow2)" = 0 ] \
     && pass slow_reader_retried_delivered || fail slow_reader_retried_delivered "$(summary slow2) received=$got"
+stop_peer
+
+# --- the same receiver without a rate limit: the block timeout ------------
+# The body stops moving: "timeout in state BODY" before the final dot went
+# out, so not in doubt; the message is retried on the next connection.
+rcli flushall >/dev/null
+start_peer stall slow-reader || fail stall_block_timeout "peer did not start"
+conf stall <<EOC
+min_data_rate = 0
+timeout block = 1s
+max_message_size = 16m
+EOC
+$TERN inject -c "$dir/stall.conf" --generate 1 --domains h.test --size 8000000 >/dev/null
+run_drain stall -v
+got=$(wc -l <"$dir/stall.rec" 2>/dev/null || echo 0)
+if summary stall | grep -q 'delivered=1 deferred=0 failed=0 returned=0 in_doubt=0 ' && [ "$got" = 1 ] &&
+    grep -q 'timeout in state BODY' "$dir/stall.err"; then
+    pass stall_block_timeout_retried_not_in_doubt
+else
+    fail stall_block_timeout_retried_not_in_doubt "$(summary stall) received=$got $(tail -n 2 "$dir/stall.err")"
+fi
 stop_peer
 
 # --- 452 too many recipients; max_recipients_per_transaction ---------------
