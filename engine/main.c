@@ -22,6 +22,8 @@
 
 #include "engine/config.h"
 #include "engine/worker.h"
+#include "engine/listener.h"
+#include "engine/auth.h"
 #include "engine/tls_check.h"
 #include "tls/cert_check.h"
 #include "queue/queue.h"
@@ -37,6 +39,7 @@ static void usage(FILE *f)
             "       tern inject -c FILE --generate N --domains D1,D2,... [--size BYTES] [--from ADDR]\n"
             "       tern queue -c FILE stats\n"
             "       tern check-config -c FILE\n"
+            "       tern passwd < password            a hash for the listener's auth_file\n"
             "       tern tls-check [--policy LEVEL] [--match NAME]... [--pin HEX]... HOST[:PORT]\n");
 }
 
@@ -181,6 +184,18 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
     free(lat);
 }
 
+static void print_listener_summary(const struct listener *ls)
+{
+    struct listener_stats st;
+    listener_get_stats(ls, &st);
+    printf("listener: connections=%llu refused=%llu messages=%llu queue_failures=%llu tls=%llu "
+           "auth_ok=%llu auth_failed=%llu\n",
+           (unsigned long long)st.connections, (unsigned long long)st.refused_conns,
+           (unsigned long long)st.messages, (unsigned long long)st.rejected_redis,
+           (unsigned long long)st.tls, (unsigned long long)st.auth_ok,
+           (unsigned long long)st.auth_failed);
+}
+
 static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
 {
     char err[512];
@@ -220,6 +235,12 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
             return 1;
         }
     }
+    struct listener *ls = NULL;
+    if (cfg->listen.n > 0 && ((ls = listener_new(cfg, &e.scripts, err, sizeof(err))) == NULL ||
+                              !listener_start(ls, err, sizeof(err)))) {
+        fprintf(stderr, "tern: listener: %s\n", err);
+        return 1;
+    }
     double t0 = now_s();
     for (int i = 0; i < e.nworkers; i++) {
         ta[i].w = ws[i];
@@ -244,9 +265,19 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
         }
         /* With --drain a finished worker stops the others only when all
          * are done; each drains its own partitions. */
+        if (stopping && ls) {
+            listener_stop(ls);  /* no new mail while the workers finish */
+            print_listener_summary(ls);
+            listener_free(ls);
+            ls = NULL;
+        }
         if (stopping)
             for (int i = 0; i < e.nworkers; i++)
                 worker_stop(ws[i]);
+    }
+    if (ls) {
+        print_listener_summary(ls);
+        listener_free(ls);
     }
     int rc = 0;
     for (int i = 0; i < e.nworkers; i++) {
@@ -483,6 +514,28 @@ static int cmd_queue(const struct tern_config *cfg, const char *what)
     return 0;
 }
 
+/* tern passwd: one password on stdin (a line), its yescrypt hash on
+ * stdout, for the listener's auth_file ("user:" + hash). */
+static int cmd_passwd(void)
+{
+    char pass[AUTH_PASS_MAX + 2], hash[AUTH_HASH_MAX + 1];
+    if (fgets(pass, sizeof(pass), stdin) == NULL) {
+        fprintf(stderr, "tern: passwd: no password on stdin\n");
+        return 2;
+    }
+    size_t n = strcspn(pass, "\r\n");
+    int whole = pass[n] != '\0' || feof(stdin);
+    pass[n] = '\0';
+    int ok = whole && n > 0 && auth_hash_password(pass, hash, sizeof(hash));
+    explicit_bzero(pass, sizeof(pass));
+    if (!ok) {
+        fprintf(stderr, "tern: passwd: need a password of 1..%d bytes on one line\n", AUTH_PASS_MAX);
+        return 2;
+    }
+    printf("%s\n", hash);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -506,6 +559,8 @@ int main(int argc, char **argv)
     static struct tern_config cfg;   /* large; immutable once loaded */
     if (strcmp(cmd, "tls-check") == 0)   /* needs no configuration */
         return tls_check_main(argc - 1, argv + 1, stdout);
+    if (strcmp(cmd, "passwd") == 0)
+        return cmd_passwd();
     if (strcmp(cmd, "inject") == 0) {
         if (!load_config(cfgpath, &cfg))
             return 2;
@@ -536,6 +591,14 @@ int main(int argc, char **argv)
         return cmd_queue(&cfg, sub);
     if (strcmp(cmd, "check-config") == 0) {
         int errors = check_certificates(&cfg, stdout, 1);
+        struct auth_creds creds;
+        char aerr[512];
+        if (cfg.listen.auth_file[0] && !auth_creds_load(&creds, cfg.listen.auth_file, aerr, sizeof(aerr))) {
+            printf("auth_file: error: %s\n", aerr);
+            errors++;
+        } else if (cfg.listen.auth_file[0]) {
+            auth_creds_free(&creds);
+        }
         printf("%s: %s (%d threads, %d partitions, %d routes, %zu policy entries)\n", cfgpath,
                errors ? "certificate errors" : "ok", cfg.threads, cfg.queue.partitions,
                cfg.nroutes, cfg.policy.n);

@@ -857,12 +857,16 @@ struct tls_server_ctx *tls_server_ctx_new(const struct tls_server_config *cfg,
         copy_str(err, errlen, "out of memory");
         return NULL;
     }
-    SSL_CTX *ctx = s->ctx = SSL_CTX_new(TLS_method());
+    SSL_CTX *ctx = s->ctx = cfg->use_tier ? tls_tier_ctx_new(cfg->tier, err, errlen)
+                                          : SSL_CTX_new(TLS_method());
     if (ctx == NULL) {
-        set_errf(err, errlen, "SSL_CTX_new");
+        if (!cfg->use_tier)
+            set_errf(err, errlen, "SSL_CTX_new");
         goto fail;
     }
-    uint16_t minv = cfg->min_version ? cfg->min_version : TLS1_VERSION;
+    uint16_t minv = cfg->min_version ? cfg->min_version
+                    : cfg->use_tier  ? tls_tier_min_version(cfg->tier)
+                                     : TLS1_VERSION;
     uint16_t maxv = cfg->max_version ? cfg->max_version : TLS1_3_VERSION;
     if (!SSL_CTX_set_min_proto_version(ctx, minv) ||
         !SSL_CTX_set_max_proto_version(ctx, maxv)) {
