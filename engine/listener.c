@@ -1172,6 +1172,8 @@ struct listener *listener_new(const struct tern_config *cfg, const struct queue_
             struct tls_server_config tc = {
                 .cert_file = a->cert, .key_file = a->key, .tickets = 1,
                 .use_tier = 1, .tier = (enum tls_tier)l->lc->tls_profile,
+                .cert2_file = a->cert2[0] ? a->cert2 : NULL,
+                .key2_file = a->key2[0] ? a->key2 : NULL,
             };
             char terr[256];
             l->tls[i] = tls_server_ctx_new(&tc, terr, sizeof(terr));

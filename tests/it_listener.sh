@@ -29,6 +29,7 @@ enqueued() {
 tern_sink s --cert "$CERTS/server.pem" --key "$CERTS/server.key" --record "$dir/s.rec" --quiet || exit 1
 PORT=$(free_port)
 PORT2=$(free_port)
+PORT3=$(free_port)
 echo -n 's3cret pass' | $TERN passwd >"$dir/hash" || fail passwd "tern passwd failed"
 { echo "# test users"; echo "alice:$(cat "$dir/hash")"; } >"$dir/users"
 tern_config "$dir/t.conf" <<EOC
@@ -37,6 +38,7 @@ route * = 127.0.0.1:$SINK_PORT
 ca_file = $CERTS/ca.pem
 listen = 127.0.0.1:$PORT cert=$CERTS/server.pem key=$CERTS/server.key
 listen = 127.0.0.1:$PORT2 tls=required cert=$CERTS/server.pem key=$CERTS/server.key
+listen = 127.0.0.1:$PORT3 cert=$CERTS/rsa2048.pem key=$CERTS/rsa2048.key cert2=$CERTS/server.pem key2=$CERTS/server.key
 listen_allow = 127.0.0.1/32 ::1/128
 auth_file = $dir/users
 listen_max_message_size = 64k
@@ -91,6 +93,24 @@ grep -q '<\*\* 530 5.7.0 Must issue a STARTTLS' "$dir/sw8" && pass tls_required_
 swaks --server "127.0.0.1:$PORT2" --tls --ehlo client.test --from a@src.test --to req@dst.test \
     --data "$dir/msg.eml" >"$dir/sw9" 2>&1
 ok_queued "$dir/sw9" && pass tls_required_with_tls_250 || fail tls_required_with_tls_250 "$(replies "$dir/sw9" | tail -3)"
+
+# Two certificates: ECDSA for those who can verify it, RSA for the others;
+# the preferred profile refuses CBC-only TLS 1.2 clients.
+s_client() {
+    echo QUIT | timeout 20 openssl s_client -starttls smtp -connect "127.0.0.1:$1" -brief "${@:2}" 2>&1
+}
+s_client "$PORT3" >"$dir/ossl1"
+s_client "$PORT3" -sigalgs RSA-PSS+SHA256:RSA+SHA256 >"$dir/ossl2"
+s_client "$PORT3" -tls1_2 -cipher ECDHE-RSA-AES128-GCM-SHA256 >"$dir/ossl3"
+if grep -q 'Signature type: ECDSA' "$dir/ossl1" && grep -q 'Signature type: RSA' "$dir/ossl2" &&
+    grep -q 'Protocol version: TLSv1.2' "$dir/ossl3" && grep -q 'Signature type: RSA' "$dir/ossl3"; then
+    pass two_certs_ecdsa_and_rsa
+else
+    fail two_certs_ecdsa_and_rsa "$(grep -h -E 'Signature type|Protocol' "$dir"/ossl[123] | paste -sd' ')"
+fi
+s_client "$PORT" -tls1_2 -cipher ECDHE-ECDSA-AES128-SHA >"$dir/ossl4"
+grep -q 'Protocol version' "$dir/ossl4" && fail preferred_profile_refuses_cbc "$(grep Protocol "$dir/ossl4")" ||
+    pass preferred_profile_refuses_cbc
 
 # Oversized: the body over the 64 KiB limit; SIZE= over the limit.
 python3 -c 'import sys; sys.stdout.write("Subject: big\r\n\r\n" + ("x" * 998 + "\r\n") * 80)' >"$dir/big.eml"
