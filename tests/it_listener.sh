@@ -12,8 +12,11 @@
 #  - oversized message: 552, SIZE= too large: 552;
 #  - pipelined transactions (swaks --pipeline);
 #  - SMTP smuggling lookalikes (bare LF / bare CR dots): 554, nothing queued;
+#  - two certificates (ECDSA, RSA) chosen per client; the preferred profile;
 #  - Received: header on stored messages (listen_received = yes);
-#  - Redis down: 451, nothing queued; Redis back: 250 again.
+#  - connections per address, command timeout: 421;
+#  - Redis refusing writes: 451, nothing stored; the listener's Redis
+#    connection killed: it reconnects and queues again.
 set -u
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -168,6 +171,7 @@ DEAD=$(free_port)
 rcli flushall >/dev/null
 sed -e "s/^listen_received = no/listen_received = yes/" -e "s/^route \* = .*/route * = 127.0.0.1:$DEAD/" \
     "$dir/t.conf" >"$dir/r.conf"
+printf 'listen_max_connections_per_ip = 4\nlisten_command_timeout = 1s\n' >>"$dir/r.conf"
 $TERN run -c "$dir/r.conf" >"$dir/run2.out" 2>"$dir/run2.err" &
 RUN_PID=$!
 TERN_PIDS="$TERN_PIDS $RUN_PID"
@@ -184,6 +188,22 @@ if head -1 "$dir/stored.eml" | grep -q '^Received: from client.test (\[127.0.0.1
 else
     fail received_header_prepended "$(head -3 "$dir/stored.eml")"
 fi
+
+# Limits: a fifth connection from one address is refused with 421; an idle
+# session gets 421 when the command timeout passes.
+python3 - "$PORT" >"$dir/limits.out" <<'EOF'
+import socket, sys
+port = int(sys.argv[1])
+held = [socket.create_connection(("127.0.0.1", port), timeout=20) for _ in range(4)]
+greets = [s.recv(512).decode() for s in held]
+extra = socket.create_connection(("127.0.0.1", port), timeout=20)
+print("fifth", extra.recv(512).decode().strip())
+print("first", all(g.startswith("220") for g in greets))
+print("idle", held[0].recv(512).decode().strip())
+EOF
+grep -q '^fifth 421 .*too many connections' "$dir/limits.out" && grep -q '^first True' "$dir/limits.out" &&
+    pass per_ip_limit_421 || fail per_ip_limit_421 "$(cat "$dir/limits.out")"
+grep -q '^idle 421 .*timeout' "$dir/limits.out" && pass command_timeout_421 || fail command_timeout_421 "$(cat "$dir/limits.out")"
 
 # Redis refusing writes (as when it is out of memory or without its
 # replicas): 451 and nothing stored, not even for one of the two domains.
