@@ -341,6 +341,8 @@ static void cmd_mail(struct smtp_server *s, const char *arg, size_t alen)
                 err_reply(s, "501 5.5.4 Bad BODY parameter");
                 return;
             }
+        } else if (s->cfg.offer_auth && has_prefix_ci(w, wl, "AUTH=")) {
+            /* RFC 4954 section 5: the original submitter; tern keeps none. */
         } else if (!eq_ci(w, wl, "SMTPUTF8")) {
             err_reply(s, "555 5.5.4 Unsupported MAIL FROM parameter");
             return;

@@ -59,7 +59,7 @@
  *   - Messages over max_message_size: data is still read to its end, then
  *     "552 5.3.4"; a larger SIZE= on MAIL FROM is refused at once.
  *   - Unknown commands "500 5.5.2", known but unimplemented (VRFY, EXPN,
- *     HELP, TURN, ETRN, AUTH) "502 5.5.1". After SMTP_SERVER_MAX_ERRORS
+ *     HELP, TURN, ETRN, and AUTH unless cfg.offer_auth) "502 5.5.1". After SMTP_SERVER_MAX_ERRORS
  *     errors the session says 421 and closes.
  *
  * LISTENER RULES (off by default; the sink leaves them off)
@@ -73,6 +73,7 @@
  *   - cfg.offer_auth: AUTH PLAIN and LOGIN, advertised and accepted only
  *     once TLS is active (before: "538 5.7.11"), once per session, never
  *     inside a transaction. SMTP_SERVER_MAX_AUTH_FAILS failures: 421.
+ *     MAIL FROM then also takes (and ignores) AUTH=, RFC 4954 section 5.
  *   - cfg.strict_data: a bare CR or a bare LF anywhere in DATA or BDAT
  *     content refuses the message ("554 5.6.0") after its end has been
  *     read; only CRLF "." CRLF ends DATA. What tern accepts therefore has

@@ -193,7 +193,8 @@ static void test_relay_and_auth(void)
     CHECK(strstr(o, "535 5.7.8") != NULL);
     CHECK(strstr(o, "530 5.7.0") != NULL);
     buf_reset(&out);
-    talk(&s, "AUTH LOGIN\r\nYWxpY2U=\r\ncHc=\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<bad>\r\n", &out, ev);
+    talk(&s, "AUTH LOGIN\r\nYWxpY2U=\r\ncHc=\r\nMAIL FROM:<a@b.test> AUTH=<>\r\nRCPT TO:<bad>\r\n",
+         &out, ev);
     o = (const char *)buf_peek(&out);
     CHECK(strstr(o, "334 VXNlcm5hbWU6") != NULL);
     CHECK(strstr(o, "334 UGFzc3dvcmQ6") != NULL);
