@@ -332,6 +332,30 @@ static int check_certificates(const struct tern_config *cfg, FILE *out, int note
     return errors;
 }
 
+/* check_listen_certificates: the same checks for the listener's server
+ * certificates. Returns the number of errors. */
+static int check_listen_certificates(const struct tern_config *cfg, FILE *out, int notes)
+{
+    int errors = 0;
+    for (int i = 0; i < cfg->listen.n; i++) {
+        const struct listen_addr *a = &cfg->listen.addrs[i];
+        const char *files[2][2] = {{a->cert, a->key}, {a->cert2, a->key2}};
+        for (int k = 0; k < 2; k++) {
+            if (files[k][0][0] == '\0')
+                continue;
+            struct cert_report r;
+            cert_check_files(CERT_ROLE_SERVER, files[k][0], files[k][1],
+                             cfg->ca_file[0] ? cfg->ca_file : NULL, NULL, (int64_t)time(NULL), &r);
+            errors += r.errors;
+            for (size_t j = 0; j < r.n; j++)
+                if (notes || r.f[j].sev != CERT_NOTE)
+                    fprintf(out, "listen %s certificate %s: %s: %s\n", a->text, files[k][0],
+                            cert_severity_name(r.f[j].sev), r.f[j].text);
+        }
+    }
+    return errors;
+}
+
 /* ---- inject --------------------------------------------------------------- */
 
 static int read_all(const char *path, uint8_t **out, size_t *len, int64_t max)
@@ -580,7 +604,7 @@ int main(int argc, char **argv)
         return 2;
     if (strcmp(cmd, "run") == 0) {
         /* Warnings go to stderr; a certificate that cannot work stops us. */
-        if (check_certificates(&cfg, stderr, 0) > 0) {
+        if (check_certificates(&cfg, stderr, 0) + check_listen_certificates(&cfg, stderr, 0) > 0) {
             fprintf(stderr, "tern: refusing to start: fix the certificate errors above "
                             "(tern check-config -c %s shows details)\n", cfgpath);
             return 2;
@@ -590,7 +614,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "queue") == 0)
         return cmd_queue(&cfg, sub);
     if (strcmp(cmd, "check-config") == 0) {
-        int errors = check_certificates(&cfg, stdout, 1);
+        int errors = check_certificates(&cfg, stdout, 1) + check_listen_certificates(&cfg, stdout, 1);
         struct auth_creds creds;
         char aerr[512];
         if (cfg.listen.auth_file[0] && !auth_creds_load(&creds, cfg.listen.auth_file, aerr, sizeof(aerr))) {

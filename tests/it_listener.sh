@@ -33,6 +33,7 @@ tern_sink s --cert "$CERTS/server.pem" --key "$CERTS/server.key" --record "$dir/
 PORT=$(free_port)
 PORT2=$(free_port)
 PORT3=$(free_port)
+PORT6=$(python3 -c 'import socket;s=socket.socket(socket.AF_INET6);s.bind(("::1",0));print(s.getsockname()[1])')
 echo -n 's3cret pass' | $TERN passwd >"$dir/hash" || fail passwd "tern passwd failed"
 { echo "# test users"; echo "alice:$(cat "$dir/hash")"; } >"$dir/users"
 tern_config "$dir/t.conf" <<EOC
@@ -42,6 +43,7 @@ ca_file = $CERTS/ca.pem
 listen = 127.0.0.1:$PORT cert=$CERTS/server.pem key=$CERTS/server.key
 listen = 127.0.0.1:$PORT2 tls=required cert=$CERTS/server.pem key=$CERTS/server.key
 listen = 127.0.0.1:$PORT3 cert=$CERTS/rsa2048.pem key=$CERTS/rsa2048.key cert2=$CERTS/server.pem key2=$CERTS/server.key
+listen = [::1]:$PORT6
 listen_allow = 127.0.0.1/32 ::1/128
 auth_file = $dir/users
 listen_max_message_size = 64k
@@ -97,6 +99,17 @@ swaks --server "127.0.0.1:$PORT2" --tls --ehlo client.test --from a@src.test --t
     --data "$dir/msg.eml" >"$dir/sw9" 2>&1
 ok_queued "$dir/sw9" && pass tls_required_with_tls_250 || fail tls_required_with_tls_250 "$(replies "$dir/sw9" | tail -3)"
 
+# IPv6 (swaks needs a Perl module for it; Python's smtplib does not).
+python3 - "$PORT6" "$dir/sent.eml" >"$dir/v6.out" 2>&1 <<'EOF'
+import smtplib, sys
+with smtplib.SMTP("::1", int(sys.argv[1]), local_hostname="client.test", timeout=20) as c:
+    c.ehlo("client.test")
+    c.mail("a@src.test")
+    c.rcpt("v6@dst.test")
+    print(*c.data(open(sys.argv[2], "rb").read()))
+EOF
+grep -q "^250 b'2.0.0 Ok: queued" "$dir/v6.out" && pass ipv6_allowed_250 || fail ipv6_allowed_250 "$(cat "$dir/v6.out")"
+
 # Two certificates: ECDSA for those who can verify it, RSA for the others;
 # the preferred profile refuses CBC-only TLS 1.2 clients.
 s_client() {
@@ -149,7 +162,7 @@ python3 tests/listener_probe.py smuggle "$PORT" >"$dir/smuggle.out" 2>&1 && pass
     fail smuggling_refused "$(grep -v ' ok$' "$dir/smuggle.out")"
 
 # Everything accepted reaches the sink, byte for byte; nothing refused does.
-want_rcpts="plain@dst.test tls@dst.test authplain@dst.test authlogin@dst.test req@dst.test pipe1@dst.test pipe2@other.test clean@y.test"
+want_rcpts="v6@dst.test plain@dst.test tls@dst.test authplain@dst.test authlogin@dst.test req@dst.test pipe1@dst.test pipe2@other.test clean@y.test"
 n_want=$(echo $want_rcpts | wc -w)
 for _ in $(seq 100); do
     [ "$(wc -l <"$dir/s.rec")" -ge "$n_want" ] && break
