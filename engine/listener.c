@@ -36,6 +36,7 @@
 #include <liburing.h>
 
 #include "engine/auth.h"
+#include "engine/auth_pool.h"
 #include "engine/smtp_server.h"
 #include "engine/worker.h"
 #include "tls/tls.h"
@@ -54,11 +55,14 @@
 #define LS_REDIS_RETRY_MS  1000          /* reconnect at most this often */
 #define LS_STOP_GRACE_MS   10000         /* answers still due from Redis at stop */
 #define LS_RECEIVED_MAX    1024          /* one Received: header */
+#define LS_AUTH_TAKE       64            /* password results handled per read */
 
 _Static_assert(LS_BUF_SIZE <= TLS_FEED_MAX, "one recv must fit one TLS feed");
 _Static_assert((LS_NBUFS & (LS_NBUFS - 1)) == 0, "buffer ring size is a power of two");
 
-enum op_kind { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_WAKE, OP_TICK, OP_RRECV, OP_RSEND, OP_CANCEL };
+enum op_kind {
+    OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_WAKE, OP_TICK, OP_RRECV, OP_RSEND, OP_AUTH, OP_CANCEL
+};
 enum close_kind { CLOSE_NONE, CLOSE_GRACEFUL, CLOSE_ABORT };
 
 struct lconn {
@@ -68,6 +72,7 @@ struct lconn {
     unsigned recv_armed : 1, send_inflight : 1, dirty : 1, shut : 1, in_use : 1;
     unsigned counted : 1;       /* counts against the connection limits */
     unsigned redis_wait : 1;    /* message handed to Redis, reply pending */
+    unsigned auth_wait : 1;     /* password handed to the auth pool */
     unsigned tls_done : 1;
     enum close_kind closing;
     int lidx;                   /* which listen line */
@@ -95,6 +100,8 @@ struct listener {
     struct queue_scripts scripts;
     struct auth_creds creds;
     int has_creds;
+    struct auth_pool *pool;     /* password checks, off this thread */
+    uint64_t auth_val;
     int lfd[LISTEN_MAX];
     struct tls_server_ctx *tls[LISTEN_MAX];
     struct smtp_server_config scfg[LISTEN_MAX];
@@ -257,7 +264,7 @@ static void set_deadline(struct listener *l, struct lconn *c)
     enum smtp_server_state st = c->smtp.state;
     int64_t to = (st == SMTP_SRV_ST_DATA || st == SMTP_SRV_ST_BDAT) ? l->lc->data_timeout_ms
                                                                    : l->lc->command_timeout_ms;
-    c->deadline_ms = c->redis_wait ? INT64_MAX : l->now_ms + to;
+    c->deadline_ms = c->redis_wait || c->auth_wait ? INT64_MAX : l->now_ms + to;
 }
 
 /* --- Redis --------------------------------------------------------------- */
@@ -607,16 +614,54 @@ static void on_message(struct listener *l, struct lconn *c)
     set_deadline(l, c);
 }
 
+static void auth_answer(struct listener *l, struct lconn *c, int ok)
+{
+    count(ok ? &l->st.auth_ok : &l->st.auth_failed);
+    if (!ok)
+        fprintf(stderr, "tern: listener: AUTH failed for \"%s\" from %s\n", c->smtp.auth_user,
+                c->ip);
+    smtp_server_auth_result(&c->smtp, ok);
+}
+
+/* The password goes to the auth pool; the session waits (paused in
+ * AUTH_PENDING) for on_auth_results. */
 static void on_auth(struct listener *l, struct lconn *c)
 {
     const char *user, *pass;
     if (!smtp_server_auth_creds(&c->smtp, &user, &pass))
         return;
-    int ok = l->has_creds && auth_creds_check(&l->creds, user, pass);
-    count(ok ? &l->st.auth_ok : &l->st.auth_failed);
-    if (!ok)
-        fprintf(stderr, "tern: listener: AUTH failed for \"%s\" from %s\n", user, c->ip);
-    smtp_server_auth_result(&c->smtp, ok);
+    if (l->pool && auth_pool_submit(l->pool, (uint64_t)c->slot << 32 | c->gen, user, pass)) {
+        c->auth_wait = 1;
+        set_deadline(l, c);
+        return;
+    }
+    auth_answer(l, c, 0);   /* no credentials, or the pool is full */
+}
+
+static void arm_auth_read(struct listener *l)
+{
+    struct io_uring_sqe *sqe = get_sqe(l);
+    io_uring_prep_read(sqe, auth_pool_fd(l->pool), &l->auth_val, sizeof(l->auth_val), 0);
+    io_uring_sqe_set_data64(sqe, tag(OP_AUTH, 0, 0));
+}
+
+static void on_auth_results(struct listener *l)
+{
+    struct auth_result r[LS_AUTH_TAKE];
+    size_t n;
+    while ((n = auth_pool_take(l->pool, r, LS_AUTH_TAKE)) > 0) {
+        for (size_t i = 0; i < n; i++) {
+            struct lconn *c = conn_at(l, (uint32_t)(r[i].tag >> 32), (uint32_t)r[i].tag);
+            if (c == NULL || !c->auth_wait)
+                continue;   /* the client left */
+            c->auth_wait = 0;
+            auth_answer(l, c, r[i].ok);
+            set_deadline(l, c);
+            if (!c->closing)
+                run_smtp(l, c);
+        }
+    }
+    arm_auth_read(l);
 }
 
 static void run_smtp(struct listener *l, struct lconn *c)
@@ -970,6 +1015,9 @@ static void handle_cqe(struct listener *l, struct io_uring_cqe *cqe)
     case OP_TICK:
         on_tick(l);
         break;
+    case OP_AUTH:
+        on_auth_results(l);
+        break;
     case OP_CANCEL:
     default:
         break;
@@ -1093,6 +1141,8 @@ static void *listener_main(void *arg)
     l->now_ms = mono_ms();
     arm_wake(l);
     arm_tick(l);
+    if (l->pool)
+        arm_auth_read(l);
     for (int i = 0; i < l->lc->n; i++)
         arm_accept(l, i);
     while (!l->done) {
@@ -1165,6 +1215,11 @@ struct listener *listener_new(const struct tern_config *cfg, const struct queue_
         if (!auth_creds_load(&l->creds, l->lc->auth_file, err, errlen))
             goto fail;
         l->has_creds = 1;
+        l->pool = auth_pool_new(&l->creds);
+        if (l->pool == NULL) {
+            snprintf(err, errlen, "cannot start the password-check thread");
+            goto fail;
+        }
     }
     for (int i = 0; i < l->lc->n; i++) {
         const struct listen_addr *a = &l->lc->addrs[i];
@@ -1252,6 +1307,7 @@ void listener_free(struct listener *l)
     /* Exiting the ring cancels every op; only then is their memory free. */
     if (l->ring_ok)
         io_uring_queue_exit(&l->ring);
+    auth_pool_free(l->pool);
     for (uint32_t i = 0; i < l->nconns; i++) {
         struct lconn *c = l->conns[i];
         if (c->in_use)

@@ -21,7 +21,9 @@
  *   at-least-once, never lost). The connection is re-opened, at most once
  *   a second, when the next message comes.
  *
- *   AUTH verification (crypt_r) runs on the listener thread.
+ *   AUTH verification (crypt_r, tens of milliseconds for yescrypt) runs
+ *   on a helper thread (engine/auth_pool.h); the session waits for the
+ *   result, the others go on.
  *
  * OWNERSHIP
  *   listener_new binds the sockets and loads certificates and the
