@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "engine/auth.h"
+#include "engine/auth_pool.h"
 #include "engine/smtp_server.h"
 #include "tests/check.h"
 
@@ -117,6 +118,26 @@ static void test_creds(void)
     CHECK_INT(auth_creds_check(&c, "bob", "right horse"), 1);
     CHECK_INT(auth_creds_check(&c, "alice", "wrong horse"), 0);
     CHECK_INT(auth_creds_check(&c, "carol", "right horse"), 0);
+
+    /* The same checks through the pool: results in order, by tag. */
+    struct auth_pool *pool = auth_pool_new(&c);
+    CHECK(pool != NULL);
+    if (pool) {
+        CHECK(auth_pool_submit(pool, 7, "alice", "right horse"));
+        CHECK(auth_pool_submit(pool, 8, "alice", "wrong"));
+        struct auth_result r[4];
+        size_t got = 0;
+        while (got < 2) {
+            uint64_t v;
+            CHECK_INT(read(auth_pool_fd(pool), &v, sizeof(v)), sizeof(v));
+            got += auth_pool_take(pool, r + got, 4 - got);
+        }
+        CHECK_INT(r[0].tag, 7);
+        CHECK_INT(r[0].ok, 1);
+        CHECK_INT(r[1].tag, 8);
+        CHECK_INT(r[1].ok, 0);
+        auth_pool_free(pool);
+    }
     auth_creds_free(&c);
 
     write_file(path, "alice:secret\n");         /* plaintext: refused */
