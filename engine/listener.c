@@ -359,6 +359,7 @@ static void redis_script_load(struct listener *l)
         return;
     }
     e->script = 1;
+    e->sent_ms = l->now_ms;
 }
 
 /* A usable Redis connection, reconnecting when it is time to. */
@@ -963,7 +964,7 @@ static void on_tick(struct listener *l)
 {
     if (l->rq_len > 0) {
         const struct rexp *e = &l->rq[l->rq_head];
-        if (!e->script && l->now_ms - e->sent_ms > LS_REDIS_TIMEOUT_MS)
+        if (l->now_ms - e->sent_ms > LS_REDIS_TIMEOUT_MS)
             redis_down(l, "no reply in time");
     }
     for (uint32_t i = 0; i < l->nconns; i++) {
