@@ -249,7 +249,7 @@ static void say_and_close(struct listener *l, struct lconn *c, const char *text)
         return;
     }
     char line[SMTP_SERVER_REPLY_MAX];
-    int n = snprintf(line, sizeof(line), "%s %s %s\r\n", "421", l->cfg->hostname, text);
+    int n = snprintf(line, sizeof(line), "421 %s %s\r\n", l->cfg->hostname, text);
     if (n > 0)
         send_plain(l, c, (const uint8_t *)line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
     if (c->tls && c->tls_done) {
