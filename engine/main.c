@@ -263,14 +263,14 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
                     sig == SIGTERM ? "SIGTERM" : "SIGINT");
             stopping = 1;
         }
-        /* With --drain a finished worker stops the others only when all
-         * are done; each drains its own partitions. */
         if (stopping && ls) {
             listener_stop(ls);  /* no new mail while the workers finish */
             print_listener_summary(ls);
             listener_free(ls);
             ls = NULL;
         }
+        /* With --drain a finished worker stops the others only when all
+         * are done; each drains its own partitions. */
         if (stopping)
             for (int i = 0; i < e.nworkers; i++)
                 worker_stop(ws[i]);
