@@ -39,6 +39,7 @@ void config_defaults(struct tern_config *c)
     c->retry_max_ms = 3600000;
     c->max_age_ms = 5LL * 86400 * 1000;
     c->tier_memory_ms = 3600000;
+    listen_config_defaults(&c->listen);
 }
 
 struct unit_suffix {
@@ -344,7 +345,7 @@ static const char *apply(struct tern_config *c, const char *key, const char *arg
         if (strcmp(keys[i].name, key) == 0)
             break;
     if (i == sizeof(keys) / sizeof(keys[0]))
-        return "unknown key";
+        return listen_config_apply(&c->listen, key, arg, val);  /* or "unknown key" */
     const struct key_def *k = &keys[i];
     int takes_arg = k->kind >= K_ROUTE;
     if (takes_arg != (arg != NULL))
@@ -496,6 +497,11 @@ int config_load(struct tern_config *c, const char *path, char *err, size_t errle
         return 0;
     }
     c->limits.idle_ms = c->timeouts.idle;
+    const char *lwhy = listen_config_finish(&c->listen, c->queue.max_message_size);
+    if (lwhy) {
+        snprintf(err, errlen, "%s: %s", path, lwhy);
+        return 0;
+    }
     for (int i = 0; i < c->nroutes; i++) {
         struct tern_route *r = &c->routes[i];
         r->host_slot = i;

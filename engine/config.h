@@ -42,6 +42,7 @@
 #include "queue/queue.h"
 #include "engine/policy.h"
 #include "engine/smtp_client.h"
+#include "engine/listen_config.h"
 
 #define CONFIG_LINE_MAX    4096
 #define CONFIG_ROUTES_MAX  1024
@@ -125,6 +126,7 @@ struct tern_config {
     int64_t tier_memory_ms;           /* how long a fallback tier is remembered */
     struct tern_route routes[CONFIG_ROUTES_MAX];
     int nroutes;
+    struct listen_config listen;      /* the SMTP listener (listen_config.h) */
 };
 
 /* config_defaults fills every default (no routes). */

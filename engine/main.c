@@ -22,6 +22,8 @@
 
 #include "engine/config.h"
 #include "engine/worker.h"
+#include "engine/listener.h"
+#include "engine/auth.h"
 #include "engine/tls_check.h"
 #include "tls/cert_check.h"
 #include "queue/queue.h"
@@ -37,6 +39,7 @@ static void usage(FILE *f)
             "       tern inject -c FILE --generate N --domains D1,D2,... [--size BYTES] [--from ADDR]\n"
             "       tern queue -c FILE stats\n"
             "       tern check-config -c FILE\n"
+            "       tern passwd < password            a hash for the listener's auth_file\n"
             "       tern tls-check [--policy LEVEL] [--match NAME]... [--pin HEX]... HOST[:PORT]\n");
 }
 
@@ -181,6 +184,18 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
     free(lat);
 }
 
+static void print_listener_summary(const struct listener *ls)
+{
+    struct listener_stats st;
+    listener_get_stats(ls, &st);
+    printf("listener: connections=%llu refused=%llu messages=%llu queue_failures=%llu tls=%llu "
+           "auth_ok=%llu auth_failed=%llu\n",
+           (unsigned long long)st.connections, (unsigned long long)st.refused_conns,
+           (unsigned long long)st.messages, (unsigned long long)st.rejected_redis,
+           (unsigned long long)st.tls, (unsigned long long)st.auth_ok,
+           (unsigned long long)st.auth_failed);
+}
+
 static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
 {
     char err[512];
@@ -220,6 +235,12 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
             return 1;
         }
     }
+    struct listener *ls = NULL;
+    if (cfg->listen.n > 0 && ((ls = listener_new(cfg, &e.scripts, err, sizeof(err))) == NULL ||
+                              !listener_start(ls, err, sizeof(err)))) {
+        fprintf(stderr, "tern: listener: %s\n", err);
+        return 1;
+    }
     double t0 = now_s();
     for (int i = 0; i < e.nworkers; i++) {
         ta[i].w = ws[i];
@@ -242,11 +263,21 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
                     sig == SIGTERM ? "SIGTERM" : "SIGINT");
             stopping = 1;
         }
+        if (stopping && ls) {
+            listener_stop(ls);  /* no new mail while the workers finish */
+            print_listener_summary(ls);
+            listener_free(ls);
+            ls = NULL;
+        }
         /* With --drain a finished worker stops the others only when all
          * are done; each drains its own partitions. */
         if (stopping)
             for (int i = 0; i < e.nworkers; i++)
                 worker_stop(ws[i]);
+    }
+    if (ls) {
+        print_listener_summary(ls);
+        listener_free(ls);
     }
     int rc = 0;
     for (int i = 0; i < e.nworkers; i++) {
@@ -297,6 +328,30 @@ static int check_certificates(const struct tern_config *cfg, FILE *out, int note
         if (r.dropped)
             fprintf(out, "client certificate %s: %zu more findings not shown\n", sp->cert_file,
                     r.dropped);
+    }
+    return errors;
+}
+
+/* check_listen_certificates: the same checks for the listener's server
+ * certificates. Returns the number of errors. */
+static int check_listen_certificates(const struct tern_config *cfg, FILE *out, int notes)
+{
+    int errors = 0;
+    for (int i = 0; i < cfg->listen.n; i++) {
+        const struct listen_addr *a = &cfg->listen.addrs[i];
+        const char *files[2][2] = {{a->cert, a->key}, {a->cert2, a->key2}};
+        for (int k = 0; k < 2; k++) {
+            if (files[k][0][0] == '\0')
+                continue;
+            struct cert_report r;
+            cert_check_files(CERT_ROLE_SERVER, files[k][0], files[k][1],
+                             cfg->ca_file[0] ? cfg->ca_file : NULL, NULL, (int64_t)time(NULL), &r);
+            errors += r.errors;
+            for (size_t j = 0; j < r.n; j++)
+                if (notes || r.f[j].sev != CERT_NOTE)
+                    fprintf(out, "listen %s certificate %s: %s: %s\n", a->text, files[k][0],
+                            cert_severity_name(r.f[j].sev), r.f[j].text);
+        }
     }
     return errors;
 }
@@ -483,6 +538,28 @@ static int cmd_queue(const struct tern_config *cfg, const char *what)
     return 0;
 }
 
+/* tern passwd: one password on stdin (a line), its yescrypt hash on
+ * stdout, for the listener's auth_file ("user:" + hash). */
+static int cmd_passwd(void)
+{
+    char pass[AUTH_PASS_MAX + 2], hash[AUTH_HASH_MAX + 1];
+    if (fgets(pass, sizeof(pass), stdin) == NULL) {
+        fprintf(stderr, "tern: passwd: no password on stdin\n");
+        return 2;
+    }
+    size_t n = strcspn(pass, "\r\n");
+    int whole = pass[n] != '\0' || feof(stdin);
+    pass[n] = '\0';
+    int ok = whole && n > 0 && auth_hash_password(pass, hash, sizeof(hash));
+    explicit_bzero(pass, sizeof(pass));
+    if (!ok) {
+        fprintf(stderr, "tern: passwd: need a password of 1..%d bytes on one line\n", AUTH_PASS_MAX);
+        return 2;
+    }
+    printf("%s\n", hash);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -506,6 +583,8 @@ int main(int argc, char **argv)
     static struct tern_config cfg;   /* large; immutable once loaded */
     if (strcmp(cmd, "tls-check") == 0)   /* needs no configuration */
         return tls_check_main(argc - 1, argv + 1, stdout);
+    if (strcmp(cmd, "passwd") == 0)
+        return cmd_passwd();
     if (strcmp(cmd, "inject") == 0) {
         if (!load_config(cfgpath, &cfg))
             return 2;
@@ -525,7 +604,7 @@ int main(int argc, char **argv)
         return 2;
     if (strcmp(cmd, "run") == 0) {
         /* Warnings go to stderr; a certificate that cannot work stops us. */
-        if (check_certificates(&cfg, stderr, 0) > 0) {
+        if (check_certificates(&cfg, stderr, 0) + check_listen_certificates(&cfg, stderr, 0) > 0) {
             fprintf(stderr, "tern: refusing to start: fix the certificate errors above "
                             "(tern check-config -c %s shows details)\n", cfgpath);
             return 2;
@@ -535,7 +614,15 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "queue") == 0)
         return cmd_queue(&cfg, sub);
     if (strcmp(cmd, "check-config") == 0) {
-        int errors = check_certificates(&cfg, stdout, 1);
+        int errors = check_certificates(&cfg, stdout, 1) + check_listen_certificates(&cfg, stdout, 1);
+        struct auth_creds creds;
+        char aerr[512];
+        if (cfg.listen.auth_file[0] && !auth_creds_load(&creds, cfg.listen.auth_file, aerr, sizeof(aerr))) {
+            printf("auth_file: error: %s\n", aerr);
+            errors++;
+        } else if (cfg.listen.auth_file[0]) {
+            auth_creds_free(&creds);
+        }
         printf("%s: %s (%d threads, %d partitions, %d routes, %zu policy entries)\n", cfgpath,
                errors ? "certificate errors" : "ok", cfg.threads, cfg.queue.partitions,
                cfg.nroutes, cfg.policy.n);

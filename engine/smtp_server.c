@@ -12,6 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/auth.h"
+#include "queue/queue.h"
+
 /* Above this a finished transaction gives its message memory back, so an
  * idle connection does not pin the largest message it ever saw. */
 #define SMTP_SERVER_KEEP_MSG_CAP   (1u * 1024 * 1024)
@@ -27,6 +30,7 @@ static const char *const state_names[] = {
     [SMTP_SRV_ST_SKIP_LINE] = "skip-line",
     [SMTP_SRV_ST_MSG_PENDING] = "msg-pending",
     [SMTP_SRV_ST_TLS_PENDING] = "tls-pending",
+    [SMTP_SRV_ST_AUTH_PENDING] = "auth-pending",
     [SMTP_SRV_ST_CLOSED] = "closed",
 };
 _Static_assert(sizeof(state_names) / sizeof(state_names[0]) == SMTP_SRV_ST_COUNT,
@@ -68,7 +72,7 @@ static void close_session(struct smtp_server *s, const char *why)
 static void err_reply(struct smtp_server *s, const char *line)
 {
     reply(s, line);
-    if (++s->errors >= SMTP_SERVER_MAX_ERRORS) {
+    if (++s->errors >= s->cfg.max_errors) {
         buf_append_str(&s->out, "421 4.7.0 ");
         buf_append_str(&s->out, s->hostname);
         reply(s, " Error: too many errors");
@@ -107,6 +111,8 @@ int smtp_server_init(struct smtp_server *s, const struct smtp_server_config *cfg
         s->cfg.max_message_size = SMTP_SERVER_DEFAULT_MAX_SIZE;
     if (s->cfg.max_rcpts == 0)
         s->cfg.max_rcpts = SMTP_SERVER_DEFAULT_MAX_RCPTS;
+    if (s->cfg.max_errors <= 0)
+        s->cfg.max_errors = SMTP_SERVER_MAX_ERRORS;
     if (s->cfg.max_rcpts > SMTP_SERVER_RCPTS_CAP)
         s->cfg.max_rcpts = SMTP_SERVER_RCPTS_CAP;
     buf_init(&s->in, SMTP_SERVER_INPUT_MAX);
@@ -126,6 +132,7 @@ void smtp_server_cleanup(struct smtp_server *s)
     buf_free(&s->out);
     buf_free(&s->rcpt_text);
     buf_free(&s->msg);
+    explicit_bzero(s->auth_pass, sizeof(s->auth_pass));
     free(s->rcpt_off);
     free(s->rcpt_ptr);
     s->rcpt_off = NULL;
@@ -261,7 +268,7 @@ static void cmd_ehlo(struct smtp_server *s, const char *arg, size_t alen, int eh
         return;
     }
     /* Lines first, then the continuation marks: the last one gets ' '. */
-    const char *ext[8];
+    const char *ext[10];
     size_t next = 0;
     char size_line[40];
     snprintf(size_line, sizeof(size_line), "SIZE %llu",
@@ -276,6 +283,8 @@ static void cmd_ehlo(struct smtp_server *s, const char *arg, size_t alen, int eh
         ext[next++] = "CHUNKING";
     if (s->cfg.offer_starttls && !s->tls_active)
         ext[next++] = "STARTTLS";
+    if (s->cfg.offer_auth && s->tls_active && !s->authed)
+        ext[next++] = "AUTH PLAIN LOGIN";
     buf_append_str(&s->out, "250-");
     buf_append_str(&s->out, s->hostname);
     reply(s, "");
@@ -295,9 +304,22 @@ static void cmd_mail(struct smtp_server *s, const char *arg, size_t alen)
         err_reply(s, "503 5.5.1 Error: nested MAIL command");
         return;
     }
+    if (s->cfg.require_tls && !s->tls_active) {
+        err_reply(s, "530 5.7.0 Must issue a STARTTLS command first");
+        return;
+    }
+    if (s->cfg.relay_check && !s->relay_ok && !s->authed) {
+        err_reply(s, s->cfg.offer_auth ? "530 5.7.0 Authentication required"
+                                       : "554 5.7.1 Relay access denied");
+        return;
+    }
     const char *rest;
     size_t rlen;
-    if (!parse_path(arg, alen, s->mail_from, sizeof(s->mail_from), &rest, &rlen)) {
+    const char *why;
+    if (!parse_path(arg, alen, s->mail_from, sizeof(s->mail_from), &rest, &rlen) ||
+        (s->cfg.check_addrs &&
+         !queue_addr_check(s->mail_from, strlen(s->mail_from), 0, &why))) {
+        s->mail_from[0] = '\0';
         err_reply(s, "501 5.1.7 Bad sender address syntax");
         return;
     }
@@ -319,6 +341,8 @@ static void cmd_mail(struct smtp_server *s, const char *arg, size_t alen)
                 err_reply(s, "501 5.5.4 Bad BODY parameter");
                 return;
             }
+        } else if (s->cfg.offer_auth && has_prefix_ci(w, wl, "AUTH=")) {
+            /* RFC 4954 section 5: the original submitter; tern keeps none. */
         } else if (!eq_ci(w, wl, "SMTPUTF8")) {
             err_reply(s, "555 5.5.4 Unsupported MAIL FROM parameter");
             return;
@@ -341,7 +365,9 @@ static void cmd_rcpt(struct smtp_server *s, const char *arg, size_t alen)
     char addr[SMTP_SERVER_ADDR_MAX + 1];
     const char *rest;
     size_t rlen;
-    if (!parse_path(arg, alen, addr, sizeof(addr), &rest, &rlen) || addr[0] == '\0') {
+    const char *why;
+    if (!parse_path(arg, alen, addr, sizeof(addr), &rest, &rlen) || addr[0] == '\0' ||
+        (s->cfg.check_addrs && !queue_addr_check(addr, strlen(addr), 1, &why))) {
         err_reply(s, "501 5.1.3 Bad recipient address syntax");
         return;
     }
@@ -388,6 +414,8 @@ static void cmd_data(struct smtp_server *s, size_t alen)
         s->too_big = 0;
         s->data_bol = 1;
         s->data_cr = 0;
+        s->strict_cr = 0;
+        s->bare_seen = 0;
         s->state = SMTP_SRV_ST_DATA;
     }
 }
@@ -424,6 +452,8 @@ static void cmd_bdat(struct smtp_server *s, const char *arg, size_t alen)
         if (!s->bdat_used) {
             buf_reset(&s->msg);
             s->too_big = 0;
+            s->strict_cr = 0;
+            s->bare_seen = 0;
         }
         s->bdat_used = 1;
     }
@@ -455,6 +485,110 @@ static enum smtp_server_event_kind cmd_starttls(struct smtp_server *s, size_t al
     return SMTP_SRV_EV_NONE;
 }
 
+/* --- AUTH (RFC 4954): PLAIN (RFC 4616) and LOGIN ------------------------- */
+
+_Static_assert(SMTP_SERVER_AUTH_USER_MAX == AUTH_USER_MAX &&
+                   SMTP_SERVER_AUTH_PASS_MAX == AUTH_PASS_MAX,
+               "auth_plain_decode fills the session's user and password arrays");
+
+enum { AUTH_STEP_NONE, AUTH_STEP_PLAIN, AUTH_STEP_LOGIN_USER, AUTH_STEP_LOGIN_PASS };
+
+/* Decode one base64 response into buf; 0 (and a 501) when it is not. */
+static int auth_decode(struct smtp_server *s, const char *p, size_t n, uint8_t *out,
+                       size_t cap, size_t *outlen)
+{
+    if (!auth_b64_decode(p, n, out, cap, outlen)) {
+        s->auth_step = AUTH_STEP_NONE;
+        err_reply(s, "501 5.5.2 Error: cannot decode response");
+        return 0;
+    }
+    return 1;
+}
+
+/* Handle a (decoded-to-be) response for the current step; returns the
+ * event kind. */
+static enum smtp_server_event_kind auth_step_input(struct smtp_server *s, const char *p,
+                                                   size_t n)
+{
+    uint8_t dec[SMTP_SERVER_AUTH_USER_MAX + SMTP_SERVER_AUTH_PASS_MAX + 3];
+    size_t dl;
+    if (!auth_decode(s, p, n, dec, sizeof(dec), &dl))
+        return s->state == SMTP_SRV_ST_CLOSED ? SMTP_SRV_EV_CLOSE : SMTP_SRV_EV_NONE;
+    int step = s->auth_step;
+    s->auth_step = AUTH_STEP_NONE;
+    int ok = 1;
+    if (step == AUTH_STEP_PLAIN) {
+        ok = auth_plain_decode(dec, dl, s->auth_user, s->auth_pass);
+    } else if (step == AUTH_STEP_LOGIN_USER) {
+        ok = dl > 0 && dl <= SMTP_SERVER_AUTH_USER_MAX && !memchr(dec, '\0', dl);
+        if (ok) {
+            memcpy(s->auth_user, dec, dl);
+            s->auth_user[dl] = '\0';
+            s->auth_step = AUTH_STEP_LOGIN_PASS;
+            reply(s, "334 UGFzc3dvcmQ6");   /* "Password:" */
+            explicit_bzero(dec, sizeof(dec));
+            return SMTP_SRV_EV_NONE;
+        }
+    } else {
+        ok = dl > 0 && dl <= SMTP_SERVER_AUTH_PASS_MAX && !memchr(dec, '\0', dl);
+        if (ok) {
+            memcpy(s->auth_pass, dec, dl);
+            s->auth_pass[dl] = '\0';
+        }
+    }
+    explicit_bzero(dec, sizeof(dec));
+    if (!ok) {
+        err_reply(s, "501 5.5.2 Error: malformed authentication response");
+        return s->state == SMTP_SRV_ST_CLOSED ? SMTP_SRV_EV_CLOSE : SMTP_SRV_EV_NONE;
+    }
+    s->state = SMTP_SRV_ST_AUTH_PENDING;
+    return SMTP_SRV_EV_AUTH;
+}
+
+/* A line read while an AUTH exchange waits for the client's response. */
+static enum smtp_server_event_kind auth_response(struct smtp_server *s, const char *line,
+                                                 size_t n)
+{
+    if (n == 1 && line[0] == '*') {
+        s->auth_step = AUTH_STEP_NONE;
+        err_reply(s, "501 5.7.0 Error: authentication cancelled");
+        return s->state == SMTP_SRV_ST_CLOSED ? SMTP_SRV_EV_CLOSE : SMTP_SRV_EV_NONE;
+    }
+    return auth_step_input(s, line, n);
+}
+
+static enum smtp_server_event_kind cmd_auth(struct smtp_server *s, const char *arg,
+                                            size_t alen)
+{
+    const char *mech, *resp, *extra;
+    size_t ml = next_param(&arg, &alen, &mech);
+    size_t rl = next_param(&arg, &alen, &resp);
+    if (!s->tls_active)
+        err_reply(s, "538 5.7.11 Encryption required for requested authentication mechanism");
+    else if (!s->helo_done)
+        err_reply(s, "503 5.5.1 Error: send EHLO first");
+    else if (s->authed)
+        err_reply(s, "503 5.5.1 Error: already authenticated");
+    else if (s->mail_done)
+        err_reply(s, "503 5.5.1 Error: MAIL transaction in progress");
+    else if (ml == 0 || next_param(&arg, &alen, &extra) > 0)
+        err_reply(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
+    else if (eq_ci(mech, ml, "PLAIN")) {
+        s->auth_step = AUTH_STEP_PLAIN;
+        if (rl > 0)
+            return auth_step_input(s, resp, rl);
+        reply(s, "334 ");
+    } else if (eq_ci(mech, ml, "LOGIN")) {
+        s->auth_step = AUTH_STEP_LOGIN_USER;
+        if (rl > 0)
+            return auth_step_input(s, resp, rl);
+        reply(s, "334 VXNlcm5hbWU6");       /* "Username:" */
+    } else {
+        err_reply(s, "504 5.5.4 Error: unrecognized authentication type");
+    }
+    return s->state == SMTP_SRV_ST_CLOSED ? SMTP_SRV_EV_CLOSE : SMTP_SRV_EV_NONE;
+}
+
 static enum smtp_server_event_kind handle_line(struct smtp_server *s,
                                                const char *line, size_t n)
 {
@@ -484,6 +618,8 @@ static enum smtp_server_event_kind handle_line(struct smtp_server *s,
         return SMTP_SRV_EV_CLOSE;
     } else if (eq_ci(line, vl, "STARTTLS")) {
         return cmd_starttls(s, alen);
+    } else if (eq_ci(line, vl, "AUTH") && s->cfg.offer_auth) {
+        return cmd_auth(s, arg, alen);
     } else if (eq_ci(line, vl, "MAIL") || eq_ci(line, vl, "RCPT")) {
         err_reply(s, "501 5.5.4 Syntax error in parameters");
     } else if (eq_ci(line, vl, "VRFY") || eq_ci(line, vl, "EXPN") ||
@@ -509,6 +645,24 @@ static void take(struct smtp_server *s, const uint8_t *p, size_t n)
         s->too_big = s->msg.err ? 2 : 1;
         buf_free(&s->msg);
     }
+}
+
+/* strict_data: notes a CR not followed by LF, or an LF not preceded by
+ * CR, in content bytes seen in order (across calls). */
+static void scan_line_ends(struct smtp_server *s, const uint8_t *p, size_t n)
+{
+    if (!s->cfg.strict_data || s->bare_seen)
+        return;
+    int cr = s->strict_cr;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = p[i];
+        if ((cr && c != '\n') || (c == '\n' && !cr)) {
+            s->bare_seen = 1;
+            return;
+        }
+        cr = c == '\r';
+    }
+    s->strict_cr = cr;
 }
 
 /* DATA body: copies unstuffed data and returns 1 at CRLF "." CRLF, 0 when
@@ -556,6 +710,7 @@ static int data_step(struct smtp_server *s)
         p = q + 1;
     }
     take(s, span, (size_t)(p - span));
+    scan_line_ends(s, start, (size_t)(p - start));
     buf_consume(&s->in, (size_t)(p - start));
     return done;
 }
@@ -569,6 +724,13 @@ static enum smtp_server_event_kind data_done(struct smtp_server *s)
         s->state = SMTP_SRV_ST_CMD;
         return SMTP_SRV_EV_NONE;
     }
+    if (s->bare_seen || (s->cfg.strict_data && s->strict_cr)) {
+        err_reply(s, "554 5.6.0 Error: bare CR or LF in message data; lines must end with CRLF");
+        reset_txn(s);
+        if (s->state != SMTP_SRV_ST_CLOSED)
+            s->state = SMTP_SRV_ST_CMD;
+        return s->state == SMTP_SRV_ST_CLOSED ? SMTP_SRV_EV_CLOSE : SMTP_SRV_EV_NONE;
+    }
     s->state = SMTP_SRV_ST_MSG_PENDING;
     return SMTP_SRV_EV_MESSAGE;
 }
@@ -579,8 +741,10 @@ static enum smtp_server_event_kind bdat_step(struct smtp_server *s)
 {
     size_t avail = buf_used(&s->in);
     size_t k = s->bdat_left < avail ? (size_t)s->bdat_left : avail;
-    if (!s->bdat_fail)
+    if (!s->bdat_fail) {
         take(s, buf_peek(&s->in), k);
+        scan_line_ends(s, buf_peek(&s->in), k);
+    }
     buf_consume(&s->in, k);
     s->bdat_left -= k;
     if (s->bdat_left > 0)
@@ -626,6 +790,7 @@ struct smtp_server_event smtp_server_next(struct smtp_server *s)
             return ev;
         case SMTP_SRV_ST_MSG_PENDING:
         case SMTP_SRV_ST_TLS_PENDING:
+        case SMTP_SRV_ST_AUTH_PENDING:
             return ev;
         case SMTP_SRV_ST_CMD: {
             size_t avail = buf_used(&s->in);
@@ -645,7 +810,7 @@ struct smtp_server_event smtp_server_next(struct smtp_server *s)
             /* Consume first: STARTTLS looks at what is left. The line
              * stays readable until the next append to s->in. */
             buf_consume(&s->in, total);
-            k = handle_line(s, line, n);
+            k = s->auth_step ? auth_response(s, line, n) : handle_line(s, line, n);
             break;
         }
         case SMTP_SRV_ST_SKIP_LINE: {
@@ -720,9 +885,46 @@ void smtp_server_tls_started(struct smtp_server *s)
     if (s->state != SMTP_SRV_ST_TLS_PENDING)
         return;
     s->tls_active = 1;
+    s->auth_step = 0;
     s->helo_done = 0;
     s->helo[0] = '\0';
     reset_txn(s);
     buf_reset(&s->in);
     s->state = SMTP_SRV_ST_CMD;
+}
+
+void smtp_server_set_relay(struct smtp_server *s, int ok)
+{
+    s->relay_ok = ok;
+}
+
+int smtp_server_auth_creds(const struct smtp_server *s, const char **user, const char **pass)
+{
+    if (s->state != SMTP_SRV_ST_AUTH_PENDING)
+        return 0;
+    *user = s->auth_user;
+    *pass = s->auth_pass;
+    return 1;
+}
+
+int smtp_server_auth_result(struct smtp_server *s, int ok)
+{
+    if (s->state != SMTP_SRV_ST_AUTH_PENDING)
+        return 0;
+    explicit_bzero(s->auth_pass, sizeof(s->auth_pass));
+    s->state = SMTP_SRV_ST_CMD;
+    if (ok) {
+        s->authed = 1;
+        reply(s, "235 2.7.0 Authentication successful");
+        return 1;
+    }
+    s->auth_user[0] = '\0';
+    err_reply(s, "535 5.7.8 Error: authentication failed");
+    if (++s->auth_fails >= SMTP_SERVER_MAX_AUTH_FAILS && s->state != SMTP_SRV_ST_CLOSED) {
+        buf_append_str(&s->out, "421 4.7.0 ");
+        buf_append_str(&s->out, s->hostname);
+        reply(s, " Error: too many failed authentications");
+        close_session(s, "too many failed authentications");
+    }
+    return 1;
 }

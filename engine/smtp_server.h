@@ -34,6 +34,10 @@
  *                           handshake and calls smtp_server_tls_started().
  *                           Anything fed before that is refused (feed
  *                           returns 0) and the session closes.
+ *     SMTP_SRV_EV_AUTH      AUTH (cfg.offer_auth) produced a user name and
+ *                           password (smtp_server_auth_creds). The session
+ *                           is paused like for a message until the caller
+ *                           answers with smtp_server_auth_result().
  *     SMTP_SRV_EV_CLOSE     the caller sends the output, then closes the
  *                           connection. ev.reason says why (static text):
  *                           "quit", or a protocol violation.
@@ -55,8 +59,28 @@
  *   - Messages over max_message_size: data is still read to its end, then
  *     "552 5.3.4"; a larger SIZE= on MAIL FROM is refused at once.
  *   - Unknown commands "500 5.5.2", known but unimplemented (VRFY, EXPN,
- *     HELP, TURN, ETRN, AUTH) "502 5.5.1". After SMTP_SERVER_MAX_ERRORS
+ *     HELP, TURN, ETRN, and AUTH unless cfg.offer_auth) "502 5.5.1". After SMTP_SERVER_MAX_ERRORS
  *     errors the session says 421 and closes.
+ *
+ * LISTENER RULES (off by default; the sink leaves them off)
+ *   - cfg.relay_check: MAIL FROM is refused ("530 5.7.0 Authentication
+ *     required" when AUTH is offered, else "554 5.7.1 Relay access
+ *     denied") unless the caller said the client may relay
+ *     (smtp_server_set_relay) or AUTH succeeded. RCPT, DATA and BDAT
+ *     need an accepted MAIL FROM, so nothing can be handed over.
+ *   - cfg.require_tls: MAIL FROM before STARTTLS gets "530 5.7.0 Must
+ *     issue a STARTTLS command first".
+ *   - cfg.offer_auth: AUTH PLAIN and LOGIN, advertised and accepted only
+ *     once TLS is active (before: "538 5.7.11"), once per session, never
+ *     inside a transaction. SMTP_SERVER_MAX_AUTH_FAILS failures: 421.
+ *     MAIL FROM then also takes (and ignores) AUTH=, RFC 4954 section 5.
+ *   - cfg.strict_data: a bare CR or a bare LF anywhere in DATA or BDAT
+ *     content refuses the message ("554 5.6.0") after its end has been
+ *     read; only CRLF "." CRLF ends DATA. What tern accepts therefore has
+ *     CRLF line ends only, and "\n.\n" can never become an end of data
+ *     further down the line (SMTP smuggling).
+ *   - cfg.check_addrs: addresses must pass queue_addr_check (what the
+ *     queue accepts): "501 5.1.7" / "501 5.1.3" at MAIL / RCPT time.
  *
  * LIMITS
  *   Command lines: SMTP_SERVER_LINE_MAX bytes with CRLF; a longer line is
@@ -86,6 +110,9 @@
 #define SMTP_SERVER_DEFAULT_MAX_SIZE    (64u * 1024 * 1024)
 #define SMTP_SERVER_DEFAULT_MAX_RCPTS   100   /* RFC 5321 4.5.3.1.8 minimum */
 #define SMTP_SERVER_MAX_ERRORS          20
+#define SMTP_SERVER_MAX_AUTH_FAILS      3
+#define SMTP_SERVER_AUTH_USER_MAX       255
+#define SMTP_SERVER_AUTH_PASS_MAX       255
 /* Unread input: a full pipelined window plus one BDAT chunk in flight. */
 #define SMTP_SERVER_INPUT_MAX           (4u * 1024 * 1024)
 
@@ -96,6 +123,13 @@ struct smtp_server_config {
     int offer_chunking;         /* BDAT; also accepted only when offered */
     uint64_t max_message_size;  /* 0: SMTP_SERVER_DEFAULT_MAX_SIZE */
     size_t max_rcpts;           /* 0: SMTP_SERVER_DEFAULT_MAX_RCPTS */
+    int max_errors;             /* 0: SMTP_SERVER_MAX_ERRORS */
+    /* Listener rules (see LISTENER RULES above); 0 for the sink. */
+    int relay_check;
+    int require_tls;
+    int offer_auth;
+    int strict_data;
+    int check_addrs;
     /* Test overrides (single reply lines without CRLF, NULL: normal): */
     const char *data_reply;     /* default final reply to every message */
     const char *starttls_reply; /* reply to STARTTLS instead of 220 */
@@ -105,6 +139,7 @@ enum smtp_server_event_kind {
     SMTP_SRV_EV_NONE,       /* need more input (or a message reply) */
     SMTP_SRV_EV_MESSAGE,
     SMTP_SRV_EV_STARTTLS,
+    SMTP_SRV_EV_AUTH,
     SMTP_SRV_EV_CLOSE,
 };
 
@@ -132,6 +167,7 @@ enum smtp_server_state {
     SMTP_SRV_ST_SKIP_LINE,      /* discarding an over-long command line */
     SMTP_SRV_ST_MSG_PENDING,    /* waiting for smtp_server_message_reply */
     SMTP_SRV_ST_TLS_PENDING,    /* waiting for smtp_server_tls_started */
+    SMTP_SRV_ST_AUTH_PENDING,   /* waiting for smtp_server_auth_result */
     SMTP_SRV_ST_CLOSED,
     SMTP_SRV_ST_COUNT
 };
@@ -146,6 +182,12 @@ struct smtp_server {
     int helo_done;
     int tls_active;
     int errors;
+    int relay_ok;               /* smtp_server_set_relay */
+    int authed;                 /* AUTH succeeded */
+    int auth_fails;
+    int auth_step;              /* AUTH exchange: next line is a response */
+    char auth_user[SMTP_SERVER_AUTH_USER_MAX + 1];
+    char auth_pass[SMTP_SERVER_AUTH_PASS_MAX + 1];  /* wiped after use */
     struct buf in;              /* unparsed input */
     struct buf out;             /* replies to send */
     /* transaction */
@@ -159,6 +201,8 @@ struct smtp_server {
     int too_big;                /* data exceeded the limit; discarding */
     int data_bol;               /* DATA: at the start of a line */
     int data_cr;                /* DATA: last byte taken was CR */
+    int strict_cr;              /* strict_data: last content byte was CR */
+    int bare_seen;              /* strict_data: bare CR or LF in content */
     int bdat_used;              /* this transaction used BDAT */
     int bdat_last;              /* the chunk being read is the LAST one */
     int bdat_fail;              /* envelope not ok: consume, then refuse */
@@ -197,6 +241,17 @@ int smtp_server_message_reply(struct smtp_server *s, const char *reply);
  * done. Resets the session to "EHLO required", STARTTLS no longer offered.
  */
 void smtp_server_tls_started(struct smtp_server *s);
+
+/* smtp_server_set_relay: the client may relay without AUTH (its address
+ * is in the allowed networks). Call after init. */
+void smtp_server_set_relay(struct smtp_server *s, int ok);
+
+/* After SMTP_SRV_EV_AUTH: the user and password the client sent (valid
+ * until smtp_server_auth_result). Returns 0 when no AUTH is pending. */
+int smtp_server_auth_creds(const struct smtp_server *s, const char **user, const char **pass);
+/* smtp_server_auth_result answers the pending AUTH (235 or 535), wipes
+ * the password and resumes the session. Returns 0 when none is pending. */
+int smtp_server_auth_result(struct smtp_server *s, int ok);
 
 /* smtp_server_close_reason: why the session closed, or NULL. */
 static inline const char *smtp_server_close_reason(const struct smtp_server *s)

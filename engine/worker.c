@@ -63,7 +63,7 @@ struct buf *outq_next(struct outq *q)
 
 /* ---- Redis connection --------------------------------------------------- */
 
-static int redis_connect(const char *addr, char *err, size_t errlen)
+int redis_connect(const char *addr, char *err, size_t errlen)
 {
     int fd;
     if (strncmp(addr, "unix:", 5) == 0) {

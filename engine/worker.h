@@ -92,4 +92,9 @@ const struct worker_stats *worker_stats(const struct worker *w);
 void worker_dest_report(const struct worker *w, FILE *out, size_t max);
 void worker_free(struct worker *w);
 
+/* redis_connect opens a blocking stream socket to "unix:/path" or
+ * "host:port" (used to set up a ring's Redis connection: the workers' and
+ * the listener's). Returns the fd, or -1 with err set. */
+int redis_connect(const char *addr, char *err, size_t errlen);
+
 #endif

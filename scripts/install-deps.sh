@@ -5,7 +5,8 @@ set -eu
 
 PKGS="build-essential make gcc clang libclang-rt-14-dev
 android-libboringssl-dev liburing-dev libhiredis-dev libc-ares-dev
-redis-server openssl ca-certificates python3 python3-aiosmtpd swaks"
+redis-server openssl ca-certificates python3 python3-aiosmtpd swaks libcrypt-dev
+libnet-ssleay-perl libio-socket-ssl-perl"
 
 missing=""
 for p in $PKGS; do

@@ -38,6 +38,7 @@
 #include <openssl/x509v3.h>
 
 #include "tls/tls_tiers.h"
+#include "tls/tls_hello.h"
 
 #define TLS_SYSTEM_CA_BUNDLE  "/etc/ssl/certs/ca-certificates.crt"
 #define TLS_NAME_MAX          253   /* a DNS name, RFC 1035 */
@@ -95,6 +96,8 @@ struct ticket_book {
 struct tls_server_ctx {
     SSL_CTX *ctx;
     struct ticket_book *book;           /* NULL unless track_tickets */
+    struct tls_server_ctx *alt;         /* the RSA certificate beside an
+                                           ECDSA one (cfg.cert2_file) */
 };
 
 struct tls_conn {
@@ -840,6 +843,55 @@ void tls_server_ctx_ticket_stats(const struct tls_server_ctx *s, struct tls_tick
 
 /* ---- server context ---------------------------------------------------- */
 
+/* A client that cannot verify ECDSA is moved to the RSA certificate's
+ * context (same versions, ciphers and tickets: those stay the first
+ * context's, BoringSSL keeps the session context). */
+static enum ssl_select_cert_result_t select_cert(const SSL_CLIENT_HELLO *ch)
+{
+    struct tls_server_ctx *s = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ch->ssl));
+    if (s && s->alt && !tls_hello_accepts_ecdsa(ch))
+        SSL_set_SSL_CTX(ch->ssl, s->alt->ctx);
+    return ssl_select_cert_success;
+}
+
+static int key_id(SSL_CTX *ctx)
+{
+    EVP_PKEY *k = SSL_CTX_get0_privatekey(ctx);
+    return k ? EVP_PKEY_id(k) : EVP_PKEY_NONE;
+}
+
+/* cfg.cert2_file: a second context for the other key type; the ECDSA one
+ * is the context clients start in. */
+static int add_second_cert(struct tls_server_ctx *s, const struct tls_server_config *cfg,
+                           char *err, size_t errlen)
+{
+    if (cfg->track_tickets || cfg->key2_file == NULL) {
+        copy_str(err, errlen, "server config: cert2 needs key2 and no track_tickets");
+        return 0;
+    }
+    struct tls_server_config c2 = *cfg;
+    c2.cert_file = cfg->cert2_file;
+    c2.key_file = cfg->key2_file;
+    c2.cert2_file = c2.key2_file = NULL;
+    s->alt = tls_server_ctx_new(&c2, err, errlen);
+    if (s->alt == NULL)
+        return 0;
+    int k1 = key_id(s->ctx), k2 = key_id(s->alt->ctx);
+    if (!((k1 == EVP_PKEY_EC && k2 == EVP_PKEY_RSA) || (k1 == EVP_PKEY_RSA && k2 == EVP_PKEY_EC))) {
+        copy_str(err, errlen, "server config: of cert and cert2 one must be ECDSA, the other RSA");
+        return 0;
+    }
+    if (k1 == EVP_PKEY_RSA) {
+        SSL_CTX *t = s->ctx;
+        s->ctx = s->alt->ctx;
+        s->alt->ctx = t;
+        SSL_CTX_set_app_data(s->ctx, s);
+        SSL_CTX_set_app_data(s->alt->ctx, s->alt);
+    }
+    SSL_CTX_set_select_certificate_cb(s->ctx, select_cert);
+    return 1;
+}
+
 struct tls_server_ctx *tls_server_ctx_new(const struct tls_server_config *cfg,
                                           char *err, size_t errlen)
 {
@@ -857,12 +909,16 @@ struct tls_server_ctx *tls_server_ctx_new(const struct tls_server_config *cfg,
         copy_str(err, errlen, "out of memory");
         return NULL;
     }
-    SSL_CTX *ctx = s->ctx = SSL_CTX_new(TLS_method());
+    SSL_CTX *ctx = s->ctx = cfg->use_tier ? tls_tier_ctx_new(cfg->tier, err, errlen)
+                                          : SSL_CTX_new(TLS_method());
     if (ctx == NULL) {
-        set_errf(err, errlen, "SSL_CTX_new");
+        if (!cfg->use_tier)
+            set_errf(err, errlen, "SSL_CTX_new");
         goto fail;
     }
-    uint16_t minv = cfg->min_version ? cfg->min_version : TLS1_VERSION;
+    uint16_t minv = cfg->min_version ? cfg->min_version
+                    : cfg->use_tier  ? tls_tier_min_version(cfg->tier)
+                                     : TLS1_VERSION;
     uint16_t maxv = cfg->max_version ? cfg->max_version : TLS1_3_VERSION;
     if (!SSL_CTX_set_min_proto_version(ctx, minv) ||
         !SSL_CTX_set_max_proto_version(ctx, maxv)) {
@@ -904,6 +960,8 @@ struct tls_server_ctx *tls_server_ctx_new(const struct tls_server_config *cfg,
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
                            NULL);
     }
+    if (cfg->cert2_file && !add_second_cert(s, cfg, err, errlen))
+        goto fail;
     return s;
 fail:
     tls_server_ctx_free(s);
@@ -914,6 +972,7 @@ void tls_server_ctx_free(struct tls_server_ctx *s)
 {
     if (s == NULL)
         return;
+    tls_server_ctx_free(s->alt);
     SSL_CTX_free(s->ctx);
     ticket_book_free(s->book);
     free(s);

@@ -124,6 +124,15 @@ struct tls_server_config {
     const char *client_ca_file; /* CA for client certs */
     int track_tickets;      /* seal tickets ourselves and count them, see
                                tls_server_ctx_ticket_stats */
+    int use_tier;           /* 1: versions, ciphers, groups and signature
+                               algorithms of `tier` (tls_tiers.c); min/max
+                               and cipher_list above may narrow them */
+    enum tls_tier tier;     /* PREFERRED, SUFFICIENT or LEGACY */
+    const char *cert2_file; /* optional second certificate: one of the two
+                               must be ECDSA and the other RSA; a client
+                               that cannot verify ECDSA gets the RSA one.
+                               Not with track_tickets. */
+    const char *key2_file;
 };
 
 /* Ticket counters of a server context with track_tickets (all 0 without).

@@ -2,6 +2,9 @@
  * fuzz_smtp_server.c - libFuzzer target for the sans-I/O SMTP server
  * session: input bytes arrive in chunks whose sizes come from the input
  * itself; every message is answered, STARTTLS is acknowledged at once.
+ * The first byte's low bit turns the listener rules on (relay check,
+ * require TLS, AUTH, strict data, address checks); AUTH succeeds for the
+ * user "u" only, and the relay permission follows the second bit.
  * Checks: no crash, no leak, no unbounded output (ASan/UBSan).
  */
 #include "engine/smtp_server.h"
@@ -13,8 +16,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
                                      .offer_chunking = 1,
                                      .max_message_size = 4096,
                                      .max_rcpts = 3};
+    int listener = n > 0 && (d[0] & 1);
+    if (listener) {
+        cfg.relay_check = cfg.require_tls = cfg.offer_auth = 1;
+        cfg.strict_data = cfg.check_addrs = 1;
+        cfg.max_errors = 10;
+    }
     struct smtp_server s;
     smtp_server_init(&s, &cfg);
+    if (listener)
+        smtp_server_set_relay(&s, (d[0] >> 1) & 1);
     size_t off = 0;
     while (off < n) {
         size_t k = d[off] % 64 + 1;
@@ -36,6 +47,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
             }
             if (ev.kind == SMTP_SRV_EV_STARTTLS)
                 smtp_server_tls_started(&s);
+            if (ev.kind == SMTP_SRV_EV_AUTH) {
+                const char *u, *p;
+                smtp_server_auth_creds(&s, &u, &p);
+                smtp_server_auth_result(&s, strcmp(u, "u") == 0);
+            }
             if (ev.kind == SMTP_SRV_EV_CLOSE)
                 break;
         }

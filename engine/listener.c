@@ -1,0 +1,1344 @@
+/*
+ * listener.c - the SMTP injection listener's thread; see listener.h.
+ *
+ * Ring ops carry (kind, slot, generation) in user_data. A connection
+ * counts its ops in flight (the multishot recv until its last CQE, the one
+ * send) and is freed only when closing and at zero; a CQE whose generation
+ * does not match its slot is stale. Sends: one in flight from `sending`,
+ * never touched while the kernel reads it; new bytes go to `pending`.
+ *
+ * Completions are handled in batches: every CQE of one io_uring_enter is
+ * handled, then (finish_batch) buffers are returned, Redis commands of
+ * the whole batch leave in one send, and connection sends and closes are
+ * started: replies to everything pipelined in one batch leave together.
+ *
+ * Redis: one connection, commands appended to rpending, replies matched
+ * in order against a FIFO of expectations (struct rexp).
+ */
+#include "engine/listener.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+#include <liburing.h>
+
+#include "engine/auth.h"
+#include "engine/auth_pool.h"
+#include "engine/smtp_server.h"
+#include "engine/worker.h"
+#include "tls/tls.h"
+
+#define LS_SQ_ENTRIES      512
+#define LS_CQ_ENTRIES      4096
+#define LS_BUF_SIZE        (16 * 1024)   /* one recv; <= TLS_FEED_MAX */
+#define LS_NBUFS           256           /* power of two */
+#define LS_BGID            7
+#define LS_SLOT_BITS       24
+#define LS_MAX_SLOTS       (1u << LS_SLOT_BITS)
+#define LS_BACKLOG         1024
+#define LS_TICK_MS         100
+#define LS_REDIS_RECV      (64 * 1024)
+#define LS_REDIS_TIMEOUT_MS 10000        /* an enqueue unanswered this long: Redis is gone */
+#define LS_REDIS_RETRY_MS  1000          /* reconnect at most this often */
+#define LS_STOP_GRACE_MS   10000         /* answers still due from Redis at stop */
+#define LS_RECEIVED_MAX    1024          /* one Received: header */
+#define LS_AUTH_TAKE       64            /* password results handled per read */
+
+_Static_assert(LS_BUF_SIZE <= TLS_FEED_MAX, "one recv must fit one TLS feed");
+_Static_assert((LS_NBUFS & (LS_NBUFS - 1)) == 0, "buffer ring size is a power of two");
+
+enum op_kind {
+    OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_WAKE, OP_TICK, OP_RRECV, OP_RSEND, OP_AUTH, OP_CANCEL
+};
+enum close_kind { CLOSE_NONE, CLOSE_GRACEFUL, CLOSE_ABORT };
+
+struct lconn {
+    int fd;
+    uint32_t slot, gen;
+    int inflight;
+    unsigned recv_armed : 1, send_inflight : 1, dirty : 1, shut : 1, in_use : 1;
+    unsigned counted : 1;       /* counts against the connection limits */
+    unsigned redis_wait : 1;    /* message handed to Redis, reply pending */
+    unsigned auth_wait : 1;     /* password handed to the auth pool */
+    unsigned tls_done : 1;
+    enum close_kind closing;
+    int lidx;                   /* which listen line */
+    struct buf sending, pending;
+    struct smtp_server smtp;
+    struct tls_conn *tls;
+    char ip[INET6_ADDRSTRLEN];
+    int64_t deadline_ms;        /* monotonic */
+};
+
+/* What the next Redis replies belong to. */
+struct rexp {
+    int script;                 /* a SCRIPT LOAD, nothing waits on it */
+    uint32_t slot, gen;
+    int left;                   /* replies still due: MULTI, QUEUED..., EXEC */
+    int ndomains;
+    int failed;
+    int64_t sent_ms;
+    char id[QUEUE_ID_MAX];      /* the first entry's id, for the 250 */
+};
+
+struct listener {
+    const struct tern_config *cfg;
+    const struct listen_config *lc;
+    struct queue_scripts scripts;
+    struct auth_creds creds;
+    int has_creds;
+    struct auth_pool *pool;     /* password checks, off this thread */
+    uint64_t auth_val;
+    int lfd[LISTEN_MAX];
+    struct tls_server_ctx *tls[LISTEN_MAX];
+    struct smtp_server_config scfg[LISTEN_MAX];
+    int wake_fd;
+    pthread_t thread;
+    int started;
+    _Atomic int stop_asked;
+    struct listener_stats_atomic {
+        _Atomic uint64_t connections, refused_conns, messages, rejected_redis, tls, auth_ok,
+            auth_failed;
+    } st;
+
+    /* thread state */
+    struct io_uring ring;
+    int ring_ok;
+    struct io_uring_buf_ring *br;
+    size_t br_bytes;
+    uint8_t *bufs;
+    size_t bufs_bytes;
+    unsigned br_mask, br_added;
+    struct lconn **conns;
+    uint32_t nconns, capconns, *freelist, nfree, *dirty, ndirty;
+    int live;                   /* counted connections */
+    int accept_armed[LISTEN_MAX];
+    struct buf plain;           /* TLS plaintext scratch */
+    struct buf msg;             /* Received: + message data */
+    uint64_t wake_val;
+    struct __kernel_timespec tick_ts;
+    int64_t now_ms;             /* monotonic */
+    int stopping;
+    int64_t stop_deadline_ms;
+    int done;
+
+    /* Redis */
+    int rfd;
+    uint32_t rgen;
+    redisReader *reader;
+    uint8_t *rrecv;
+    struct buf rsending, rpending;
+    int rsend_inflight, rrecv_armed;
+    int64_t rretry_ms;
+    struct rexp *rq;
+    size_t rq_head, rq_len, rq_cap;
+};
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t tag(enum op_kind k, uint32_t slot, uint32_t gen)
+{
+    return ((uint64_t)k << 56) | ((uint64_t)(slot & (LS_MAX_SLOTS - 1)) << 32) | gen;
+}
+static enum op_kind tag_kind(uint64_t t) { return (enum op_kind)(t >> 56); }
+static uint32_t tag_slot(uint64_t t) { return (uint32_t)(t >> 32) & (LS_MAX_SLOTS - 1); }
+static uint32_t tag_gen(uint64_t t) { return (uint32_t)t; }
+
+static void count(_Atomic uint64_t *c)
+{
+    atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
+
+static void logf_ls(const char *what, const char *detail)
+{
+    fprintf(stderr, "tern: listener: %s: %s\n", what, detail);
+}
+
+static struct io_uring_sqe *get_sqe(struct listener *l)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&l->ring);
+    while (sqe == NULL) {
+        io_uring_submit(&l->ring);
+        sqe = io_uring_get_sqe(&l->ring);
+    }
+    return sqe;
+}
+
+/* --- connections: output and closing ------------------------------------ */
+
+static void mark_dirty(struct listener *l, struct lconn *c)
+{
+    if (!c->dirty) {
+        c->dirty = 1;
+        l->dirty[l->ndirty++] = c->slot;
+    }
+}
+
+static void conn_close(struct listener *l, struct lconn *c, enum close_kind k)
+{
+    if (k > c->closing)
+        c->closing = k;
+    mark_dirty(l, c);
+}
+
+static void take_tls_output(struct lconn *c)
+{
+    size_t n;
+    const uint8_t *p = tls_conn_output(c->tls, &n);
+    if (n) {
+        buf_append(&c->pending, p, n);
+        tls_conn_output_consume(c->tls, n);
+    }
+}
+
+/* Plaintext for the client: encrypted once TLS is up. */
+static void send_plain(struct listener *l, struct lconn *c, const uint8_t *p, size_t n)
+{
+    if (n == 0)
+        return;
+    if (c->tls && c->tls_done) {
+        if (tls_conn_write(c->tls, p, n) != TLS_OK)
+            conn_close(l, c, CLOSE_ABORT);
+        take_tls_output(c);
+    } else {
+        buf_append(&c->pending, p, n);
+    }
+    if (c->pending.err)
+        conn_close(l, c, CLOSE_ABORT);
+    mark_dirty(l, c);
+}
+
+static void flush_smtp(struct listener *l, struct lconn *c)
+{
+    size_t n;
+    const uint8_t *p = smtp_server_output(&c->smtp, &n);
+    send_plain(l, c, p, n);
+    smtp_server_output_consume(&c->smtp, n);
+}
+
+/* Say a last line (421) and close. */
+static void say_and_close(struct listener *l, struct lconn *c, const char *text)
+{
+    if (c->tls && !c->tls_done) {   /* mid-handshake: no place for a reply */
+        conn_close(l, c, CLOSE_GRACEFUL);
+        return;
+    }
+    char line[SMTP_SERVER_REPLY_MAX];
+    int n = snprintf(line, sizeof(line), "421 %s %s\r\n", l->cfg->hostname, text);
+    if (n > 0)
+        send_plain(l, c, (const uint8_t *)line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+    if (c->tls && c->tls_done) {
+        tls_conn_close(c->tls);
+        take_tls_output(c);
+    }
+    conn_close(l, c, CLOSE_GRACEFUL);
+}
+
+static void set_deadline(struct listener *l, struct lconn *c)
+{
+    enum smtp_server_state st = c->smtp.state;
+    int64_t to = (st == SMTP_SRV_ST_DATA || st == SMTP_SRV_ST_BDAT) ? l->lc->data_timeout_ms
+                                                                   : l->lc->command_timeout_ms;
+    c->deadline_ms = c->redis_wait || c->auth_wait ? INT64_MAX : l->now_ms + to;
+}
+
+/* --- Redis --------------------------------------------------------------- */
+
+static struct rexp *rq_push(struct listener *l)
+{
+    if (l->rq_len == l->rq_cap) {
+        size_t ncap = l->rq_cap ? l->rq_cap * 2 : 64;
+        struct rexp *n = malloc(ncap * sizeof(*n));
+        if (n == NULL)
+            return NULL;
+        for (size_t i = 0; i < l->rq_len; i++)
+            n[i] = l->rq[(l->rq_head + i) % l->rq_cap];
+        free(l->rq);
+        l->rq = n;
+        l->rq_head = 0;
+        l->rq_cap = ncap;
+    }
+    struct rexp *e = &l->rq[(l->rq_head + l->rq_len) % l->rq_cap];
+    memset(e, 0, sizeof(*e));
+    l->rq_len++;
+    return e;
+}
+
+static struct lconn *conn_at(struct listener *l, uint32_t slot, uint32_t gen)
+{
+    if (slot >= l->nconns)
+        return NULL;
+    struct lconn *c = l->conns[slot];
+    return c->in_use && c->gen == gen ? c : NULL;
+}
+
+static void run_smtp(struct listener *l, struct lconn *c);
+
+/* The queue's answer for a message: 250 or 451, then whatever the client
+ * pipelined behind it. */
+static void message_done(struct listener *l, const struct rexp *e, int ok)
+{
+    struct lconn *c = conn_at(l, e->slot, e->gen);
+    if (ok)
+        count(&l->st.messages);
+    else
+        count(&l->st.rejected_redis);
+    if (c == NULL || !c->redis_wait)
+        return;     /* the client left; its message is stored (or not) all the same */
+    c->redis_wait = 0;
+    char line[96];
+    if (ok)
+        snprintf(line, sizeof(line), "250 2.0.0 Ok: queued as %s", e->id);
+    else
+        snprintf(line, sizeof(line), "451 4.3.0 Error: queue unavailable, try again later");
+    smtp_server_message_reply(&c->smtp, line);
+    set_deadline(l, c);
+    if (!c->closing)
+        run_smtp(l, c);
+}
+
+static void redis_down(struct listener *l, const char *why)
+{
+    if (l->rfd < 0)
+        return;
+    logf_ls("Redis connection lost", why);
+    shutdown(l->rfd, SHUT_RDWR);
+    close(l->rfd);
+    l->rfd = -1;
+    l->rgen++;
+    l->rrecv_armed = 0;
+    redisReaderFree(l->reader);
+    l->reader = redisReaderCreate();
+    if (l->reader)
+        l->reader->maxbuf = 0;
+    buf_reset(&l->rpending);
+    if (!l->rsend_inflight)
+        buf_reset(&l->rsending);
+    l->rretry_ms = l->now_ms + LS_REDIS_RETRY_MS;
+    /* Whatever was sent may or may not have run; the clients are told to
+     * try again (at-least-once), never told 250 for a message not stored. */
+    while (l->rq_len) {
+        struct rexp e = l->rq[l->rq_head];
+        l->rq_head = (l->rq_head + 1) % l->rq_cap;
+        l->rq_len--;
+        if (!e.script)
+            message_done(l, &e, 0);
+    }
+}
+
+static void redis_script_load(struct listener *l)
+{
+    struct rexp *e = rq_push(l);
+    if (e == NULL || !queue_cmd_script_load(&l->rpending, queue_script_enqueue_src())) {
+        redis_down(l, "out of memory");
+        return;
+    }
+    e->script = 1;
+    e->sent_ms = l->now_ms;
+}
+
+/* A usable Redis connection, reconnecting when it is time to. */
+static int redis_ready(struct listener *l)
+{
+    if (l->rfd >= 0)
+        return 1;
+    if (l->now_ms < l->rretry_ms || l->reader == NULL)
+        return 0;
+    char err[256];
+    l->rfd = redis_connect(l->cfg->redis, err, sizeof(err));
+    if (l->rfd < 0) {
+        l->rretry_ms = l->now_ms + LS_REDIS_RETRY_MS;
+        logf_ls("Redis", err);
+        return 0;
+    }
+    /* The scripts may be gone (a Redis restart): load ours again first;
+     * the commands behind it run after it. */
+    redis_script_load(l);
+    return l->rfd >= 0;
+}
+
+/* Check one reply of a message's MULTI ... EXEC. */
+static void message_reply(struct listener *l, struct rexp *e, redisReply *r)
+{
+    const char *err = NULL;
+    if (e->left > 0) {
+        if (r->type == REDIS_REPLY_ERROR)
+            e->failed = 1;
+        return;
+    }
+    int ok = !e->failed && r->type == REDIS_REPLY_ARRAY && (int)r->elements == e->ndomains;
+    for (size_t i = 0; ok && i < r->elements; i++)
+        ok = queue_parse_simple(r->element[i], &err);
+    if (!ok && err && strcmp(err, "NOSCRIPT") == 0)
+        redis_script_load(l);
+    if (!ok)
+        logf_ls("enqueue failed", r->type == REDIS_REPLY_ERROR ? r->str : err ? err : "aborted");
+    message_done(l, e, ok);
+}
+
+static void on_redis_reply(struct listener *l, redisReply *r)
+{
+    if (l->rq_len == 0) {
+        logf_ls("Redis", "unexpected reply");
+        return;
+    }
+    struct rexp *e = &l->rq[l->rq_head];
+    if (e->script) {
+        if (r->type == REDIS_REPLY_ERROR)
+            logf_ls("SCRIPT LOAD failed", r->str);
+    } else {
+        e->left--;
+        if (e->left > 0) {
+            message_reply(l, e, r);
+            return;
+        }
+    }
+    struct rexp done = *e;
+    l->rq_head = (l->rq_head + 1) % l->rq_cap;
+    l->rq_len--;
+    if (!done.script)
+        message_reply(l, &done, r);
+}
+
+static void redis_on_recv(struct listener *l, struct io_uring_cqe *cqe)
+{
+    if (tag_gen(cqe->user_data) != l->rgen)
+        return;
+    l->rrecv_armed = 0;
+    if (cqe->res <= 0) {
+        redis_down(l, cqe->res == 0 ? "EOF" : strerror(-cqe->res));
+        return;
+    }
+    if (redisReaderFeed(l->reader, (const char *)l->rrecv, (size_t)cqe->res) != REDIS_OK) {
+        redis_down(l, "protocol error");
+        return;
+    }
+    void *reply;
+    while (l->rfd >= 0 && redisReaderGetReply(l->reader, &reply) == REDIS_OK && reply != NULL) {
+        on_redis_reply(l, reply);
+        freeReplyObject(reply);
+    }
+    if (l->rfd >= 0 && l->reader->err)
+        redis_down(l, l->reader->errstr);
+}
+
+static void redis_on_send(struct listener *l, struct io_uring_cqe *cqe)
+{
+    l->rsend_inflight = 0;
+    if (tag_gen(cqe->user_data) != l->rgen) {
+        buf_reset(&l->rsending);    /* for a connection already gone */
+        return;
+    }
+    if (cqe->res < 0) {
+        buf_reset(&l->rsending);
+        redis_down(l, strerror(-cqe->res));
+        return;
+    }
+    buf_consume(&l->rsending, (size_t)cqe->res);
+}
+
+/* Once per batch: start a send of what is queued; keep a recv armed. */
+static void redis_kick(struct listener *l)
+{
+    if (l->rfd < 0)
+        return;
+    if (!l->rsend_inflight) {
+        if (buf_used(&l->rsending) == 0 && buf_used(&l->rpending) > 0) {
+            struct buf t = l->rsending;
+            l->rsending = l->rpending;
+            l->rpending = t;
+        }
+        if (buf_used(&l->rsending) > 0) {
+            struct io_uring_sqe *sqe = get_sqe(l);
+            io_uring_prep_send(sqe, l->rfd, buf_peek(&l->rsending), buf_used(&l->rsending),
+                               MSG_NOSIGNAL);
+            io_uring_sqe_set_data64(sqe, tag(OP_RSEND, 0, l->rgen));
+            l->rsend_inflight = 1;
+        }
+    }
+    if (!l->rrecv_armed) {  /* also while idle: a lost connection shows at once */
+        struct io_uring_sqe *sqe = get_sqe(l);
+        io_uring_prep_recv(sqe, l->rfd, l->rrecv, LS_REDIS_RECV, 0);
+        io_uring_sqe_set_data64(sqe, tag(OP_RRECV, 0, l->rgen));
+        l->rrecv_armed = 1;
+    }
+}
+
+/* --- messages ------------------------------------------------------------ */
+
+struct rcpt_group {
+    char a[QUEUE_ADDR_MAX + 1];
+    const char *domain;     /* inside a, lower-cased */
+    int group;              /* index of the first recipient of its domain */
+};
+
+/* "Received:" trace header (RFC 5321 4.4) into l->msg. */
+static void add_received(struct listener *l, struct lconn *c, const struct smtp_server_envelope *e,
+                         const char *id)
+{
+    char date[64], line[LS_RECEIVED_MAX];
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
+    const char *with = e->tls ? (c->smtp.authed ? "ESMTPSA" : "ESMTPS")
+                              : (c->smtp.authed ? "ESMTPA" : "ESMTP");
+    int n = snprintf(line, sizeof(line),
+                     "Received: from %s ([%s])\r\n\tby %s (tern) with %s id %s;\r\n\t%s\r\n",
+                     e->helo, c->ip, l->cfg->hostname, with, id, date);
+    if (n > 0 && (size_t)n < sizeof(line))
+        buf_append(&l->msg, line, (size_t)n);
+}
+
+/* Build MULTI, one enqueue per recipient domain, EXEC. Returns the number
+ * of domains, or 0 (nothing appended) when the message cannot be queued. */
+static int build_enqueue(struct listener *l, struct lconn *c, const struct smtp_server_envelope *e,
+                         struct rexp *x)
+{
+    size_t n = e->nrcpts;
+    struct rcpt_group *g = calloc(n, sizeof(*g));
+    const char **list = calloc(n, sizeof(*list));
+    int nd = 0;
+    size_t nr = 0;
+    if (g == NULL || list == NULL)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        snprintf(g[nr].a, sizeof(g[nr].a), "%s", e->rcpts[i]);
+        char *at = strrchr(g[nr].a, '@');
+        if (at == NULL)
+            goto out;   /* the session checked addresses: cannot happen */
+        for (char *p = at + 1; *p; p++)
+            if (*p >= 'A' && *p <= 'Z')
+                *p = (char)(*p + 32);
+        g[nr].domain = at + 1;
+        g[nr].group = (int)nr;
+        int dup = 0;
+        for (size_t j = 0; j < nr && !dup; j++) {
+            dup = strcmp(g[j].a, g[nr].a) == 0;
+            if (!dup && strcmp(g[j].domain, g[nr].domain) == 0)
+                g[nr].group = g[j].group;
+        }
+        if (!dup)
+            nr++;
+    }
+    int64_t now = wall_ms();
+    struct buf *out = &l->rpending;
+    size_t mark = out->len;
+    buf_append_str(out, "*1\r\n$5\r\nMULTI\r\n");
+    buf_reset(&l->msg);
+    for (size_t i = 0; i < nr; i++) {
+        if (g[i].group != (int)i)
+            continue;
+        size_t k = 0;
+        for (size_t j = i; j < nr; j++)
+            if (g[j].group == (int)i)
+                list[k++] = g[j].a;
+        char id[QUEUE_ID_MAX];
+        queue_new_id(id);
+        if (nd == 0) {
+            memcpy(x->id, id, sizeof(id));
+            if (l->lc->received)
+                add_received(l, c, e, id);
+            buf_append(&l->msg, e->data, e->data_len);
+            if (l->msg.err)
+                break;
+        }
+        if (!queue_cmd_enqueue(out, &l->cfg->queue, &l->scripts, id, e->mail_from, list, k,
+                               g[i].domain, buf_peek(&l->msg), buf_used(&l->msg), now)) {
+            nd = -1;
+            break;
+        }
+        nd++;
+    }
+    buf_append_str(out, "*1\r\n$4\r\nEXEC\r\n");
+    if (nd <= 0 || out->err || l->msg.err) {
+        out->len = mark;            /* nothing of this message goes out */
+        out->err = 0;
+        nd = 0;
+    }
+    if (l->msg.cap > LS_BUF_SIZE * 64)
+        buf_free(&l->msg);          /* do not pin the largest message */
+out:
+    free(g);
+    free(list);
+    return nd;
+}
+
+static void on_message(struct listener *l, struct lconn *c)
+{
+    struct smtp_server_envelope e;
+    if (!smtp_server_envelope(&c->smtp, &e))
+        return;
+    struct rexp *x = NULL;
+    int nd = 0;
+    if (redis_ready(l) && (x = rq_push(l)) != NULL) {
+        nd = build_enqueue(l, c, &e, x);
+        if (nd == 0)
+            l->rq_len--;            /* the expectation just pushed */
+    }
+    if (nd == 0) {
+        count(&l->st.rejected_redis);
+        smtp_server_message_reply(&c->smtp, "451 4.3.0 Error: queue unavailable, try again later");
+        return;
+    }
+    x->slot = c->slot;
+    x->gen = c->gen;
+    x->ndomains = nd;
+    x->left = nd + 2;
+    x->sent_ms = l->now_ms;
+    c->redis_wait = 1;
+    set_deadline(l, c);
+}
+
+static void auth_answer(struct listener *l, struct lconn *c, int ok)
+{
+    count(ok ? &l->st.auth_ok : &l->st.auth_failed);
+    if (!ok)
+        fprintf(stderr, "tern: listener: AUTH failed for \"%s\" from %s\n", c->smtp.auth_user,
+                c->ip);
+    smtp_server_auth_result(&c->smtp, ok);
+}
+
+/* The password goes to the auth pool; the session waits (paused in
+ * AUTH_PENDING) for on_auth_results. */
+static void on_auth(struct listener *l, struct lconn *c)
+{
+    const char *user, *pass;
+    if (!smtp_server_auth_creds(&c->smtp, &user, &pass))
+        return;
+    if (l->pool && auth_pool_submit(l->pool, (uint64_t)c->slot << 32 | c->gen, user, pass)) {
+        c->auth_wait = 1;
+        set_deadline(l, c);
+        return;
+    }
+    auth_answer(l, c, 0);   /* no credentials, or the pool is full */
+}
+
+static void arm_auth_read(struct listener *l)
+{
+    struct io_uring_sqe *sqe = get_sqe(l);
+    io_uring_prep_read(sqe, auth_pool_fd(l->pool), &l->auth_val, sizeof(l->auth_val), 0);
+    io_uring_sqe_set_data64(sqe, tag(OP_AUTH, 0, 0));
+}
+
+static void on_auth_results(struct listener *l)
+{
+    struct auth_result r[LS_AUTH_TAKE];
+    size_t n;
+    while ((n = auth_pool_take(l->pool, r, LS_AUTH_TAKE)) > 0) {
+        for (size_t i = 0; i < n; i++) {
+            struct lconn *c = conn_at(l, (uint32_t)(r[i].tag >> 32), (uint32_t)r[i].tag);
+            if (c == NULL || !c->auth_wait)
+                continue;   /* the client left */
+            c->auth_wait = 0;
+            auth_answer(l, c, r[i].ok);
+            set_deadline(l, c);
+            if (!c->closing)
+                run_smtp(l, c);
+        }
+    }
+    arm_auth_read(l);
+}
+
+static void run_smtp(struct listener *l, struct lconn *c)
+{
+    for (;;) {
+        struct smtp_server_event ev = smtp_server_next(&c->smtp);
+        if (ev.kind == SMTP_SRV_EV_NONE)
+            break;
+        if (ev.kind == SMTP_SRV_EV_MESSAGE) {
+            on_message(l, c);
+            if (c->redis_wait)
+                break;
+        } else if (ev.kind == SMTP_SRV_EV_AUTH) {
+            on_auth(l, c);
+        } else if (ev.kind == SMTP_SRV_EV_STARTTLS) {
+            flush_smtp(l, c);       /* the 220 goes out in plaintext */
+            c->tls = tls_conn_server_new(l->tls[c->lidx]);
+            if (c->tls == NULL)
+                conn_close(l, c, CLOSE_ABORT);
+            return;
+        } else {                    /* CLOSE */
+            flush_smtp(l, c);
+            if (c->tls && c->tls_done) {
+                tls_conn_close(c->tls);
+                take_tls_output(c);
+            }
+            conn_close(l, c, CLOSE_GRACEFUL);
+            return;
+        }
+    }
+    flush_smtp(l, c);
+}
+
+static void feed_smtp(struct listener *l, struct lconn *c, const uint8_t *p, size_t n)
+{
+    smtp_server_feed(&c->smtp, p, n);   /* refusals surface as CLOSE */
+    if (!c->redis_wait)
+        run_smtp(l, c);
+    set_deadline(l, c);
+}
+
+static void on_tls_data(struct listener *l, struct lconn *c, const uint8_t *p, size_t n)
+{
+    if (!tls_conn_feed(c->tls, p, n)) {
+        conn_close(l, c, CLOSE_ABORT);
+        return;
+    }
+    if (!c->tls_done) {
+        enum tls_status st = tls_conn_handshake(c->tls);
+        take_tls_output(c);
+        mark_dirty(l, c);
+        if (st == TLS_WANT_IO)
+            return;
+        if (st != TLS_OK) {
+            fprintf(stderr, "tern: listener: TLS handshake from %s: %s\n", c->ip,
+                    tls_conn_error(c->tls));
+            conn_close(l, c, CLOSE_GRACEFUL);
+            return;
+        }
+        c->tls_done = 1;
+        count(&l->st.tls);
+        smtp_server_tls_started(&c->smtp);
+    }
+    buf_reset(&l->plain);
+    enum tls_status st = tls_conn_read(c->tls, &l->plain);
+    take_tls_output(c);
+    mark_dirty(l, c);
+    if (buf_used(&l->plain))
+        feed_smtp(l, c, buf_peek(&l->plain), buf_used(&l->plain));
+    if (c->closing)
+        return;
+    if (st == TLS_CLOSED) {
+        tls_conn_close(c->tls);
+        take_tls_output(c);
+        conn_close(l, c, CLOSE_GRACEFUL);
+    } else if (st == TLS_ERROR) {
+        conn_close(l, c, CLOSE_ABORT);
+    }
+}
+
+/* --- connection slots ---------------------------------------------------- */
+
+static struct lconn *conn_new(struct listener *l, int fd)
+{
+    uint32_t slot;
+    if (l->nfree) {
+        slot = l->freelist[--l->nfree];
+    } else {
+        if (l->nconns == l->capconns) {
+            uint32_t ncap = l->capconns ? l->capconns * 2 : 64;
+            if (ncap > LS_MAX_SLOTS)
+                return NULL;
+            struct lconn **nc = realloc(l->conns, ncap * sizeof(*nc));
+            if (nc == NULL)
+                return NULL;
+            l->conns = nc;
+            uint32_t *nf = realloc(l->freelist, ncap * sizeof(*nf));
+            if (nf == NULL)
+                return NULL;
+            l->freelist = nf;
+            uint32_t *nd = realloc(l->dirty, ncap * sizeof(*nd));
+            if (nd == NULL)
+                return NULL;
+            l->dirty = nd;
+            l->capconns = ncap;
+        }
+        l->conns[l->nconns] = calloc(1, sizeof(struct lconn));
+        if (l->conns[l->nconns] == NULL)
+            return NULL;
+        slot = l->nconns++;
+    }
+    struct lconn *c = l->conns[slot];
+    uint32_t gen = c->gen;
+    memset(c, 0, sizeof(*c));
+    c->slot = slot;
+    c->gen = gen;
+    c->fd = fd;
+    c->in_use = 1;
+    buf_init(&c->sending, 0);
+    buf_init(&c->pending, 0);
+    return c;
+}
+
+static void conn_free(struct listener *l, struct lconn *c)
+{
+    close(c->fd);
+    smtp_server_cleanup(&c->smtp);
+    tls_conn_free(c->tls);
+    c->tls = NULL;
+    buf_free(&c->sending);
+    buf_free(&c->pending);
+    if (c->counted)
+        l->live--;
+    c->in_use = 0;
+    c->gen++;
+    l->freelist[l->nfree++] = c->slot;
+}
+
+static int same_ip_count(struct listener *l, const char *ip)
+{
+    int n = 0;
+    for (uint32_t i = 0; i < l->nconns; i++) {
+        struct lconn *o = l->conns[i];
+        n += o->in_use && o->counted && strcmp(o->ip, ip) == 0;
+    }
+    return n;
+}
+
+static void arm_recv(struct listener *l, struct lconn *c)
+{
+    struct io_uring_sqe *sqe = get_sqe(l);
+    io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = LS_BGID;
+    io_uring_sqe_set_data64(sqe, tag(OP_RECV, c->slot, c->gen));
+    c->recv_armed = 1;
+    c->inflight++;
+}
+
+static void on_accept(struct listener *l, int lidx, int fd)
+{
+    struct lconn *c = conn_new(l, fd);
+    if (c == NULL) {
+        logf_ls("accept", "out of memory");
+        close(fd);
+        return;
+    }
+    c->lidx = lidx;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    int have_peer = getpeername(fd, (struct sockaddr *)&ss, &sl) == 0;
+    if (have_peer && ss.ss_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, c->ip, sizeof(c->ip));
+    else if (have_peer && ss.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, c->ip, sizeof(c->ip));
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (!smtp_server_init(&c->smtp, &l->scfg[lidx])) {
+        conn_close(l, c, CLOSE_ABORT);
+        return;
+    }
+    if (l->live >= l->lc->max_connections || same_ip_count(l, c->ip) >= l->lc->max_per_ip ||
+        l->stopping) {
+        count(&l->st.refused_conns);
+        size_t n;
+        smtp_server_output(&c->smtp, &n);
+        smtp_server_output_consume(&c->smtp, n);     /* no greeting */
+        say_and_close(l, c, l->stopping ? "Service shutting down"
+                                        : "Error: too many connections, try again later");
+        return;
+    }
+    count(&l->st.connections);
+    c->counted = 1;
+    l->live++;
+    smtp_server_set_relay(&c->smtp, have_peer && auth_nets_match(&l->lc->allow,
+                                                                (struct sockaddr *)&ss));
+    flush_smtp(l, c);
+    set_deadline(l, c);
+    arm_recv(l, c);
+}
+
+/* --- completions --------------------------------------------------------- */
+
+static struct lconn *conn_of(struct listener *l, uint64_t t)
+{
+    return conn_at(l, tag_slot(t), tag_gen(t));
+}
+
+static void recycle_buffer(struct listener *l, unsigned bid)
+{
+    io_uring_buf_ring_add(l->br, l->bufs + (size_t)bid * LS_BUF_SIZE, LS_BUF_SIZE,
+                          (unsigned short)bid, l->br_mask, (int)l->br_added);
+    l->br_added++;
+}
+
+static void on_recv(struct listener *l, struct io_uring_cqe *cqe)
+{
+    struct lconn *c = conn_of(l, cqe->user_data);
+    int more = (cqe->flags & IORING_CQE_F_MORE) != 0;
+    if (cqe->flags & IORING_CQE_F_BUFFER) {
+        unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+        if (c && cqe->res > 0 && !c->closing) {
+            const uint8_t *p = l->bufs + (size_t)bid * LS_BUF_SIZE;
+            if (c->tls)
+                on_tls_data(l, c, p, (size_t)cqe->res);
+            else
+                feed_smtp(l, c, p, (size_t)cqe->res);
+        }
+        recycle_buffer(l, bid);
+    }
+    if (c == NULL || more)
+        return;
+    c->recv_armed = 0;
+    c->inflight--;
+    mark_dirty(l, c);
+    if (c->closing)
+        return;
+    if (cqe->res == -ENOBUFS || cqe->res > 0)
+        arm_recv(l, c);
+    else
+        conn_close(l, c, cqe->res == 0 ? CLOSE_GRACEFUL : CLOSE_ABORT);
+}
+
+static void on_send(struct listener *l, struct io_uring_cqe *cqe)
+{
+    struct lconn *c = conn_of(l, cqe->user_data);
+    if (c == NULL)
+        return;
+    c->send_inflight = 0;
+    c->inflight--;
+    mark_dirty(l, c);
+    if (cqe->res < 0) {
+        buf_reset(&c->sending);
+        conn_close(l, c, CLOSE_ABORT);
+        return;
+    }
+    buf_consume(&c->sending, (size_t)cqe->res);
+}
+
+static void arm_accept(struct listener *l, int i)
+{
+    struct io_uring_sqe *sqe = get_sqe(l);
+    io_uring_prep_multishot_accept(sqe, l->lfd[i], NULL, NULL, SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, tag(OP_ACCEPT, (uint32_t)i, 0));
+    l->accept_armed[i] = 1;
+}
+
+static void arm_wake(struct listener *l)
+{
+    struct io_uring_sqe *sqe = get_sqe(l);
+    io_uring_prep_read(sqe, l->wake_fd, &l->wake_val, sizeof(l->wake_val), 0);
+    io_uring_sqe_set_data64(sqe, tag(OP_WAKE, 0, 0));
+}
+
+static void arm_tick(struct listener *l)
+{
+    l->tick_ts.tv_sec = 0;
+    l->tick_ts.tv_nsec = LS_TICK_MS * 1000000LL;
+    struct io_uring_sqe *sqe = get_sqe(l);
+    io_uring_prep_timeout(sqe, &l->tick_ts, 0, 0);
+    io_uring_sqe_set_data64(sqe, tag(OP_TICK, 0, 0));
+}
+
+static void begin_stop(struct listener *l)
+{
+    l->stopping = 1;
+    l->stop_deadline_ms = l->now_ms + LS_STOP_GRACE_MS;
+    for (int i = 0; i < l->lc->n; i++) {
+        if (l->lfd[i] < 0)
+            continue;
+        struct io_uring_sqe *sqe = get_sqe(l);
+        io_uring_prep_cancel64(sqe, tag(OP_ACCEPT, (uint32_t)i, 0), 0);
+        io_uring_sqe_set_data64(sqe, tag(OP_CANCEL, 0, 0));
+    }
+}
+
+/* Deadlines, Redis timeouts, and stopping: every tick. */
+static void on_tick(struct listener *l)
+{
+    if (l->rq_len > 0) {
+        const struct rexp *e = &l->rq[l->rq_head];
+        if (l->now_ms - e->sent_ms > LS_REDIS_TIMEOUT_MS)
+            redis_down(l, "no reply in time");
+    }
+    for (uint32_t i = 0; i < l->nconns; i++) {
+        struct lconn *c = l->conns[i];
+        if (!c->in_use || c->closing)
+            continue;
+        if (l->stopping && !c->redis_wait)
+            say_and_close(l, c, "Service shutting down");
+        else if (l->now_ms > c->deadline_ms)
+            say_and_close(l, c, "Error: timeout exceeded");
+    }
+    if (l->stopping && (l->live == 0 || l->now_ms > l->stop_deadline_ms))
+        l->done = 1;
+    else
+        arm_tick(l);
+}
+
+static void handle_cqe(struct listener *l, struct io_uring_cqe *cqe)
+{
+    switch (tag_kind(cqe->user_data)) {
+    case OP_ACCEPT: {
+        int i = (int)tag_slot(cqe->user_data);
+        if (cqe->res >= 0)
+            on_accept(l, i, cqe->res);
+        else if (cqe->res != -EINTR && cqe->res != -ECONNABORTED && cqe->res != -ECANCELED)
+            logf_ls("accept", strerror(-cqe->res));
+        if (!(cqe->flags & IORING_CQE_F_MORE))
+            l->accept_armed[i] = 0;
+        break;
+    }
+    case OP_RECV:
+        on_recv(l, cqe);
+        break;
+    case OP_SEND:
+        on_send(l, cqe);
+        break;
+    case OP_RRECV:
+        redis_on_recv(l, cqe);
+        break;
+    case OP_RSEND:
+        redis_on_send(l, cqe);
+        break;
+    case OP_WAKE:
+        if (atomic_load(&l->stop_asked))
+            begin_stop(l);
+        else
+            arm_wake(l);
+        break;
+    case OP_TICK:
+        on_tick(l);
+        break;
+    case OP_AUTH:
+        on_auth_results(l);
+        break;
+    case OP_CANCEL:
+    default:
+        break;
+    }
+}
+
+static void service_conn(struct listener *l, struct lconn *c)
+{
+    if (c->closing == CLOSE_ABORT)
+        buf_reset(&c->pending);
+    if (!c->send_inflight && c->closing != CLOSE_ABORT) {
+        if (buf_used(&c->sending) == 0 && buf_used(&c->pending) > 0) {
+            struct buf t = c->sending;
+            c->sending = c->pending;
+            c->pending = t;
+        }
+        if (buf_used(&c->sending) > 0) {
+            struct io_uring_sqe *sqe = get_sqe(l);
+            io_uring_prep_send(sqe, c->fd, buf_peek(&c->sending), buf_used(&c->sending),
+                               MSG_NOSIGNAL);
+            io_uring_sqe_set_data64(sqe, tag(OP_SEND, c->slot, c->gen));
+            c->send_inflight = 1;
+            c->inflight++;
+        }
+    }
+    if (c->closing && !c->shut &&
+        (c->closing == CLOSE_ABORT ||
+         (!c->send_inflight && buf_used(&c->sending) == 0 && buf_used(&c->pending) == 0))) {
+        shutdown(c->fd, SHUT_RDWR);
+        c->shut = 1;
+        if (c->recv_armed) {
+            struct io_uring_sqe *sqe = get_sqe(l);
+            io_uring_prep_cancel64(sqe, tag(OP_RECV, c->slot, c->gen), 0);
+            io_uring_sqe_set_data64(sqe, tag(OP_CANCEL, c->slot, c->gen));
+        }
+    }
+    c->dirty = 0;
+    if (c->closing && c->shut && c->inflight == 0)
+        conn_free(l, c);
+}
+
+static void finish_batch(struct listener *l)
+{
+    if (l->br_added) {
+        io_uring_buf_ring_advance(l->br, (int)l->br_added);
+        l->br_added = 0;
+    }
+    redis_kick(l);
+    for (uint32_t i = 0; i < l->ndirty; i++) {
+        struct lconn *c = l->conns[l->dirty[i]];
+        if (c->in_use && c->dirty)
+            service_conn(l, c);
+    }
+    l->ndirty = 0;
+    for (int i = 0; i < l->lc->n && !l->stopping; i++)
+        if (!l->accept_armed[i])
+            arm_accept(l, i);
+}
+
+/* --- setup ------------------------------------------------------------- */
+
+static int ring_setup(struct listener *l, char *err, size_t errlen)
+{
+    struct io_uring_params p;
+    memset(&p, 0, sizeof(p));
+    p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_CQSIZE;
+    p.cq_entries = LS_CQ_ENTRIES;
+    int ret = io_uring_queue_init_params(LS_SQ_ENTRIES, &l->ring, &p);
+    if (ret < 0) {
+        memset(&p, 0, sizeof(p));
+        p.flags = IORING_SETUP_CQSIZE;
+        p.cq_entries = LS_CQ_ENTRIES;
+        ret = io_uring_queue_init_params(LS_SQ_ENTRIES, &l->ring, &p);
+    }
+    if (ret < 0) {
+        snprintf(err, errlen, "io_uring_queue_init: %s", strerror(-ret));
+        return 0;
+    }
+    l->ring_ok = 1;
+    l->br_bytes = LS_NBUFS * sizeof(struct io_uring_buf);
+    void *m = mmap(NULL, l->br_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    l->bufs_bytes = (size_t)LS_NBUFS * LS_BUF_SIZE;
+    void *b = mmap(NULL, l->bufs_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (m == MAP_FAILED || b == MAP_FAILED) {
+        if (m != MAP_FAILED)
+            munmap(m, l->br_bytes);
+        if (b != MAP_FAILED)
+            munmap(b, l->bufs_bytes);
+        snprintf(err, errlen, "mmap: %s", strerror(errno));
+        return 0;
+    }
+    l->br = m;
+    l->bufs = b;
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof(reg));
+    reg.ring_addr = (unsigned long)l->br;
+    reg.ring_entries = LS_NBUFS;
+    reg.bgid = LS_BGID;
+    ret = io_uring_register_buf_ring(&l->ring, &reg, 0);
+    if (ret < 0) {
+        snprintf(err, errlen, "io_uring_register_buf_ring: %s", strerror(-ret));
+        return 0;
+    }
+    io_uring_buf_ring_init(l->br);
+    l->br_mask = (unsigned)io_uring_buf_ring_mask(LS_NBUFS);
+    for (unsigned i = 0; i < LS_NBUFS; i++)
+        io_uring_buf_ring_add(l->br, l->bufs + (size_t)i * LS_BUF_SIZE, LS_BUF_SIZE,
+                              (unsigned short)i, l->br_mask, (int)i);
+    io_uring_buf_ring_advance(l->br, LS_NBUFS);
+    return 1;
+}
+
+static void *listener_main(void *arg)
+{
+    struct listener *l = arg;
+    char err[256];
+    if (!ring_setup(l, err, sizeof(err))) {
+        logf_ls("stopped", err);
+        return NULL;
+    }
+    l->now_ms = mono_ms();
+    arm_wake(l);
+    arm_tick(l);
+    if (l->pool)
+        arm_auth_read(l);
+    for (int i = 0; i < l->lc->n; i++)
+        arm_accept(l, i);
+    while (!l->done) {
+        int ret = io_uring_submit_and_wait(&l->ring, 1);
+        if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
+            logf_ls("io_uring_submit_and_wait", strerror(-ret));
+            break;
+        }
+        l->now_ms = mono_ms();
+        struct io_uring_cqe *cqe;
+        unsigned head, n = 0;
+        io_uring_for_each_cqe(&l->ring, head, cqe) {
+            handle_cqe(l, cqe);
+            n++;
+        }
+        io_uring_cq_advance(&l->ring, n);
+        finish_batch(l);
+    }
+    return NULL;
+}
+
+static int open_listen_socket(const struct listen_addr *a, char *err, size_t errlen)
+{
+    int fd = socket(a->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "listen %s: socket: %s", a->text, strerror(errno));
+        return -1;
+    }
+    int one = 1, zero = 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (a->addr.ss_family == AF_INET6 &&
+        IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)&a->addr)->sin6_addr))
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+    if (bind(fd, (const struct sockaddr *)&a->addr, a->addrlen) != 0 ||
+        listen(fd, LS_BACKLOG) != 0) {
+        snprintf(err, errlen, "listen %s: %s", a->text, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+struct listener *listener_new(const struct tern_config *cfg, const struct queue_scripts *scripts,
+                              char *err, size_t errlen)
+{
+    struct listener *l = calloc(1, sizeof(*l));
+    if (l == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    l->cfg = cfg;
+    l->lc = &cfg->listen;
+    l->scripts = *scripts;
+    l->rfd = -1;
+    l->wake_fd = -1;
+    for (int i = 0; i < LISTEN_MAX; i++)
+        l->lfd[i] = -1;
+    buf_init(&l->plain, 0);
+    buf_init(&l->msg, 0);
+    buf_init(&l->rsending, 0);
+    buf_init(&l->rpending, 0);
+    l->rrecv = malloc(LS_REDIS_RECV);
+    l->reader = redisReaderCreate();
+    if (l->rrecv == NULL || l->reader == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    l->reader->maxbuf = 0;
+    if (l->lc->auth_file[0]) {
+        if (!auth_creds_load(&l->creds, l->lc->auth_file, err, errlen))
+            goto fail;
+        l->has_creds = 1;
+        l->pool = auth_pool_new(&l->creds);
+        if (l->pool == NULL) {
+            snprintf(err, errlen, "cannot start the password-check thread");
+            goto fail;
+        }
+    }
+    for (int i = 0; i < l->lc->n; i++) {
+        const struct listen_addr *a = &l->lc->addrs[i];
+        if (a->tls != LISTEN_TLS_NONE) {
+            struct tls_server_config tc = {
+                .cert_file = a->cert, .key_file = a->key, .tickets = 1,
+                .use_tier = 1, .tier = (enum tls_tier)l->lc->tls_profile,
+                .cert2_file = a->cert2[0] ? a->cert2 : NULL,
+                .key2_file = a->key2[0] ? a->key2 : NULL,
+            };
+            char terr[256];
+            l->tls[i] = tls_server_ctx_new(&tc, terr, sizeof(terr));
+            if (l->tls[i] == NULL) {
+                snprintf(err, errlen, "listen %s: %s", a->text, terr);
+                goto fail;
+            }
+        }
+        l->scfg[i] = (struct smtp_server_config){
+            .hostname = cfg->hostname,
+            .offer_starttls = a->tls != LISTEN_TLS_NONE,
+            .offer_pipelining = 1,
+            .offer_chunking = 1,
+            .max_message_size = (uint64_t)l->lc->max_message_size,
+            .max_rcpts = (size_t)l->lc->max_rcpts,
+            .max_errors = l->lc->max_errors,
+            .relay_check = 1,
+            .require_tls = a->tls == LISTEN_TLS_REQUIRED,
+            .offer_auth = l->has_creds && a->tls != LISTEN_TLS_NONE,
+            .strict_data = 1,
+            .check_addrs = 1,
+        };
+        l->lfd[i] = open_listen_socket(a, err, errlen);
+        if (l->lfd[i] < 0)
+            goto fail;
+    }
+    l->wake_fd = eventfd(0, EFD_CLOEXEC);
+    if (l->wake_fd < 0) {
+        snprintf(err, errlen, "eventfd: %s", strerror(errno));
+        goto fail;
+    }
+    return l;
+fail:
+    listener_free(l);
+    return NULL;
+}
+
+int listener_start(struct listener *l, char *err, size_t errlen)
+{
+    if (pthread_create(&l->thread, NULL, listener_main, l) != 0) {
+        snprintf(err, errlen, "cannot start the listener thread");
+        return 0;
+    }
+    l->started = 1;
+    return 1;
+}
+
+void listener_stop(struct listener *l)
+{
+    if (l == NULL || !l->started)
+        return;
+    atomic_store(&l->stop_asked, 1);
+    uint64_t one = 1;
+    if (write(l->wake_fd, &one, sizeof(one)) < 0)
+        logf_ls("stop", strerror(errno));
+    pthread_join(l->thread, NULL);
+    l->started = 0;
+}
+
+void listener_get_stats(const struct listener *l, struct listener_stats *o)
+{
+    o->connections = atomic_load(&l->st.connections);
+    o->refused_conns = atomic_load(&l->st.refused_conns);
+    o->messages = atomic_load(&l->st.messages);
+    o->rejected_redis = atomic_load(&l->st.rejected_redis);
+    o->tls = atomic_load(&l->st.tls);
+    o->auth_ok = atomic_load(&l->st.auth_ok);
+    o->auth_failed = atomic_load(&l->st.auth_failed);
+}
+
+void listener_free(struct listener *l)
+{
+    if (l == NULL)
+        return;
+    listener_stop(l);
+    /* Exiting the ring cancels every op; only then is their memory free. */
+    if (l->ring_ok)
+        io_uring_queue_exit(&l->ring);
+    auth_pool_free(l->pool);
+    for (uint32_t i = 0; i < l->nconns; i++) {
+        struct lconn *c = l->conns[i];
+        if (c->in_use)
+            conn_free(l, c);
+        free(c);
+    }
+    free(l->conns);
+    free(l->freelist);
+    free(l->dirty);
+    if (l->br)
+        munmap(l->br, l->br_bytes);
+    if (l->bufs)
+        munmap(l->bufs, l->bufs_bytes);
+    for (int i = 0; i < LISTEN_MAX; i++) {
+        if (l->lfd[i] >= 0)
+            close(l->lfd[i]);
+        tls_server_ctx_free(l->tls[i]);
+    }
+    if (l->rfd >= 0)
+        close(l->rfd);
+    if (l->wake_fd >= 0)
+        close(l->wake_fd);
+    if (l->reader)
+        redisReaderFree(l->reader);
+    free(l->rrecv);
+    free(l->rq);
+    buf_free(&l->plain);
+    buf_free(&l->msg);
+    buf_free(&l->rsending);
+    buf_free(&l->rpending);
+    auth_creds_free(&l->creds);
+    free(l);
+}

@@ -1,0 +1,58 @@
+/*
+ * listener.h - tern's SMTP injection listener: senders hand mail to tern
+ * by SMTP; it is stored in the Redis queue before the 250.
+ *
+ * DESCRIPTION
+ *   One thread with its own io_uring ring serves every `listen` address
+ *   (listen_config.h): multishot accept, multishot recv from a provided-
+ *   buffer ring, one send in flight per connection, a 100 ms tick for
+ *   deadlines, and an eventfd that stops it. Each connection runs the
+ *   sans-I/O engine/smtp_server.c session with the listener rules on
+ *   (relay check, AUTH over TLS only, strict CRLF data, queue address
+ *   checks), through tls/tls.h server side after STARTTLS.
+ *
+ *   A finished message is enqueued with the same Lua script as
+ *   `tern inject` (queue_cmd_enqueue), one entry per recipient domain,
+ *   inside MULTI/EXEC, on the listener's own Redis connection (socket I/O
+ *   on the ring, replies through hiredis' redisReader; the commands of
+ *   every connection are pipelined). The client gets 250 only after EXEC
+ *   answered with every entry stored; a lost or failing Redis connection
+ *   gives 451 (the transaction never ran, or it is retried by the client:
+ *   at-least-once, never lost). The connection is re-opened, at most once
+ *   a second, when the next message comes.
+ *
+ *   AUTH verification (crypt_r, tens of milliseconds for yescrypt) runs
+ *   on a helper thread (engine/auth_pool.h); the session waits for the
+ *   result, the others go on.
+ *
+ * OWNERSHIP
+ *   listener_new binds the sockets and loads certificates and the
+ *   credentials file (so errors show before `tern run` starts anything);
+ *   listener_start starts the thread; listener_stop asks it to stop
+ *   (messages waiting for Redis get their answer; other sessions get 421)
+ *   and joins it; listener_free releases everything. cfg and scripts must
+ *   outlive the listener.
+ */
+#ifndef TERN_ENGINE_LISTENER_H
+#define TERN_ENGINE_LISTENER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/config.h"
+#include "queue/queue.h"
+
+struct listener;
+
+struct listener_stats {
+    uint64_t connections, refused_conns, messages, rejected_redis, tls, auth_ok, auth_failed;
+};
+
+struct listener *listener_new(const struct tern_config *cfg, const struct queue_scripts *scripts,
+                              char *err, size_t errlen);
+int listener_start(struct listener *l, char *err, size_t errlen);
+void listener_stop(struct listener *l);
+void listener_get_stats(const struct listener *l, struct listener_stats *out);
+void listener_free(struct listener *l);
+
+#endif
