@@ -303,10 +303,10 @@ static enum route_state mx_verdict(struct dest *d, const struct dns_answer *mx)
 {
     switch (mx->status) {
     case DNS_NXDOMAIN:
-        set_error(d, "5.1.2", "domain %s does not exist (NXDOMAIN)%s", d->domain, "");
+        set_error(d, "5.1.2", "5.1.2 domain %s does not exist (NXDOMAIN)%s", d->domain, "");
         return ROUTE_BOUNCE;
     case DNS_NULL_MX:
-        set_error(d, "5.1.10", "domain %s accepts no mail (null MX)%s", d->domain, "");
+        set_error(d, "5.1.10", "5.1.10 domain %s accepts no mail (null MX, RFC 7505)%s", d->domain, "");
         return ROUTE_BOUNCE;
     case DNS_TEMPFAIL:
         set_error(d, NULL, "MX lookup for %s failed (%s); will retry", d->domain,
@@ -397,7 +397,7 @@ enum route_state dest_route(struct worker *w, struct dest *d)
     if (hops == NULL || n == 0) {
         free(hops);
         if (implicit && !tempfail) {
-            set_error(d, "5.1.2", "domain %s has no MX and no address%s", d->domain, "");
+            set_error(d, "5.1.2", "5.1.2 domain %s has no MX and no address%s", d->domain, "");
             return ROUTE_BOUNCE;
         }
         set_error(d, NULL, "no address found for the MX hosts of %s%s", d->domain,
