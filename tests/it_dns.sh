@@ -7,7 +7,7 @@
 #    AAAA nobody listens on, then the A);
 #  - the first MX refuses connections: delivered through the second;
 #  - null MX bounces at once with 5.1.10, NXDOMAIN with 5.1.2 (the DSNs
-#    reach the sender's domain, statically routed to a sink);
+#    reach the sender's domain: tern.test, statically routed to a sink);
 #  - REFUSED (a zone the server does not serve) and a DNS port that drops
 #    every query defer, nothing lost;
 #  - answers are cached: 10 domains with the same MX host cost 10 MX and
@@ -64,19 +64,19 @@ mx_port = $PORT
 dns_timeout = 300ms
 dns_tries = 2
 retry_base = 1h
-route back.test = 127.0.0.2:$PORT
+route tern.test = 127.0.0.2:$PORT
 EOC
 }
 conf "$dir/t.conf" "127.0.0.1:$DNS_PORT"
 run() { timeout 60 $TERN run -c "$dir/t.conf" --drain -v >"$dir/$1.out" 2>"$dir/$1.err"; }
 on() { awk -F'\t' -v r="$2" '$2 ~ r' "$dir/$1.rec" | wc -l; }
 
-$TERN inject -c "$dir/t.conf" --generate 10 --domains order.dns.test --from s@back.test --size 300 >/dev/null
+$TERN inject -c "$dir/t.conf" --generate 10 --domains order.dns.test --size 300 >/dev/null
 eqd=$(seq -s, -f 'eq%g.dns.test' 1 20)
-$TERN inject -c "$dir/t.conf" --generate 40 --domains "$eqd" --from s@back.test --size 300 >/dev/null
+$TERN inject -c "$dir/t.conf" --generate 40 --domains "$eqd" --size 300 >/dev/null
 $TERN inject -c "$dir/t.conf" --generate 5 --domains implicit.dns.test,dual.dns.test,refuse.dns.test \
-    --from s@back.test --size 300 >/dev/null
-$TERN inject -c "$dir/t.conf" --generate 2 --domains nullmx.dns.test,nope.dns.test --from s@back.test --size 300 >/dev/null
+    --size 300 >/dev/null
+$TERN inject -c "$dir/t.conf" --generate 2 --domains nullmx.dns.test,nope.dns.test --size 300 >/dev/null
 run main
 
 [ "$(on a 'order\.dns\.test')" -eq 10 ] && [ "$(on b 'order\.dns\.test')" -eq 0 ] \
@@ -95,7 +95,7 @@ echo "$ev" | grep -q '^5.1.10 domain nullmx.dns.test accepts no mail' && pass nu
 echo "$ev" | grep -q '^5.1.2 domain nope.dns.test does not exist' && pass nxdomain_bounces_5_1_2 \
     || fail nxdomain_bounces_5_1_2 "no 5.1.2 in events"
 run dsn   # the bounces the first run enqueued
-dsn=$(awk -F'\t' '$1=="<>" && $2=="s@back.test"' "$dir/a.rec" | wc -l)
+dsn=$(awk -F'\t' '$1=="<>" && $2=="generator@tern.test"' "$dir/a.rec" | wc -l)
 [ "$dsn" -eq 2 ] && pass bounces_reach_sender || fail bounces_reach_sender "$dsn DSNs at the sender's sink"
 [ "$(stat "$dir/t.conf" scheduled)" = 0 ] && [ "$(stat "$dir/t.conf" ready)" = 0 ] \
     && pass main_queue_empty || fail main_queue_empty "$($TERN queue -c "$dir/t.conf" stats | tr '\n' ' ')"
