@@ -74,7 +74,9 @@
  *
  *   --per-client adds to the stats file one line per client address:
  *     client IP conns_open=N peak_conns=N messages=N max_messages_per_s=N
- *   (max_messages_per_s: the most accepted in one clock second).
+ *     max_conns_per_s=N
+ *   (max_*_per_s: the most messages accepted, connections accepted, in
+ *   one clock second).
  *
  *   --abort-handshake offers STARTTLS (with or without --cert), answers it
  *   220, reads the ClientHello record and closes the connection without a

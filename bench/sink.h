@@ -39,6 +39,8 @@ struct sink_client {
     uint64_t msgs;              /* accepted messages */
     int64_t sec;                /* the second in_sec counts */
     uint64_t in_sec, max_per_s; /* messages in that second, most in any */
+    int64_t conn_sec;           /* the same for accepted connections */
+    uint64_t conns_in_sec, max_conns_per_s;
 };
 
 /* All client addresses, shared by the threads under mu (a test knob:
@@ -54,7 +56,8 @@ void sink_clients_open(struct sink_clients *t, const char *peer);
 void sink_clients_close(struct sink_clients *t, const char *peer);
 void sink_clients_message(struct sink_clients *t, const char *peer);
 /* One line per address for the stats file:
- *   client IP conns_open=N peak_conns=N messages=N max_messages_per_s=N */
+ *   client IP conns_open=N peak_conns=N messages=N max_messages_per_s=N
+ *   max_conns_per_s=N */
 void sink_clients_format(struct sink_clients *t, struct buf *out);
 
 /* Everything from the command line, read-only once threads run. */

@@ -38,12 +38,34 @@ static struct sink_client *slot(struct sink_clients *t, const char *peer)
     return c;
 }
 
+static int64_t now_sec(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec;
+}
+
+/* One more event in the current second; the most in any second. */
+static void per_second(int64_t now, int64_t *sec, uint64_t *in_sec, uint64_t *max)
+{
+    if (now != *sec) {
+        *sec = now;
+        *in_sec = 0;
+    }
+    if (++*in_sec > *max)
+        *max = *in_sec;
+}
+
 void sink_clients_open(struct sink_clients *t, const char *peer)
 {
+    int64_t now = now_sec();
     pthread_mutex_lock(&t->mu);
     struct sink_client *c = slot(t, peer);
-    if (c && ++c->open > c->peak)
-        c->peak = c->open;
+    if (c) {
+        if (++c->open > c->peak)
+            c->peak = c->open;
+        per_second(now, &c->conn_sec, &c->conns_in_sec, &c->max_conns_per_s);
+    }
     pthread_mutex_unlock(&t->mu);
 }
 
@@ -58,18 +80,12 @@ void sink_clients_close(struct sink_clients *t, const char *peer)
 
 void sink_clients_message(struct sink_clients *t, const char *peer)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t now = now_sec();
     pthread_mutex_lock(&t->mu);
     struct sink_client *c = slot(t, peer);
     if (c) {
         c->msgs++;
-        if ((int64_t)ts.tv_sec != c->sec) {
-            c->sec = (int64_t)ts.tv_sec;
-            c->in_sec = 0;
-        }
-        if (++c->in_sec > c->max_per_s)
-            c->max_per_s = c->in_sec;
+        per_second(now, &c->sec, &c->in_sec, &c->max_per_s);
     }
     pthread_mutex_unlock(&t->mu);
 }
@@ -81,9 +97,10 @@ void sink_clients_format(struct sink_clients *t, struct buf *out)
         char line[SINK_CLIENT_IP_MAX + 128];
         const struct sink_client *c = &t->c[i];
         snprintf(line, sizeof(line), "client %s conns_open=%llu peak_conns=%llu messages=%llu "
-                                     "max_messages_per_s=%llu\n",
+                                     "max_messages_per_s=%llu max_conns_per_s=%llu\n",
                  c->ip, (unsigned long long)c->open, (unsigned long long)c->peak,
-                 (unsigned long long)c->msgs, (unsigned long long)c->max_per_s);
+                 (unsigned long long)c->msgs, (unsigned long long)c->max_per_s,
+                 (unsigned long long)c->max_conns_per_s);
         buf_append_str(out, line);
     }
     pthread_mutex_unlock(&t->mu);

@@ -375,7 +375,8 @@ static void conn_pump(struct worker *w, struct conn *c)
             break;
         case SMTP_EV_TXN_DONE: {
             const struct smtp_txn_result *t = smtp_client_txn(&c->smtp);
-            dest_reply_seen(w, c->d, t->reply.code, t->reply.text);
+            if (t->reply.code != 421)   /* a 421 also ends the session: seen there */
+                dest_reply_seen(w, c->d, t->reply.code, t->reply.text);
             struct job *j = c->job;
             c->job = NULL;
             c->msgs++;
