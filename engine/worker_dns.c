@@ -23,6 +23,10 @@
 #define DNS_HOPS_MAX      32      /* addresses tried per destination */
 #define DNS_TEMPFAIL_S    5       /* a failed lookup is not repeated for */
 #define DNS_CLASS_IN      1
+/* Queries in flight per worker: a burst of thousands of new domains would
+ * overflow the server's (or our) UDP buffers and end in timeouts; the
+ * rest wait for the tick (every destination with mail is retried there). */
+#define DNS_INFLIGHT_MAX  256
 
 struct dns_sock {
     struct op op;                 /* first: the ring hands this back */
@@ -216,7 +220,8 @@ static int add_waiter(struct dns_pending *p, struct dest *d)
 }
 
 /* ask: the cached answer into *a (1), or a query in flight with d waiting
- * for it (0). Out of memory: a temporary failure answer (1). */
+ * for it (0), or too many in flight (0: the tick asks again). Out of
+ * memory: a temporary failure answer (1). */
 static int ask(struct worker *w, struct dest *d, const char *name, int qtype, struct dns_answer *a)
 {
     struct worker_dns *x = w->dns;
@@ -226,6 +231,8 @@ static int ask(struct worker *w, struct dest *d, const char *name, int qtype, st
     for (struct dns_pending *p = x->pending[b]; p; p = p->next)
         if (p->qtype == qtype && strcasecmp(p->name, name) == 0)
             return add_waiter(p, d) ? 0 : (a->status = DNS_TEMPFAIL, a->n = 0, 1);
+    if (x->npending >= DNS_INFLIGHT_MAX)
+        return 0;
     struct dns_pending *p = calloc(1, sizeof(*p));
     if (p == NULL || strlen(name) >= sizeof(p->name) || !add_waiter(p, d)) {
         if (p)
