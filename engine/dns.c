@@ -299,6 +299,8 @@ int dns_cache_get(struct dns_cache *c, const char *name, int qtype, int64_t now_
     out->status = e->status;
     out->ttl = (uint32_t)((e->expires_ms - now_ms + 999) / 1000);
     out->n = e->n;
+    if (e->n == 0)
+        return 1;
     if (qtype == DNS_TYPE_MX)
         memcpy(out->mx, e->items, e->n * sizeof(out->mx[0]));
     else

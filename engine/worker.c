@@ -238,7 +238,7 @@ static struct dest *dest_get(struct worker *w, const char *domain)
         why = "out of memory";
     }
     d->no_route = d->have_hop ? NULL : why;
-    d->use_dns = !d->have_hop && !d->host;   /* no static route: MX lookups */
+    d->use_dns = config_route(w->cfg, domain) == NULL;   /* no static route: MX lookups */
     dest_shaping_init(w, d);
     d->hnext = w->dtab[i];
     w->dtab[i] = d;
