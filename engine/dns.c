@@ -131,17 +131,17 @@ void dns_parse(const uint8_t *p, size_t len, int qtype, struct dns_answer *out)
     int first = 1;
     for (unsigned i = 0; i < an; i++) {
         if (!expand_name(p, len, &pos, NULL, 0) || pos + DNS_RR_FIXED > len)
-            return;
+            goto malformed;
         uint16_t type = rd16(p + pos);
         uint32_t ttl = rd32(p + pos + 4);
         uint16_t rdlen = rd16(p + pos + 8);
         size_t rd = pos + DNS_RR_FIXED;
         if (rd + rdlen > len)
-            return;
+            goto malformed;
         if (type == qtype) {
             size_t before = out->n;
             if (!add_record(p, len, rd, rdlen, qtype, out))
-                return;
+                goto malformed;
             if (out->n > before)
                 take_ttl(out, ttl, &first);
         }
@@ -150,6 +150,10 @@ void dns_parse(const uint8_t *p, size_t len, int qtype, struct dns_answer *out)
     out->status = out->n ? DNS_OK : DNS_NODATA;
     if (qtype == DNS_TYPE_MX && out->n == 1 && out->mx[0].pref == 0 && out->mx[0].host[0] == '\0')
         out->status = DNS_NULL_MX;
+    return;
+malformed:   /* nothing from a broken answer is used */
+    memset(out, 0, sizeof(*out));
+    out->status = DNS_TEMPFAIL;
 }
 
 const char *dns_status_name(enum dns_status s)

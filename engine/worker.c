@@ -380,7 +380,9 @@ static void dest_schedule_ready(struct worker *w, struct dest *d)
                  c->msgs + 1 < (uint64_t)d->lim.max_messages_per_connection)
             soon_free++;
     }
-    if (w->stopping || d->next_connect_ms > w->now_ms || d->msg_limited || !dest_hop_settled(w, d))
+    /* (while the message rate holds mail back, open connections are enough) */
+    if (w->stopping || d->next_connect_ms > w->now_ms || (d->msg_limited && d->nconns) ||
+        !dest_hop_settled(w, d))
         return;
     /* New connections only while the ready list outgrows the ones being
      * set up and the busy ones that will take more. */
