@@ -8,8 +8,8 @@
 #  - the first MX refuses connections: delivered through the second;
 #  - null MX bounces at once with 5.1.10, NXDOMAIN with 5.1.2 (the DSNs
 #    reach the sender's domain: tern.test, statically routed to a sink);
-#  - REFUSED (a zone the server does not serve) and a DNS port that drops
-#    every query defer, nothing lost;
+#  - SERVFAIL (a zone the server failed to load), REFUSED (a zone it does
+#    not serve) and a DNS port that drops every query defer, nothing lost;
 #  - answers are cached: 10 domains with the same MX host cost 10 MX and
 #    2 address queries at the server, not 30.
 set -u
@@ -53,7 +53,8 @@ touch "$dir/a.rec" "$dir/b.rec"
     echo 'nullmx IN MX 0 .'
     for i in $(seq 1 10); do echo "c$i IN MX 10 mx-a.dns.test."; done
 } >"$dir/dns.test.zone"
-tern_nsd dns.test "$dir/dns.test.zone" || exit 1
+echo 'this is not a zone file' >"$dir/broken.zone"   # nsd answers SERVFAIL for it
+tern_nsd dns.test "$dir/dns.test.zone" broken.test "$dir/broken.zone" || exit 1
 
 conf() {   # file, dns servers
     tern_config "$1" <<EOC
@@ -109,12 +110,16 @@ q=$(( $(tern_nsd_queries) - q0 ))
 [ "$(on a '@c[0-9]+\.dns\.test')" -eq 20 ] && [ "$q" -eq 12 ] && grep -q 'cache_hit_rate=0.6' "$dir/cache.out" \
     && pass dns_answers_cached || fail dns_answers_cached "$q queries; $(grep '^dns' "$dir/cache.out")"
 
-# REFUSED: a zone this server does not serve. Deferred, kept.
+# SERVFAIL (a zone that failed to load) and REFUSED (a zone this server
+# does not serve): deferred, kept.
 rcli flushall >/dev/null
-$TERN inject -c "$dir/t.conf" --generate 3 --domains other.example --size 300 >/dev/null
+$TERN inject -c "$dir/t.conf" --generate 4 --domains x.broken.test,other.example --size 300 >/dev/null
 run refused
-[ "$(stat "$dir/t.conf" scheduled)" = 3 ] && events | grep -q 'MX lookup for other.example failed' \
-    && pass refused_defers || fail refused_defers "$($TERN queue -c "$dir/t.conf" stats | tr '\n' ' ')"
+ev=$(events)
+[ "$(stat "$dir/t.conf" scheduled)" = 4 ] && echo "$ev" | grep -q 'MX lookup for x.broken.test failed' \
+    && echo "$ev" | grep -q 'MX lookup for other.example failed' \
+    && pass servfail_and_refused_defer \
+    || fail servfail_and_refused_defer "$($TERN queue -c "$dir/t.conf" stats | tr '\n' ' ')"
 
 # A DNS server that never answers: timeouts defer.
 /usr/bin/python3 -c 'import socket, sys, time
