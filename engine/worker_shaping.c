@@ -41,6 +41,11 @@ static int take_both(struct rate_bucket *mine, struct rate my_rate, struct rate_
 int dest_may_connect(struct worker *w, struct dest *d)
 {
     const struct net_config *n = &w->cfg->net;
+    /* Under a message rate, connections open one at a time: once one is
+     * ready and held back by the rate (msg_limited), no more are needed;
+     * otherwise a long ready list would open max_connections idle ones. */
+    if ((d->net.msg_rate.per_sec > 0 || n->host_msg_rate.per_sec > 0) && d->nconnecting > 0)
+        return 0;
     struct rate_bucket *hb = n->host_conn_rate.per_sec > 0 ? &w->e->host_conn_rate[d->host->slot] : NULL;
     return take_both(&d->conn_bucket, d->net.conn_rate, hb, n->host_conn_rate);
 }
