@@ -11,7 +11,8 @@
 #  - SERVFAIL (a zone the server failed to load), REFUSED (a zone it does
 #    not serve) and a DNS port that drops every query defer, nothing lost;
 #  - answers are cached: 10 domains with the same MX host cost 10 MX and
-#    2 address queries at the server, not 30.
+#    2 address queries at the server, not 30; once expired (TTL capped at
+#    1 s), they are asked again.
 set -u
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -109,6 +110,27 @@ run cache
 q=$(( $(tern_nsd_queries) - q0 ))
 [ "$(on a '@c[0-9]+\.dns\.test')" -eq 20 ] && [ "$q" -eq 12 ] && grep -q 'cache_hit_rate=0.6' "$dir/cache.out" \
     && pass dns_answers_cached || fail dns_answers_cached "$q queries; $(grep '^dns' "$dir/cache.out")"
+
+# TTL expiry: with the cache capped at 1 s, a destination whose answers
+# expired (and whose connection closed) asks again.
+rcli flushall >/dev/null
+conf "$dir/ttl.conf" "127.0.0.1:$DNS_PORT"
+printf 'dns_ttl_min = 1s\ndns_ttl_max = 1s\ntimeout idle = 100ms\n' >>"$dir/ttl.conf"
+timeout 60 $TERN run -c "$dir/ttl.conf" >"$dir/ttl.out" 2>"$dir/ttl.err" &
+tpid=$!
+TERN_PIDS="$TERN_PIDS $tpid"
+q0=$(tern_nsd_queries)
+$TERN inject -c "$dir/ttl.conf" --generate 1 --domains order.dns.test --size 300 >/dev/null
+for _ in $(seq 100); do [ "$(stat "$dir/ttl.conf" delivered)" = 1 ] && break; sleep 0.1; done
+q1=$(tern_nsd_queries)
+sleep 2   # past the 1 s TTL and the 100 ms idle timeout
+$TERN inject -c "$dir/ttl.conf" --generate 1 --domains order.dns.test --size 300 >/dev/null
+for _ in $(seq 100); do [ "$(stat "$dir/ttl.conf" delivered)" = 2 ] && break; sleep 0.1; done
+q2=$(tern_nsd_queries)
+kill "$tpid"; wait "$tpid" 2>/dev/null; tern_forget_pid "$tpid"
+[ "$(stat "$dir/ttl.conf" delivered)" = 2 ] && [ $((q1 - q0)) -ge 1 ] && [ $((q2 - q1)) -ge 1 ] \
+    && pass ttl_expiry_asks_again \
+    || fail ttl_expiry_asks_again "delivered $(stat "$dir/ttl.conf" delivered); queries $((q1 - q0)) then $((q2 - q1))"
 
 # SERVFAIL (a zone that failed to load) and REFUSED (a zone this server
 # does not serve): deferred, kept.
