@@ -877,7 +877,7 @@ static void on_tick(struct worker *w)
     }
     worker_dns_tick(w);
     for (struct dest *d = w->dests; d; d = d->dnext)
-        if (d->nready && d->next_connect_ms <= w->now_ms)
+        if (d->nready && d->next_connect_ms <= w->now_ms && !d->dns_waiting)
             worker_mark_dirty(w, d);
     if (w->now_ms >= w->next_dest_stats_ms) {
         if (w->next_dest_stats_ms)

@@ -197,16 +197,19 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, 
                 p->qtype == DNS_TYPE_MX ? "MX" : p->qtype == DNS_TYPE_A ? "A" : "AAAA",
                 dns_status_name(a.status), (unsigned)a.n, (unsigned)a.ttl);
     dns_cache_put(x->cache, p->name, p->qtype, &a, w->now_ms);
-    for (size_t i = 0; i < p->nwaiters; i++)
+    for (size_t i = 0; i < p->nwaiters; i++) {
+        p->waiters[i]->dns_waiting = 0;
         worker_mark_dirty(w, p->waiters[i]);
+    }
     pending_unlink_free(x, p);
 }
 
+/* d waits for p's answer, which wakes it (the tick leaves it alone). */
 static int add_waiter(struct dns_pending *p, struct dest *d)
 {
     for (size_t i = 0; i < p->nwaiters; i++)
         if (p->waiters[i] == d)
-            return 1;
+            return d->dns_waiting = 1;
     if (p->nwaiters == p->cap) {
         size_t ncap = p->cap ? p->cap * 2 : 4;
         struct dest **n = realloc(p->waiters, ncap * sizeof(*n));
@@ -216,7 +219,7 @@ static int add_waiter(struct dns_pending *p, struct dest *d)
         p->cap = ncap;
     }
     p->waiters[p->nwaiters++] = d;
-    return 1;
+    return d->dns_waiting = 1;
 }
 
 /* ask: the cached answer into *a (1), or a query in flight with d waiting

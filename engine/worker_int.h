@@ -115,6 +115,7 @@ struct dest {
     int64_t hops_expire_ms;    /* re-resolve (with no connection open) after */
     char route_error[160];     /* no_route points here for DNS failures */
     const char *bounce_status; /* set: mail bounces with this status (5.1.2, 5.1.10) */
+    int dns_waiting;           /* a query it waits for is in flight */
     /* shaping (worker_shaping.c) */
     struct net_dest net;
     struct rate_bucket msg_bucket, conn_bucket;
