@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "engine/config.h"
 
@@ -45,6 +46,17 @@ socklen_t config_net_source_len(const struct sockaddr_storage *ss)
     return ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
 }
 
+/* The address is one of this machine's: a socket can be bound to it. */
+static int bindable(const struct sockaddr_storage *ss)
+{
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;
+    int ok = bind(fd, (const struct sockaddr *)ss, config_net_source_len(ss)) == 0;
+    close(fd);
+    return ok;
+}
+
 /* A list of addresses separated by spaces or commas. */
 static const char *parse_sources(const char *val, struct net_dest *d)
 {
@@ -58,6 +70,8 @@ static const char *parse_sources(const char *val, struct net_dest *d)
             return "too many source addresses";
         if (!parse_source(w, &d->sources[d->nsources]))
             return "bad source address (an IPv4 or IPv6 address)";
+        if (!bindable(&d->sources[d->nsources]))
+            return "source address is not an address of this machine (cannot bind)";
         d->nsources++;
     }
     return d->nsources ? NULL : "empty source address list";

@@ -398,6 +398,7 @@ static void dest_schedule_ready(struct worker *w, struct dest *d)
         }
         if (conn_open(w, d) == NULL) {
             atomic_fetch_sub(d->host->all_conns, 1);
+            d->next_connect_ms = w->now_ms + 1000;   /* not again on every tick */
             break;
         }
         if (d->consecutive_failures)
