@@ -125,6 +125,7 @@ tern_test_setup() {
 # a control socket for its query counters; sets DNS_PORT, NSD_CONF.
 # Stopped by tern_cleanup like everything else.
 tern_nsd() {
+    command -v nsd >/dev/null || { echo "nsd is not installed: run scripts/install-deps.sh" >&2; return 1; }
     local d=$TERN_DIR/nsd
     mkdir -p "$d"
     DNS_PORT=$(/usr/bin/python3 -c 'import socket
