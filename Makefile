@@ -11,7 +11,7 @@ CFLAGS  += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wvla \
            -Wno-format-truncation -fno-strict-aliasing -I. -I$(BSSL_INC) -MMD -MP
 # (reasons and log lines are bounded on purpose: truncation is the intent)
 LDFLAGS += -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB)
-LDLIBS  += -luring -lhiredis -lssl -lcrypto -lpthread -lcrypt
+LDLIBS  += -luring -lhiredis -lssl -lcrypto -lpthread -lcrypt -lcares
 
 ifeq ($(SAN),1)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined

@@ -68,6 +68,16 @@
  *   io_uring timeout: the thread goes on serving other connections), so a
  *   client's connections overlap.
  *
+ *   --reply-first N gives --data-reply to the first N messages (all threads
+ *   together) and 250 to the rest: a receiver that says "421 rate limited"
+ *   for a while, then recovers.
+ *
+ *   --per-client adds to the stats file one line per client address:
+ *     client IP conns_open=N peak_conns=N messages=N max_messages_per_s=N
+ *     max_conns_per_s=N
+ *   (max_*_per_s: the most messages accepted, connections accepted, in
+ *   one clock second).
+ *
  *   --abort-handshake offers STARTTLS (with or without --cert), answers it
  *   220, reads the ClientHello record and closes the connection without a
  *   TLS alert.
@@ -136,6 +146,8 @@ static void usage(void)
             "  [--reply-delay MS]                answer each final dot MS ms late\n"
             "  [--abort-handshake]               close after the ClientHello, no alert\n"
             "  [--track-tickets]                 count tickets issued, reused, rejected\n"
+            "  [--reply-first N]                 --data-reply to the first N messages, then 250\n"
+            "  [--per-client]                    per client address counters in the stats file\n"
             "SIGUSR1 rotates the session-ticket keys; SIGTERM prints a summary and exits.\n");
 }
 
@@ -200,6 +212,7 @@ static int parse_args(int argc, char **argv, struct sink_cfg *cfg, const char **
         O_TLS_MAX, O_CIPHERS, O_NO_TICKETS, O_CLIENT_CA, O_DATA_REPLY, O_STARTTLS_REPLY,
         O_NO_PIPELINING, O_CHUNKING, O_RECORD, O_MAX_SIZE, O_QUIET, O_STATS, O_HOSTNAME,
         O_DROP_RATE, O_DROP_SEED, O_REPLY_DELAY, O_ABORT_HS, O_TRACK_TICKETS,
+        O_PER_CLIENT, O_REPLY_FIRST,
     };
     static const struct option opts[] = {
         {"listen", required_argument, NULL, O_LISTEN},
@@ -227,6 +240,8 @@ static int parse_args(int argc, char **argv, struct sink_cfg *cfg, const char **
         {"reply-delay", required_argument, NULL, O_REPLY_DELAY},
         {"abort-handshake", no_argument, NULL, O_ABORT_HS},
         {"track-tickets", no_argument, NULL, O_TRACK_TICKETS},
+        {"per-client", no_argument, NULL, O_PER_CLIENT},
+        {"reply-first", required_argument, NULL, O_REPLY_FIRST},
         {NULL, 0, NULL, 0},
     };
     int o;
@@ -305,6 +320,13 @@ static int parse_args(int argc, char **argv, struct sink_cfg *cfg, const char **
             break;
         case O_ABORT_HS: cfg->abort_handshake = 1; break;
         case O_TRACK_TICKETS: cfg->tls.track_tickets = 1; break;
+        case O_PER_CLIENT: cfg->per_client = 1; break;
+        case O_REPLY_FIRST:
+            if (!parse_u64_arg(optarg, &cfg->reply_first) || cfg->reply_first == 0) {
+                fprintf(stderr, "tern-sink: --reply-first needs a count > 0\n");
+                return 0;
+            }
+            break;
         default:
             usage();
             return 0;
@@ -483,11 +505,13 @@ static void format_totals(struct buf *out, const struct totals *t, const char *l
     }
 }
 
-static void write_stats(const char *path, const struct totals *t)
+static void write_stats(const char *path, const struct totals *t, struct sink *sk)
 {
     struct buf b;
     buf_init(&b, 0);
     format_totals(&b, t, "", "\n", 1);
+    if (sk->cfg.per_client)
+        sink_clients_format(&sk->clients, &b);
     buf_append(&b, "", 1);      /* NUL */
     if (!b.err)
         write_atomic(path, (const char *)buf_peek(&b));
@@ -553,6 +577,7 @@ int main(int argc, char **argv)
     sk.cfg.tls.tickets = 1;
     sk.record_fd = -1;
     pthread_mutex_init(&sk.pause.mu, NULL);
+    pthread_mutex_init(&sk.clients.mu, NULL);
     pthread_cond_init(&sk.pause.cv, NULL);
     if (!parse_args(argc, argv, &sk.cfg, &cert, &key, &no_starttls))
         return 2;
@@ -644,7 +669,7 @@ int main(int argc, char **argv)
     struct totals t;
     if (sk.cfg.stats_file) {
         sum(&sk, th, n, &t);
-        write_stats(sk.cfg.stats_file, &t);
+        write_stats(sk.cfg.stats_file, &t, &sk);
     }
     struct timespec period = {0, SINK_STATS_PERIOD_MS * 1000000L};
     for (;;) {
@@ -655,7 +680,7 @@ int main(int argc, char **argv)
             rotate_ticket_keys(&sk, th, n);
         if (sk.cfg.stats_file) {
             sum(&sk, th, n, &t);
-            write_stats(sk.cfg.stats_file, &t);
+            write_stats(sk.cfg.stats_file, &t, &sk);
         }
     }
 
@@ -673,7 +698,7 @@ int main(int argc, char **argv)
     }
     sum(&sk, th, n, &t);
     if (sk.cfg.stats_file)
-        write_stats(sk.cfg.stats_file, &t);
+        write_stats(sk.cfg.stats_file, &t, &sk);
     print_summary(&t);
     if (sk.record_fd >= 0)
         close(sk.record_fd);

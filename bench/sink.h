@@ -29,6 +29,37 @@ enum sink_drop {
     SINK_DROP_COUNT
 };
 
+#define SINK_CLIENTS_MAX   64      /* --per-client: addresses tracked */
+#define SINK_CLIENT_IP_MAX 48
+
+/* --per-client counters of one client address (sink_clients.c). */
+struct sink_client {
+    char ip[SINK_CLIENT_IP_MAX];
+    uint64_t open, peak;        /* connections open now, most at once */
+    uint64_t msgs;              /* accepted messages */
+    int64_t sec;                /* the second in_sec counts */
+    uint64_t in_sec, max_per_s; /* messages in that second, most in any */
+    int64_t conn_sec;           /* the same for accepted connections */
+    uint64_t conns_in_sec, max_conns_per_s;
+};
+
+/* All client addresses, shared by the threads under mu (a test knob:
+ * the lock is taken only with --per-client). */
+struct sink_clients {
+    pthread_mutex_t mu;
+    int n;
+    struct sink_client c[SINK_CLIENTS_MAX];
+};
+
+/* peer is "ip:port" (c->peer); the counters key on the ip. */
+void sink_clients_open(struct sink_clients *t, const char *peer);
+void sink_clients_close(struct sink_clients *t, const char *peer);
+void sink_clients_message(struct sink_clients *t, const char *peer);
+/* One line per address for the stats file:
+ *   client IP conns_open=N peak_conns=N messages=N max_messages_per_s=N
+ *   max_conns_per_s=N */
+void sink_clients_format(struct sink_clients *t, struct buf *out);
+
 /* Everything from the command line, read-only once threads run. */
 struct sink_cfg {
     const char *listen;         /* HOST:PORT */
@@ -41,6 +72,9 @@ struct sink_cfg {
     uint64_t drop_seed;
     uint64_t reply_delay_ms;    /* before the reply to the final dot */
     int abort_handshake;        /* close after the ClientHello */
+    int per_client;             /* --per-client counters */
+    uint64_t reply_first;       /* --reply-first N: data_reply only to the
+                                   first N messages, then 250 (0: all) */
     struct smtp_server_config smtp;
     /* TLS (enabled when cert_file is set and STARTTLS is offered) */
     struct tls_server_config tls;
@@ -85,6 +119,8 @@ struct sink {
                                        from accept until our close() */
     _Atomic uint64_t peak;          /* highest `active` seen */
     _Atomic int stopping;           /* main asks every thread to stop */
+    _Atomic uint64_t replied;       /* messages given --data-reply so far */
+    struct sink_clients clients;    /* --per-client */
     struct sink_pause pause;
 };
 

@@ -72,6 +72,7 @@ struct conn {
     unsigned in_use : 1;
     unsigned delay_armed : 1;   /* --reply-delay timeout in flight */
     unsigned hello_abort : 1;   /* --abort-handshake: reading the hello */
+    unsigned accept_msg : 1;    /* --reply-first spent: this one gets 250 */
     enum close_kind closing;
     struct buf sending;         /* bytes of the send in flight: read-only */
     struct buf pending;         /* output queued behind it */
@@ -241,7 +242,8 @@ static void drop_now(struct loop *l, struct conn *c)
  * it cannot withhold it. */
 static void reply_message(struct loop *l, struct conn *c)
 {
-    smtp_server_message_reply(&c->smtp, NULL);
+    smtp_server_message_reply(&c->smtp, c->accept_msg ? "250 2.0.0 Ok: queued" : NULL);
+    c->accept_msg = 0;
     c->drop = sink_drop_draw(&l->rng, l->sk->cfg.drop_rate, 0);
     flush_smtp(l, c);
 }
@@ -292,7 +294,14 @@ static void on_message(struct loop *l, struct conn *c)
         return;
     }
     const char *r = sk->cfg.smtp.data_reply;
+    if (r && sk->cfg.reply_first &&
+        atomic_fetch_add_explicit(&sk->replied, 1, memory_order_relaxed) >= sk->cfg.reply_first) {
+        r = NULL;
+        c->accept_msg = 1;
+    }
     if (r == NULL || r[0] == '2') {
+        if (sk->cfg.per_client)
+            sink_clients_message(&sk->clients, c->peer);
         count(&l->th->c.messages, 1);
         count(&l->th->c.bytes, e.data_len);
         record(l, c, &e, 0);
@@ -492,6 +501,8 @@ static void conn_shut(struct loop *l, struct conn *c)
 {
     c->shut = 1;
     atomic_fetch_sub_explicit(&l->sk->active, 1, memory_order_relaxed);
+    if (l->sk->cfg.per_client)
+        sink_clients_close(&l->sk->clients, c->peer);
 }
 
 static void peer_name(int fd, char *out, size_t cap)
@@ -529,8 +540,10 @@ static void on_accept(struct loop *l, int fd)
            !atomic_compare_exchange_weak_explicit(&sk->peak, &peak, now, memory_order_relaxed,
                                                   memory_order_relaxed))
         ;
-    if (sk->record_fd >= 0 || !sk->cfg.quiet)
+    if (sk->record_fd >= 0 || !sk->cfg.quiet || sk->cfg.per_client)
         peer_name(fd, c->peer, sizeof(c->peer));
+    if (sk->cfg.per_client)
+        sink_clients_open(&sk->clients, c->peer);
     if (!smtp_server_init(&c->smtp, &sk->cfg.smtp)) {
         conn_close(l, c, CLOSE_ABORT);
         conn_shut(l, c);    /* nothing armed: free at once in finish_batch */

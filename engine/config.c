@@ -40,6 +40,7 @@ void config_defaults(struct tern_config *c)
     c->max_age_ms = 5LL * 86400 * 1000;
     c->tier_memory_ms = 3600000;
     listen_config_defaults(&c->listen);
+    config_net_defaults(&c->net);
 }
 
 struct unit_suffix {
@@ -290,6 +291,7 @@ static const char *set_dest_override(struct tern_config *c, const char *domain, 
     char buf[CONFIG_LINE_MAX];
     if (!copy_str(buf, sizeof(buf), val))
         return "value too long";
+    const char *why;
     for (char *save = NULL, *w = strtok_r(buf, " \t", &save); w; w = strtok_r(NULL, " \t", &save)) {
         char *eq = strchr(w, '=');
         if (eq == NULL)
@@ -306,9 +308,12 @@ static const char *set_dest_override(struct tern_config *c, const char *domain, 
             ok = config_parse_int(v, 1, 100000000, &o->set.max_messages_per_connection);
         else if (strcmp(w, "idle") == 0)
             ok = config_parse_duration_ms(v, &o->set.idle_ms) && o->set.idle_ms > 0;
-        else
+        else if ((why = config_net_dest_option(&o->net, w, v, &ok)) != NULL)
+            return why;
+        else if (!ok)
             return "unknown option (max_connections, max_connections_per_host, "
-                   "max_messages_per_connection, idle)";
+                   "max_messages_per_connection, idle, max_message_rate, "
+                   "max_connection_rate, source_address)";
         if (!ok)
             return "bad number or duration";
     }
@@ -344,8 +349,13 @@ static const char *apply(struct tern_config *c, const char *key, const char *arg
     for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
         if (strcmp(keys[i].name, key) == 0)
             break;
-    if (i == sizeof(keys) / sizeof(keys[0]))
+    if (i == sizeof(keys) / sizeof(keys[0])) {
+        int mine = 0;
+        const char *why = arg ? NULL : config_net_apply(&c->net, key, val, &mine);
+        if (mine)
+            return why;
         return listen_config_apply(&c->listen, key, arg, val);  /* or "unknown key" */
+    }
     const struct key_def *k = &keys[i];
     int takes_arg = k->kind >= K_ROUTE;
     if (takes_arg != (arg != NULL))
@@ -548,6 +558,12 @@ void config_dest_limits(const struct tern_config *c, const char *domain, struct 
         out->max_messages_per_connection = o->set.max_messages_per_connection;
     if (o->set.idle_ms)
         out->idle_ms = o->set.idle_ms;
+}
+
+void config_dest_net(const struct tern_config *c, const char *domain, struct net_dest *out)
+{
+    const struct dest_override *o = find_override(c, domain);
+    config_net_merge(&c->net.dflt, o ? &o->net : NULL, out);
 }
 
 const struct tern_route *config_route(const struct tern_config *c, const char *domain)

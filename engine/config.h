@@ -43,6 +43,7 @@
 #include "engine/policy.h"
 #include "engine/smtp_client.h"
 #include "engine/listen_config.h"
+#include "engine/config_net.h"
 
 #define CONFIG_LINE_MAX    4096
 #define CONFIG_ROUTES_MAX  1024
@@ -88,6 +89,7 @@ struct dest_limits {
 struct dest_override {
     char domain[CONFIG_HOST_MAX];     /* first: "example.com", ".example.com", "*" */
     struct dest_limits set;           /* 0 / -1: not set, use the global */
+    struct net_dest net;              /* rates, egress (config_net.h) */
 };
 
 /* One TLS client context the workers build: the trust store and client
@@ -127,6 +129,7 @@ struct tern_config {
     struct tern_route routes[CONFIG_ROUTES_MAX];
     int nroutes;
     struct listen_config listen;      /* the SMTP listener (listen_config.h) */
+    struct net_config net;            /* DNS, shaping, egress (config_net.h) */
 };
 
 /* config_defaults fills every default (no routes). */
@@ -141,6 +144,9 @@ const struct tern_route *config_route(const struct tern_config *c, const char *d
 
 /* config_dest_limits: the pool limits for a next-hop domain. */
 void config_dest_limits(const struct tern_config *c, const char *domain, struct dest_limits *out);
+
+/* config_dest_net: rates and egress addresses for a next-hop domain. */
+void config_dest_net(const struct tern_config *c, const char *domain, struct net_dest *out);
 
 /* Parsers shared with the CLI; 1 on success. config_parse_int: a whole
  * decimal string in lo..hi. config_split_hostport: "host:port",

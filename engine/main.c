@@ -207,8 +207,10 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
     struct engine e = {.cfg = cfg, .scripts = q.scripts, .drain = drain,
                        .nworkers = cfg->threads, .verbose = verbose};
     queue_close(&q);
-    e.host_conns = calloc(CONFIG_ROUTES_MAX, sizeof(*e.host_conns));
-    if (e.host_conns == NULL) {
+    e.host_conns = calloc(ENGINE_HOST_SLOTS, sizeof(*e.host_conns));
+    e.host_msg_rate = calloc(ENGINE_HOST_SLOTS, sizeof(*e.host_msg_rate));
+    e.host_conn_rate = calloc(ENGINE_HOST_SLOTS, sizeof(*e.host_conn_rate));
+    if (e.host_conns == NULL || e.host_msg_rate == NULL || e.host_conn_rate == NULL) {
         fprintf(stderr, "tern: out of memory\n");
         return 1;
     }
@@ -289,6 +291,8 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
     getrusage(RUSAGE_SELF, &ru);
     for (int i = 0; i < e.nworkers; i++)
         worker_dest_report(ws[i], stdout, DEST_REPORT_LINES);
+    for (int i = 0; i < e.nworkers; i++)
+        worker_dns_report(ws[i], stdout);
     print_summary(ws, e.nworkers, wall, &ru);
     for (int i = 0; i < e.nworkers; i++)
         worker_free(ws[i]);
@@ -296,6 +300,8 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
     free(ta);
     free(th);
     free(e.host_conns);
+    free(e.host_msg_rate);
+    free(e.host_conn_rate);
     return rc;
 }
 

@@ -2,11 +2,12 @@
  * resolver.h - where mail for a domain goes: the next hops to try.
  *
  * DESCRIPTION
- *   The engine asks the resolver for a domain's next hops and connects to
- *   them in order. Today the answers come from the static route table in
- *   the configuration (route DOMAIN = HOST:PORT, parent domains, then "*"),
+ *   The static half of routing: next hops from the route table in the
+ *   configuration (route DOMAIN = HOST:PORT, parent domains, then "*"),
  *   resolved when the configuration is loaded, so a lookup never blocks.
- *   MX lookups (c-ares on the worker's ring) will sit behind the same call.
+ *   A domain with no static route is routed through DNS by its worker
+ *   (engine/worker_dns.c: MX, A and AAAA with c-ares on the worker's ring),
+ *   which fills the same struct nexthop.
  *
  * OWNERSHIP
  *   struct nexthop is a value copied into the caller's array.
@@ -25,7 +26,8 @@ struct nexthop {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     uint16_t port;
-    int host_slot;                  /* shared per-host counter index, < CONFIG_ROUTES_MAX */
+    int host_slot;                  /* shared per-host counter index: < CONFIG_ROUTES_MAX for
+                                       static routes, then DNS hosts by hash (worker.h) */
 };
 
 struct resolver {

@@ -182,7 +182,7 @@ static uint64_t hash_domain(const char *s)
     return h;
 }
 
-static struct mxhost *host_get(struct worker *w, const struct nexthop *hop)
+struct mxhost *host_get(struct worker *w, const struct nexthop *hop)
 {
     char key[sizeof(((struct mxhost *)0)->key)];
     snprintf(key, sizeof(key), "%s:%u", hop->host, (unsigned)hop->port);
@@ -195,6 +195,7 @@ static struct mxhost *host_get(struct worker *w, const struct nexthop *hop)
         return NULL;
     memcpy(h->key, key, sizeof(key));
     h->all_conns = &w->e->host_conns[hop->host_slot];
+    h->slot = hop->host_slot;
     h->tier = TLS_TIER_PREFERRED;
     h->next = w->hosts[i];
     w->hosts[i] = h;
@@ -237,6 +238,8 @@ static struct dest *dest_get(struct worker *w, const char *domain)
         why = "out of memory";
     }
     d->no_route = d->have_hop ? NULL : why;
+    d->use_dns = config_route(w->cfg, domain) == NULL;   /* no static route: MX lookups */
+    dest_shaping_init(w, d);
     d->hnext = w->dtab[i];
     w->dtab[i] = d;
     d->dnext = w->dests;
@@ -343,12 +346,18 @@ static void dest_schedule_ready(struct worker *w, struct dest *d)
         d->ready_tail = NULL;
         return;
     }
-    if (!d->have_hop) {
+    enum route_state rs = dest_route(w, d);
+    if (rs == ROUTE_WAIT)
+        return;   /* woken when the DNS answers come */
+    if (rs != ROUTE_READY) {
         while (d->ready_head) {
             struct job *j = d->ready_head;
             d->ready_head = j->next;
             d->nready--;
-            outcome_defer(w, j, d->no_route);
+            if (rs == ROUTE_BOUNCE)
+                outcome_fail_status(w, j, d->bounce_status, d->no_route);
+            else
+                outcome_defer(w, j, d->no_route);
         }
         d->ready_tail = NULL;
         return;
@@ -357,6 +366,8 @@ static void dest_schedule_ready(struct worker *w, struct dest *d)
         dest_defer_all(w, d, d->last_error[0] ? d->last_error : "destination in backoff");
         return;
     }
+    if (dest_paused(w, d))
+        return;   /* backing off: woken on the tick */
     /* Idle connections take ready mail now; busy ones that may carry
      * another message will take the next one as soon as they finish. */
     size_t soon_free = 0;
@@ -369,13 +380,15 @@ static void dest_schedule_ready(struct worker *w, struct dest *d)
                  c->msgs + 1 < (uint64_t)d->lim.max_messages_per_connection)
             soon_free++;
     }
-    if (w->stopping || d->next_connect_ms > w->now_ms)
+    /* (while the message rate holds mail back, open connections are enough) */
+    if (w->stopping || d->next_connect_ms > w->now_ms || (d->msg_limited && d->nconns) ||
+        !dest_hop_settled(w, d))
         return;
     /* New connections only while the ready list outgrows the ones being
      * set up and the busy ones that will take more. */
     long sessions = -1;
-    while (d->nready > (size_t)d->nconnecting + soon_free && d->nconns < d->lim.max_connections &&
-           may_open_now(w, d, &sessions)) {
+    while (d->nready > (size_t)d->nconnecting + soon_free && d->nconns < dest_max_conns(d) &&
+           may_open_now(w, d, &sessions) && dest_may_connect(w, d)) {
         /* Reserve the host slot first: other workers count on it too. */
         if (atomic_fetch_add(d->host->all_conns, 1) >= d->lim.max_connections_per_host) {
             atomic_fetch_sub(d->host->all_conns, 1);
@@ -385,6 +398,7 @@ static void dest_schedule_ready(struct worker *w, struct dest *d)
         }
         if (conn_open(w, d) == NULL) {
             atomic_fetch_sub(d->host->all_conns, 1);
+            d->next_connect_ms = w->now_ms + 1000;   /* not again on every tick */
             break;
         }
         if (d->consecutive_failures)
@@ -779,8 +793,13 @@ struct worker *worker_new(const struct engine *e, int id, char *err, size_t errl
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
+    if (!worker_dns_init(w, err, errlen))
+        goto fail;
     return w;
 fail:
+    worker_dns_free(w);
+    if (w->sessions)
+        tls_session_cache_free(w->sessions);
     if (w->rfd >= 0)
         close(w->rfd);
     if (w->wake_fd >= 0)
@@ -857,8 +876,9 @@ static void on_tick(struct worker *w)
         n = c->next;
         conn_check_deadline(w, c);
     }
+    worker_dns_tick(w);
     for (struct dest *d = w->dests; d; d = d->dnext)
-        if (d->nready && d->next_connect_ms <= w->now_ms)
+        if (d->nready && d->next_connect_ms <= w->now_ms && !d->dns_waiting)
             worker_mark_dirty(w, d);
     if (w->now_ms >= w->next_dest_stats_ms) {
         if (w->next_dest_stats_ms)
@@ -883,6 +903,9 @@ static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
         break;
     case OP_REDIS_SEND:
         redis_on_send(w, cqe->res);
+        break;
+    case OP_DNS:
+        worker_dns_on_cqe(w, op, cqe->res);
         break;
     case OP_WAKE:
         if (atomic_load(&w->stop_requested))
@@ -982,6 +1005,7 @@ void worker_free(struct worker *w)
 {
     if (w == NULL)
         return;
+    worker_dns_free(w);   /* before the destinations its lookups name */
     for (struct dest *d = w->dests, *n; d; d = n) {
         n = d->dnext;
         for (struct job *j = d->ready_head, *jn; j; j = jn) {
@@ -990,6 +1014,7 @@ void worker_free(struct worker *w)
             free(j);
         }
         free(d->domain);
+        free(d->hops);
         free(d);
     }
     for (int i = 0; i < w->nparts; i++) {

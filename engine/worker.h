@@ -38,10 +38,13 @@
 #include <stdio.h>
 
 #include "engine/config.h"
+#include "engine/shaping.h"
 #include "queue/queue.h"
 #include "tls/tls.h"
 
 #define STOP_GRACE_MS      30000
+#define DNS_HOST_SLOTS     4096     /* shared counters for DNS-routed MX hosts */
+#define ENGINE_HOST_SLOTS  (CONFIG_ROUTES_MAX + DNS_HOST_SLOTS)
 #define TLS_MIX_MAX        16
 
 struct engine {
@@ -49,6 +52,9 @@ struct engine {
     /* connections open per MX host, all workers together (indexed by
      * nexthop.host_slot): max_connections_per_host holds across threads */
     atomic_int *host_conns;
+    /* per MX host rate buckets (max_*_rate_per_host), same index, all
+     * ENGINE_HOST_SLOTS long (DNS-routed hosts share slots by hash) */
+    struct rate_bucket *host_msg_rate, *host_conn_rate;
     struct queue_scripts scripts;
     int drain;                /* exit when the queue is drained */
     int nworkers;
@@ -90,6 +96,9 @@ const struct worker_stats *worker_stats(const struct worker *w);
  *   dest DOMAIN conns=N hs_full=N hs_resumed=N resume_refused=N msgs=N msgs_per_conn=X
  * (the same counters go to the events stream as status dest-stats). */
 void worker_dest_report(const struct worker *w, FILE *out, size_t max);
+/* worker_dns_report prints, after worker_run, the worker's DNS counters:
+ *   dns worker=N lookups=N queries=N cache_hit_rate=X answers=N timeouts=N */
+void worker_dns_report(const struct worker *w, FILE *out);
 void worker_free(struct worker *w);
 
 /* redis_connect opens a blocking stream socket to "unix:/path" or

@@ -353,6 +353,7 @@ static void on_ready(struct worker *w, struct conn *c)
     if (!c->established) {
         c->established = 1;
         d->nconnecting--;
+        d->hops_tried = 0;   /* this address works */
         /* No session to cache from this one (no STARTTLS, no tickets):
          * opening connections need not wait for sessions. */
         d->no_sessions = !c->got_session;
@@ -392,6 +393,9 @@ static void conn_pump(struct worker *w, struct conn *c)
             on_ready(w, c);
             break;
         case SMTP_EV_TXN_DONE: {
+            const struct smtp_txn_result *t = smtp_client_txn(&c->smtp);
+            if (t->reply.code != 421)   /* a 421 also ends the session: seen there */
+                dest_reply_seen(w, c->d, t->reply.code, t->reply.text);
             struct job *j = c->job;
             c->job = NULL;
             c->body_start_ms = 0;
@@ -420,6 +424,8 @@ static void conn_pump(struct worker *w, struct conn *c)
             }
             else
                 snprintf(reason, sizeof(reason), "%s", ev.reason ? ev.reason : "SMTP error");
+            if (ev.reply)
+                dest_reply_seen(w, c->d, ev.reply->code, ev.reply->text);
             /* A mandatory-TLS check that failed is a policy failure:
              * deferred now, never retried in plaintext. At may, the
              * STARTTLS exchange going wrong (bytes injected after the
@@ -500,6 +506,12 @@ struct conn *conn_open(struct worker *w, struct dest *d)
         return NULL;
     c->fd = socket(d->hop.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (c->fd < 0) {
+        free(c);
+        return NULL;
+    }
+    if (!dest_bind_source(d, c->fd, d->hop.addr.ss_family)) {
+        fprintf(stderr, "tern: %s: bind to source address: %s\n", d->domain, strerror(errno));
+        close(c->fd);
         free(c);
         return NULL;
     }
@@ -636,9 +648,15 @@ static void conn_fail(struct worker *w, struct conn *c, const char *reason, enum
         conn_close(w, c);
         return;
     }
-    d->consecutive_failures++;
     snprintf(d->last_error, sizeof(d->last_error), "%s", reason);
+    int before_ready = !c->established;
     conn_close(w, c);
+    /* another MX address is left: try it before counting a failure */
+    if (kind == FAIL_TRANSIENT && before_ready && dest_hop_failed(w, d)) {
+        worker_mark_dirty(w, d);
+        return;
+    }
+    d->consecutive_failures++;
     if (kind == FAIL_POLICY || d->consecutive_failures >= CONN_FAILURES_MAX) {
         d->backoff_until_ms = w->now_ms + w->cfg->retry_base_ms;
         d->consecutive_failures = 0;
@@ -666,6 +684,11 @@ void conn_hand_job(struct worker *w, struct conn *c)
     struct dest *d = c->d;
     if (w->stopping || c->msgs >= (uint64_t)d->lim.max_messages_per_connection) {
         conn_quit_or_close(w, c);
+        return;
+    }
+    if (d->ready_head && (dest_paused(w, d) || !dest_may_send(w, d))) {
+        c->idle = 1;   /* shaped: the tick hands it mail later */
+        conn_touch(w, c);
         return;
     }
     while (d->ready_head) {

@@ -19,6 +19,7 @@
 
 #include "engine/buf.h"
 #include "engine/resolver.h"
+#include "engine/shaping.h"
 #include "engine/smtp_client.h"
 #include "engine/worker.h"
 #include "tls/session_cache.h"
@@ -43,6 +44,7 @@
 enum op_kind {
     OP_CONNECT, OP_RECV, OP_SEND,       /* on a struct conn */
     OP_REDIS_RECV, OP_REDIS_SEND, OP_WAKE,
+    OP_DNS,                             /* a c-ares socket (worker_dns.c) */
 };
 
 struct op {
@@ -100,6 +102,7 @@ struct mxhost {
     /* destinations held back by max_connections_per_host, woken in
      * order as this host's connections close */
     struct dest *wait_head, *wait_tail;
+    int slot;                        /* index into struct engine's per-host arrays */
     struct mxhost *next;
 };
 
@@ -125,6 +128,22 @@ struct dest {
     struct nexthop hop;
     int have_hop;
     const char *no_route;      /* why there is no next hop */
+    /* DNS routing (worker_dns.c): no static route, hops from MX lookups */
+    int use_dns;
+    struct nexthop *hops;      /* MX order, each host's IPv6 then IPv4 addresses */
+    size_t nhops, hop_idx, hops_tried;
+    int hop_failed;            /* the current hop failed: move on once its
+                                  other connections have closed */
+    int64_t hops_expire_ms;    /* re-resolve (with no connection open) after */
+    char route_error[160];     /* no_route points here for DNS failures */
+    const char *bounce_status; /* set: mail bounces with this status (5.1.2, 5.1.10) */
+    int dns_waiting;           /* a query it waits for is in flight */
+    /* shaping (worker_shaping.c) */
+    struct net_dest net;
+    struct rate_bucket msg_bucket, conn_bucket;
+    struct shaping_backoff bo;
+    int msg_limited;           /* the message rate held the last job back */
+    unsigned src_next;         /* egress pool round robin */
     struct job *ready_head, *ready_tail;
     size_t nready;
     int nconns;                /* open (connecting, busy or idle) */
@@ -210,6 +229,7 @@ struct worker {
     struct tls_client_ctx *tls[CONFIG_TLS_CTX_MAX];   /* per config tls_ctx spec */
     struct tls_session_cache *sessions;
     struct mxhost *hosts[HOST_BUCKETS];
+    struct worker_dns *dns;    /* c-ares on this ring (worker_dns.c) */
     int64_t next_dest_stats_ms;
 
     /* Redis */
@@ -303,7 +323,52 @@ void job_settle_rest(struct job *j, enum rcpt_state st, const char *esc, const c
 int job_progress(const struct job *j);
 void job_txn_free(struct job *j);
 
+/* worker.c: the MX host record for a next hop (NULL: out of memory). */
+struct mxhost *host_get(struct worker *w, const struct nexthop *hop);
+
+/* worker_dns.c - c-ares on the worker's ring, and a destination's next
+ * hops from MX/A/AAAA answers (cached; see engine/dns.h). */
+enum route_state { ROUTE_READY, ROUTE_WAIT, ROUTE_DEFER, ROUTE_BOUNCE };
+int worker_dns_init(struct worker *w, char *err, size_t errlen);
+void worker_dns_free(struct worker *w);
+void worker_dns_on_cqe(struct worker *w, struct op *op, int res);
+/* worker_dns_tick: c-ares timeouts and retries. */
+void worker_dns_tick(struct worker *w);
+/* dest_route: READY when d has a next hop (static or from DNS); WAIT while
+ * lookups run (d is marked dirty when they answer); DEFER or BOUNCE with
+ * d->no_route (and d->bounce_status) set. */
+enum route_state dest_route(struct worker *w, struct dest *d);
+/* dest_route_stale: d's DNS answers expired and nothing is open to it. */
+int dest_route_stale(const struct worker *w, const struct dest *d);
+/* dest_hop_failed: a connection to the current hop failed before the
+ * session was ready. 1 when another address is left to try (the failure
+ * does not count against the destination), 0 when all have been tried. */
+int dest_hop_failed(struct worker *w, struct dest *d);
+/* dest_hop_settled: 0 while a failed hop still has connections open (open
+ * nothing new); moves to the next hop once they have closed. */
+int dest_hop_settled(struct worker *w, struct dest *d);
+
+/* worker_shaping.c - rate limits, backoff and egress addresses. */
+void dest_shaping_init(struct worker *w, struct dest *d);
+/* dest_may_connect: the connection rates (destination, MX host) allow a
+ * new connection now (and count it). */
+int dest_may_connect(struct worker *w, struct dest *d);
+/* dest_may_send: the message rates allow handing one more message now. */
+int dest_may_send(struct worker *w, struct dest *d);
+/* dest_max_conns: max_connections, lowered while backing off. */
+int dest_max_conns(const struct dest *d);
+/* dest_paused: a backoff pause is running. */
+int dest_paused(const struct worker *w, const struct dest *d);
+/* dest_reply_seen: a reply from d's host: a 421 or a backoff pattern
+ * backs off; a 2xx after a backoff steps back up. */
+void dest_reply_seen(struct worker *w, struct dest *d, int code, const char *text);
+/* dest_bind_source: bind fd to d's next egress address of the family
+ * (round robin); 0 with errno on failure; 1 also when there is none. */
+int dest_bind_source(struct dest *d, int fd, int family);
+
 /* worker_outcome.c */
+/* outcome_fail_status: bounce with an enhanced status (e.g. 5.1.10). */
+void outcome_fail_status(struct worker *w, struct job *j, const char *status, const char *reason);
 void outcome_txn(struct worker *w, struct conn *c, struct job *j);
 void outcome_return(struct worker *w, struct job *j, const char *reason);
 void outcome_defer(struct worker *w, struct job *j, const char *reason);

@@ -338,15 +338,20 @@ void outcome_defer(struct worker *w, struct job *j, const char *reason)
 
 void outcome_fail(struct worker *w, struct job *j, const char *reason)
 {
+    outcome_fail_status(w, j, "5.0.0", reason);
+}
+
+void outcome_fail_status(struct worker *w, struct job *j, const char *status, const char *reason)
+{
     if (job_progress(j)) {
-        job_settle_rest(j, RCPT_FAILED, "5.0.0", reason);
+        job_settle_rest(j, RCPT_FAILED, status, reason);
         record_outcome(w, NULL, j, reason, "", 0);
         return;
     }
     struct dsn_rcpt *dr = calloc(j->m->nrcpts, sizeof(*dr));
     if (dr) {
         for (size_t i = 0; i < j->m->nrcpts; i++)
-            dr[i] = (struct dsn_rcpt){j->m->rcpts[i], "5.0.0", reason};
+            dr[i] = (struct dsn_rcpt){j->m->rcpts[i], status, reason};
         enqueue_bounce(w, j, dr, j->m->nrcpts);
         free(dr);
     }

@@ -119,3 +119,49 @@ tern_test_setup() {
     tern_init "$dir"
     TERN=$TERN_BUILD/tern
 }
+
+# tern_nsd ZONE FILE [ZONE FILE]...: a private nsd (the DNS server of the
+# MX routing tests) on a free loopback port serving the zone files, with
+# a control socket for its query counters; sets DNS_PORT, NSD_CONF.
+# Stopped by tern_cleanup like everything else.
+tern_nsd() {
+    command -v nsd >/dev/null || { echo "nsd is not installed: run scripts/install-deps.sh" >&2; return 1; }
+    local d=$TERN_DIR/nsd
+    mkdir -p "$d"
+    DNS_PORT=$(/usr/bin/python3 -c 'import socket
+for _ in range(50):
+    t = socket.socket(); t.bind(("127.0.0.1", 0)); p = t.getsockname()[1]
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        u.bind(("127.0.0.1", p)); print(p); break
+    except OSError:
+        pass')
+    NSD_CONF=$d/nsd.conf
+    {
+        printf 'server:\n    ip-address: 127.0.0.1@%s\n    username: ""\n    chroot: ""\n' "$DNS_PORT"
+        printf '    zonesdir: "%s"\n    pidfile: "%s/nsd.pid"\n    database: ""\n' "$d" "$d"
+        printf '    xfrdfile: "%s/xfrd.state"\n    zonelistfile: "%s/zone.list"\n' "$d" "$d"
+        printf '    xfrdir: "%s"\n    logfile: "%s/nsd.log"\n    server-count: 1\n' "$d" "$d"
+        printf 'remote-control:\n    control-enable: yes\n    control-interface: %s/nsd.ctl\n' "$d"
+        while [ $# -ge 2 ]; do
+            cp "$2" "$d/$1.zone"
+            printf 'zone:\n    name: %s\n    zonefile: %s.zone\n' "$1" "$1"
+            shift 2
+        done
+    } >"$NSD_CONF"
+    nsd -d -c "$NSD_CONF" >"$d/nsd.out" 2>&1 &
+    TERN_PIDS="$TERN_PIDS $!"
+    local n=100
+    while [ "$n" -gt 0 ]; do
+        nsd-control -c "$NSD_CONF" status >/dev/null 2>&1 && return 0
+        sleep 0.1
+        n=$((n - 1))
+    done
+    echo "nsd did not start: $(cat "$d/nsd.out" "$d/nsd.log" 2>/dev/null)" >&2
+    return 1
+}
+
+# tern_nsd_queries: queries the private nsd has answered so far.
+tern_nsd_queries() {
+    nsd-control -c "$NSD_CONF" stats_noreset | awk -F= '$1=="num.queries"{print $2}'
+}

@@ -92,7 +92,8 @@ static void test_bad(void)
         {"destination a.com = max_connections=0\n", ":1: destination: bad number or duration"},
         {"destination a.com = speed=9\n",
          ":1: destination: unknown option (max_connections, max_connections_per_host, "
-         "max_messages_per_connection, idle)"},
+         "max_messages_per_connection, idle, max_message_rate, max_connection_rate, "
+         "source_address)"},
         {"tls_resumption = maybe\n", ":1: tls_resumption: must be yes or no"},
         {"hostname =\n", ":1: hostname: empty value"},
         {"max_message_size = 12q\n", ":1: max_message_size: bad size (use e.g. 10m; at least 1k)"},
