@@ -63,52 +63,6 @@ struct buf *outq_next(struct outq *q)
 
 /* ---- Redis connection --------------------------------------------------- */
 
-static int redis_connect(const char *addr, char *err, size_t errlen)
-{
-    int fd;
-    if (strncmp(addr, "unix:", 5) == 0) {
-        struct sockaddr_un su = {.sun_family = AF_UNIX};
-        if (strlen(addr + 5) >= sizeof(su.sun_path)) {
-            snprintf(err, errlen, "redis socket path too long");
-            return -1;
-        }
-        memcpy(su.sun_path, addr + 5, strlen(addr + 5) + 1);
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0 || connect(fd, (struct sockaddr *)&su, sizeof(su)) != 0) {
-            snprintf(err, errlen, "redis %s: %s", addr, strerror(errno));
-            if (fd >= 0)
-                close(fd);
-            return -1;
-        }
-        return fd;
-    }
-    char host[256];
-    const char *colon = strrchr(addr, ':');
-    if (colon == NULL || (size_t)(colon - addr) >= sizeof(host)) {
-        snprintf(err, errlen, "redis address must be HOST:PORT or unix:PATH");
-        return -1;
-    }
-    memcpy(host, addr, (size_t)(colon - addr));
-    host[colon - addr] = '\0';
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
-    if (getaddrinfo(host, colon + 1, &hints, &res) != 0) {
-        snprintf(err, errlen, "redis %s: cannot resolve", addr);
-        return -1;
-    }
-    fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, res->ai_addr, res->ai_addrlen) != 0) {
-        snprintf(err, errlen, "redis %s: %s", addr, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        freeaddrinfo(res);
-        return -1;
-    }
-    freeaddrinfo(res);
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    return fd;
-}
-
 void worker_rq_push(struct worker *w, enum redis_req kind, int partition)
 {
     if (w->rq_len == w->rq_cap) {
@@ -137,7 +91,7 @@ struct buf *worker_redis_buf(struct worker *w)
 
 static void redis_kick(struct worker *w)
 {
-    if (w->redis_dead)
+    if (w->redis_dead || w->redis_down)
         return;
     struct buf *b = outq_next(&w->rout);
     if (b == NULL)
@@ -150,7 +104,7 @@ static void redis_kick(struct worker *w)
 
 static void redis_arm_recv(struct worker *w)
 {
-    if (w->rrecv_armed || w->redis_dead)
+    if (w->rrecv_armed || w->redis_dead || w->redis_down)
         return;
     struct io_uring_sqe *sqe = worker_sqe(w);
     io_uring_prep_recv(sqe, w->rfd, w->rrecv, REDIS_RECV_SIZE, 0);
@@ -167,6 +121,9 @@ static void redis_reload_scripts(struct worker *w)
     queue_cmd_script_load(worker_redis_buf(w), queue_script_ack_src());
     worker_rq_push(w, RQ_SCRIPT, -1);
 }
+
+void worker_redis_arm_recv(struct worker *w) { redis_arm_recv(w); }
+void worker_redis_load_scripts(struct worker *w) { redis_reload_scripts(w); }
 
 /* ---- destinations ------------------------------------------------------- */
 
@@ -421,7 +378,7 @@ static void dest_counter_fields(const struct dest *d, char vals[][24], const cha
  * last one (every DEST_STATS_EVERY_MS and at exit). */
 static void worker_dest_stats_events(struct worker *w)
 {
-    if (w->redis_dead)
+    if (w->redis_dead || w->redis_down)
         return;
     for (struct dest *d = w->dests; d; d = d->dnext) {
         if (!d->counters_dirty)
@@ -483,7 +440,7 @@ void worker_dest_report(const struct worker *w, FILE *out, size_t max)
 
 static void take_batches(struct worker *w)
 {
-    if (w->stopping || w->redis_dead)
+    if (w->stopping || w->redis_dead || w->redis_down)
         return;
     for (int i = 0; i < w->nparts; i++) {
         struct partition *p = &w->parts[i];
@@ -514,6 +471,7 @@ static struct partition *part_of(struct worker *w, int id)
 
 static void ack_item_free(struct ack_item *a)
 {
+    free(a->bounce);
     free(a->remaining);
     for (size_t i = 0; i < a->nfields; i++)
         free(a->fields[i]);
@@ -521,6 +479,8 @@ static void ack_item_free(struct ack_item *a)
 
 static void flush_acks(struct worker *w)
 {
+    if (w->redis_down)
+        return;   /* held until Redis is back (worker_redis.c) */
     for (int i = 0; i < w->nparts; i++) {
         struct partition *p = &w->parts[i];
         if (p->nacks == 0)
@@ -537,6 +497,10 @@ static void flush_acks(struct worker *w)
                 .nfields = a->nfields,
             };
             returned |= a->kind == QUEUE_RETURNED;
+            if (a->bounce) {   /* the bounce is stored before the ack removes the message */
+                outq_append(&w->rout, a->bounce, a->bounce_len);
+                worker_rq_push(w, RQ_ENQUEUE, a->bounce_partition);
+            }
         }
         if (queue_cmd_ack(worker_redis_buf(w), &w->cfg->queue, &w->scripts, p->id, o, p->nacks, w->now_ms)) {
             worker_rq_push(w, RQ_ACK, p->id);
@@ -655,28 +619,25 @@ static void on_redis_reply(struct worker *w, redisReply *r)
 static void redis_on_recv(struct worker *w, int res)
 {
     w->rrecv_armed = 0;
+    if (w->redis_down)
+        return;   /* the lost connection's last receive */
     if (res <= 0) {
-        fprintf(stderr, "tern: worker %d: Redis connection lost (%s); stopping\n", w->id,
-                res == 0 ? "EOF" : strerror(-res));
-        w->redis_dead = 1;
-        worker_stop(w);
+        worker_redis_lost(w, res == 0 ? "EOF" : strerror(-res));
         return;
     }
     if (redisReaderFeed(w->reader, (const char *)w->rrecv, (size_t)res) != REDIS_OK) {
-        fprintf(stderr, "tern: worker %d: Redis protocol error\n", w->id);
-        w->redis_dead = 1;
-        worker_stop(w);
+        worker_redis_lost(w, "protocol error");
         return;
     }
     void *reply;
-    while (redisReaderGetReply(w->reader, &reply) == REDIS_OK && reply != NULL) {
+    while (!w->redis_down && redisReaderGetReply(w->reader, &reply) == REDIS_OK && reply != NULL) {
         on_redis_reply(w, reply);
         freeReplyObject(reply);
     }
+    if (w->redis_down)
+        return;
     if (w->reader->err) {
-        fprintf(stderr, "tern: worker %d: Redis reply error: %s\n", w->id, w->reader->errstr);
-        w->redis_dead = 1;
-        worker_stop(w);
+        worker_redis_lost(w, w->reader->errstr);
         return;
     }
     redis_arm_recv(w);
@@ -686,10 +647,10 @@ static void redis_on_send(struct worker *w, int res)
 {
     struct outq *q = &w->rout;
     q->inflight = 0;
+    if (w->redis_down)
+        return;   /* its bytes are dropped at reconnect */
     if (res < 0) {
-        fprintf(stderr, "tern: worker %d: Redis send failed: %s\n", w->id, strerror(-res));
-        w->redis_dead = 1;
-        worker_stop(w);
+        worker_redis_lost(w, strerror(-res));
         return;
     }
     buf_consume(&q->active, (size_t)res);
@@ -759,7 +720,7 @@ struct worker *worker_new(const struct engine *e, int id, char *err, size_t errl
         snprintf(err, errlen, "eventfd: %s", strerror(errno));
         goto fail;
     }
-    w->rfd = redis_connect(w->cfg->redis, err, errlen);
+    w->rfd = worker_redis_connect(w->cfg->redis, err, errlen);
     if (w->rfd < 0)
         goto fail;
 
@@ -857,6 +818,7 @@ static void on_tick(struct worker *w)
         n = c->next;
         conn_check_deadline(w, c);
     }
+    worker_redis_tick(w);
     for (struct dest *d = w->dests; d; d = d->dnext)
         if (d->nready && d->next_connect_ms <= w->now_ms)
             worker_mark_dirty(w, d);

@@ -37,6 +37,8 @@
 #define HOST_BUCKETS         1024    /* MX host table (power of two) */
 #define DEST_REPORT_MAX      20      /* per-destination summary lines per worker */
 #define DEST_STATS_EVERY_MS  10000   /* per-destination counters to the events stream */
+#define REDIS_BACKOFF_MIN_MS 100     /* first reconnect delay after losing Redis; doubles */
+#define REDIS_BACKOFF_MAX_MS 5000    /* reconnect delay cap */
 
 enum op_kind {
     OP_CONNECT, OP_RECV, OP_SEND,       /* on a struct conn */
@@ -158,6 +160,10 @@ struct ack_item {
     int64_t lease_until;       /* the lease this ack settles */
     char *fields[EV_FIELDS_MAX];
     size_t nfields;
+    /* a bounce's enqueue command (RESP), sent just before this ack */
+    uint8_t *bounce;
+    size_t bounce_len;
+    int bounce_partition;
 };
 
 struct partition {
@@ -198,7 +204,10 @@ struct worker {
     struct redis_pending *rq;
     size_t rq_head, rq_len, rq_cap;
     struct queue_scripts scripts;
-    int redis_dead;
+    int redis_dead;            /* given up: the worker stops */
+    int redis_down;            /* lost; reconnecting (worker_redis.c) */
+    int64_t redis_retry_ms;    /* next reconnect attempt */
+    int64_t redis_backoff_ms;
 
     struct partition *parts;
     int nparts;
@@ -240,6 +249,19 @@ void outq_append(struct outq *q, const void *p, size_t n);
 /* outq_next returns the buffer to send now (NULL: a send is in flight or
  * nothing is queued), swapping in the pending bytes once active is sent. */
 struct buf *outq_next(struct outq *q);
+
+void worker_redis_arm_recv(struct worker *w);
+/* worker_redis_load_scripts queues SCRIPT LOAD for the three scripts. */
+void worker_redis_load_scripts(struct worker *w);
+
+/* worker_redis.c */
+/* worker_redis_connect: a connected socket to "unix:PATH" or "HOST:PORT"
+ * (bounded wait), or -1 with err set. */
+int worker_redis_connect(const char *addr, char *err, size_t errlen);
+/* worker_redis_lost: the link failed (why: for the log); the worker keeps
+ * delivering, holds its outcomes and reconnects from worker_redis_tick. */
+void worker_redis_lost(struct worker *w, const char *why);
+void worker_redis_tick(struct worker *w);
 
 /* worker_conn.c */
 struct conn *conn_open(struct worker *w, struct dest *d);

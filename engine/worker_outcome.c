@@ -120,10 +120,15 @@ static char *buf_strdup(struct buf *b)
     return s;
 }
 
-static void enqueue_bounce(struct worker *w, const struct job *j, const struct dsn_rcpt *r, size_t n)
+/* attach_bounce builds the DSN for n recipients and its enqueue command
+ * and attaches it to ack a: flush_acks sends it just before the ack, so
+ * it is never lost while the message still exists, and it waits with the
+ * ack while Redis is away. */
+static void attach_bounce(struct worker *w, const struct job *j, struct ack_item *a,
+                          const struct dsn_rcpt *r, size_t n)
 {
     const char *sender = j->m->from;
-    if (sender[0] == '\0' || n == 0)
+    if (a == NULL || sender[0] == '\0' || n == 0)
         return;   /* never bounce a bounce */
     const char *dom = queue_addr_domain(sender);
     if (dom == NULL) {
@@ -137,10 +142,17 @@ static void enqueue_bounce(struct worker *w, const struct job *j, const struct d
     if (dsn_build(&b, w->cfg->hostname, sender, j->m->id, r, n, j->m->data, j->m->data_len,
                   w->now_ms / 1000)) {
         const char *rc[1] = {sender};
-        if (queue_cmd_enqueue(worker_redis_buf(w), &w->cfg->queue, &w->scripts, id, "", rc, 1, dom,
+        struct buf cmd;
+        buf_init(&cmd, 0);
+        if (queue_cmd_enqueue(&cmd, &w->cfg->queue, &w->scripts, id, "", rc, 1, dom,
                               buf_peek(&b), buf_used(&b), w->now_ms)) {
-            worker_rq_push(w, RQ_ENQUEUE, queue_partition_of(&w->cfg->queue, dom, strlen(dom)));
+            /* the buffer's bytes become the ack's: data starts at off 0 */
+            a->bounce = cmd.data;
+            a->bounce_len = buf_used(&cmd);
+            a->bounce_partition = queue_partition_of(&w->cfg->queue, dom, strlen(dom));
             w->st.bounces++;
+        } else {
+            buf_free(&cmd);
         }
     }
     buf_free(&b);
@@ -233,7 +245,7 @@ void outcome_txn(struct worker *w, struct conn *c, struct job *j)
         add_field_u64(a, "conn_msgs", c->msgs);
     }
     if (ndr)
-        enqueue_bounce(w, j, dr, ndr);
+        attach_bounce(w, j, a, dr, ndr);
     if (nok) {
         w->st.rcpts_delivered += nok;
         enum tls_tier tier = c->tls_done ? tls_info_tier(&c->tinfo) : TLS_TIER_PLAINTEXT;
@@ -265,7 +277,7 @@ void outcome_txn(struct worker *w, struct conn *c, struct job *j)
 }
 
 static void simple_outcome(struct worker *w, struct job *j, enum queue_outcome_kind kind,
-                           const char *reason)
+                           const char *reason, const struct dsn_rcpt *dr, size_t ndr)
 {
     struct ack_item *a = worker_ack_slot(w, j->m->partition);
     if (a == NULL) {
@@ -290,13 +302,14 @@ static void simple_outcome(struct worker *w, struct job *j, enum queue_outcome_k
         add_field(a, "mx", mx);
     }
     add_field_u64(a, "attempt", (uint64_t)j->m->attempts + (kind == QUEUE_RETURNED ? 0 : 1));
+    attach_bounce(w, j, a, dr, ndr);
     job_free(w, j);
 }
 
 void outcome_return(struct worker *w, struct job *j, const char *reason)
 {
     w->st.returned++;
-    simple_outcome(w, j, QUEUE_RETURNED, reason);
+    simple_outcome(w, j, QUEUE_RETURNED, reason, NULL, 0);
 }
 
 void outcome_defer(struct worker *w, struct job *j, const char *reason)
@@ -306,20 +319,18 @@ void outcome_defer(struct worker *w, struct job *j, const char *reason)
         return;
     }
     w->st.deferred++;
-    simple_outcome(w, j, QUEUE_DEFERRED, reason);
+    simple_outcome(w, j, QUEUE_DEFERRED, reason, NULL, 0);
 }
 
 void outcome_fail(struct worker *w, struct job *j, const char *reason)
 {
     struct dsn_rcpt *dr = calloc(j->m->nrcpts, sizeof(*dr));
-    if (dr) {
+    if (dr)
         for (size_t i = 0; i < j->m->nrcpts; i++)
             dr[i] = (struct dsn_rcpt){j->m->rcpts[i], "5.0.0", reason};
-        enqueue_bounce(w, j, dr, j->m->nrcpts);
-        free(dr);
-    }
     w->st.failed++;
-    simple_outcome(w, j, QUEUE_FAILED, reason);
+    simple_outcome(w, j, QUEUE_FAILED, reason, dr, dr ? j->m->nrcpts : 0);
+    free(dr);
 }
 
 void dest_defer_all(struct worker *w, struct dest *d, const char *reason)
