@@ -189,6 +189,7 @@ static const struct key_def keys[] = {
     {"max_messages_per_connection", K_INT, F(limits.max_messages_per_connection), 0, 1, 100000000},
     {"batch", K_INT, F(batch), 0, 1, QUEUE_TAKE_MAX},
     {"max_in_memory", K_INT, F(max_in_memory), 0, 1, 10000000},
+    {"max_messages_in_memory", K_INT, F(max_messages_in_memory), 0, 1, 100000000},
     {"retry_base", K_DURATION, F(retry_base_ms), 0, 0, 0},
     {"retry_max", K_DURATION, F(retry_max_ms), 0, 0, 0},
     {"max_age", K_DURATION, F(max_age_ms), 0, 0, 0},
@@ -481,6 +482,13 @@ int config_load(struct tern_config *c, const char *path, char *err, size_t errle
     }
     if (c->threads > c->queue.partitions)
         c->threads = c->queue.partitions;   /* a worker owns >= 1 partition */
+    if (c->max_messages_in_memory) {   /* the engine's cap, split across the workers */
+        c->max_in_memory = c->max_messages_in_memory / c->threads;
+        if (c->max_in_memory < 1)
+            c->max_in_memory = 1;
+    }
+    if (c->batch > c->max_in_memory)
+        c->batch = c->max_in_memory;   /* a take must fit the room a worker has */
     if ((c->client_cert[0] != '\0') != (c->client_key[0] != '\0')) {
         snprintf(err, errlen, "%s: client_cert and client_key go together", path);
         return 0;

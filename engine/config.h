@@ -114,6 +114,7 @@ struct tern_config {
     int ndest_overrides;
     int batch;                        /* messages per take */
     int max_in_memory;                /* messages held per worker */
+    int max_messages_in_memory;       /* whole engine (0: unset); sets max_in_memory */
     int64_t retry_base_ms;            /* first retry delay; doubles */
     int64_t retry_max_ms;
     int64_t max_age_ms;               /* deferred longer than this: bounce */

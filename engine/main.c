@@ -181,6 +181,21 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
     free(lat);
 }
 
+/* One line on the queue side: the most messages any moment held in
+ * memory (per-worker peaks summed: an upper bound of the engine's) and
+ * how often the Redis link was lost and restored. */
+static void print_queue_line(struct worker **ws, int n)
+{
+    unsigned long long peak = 0, lost = 0, back = 0;
+    for (int i = 0; i < n; i++) {
+        const struct worker_stats *s = worker_stats(ws[i]);
+        peak += s->peak_in_memory;
+        lost += s->redis_losses;
+        back += s->redis_reconnects;
+    }
+    printf("queue peak_in_memory=%llu redis_losses=%llu redis_reconnects=%llu\n", peak, lost, back);
+}
+
 static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
 {
     char err[512];
@@ -259,6 +274,7 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
     for (int i = 0; i < e.nworkers; i++)
         worker_dest_report(ws[i], stdout, DEST_REPORT_LINES);
     print_summary(ws, e.nworkers, wall, &ru);
+    print_queue_line(ws, e.nworkers);
     for (int i = 0; i < e.nworkers; i++)
         worker_free(ws[i]);
     free(ws);

@@ -446,7 +446,7 @@ static void take_batches(struct worker *w)
         struct partition *p = &w->parts[i];
         if (p->take_inflight || p->next_poll_ms > w->now_ms)
             continue;
-        long room = (long)w->cfg->max_in_memory - (long)w->in_memory;
+        long room = (long)w->cfg->max_in_memory - (long)w->in_memory - (long)w->in_take;
         if (room < w->cfg->batch / 2 + 1)
             return;
         int n = room < w->cfg->batch ? (int)room : w->cfg->batch;
@@ -458,6 +458,8 @@ static void take_batches(struct worker *w)
         }
         worker_rq_push(w, RQ_TAKE, p->id);
         p->take_inflight = 1;
+        p->take_asked = n;
+        w->in_take += (size_t)n;
     }
 }
 
@@ -546,6 +548,8 @@ static void on_take(struct worker *w, int partition, redisReply *r)
     if (p == NULL)
         return;
     p->take_inflight = 0;
+    w->in_take -= (size_t)p->take_asked;
+    p->take_asked = 0;
     struct queue_msg **msgs = NULL;
     size_t n = 0;
     const char *err = NULL;
@@ -575,6 +579,8 @@ static void on_take(struct worker *w, int partition, redisReply *r)
         j->m = msgs[i];
         j->d = d;
         w->in_memory++;
+        if (w->in_memory > w->st.peak_in_memory)
+            w->st.peak_in_memory = w->in_memory;
         dest_push(w, d, j);
     }
     free(msgs);

@@ -169,6 +169,7 @@ struct ack_item {
 struct partition {
     int id;
     int take_inflight;
+    int take_asked;            /* messages the take in flight may bring */
     int64_t next_poll_ms;
     int empty;                 /* last take returned nothing */
     struct ack_item *acks;
@@ -221,6 +222,7 @@ struct worker {
     int nconns;
     int reap_pending;          /* a closed connection may be freeable */
     size_t in_memory;          /* jobs held */
+    size_t in_take;            /* room promised to takes in flight */
 
     int wake_fd;
     uint64_t wake_val;

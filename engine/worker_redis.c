@@ -129,8 +129,10 @@ void worker_redis_lost(struct worker *w, const char *why)
      * its messages leased: their lease brings them back. */
     w->rq_head = 0;
     w->rq_len = 0;
+    w->in_take = 0;
     for (int i = 0; i < w->nparts; i++) {
         w->parts[i].take_inflight = 0;
+        w->parts[i].take_asked = 0;
         w->parts[i].empty = 0;   /* unknown until Redis answers again */
     }
 }

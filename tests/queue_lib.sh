@@ -4,7 +4,7 @@
 # and the record's counts.
 #
 #   qsink NAME ARGS...    fresh sink with NAME.rec and NAME.stats
-#   qconf NAME            NAME.conf: one worker, route * to the sink, stdin lines
+#   qconf NAME            NAME.conf: $QTHREADS (1) workers, route * to the sink, stdin lines
 #   qstart NAME [TAG]     tern run in the background (TAG: NAME.TAG.run/.rerr); PID in $QPID
 #   qstop PID             SIGTERM, wait, return its exit status
 #   qleft NAME            messages in Redis (ready + leased + scheduled)
@@ -25,7 +25,7 @@ qsink() {
 
 qconf() {
     {
-        echo "threads = 1"
+        echo "threads = ${QTHREADS:-1}"
         echo "tls = none"
         echo "route * = 127.0.0.1:$SINK_PORT"
         cat
