@@ -565,6 +565,10 @@ static void on_take(struct worker *w, int partition, redisReply *r)
     if (n == 0)
         p->next_poll_ms = w->now_ms + EMPTY_POLL_MS;
     for (size_t i = 0; i < n; i++) {
+        if (msgs[i]->bad) {
+            outcome_bad(w, msgs[i]);
+            continue;
+        }
         struct job *j = calloc(1, sizeof(*j));
         struct dest *d = j ? dest_get(w, msgs[i]->domain) : NULL;
         if (d == NULL) {

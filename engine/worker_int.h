@@ -290,6 +290,8 @@ void outcome_txn(struct worker *w, struct conn *c, struct job *j);
 void outcome_return(struct worker *w, struct job *j, const char *reason);
 void outcome_defer(struct worker *w, struct job *j, const char *reason);
 void outcome_fail(struct worker *w, struct job *j, const char *reason);
+/* outcome_bad: a malformed entry (m->bad) is set aside; frees m. */
+void outcome_bad(struct worker *w, struct queue_msg *m);
 void dest_requeue_front(struct dest *d, struct job *j);
 void dest_defer_all(struct worker *w, struct dest *d, const char *reason);
 void job_free(struct worker *w, struct job *j);

@@ -333,6 +333,21 @@ void outcome_fail(struct worker *w, struct job *j, const char *reason)
     free(dr);
 }
 
+void outcome_bad(struct worker *w, struct queue_msg *m)
+{
+    fprintf(stderr, "tern: worker %d: queue entry %s is malformed (%s); set aside\n", w->id, m->id,
+            m->bad);
+    struct ack_item *a = worker_ack_slot(w, m->partition);
+    if (a != NULL) {
+        snprintf(a->id, sizeof(a->id), "%s", m->id);
+        a->lease_until = m->lease_until_ms;
+        a->kind = QUEUE_BAD;
+        add_field(a, "reply", m->bad);
+        w->st.bad++;
+    }
+    queue_msg_free(m);
+}
+
 void dest_defer_all(struct worker *w, struct dest *d, const char *reason)
 {
     while (d->ready_head) {

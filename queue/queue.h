@@ -108,6 +108,10 @@ struct queue_msg {
     int64_t created_ms;
     int64_t lease_until_ms; /* this lease's expiry; pass it back in the
                                outcome so a stale ack is recognised */
+    /* Non-NULL: the entry is malformed (static string: "bad recipient
+     * address", "bad number", ...); only id, partition and lease_until_ms
+     * are set. The engine acks it QUEUE_BAD with this reason. */
+    const char *bad;
 };
 
 enum queue_outcome_kind {
@@ -116,6 +120,8 @@ enum queue_outcome_kind {
     QUEUE_FAILED,        /* permanent failure; message removed (bounce
                             enqueued separately by the caller first) */
     QUEUE_RETURNED,      /* back to ready, no attempt counted */
+    QUEUE_BAD,           /* malformed entry: set aside in <pfx>:{p}:bad with
+                            bad_reason (the `reply` field), never retried */
 };
 
 struct queue_outcome {

@@ -41,17 +41,27 @@ static const char enqueue_src[] =
 
 /*
  * take
- *   KEYS[1] ready  KEYS[2] leased  KEYS[3] sched
- *   ARGV    msg_prefix ("<pfx>:{p}:m:"), now_ms, lease_ms, max
+ *   KEYS[1] ready  KEYS[2] leased  KEYS[3] sched  KEYS[4] bad
+ *   KEYS[5] stats  KEYS[6] events
+ *   ARGV    msg_prefix ("<pfx>:{p}:m:"), now_ms, lease_ms, max,
+ *           max_message_size
  *   Reply   flat array, QUEUE_TAKE_FIELDS strings per message:
  *           id, from, rcpts, domain, data, attempts, created, lease_until
+ *
+ * An entry that cannot be a message (a field missing, no recipients,
+ * data over max_message_size, a non-numeric count, an over-long id) is
+ * moved aside: its id goes to the bad set, the hash gets bad_reason, and
+ * a `bad` event is written. A popped id without any hash is dropped (it
+ * was deleted). The engine checks the addresses and sets aside what
+ * fails with an ack of kind `bad`.
  */
 static const char take_src[] =
     "local pfx = ARGV[1]\n"
     "local now = tonumber(ARGV[2])\n"
     "local lease = tonumber(ARGV[3])\n"
     "local max = tonumber(ARGV[4])\n"
-    "if not now or not lease or not max or max < 1 then\n"
+    "local maxsize = tonumber(ARGV[5])\n"
+    "if not now or not lease or not max or max < 1 or not maxsize then\n"
     "  return redis.error_reply('ERR take: bad arguments')\n"
     "end\n"
     /* 1. deferred entries that are due go to the back of ready. */
@@ -75,10 +85,27 @@ static const char take_src[] =
     "if not ids then return out end\n"
     "local until_ms = now + lease\n"
     "local until_s = string.format('%.0f', until_ms)\n"
+    "local names = {'from', 'rcpts', 'domain', 'data'}\n"
     "for _, id in ipairs(ids) do\n"
     "  local f = redis.call('HMGET', pfx .. id, 'from', 'rcpts', 'domain',\n"
     "    'data', 'attempts', 'created')\n"
-    "  if f[1] and f[2] and f[2] ~= '' then\n"
+    "  local why = nil\n"
+    "  if #id >= " QUEUE_STR(QUEUE_ID_MAX) " then why = 'id too long' end\n"
+    "  for k = 1, 4 do\n"
+    "    if not why and not f[k] then why = 'missing field ' .. names[k] end\n"
+    "  end\n"
+    "  if not why and f[2] == '' then why = 'no recipients' end\n"
+    "  if not why and #f[4] > maxsize then why = 'oversized data' end\n"
+    "  if not why and ((f[5] and not tonumber(f[5])) or (f[6] and not tonumber(f[6]))) then\n"
+    "    why = 'bad number'\n"
+    "  end\n"
+    "  if why and redis.call('EXISTS', pfx .. id) == 1 then\n"
+    "    redis.call('SADD', KEYS[4], id)\n"
+    "    redis.call('HSET', pfx .. id, 'bad_reason', why)\n"
+    "    redis.call('HINCRBY', KEYS[5], 'bad', 1)\n"
+    "    redis.call('XADD', KEYS[6], 'MAXLEN', '~', '" QUEUE_EVENTS_MAXLEN_STR "',\n"
+    "      '*', 'id', id, 'status', 'bad', 'reply', why)\n"
+    "  elseif not why then\n"
     "    redis.call('ZADD', KEYS[2], until_s, id)\n"
     "    out[#out+1] = id\n"
     "    out[#out+1] = f[1]\n"
@@ -95,7 +122,7 @@ static const char take_src[] =
 /*
  * ack
  *   KEYS[1] leased  KEYS[2] sched  KEYS[3] ready  KEYS[4] stats
- *   KEYS[5] events
+ *   KEYS[5] events  KEYS[6] bad
  *   ARGV    msg_prefix, now_ms, n, then n outcomes, each:
  *           id, kind, lease_until ("0": any), remaining_rcpts ("": keep),
  *           retry_at_ms, nfields, fields...
@@ -108,7 +135,7 @@ static const char ack_src[] =
     "local pfx = ARGV[1]\n"
     "local n = tonumber(ARGV[3])\n"
     "if not n or n < 0 then return redis.error_reply('ERR ack: bad n') end\n"
-    "local kinds = {delivered=true, failed=true, deferred=true, returned=true}\n"
+    "local kinds = {delivered=true, failed=true, deferred=true, returned=true, bad=true}\n"
     "local i = 4\n"
     "for k = 1, n do\n"
     "  local nf = tonumber(ARGV[i+5])\n"
@@ -135,14 +162,19 @@ static const char ack_src[] =
     "    if kind == 'delivered' or kind == 'failed' then\n"
     "      redis.call('DEL', key)\n"
     "    elseif redis.call('EXISTS', key) == 1 then\n"
-    "      if kind == 'deferred' then\n"
-    "        redis.call('HINCRBY', key, 'attempts', 1)\n"
-    "        if rem ~= '' then redis.call('HSET', key, 'rcpts', rem) end\n"
+    "      if kind == 'deferred' or kind == 'bad' then\n"
+    "        local rf = kind == 'bad' and 'bad_reason' or 'last'\n"
     "        for j = fstart, fstart + nf - 2, 2 do\n"
     "          if ARGV[j] == 'reply' then\n"
-    "            redis.call('HSET', key, 'last', ARGV[j+1])\n"
+    "            redis.call('HSET', key, rf, ARGV[j+1])\n"
     "          end\n"
     "        end\n"
+    "      end\n"
+    "      if kind == 'bad' then\n"
+    "        redis.call('SADD', KEYS[6], id)\n"
+    "      elseif kind == 'deferred' then\n"
+    "        redis.call('HINCRBY', key, 'attempts', 1)\n"
+    "        if rem ~= '' then redis.call('HSET', key, 'rcpts', rem) end\n"
     "        redis.call('ZADD', KEYS[2], retry, id)\n"
     "      else\n"
     "        redis.call('RPUSH', KEYS[3], id)\n"
