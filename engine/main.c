@@ -4,7 +4,7 @@
  *   tern run -c FILE [--drain] [-v]        deliver from the queue
  *   tern inject -c FILE --from A --to B[,C...] [FILE|-]
  *   tern inject -c FILE --generate N --domains d1,d2,... [--size BYTES] [--from A]
- *   tern queue -c FILE stats
+ *   tern queue -c FILE stats [--json] | show ID | retry [--domain D] | delete ID... | bounce ID...
  *   tern check-config -c FILE             configuration and certificate checks
  *   tern tls-check [options] HOST[:PORT]  what TLS a receiver negotiates, under a policy
  *
@@ -25,6 +25,7 @@
 #include "engine/tls_check.h"
 #include "tls/cert_check.h"
 #include "queue/queue.h"
+#include "queue/queue_admin.h"
 
 #define INJECT_MAX_RCPTS QUEUE_RCPTS_MAX
 #define DEST_REPORT_LINES 20   /* per worker, busiest destinations first */
@@ -35,7 +36,8 @@ static void usage(FILE *f)
             "usage: tern run -c FILE [--drain] [-v]\n"
             "       tern inject -c FILE --from ADDR --to ADDR[,ADDR...] [FILE|-]\n"
             "       tern inject -c FILE --generate N --domains D1,D2,... [--size BYTES] [--from ADDR]\n"
-            "       tern queue -c FILE stats\n"
+            "       tern queue -c FILE stats [--json] | show ID | retry [--domain D]\n"
+            "       tern queue -c FILE delete ID... | bounce ID...\n"
             "       tern check-config -c FILE\n"
             "       tern tls-check [--policy LEVEL] [--match NAME]... [--pin HEX]... HOST[:PORT]\n");
 }
@@ -473,32 +475,6 @@ static int cmd_inject(const struct tern_config *cfg, int argc, char **argv, int 
     return 0;
 }
 
-static int cmd_queue(const struct tern_config *cfg, const char *what)
-{
-    if (what == NULL || strcmp(what, "stats") != 0) {
-        usage(stderr);
-        return 2;
-    }
-    char err[512];
-    struct queue_conn q;
-    if (!queue_open(&q, &cfg->queue, cfg->redis, err, sizeof(err))) {
-        fprintf(stderr, "tern: %s\n", err);
-        return 1;
-    }
-    struct queue_stats st;
-    int ok = queue_stats(&q, &st, err, sizeof(err));
-    queue_close(&q);
-    if (!ok) {
-        fprintf(stderr, "tern: stats: %s\n", err);
-        return 1;
-    }
-    printf("ready %lld\nleased %lld\nscheduled %lld\nenqueued %lld\ndelivered %lld\n"
-           "deferred %lld\nfailed %lld\nreturned %lld\n",
-           st.ready, st.leased, st.scheduled, st.enqueued, st.delivered, st.deferred, st.failed,
-           st.returned);
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -527,6 +503,11 @@ int main(int argc, char **argv)
             return 2;
         return cmd_inject(&cfg, argc, argv, i);
     }
+    if (strcmp(cmd, "queue") == 0) {   /* queue/queue_admin.h */
+        if (!load_config(cfgpath, &cfg))
+            return 2;
+        return queue_admin_main(&cfg.queue, cfg.redis, cfg.hostname, argc - i, argv + i, stdout);
+    }
     for (; i < argc; i++) {
         if (strcmp(argv[i], "-c") == 0) cfgpath = opt_value(argc, argv, &i);
         else if (strcmp(argv[i], "--drain") == 0) drain = 1;
@@ -548,8 +529,6 @@ int main(int argc, char **argv)
         }
         return cmd_run(&cfg, drain, verbose);
     }
-    if (strcmp(cmd, "queue") == 0)
-        return cmd_queue(&cfg, sub);
     if (strcmp(cmd, "check-config") == 0) {
         int errors = check_certificates(&cfg, stdout, 1);
         printf("%s: %s (%d threads, %d partitions, %d routes, %zu policy entries)\n", cfgpath,
