@@ -364,10 +364,10 @@ static int cmd_stats(struct admin *a, int json)
         }
         fprintf(o, "}}\n");
     } else {
-        fprintf(o, "ready %lld\nleased %lld\nscheduled %lld\nbad %lld\nenqueued %lld\n"
-                   "delivered %lld\ndeferred %lld\nfailed %lld\nreturned %lld\noldest_age_s %lld\n",
-                st.ready, st.leased, st.scheduled, bad, st.enqueued, st.delivered, st.deferred,
-                st.failed, st.returned, age_s(oldest, now));
+        fprintf(o, "ready %lld\nleased %lld\nscheduled %lld\nenqueued %lld\ndelivered %lld\n"
+                   "deferred %lld\nfailed %lld\nreturned %lld\nbad %lld\noldest_age_s %lld\n",
+                st.ready, st.leased, st.scheduled, st.enqueued, st.delivered, st.deferred,
+                st.failed, st.returned, bad, age_s(oldest, now));
         for (size_t i = 0; i < t.n; i++) {
             const struct dstat *d = t.all[i];
             fprintf(o, "domain %s ready=%lld leased=%lld scheduled=%lld bad=%lld oldest_age_s=%lld\n",
