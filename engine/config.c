@@ -33,8 +33,8 @@ void config_defaults(struct tern_config *c)
     };
     c->batch = 256;
     c->max_in_memory = 8192;
-    c->retry_base_ms = 60000;
-    c->retry_max_ms = 3600000;
+    c->retry_base_ms = 300000;        /* 5m 10m 20m 40m 80m 160m 4h 4h ... */
+    c->retry_max_ms = 4 * 3600000;
     c->max_age_ms = 5LL * 86400 * 1000;
     c->tier_memory_ms = 3600000;
 }
@@ -193,6 +193,8 @@ static const struct key_def keys[] = {
     {"retry_base", K_DURATION, F(retry_base_ms), 0, 0, 0},
     {"retry_max", K_DURATION, F(retry_max_ms), 0, 0, 0},
     {"max_age", K_DURATION, F(max_age_ms), 0, 0, 0},
+    {"retry_schedule", K_STR, F(retry_schedule_text), CONFIG_SCHEDULE_TEXT_MAX, 0, 0},
+    {"delay_warning", K_DURATION, F(delay_warning_ms), 0, 0, 0},
     {"tier_memory", K_DURATION, F(tier_memory_ms), 0, 0, 0},
     {"lease", K_DURATION, 0, 0, 0, 0},
     {"max_message_size", K_SIZE, 0, 0, 0, 0},
@@ -324,6 +326,27 @@ static int assign_tls_ctx(struct tern_config *c, struct policy_entry *e)
         return 0;
     c->tls_ctx[c->ntls_ctx] = want;
     e->ctx_index = c->ntls_ctx++;
+    return 1;
+}
+
+/* retry_schedule = "5m 10m 20m 40m 1h 2h 4h": durations separated by
+ * spaces or commas, each above zero. */
+static int parse_retry_schedule(struct tern_config *c, char *err, size_t errlen, const char *path)
+{
+    char text[CONFIG_SCHEDULE_TEXT_MAX];
+    copy_str(text, sizeof(text), c->retry_schedule_text);
+    c->nretry_schedule = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(text, " \t,", &save); t; t = strtok_r(NULL, " \t,", &save)) {
+        int64_t v;
+        if (c->nretry_schedule >= CONFIG_RETRY_STEPS_MAX || !config_parse_duration_ms(t, &v) || v <= 0) {
+            snprintf(err, errlen, "%s: retry_schedule: %s (durations such as 5m, at most %d)", path,
+                     c->nretry_schedule >= CONFIG_RETRY_STEPS_MAX ? "too many steps" : "bad duration",
+                     CONFIG_RETRY_STEPS_MAX);
+            return 0;
+        }
+        c->retry_schedule_ms[c->nretry_schedule++] = v;
+    }
     return 1;
 }
 
@@ -487,6 +510,8 @@ int config_load(struct tern_config *c, const char *path, char *err, size_t errle
         if (c->max_in_memory < 1)
             c->max_in_memory = 1;
     }
+    if (c->retry_schedule_text[0] && !parse_retry_schedule(c, err, errlen, path))
+        return 0;
     if (c->batch > c->max_in_memory)
         c->batch = c->max_in_memory;   /* a take must fit the room a worker has */
     if ((c->client_cert[0] != '\0') != (c->client_key[0] != '\0')) {

@@ -501,7 +501,11 @@ static void flush_acks(struct worker *w)
             returned |= a->kind == QUEUE_RETURNED;
             if (a->bounce) {   /* the bounce is stored before the ack removes the message */
                 outq_append(&w->rout, a->bounce, a->bounce_len);
-                worker_rq_push(w, RQ_ENQUEUE, a->bounce_partition);
+                for (int b = 0; b < a->bounce_cmds; b++)
+                    worker_rq_push(w, RQ_ENQUEUE, a->bounce_partition);
+                struct partition *bp = part_of(w, a->bounce_partition);
+                if (bp)
+                    bp->empty = 0;   /* --drain: deliver the report too */
             }
         }
         if (queue_cmd_ack(worker_redis_buf(w), &w->cfg->queue, &w->scripts, p->id, o, p->nacks, w->now_ms)) {

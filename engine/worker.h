@@ -67,6 +67,7 @@ struct worker_stats {
     uint64_t redis_losses, redis_reconnects;
     uint64_t peak_in_memory;      /* most messages held at once */
     uint64_t bad;                 /* malformed queue entries set aside */
+    uint64_t delay_warnings;      /* delay reports sent (Action: delayed) */
     uint64_t conns_opened, conn_failures, txns;
     uint64_t hs_full, hs_resumed, resume_offered, resume_refused;
     uint64_t tier_msgs[TLS_TIER_COUNT];

@@ -160,10 +160,12 @@ struct ack_item {
     int64_t lease_until;       /* the lease this ack settles */
     char *fields[EV_FIELDS_MAX];
     size_t nfields;
-    /* a bounce's enqueue command (RESP), sent just before this ack */
+    /* enqueue commands (RESP) of the bounce or delay warning this outcome
+     * sends, written just before this ack */
     uint8_t *bounce;
     size_t bounce_len;
     int bounce_partition;
+    int bounce_cmds;
 };
 
 struct partition {

@@ -43,6 +43,9 @@ void stats_tls_mix(struct worker_stats *st, const char *name)
 
 static int64_t retry_at(const struct worker *w, const struct job *j)
 {
+    int n = w->cfg->nretry_schedule;
+    if (n > 0)
+        return w->now_ms + w->cfg->retry_schedule_ms[j->m->attempts < n ? j->m->attempts : n - 1];
     int64_t delay = w->cfg->retry_base_ms;
     for (int i = 0; i < j->m->attempts && delay < w->cfg->retry_max_ms; i++)
         delay *= 2;
@@ -120,21 +123,23 @@ static char *buf_strdup(struct buf *b)
     return s;
 }
 
-/* attach_bounce builds the DSN for n recipients and its enqueue command
- * and attaches it to ack a: flush_acks sends it just before the ack, so
- * it is never lost while the message still exists, and it waits with the
- * ack while Redis is away. */
-static void attach_bounce(struct worker *w, const struct job *j, struct ack_item *a,
-                          const struct dsn_rcpt *r, size_t n)
+/* attach_bounce builds the DSN for n recipients (a bounce, or a delay
+ * warning when r[0].action is "delayed") and its enqueue command and adds
+ * it to ack a: flush_acks sends it just before the ack, so it is never
+ * lost while the message still exists, and it waits with the ack while
+ * Redis is away. */
+static int attach_bounce(struct worker *w, const struct job *j, struct ack_item *a,
+                         const struct dsn_rcpt *r, size_t n)
 {
     const char *sender = j->m->from;
     if (a == NULL || sender[0] == '\0' || n == 0)
-        return;   /* never bounce a bounce */
+        return 0;   /* never bounce a bounce */
     const char *dom = queue_addr_domain(sender);
     if (dom == NULL) {
         fprintf(stderr, "tern: message %s: sender <%s> has no domain; no bounce\n", j->m->id, sender);
-        return;
+        return 0;
     }
+    int done = 0;
     struct buf b;
     buf_init(&b, 0);
     char id[QUEUE_ID_MAX];
@@ -144,19 +149,44 @@ static void attach_bounce(struct worker *w, const struct job *j, struct ack_item
         const char *rc[1] = {sender};
         struct buf cmd;
         buf_init(&cmd, 0);
+        uint8_t *all = NULL;
         if (queue_cmd_enqueue(&cmd, &w->cfg->queue, &w->scripts, id, "", rc, 1, dom,
-                              buf_peek(&b), buf_used(&b), w->now_ms)) {
-            /* the buffer's bytes become the ack's: data starts at off 0 */
-            a->bounce = cmd.data;
-            a->bounce_len = buf_used(&cmd);
+                              buf_peek(&b), buf_used(&b), w->now_ms) &&
+            (all = realloc(a->bounce, a->bounce_len + buf_used(&cmd))) != NULL) {
+            memcpy(all + a->bounce_len, buf_peek(&cmd), buf_used(&cmd));
+            a->bounce = all;
+            a->bounce_len += buf_used(&cmd);
+            a->bounce_cmds++;
             a->bounce_partition = queue_partition_of(&w->cfg->queue, dom, strlen(dom));
-            w->st.bounces++;
-        } else {
-            buf_free(&cmd);
+            done = 1;
         }
+        buf_free(&cmd);
     }
     buf_free(&b);
+    return done;
 }
+
+/* maybe_warn: the first deferral of a message older than delay_warning
+ * sends its sender a delay report (Action: delayed) for the n recipients
+ * still pending. The ack's `warned` field is stored in the message, so a
+ * later take knows (queue_msg.delay_warned): once per message. */
+static void maybe_warn(struct worker *w, const struct job *j, struct ack_item *a,
+                       const struct dsn_rcpt *r, size_t n)
+{
+    const struct queue_msg *m = j->m;
+    if (a == NULL || r == NULL || w->cfg->delay_warning_ms <= 0 || m->delay_warned ||
+        w->now_ms - m->created_ms < w->cfg->delay_warning_ms)
+        return;
+    if (attach_bounce(w, j, a, r, n)) {
+        add_field(a, "warned", "yes");
+        w->st.delay_warnings++;
+    }
+}
+
+struct rcpt_diag {
+    char text[48];
+    char esc[SMTP_ESC_MAX];
+};
 
 static void esc_of(const struct smtp_reply *r, char *out, size_t cap)
 {
@@ -175,7 +205,11 @@ void outcome_txn(struct worker *w, struct conn *c, struct job *j)
     buf_init(&later, 0);
     buf_init(&failed, 0);
     struct dsn_rcpt *dr = calloc(m->nrcpts, sizeof(*dr));
-    size_t ndr = 0, nok = 0;
+    struct dsn_rcpt *dl = calloc(m->nrcpts, sizeof(*dl));   /* for a delay warning */
+    /* per-recipient diagnostic and status where a RCPT TO reply differs
+     * from the transaction's final one (only its code is kept) */
+    struct rcpt_diag *rd = calloc(m->nrcpts, sizeof(*rd));
+    size_t ndr = 0, ndl = 0, nok = 0, nperm = 0;
     char reply[SMTP_REPLY_TEXT_MAX + 32];
     snprintf(reply, sizeof(reply), "%d %s", t->reply.code, t->reply.text);
     for (char *p = reply; *p; p++)
@@ -196,19 +230,30 @@ void outcome_txn(struct worker *w, struct conn *c, struct job *j)
         else
             code = t->reply.code;   /* accepted recipient: the DATA outcome */
         int cls = i >= j->ntx ? 4 : code / 100;
+        const char *diag = reply, *st = esc;
+        if (rd && i < j->ntx && code != t->reply.code) {
+            snprintf(rd[i].text, sizeof(rd[i].text), "%d (the reply to RCPT TO)", code);
+            snprintf(rd[i].esc, sizeof(rd[i].esc), "%d.0.0", cls);
+            diag = rd[i].text;
+            st = rd[i].esc;
+        }
         if (cls == 2) {
             join(&ok, m->rcpts[i]);
             nok++;
         } else if (cls == 5 || (expired && i < j->ntx)) {
             join(&failed, m->rcpts[i]);
+            nperm += cls == 5;
             if (dr) {
                 dr[ndr].rcpt = m->rcpts[i];
-                dr[ndr].status = cls == 5 ? esc : "4.4.7";
-                dr[ndr].diagnostic = reply;
+                dr[ndr].status = cls == 5 ? st : "4.4.7";
+                dr[ndr].diagnostic = diag;
                 ndr++;
             }
         } else {
             join(&later, m->rcpts[i]);
+            if (dl)
+                dl[ndl++] = (struct dsn_rcpt){m->rcpts[i], cls == 4 && i < j->ntx ? st : "4.0.0",
+                                              diag, "delayed"};
         }
     }
     buf_append(&ok, "", 1);
@@ -228,7 +273,7 @@ void outcome_txn(struct worker *w, struct conn *c, struct job *j)
             a->retry_at = retry_at(w, j);
             w->st.deferred++;
         } else if (buf_used(&failed) > 1) {
-            a->kind = QUEUE_FAILED;
+            a->kind = nperm ? QUEUE_FAILED : QUEUE_EXPIRED;
             w->st.failed++;
         } else {
             a->kind = QUEUE_DELIVERED;
@@ -243,9 +288,11 @@ void outcome_txn(struct worker *w, struct conn *c, struct job *j)
         add_tls_fields(a, c);
         add_field_u64(a, "attempt", (uint64_t)m->attempts + 1);
         add_field_u64(a, "conn_msgs", c->msgs);
+        if (a->kind == QUEUE_DEFERRED)
+            maybe_warn(w, j, a, dl, ndl);
     }
-    if (ndr)
-        attach_bounce(w, j, a, dr, ndr);
+    if (ndr && attach_bounce(w, j, a, dr, ndr))
+        w->st.bounces++;
     if (nok) {
         w->st.rcpts_delivered += nok;
         enum tls_tier tier = c->tls_done ? tls_info_tier(&c->tinfo) : TLS_TIER_PLAINTEXT;
@@ -270,6 +317,8 @@ void outcome_txn(struct worker *w, struct conn *c, struct job *j)
         }
     }
     free(dr);
+    free(dl);
+    free(rd);
     buf_free(&ok);
     buf_free(&later);
     buf_free(&failed);
@@ -302,7 +351,15 @@ static void simple_outcome(struct worker *w, struct job *j, enum queue_outcome_k
         add_field(a, "mx", mx);
     }
     add_field_u64(a, "attempt", (uint64_t)j->m->attempts + (kind == QUEUE_RETURNED ? 0 : 1));
-    attach_bounce(w, j, a, dr, ndr);
+    if (kind == QUEUE_DEFERRED) {
+        struct dsn_rcpt *dl = calloc(j->m->nrcpts, sizeof(*dl));
+        for (size_t i = 0; dl && i < j->m->nrcpts; i++)
+            dl[i] = (struct dsn_rcpt){j->m->rcpts[i], "4.0.0", reason, "delayed"};
+        maybe_warn(w, j, a, dl, j->m->nrcpts);
+        free(dl);
+    }
+    if (ndr && attach_bounce(w, j, a, dr, ndr))
+        w->st.bounces++;
     job_free(w, j);
 }
 
@@ -312,10 +369,23 @@ void outcome_return(struct worker *w, struct job *j, const char *reason)
     simple_outcome(w, j, QUEUE_RETURNED, reason, NULL, 0);
 }
 
+/* outcome_expire: past max_age with no final answer: every recipient
+ * bounces with 4.4.7 and the event says expired. */
+static void outcome_expire(struct worker *w, struct job *j, const char *reason)
+{
+    struct dsn_rcpt *dr = calloc(j->m->nrcpts, sizeof(*dr));
+    if (dr)
+        for (size_t i = 0; i < j->m->nrcpts; i++)
+            dr[i] = (struct dsn_rcpt){j->m->rcpts[i], "4.4.7", reason, NULL};
+    w->st.failed++;
+    simple_outcome(w, j, QUEUE_EXPIRED, reason, dr, dr ? j->m->nrcpts : 0);
+    free(dr);
+}
+
 void outcome_defer(struct worker *w, struct job *j, const char *reason)
 {
     if (w->now_ms - j->m->created_ms > w->cfg->max_age_ms) {
-        outcome_fail(w, j, reason);
+        outcome_expire(w, j, reason);
         return;
     }
     w->st.deferred++;
@@ -327,7 +397,7 @@ void outcome_fail(struct worker *w, struct job *j, const char *reason)
     struct dsn_rcpt *dr = calloc(j->m->nrcpts, sizeof(*dr));
     if (dr)
         for (size_t i = 0; i < j->m->nrcpts; i++)
-            dr[i] = (struct dsn_rcpt){j->m->rcpts[i], "5.0.0", reason};
+            dr[i] = (struct dsn_rcpt){j->m->rcpts[i], "5.0.0", reason, NULL};
     w->st.failed++;
     simple_outcome(w, j, QUEUE_FAILED, reason, dr, dr ? j->m->nrcpts : 0);
     free(dr);

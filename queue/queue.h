@@ -26,7 +26,7 @@
  *          then pops up to N ids from ready, leases them (now + lease_ms)
  *          and returns their fields, all in one EVALSHA. The reply is a
  *          flat array of QUEUE_TAKE_FIELDS strings per message: id, from,
- *          rcpts, domain, data, attempts, created, lease_until.
+ *          rcpts, domain, data, attempts, created, lease_until, warned.
  *   ack:   one EVALSHA per batch of outcomes for one partition: delivered
  *          and failed delete the message, deferred reschedules it (and may
  *          shrink its recipient list to those still pending), returned puts
@@ -73,7 +73,7 @@
 #define QUEUE_EVENTS_MAXLEN   1000000 /* approximate cap per partition stream */
 #define QUEUE_ACK_MAX         4096   /* outcomes per ack call */
 #define QUEUE_MOVE_MAX        1000   /* sched/leased entries moved per take */
-#define QUEUE_TAKE_FIELDS     8      /* reply strings per message in a take */
+#define QUEUE_TAKE_FIELDS     9      /* reply strings per message in a take */
 #define QUEUE_FIELDS_MAX      64     /* event field strings per outcome */
 
 #define QUEUE_STR_(x) #x
@@ -108,6 +108,7 @@ struct queue_msg {
     int64_t created_ms;
     int64_t lease_until_ms; /* this lease's expiry; pass it back in the
                                outcome so a stale ack is recognised */
+    int delay_warned;    /* the sender was told of the delay already */
     /* Non-NULL: the entry is malformed (static string: "bad recipient
      * address", "bad number", ...); only id, partition and lease_until_ms
      * are set. The engine acks it QUEUE_BAD with this reason. */
@@ -119,6 +120,7 @@ enum queue_outcome_kind {
     QUEUE_DEFERRED,      /* retry later; rcpts may shrink */
     QUEUE_FAILED,        /* permanent failure; message removed (bounce
                             enqueued separately by the caller first) */
+    QUEUE_EXPIRED,       /* like FAILED, for a message past its max age */
     QUEUE_RETURNED,      /* back to ready, no attempt counted */
     QUEUE_BAD,           /* malformed entry: set aside in <pfx>:{p}:bad with
                             bad_reason (the `reply` field), never retried */
@@ -292,6 +294,7 @@ long queue_generate(struct queue_conn *q, long n, const char *const *domains,
 struct queue_stats {
     long long ready, leased, scheduled;
     long long enqueued, delivered, deferred, failed, returned;
+    long long expired, deleted;   /* past max_age; removed by tern queue delete */
 };
 int queue_stats(struct queue_conn *q, struct queue_stats *st, char *err, size_t errlen);
 

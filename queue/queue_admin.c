@@ -350,9 +350,10 @@ static int cmd_stats(struct admin *a, int json)
     if (json) {
         fprintf(o, "{\"ready\":%lld,\"leased\":%lld,\"scheduled\":%lld,\"bad\":%lld,"
                    "\"enqueued\":%lld,\"delivered\":%lld,\"deferred\":%lld,\"failed\":%lld,"
-                   "\"returned\":%lld,\"oldest_age_s\":%lld,\"domains\":{",
+                   "\"returned\":%lld,\"expired\":%lld,\"deleted\":%lld,\"oldest_age_s\":%lld,"
+                   "\"domains\":{",
                 st.ready, st.leased, st.scheduled, bad, st.enqueued, st.delivered, st.deferred,
-                st.failed, st.returned, age_s(oldest, now));
+                st.failed, st.returned, st.expired, st.deleted, age_s(oldest, now));
         for (size_t i = 0; i < t.n; i++) {
             const struct dstat *d = t.all[i];
             fprintf(o, "%s", i ? "," : "");
@@ -365,9 +366,10 @@ static int cmd_stats(struct admin *a, int json)
         fprintf(o, "}}\n");
     } else {
         fprintf(o, "ready %lld\nleased %lld\nscheduled %lld\nenqueued %lld\ndelivered %lld\n"
-                   "deferred %lld\nfailed %lld\nreturned %lld\nbad %lld\noldest_age_s %lld\n",
+                   "deferred %lld\nfailed %lld\nreturned %lld\nexpired %lld\ndeleted %lld\n"
+                   "bad %lld\noldest_age_s %lld\n",
                 st.ready, st.leased, st.scheduled, st.enqueued, st.delivered, st.deferred,
-                st.failed, st.returned, bad, age_s(oldest, now));
+                st.failed, st.returned, st.expired, st.deleted, bad, age_s(oldest, now));
         for (size_t i = 0; i < t.n; i++) {
             const struct dstat *d = t.all[i];
             fprintf(o, "domain %s ready=%lld leased=%lld scheduled=%lld bad=%lld oldest_age_s=%lld\n",
@@ -572,7 +574,7 @@ static int bounce_one(struct admin *a, int p, const char *id)
         struct dsn_rcpt dr[QUEUE_RCPTS_MAX];
         for (char *s = rc, *save = NULL, *t = s ? strtok_r(s, "\n", &save) : NULL;
              t && nr < QUEUE_RCPTS_MAX; t = strtok_r(NULL, "\n", &save))
-            dr[nr++] = (struct dsn_rcpt){t, "5.0.0", BOUNCE_REASON};
+            dr[nr++] = (struct dsn_rcpt){t, "5.0.0", BOUNCE_REASON, NULL};
         struct buf b;
         buf_init(&b, 0);
         const redisReply *d = r->element[2];

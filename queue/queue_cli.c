@@ -519,6 +519,8 @@ static int add_counter(struct queue_stats *st, const redisReply *name,
         {"deferred", offsetof(struct queue_stats, deferred)},
         {"failed", offsetof(struct queue_stats, failed)},
         {"returned", offsetof(struct queue_stats, returned)},
+        {"expired", offsetof(struct queue_stats, expired)},
+        {"deleted", offsetof(struct queue_stats, deleted)},
     };
     if (name->type != REDIS_REPLY_STRING || val->type != REDIS_REPLY_STRING)
         return 0;

@@ -78,6 +78,7 @@ const char *queue_outcome_kind_name(enum queue_outcome_kind k)
     case QUEUE_DELIVERED: return "delivered";
     case QUEUE_DEFERRED: return "deferred";
     case QUEUE_FAILED: return "failed";
+    case QUEUE_EXPIRED: return "expired";
     case QUEUE_RETURNED: return "returned";
     case QUEUE_BAD: return "bad";
     }
@@ -413,11 +414,11 @@ static struct queue_msg *bad_msg(const redisReply *id, int partition, int64_t le
     return m;
 }
 
-/* Build one message from 8 reply strings, in a single allocation:
+/* Build one message from QUEUE_TAKE_FIELDS reply strings, in a single allocation:
  * struct, rcpt pointer array, then the strings and data. */
 static struct queue_msg *msg_from_reply(redisReply **f, int partition, const char **err)
 {
-    enum { F_ID, F_FROM, F_RCPTS, F_DOMAIN, F_DATA, F_ATT, F_CREATED, F_LEASE };
+    enum { F_ID, F_FROM, F_RCPTS, F_DOMAIN, F_DATA, F_ATT, F_CREATED, F_LEASE, F_WARNED };
     for (int i = 0; i < QUEUE_TAKE_FIELDS; i++) {
         if (f[i] == NULL || f[i]->type != REDIS_REPLY_STRING) {
             *err = "take: field is not a string";
@@ -466,6 +467,7 @@ static struct queue_msg *msg_from_reply(redisReply **f, int partition, const cha
     m->attempts = (int)att;
     m->created_ms = created;
     m->lease_until_ms = lease;
+    m->delay_warned = f[F_WARNED]->len > 0;
     /* Split the recipient copy on '\n' in place. */
     m->nrcpts = 0;
     char *start = rc;

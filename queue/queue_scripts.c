@@ -46,7 +46,8 @@ static const char enqueue_src[] =
  *   ARGV    msg_prefix ("<pfx>:{p}:m:"), now_ms, lease_ms, max,
  *           max_message_size
  *   Reply   flat array, QUEUE_TAKE_FIELDS strings per message:
- *           id, from, rcpts, domain, data, attempts, created, lease_until
+ *           id, from, rcpts, domain, data, attempts, created, lease_until,
+ *           warned ("" until a delay warning was sent)
  *
  * An entry that cannot be a message (a field missing, no recipients,
  * data over max_message_size, a non-numeric count, an over-long id) is
@@ -88,7 +89,7 @@ static const char take_src[] =
     "local names = {'from', 'rcpts', 'domain', 'data'}\n"
     "for _, id in ipairs(ids) do\n"
     "  local f = redis.call('HMGET', pfx .. id, 'from', 'rcpts', 'domain',\n"
-    "    'data', 'attempts', 'created')\n"
+    "    'data', 'attempts', 'created', 'warned')\n"
     "  local why = nil\n"
     "  if #id >= " QUEUE_STR(QUEUE_ID_MAX) " then why = 'id too long' end\n"
     "  for k = 1, 4 do\n"
@@ -115,6 +116,7 @@ static const char take_src[] =
     "    out[#out+1] = f[5] or '0'\n"
     "    out[#out+1] = f[6] or '0'\n"
     "    out[#out+1] = until_s\n"
+    "    out[#out+1] = f[7] or ''\n"
     "  end\n"
     "end\n"
     "return out\n";
@@ -135,7 +137,8 @@ static const char ack_src[] =
     "local pfx = ARGV[1]\n"
     "local n = tonumber(ARGV[3])\n"
     "if not n or n < 0 then return redis.error_reply('ERR ack: bad n') end\n"
-    "local kinds = {delivered=true, failed=true, deferred=true, returned=true, bad=true}\n"
+    "local kinds = {delivered=true, failed=true, expired=true, deferred=true, returned=true,\n"
+    "  bad=true}\n"
     "local i = 4\n"
     "for k = 1, n do\n"
     "  local nf = tonumber(ARGV[i+5])\n"
@@ -159,7 +162,7 @@ static const char ack_src[] =
     "  if score and (lease == '0' or tonumber(score) == tonumber(lease)) then\n"
     "    redis.call('ZREM', KEYS[1], id)\n"
     "    local key = pfx .. id\n"
-    "    if kind == 'delivered' or kind == 'failed' then\n"
+    "    if kind == 'delivered' or kind == 'failed' or kind == 'expired' then\n"
     "      redis.call('DEL', key)\n"
     "    elseif redis.call('EXISTS', key) == 1 then\n"
     "      if kind == 'deferred' or kind == 'bad' then\n"
@@ -167,6 +170,8 @@ static const char ack_src[] =
     "        for j = fstart, fstart + nf - 2, 2 do\n"
     "          if ARGV[j] == 'reply' then\n"
     "            redis.call('HSET', key, rf, ARGV[j+1])\n"
+    "          elseif ARGV[j] == 'warned' then\n"
+    "            redis.call('HSET', key, 'warned', ARGV[j+1])\n"
     "          end\n"
     "        end\n"
     "      end\n"

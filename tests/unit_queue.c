@@ -391,11 +391,11 @@ static void test_parse(void)
     CHECK(m == NULL);
     freeReplyObject(r);
 
-    r = reply_of("*16\r\n"
+    r = reply_of("*18\r\n"
                  "$2\r\nid\r\n$5\r\na@x.y\r\n$7\r\nb@d\nc@D\r\n$1\r\nd\r\n"
-                 "$5\r\nhi\t\r\n\r\n$1\r\n3\r\n$3\r\n100\r\n$3\r\n900\r\n"
+                 "$5\r\nhi\t\r\n\r\n$1\r\n3\r\n$3\r\n100\r\n$3\r\n900\r\n$1\r\ny\r\n"
                  "$3\r\nid2\r\n$0\r\n\r\n$3\r\nz@d\r\n$1\r\nd\r\n"
-                 "$0\r\n\r\n$1\r\n0\r\n$1\r\n5\r\n$3\r\n901\r\n");
+                 "$0\r\n\r\n$1\r\n0\r\n$1\r\n5\r\n$3\r\n901\r\n$0\r\n\r\n");
     CHECK_INT(queue_parse_take(r, 4, &m, &n, &err), 1);
     CHECK_INT(n, 2);
     if (n == 2) {
@@ -412,6 +412,8 @@ static void test_parse(void)
         CHECK_INT(m[0]->attempts, 3);
         CHECK_INT(m[0]->created_ms, 100);
         CHECK_INT(m[0]->lease_until_ms, 900);
+        CHECK_INT(m[0]->delay_warned, 1);
+        CHECK_INT(m[1]->delay_warned, 0);
         CHECK_STR(m[1]->id, "id2");
         CHECK_STR(m[1]->from, "");
         CHECK_INT(m[1]->nrcpts, 1);
@@ -431,9 +433,9 @@ static void test_parse(void)
         {"-ERR something\r\n", "error reply"},
         {":1\r\n", "take: reply is not an array"},
         {"*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n", "take: bad element count"},
-        {"*8\r\n$1\r\na\r\n$0\r\n\r\n$1\r\nr\r\n$1\r\nd\r\n$0\r\n\r\n:1\r\n$1\r\n1\r\n$1\r\n1\r\n",
+        {"*9\r\n$1\r\na\r\n$0\r\n\r\n$1\r\nr\r\n$1\r\nd\r\n$0\r\n\r\n:1\r\n$1\r\n1\r\n$1\r\n1\r\n$0\r\n\r\n",
          "take: field is not a string"},
-        {"*8\r\n$0\r\n\r\n$0\r\n\r\n$1\r\nr\r\n$1\r\nd\r\n$0\r\n\r\n$1\r\n1\r\n$1\r\n1\r\n$1\r\n1\r\n",
+        {"*9\r\n$0\r\n\r\n$0\r\n\r\n$1\r\nr\r\n$1\r\nd\r\n$0\r\n\r\n$1\r\n1\r\n$1\r\n1\r\n$1\r\n1\r\n$0\r\n\r\n",
          "take: bad id"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -455,17 +457,17 @@ static void test_parse(void)
         const char *resp;
         const char *why;
     } malformed[] = {
-        {"*8\r\n$1\r\na\r\n$0\r\n\r\n$3\r\nr@d\r\n$1\r\nd\r\n$0\r\n\r\n$2\r\n1x\r\n$1\r\n1\r\n$1\r\n7\r\n",
+        {"*9\r\n$1\r\na\r\n$0\r\n\r\n$3\r\nr@d\r\n$1\r\nd\r\n$0\r\n\r\n$2\r\n1x\r\n$1\r\n1\r\n$1\r\n7\r\n$0\r\n\r\n",
          "bad number"},
-        {"*8\r\n$1\r\na\r\n$0\r\n\r\n$0\r\n\r\n$1\r\nd\r\n$0\r\n\r\n$1\r\n1\r\n$1\r\n1\r\n$1\r\n7\r\n",
+        {"*9\r\n$1\r\na\r\n$0\r\n\r\n$0\r\n\r\n$1\r\nd\r\n$0\r\n\r\n$1\r\n1\r\n$1\r\n1\r\n$1\r\n7\r\n$0\r\n\r\n",
          "no recipients"},
-        {"*8\r\n$1\r\na\r\n$0\r\n\r\n$3\r\nr@e\r\n$1\r\nd\r\n$0\r\n\r\n$1\r\n1\r\n$1\r\n1\r\n$1\r\n7\r\n",
+        {"*9\r\n$1\r\na\r\n$0\r\n\r\n$3\r\nr@e\r\n$1\r\nd\r\n$0\r\n\r\n$1\r\n1\r\n$1\r\n1\r\n$1\r\n7\r\n$0\r\n\r\n",
          "recipient not in the entry's domain"},
-        {"*8\r\n$1\r\na\r\n$0\r\n\r\n$5\r\nr s@d\r\n$1\r\nd\r\n$0\r\n\r\n$1\r\n1\r\n$1\r\n1\r\n$1\r\n7\r\n",
+        {"*9\r\n$1\r\na\r\n$0\r\n\r\n$5\r\nr s@d\r\n$1\r\nd\r\n$0\r\n\r\n$1\r\n1\r\n$1\r\n1\r\n$1\r\n7\r\n$0\r\n\r\n",
          "bad recipient address"},
-        {"*8\r\n$1\r\na\r\n$2\r\n<s\r\n$3\r\nr@d\r\n$1\r\nd\r\n$0\r\n\r\n$1\r\n1\r\n$1\r\n1\r\n$1\r\n7\r\n",
+        {"*9\r\n$1\r\na\r\n$2\r\n<s\r\n$3\r\nr@d\r\n$1\r\nd\r\n$0\r\n\r\n$1\r\n1\r\n$1\r\n1\r\n$1\r\n7\r\n$0\r\n\r\n",
          "bad sender address"},
-        {"*8\r\n$1\r\na\r\n$0\r\n\r\n$3\r\nr@D\r\n$1\r\nD\r\n$0\r\n\r\n$1\r\n1\r\n$1\r\n1\r\n$1\r\n7\r\n",
+        {"*9\r\n$1\r\na\r\n$0\r\n\r\n$3\r\nr@D\r\n$1\r\nD\r\n$0\r\n\r\n$1\r\n1\r\n$1\r\n1\r\n$1\r\n7\r\n$0\r\n\r\n",
          "domain not lower-case"},
     };
     for (size_t i = 0; i < sizeof(malformed) / sizeof(malformed[0]); i++) {
