@@ -13,9 +13,11 @@
  *     <pfx>:{p}:ready      LIST  ids ready now (RPUSH in, LPOP out)
  *     <pfx>:{p}:leased     ZSET  id -> lease expiry (ms); taken, in flight
  *     <pfx>:{p}:sched      ZSET  id -> next attempt (ms); deferred
+ *     <pfx>:{p}:bad        SET   malformed entries set aside (hash has
+ *                                bad_reason)
  *     <pfx>:{p}:events     STREAM one entry per outcome (see docs/queue.md)
  *     <pfx>:{p}:stats      HASH  counters: enqueued, delivered, deferred,
- *                                failed, returned
+ *                                failed, expired, returned, bad, deleted
  *
  *   A message's recipients all belong to one destination domain; enqueue
  *   splits a multi-domain message into one queue entry per domain, and the
@@ -24,11 +26,12 @@
  *
  *   take:  moves due entries from sched and expired leases back to ready,
  *          then pops up to N ids from ready, leases them (now + lease_ms)
- *          and returns their fields, all in one EVALSHA. The reply is a
+ *          and returns their fields, all in one EVALSHA. Malformed entries
+ *          are moved to the bad set instead. The reply is a
  *          flat array of QUEUE_TAKE_FIELDS strings per message: id, from,
  *          rcpts, domain, data, attempts, created, lease_until, warned.
- *   ack:   one EVALSHA per batch of outcomes for one partition: delivered
- *          and failed delete the message, deferred reschedules it (and may
+ *   ack:   one EVALSHA per batch of outcomes for one partition: delivered,
+ *          failed and expired delete the message, bad sets it aside, deferred reschedules it (and may
  *          shrink its recipient list to those still pending), returned puts
  *          it back on ready without counting an attempt. Each outcome
  *          appends one event. An ack for an id that is no longer leased is
@@ -209,7 +212,10 @@ int queue_cmd_enqueue(struct buf *out, const struct queue_config *qc,
 int queue_cmd_event(struct buf *out, const struct queue_config *qc, int partition,
                     const char *status, const char *const *fields, size_t nfields);
 
-/* queue_parse_take turns the reply of a take into messages. On success
+/* queue_parse_take turns the reply of a take into messages. An entry
+ * whose addresses fail the checks queue_cmd_enqueue applies, or whose
+ * numbers do not parse, comes back with m->bad set (not an error), so the
+ * rest of the batch goes on. On success
  * *msgs is a malloc'd array of *n pointers (free each with queue_msg_free
  * and the array with free). Returns 0 on a malformed or error reply, with
  * *err set to a static string; an error reply beginning with "NOSCRIPT"
