@@ -458,6 +458,7 @@ static void take_batches(struct worker *w)
         }
         worker_rq_push(w, RQ_TAKE, p->id);
         p->take_inflight = 1;
+        p->refilled = 0;
         p->take_asked = n;
         w->in_take += (size_t)n;
     }
@@ -487,6 +488,9 @@ static void flush_acks(struct worker *w)
         struct partition *p = &w->parts[i];
         if (p->nacks == 0)
             continue;
+        /* Bigger batches: the script call's fixed cost is paid per call. */
+        if (!w->stopping && p->nacks < ACK_FLUSH_MIN && w->now_ms - p->first_ack_ms < ACK_FLUSH_MS)
+            continue;
         struct queue_outcome *o = calloc(p->nacks, sizeof(*o));
         if (o == NULL)
             continue;   /* retried on the next iteration */
@@ -504,8 +508,10 @@ static void flush_acks(struct worker *w)
                 for (int b = 0; b < a->bounce_cmds; b++)
                     worker_rq_push(w, RQ_ENQUEUE, a->bounce_partition);
                 struct partition *bp = part_of(w, a->bounce_partition);
-                if (bp)
-                    bp->empty = 0;   /* --drain: deliver the report too */
+                if (bp) {   /* --drain: deliver the report too */
+                    bp->empty = 0;
+                    bp->refilled = 1;
+                }
             }
         }
         if (queue_cmd_ack(worker_redis_buf(w), &w->cfg->queue, &w->scripts, p->id, o, p->nacks, w->now_ms)) {
@@ -513,8 +519,10 @@ static void flush_acks(struct worker *w)
             for (size_t k = 0; k < p->nacks; k++)
                 ack_item_free(&p->acks[k]);
             p->nacks = 0;
-            if (returned)
+            if (returned) {
                 p->empty = 0;   /* they are ready again in Redis */
+                p->refilled = 1;
+            }
         } else {
             /* The command buffer is now unusable; stop. The leases bring
              * these messages back: at-least-once, never lost. */
@@ -541,6 +549,8 @@ struct ack_item *worker_ack_slot(struct worker *w, int partition)
         p->acks = n;
         p->acks_cap = ncap;
     }
+    if (p->nacks == 0)
+        p->first_ack_ms = w->now_ms;
     struct ack_item *a = &p->acks[p->nacks++];
     memset(a, 0, sizeof(*a));
     return a;
@@ -565,8 +575,10 @@ static void on_take(struct worker *w, int partition, redisReply *r)
         return;
     }
     w->st.taken += n;
-    p->empty = n == 0;
-    if (n == 0)
+    /* A take sent before a bounce or a return was stored may come back
+     * empty: that does not make the partition empty. */
+    p->empty = n == 0 && !p->refilled;
+    if (p->empty)
         p->next_poll_ms = w->now_ms + EMPTY_POLL_MS;
     for (size_t i = 0; i < n; i++) {
         if (msgs[i]->bad) {

@@ -37,6 +37,8 @@
 #define HOST_BUCKETS         1024    /* MX host table (power of two) */
 #define DEST_REPORT_MAX      20      /* per-destination summary lines per worker */
 #define DEST_STATS_EVERY_MS  10000   /* per-destination counters to the events stream */
+#define ACK_FLUSH_MIN        128     /* outcomes that make an ack call at once */
+#define ACK_FLUSH_MS         20      /* or the oldest outcome waits this long */
 #define REDIS_BACKOFF_MIN_MS 100     /* first reconnect delay after losing Redis; doubles */
 #define REDIS_BACKOFF_MAX_MS 5000    /* reconnect delay cap */
 
@@ -174,8 +176,10 @@ struct partition {
     int take_asked;            /* messages the take in flight may bring */
     int64_t next_poll_ms;
     int empty;                 /* last take returned nothing */
+    int refilled;              /* mail added (bounce, returned) since the take in flight was sent */
     struct ack_item *acks;
     size_t nacks, acks_cap;
+    int64_t first_ack_ms;      /* when the oldest unsent outcome was recorded */
 };
 
 enum redis_req { RQ_TAKE, RQ_ACK, RQ_ENQUEUE, RQ_SCRIPT, RQ_EVENT };
