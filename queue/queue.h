@@ -73,7 +73,8 @@
 #define QUEUE_TAKE_MAX        1024   /* ids per take */
 #define QUEUE_RCPTS_MAX       1000   /* recipients per message */
 #define QUEUE_ADDR_MAX        512
-#define QUEUE_EVENTS_MAXLEN   1000000 /* approximate cap per partition stream */
+#define QUEUE_EVENTS_MAXLEN   1000000 /* default approximate cap per partition stream */
+#define QUEUE_EVENTS_MAXLEN_MIN 1000
 #define QUEUE_ACK_MAX         4096   /* outcomes per ack call */
 #define QUEUE_MOVE_MAX        1000   /* sched/leased entries moved per take */
 #define QUEUE_TAKE_FIELDS     9      /* reply strings per message in a take */
@@ -89,6 +90,8 @@ struct queue_config {
     int partitions;                 /* 1..QUEUE_PARTITIONS_MAX, default 16 */
     int lease_ms;                   /* default 300000 */
     int64_t max_message_size;       /* bytes, default 32 MiB */
+    int events_maxlen;              /* each events stream: XADD MAXLEN ~ this,
+                                       default QUEUE_EVENTS_MAXLEN */
 };
 
 /* SHA1 hex digests of the loaded scripts. */
@@ -150,7 +153,8 @@ void queue_config_defaults(struct queue_config *qc);
 
 /* queue_config_check returns 1 if qc is usable: prefix 1..31 bytes of
  * [A-Za-z0-9_.:-] (no braces, so {p} is the key's hash tag), partitions
- * 1..QUEUE_PARTITIONS_MAX, lease_ms > 0, max_message_size > 0. Otherwise
+ * 1..QUEUE_PARTITIONS_MAX, lease_ms > 0, max_message_size > 0,
+ * events_maxlen >= QUEUE_EVENTS_MAXLEN_MIN. Otherwise
  * returns 0 and sets *why to a static string. */
 int queue_config_check(const struct queue_config *qc, const char **why);
 

@@ -27,21 +27,22 @@ static const char *const state_keys[ST_COUNT] = {"ready", "leased", "sched", "ba
 /*
  * remove
  *   KEYS[1] leased  KEYS[2] sched  KEYS[3] bad  KEYS[4] stats  KEYS[5] events
- *   ARGV    msg_prefix, status ("deleted" or "failed"), reason, ids...
+ *   ARGV    msg_prefix, status ("deleted" or "failed"), reason,
+ *           events_maxlen, ids...
  *   Reply   the number of ids that had a message.
  * The id stays on ready if it is there: take drops ids without a hash, so
  * removal never scans the list.
  */
 static const char remove_src[] =
     "local n = 0\n"
-    "for i = 4, #ARGV do\n"
+    "for i = 5, #ARGV do\n"
     "  local id = ARGV[i]\n"
     "  if redis.call('DEL', ARGV[1] .. id) == 1 then\n"
     "    redis.call('ZREM', KEYS[1], id)\n"
     "    redis.call('ZREM', KEYS[2], id)\n"
     "    redis.call('SREM', KEYS[3], id)\n"
     "    redis.call('HINCRBY', KEYS[4], ARGV[2], 1)\n"
-    "    redis.call('XADD', KEYS[5], 'MAXLEN', '~', '" QUEUE_EVENTS_MAXLEN_STR "', '*',\n"
+    "    redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[4], '*',\n"
     "      'id', id, 'status', ARGV[2], 'reply', ARGV[3])\n"
     "    n = n + 1\n"
     "  end\n"
@@ -527,7 +528,7 @@ static int remove_ids(struct admin *a, int p, const char *status, const char *re
     for (int i = 0; i < 5; i++)
         pkey(a, p, names[i], k[i]);
     pkey(a, p, "m:", pfx);
-    size_t argc = 3 + 5 + 3 + n;
+    size_t argc = 3 + 5 + 4 + n;
     const char **argv = malloc(argc * sizeof(*argv));
     size_t *lens = malloc(argc * sizeof(*lens));
     if (argv == NULL || lens == NULL) {
@@ -535,10 +536,12 @@ static int remove_ids(struct admin *a, int p, const char *status, const char *re
         free(lens);
         return 0;
     }
-    const char *head[11] = {"EVAL", remove_src, "5", k[0], k[1], k[2], k[3], k[4], pfx, status,
-                            reason};
+    char maxlen[24];
+    snprintf(maxlen, sizeof(maxlen), "%d", a->q.qc.events_maxlen);
+    const char *head[12] = {"EVAL", remove_src, "5", k[0], k[1], k[2], k[3], k[4], pfx, status,
+                            reason, maxlen};
     for (size_t i = 0; i < argc; i++) {
-        argv[i] = i < 11 ? head[i] : ids[i - 11];
+        argv[i] = i < 12 ? head[i] : ids[i - 12];
         lens[i] = strlen(argv[i]);
     }
     redisReply *r = redisCommandArgv(a->q.rc, (int)argc, argv, lens);

@@ -103,7 +103,7 @@ int queue_cmd_take(struct buf *out, const struct queue_config *qc,
     if (out->err || !partition_ok(qc, partition) || max < 1 ||
         max > QUEUE_TAKE_MAX || qc->lease_ms <= 0)
         return 0;
-    resp_begin(out, 14);
+    resp_begin(out, 15);
     resp_str(out, "EVALSHA");
     resp_str(out, s->take);
     resp_str(out, "6");
@@ -118,6 +118,7 @@ int queue_cmd_take(struct buf *out, const struct queue_config *qc,
     resp_i64(out, qc->lease_ms);
     resp_i64(out, max);
     resp_i64(out, qc->max_message_size);
+    resp_i64(out, qc->events_maxlen);
     return !out->err;
 }
 
@@ -127,7 +128,7 @@ int queue_cmd_ack(struct buf *out, const struct queue_config *qc,
 {
     if (out->err || !partition_ok(qc, partition) || n < 1 || n > QUEUE_ACK_MAX)
         return 0;
-    size_t argc = 3 + 6 + 3;
+    size_t argc = 3 + 6 + 4;
     for (size_t i = 0; i < n; i++) {
         if (o[i].id == NULL || !queue_id_check(o[i].id) ||
             queue_outcome_kind_name(o[i].kind) == NULL ||
@@ -151,6 +152,7 @@ int queue_cmd_ack(struct buf *out, const struct queue_config *qc,
     resp_key(out, qc, partition, "bad");
     resp_key(out, qc, partition, "m:");
     resp_i64(out, now_ms);
+    resp_i64(out, qc->events_maxlen);
     resp_i64(out, (int64_t)n);
     for (size_t i = 0; i < n; i++) {
         const struct queue_outcome *x = &o[i];
@@ -177,7 +179,7 @@ int queue_cmd_event(struct buf *out, const struct queue_config *qc, int partitio
     resp_key(out, qc, partition, "events");
     resp_str(out, "MAXLEN");
     resp_str(out, "~");
-    resp_str(out, QUEUE_EVENTS_MAXLEN_STR);
+    resp_i64(out, qc->events_maxlen);
     resp_str(out, "*");
     resp_str(out, "status");
     resp_str(out, status);

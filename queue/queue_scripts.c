@@ -21,7 +21,8 @@
 /*
  * enqueue
  *   KEYS[1] message hash  KEYS[2] ready  KEYS[3] stats  [KEYS[4] events]
- *   ARGV    id, from, rcpts ("\n"-joined), domain, data, now_ms
+ *   ARGV    id, from, rcpts ("\n"-joined), domain, data, now_ms,
+ *           [events_maxlen, default QUEUE_EVENTS_MAXLEN]
  *   Reply   1, or an error if the message key already exists.
  */
 static const char enqueue_src[] =
@@ -34,7 +35,7 @@ static const char enqueue_src[] =
     "redis.call('RPUSH', KEYS[2], ARGV[1])\n"
     "redis.call('HINCRBY', KEYS[3], 'enqueued', 1)\n"
     "if KEYS[4] then\n"
-    "  redis.call('XADD', KEYS[4], 'MAXLEN', '~', '" QUEUE_EVENTS_MAXLEN_STR "',\n"
+    "  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7] or '" QUEUE_EVENTS_MAXLEN_STR "',\n"
     "    '*', 'id', ARGV[1], 'status', 'queued', 'domain', ARGV[4])\n"
     "end\n"
     "return 1\n";
@@ -44,7 +45,7 @@ static const char enqueue_src[] =
  *   KEYS[1] ready  KEYS[2] leased  KEYS[3] sched  KEYS[4] bad
  *   KEYS[5] stats  KEYS[6] events
  *   ARGV    msg_prefix ("<pfx>:{p}:m:"), now_ms, lease_ms, max,
- *           max_message_size
+ *           max_message_size, events_maxlen
  *   Reply   flat array, QUEUE_TAKE_FIELDS strings per message:
  *           id, from, rcpts, domain, data, attempts, created, lease_until,
  *           warned ("" until a delay warning was sent)
@@ -105,7 +106,7 @@ static const char take_src[] =
     "    redis.call('SADD', KEYS[4], id)\n"
     "    redis.call('HSET', pfx .. id, 'bad_reason', why)\n"
     "    redis.call('HINCRBY', KEYS[5], 'bad', 1)\n"
-    "    redis.call('XADD', KEYS[6], 'MAXLEN', '~', '" QUEUE_EVENTS_MAXLEN_STR "',\n"
+    "    redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[6],\n"
     "      '*', 'id', id, 'status', 'bad', 'reply', why)\n"
     "  elseif not why then\n"
     "    leases[#leases+1] = until_s\n"
@@ -129,7 +130,7 @@ static const char take_src[] =
  * ack
  *   KEYS[1] leased  KEYS[2] sched  KEYS[3] ready  KEYS[4] stats
  *   KEYS[5] events  KEYS[6] bad
- *   ARGV    msg_prefix, now_ms, n, then n outcomes, each:
+ *   ARGV    msg_prefix, now_ms, events_maxlen, n, then n outcomes, each:
  *           id, kind, lease_until ("0": any), remaining_rcpts ("": keep),
  *           retry_at_ms, nfields, fields...
  *   Reply   number of outcomes applied (stale ones are skipped).
@@ -139,11 +140,12 @@ static const char take_src[] =
  */
 static const char ack_src[] =
     "local pfx = ARGV[1]\n"
-    "local n = tonumber(ARGV[3])\n"
-    "if not n or n < 0 then return redis.error_reply('ERR ack: bad n') end\n"
+    "local maxlen = ARGV[3]\n"
+    "local n = tonumber(ARGV[4])\n"
+    "if not n or n < 0 or not tonumber(maxlen) then return redis.error_reply('ERR ack: bad n') end\n"
     "local kinds = {delivered=true, failed=true, expired=true, deferred=true, returned=true,\n"
     "  bad=true}\n"
-    "local i = 4\n"
+    "local i = 5\n"
     "for k = 1, n do\n"
     "  local nf = tonumber(ARGV[i+5])\n"
     "  if not ARGV[i] or not kinds[ARGV[i+1]] or not tonumber(ARGV[i+2])\n"
@@ -157,7 +159,7 @@ static const char ack_src[] =
     "local done = 0\n"
     "local counts = {}\n"
     "local unleased, gone = {}, {}\n"
-    "i = 4\n"
+    "i = 5\n"
     "for k = 1, n do\n"
     "  local id, kind, lease = ARGV[i], ARGV[i+1], ARGV[i+2]\n"
     "  local rem, retry, nf = ARGV[i+3], ARGV[i+4], tonumber(ARGV[i+5])\n"
@@ -193,7 +195,7 @@ static const char ack_src[] =
     "    end\n"
     "    counts[kind] = (counts[kind] or 0) + 1\n"
     /* The event's fields straight from ARGV: no table copied per event. */
-    "    redis.call('XADD', KEYS[5], 'MAXLEN', '~', '" QUEUE_EVENTS_MAXLEN_STR "',\n"
+    "    redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen,\n"
     "      '*', 'id', id, 'status', kind, unpack(ARGV, fstart, fstart + nf - 1))\n"
     "    done = done + 1\n"
     "  end\n"

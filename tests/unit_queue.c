@@ -222,7 +222,7 @@ static void test_cmd_take(void)
     buf_init(&b, 0);
     CHECK_INT(queue_cmd_take(&b, &qc, &s, 5, 100, 1700000000000LL), 1);
     redisReply *r = parse_resp(buf_peek(&b), buf_used(&b));
-    CHECK(r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 14);
+    CHECK(r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 15);
     CHECK_ARG(r, 0, "EVALSHA");
     CHECK_ARG(r, 1, s.take);
     CHECK_ARG(r, 2, "6");
@@ -237,6 +237,7 @@ static void test_cmd_take(void)
     CHECK_ARG(r, 11, "300000");
     CHECK_ARG(r, 12, "100");
     CHECK_ARG(r, 13, "33554432");
+    CHECK_ARG(r, 14, "1000000");
     freeReplyObject(r);
     /* Invalid arguments append nothing. */
     size_t used = buf_used(&b);
@@ -271,11 +272,11 @@ static void test_cmd_ack(void)
     };
     CHECK_INT(queue_cmd_ack(&b, &qc, &s, 2, o, 2, 1700000000000LL), 1);
     redisReply *r = parse_resp(buf_peek(&b), buf_used(&b));
-    CHECK(r != NULL && r->elements == 12 + 6 + 4 + 6);
+    CHECK(r != NULL && r->elements == 13 + 6 + 4 + 6);
     static const char *const want[] = {
         "EVALSHA", NULL, "6", "tern:{2}:leased", "tern:{2}:sched",
         "tern:{2}:ready", "tern:{2}:stats", "tern:{2}:events", "tern:{2}:bad", "tern:{2}:m:",
-        "1700000000000", "2",
+        "1700000000000", "1000000", "2",
         "id1", "deferred", "1700000300000", "x@b\ny@b", "1700000060000", "4",
         "reply", "451 4.7.1 try later", "mx", "mx1.b.example",
         "id2", "delivered", "0", "", "0", "0"};
@@ -529,7 +530,7 @@ static void test_cmd_script_load(void)
     freeReplyObject(r);
     buf_free(&b);
     /* The scripts embed the configured caps. */
-    CHECK(strstr(queue_script_ack_src(), QUEUE_EVENTS_MAXLEN_STR) != NULL);
+    CHECK(strstr(queue_script_enqueue_src(), QUEUE_EVENTS_MAXLEN_STR) != NULL);
     CHECK(strstr(queue_script_take_src(), QUEUE_MOVE_MAX_STR) != NULL);
     CHECK_STR(queue_outcome_kind_name(QUEUE_RETURNED), "returned");
     CHECK_STR(queue_outcome_kind_name(QUEUE_BAD), "bad");
