@@ -9,18 +9,22 @@
 #
 #   --cap M   max_messages_in_memory for the engine (default: unset)
 #   --aof     Redis with appendonly yes, appendfsync everysec
+#   --redis-set "NAME VALUE"   a CONFIG SET for the private redis-server
+#                              (e.g. "hash-max-listpack-value 4096"); repeatable
 #
 # For each phase it prints messages/s, Redis commands per message (INFO
 # commandstats: client calls, and the calls made inside the scripts), and
 # Redis CPU per message (INFO cpu: used_cpu_user + used_cpu_sys of the
-# redis-server process, network included). For the drain it also prints
+# redis-server process, network and its background threads included; and
+# of its main thread alone, the one that limits Redis's throughput).
+# INFO commandstats of the drain goes to stderr. For the drain it also prints
 # the engine's peak RSS (/usr/bin/time) and its peak_in_memory line, and
 # Redis's used memory after the enqueue. Output also goes to OUT/queue_cost.txt.
 set -eu
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-N=100000 D=100 SIZE=1024 THREADS=2 CAP="" AOF=0 OUT=run/queue_cost
+N=100000 D=100 SIZE=1024 THREADS=2 CAP="" AOF=0 OUT=run/queue_cost SETS=()
 posint() { [[ $2 =~ ^[1-9][0-9]*$ ]] || { echo "queue_cost.sh: $1 wants a positive integer" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
     case $1 in
@@ -30,6 +34,7 @@ while [ $# -gt 0 ]; do
     --threads) posint "$1" "${2-}"; THREADS=$2; shift ;;
     --cap) posint "$1" "${2-}"; CAP=$2; shift ;;
     --aof) AOF=1 ;;
+    --redis-set) SETS+=("${2:?}"); shift ;;
     --out) OUT=${2:?}; shift ;;
     *) sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
     esac
@@ -44,6 +49,10 @@ work=$(mktemp -d /tmp/tern-qcost.XXXXXX)
 trap 'tern_cleanup; rm -rf "$work"' EXIT
 tern_init "$work"
 if [ "$AOF" = 1 ]; then tern_redis "--appendonly yes --appendfsync everysec"; else tern_redis; fi
+for s in ${SETS[@]+"${SETS[@]}"}; do
+    # shellcheck disable=SC2086
+    rcli config set $s >/dev/null
+done
 tern_sink sink --quiet --no-starttls --threads 2
 {
     echo "threads = $THREADS"
@@ -54,11 +63,14 @@ tern_sink sink --quiet --no-starttls --threads 2
 } | tern_config "$work/t.conf"
 domains=$(seq -f 'd%g.test' 1 "$D" | paste -sd, -)
 
-# counters: "<client calls> <calls inside scripts> <cpu seconds>"
+# counters: "<client calls> <calls inside scripts> <cpu seconds> <main thread cpu seconds>"
 counters() {
     local cs cpu
     cs=$(rcli info commandstats | tr -d '\r')
-    cpu=$(rcli info cpu | tr -d '\r' | awk -F: '$1 == "used_cpu_user" || $1 == "used_cpu_sys" { s += $2 } END { printf "%.6f", s }')
+    cpu=$(rcli info cpu | tr -d '\r' | awk -F: '
+        $1 == "used_cpu_user" || $1 == "used_cpu_sys" { s += $2 }
+        $1 == "used_cpu_user_main_thread" || $1 == "used_cpu_sys_main_thread" { m += $2 }
+        END { printf "%.6f %.6f", s, m }')
     echo "$cs" | awk -F'[:=,]' -v cpu="$cpu" '
         /^cmdstat_/ { name = substr($1, 9); calls = $3
             if (name == "eval" || name == "evalsha" || name == "info" || name == "config" ||
@@ -68,15 +80,15 @@ counters() {
 }
 report() {   # phase, messages, wall seconds, before, after
     local b=($4) a=($5)
-    awk -v p="$1" -v n="$2" -v w="$3" -v c0="${b[0]}" -v i0="${b[1]}" -v u0="${b[2]}" \
-        -v c1="${a[0]}" -v i1="${a[1]}" -v u1="${a[2]}" 'BEGIN {
-        printf "%-8s %9d msgs %8.2f s %9.0f msgs/s  redis: %.3f client cmds/msg, %.2f script cmds/msg, %.2f us CPU/msg\n",
-            p, n, w, n / w, (c1 - c0) / n, (i1 - i0) / n, (u1 - u0) * 1e6 / n }'
+    awk -v p="$1" -v n="$2" -v w="$3" -v c0="${b[0]}" -v i0="${b[1]}" -v u0="${b[2]}" -v m0="${b[3]}" \
+        -v c1="${a[0]}" -v i1="${a[1]}" -v u1="${a[2]}" -v m1="${a[3]}" 'BEGIN {
+        printf "%-8s %9d msgs %8.2f s %9.0f msgs/s  redis: %.3f client cmds/msg, %.2f script cmds/msg, %.2f us CPU/msg (main thread %.2f)\n",
+            p, n, w, n / w, (c1 - c0) / n, (i1 - i0) / n, (u1 - u0) * 1e6 / n, (m1 - m0) * 1e6 / n }'
 }
 now() { date +%s.%N; }
 
 {
-echo "queue_cost: $N messages of $SIZE bytes to $D domains, $THREADS threads, cap ${CAP:-none}, aof $AOF, $(redis-server --version | cut -d' ' -f3)"
+echo "queue_cost: $N messages of $SIZE bytes to $D domains, $THREADS threads, cap ${CAP:-none}, aof $AOF, $(redis-server --version | cut -d' ' -f3)${SETS[@]+, config set: ${SETS[*]}}"
 rcli config resetstat >/dev/null
 before=$(counters)
 t0=$(now)
