@@ -136,7 +136,7 @@ int queue_open(struct queue_conn *q, const struct queue_config *qc,
         q->rc = redisConnectWithTimeout(host, port, tv);
     }
     if (q->rc == NULL || q->rc->err) {
-        seterr(err, errlen, "connect %s: %s", redis_addr,
+        seterr(err, errlen, "cannot connect to Redis at %s: %s", redis_addr,
                q->rc ? q->rc->errstr : "out of memory");
         queue_close(q);
         return 0;

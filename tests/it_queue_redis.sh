@@ -38,7 +38,7 @@ tern_forget_pid "$REDIS_PID"
 # --- b. inject with Redis down ---------------------------------------------
 out=$(printf 'Subject: x\r\n\r\nx\r\n' | "$TERN" inject -c "$dir/s.conf" --from a@b.test --to c@a.test 2>&1)
 rc=$?
-if [ "$rc" -ne 0 ] && echo "$out" | grep -qi 'redis'; then
+if [ "$rc" -ne 0 ] && echo "$out" | grep -q 'cannot connect to Redis at'; then
     pass inject_redis_down_fails
 else
     fail inject_redis_down_fails "exit $rc: $out"
