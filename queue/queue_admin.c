@@ -391,8 +391,10 @@ static void show_time(FILE *o, const char *name, int64_t ms, int64_t now)
     struct tm tm;
     if (gmtime_r(&s, &tm))
         strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    long long d = (long long)((ms - now) / 1000);
-    fprintf(o, "%s %s (%s%lld s)\n", name, when, d < 0 ? "" : "in ", d < 0 ? -d : d);
+    if (ms <= now)
+        fprintf(o, "%s %s (%lld s ago)\n", name, when, (long long)((now - ms) / 1000));
+    else
+        fprintf(o, "%s %s (in %lld s)\n", name, when, (long long)((ms - now) / 1000));
 }
 
 static int cmd_show(struct admin *a, const char *id)
