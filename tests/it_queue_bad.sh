@@ -8,7 +8,9 @@
 #     bad_reason set, and leave ready and leased;
 #  b. a `bad` event is written for each;
 #  c. the good messages queued around them are delivered and the engine
-#     exits 0 (--drain).
+#     exits 0 (--drain);
+#  d. `tern queue stats` counts them and `tern queue show` gives the
+#     reason; `tern queue delete` removes one.
 set -u
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -69,4 +71,12 @@ want sender "bad sender address"
     fail bad_entries_out_of_the_way "bad $(rcli scard 'tern:{0}:bad'), ready $(rcli llen 'tern:{0}:ready'), leased $(rcli zcard 'tern:{0}:leased')"
 nev=$(rcli xrange 'tern:{0}:events' - + | grep -cx bad)
 [ "$nev" = 7 ] && pass bad_entries_events || fail bad_entries_events "$nev bad events"
+st=$("$TERN" queue -c "$dir/s.conf" stats)
+sh=$("$TERN" queue -c "$dir/s.conf" show big)
+[ "$(echo "$st" | awk '$1 == "bad" { print $2 }')" = 7 ] && echo "$sh" | grep -qx 'state bad' &&
+    echo "$sh" | grep -qx 'bad_reason oversized data' && pass bad_entries_stats_and_show ||
+    fail bad_entries_stats_and_show "$st / $sh"
+"$TERN" queue -c "$dir/s.conf" delete big >/dev/null && [ "$(rcli scard 'tern:{0}:bad')" = 6 ] &&
+    [ "$(rcli exists 'tern:{0}:m:big')" = 0 ] && pass bad_entry_deleted ||
+    fail bad_entry_deleted "bad set $(rcli scard 'tern:{0}:bad')"
 [ "$TERN_FAILS" -eq 0 ]
