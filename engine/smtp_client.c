@@ -303,6 +303,7 @@ static void on_reply(struct smtp_client *c, const struct smtp_reply *r)
             fail(c, ERR_UNEXPECTED, r, 1);
             return;
         }
+        memcpy(c->txn.rcpt_esc[c->rcpt_next], r->esc, SMTP_ESC_MAX);
         c->txn.rcpt_code[c->rcpt_next++] = r->code;
         if (cls == 2 && c->mail_ok) {
             c->rcpt_ok++;

@@ -147,6 +147,8 @@ struct smtp_txn_result {
                                        to the body, or the failing one) */
     int rcpt_code[SMTP_MAX_RCPTS_PER_TXN]; /* RCPT reply code per recipient,
                                        0 if never answered */
+    char rcpt_esc[SMTP_MAX_RCPTS_PER_TXN][SMTP_ESC_MAX]; /* its enhanced status
+                                       code ("5.1.1"), or "" (for bounces) */
 };
 
 enum smtp_event_kind {

@@ -184,7 +184,7 @@ static void maybe_warn(struct worker *w, const struct job *j, struct ack_item *a
 }
 
 struct rcpt_diag {
-    char text[48];
+    char text[64];
     char esc[SMTP_ESC_MAX];
 };
 
@@ -232,8 +232,13 @@ void outcome_txn(struct worker *w, struct conn *c, struct job *j)
         int cls = i >= j->ntx ? 4 : code / 100;
         const char *diag = reply, *st = esc;
         if (rd && i < j->ntx && code != t->reply.code) {
-            snprintf(rd[i].text, sizeof(rd[i].text), "%d (the reply to RCPT TO)", code);
-            snprintf(rd[i].esc, sizeof(rd[i].esc), "%d.0.0", cls);
+            const char *resc = code == t->rcpt_code[i] ? t->rcpt_esc[i] : "";
+            snprintf(rd[i].text, sizeof(rd[i].text), "%d%s%s (the reply to RCPT TO)", code,
+                     resc[0] ? " " : "", resc);
+            if (resc[0])
+                snprintf(rd[i].esc, sizeof(rd[i].esc), "%s", resc);
+            else
+                snprintf(rd[i].esc, sizeof(rd[i].esc), "%d.0.0", cls);
             diag = rd[i].text;
             st = rd[i].esc;
         }

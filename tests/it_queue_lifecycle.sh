@@ -5,7 +5,7 @@
 #  a. per recipient: one message to ok1, defer1, reject1 delivers ok1,
 #     keeps defer1 (alone) scheduled 1h ahead, fails reject1;
 #  b. the 5xx produces one DSN to the sender (null sender, multipart/report,
-#     Action: failed, Status 5.x.x, the RCPT reply's code, the original
+#     Action: failed, Status 5.1.1 from the RCPT reply, the original
 #     header); a message from the
 #     null sender that fails produces none;
 #  c. the events stream, read with a consumer group (XREADGROUP), has the
@@ -62,8 +62,8 @@ due=$(due_in_s)
 dsn=$(grep -lF 'Final-Recipient: rfc822; reject1@r.test' "$dir"/mail/*.eml 2>/dev/null)
 if [ "$(echo "$dsn" | grep -c .)" = 1 ] && head -n 1 "$dsn" | grep -qx 'MAIL <>' &&
     grep -qF 'RCPT <sender@s.test>' "$dsn" && grep -q 'multipart/report; report-type=delivery-status' "$dsn" &&
-    grep -q '^Action: failed' "$dsn" && grep -q '^Status: 5\.' "$dsn" &&
-    grep -q '^Diagnostic-Code: smtp; 550' "$dsn" &&
+    grep -q '^Action: failed' "$dsn" && grep -q '^Status: 5\.1\.1' "$dsn" &&
+    grep -q '^Diagnostic-Code: smtp; 550 5\.1\.1' "$dsn" &&
     grep -q '^Subject: lifecycle one' "$dsn"; then
     pass dsn_for_5xx
 else
