@@ -5,6 +5,7 @@
  */
 #include "engine/worker_int.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,11 +76,24 @@ static void add_field_u64(struct ack_item *a, const char *k, uint64_t v)
     add_field(a, k, tmp);
 }
 
+/* The next hop's IP address as text ("" if it is not IPv4 or IPv6). */
+static void hop_ip(const struct nexthop *h, char *out, size_t cap)
+{
+    const struct sockaddr_storage *ss = &h->addr;
+    const void *src = ss->ss_family == AF_INET ? (const void *)&((const struct sockaddr_in *)ss)->sin_addr
+                      : ss->ss_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr
+                                                  : NULL;
+    if (src == NULL || inet_ntop(ss->ss_family, src, out, (socklen_t)cap) == NULL)
+        out[0] = '\0';
+}
+
 static void add_tls_fields(struct ack_item *a, const struct conn *c)
 {
-    char mx[CONFIG_HOST_MAX + 8];
+    char mx[CONFIG_HOST_MAX + 8], ip[INET6_ADDRSTRLEN];
     snprintf(mx, sizeof(mx), "%s:%u", c->d->hop.host, (unsigned)c->d->hop.port);
     add_field(a, "mx", mx);
+    hop_ip(&c->d->hop, ip, sizeof(ip));
+    add_field(a, "ip", ip);
     add_field(a, "domain", c->d->domain);
     add_field(a, "policy", policy_level_name(dest_level(c->d)));
     if (!c->tls_done) {

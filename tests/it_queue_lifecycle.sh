@@ -9,7 +9,7 @@
 #     header); a message from the
 #     null sender that fails produces none;
 #  c. the events stream, read with a consumer group (XREADGROUP), has the
-#     outcome with each recipient list, mx, reply and attempt;
+#     outcome with each recipient list, mx, ip, reply and attempt;
 #  d. once older than delay_warning, the next deferral sends one delay
 #     report (Action: delayed) and is scheduled by the schedule's second
 #     step; a later deferral sends none (the last step repeats);
@@ -87,12 +87,12 @@ def read():
 r = cmd("XREADGROUP", "GROUP", "audit", "t1", "COUNT", "100", "STREAMS", "tern:{0}:events", ">")
 for eid, kv in r[0][1]:
     d = dict(zip(kv[::2], kv[1::2]))
-    print("%s|%s|%s|%s|%s|%s|%s|%s" % (d.get("status"), d.get("delivered"), d.get("deferred"),
-          d.get("failed"), d.get("attempt"), d.get("mx"), d.get("reply", "").split(" ")[0], eid))
+    print("%s|%s|%s|%s|%s|%s|%s|%s|%s" % (d.get("status"), d.get("delivered"), d.get("deferred"),
+          d.get("failed"), d.get("attempt"), d.get("mx"), d.get("ip"), d.get("reply", "").split(" ")[0], eid))
     cmd("XACK", "tern:{0}:events", "audit", eid)
 print("pending", cmd("XPENDING", "tern:{0}:events", "audit")[0])
 EOF
-if grep -q "^deferred|ok1@r.test|defer1@r.test|reject1@r.test|1|127.0.0.1:$SINK_PORT|" "$dir/ev.out" &&
+if grep -q "^deferred|ok1@r.test|defer1@r.test|reject1@r.test|1|127.0.0.1:$SINK_PORT|127.0.0.1|250|" "$dir/ev.out" &&
     grep -q '^pending 0$' "$dir/ev.out"; then
     pass events_consumer_group
 else
