@@ -196,6 +196,7 @@ static const struct key_def keys[] = {
     {"retry_schedule", K_STR, F(retry_schedule_text), CONFIG_SCHEDULE_TEXT_MAX, 0, 0},
     {"delay_warning", K_DURATION, F(delay_warning_ms), 0, 0, 0},
     {"events_maxlen", K_INT, F(queue.events_maxlen), 0, QUEUE_EVENTS_MAXLEN_MIN, 1000000000},
+    {"events_queued", K_BOOL, F(queue.events_queued), 0, 0, 0},
     {"tier_memory", K_DURATION, F(tier_memory_ms), 0, 0, 0},
     {"lease", K_DURATION, 0, 0, 0, 0},
     {"max_message_size", K_SIZE, 0, 0, 0, 0},

@@ -92,6 +92,7 @@ struct queue_config {
     int64_t max_message_size;       /* bytes, default 32 MiB */
     int events_maxlen;              /* each events stream: XADD MAXLEN ~ this,
                                        default QUEUE_EVENTS_MAXLEN */
+    int events_queued;              /* enqueue writes a `queued` event (default 1) */
 };
 
 /* SHA1 hex digests of the loaded scripts. */
@@ -192,8 +193,10 @@ const char *queue_script_ack_src(void);
  * queue_cmd_enqueue: from is "" or a bare address, every rcpt a bare
  *   recipient (queue_addr_check, no angle brackets) whose domain equals
  *   `domain` ignoring case, nrcpts in [1, QUEUE_RCPTS_MAX], len <=
- *   qc->max_message_size. The domain is stored lower-cased. The reply is
- *   1, or an error beginning "EXISTS" if the id is already queued.
+ *   qc->max_message_size. The domain is stored lower-cased. With
+ *   qc->events_queued a `queued` event (id, domain, rcpts) is written too.
+ *   The reply is 1, or an error beginning "EXISTS" if the id is already
+ *   queued.
  */
 int queue_cmd_script_load(struct buf *out, const char *src);
 int queue_cmd_take(struct buf *out, const struct queue_config *qc,

@@ -22,6 +22,7 @@ void queue_config_defaults(struct queue_config *qc)
     qc->lease_ms = QUEUE_DEFAULT_LEASE_MS;
     qc->max_message_size = QUEUE_DEFAULT_MAX_SIZE;
     qc->events_maxlen = QUEUE_EVENTS_MAXLEN;
+    qc->events_queued = 1;
 }
 
 /* Prefix characters: no braces (the partition's {p} must be the first

@@ -242,13 +242,16 @@ int queue_cmd_enqueue(struct buf *out, const struct queue_config *qc,
     memcpy(mname, "m:", 2);
     memcpy(mname + 2, id, strlen(id) + 1);
 
-    resp_begin(out, 3 + 3 + 6);
+    int ev = qc->events_queued != 0;
+    resp_begin(out, 3 + 3 + 6 + 2 * (size_t)ev);
     resp_str(out, "EVALSHA");
     resp_str(out, s->enqueue);
-    resp_str(out, "3");
+    resp_str(out, ev ? "4" : "3");
     resp_key(out, qc, p, mname);
     resp_key(out, qc, p, "ready");
     resp_key(out, qc, p, "stats");
+    if (ev)
+        resp_key(out, qc, p, "events");
     resp_str(out, id);
     resp_str(out, from);
     /* The joined recipient list, written in place. */
@@ -264,6 +267,8 @@ int queue_cmd_enqueue(struct buf *out, const struct queue_config *qc,
     resp_arg(out, ldomain, dlen);
     resp_arg(out, data, len);
     resp_i64(out, now_ms);
+    if (ev)
+        resp_i64(out, qc->events_maxlen);
     return !out->err;
 }
 

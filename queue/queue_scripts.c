@@ -36,7 +36,7 @@ static const char enqueue_src[] =
     "redis.call('HINCRBY', KEYS[3], 'enqueued', 1)\n"
     "if KEYS[4] then\n"
     "  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7] or '" QUEUE_EVENTS_MAXLEN_STR "',\n"
-    "    '*', 'id', ARGV[1], 'status', 'queued', 'domain', ARGV[4])\n"
+    "    '*', 'id', ARGV[1], 'status', 'queued', 'domain', ARGV[4], 'rcpts', ARGV[3])\n"
     "end\n"
     "return 1\n";
 

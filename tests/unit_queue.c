@@ -309,6 +309,7 @@ static void test_cmd_enqueue(void)
     /* Binary body with CRLF, NUL and a fake RESP header inside. */
     static const uint8_t body[] = "Subject: x\r\n\r\n\0$3\r\nabc\r\n*1\r\n\xff";
     const char *rc[] = {"a@Example.COM", "b@example.com"};
+    qc.events_queued = 0;   /* the 3-key form; the 4-key one below */
     CHECK_INT(queue_cmd_enqueue(&b, &qc, &s, "id-1", "s@x.example", rc, 2,
                                 "EXAMPLE.com", body, sizeof(body), 1234), 1);
     redisReply *r = parse_resp(buf_peek(&b), buf_used(&b));
@@ -332,6 +333,20 @@ static void test_cmd_enqueue(void)
           memcmp(r->element[10]->str, body, sizeof(body)) == 0);
     CHECK_ARG(r, 11, "1234");
     freeReplyObject(r);
+
+    /* With the queued event: the events key, and the stream cap last. */
+    buf_reset(&b);
+    qc.events_queued = 1;
+    CHECK_INT(queue_cmd_enqueue(&b, &qc, &s, "id-2", "", rc, 1, "example.com", body, 3, 5), 1);
+    r = parse_resp(buf_peek(&b), buf_used(&b));
+    CHECK(r != NULL && r->elements == 14);
+    CHECK_ARG(r, 2, "4");
+    snprintf(k, sizeof(k), "tern:{%d}:events", p);
+    CHECK_ARG(r, 6, k);
+    CHECK_ARG(r, 12, "5");
+    CHECK_ARG(r, 13, "1000000");
+    freeReplyObject(r);
+    qc.events_queued = 0;
 
     /* Large body, large batch of commands: all parse back in order. */
     size_t big = 3u * 1024 * 1024 + 7;
