@@ -90,7 +90,9 @@ static void pkey(const struct admin *a, int p, const char *name, char key[KEY_MA
 static redisReply *cmd(struct admin *a, int argc, const char **argv)
 {
     size_t lens[ADMIN_ARGS_MAX];
-    for (int i = 0; i < argc && i < ADMIN_ARGS_MAX; i++)
+    if (argc > ADMIN_ARGS_MAX)
+        return NULL;
+    for (int i = 0; i < argc; i++)
         lens[i] = strlen(argv[i]);
     redisReply *r = redisCommandArgv(a->q.rc, argc, argv, lens);
     if (r == NULL)
@@ -104,7 +106,9 @@ static redisReply *cmd(struct admin *a, int argc, const char **argv)
 static int append(struct admin *a, int argc, const char **argv)
 {
     size_t lens[ADMIN_ARGS_MAX];
-    for (int i = 0; i < argc && i < ADMIN_ARGS_MAX; i++)
+    if (argc > ADMIN_ARGS_MAX)
+        return 0;
+    for (int i = 0; i < argc; i++)
         lens[i] = strlen(argv[i]);
     if (redisAppendCommandArgv(a->q.rc, argc, argv, lens) != REDIS_OK) {
         fprintf(stderr, "tern: redis: %s\n", a->q.rc->errstr);
@@ -634,10 +638,13 @@ static int cmd_remove(struct admin *a, int bounce, int nids, char **ids)
         for (int i = 0; i < nids; i++)
             if (part[i] == p)
                 batch[n++] = ids[i];
-        if (n && !remove_ids(a, p, bounce ? "failed" : "deleted",
-                             bounce ? "bounced by the queue administrator" : "deleted by the queue administrator",
-                             batch, n, &removed))
-            rc = ADMIN_EXIT_RUNTIME;
+        /* ADMIN_CHUNK ids per call: no long script on Redis. */
+        for (size_t at = 0; at < n && rc != ADMIN_EXIT_RUNTIME; at += ADMIN_CHUNK)
+            if (!remove_ids(a, p, bounce ? "failed" : "deleted",
+                            bounce ? "bounced by the queue administrator"
+                                   : "deleted by the queue administrator",
+                            batch + at, n - at < ADMIN_CHUNK ? n - at : ADMIN_CHUNK, &removed))
+                rc = ADMIN_EXIT_RUNTIME;
     }
     free(part);
     free(batch);
