@@ -378,7 +378,7 @@ static void dest_counter_fields(const struct dest *d, char vals[][24], const cha
  * last one (every DEST_STATS_EVERY_MS and at exit). */
 static void worker_dest_stats_events(struct worker *w)
 {
-    if (w->redis_dead || w->redis_down)
+    if (w->redis_dead || w->redis_down || w->redis_warming)
         return;
     for (struct dest *d = w->dests; d; d = d->dnext) {
         if (!d->counters_dirty)
@@ -440,7 +440,7 @@ void worker_dest_report(const struct worker *w, FILE *out, size_t max)
 
 static void take_batches(struct worker *w)
 {
-    if (w->stopping || w->redis_dead || w->redis_down)
+    if (w->stopping || w->redis_dead || w->redis_down || w->redis_warming)
         return;
     for (int i = 0; i < w->nparts; i++) {
         struct partition *p = &w->parts[i];
@@ -482,8 +482,8 @@ static void ack_item_free(struct ack_item *a)
 
 static void flush_acks(struct worker *w)
 {
-    if (w->redis_down)
-        return;   /* held until Redis is back (worker_redis.c) */
+    if (w->redis_down || w->redis_warming)
+        return;   /* held until Redis is back and ready (worker_redis.c) */
     for (int i = 0; i < w->nparts; i++) {
         struct partition *p = &w->parts[i];
         if (p->nacks == 0)
@@ -632,8 +632,7 @@ static void on_redis_reply(struct worker *w, redisReply *r)
         }
         break;
     case RQ_SCRIPT:
-        if (r->type == REDIS_REPLY_ERROR)
-            fprintf(stderr, "tern: worker %d: SCRIPT LOAD failed: %s\n", w->id, r->str);
+        worker_redis_script_reply(w, r);
         break;
     case RQ_EVENT:
         if (r->type == REDIS_REPLY_ERROR)

@@ -213,6 +213,9 @@ struct worker {
     struct queue_scripts scripts;
     int redis_dead;            /* given up: the worker stops */
     int redis_down;            /* lost; reconnecting (worker_redis.c) */
+    int redis_warming;         /* reconnected, scripts not loaded yet (Redis may be LOADING) */
+    int scripts_pending;       /* SCRIPT LOAD replies awaited while warming */
+    int scripts_failed;        /* one of them was an error */
     int64_t redis_retry_ms;    /* next reconnect attempt */
     int64_t redis_backoff_ms;
 
@@ -270,6 +273,9 @@ int worker_redis_connect(const char *addr, char *err, size_t errlen);
  * delivering, holds its outcomes and reconnects from worker_redis_tick. */
 void worker_redis_lost(struct worker *w, const char *why);
 void worker_redis_tick(struct worker *w);
+/* worker_redis_script_reply: the reply to a SCRIPT LOAD. After a
+ * reconnect, the worker sends nothing else until all three loaded. */
+void worker_redis_script_reply(struct worker *w, const redisReply *r);
 
 /* worker_conn.c */
 struct conn *conn_open(struct worker *w, struct dest *d);

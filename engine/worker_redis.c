@@ -18,7 +18,10 @@
  *   the old descriptor is closed and a new one made only once no ring
  *   operation refers to it. The first thing sent on a new connection is
  *   SCRIPT LOAD for the three scripts (a restarted Redis has none; the
- *   SHAs do not change), then the held acks go out with the next flush.
+ *   SHAs do not change). Until all three are loaded ("warming") nothing
+ *   else is sent: a Redis still loading its data set answers -LOADING to
+ *   everything, and an ack sent then would be lost. A failed load is
+ *   retried with the same backoff. Then the held acks go out.
  */
 #include "engine/worker_int.h"
 
@@ -119,6 +122,8 @@ void worker_redis_lost(struct worker *w, const char *why)
         return;
     fprintf(stderr, "tern: worker %d: Redis connection lost (%s); reconnecting\n", w->id, why);
     w->redis_down = 1;
+    w->redis_warming = 0;
+    w->scripts_pending = 0;
     w->st.redis_losses++;
     if (w->redis_backoff_ms == 0)
         w->redis_backoff_ms = REDIS_BACKOFF_MIN_MS;
@@ -135,6 +140,35 @@ void worker_redis_lost(struct worker *w, const char *why)
         w->parts[i].take_asked = 0;
         w->parts[i].empty = 0;   /* unknown until Redis answers again */
     }
+}
+
+static void load_scripts(struct worker *w)
+{
+    w->scripts_pending = 3;
+    w->scripts_failed = 0;
+    worker_redis_load_scripts(w);
+}
+
+void worker_redis_script_reply(struct worker *w, const redisReply *r)
+{
+    int failed = r->type == REDIS_REPLY_ERROR;
+    if (failed)
+        fprintf(stderr, "tern: worker %d: SCRIPT LOAD failed: %s\n", w->id, r->str ? r->str : "?");
+    if (!w->redis_warming || w->scripts_pending == 0)
+        return;
+    w->scripts_failed |= failed;
+    if (--w->scripts_pending > 0)
+        return;
+    if (w->scripts_failed) {   /* e.g. -LOADING: try again later */
+        w->redis_backoff_ms = w->redis_backoff_ms ? w->redis_backoff_ms * 2 : REDIS_BACKOFF_MIN_MS;
+        if (w->redis_backoff_ms > REDIS_BACKOFF_MAX_MS)
+            w->redis_backoff_ms = REDIS_BACKOFF_MAX_MS;
+        w->redis_retry_ms = w->now_ms + w->redis_backoff_ms;
+        return;
+    }
+    w->redis_warming = 0;
+    w->redis_backoff_ms = 0;
+    fprintf(stderr, "tern: worker %d: Redis ready\n", w->id);
 }
 
 static int redis_reopen(struct worker *w)
@@ -164,24 +198,29 @@ static int redis_reopen(struct worker *w)
     buf_reset(&w->rout.active);
     buf_reset(&w->rout.pending);
     w->redis_down = 0;
-    w->redis_backoff_ms = 0;
+    w->redis_warming = 1;
     w->st.redis_reconnects++;
     fprintf(stderr, "tern: worker %d: Redis reconnected\n", w->id);
-    worker_redis_load_scripts(w);
+    load_scripts(w);
     worker_redis_arm_recv(w);
     return 1;
 }
 
 void worker_redis_tick(struct worker *w)
 {
-    if (!w->redis_down || w->redis_dead)
+    if (w->redis_dead || (!w->redis_down && !w->redis_warming))
         return;
     if (w->stopping && w->now_ms > w->stop_deadline_ms) {
         /* Stopping, and Redis did not come back in the grace period: the
          * held outcomes are dropped; their leases make them at-least-once. */
-        fprintf(stderr, "tern: worker %d: Redis still unreachable at the end of the grace "
+        fprintf(stderr, "tern: worker %d: Redis still not usable at the end of the grace "
                         "period; held outcomes left to their leases\n", w->id);
         w->redis_dead = 1;
+        return;
+    }
+    if (!w->redis_down) {   /* warming: load the scripts again after a failure */
+        if (w->scripts_pending == 0 && w->now_ms >= w->redis_retry_ms)
+            load_scripts(w);
         return;
     }
     /* The old descriptor may only go once no ring operation uses it. */

@@ -10,7 +10,11 @@
 #  d. Redis killed with SIGKILL under load (appendfsync everysec, the
 #     messages queued more than a second before): after the restart every
 #     message is still delivered; what the crash took (acks, takes of the
-#     last second) only comes back as re-deliveries (lease = 3s here).
+#     last second) only comes back as re-deliveries (lease = 3s here);
+#  e. Redis "restarts" with its data set still loading (tests/loading_proxy.py
+#     closes the connection, then answers -LOADING for 1.5 s): tern sends
+#     nothing but SCRIPT LOAD until the scripts load, so no ack or take is
+#     refused, and every message is delivered.
 set -u
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -102,4 +106,48 @@ fi
 echo "info: after SIGKILL: $(qlines k) deliveries for $N messages"
 qstop "$KPID" && pass engine_stops_cleanly_after_sigkill ||
     fail engine_stops_cleanly_after_sigkill "$(tail -n 3 "$dir/k.rerr")"
+
+# --- e. Redis still loading after a restart -------------------------------------
+rcli flushall >/dev/null
+qsink l --reply-delay 2 || exit 1
+/usr/bin/python3 tests/loading_proxy.py "$dir/proxy.sock" "$REDIS_SOCK" 1.5 >"$dir/proxy.out" 2>&1 &
+PPID_=$!
+TERN_PIDS="$TERN_PIDS $PPID_"
+tern_wait_file "$dir/proxy.sock.ready" 100 || fail proxy "loading_proxy did not start"
+qconf l <<EOC
+lease = 3s
+batch = 50
+max_in_memory = 200
+max_connections = 8
+EOC
+REDIS_ADDR=unix:$dir/proxy.sock qconf lp <<EOC
+lease = 3s
+batch = 50
+max_in_memory = 200
+max_connections = 8
+EOC
+"$TERN" inject -c "$dir/l.conf" --generate $N --domains a.test,b.test,c.test --size 1k >/dev/null ||
+    fail inject "tern inject failed"
+qstart lp
+LPID=$QPID
+n=100
+while [ "$(qlines l)" -lt 200 ] && [ "$n" -gt 0 ]; do sleep 0.1; n=$((n - 1)); done
+kill -USR1 "$PPID_"
+if qwait_ids l $N 450; then
+    pass redis_loading_nothing_lost
+else
+    fail redis_loading_nothing_lost "$(qids l) of $N delivered, $(qleft l) left"
+fi
+qstop "$LPID"
+kill -TERM "$PPID_" 2>/dev/null
+wait "$PPID_" 2>/dev/null
+tern_forget_pid "$PPID_"
+if grep -q 'SCRIPT LOAD failed: LOADING' "$dir/lp.rerr" && grep -q 'Redis ready' "$dir/lp.rerr" &&
+    ! grep -qE '(take|ack) on partition [0-9]+ failed' "$dir/lp.rerr" &&
+    grep -qE 'loading_replies=[1-9]' "$dir/proxy.out"; then
+    pass redis_loading_waited_for_scripts
+else
+    fail redis_loading_waited_for_scripts "$(cat "$dir/proxy.out"); $(grep -E 'LOADING|ready|failed' "$dir/lp.rerr" | tail -n 5)"
+fi
+echo "info: loading restart: $(qlines l) deliveries for $N messages"
 [ "$TERN_FAILS" -eq 0 ]
