@@ -352,9 +352,11 @@ static int parse_retry_schedule(struct tern_config *c, char *err, size_t errlen,
     return 1;
 }
 
+_Static_assert(sizeof(keys) / sizeof(keys[0]) <= 64, "config: the duplicate check has 64 bits");
+
 /* apply one "key [arg] = value" setting; returns NULL or the reason. */
 static const char *apply(struct tern_config *c, const char *key, const char *arg,
-                         const char *val, unsigned *seen, char *detail)
+                         const char *val, uint64_t *seen, char *detail)
 {
     size_t i;
     for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
@@ -367,9 +369,9 @@ static const char *apply(struct tern_config *c, const char *key, const char *arg
     if (takes_arg != (arg != NULL))
         return arg ? "this key takes no argument" : "this key needs an argument (key ARG = value)";
     if (!takes_arg) {
-        if (*seen & (1u << i))
+        if (*seen & ((uint64_t)1 << i))
             return "duplicate setting";
-        *seen |= 1u << i;
+        *seen |= (uint64_t)1 << i;
     }
     if (*val == '\0')
         return "empty value";
@@ -452,7 +454,7 @@ int config_load(struct tern_config *c, const char *path, char *err, size_t errle
         return 0;
     }
     char line[CONFIG_LINE_MAX + 2];
-    unsigned seen = 0;
+    uint64_t seen = 0;   /* one bit per key: a setting given twice is an error */
     int lineno = 0;
     int ok = 1;
     while (fgets(line, sizeof(line), f)) {
