@@ -79,6 +79,7 @@ counters() {
         END { printf "%d %d %s\n", client, inner, cpu }'
 }
 report() {   # phase, messages, wall seconds, before, after
+    # shellcheck disable=SC2206  # the counters are words
     local b=($4) a=($5)
     awk -v p="$1" -v n="$2" -v w="$3" -v c0="${b[0]}" -v i0="${b[1]}" -v u0="${b[2]}" -v m0="${b[3]}" \
         -v c1="${a[0]}" -v i1="${a[1]}" -v u1="${a[2]}" -v m1="${a[3]}" 'BEGIN {

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2154  # $dir, $TERN come from tern_test_setup
 # queue_lib.sh - helpers shared by tests/it_queue_*.sh (source after
 # scripts/lib.sh and tern_test_env): a plaintext sink that records what it
 # got, configs routed to it, tern runs in the background, and the queue's
