@@ -89,7 +89,9 @@ report() {   # phase, messages, wall seconds, before, after
 now() { date +%s.%N; }
 
 {
-echo "queue_cost: $N messages of $SIZE bytes to $D domains, $THREADS threads, cap ${CAP:-none}, aof $AOF, $(redis-server --version | cut -d' ' -f3)${SETS[@]+, config set: ${SETS[*]}}"
+sets=""
+[ ${#SETS[@]} -gt 0 ] && sets=", config set: ${SETS[*]}"
+echo "queue_cost: $N messages of $SIZE bytes to $D domains, $THREADS threads, cap ${CAP:-none}, aof $AOF, $(redis-server --version | cut -d' ' -f3)$sets"
 rcli config resetstat >/dev/null
 before=$(counters)
 t0=$(now)
