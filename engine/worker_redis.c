@@ -116,6 +116,16 @@ int worker_redis_connect(const char *addr, char *err, size_t errlen)
     return fd;
 }
 
+/* backoff_next: the next attempt after a failed one, twice as far off
+ * (REDIS_BACKOFF_MIN_MS .. REDIS_BACKOFF_MAX_MS). */
+static void backoff_next(struct worker *w)
+{
+    w->redis_backoff_ms = w->redis_backoff_ms ? w->redis_backoff_ms * 2 : REDIS_BACKOFF_MIN_MS;
+    if (w->redis_backoff_ms > REDIS_BACKOFF_MAX_MS)
+        w->redis_backoff_ms = REDIS_BACKOFF_MAX_MS;
+    w->redis_retry_ms = w->now_ms + w->redis_backoff_ms;
+}
+
 void worker_redis_lost(struct worker *w, const char *why)
 {
     if (w->redis_down || w->redis_dead)
@@ -125,9 +135,7 @@ void worker_redis_lost(struct worker *w, const char *why)
     w->redis_warming = 0;
     w->scripts_pending = 0;
     w->st.redis_losses++;
-    if (w->redis_backoff_ms == 0)
-        w->redis_backoff_ms = REDIS_BACKOFF_MIN_MS;
-    w->redis_retry_ms = w->now_ms + w->redis_backoff_ms;
+    backoff_next(w);
     /* Make any receive or send still on the ring complete now. */
     shutdown(w->rfd, SHUT_RDWR);
     /* Replies to what was sent will never come. A take in flight leaves
@@ -160,10 +168,7 @@ void worker_redis_script_reply(struct worker *w, const redisReply *r)
     if (--w->scripts_pending > 0)
         return;
     if (w->scripts_failed) {   /* e.g. -LOADING: try again later */
-        w->redis_backoff_ms = w->redis_backoff_ms ? w->redis_backoff_ms * 2 : REDIS_BACKOFF_MIN_MS;
-        if (w->redis_backoff_ms > REDIS_BACKOFF_MAX_MS)
-            w->redis_backoff_ms = REDIS_BACKOFF_MAX_MS;
-        w->redis_retry_ms = w->now_ms + w->redis_backoff_ms;
+        backoff_next(w);
         return;
     }
     w->redis_warming = 0;
@@ -171,24 +176,21 @@ void worker_redis_script_reply(struct worker *w, const redisReply *r)
     fprintf(stderr, "tern: worker %d: Redis ready\n", w->id);
 }
 
-static int redis_reopen(struct worker *w)
+static void redis_reopen(struct worker *w)
 {
     char err[256];
     int fd = worker_redis_connect(w->cfg->redis, err, sizeof(err));
     if (fd < 0) {
-        w->redis_backoff_ms *= 2;
-        if (w->redis_backoff_ms > REDIS_BACKOFF_MAX_MS)
-            w->redis_backoff_ms = REDIS_BACKOFF_MAX_MS;
-        w->redis_retry_ms = w->now_ms + w->redis_backoff_ms;
+        backoff_next(w);
         fprintf(stderr, "tern: worker %d: Redis reconnect failed: %s; next try in %lld ms\n",
                 w->id, err, (long long)w->redis_backoff_ms);
-        return 0;
+        return;
     }
     redisReader *r = redisReaderCreate();
     if (r == NULL) {
         close(fd);
-        w->redis_retry_ms = w->now_ms + w->redis_backoff_ms;
-        return 0;
+        backoff_next(w);
+        return;
     }
     r->maxbuf = 0;   /* keep the read buffer: replies are large */
     redisReaderFree(w->reader);
@@ -203,7 +205,6 @@ static int redis_reopen(struct worker *w)
     fprintf(stderr, "tern: worker %d: Redis reconnected\n", w->id);
     load_scripts(w);
     worker_redis_arm_recv(w);
-    return 1;
 }
 
 void worker_redis_tick(struct worker *w)
