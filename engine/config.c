@@ -35,8 +35,8 @@ void config_defaults(struct tern_config *c)
     c->max_in_memory = 8192;
     c->max_rcpts_per_txn = SMTP_MAX_RCPTS_PER_TXN;
     c->min_data_rate = 1024;
-    c->retry_base_ms = 60000;
-    c->retry_max_ms = 3600000;
+    c->retry_base_ms = 300000;        /* 5m 10m 20m 40m 80m 160m 4h 4h ... */
+    c->retry_max_ms = 4 * 3600000;
     c->max_age_ms = 5LL * 86400 * 1000;
     c->tier_memory_ms = 3600000;
     listen_config_defaults(&c->listen);
@@ -195,9 +195,14 @@ static const struct key_def keys[] = {
     {"max_in_memory", K_INT, F(max_in_memory), 0, 1, 10000000},
     {"max_recipients_per_transaction", K_INT, F(max_rcpts_per_txn), 0, 1, SMTP_MAX_RCPTS_PER_TXN},
     {"min_data_rate", K_INT, F(min_data_rate), 0, 0, 1000000000},
+    {"max_messages_in_memory", K_INT, F(max_messages_in_memory), 0, 1, 100000000},
     {"retry_base", K_DURATION, F(retry_base_ms), 0, 0, 0},
     {"retry_max", K_DURATION, F(retry_max_ms), 0, 0, 0},
     {"max_age", K_DURATION, F(max_age_ms), 0, 0, 0},
+    {"retry_schedule", K_STR, F(retry_schedule_text), CONFIG_SCHEDULE_TEXT_MAX, 0, 0},
+    {"delay_warning", K_DURATION, F(delay_warning_ms), 0, 0, 0},
+    {"events_maxlen", K_INT, F(queue.events_maxlen), 0, QUEUE_EVENTS_MAXLEN_MIN, 1000000000},
+    {"events_queued", K_BOOL, F(queue.events_queued), 0, 0, 0},
     {"tier_memory", K_DURATION, F(tier_memory_ms), 0, 0, 0},
     {"lease", K_DURATION, 0, 0, 0, 0},
     {"max_message_size", K_SIZE, 0, 0, 0, 0},
@@ -341,9 +346,32 @@ static int assign_tls_ctx(struct tern_config *c, struct policy_entry *e)
     return 1;
 }
 
+/* retry_schedule = "5m 10m 20m 40m 1h 2h 4h": durations separated by
+ * spaces or commas, each above zero. */
+static int parse_retry_schedule(struct tern_config *c, char *err, size_t errlen, const char *path)
+{
+    char text[CONFIG_SCHEDULE_TEXT_MAX];
+    copy_str(text, sizeof(text), c->retry_schedule_text);
+    c->nretry_schedule = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(text, " \t,", &save); t; t = strtok_r(NULL, " \t,", &save)) {
+        int64_t v;
+        if (c->nretry_schedule >= CONFIG_RETRY_STEPS_MAX || !config_parse_duration_ms(t, &v) || v <= 0) {
+            snprintf(err, errlen, "%s: retry_schedule: %s (durations such as 5m, at most %d)", path,
+                     c->nretry_schedule >= CONFIG_RETRY_STEPS_MAX ? "too many steps" : "bad duration",
+                     CONFIG_RETRY_STEPS_MAX);
+            return 0;
+        }
+        c->retry_schedule_ms[c->nretry_schedule++] = v;
+    }
+    return 1;
+}
+
+_Static_assert(sizeof(keys) / sizeof(keys[0]) <= 64, "config: the duplicate check has 64 bits");
+
 /* apply one "key [arg] = value" setting; returns NULL or the reason. */
 static const char *apply(struct tern_config *c, const char *key, const char *arg,
-                         const char *val, unsigned *seen, char *detail)
+                         const char *val, uint64_t *seen, char *detail)
 {
     size_t i;
     for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
@@ -361,9 +389,9 @@ static const char *apply(struct tern_config *c, const char *key, const char *arg
     if (takes_arg != (arg != NULL))
         return arg ? "this key takes no argument" : "this key needs an argument (key ARG = value)";
     if (!takes_arg) {
-        if (*seen & (1u << i))
+        if (*seen & ((uint64_t)1 << i))
             return "duplicate setting";
-        *seen |= 1u << i;
+        *seen |= (uint64_t)1 << i;
     }
     if (*val == '\0')
         return "empty value";
@@ -447,7 +475,7 @@ int config_load(struct tern_config *c, const char *path, char *err, size_t errle
         return 0;
     }
     char line[CONFIG_LINE_MAX + 2];
-    unsigned seen = 0;
+    uint64_t seen = 0;   /* one bit per key: a setting given twice is an error */
     int lineno = 0;
     int ok = 1;
     while (fgets(line, sizeof(line), f)) {
@@ -502,6 +530,15 @@ int config_load(struct tern_config *c, const char *path, char *err, size_t errle
     }
     if (c->threads > c->queue.partitions)
         c->threads = c->queue.partitions;   /* a worker owns >= 1 partition */
+    if (c->max_messages_in_memory) {   /* the engine's cap, split across the workers */
+        c->max_in_memory = c->max_messages_in_memory / c->threads;
+        if (c->max_in_memory < 1)
+            c->max_in_memory = 1;
+    }
+    if (c->retry_schedule_text[0] && !parse_retry_schedule(c, err, errlen, path))
+        return 0;
+    if (c->batch > c->max_in_memory)
+        c->batch = c->max_in_memory;   /* a take must fit the room a worker has */
     if ((c->client_cert[0] != '\0') != (c->client_key[0] != '\0')) {
         snprintf(err, errlen, "%s: client_cert and client_key go together", path);
         return 0;

@@ -51,6 +51,8 @@
 #define CONFIG_HOST_MAX    256
 #define CONFIG_DESTS_MAX   1024    /* destination override lines */
 #define CONFIG_TLS_CTX_MAX 16      /* distinct (ca_file, cert, key) sets */
+#define CONFIG_RETRY_STEPS_MAX 32  /* retry_schedule entries */
+#define CONFIG_SCHEDULE_TEXT_MAX 512
 
 /* RFC 5321 section 4.5.3.2 defaults, in milliseconds. */
 struct tern_timeouts {
@@ -122,9 +124,16 @@ struct tern_config {
     int max_in_memory;                /* messages held per worker */
     int max_rcpts_per_txn;            /* recipients per SMTP transaction */
     int min_data_rate;                /* bytes/s while sending a body; 0: off */
+    int max_messages_in_memory;       /* whole engine (0: unset); sets max_in_memory */
     int64_t retry_base_ms;            /* first retry delay; doubles */
     int64_t retry_max_ms;
     int64_t max_age_ms;               /* deferred longer than this: bounce */
+    /* retry_schedule: the delay after attempt n is retry_schedule_ms[n],
+     * the last one repeating; nretry_schedule 0: retry_base doubling */
+    char retry_schedule_text[CONFIG_SCHEDULE_TEXT_MAX];
+    int64_t retry_schedule_ms[CONFIG_RETRY_STEPS_MAX];
+    int nretry_schedule;
+    int64_t delay_warning_ms;         /* deferred this long: warn the sender once (0: off) */
     int64_t tier_memory_ms;           /* how long a fallback tier is remembered */
     struct tern_route routes[CONFIG_ROUTES_MAX];
     int nroutes;

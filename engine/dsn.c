@@ -44,7 +44,9 @@ int dsn_build(struct buf *out, const char *reporting_mta, const char *sender,
     buf_append_str(out, reporting_mta);
     buf_append_str(out, ">\r\nTo: <");
     append_clean(out, sender, 512);
-    buf_append_str(out, ">\r\nSubject: Undelivered Mail Returned to Sender\r\nDate: ");
+    int delayed = n > 0 && r[0].action && strcmp(r[0].action, "delayed") == 0;
+    buf_append_str(out, delayed ? ">\r\nSubject: Delayed Mail (still being retried)\r\nDate: "
+                                : ">\r\nSubject: Undelivered Mail Returned to Sender\r\nDate: ");
     buf_append_str(out, date);
     buf_append_str(out, "\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
                         "Content-Type: multipart/report; report-type=delivery-status;\r\n"
@@ -52,8 +54,10 @@ int dsn_build(struct buf *out, const char *reporting_mta, const char *sender,
     buf_append_str(out, boundary);
     buf_append_str(out, "\"\r\n\r\nThis is a MIME-encapsulated message.\r\n\r\n--");
     buf_append_str(out, boundary);
-    buf_append_str(out, "\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
-                        "Your message could not be delivered to the following recipients:\r\n\r\n");
+    buf_append_str(out, "\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n");
+    buf_append_str(out, delayed ? "Your message has not been delivered yet to the following recipients.\r\n"
+                                  "Delivery is still being attempted; you need not resend it.\r\n\r\n"
+                                : "Your message could not be delivered to the following recipients:\r\n\r\n");
     for (size_t i = 0; i < n; i++) {
         buf_append_str(out, "  <");
         append_clean(out, r[i].rcpt, 512);
@@ -73,8 +77,10 @@ int dsn_build(struct buf *out, const char *reporting_mta, const char *sender,
     for (size_t i = 0; i < n; i++) {
         buf_append_str(out, "\r\nFinal-Recipient: rfc822; ");
         append_clean(out, r[i].rcpt, 512);
-        buf_append_str(out, "\r\nAction: failed\r\nStatus: ");
-        append_clean(out, r[i].status && r[i].status[0] ? r[i].status : "5.0.0", 16);
+        buf_append_str(out, "\r\nAction: ");
+        buf_append_str(out, delayed ? "delayed" : "failed");
+        buf_append_str(out, "\r\nStatus: ");
+        append_clean(out, r[i].status && r[i].status[0] ? r[i].status : delayed ? "4.0.0" : "5.0.0", 16);
         buf_append_str(out, "\r\nDiagnostic-Code: smtp; ");
         append_clean(out, r[i].diagnostic, 900);
         buf_append_str(out, "\r\n");

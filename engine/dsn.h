@@ -5,7 +5,7 @@
  * DESCRIPTION
  *   The report has three parts: a human-readable explanation, the
  *   message/delivery-status part (one per-recipient block with Action:
- *   failed, Status and Diagnostic-Code), and the original message's header
+ *   failed or delayed, Status and Diagnostic-Code), and the original message's header
  *   (text/rfc822-headers, capped at DSN_HEADERS_MAX bytes). The engine
  *   enqueues it with the null reverse path "<>", so a bounce never bounces.
  *
@@ -26,6 +26,9 @@ struct dsn_rcpt {
     const char *rcpt;
     const char *status;      /* enhanced status, e.g. "5.1.1" */
     const char *diagnostic;  /* the receiver's reply, one line */
+    const char *action;      /* NULL: "failed"; or "delayed" (a delay warning:
+                                tern keeps trying). A report is all one or the
+                                other: the first recipient's picks the text */
 };
 
 /* dsn_build appends the report. Returns 1, or 0 if out->err is set. */

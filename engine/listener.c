@@ -370,7 +370,7 @@ static int redis_ready(struct listener *l)
     if (l->now_ms < l->rretry_ms || l->reader == NULL)
         return 0;
     char err[256];
-    l->rfd = redis_connect(l->cfg->redis, err, sizeof(err));
+    l->rfd = worker_redis_connect(l->cfg->redis, err, sizeof(err));
     if (l->rfd < 0) {
         l->rretry_ms = l->now_ms + LS_REDIS_RETRY_MS;
         logf_ls("Redis", err);

@@ -4,7 +4,7 @@
  *   tern run -c FILE [--drain] [-v]        deliver from the queue
  *   tern inject -c FILE --from A --to B[,C...] [FILE|-]
  *   tern inject -c FILE --generate N --domains d1,d2,... [--size BYTES] [--from A]
- *   tern queue -c FILE stats
+ *   tern queue -c FILE stats [--json] | show ID | retry [--domain D] | delete ID... | bounce ID...
  *   tern check-config -c FILE             configuration and certificate checks
  *   tern tls-check [options] HOST[:PORT]  what TLS a receiver negotiates, under a policy
  *
@@ -27,6 +27,7 @@
 #include "engine/tls_check.h"
 #include "tls/cert_check.h"
 #include "queue/queue.h"
+#include "queue/queue_admin.h"
 
 #define INJECT_MAX_RCPTS QUEUE_RCPTS_MAX
 #define DEST_REPORT_LINES 20   /* per worker, busiest destinations first */
@@ -37,7 +38,8 @@ static void usage(FILE *f)
             "usage: tern run -c FILE [--drain] [-v]\n"
             "       tern inject -c FILE --from ADDR --to ADDR[,ADDR...] [FILE|-]\n"
             "       tern inject -c FILE --generate N --domains D1,D2,... [--size BYTES] [--from ADDR]\n"
-            "       tern queue -c FILE stats\n"
+            "       tern queue -c FILE stats [--json] | show ID | retry [--domain D]\n"
+            "       tern queue -c FILE delete ID... | bounce ID...\n"
             "       tern check-config -c FILE\n"
             "       tern passwd < password            a hash for the listener's auth_file\n"
             "       tern tls-check [--policy LEVEL] [--match NAME]... [--pin HEX]... HOST[:PORT]\n");
@@ -196,6 +198,21 @@ static void print_listener_summary(const struct listener *ls)
            (unsigned long long)st.auth_failed);
 }
 
+/* One line on the queue side: the most messages any moment held in
+ * memory (per-worker peaks summed: an upper bound of the engine's) and
+ * how often the Redis link was lost and restored. */
+static void print_queue_line(struct worker **ws, int n)
+{
+    unsigned long long peak = 0, lost = 0, back = 0;
+    for (int i = 0; i < n; i++) {
+        const struct worker_stats *s = worker_stats(ws[i]);
+        peak += s->peak_in_memory;
+        lost += s->redis_losses;
+        back += s->redis_reconnects;
+    }
+    printf("queue peak_in_memory=%llu redis_losses=%llu redis_reconnects=%llu\n", peak, lost, back);
+}
+
 static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
 {
     char err[512];
@@ -294,6 +311,7 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
     for (int i = 0; i < e.nworkers; i++)
         worker_dns_report(ws[i], stdout);
     print_summary(ws, e.nworkers, wall, &ru);
+    print_queue_line(ws, e.nworkers);
     for (int i = 0; i < e.nworkers; i++)
         worker_free(ws[i]);
     free(ws);
@@ -518,32 +536,6 @@ static int cmd_inject(const struct tern_config *cfg, int argc, char **argv, int 
     return 0;
 }
 
-static int cmd_queue(const struct tern_config *cfg, const char *what)
-{
-    if (what == NULL || strcmp(what, "stats") != 0) {
-        usage(stderr);
-        return 2;
-    }
-    char err[512];
-    struct queue_conn q;
-    if (!queue_open(&q, &cfg->queue, cfg->redis, err, sizeof(err))) {
-        fprintf(stderr, "tern: %s\n", err);
-        return 1;
-    }
-    struct queue_stats st;
-    int ok = queue_stats(&q, &st, err, sizeof(err));
-    queue_close(&q);
-    if (!ok) {
-        fprintf(stderr, "tern: stats: %s\n", err);
-        return 1;
-    }
-    printf("ready %lld\nleased %lld\nscheduled %lld\nenqueued %lld\ndelivered %lld\n"
-           "deferred %lld\nfailed %lld\nreturned %lld\n",
-           st.ready, st.leased, st.scheduled, st.enqueued, st.delivered, st.deferred, st.failed,
-           st.returned);
-    return 0;
-}
-
 /* tern passwd: one password on stdin (a line), its yescrypt hash on
  * stdout, for the listener's auth_file ("user:" + hash). */
 static int cmd_passwd(void)
@@ -596,6 +588,11 @@ int main(int argc, char **argv)
             return 2;
         return cmd_inject(&cfg, argc, argv, i);
     }
+    if (strcmp(cmd, "queue") == 0) {   /* queue/queue_admin.h */
+        if (!load_config(cfgpath, &cfg))
+            return 2;
+        return queue_admin_main(&cfg.queue, cfg.redis, cfg.hostname, argc - i, argv + i, stdout);
+    }
     for (; i < argc; i++) {
         if (strcmp(argv[i], "-c") == 0) cfgpath = opt_value(argc, argv, &i);
         else if (strcmp(argv[i], "--drain") == 0) drain = 1;
@@ -617,8 +614,6 @@ int main(int argc, char **argv)
         }
         return cmd_run(&cfg, drain, verbose);
     }
-    if (strcmp(cmd, "queue") == 0)
-        return cmd_queue(&cfg, sub);
     if (strcmp(cmd, "check-config") == 0) {
         int errors = check_certificates(&cfg, stdout, 1) + check_listen_certificates(&cfg, stdout, 1);
         struct auth_creds creds;

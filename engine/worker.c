@@ -63,52 +63,6 @@ struct buf *outq_next(struct outq *q)
 
 /* ---- Redis connection --------------------------------------------------- */
 
-int redis_connect(const char *addr, char *err, size_t errlen)
-{
-    int fd;
-    if (strncmp(addr, "unix:", 5) == 0) {
-        struct sockaddr_un su = {.sun_family = AF_UNIX};
-        if (strlen(addr + 5) >= sizeof(su.sun_path)) {
-            snprintf(err, errlen, "redis socket path too long");
-            return -1;
-        }
-        memcpy(su.sun_path, addr + 5, strlen(addr + 5) + 1);
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0 || connect(fd, (struct sockaddr *)&su, sizeof(su)) != 0) {
-            snprintf(err, errlen, "redis %s: %s", addr, strerror(errno));
-            if (fd >= 0)
-                close(fd);
-            return -1;
-        }
-        return fd;
-    }
-    char host[256];
-    const char *colon = strrchr(addr, ':');
-    if (colon == NULL || (size_t)(colon - addr) >= sizeof(host)) {
-        snprintf(err, errlen, "redis address must be HOST:PORT or unix:PATH");
-        return -1;
-    }
-    memcpy(host, addr, (size_t)(colon - addr));
-    host[colon - addr] = '\0';
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
-    if (getaddrinfo(host, colon + 1, &hints, &res) != 0) {
-        snprintf(err, errlen, "redis %s: cannot resolve", addr);
-        return -1;
-    }
-    fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, res->ai_addr, res->ai_addrlen) != 0) {
-        snprintf(err, errlen, "redis %s: %s", addr, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        freeaddrinfo(res);
-        return -1;
-    }
-    freeaddrinfo(res);
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    return fd;
-}
-
 void worker_rq_push(struct worker *w, enum redis_req kind, int partition)
 {
     if (w->rq_len == w->rq_cap) {
@@ -137,7 +91,7 @@ struct buf *worker_redis_buf(struct worker *w)
 
 static void redis_kick(struct worker *w)
 {
-    if (w->redis_dead)
+    if (w->redis_dead || w->redis_down)
         return;
     struct buf *b = outq_next(&w->rout);
     if (b == NULL)
@@ -150,7 +104,7 @@ static void redis_kick(struct worker *w)
 
 static void redis_arm_recv(struct worker *w)
 {
-    if (w->rrecv_armed || w->redis_dead)
+    if (w->rrecv_armed || w->redis_dead || w->redis_down)
         return;
     struct io_uring_sqe *sqe = worker_sqe(w);
     io_uring_prep_recv(sqe, w->rfd, w->rrecv, REDIS_RECV_SIZE, 0);
@@ -167,6 +121,9 @@ static void redis_reload_scripts(struct worker *w)
     queue_cmd_script_load(worker_redis_buf(w), queue_script_ack_src());
     worker_rq_push(w, RQ_SCRIPT, -1);
 }
+
+void worker_redis_arm_recv(struct worker *w) { redis_arm_recv(w); }
+void worker_redis_load_scripts(struct worker *w) { redis_reload_scripts(w); }
 
 /* ---- destinations ------------------------------------------------------- */
 
@@ -435,7 +392,7 @@ static void dest_counter_fields(const struct dest *d, char vals[][24], const cha
  * last one (every DEST_STATS_EVERY_MS and at exit). */
 static void worker_dest_stats_events(struct worker *w)
 {
-    if (w->redis_dead)
+    if (w->redis_dead || w->redis_down || w->redis_warming)
         return;
     for (struct dest *d = w->dests; d; d = d->dnext) {
         if (!d->counters_dirty)
@@ -497,13 +454,13 @@ void worker_dest_report(const struct worker *w, FILE *out, size_t max)
 
 static void take_batches(struct worker *w)
 {
-    if (w->stopping || w->redis_dead)
+    if (w->stopping || w->redis_dead || w->redis_down || w->redis_warming)
         return;
     for (int i = 0; i < w->nparts; i++) {
         struct partition *p = &w->parts[i];
         if (p->take_inflight || p->next_poll_ms > w->now_ms)
             continue;
-        long room = (long)w->cfg->max_in_memory - (long)w->in_memory;
+        long room = (long)w->cfg->max_in_memory - (long)w->in_memory - (long)w->in_take;
         if (room < w->cfg->batch / 2 + 1)
             return;
         int n = room < w->cfg->batch ? (int)room : w->cfg->batch;
@@ -515,6 +472,9 @@ static void take_batches(struct worker *w)
         }
         worker_rq_push(w, RQ_TAKE, p->id);
         p->take_inflight = 1;
+        p->refilled = 0;
+        p->take_asked = n;
+        w->in_take += (size_t)n;
     }
 }
 
@@ -528,6 +488,7 @@ static struct partition *part_of(struct worker *w, int id)
 
 static void ack_item_free(struct ack_item *a)
 {
+    free(a->bounce);
     free(a->remaining);
     for (size_t i = 0; i < a->nfields; i++)
         free(a->fields[i]);
@@ -535,9 +496,14 @@ static void ack_item_free(struct ack_item *a)
 
 static void flush_acks(struct worker *w)
 {
+    if (w->redis_down || w->redis_warming)
+        return;   /* held until Redis is back and ready (worker_redis.c) */
     for (int i = 0; i < w->nparts; i++) {
         struct partition *p = &w->parts[i];
         if (p->nacks == 0)
+            continue;
+        /* Bigger batches: the script call's fixed cost is paid per call. */
+        if (!w->stopping && p->nacks < ACK_FLUSH_MIN && w->now_ms - p->first_ack_ms < ACK_FLUSH_MS)
             continue;
         struct queue_outcome *o = calloc(p->nacks, sizeof(*o));
         if (o == NULL)
@@ -551,14 +517,26 @@ static void flush_acks(struct worker *w)
                 .nfields = a->nfields,
             };
             returned |= a->kind == QUEUE_RETURNED;
+            if (a->bounce) {   /* the bounce is stored before the ack removes the message */
+                outq_append(&w->rout, a->bounce, a->bounce_len);
+                for (int b = 0; b < a->bounce_cmds; b++)
+                    worker_rq_push(w, RQ_ENQUEUE, a->bounce_partition);
+                struct partition *bp = part_of(w, a->bounce_partition);
+                if (bp) {   /* --drain: deliver the report too */
+                    bp->empty = 0;
+                    bp->refilled = 1;
+                }
+            }
         }
         if (queue_cmd_ack(worker_redis_buf(w), &w->cfg->queue, &w->scripts, p->id, o, p->nacks, w->now_ms)) {
             worker_rq_push(w, RQ_ACK, p->id);
             for (size_t k = 0; k < p->nacks; k++)
                 ack_item_free(&p->acks[k]);
             p->nacks = 0;
-            if (returned)
+            if (returned) {
                 p->empty = 0;   /* they are ready again in Redis */
+                p->refilled = 1;
+            }
         } else {
             /* The command buffer is now unusable; stop. The leases bring
              * these messages back: at-least-once, never lost. */
@@ -585,6 +563,8 @@ struct ack_item *worker_ack_slot(struct worker *w, int partition)
         p->acks = n;
         p->acks_cap = ncap;
     }
+    if (p->nacks == 0)
+        p->first_ack_ms = w->now_ms;
     struct ack_item *a = &p->acks[p->nacks++];
     memset(a, 0, sizeof(*a));
     return a;
@@ -596,6 +576,8 @@ static void on_take(struct worker *w, int partition, redisReply *r)
     if (p == NULL)
         return;
     p->take_inflight = 0;
+    w->in_take -= (size_t)p->take_asked;
+    p->take_asked = 0;
     struct queue_msg **msgs = NULL;
     size_t n = 0;
     const char *err = NULL;
@@ -607,10 +589,16 @@ static void on_take(struct worker *w, int partition, redisReply *r)
         return;
     }
     w->st.taken += n;
-    p->empty = n == 0;
-    if (n == 0)
+    /* A take sent before a bounce or a return was stored may come back
+     * empty: that does not make the partition empty. */
+    p->empty = n == 0 && !p->refilled;
+    if (p->empty)
         p->next_poll_ms = w->now_ms + EMPTY_POLL_MS;
     for (size_t i = 0; i < n; i++) {
+        if (msgs[i]->bad) {
+            outcome_bad(w, msgs[i]);
+            continue;
+        }
         struct job *j = calloc(1, sizeof(*j));
         struct dest *d = j ? dest_get(w, msgs[i]->domain) : NULL;
         if (d == NULL) {
@@ -625,6 +613,8 @@ static void on_take(struct worker *w, int partition, redisReply *r)
         j->m = msgs[i];
         j->d = d;
         w->in_memory++;
+        if (w->in_memory > w->st.peak_in_memory)
+            w->st.peak_in_memory = w->in_memory;
         dest_push(w, d, j);
     }
     free(msgs);
@@ -656,8 +646,7 @@ static void on_redis_reply(struct worker *w, redisReply *r)
         }
         break;
     case RQ_SCRIPT:
-        if (r->type == REDIS_REPLY_ERROR)
-            fprintf(stderr, "tern: worker %d: SCRIPT LOAD failed: %s\n", w->id, r->str);
+        worker_redis_script_reply(w, r);
         break;
     case RQ_EVENT:
         if (r->type == REDIS_REPLY_ERROR)
@@ -669,28 +658,25 @@ static void on_redis_reply(struct worker *w, redisReply *r)
 static void redis_on_recv(struct worker *w, int res)
 {
     w->rrecv_armed = 0;
+    if (w->redis_down)
+        return;   /* the lost connection's last receive */
     if (res <= 0) {
-        fprintf(stderr, "tern: worker %d: Redis connection lost (%s); stopping\n", w->id,
-                res == 0 ? "EOF" : strerror(-res));
-        w->redis_dead = 1;
-        worker_stop(w);
+        worker_redis_lost(w, res == 0 ? "EOF" : strerror(-res));
         return;
     }
     if (redisReaderFeed(w->reader, (const char *)w->rrecv, (size_t)res) != REDIS_OK) {
-        fprintf(stderr, "tern: worker %d: Redis protocol error\n", w->id);
-        w->redis_dead = 1;
-        worker_stop(w);
+        worker_redis_lost(w, "protocol error");
         return;
     }
     void *reply;
-    while (redisReaderGetReply(w->reader, &reply) == REDIS_OK && reply != NULL) {
+    while (!w->redis_down && redisReaderGetReply(w->reader, &reply) == REDIS_OK && reply != NULL) {
         on_redis_reply(w, reply);
         freeReplyObject(reply);
     }
+    if (w->redis_down)
+        return;
     if (w->reader->err) {
-        fprintf(stderr, "tern: worker %d: Redis reply error: %s\n", w->id, w->reader->errstr);
-        w->redis_dead = 1;
-        worker_stop(w);
+        worker_redis_lost(w, w->reader->errstr);
         return;
     }
     redis_arm_recv(w);
@@ -700,10 +686,10 @@ static void redis_on_send(struct worker *w, int res)
 {
     struct outq *q = &w->rout;
     q->inflight = 0;
+    if (w->redis_down)
+        return;   /* its bytes are dropped at reconnect */
     if (res < 0) {
-        fprintf(stderr, "tern: worker %d: Redis send failed: %s\n", w->id, strerror(-res));
-        w->redis_dead = 1;
-        worker_stop(w);
+        worker_redis_lost(w, strerror(-res));
         return;
     }
     buf_consume(&q->active, (size_t)res);
@@ -773,7 +759,7 @@ struct worker *worker_new(const struct engine *e, int id, char *err, size_t errl
         snprintf(err, errlen, "eventfd: %s", strerror(errno));
         goto fail;
     }
-    w->rfd = redis_connect(w->cfg->redis, err, errlen);
+    w->rfd = worker_redis_connect(w->cfg->redis, err, errlen);
     if (w->rfd < 0)
         goto fail;
 
@@ -877,6 +863,7 @@ static void on_tick(struct worker *w)
         conn_check_deadline(w, c);
     }
     worker_dns_tick(w);
+    worker_redis_tick(w);
     for (struct dest *d = w->dests; d; d = d->dnext)
         if (d->nready && d->next_connect_ms <= w->now_ms && !d->dns_waiting)
             worker_mark_dirty(w, d);

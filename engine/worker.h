@@ -70,6 +70,10 @@ struct worker_stats {
     uint64_t taken, delivered, deferred, failed, returned, bounces;
     uint64_t rcpts_delivered;
     uint64_t in_doubt;            /* lost after the final dot: retried */
+    uint64_t redis_losses, redis_reconnects;
+    uint64_t peak_in_memory;      /* most messages held at once */
+    uint64_t bad;                 /* malformed queue entries set aside */
+    uint64_t delay_warnings;      /* delay reports sent (Action: delayed) */
     uint64_t conns_opened, conn_failures, txns;
     uint64_t hs_full, hs_resumed, resume_offered, resume_refused;
     uint64_t tier_msgs[TLS_TIER_COUNT];
@@ -101,9 +105,10 @@ void worker_dest_report(const struct worker *w, FILE *out, size_t max);
 void worker_dns_report(const struct worker *w, FILE *out);
 void worker_free(struct worker *w);
 
-/* redis_connect opens a blocking stream socket to "unix:/path" or
- * "host:port" (used to set up a ring's Redis connection: the workers' and
- * the listener's). Returns the fd, or -1 with err set. */
-int redis_connect(const char *addr, char *err, size_t errlen);
+/* worker_redis_connect opens a stream socket to "unix:/path" or
+ * "host:port" with a bounded wait (used to set up a ring's Redis
+ * connection: the workers' and the listener's). Returns the fd, or -1
+ * with err set. */
+int worker_redis_connect(const char *addr, char *err, size_t errlen);
 
 #endif

@@ -40,6 +40,10 @@
 #define DEST_STATS_EVERY_MS  10000   /* per-destination counters to the events stream */
 #define SEND_CHUNK_MAX       (256 * 1024)  /* bytes per send on a connection */
 #define DATA_RATE_GRACE_MS   2000    /* min_data_rate is judged after this much of the body */
+#define ACK_FLUSH_MIN        128     /* outcomes that make an ack call at once */
+#define ACK_FLUSH_MS         20      /* or the oldest outcome waits this long */
+#define REDIS_BACKOFF_MIN_MS 100     /* first reconnect delay after losing Redis; doubles */
+#define REDIS_BACKOFF_MAX_MS 5000    /* reconnect delay cap */
 
 enum op_kind {
     OP_CONNECT, OP_RECV, OP_SEND,       /* on a struct conn */
@@ -201,15 +205,24 @@ struct ack_item {
     int64_t lease_until;       /* the lease this ack settles */
     char *fields[EV_FIELDS_MAX];
     size_t nfields;
+    /* enqueue commands (RESP) of the bounce or delay warning this outcome
+     * sends, written just before this ack */
+    uint8_t *bounce;
+    size_t bounce_len;
+    int bounce_partition;
+    int bounce_cmds;
 };
 
 struct partition {
     int id;
     int take_inflight;
+    int take_asked;            /* messages the take in flight may bring */
     int64_t next_poll_ms;
     int empty;                 /* last take returned nothing */
+    int refilled;              /* mail added (bounce, returned) since the take in flight was sent */
     struct ack_item *acks;
     size_t nacks, acks_cap;
+    int64_t first_ack_ms;      /* when the oldest unsent outcome was recorded */
 };
 
 enum redis_req { RQ_TAKE, RQ_ACK, RQ_ENQUEUE, RQ_SCRIPT, RQ_EVENT };
@@ -242,7 +255,13 @@ struct worker {
     struct redis_pending *rq;
     size_t rq_head, rq_len, rq_cap;
     struct queue_scripts scripts;
-    int redis_dead;
+    int redis_dead;            /* given up: the worker stops */
+    int redis_down;            /* lost; reconnecting (worker_redis.c) */
+    int redis_warming;         /* reconnected, scripts not loaded yet (Redis may be LOADING) */
+    int scripts_pending;       /* SCRIPT LOAD replies awaited while warming */
+    int scripts_failed;        /* one of them was an error */
+    int64_t redis_retry_ms;    /* next reconnect attempt */
+    int64_t redis_backoff_ms;
 
     struct partition *parts;
     int nparts;
@@ -256,6 +275,7 @@ struct worker {
     int nconns;
     int reap_pending;          /* a closed connection may be freeable */
     size_t in_memory;          /* jobs held */
+    size_t in_take;            /* room promised to takes in flight */
 
     int wake_fd;
     uint64_t wake_val;
@@ -284,6 +304,19 @@ void outq_append(struct outq *q, const void *p, size_t n);
 /* outq_next returns the buffer to send now (NULL: a send is in flight or
  * nothing is queued), swapping in the pending bytes once active is sent. */
 struct buf *outq_next(struct outq *q);
+
+void worker_redis_arm_recv(struct worker *w);
+/* worker_redis_load_scripts queues SCRIPT LOAD for the three scripts. */
+void worker_redis_load_scripts(struct worker *w);
+
+/* worker_redis.c */
+/* worker_redis_lost: the link failed (why: for the log); the worker keeps
+ * delivering, holds its outcomes and reconnects from worker_redis_tick. */
+void worker_redis_lost(struct worker *w, const char *why);
+void worker_redis_tick(struct worker *w);
+/* worker_redis_script_reply: the reply to a SCRIPT LOAD. After a
+ * reconnect, the worker sends nothing else until all three loaded. */
+void worker_redis_script_reply(struct worker *w, const redisReply *r);
 
 /* worker_conn.c */
 struct conn *conn_open(struct worker *w, struct dest *d);
@@ -373,6 +406,8 @@ void outcome_txn(struct worker *w, struct conn *c, struct job *j);
 void outcome_return(struct worker *w, struct job *j, const char *reason);
 void outcome_defer(struct worker *w, struct job *j, const char *reason);
 void outcome_fail(struct worker *w, struct job *j, const char *reason);
+/* outcome_bad: a malformed entry (m->bad) is set aside; frees m. */
+void outcome_bad(struct worker *w, struct queue_msg *m);
 void dest_requeue_front(struct dest *d, struct job *j);
 void dest_defer_all(struct worker *w, struct dest *d, const char *reason);
 void job_free(struct worker *w, struct job *j);

@@ -5,6 +5,7 @@
  */
 #include "engine/worker_int.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,9 @@ void stats_tls_mix(struct worker_stats *st, const char *name)
 
 static int64_t retry_at(const struct worker *w, const struct job *j)
 {
+    int n = w->cfg->nretry_schedule;
+    if (n > 0)
+        return w->now_ms + w->cfg->retry_schedule_ms[j->m->attempts < n ? j->m->attempts : n - 1];
     int64_t delay = w->cfg->retry_base_ms;
     for (int i = 0; i < j->m->attempts && delay < w->cfg->retry_max_ms; i++)
         delay *= 2;
@@ -73,11 +77,24 @@ static void add_field_u64(struct ack_item *a, const char *k, uint64_t v)
     add_field(a, k, tmp);
 }
 
+/* The next hop's IP address as text ("" if it is not IPv4 or IPv6). */
+static void hop_ip(const struct nexthop *h, char *out, size_t cap)
+{
+    const struct sockaddr_storage *ss = &h->addr;
+    const void *src = ss->ss_family == AF_INET ? (const void *)&((const struct sockaddr_in *)ss)->sin_addr
+                      : ss->ss_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr
+                                                  : NULL;
+    if (src == NULL || inet_ntop(ss->ss_family, src, out, (socklen_t)cap) == NULL)
+        out[0] = '\0';
+}
+
 static void add_tls_fields(struct ack_item *a, const struct conn *c)
 {
-    char mx[CONFIG_HOST_MAX + 8];
+    char mx[CONFIG_HOST_MAX + 8], ip[INET6_ADDRSTRLEN];
     snprintf(mx, sizeof(mx), "%s:%u", c->d->hop.host, (unsigned)c->d->hop.port);
     add_field(a, "mx", mx);
+    hop_ip(&c->d->hop, ip, sizeof(ip));
+    add_field(a, "ip", ip);
     add_field(a, "domain", c->d->domain);
     add_field(a, "policy", policy_level_name(dest_level(c->d)));
     if (!c->tls_done) {
@@ -121,16 +138,23 @@ static char *buf_strdup(struct buf *b)
     return s;
 }
 
-static void enqueue_bounce(struct worker *w, const struct job *j, const struct dsn_rcpt *r, size_t n)
+/* attach_bounce builds the DSN for n recipients (a bounce, or a delay
+ * warning when r[0].action is "delayed") and its enqueue command and adds
+ * it to ack a: flush_acks sends it just before the ack, so it is never
+ * lost while the message still exists, and it waits with the ack while
+ * Redis is away. */
+static int attach_bounce(struct worker *w, const struct job *j, struct ack_item *a,
+                         const struct dsn_rcpt *r, size_t n)
 {
     const char *sender = j->m->from;
-    if (sender[0] == '\0' || n == 0)
-        return;   /* never bounce a bounce */
+    if (a == NULL || sender[0] == '\0' || n == 0)
+        return 0;   /* never bounce a bounce */
     const char *dom = queue_addr_domain(sender);
     if (dom == NULL) {
         fprintf(stderr, "tern: message %s: sender <%s> has no domain; no bounce\n", j->m->id, sender);
-        return;
+        return 0;
     }
+    int done = 0;
     struct buf b;
     buf_init(&b, 0);
     char id[QUEUE_ID_MAX];
@@ -138,13 +162,40 @@ static void enqueue_bounce(struct worker *w, const struct job *j, const struct d
     if (dsn_build(&b, w->cfg->hostname, sender, j->m->id, r, n, j->m->data, j->m->data_len,
                   w->now_ms / 1000)) {
         const char *rc[1] = {sender};
-        if (queue_cmd_enqueue(worker_redis_buf(w), &w->cfg->queue, &w->scripts, id, "", rc, 1, dom,
-                              buf_peek(&b), buf_used(&b), w->now_ms)) {
-            worker_rq_push(w, RQ_ENQUEUE, queue_partition_of(&w->cfg->queue, dom, strlen(dom)));
-            w->st.bounces++;
+        struct buf cmd;
+        buf_init(&cmd, 0);
+        uint8_t *all = NULL;
+        if (queue_cmd_enqueue(&cmd, &w->cfg->queue, &w->scripts, id, "", rc, 1, dom,
+                              buf_peek(&b), buf_used(&b), w->now_ms) &&
+            (all = realloc(a->bounce, a->bounce_len + buf_used(&cmd))) != NULL) {
+            memcpy(all + a->bounce_len, buf_peek(&cmd), buf_used(&cmd));
+            a->bounce = all;
+            a->bounce_len += buf_used(&cmd);
+            a->bounce_cmds++;
+            a->bounce_partition = queue_partition_of(&w->cfg->queue, dom, strlen(dom));
+            done = 1;
         }
+        buf_free(&cmd);
     }
     buf_free(&b);
+    return done;
+}
+
+/* maybe_warn: the first deferral of a message older than delay_warning
+ * sends its sender a delay report (Action: delayed) for the n recipients
+ * still pending. The ack's `warned` field is stored in the message, so a
+ * later take knows (queue_msg.delay_warned): once per message. */
+static void maybe_warn(struct worker *w, const struct job *j, struct ack_item *a,
+                       const struct dsn_rcpt *r, size_t n)
+{
+    const struct queue_msg *m = j->m;
+    if (a == NULL || r == NULL || w->cfg->delay_warning_ms <= 0 || m->delay_warned ||
+        w->now_ms - m->created_ms < w->cfg->delay_warning_ms)
+        return;
+    if (attach_bounce(w, j, a, r, n)) {
+        add_field(a, "warned", "yes");
+        w->st.delay_warnings++;
+    }
 }
 
 /* count_delivery: the TLS mix and latency counters for a delivered message. */
@@ -187,23 +238,25 @@ static void record_outcome(struct worker *w, struct conn *c, struct job *j, cons
     buf_init(&later, 0);
     buf_init(&failed, 0);
     struct dsn_rcpt *dr = calloc(m->nrcpts, sizeof(*dr));
-    size_t ndr = 0, nok = 0;
+    struct dsn_rcpt *dl = calloc(m->nrcpts, sizeof(*dl));   /* for a delay warning */
+    size_t ndr = 0, ndl = 0, nok = 0, nperm = 0;
 
     for (size_t i = 0; i < m->nrcpts; i++) {
         const struct rcpt_result *r = &j->rr[i];
+        const char *diag = r->diag ? r->diag : reply;
         if (r->state == RCPT_OK) {
             join(&ok, m->rcpts[i]);
             nok++;
         } else if (r->state == RCPT_FAILED) {
             join(&failed, m->rcpts[i]);
-            if (dr) {
-                dr[ndr].rcpt = m->rcpts[i];
-                dr[ndr].status = r->esc;
-                dr[ndr].diagnostic = r->diag ? r->diag : reply;
-                ndr++;
-            }
+            nperm += strcmp(r->esc, "4.4.7") != 0;   /* refused, not expired */
+            if (dr)
+                dr[ndr++] = (struct dsn_rcpt){m->rcpts[i], r->esc, diag, NULL};
         } else {
             join(&later, m->rcpts[i]);
+            if (dl)
+                dl[ndl++] = (struct dsn_rcpt){m->rcpts[i], r->code / 100 == 4 ? r->esc : "4.0.0",
+                                              diag, "delayed"};
         }
     }
     buf_append(&ok, "", 1);
@@ -223,7 +276,7 @@ static void record_outcome(struct worker *w, struct conn *c, struct job *j, cons
             a->retry_at = retry_now ? w->now_ms : retry_at(w, j);
             w->st.deferred++;
         } else if (buf_used(&failed) > 1) {
-            a->kind = QUEUE_FAILED;
+            a->kind = nperm ? QUEUE_FAILED : QUEUE_EXPIRED;
             w->st.failed++;
         } else {
             a->kind = QUEUE_DELIVERED;
@@ -244,15 +297,18 @@ static void record_outcome(struct worker *w, struct conn *c, struct job *j, cons
         add_field_u64(a, "attempt", (uint64_t)m->attempts + 1);
         if (c)
             add_field_u64(a, "conn_msgs", c->msgs);
+        if (a->kind == QUEUE_DEFERRED)
+            maybe_warn(w, j, a, dl, ndl);
     }
-    if (ndr)
-        enqueue_bounce(w, j, dr, ndr);
+    if (ndr && attach_bounce(w, j, a, dr, ndr))
+        w->st.bounces++;
     if (nok) {
         w->st.rcpts_delivered += nok;
         if (c)
             count_delivery(w, c, m);
     }
     free(dr);
+    free(dl);
     buf_free(&ok);
     buf_free(&later);
     buf_free(&failed);
@@ -280,7 +336,7 @@ void outcome_txn(struct worker *w, struct conn *c, struct job *j)
 }
 
 static void simple_outcome(struct worker *w, struct job *j, enum queue_outcome_kind kind,
-                           const char *reason)
+                           const char *reason, const struct dsn_rcpt *dr, size_t ndr)
 {
     struct ack_item *a = worker_ack_slot(w, j->m->partition);
     if (a == NULL) {
@@ -305,6 +361,15 @@ static void simple_outcome(struct worker *w, struct job *j, enum queue_outcome_k
         add_field(a, "mx", mx);
     }
     add_field_u64(a, "attempt", (uint64_t)j->m->attempts + (kind == QUEUE_RETURNED ? 0 : 1));
+    if (kind == QUEUE_DEFERRED) {
+        struct dsn_rcpt *dl = calloc(j->m->nrcpts, sizeof(*dl));
+        for (size_t i = 0; dl && i < j->m->nrcpts; i++)
+            dl[i] = (struct dsn_rcpt){j->m->rcpts[i], "4.0.0", reason, "delayed"};
+        maybe_warn(w, j, a, dl, j->m->nrcpts);
+        free(dl);
+    }
+    if (ndr && attach_bounce(w, j, a, dr, ndr))
+        w->st.bounces++;
     job_free(w, j);
 }
 
@@ -318,13 +383,26 @@ void outcome_return(struct worker *w, struct job *j, const char *reason)
         return;
     }
     w->st.returned++;
-    simple_outcome(w, j, QUEUE_RETURNED, reason);
+    simple_outcome(w, j, QUEUE_RETURNED, reason, NULL, 0);
+}
+
+/* outcome_expire: past max_age with no final answer: every recipient
+ * bounces with 4.4.7 and the event says expired. */
+static void outcome_expire(struct worker *w, struct job *j, const char *reason)
+{
+    struct dsn_rcpt *dr = calloc(j->m->nrcpts, sizeof(*dr));
+    if (dr)
+        for (size_t i = 0; i < j->m->nrcpts; i++)
+            dr[i] = (struct dsn_rcpt){j->m->rcpts[i], "4.4.7", reason, NULL};
+    w->st.failed++;
+    simple_outcome(w, j, QUEUE_EXPIRED, reason, dr, dr ? j->m->nrcpts : 0);
+    free(dr);
 }
 
 void outcome_defer(struct worker *w, struct job *j, const char *reason)
 {
     if (w->now_ms - j->m->created_ms > w->cfg->max_age_ms) {
-        outcome_fail(w, j, reason);
+        outcome_expire(w, j, reason);
         return;
     }
     if (job_progress(j)) {
@@ -333,7 +411,7 @@ void outcome_defer(struct worker *w, struct job *j, const char *reason)
         return;
     }
     w->st.deferred++;
-    simple_outcome(w, j, QUEUE_DEFERRED, reason);
+    simple_outcome(w, j, QUEUE_DEFERRED, reason, NULL, 0);
 }
 
 void outcome_fail(struct worker *w, struct job *j, const char *reason)
@@ -349,14 +427,27 @@ void outcome_fail_status(struct worker *w, struct job *j, const char *status, co
         return;
     }
     struct dsn_rcpt *dr = calloc(j->m->nrcpts, sizeof(*dr));
-    if (dr) {
+    if (dr)
         for (size_t i = 0; i < j->m->nrcpts; i++)
-            dr[i] = (struct dsn_rcpt){j->m->rcpts[i], status, reason};
-        enqueue_bounce(w, j, dr, j->m->nrcpts);
-        free(dr);
-    }
+            dr[i] = (struct dsn_rcpt){j->m->rcpts[i], status, reason, NULL};
     w->st.failed++;
-    simple_outcome(w, j, QUEUE_FAILED, reason);
+    simple_outcome(w, j, QUEUE_FAILED, reason, dr, dr ? j->m->nrcpts : 0);
+    free(dr);
+}
+
+void outcome_bad(struct worker *w, struct queue_msg *m)
+{
+    fprintf(stderr, "tern: worker %d: queue entry %s is malformed (%s); set aside\n", w->id, m->id,
+            m->bad);
+    struct ack_item *a = worker_ack_slot(w, m->partition);
+    if (a != NULL) {
+        snprintf(a->id, sizeof(a->id), "%s", m->id);
+        a->lease_until = m->lease_until_ms;
+        a->kind = QUEUE_BAD;
+        add_field(a, "reply", m->bad);
+        w->st.bad++;
+    }
+    queue_msg_free(m);
 }
 
 void dest_defer_all(struct worker *w, struct dest *d, const char *reason)

@@ -13,9 +13,11 @@
  *     <pfx>:{p}:ready      LIST  ids ready now (RPUSH in, LPOP out)
  *     <pfx>:{p}:leased     ZSET  id -> lease expiry (ms); taken, in flight
  *     <pfx>:{p}:sched      ZSET  id -> next attempt (ms); deferred
+ *     <pfx>:{p}:bad        SET   malformed entries set aside (hash has
+ *                                bad_reason)
  *     <pfx>:{p}:events     STREAM one entry per outcome (see docs/queue.md)
  *     <pfx>:{p}:stats      HASH  counters: enqueued, delivered, deferred,
- *                                failed, returned
+ *                                failed, expired, returned, bad, deleted
  *
  *   A message's recipients all belong to one destination domain; enqueue
  *   splits a multi-domain message into one queue entry per domain, and the
@@ -24,11 +26,12 @@
  *
  *   take:  moves due entries from sched and expired leases back to ready,
  *          then pops up to N ids from ready, leases them (now + lease_ms)
- *          and returns their fields, all in one EVALSHA. The reply is a
+ *          and returns their fields, all in one EVALSHA. Malformed entries
+ *          are moved to the bad set instead. The reply is a
  *          flat array of QUEUE_TAKE_FIELDS strings per message: id, from,
- *          rcpts, domain, data, attempts, created, lease_until.
- *   ack:   one EVALSHA per batch of outcomes for one partition: delivered
- *          and failed delete the message, deferred reschedules it (and may
+ *          rcpts, domain, data, attempts, created, lease_until, warned.
+ *   ack:   one EVALSHA per batch of outcomes for one partition: delivered,
+ *          failed and expired delete the message, bad sets it aside, deferred reschedules it (and may
  *          shrink its recipient list to those still pending), returned puts
  *          it back on ready without counting an attempt. Each outcome
  *          appends one event. An ack for an id that is no longer leased is
@@ -70,10 +73,11 @@
 #define QUEUE_TAKE_MAX        1024   /* ids per take */
 #define QUEUE_RCPTS_MAX       1000   /* recipients per message */
 #define QUEUE_ADDR_MAX        512
-#define QUEUE_EVENTS_MAXLEN   1000000 /* approximate cap per partition stream */
+#define QUEUE_EVENTS_MAXLEN   1000000 /* default approximate cap per partition stream */
+#define QUEUE_EVENTS_MAXLEN_MIN 1000
 #define QUEUE_ACK_MAX         4096   /* outcomes per ack call */
 #define QUEUE_MOVE_MAX        1000   /* sched/leased entries moved per take */
-#define QUEUE_TAKE_FIELDS     8      /* reply strings per message in a take */
+#define QUEUE_TAKE_FIELDS     9      /* reply strings per message in a take */
 #define QUEUE_FIELDS_MAX      64     /* event field strings per outcome */
 
 #define QUEUE_STR_(x) #x
@@ -86,6 +90,9 @@ struct queue_config {
     int partitions;                 /* 1..QUEUE_PARTITIONS_MAX, default 16 */
     int lease_ms;                   /* default 300000 */
     int64_t max_message_size;       /* bytes, default 32 MiB */
+    int events_maxlen;              /* each events stream: XADD MAXLEN ~ this,
+                                       default QUEUE_EVENTS_MAXLEN */
+    int events_queued;              /* enqueue writes a `queued` event (default 1) */
 };
 
 /* SHA1 hex digests of the loaded scripts. */
@@ -108,6 +115,11 @@ struct queue_msg {
     int64_t created_ms;
     int64_t lease_until_ms; /* this lease's expiry; pass it back in the
                                outcome so a stale ack is recognised */
+    int delay_warned;    /* the sender was told of the delay already */
+    /* Non-NULL: the entry is malformed (static string: "bad recipient
+     * address", "bad number", ...); only id, partition and lease_until_ms
+     * are set. The engine acks it QUEUE_BAD with this reason. */
+    const char *bad;
 };
 
 enum queue_outcome_kind {
@@ -115,7 +127,10 @@ enum queue_outcome_kind {
     QUEUE_DEFERRED,      /* retry later; rcpts may shrink */
     QUEUE_FAILED,        /* permanent failure; message removed (bounce
                             enqueued separately by the caller first) */
+    QUEUE_EXPIRED,       /* like FAILED, for a message past its max age */
     QUEUE_RETURNED,      /* back to ready, no attempt counted */
+    QUEUE_BAD,           /* malformed entry: set aside in <pfx>:{p}:bad with
+                            bad_reason (the `reply` field), never retried */
 };
 
 struct queue_outcome {
@@ -139,7 +154,8 @@ void queue_config_defaults(struct queue_config *qc);
 
 /* queue_config_check returns 1 if qc is usable: prefix 1..31 bytes of
  * [A-Za-z0-9_.:-] (no braces, so {p} is the key's hash tag), partitions
- * 1..QUEUE_PARTITIONS_MAX, lease_ms > 0, max_message_size > 0. Otherwise
+ * 1..QUEUE_PARTITIONS_MAX, lease_ms > 0, max_message_size > 0,
+ * events_maxlen >= QUEUE_EVENTS_MAXLEN_MIN. Otherwise
  * returns 0 and sets *why to a static string. */
 int queue_config_check(const struct queue_config *qc, const char **why);
 
@@ -177,8 +193,10 @@ const char *queue_script_ack_src(void);
  * queue_cmd_enqueue: from is "" or a bare address, every rcpt a bare
  *   recipient (queue_addr_check, no angle brackets) whose domain equals
  *   `domain` ignoring case, nrcpts in [1, QUEUE_RCPTS_MAX], len <=
- *   qc->max_message_size. The domain is stored lower-cased. The reply is
- *   1, or an error beginning "EXISTS" if the id is already queued.
+ *   qc->max_message_size. The domain is stored lower-cased. With
+ *   qc->events_queued a `queued` event (id, domain, rcpts) is written too.
+ *   The reply is 1, or an error beginning "EXISTS" if the id is already
+ *   queued.
  */
 int queue_cmd_script_load(struct buf *out, const char *src);
 int queue_cmd_take(struct buf *out, const struct queue_config *qc,
@@ -201,7 +219,10 @@ int queue_cmd_enqueue(struct buf *out, const struct queue_config *qc,
 int queue_cmd_event(struct buf *out, const struct queue_config *qc, int partition,
                     const char *status, const char *const *fields, size_t nfields);
 
-/* queue_parse_take turns the reply of a take into messages. On success
+/* queue_parse_take turns the reply of a take into messages. An entry
+ * whose addresses fail the checks queue_cmd_enqueue applies, or whose
+ * numbers do not parse, comes back with m->bad set (not an error), so the
+ * rest of the batch goes on. On success
  * *msgs is a malloc'd array of *n pointers (free each with queue_msg_free
  * and the array with free). Returns 0 on a malformed or error reply, with
  * *err set to a static string; an error reply beginning with "NOSCRIPT"
@@ -286,6 +307,7 @@ long queue_generate(struct queue_conn *q, long n, const char *const *domains,
 struct queue_stats {
     long long ready, leased, scheduled;
     long long enqueued, delivered, deferred, failed, returned;
+    long long expired, deleted;   /* past max_age; removed by tern queue delete */
 };
 int queue_stats(struct queue_conn *q, struct queue_stats *st, char *err, size_t errlen);
 

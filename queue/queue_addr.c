@@ -21,6 +21,8 @@ void queue_config_defaults(struct queue_config *qc)
     qc->partitions = QUEUE_DEFAULT_PARTITIONS;
     qc->lease_ms = QUEUE_DEFAULT_LEASE_MS;
     qc->max_message_size = QUEUE_DEFAULT_MAX_SIZE;
+    qc->events_maxlen = QUEUE_EVENTS_MAXLEN;
+    qc->events_queued = 1;
 }
 
 /* Prefix characters: no braces (the partition's {p} must be the first
@@ -56,6 +58,10 @@ int queue_config_check(const struct queue_config *qc, const char **why)
     }
     if (qc->max_message_size <= 0) {
         *why = "max_message_size must be positive";
+        return 0;
+    }
+    if (qc->events_maxlen < QUEUE_EVENTS_MAXLEN_MIN) {
+        *why = "events_maxlen must be at least 1000";
         return 0;
     }
     return 1;

@@ -136,7 +136,7 @@ int queue_open(struct queue_conn *q, const struct queue_config *qc,
         q->rc = redisConnectWithTimeout(host, port, tv);
     }
     if (q->rc == NULL || q->rc->err) {
-        seterr(err, errlen, "connect %s: %s", redis_addr,
+        seterr(err, errlen, "cannot connect to Redis at %s: %s", redis_addr,
                q->rc ? q->rc->errstr : "out of memory");
         queue_close(q);
         return 0;
@@ -519,6 +519,8 @@ static int add_counter(struct queue_stats *st, const redisReply *name,
         {"deferred", offsetof(struct queue_stats, deferred)},
         {"failed", offsetof(struct queue_stats, failed)},
         {"returned", offsetof(struct queue_stats, returned)},
+        {"expired", offsetof(struct queue_stats, expired)},
+        {"deleted", offsetof(struct queue_stats, deleted)},
     };
     if (name->type != REDIS_REPLY_STRING || val->type != REDIS_REPLY_STRING)
         return 0;

@@ -78,7 +78,9 @@ const char *queue_outcome_kind_name(enum queue_outcome_kind k)
     case QUEUE_DELIVERED: return "delivered";
     case QUEUE_DEFERRED: return "deferred";
     case QUEUE_FAILED: return "failed";
+    case QUEUE_EXPIRED: return "expired";
     case QUEUE_RETURNED: return "returned";
+    case QUEUE_BAD: return "bad";
     }
     return NULL;
 }
@@ -101,17 +103,22 @@ int queue_cmd_take(struct buf *out, const struct queue_config *qc,
     if (out->err || !partition_ok(qc, partition) || max < 1 ||
         max > QUEUE_TAKE_MAX || qc->lease_ms <= 0)
         return 0;
-    resp_begin(out, 10);
+    resp_begin(out, 15);
     resp_str(out, "EVALSHA");
     resp_str(out, s->take);
-    resp_str(out, "3");
+    resp_str(out, "6");
     resp_key(out, qc, partition, "ready");
     resp_key(out, qc, partition, "leased");
     resp_key(out, qc, partition, "sched");
+    resp_key(out, qc, partition, "bad");
+    resp_key(out, qc, partition, "stats");
+    resp_key(out, qc, partition, "events");
     resp_key(out, qc, partition, "m:");
     resp_i64(out, now_ms);
     resp_i64(out, qc->lease_ms);
     resp_i64(out, max);
+    resp_i64(out, qc->max_message_size);
+    resp_i64(out, qc->events_maxlen);
     return !out->err;
 }
 
@@ -121,7 +128,7 @@ int queue_cmd_ack(struct buf *out, const struct queue_config *qc,
 {
     if (out->err || !partition_ok(qc, partition) || n < 1 || n > QUEUE_ACK_MAX)
         return 0;
-    size_t argc = 3 + 5 + 3;
+    size_t argc = 3 + 6 + 4;
     for (size_t i = 0; i < n; i++) {
         if (o[i].id == NULL || !queue_id_check(o[i].id) ||
             queue_outcome_kind_name(o[i].kind) == NULL ||
@@ -136,14 +143,16 @@ int queue_cmd_ack(struct buf *out, const struct queue_config *qc,
     resp_begin(out, argc);
     resp_str(out, "EVALSHA");
     resp_str(out, s->ack);
-    resp_str(out, "5");
+    resp_str(out, "6");
     resp_key(out, qc, partition, "leased");
     resp_key(out, qc, partition, "sched");
     resp_key(out, qc, partition, "ready");
     resp_key(out, qc, partition, "stats");
     resp_key(out, qc, partition, "events");
+    resp_key(out, qc, partition, "bad");
     resp_key(out, qc, partition, "m:");
     resp_i64(out, now_ms);
+    resp_i64(out, qc->events_maxlen);
     resp_i64(out, (int64_t)n);
     for (size_t i = 0; i < n; i++) {
         const struct queue_outcome *x = &o[i];
@@ -170,7 +179,7 @@ int queue_cmd_event(struct buf *out, const struct queue_config *qc, int partitio
     resp_key(out, qc, partition, "events");
     resp_str(out, "MAXLEN");
     resp_str(out, "~");
-    resp_str(out, QUEUE_EVENTS_MAXLEN_STR);
+    resp_i64(out, qc->events_maxlen);
     resp_str(out, "*");
     resp_str(out, "status");
     resp_str(out, status);
@@ -233,13 +242,16 @@ int queue_cmd_enqueue(struct buf *out, const struct queue_config *qc,
     memcpy(mname, "m:", 2);
     memcpy(mname + 2, id, strlen(id) + 1);
 
-    resp_begin(out, 3 + 3 + 6);
+    int ev = qc->events_queued != 0;
+    resp_begin(out, 3 + 3 + 6 + 2 * (size_t)ev);
     resp_str(out, "EVALSHA");
     resp_str(out, s->enqueue);
-    resp_str(out, "3");
+    resp_str(out, ev ? "4" : "3");
     resp_key(out, qc, p, mname);
     resp_key(out, qc, p, "ready");
     resp_key(out, qc, p, "stats");
+    if (ev)
+        resp_key(out, qc, p, "events");
     resp_str(out, id);
     resp_str(out, from);
     /* The joined recipient list, written in place. */
@@ -255,6 +267,8 @@ int queue_cmd_enqueue(struct buf *out, const struct queue_config *qc,
     resp_arg(out, ldomain, dlen);
     resp_arg(out, data, len);
     resp_i64(out, now_ms);
+    if (ev)
+        resp_i64(out, qc->events_maxlen);
     return !out->err;
 }
 
@@ -351,41 +365,94 @@ static char *arena_put(char **pos, const char *s, size_t n)
     return d;
 }
 
-/* Build one message from 8 reply strings, in a single allocation:
+/* entry_check: why a taken entry cannot be sent (a static string), or
+ * NULL. The sender is "" or a bare address; every recipient is a bare
+ * recipient in `domain` (lower-case), as queue_cmd_enqueue writes them. */
+static const char *entry_check(const redisReply *from, const redisReply *rcpts,
+                               const redisReply *domain, size_t nr)
+{
+    const char *why, *bare;
+    size_t blen;
+    if (rcpts->len == 0)
+        return "no recipients";
+    if (nr > QUEUE_RCPTS_MAX)
+        return "too many recipients";
+    if (domain->len == 0 || domain->len > QUEUE_ADDR_MAX)
+        return "bad domain";
+    for (size_t i = 0; i < domain->len; i++)
+        if (domain->str[i] >= 'A' && domain->str[i] <= 'Z')
+            return "domain not lower-case";
+    if (from->len > 0 && (!queue_addr_bare(from->str, from->len, 0, &bare, &blen, &why) ||
+                          bare != from->str || blen != from->len))
+        return "bad sender address";
+    const char *s = rcpts->str, *end = rcpts->str + rcpts->len;
+    while (s <= end) {
+        const char *nl = memchr(s, '\n', (size_t)(end - s));
+        const char *e = nl ? nl : end;
+        size_t n = (size_t)(e - s);
+        if (!queue_addr_bare(s, n, 1, &bare, &blen, &why) || bare != s || blen != n)
+            return "bad recipient address";
+        const char *at = s + n;
+        while (at > s && at[-1] != '@')
+            at--;
+        size_t dl = (size_t)(e - at);
+        if (dl != domain->len || ascii_casecmp_n(at, domain->str, dl) != 0)
+            return "recipient not in the entry's domain";
+        s = e + 1;
+    }
+    return NULL;
+}
+
+/* bad_msg: a message that only carries its id, lease and why it is bad,
+ * for the engine to set aside (ack kind QUEUE_BAD). */
+static struct queue_msg *bad_msg(const redisReply *id, int partition, int64_t lease,
+                                 const char *why, const char **err)
+{
+    struct queue_msg *m = calloc(1, sizeof(*m));
+    if (m == NULL) {
+        *err = "out of memory";
+        return NULL;
+    }
+    memcpy(m->id, id->str, id->len);
+    m->id[id->len] = '\0';
+    m->partition = partition;
+    m->lease_until_ms = lease;
+    m->bad = why;
+    return m;
+}
+
+/* Build one message from QUEUE_TAKE_FIELDS reply strings, in a single allocation:
  * struct, rcpt pointer array, then the strings and data. */
 static struct queue_msg *msg_from_reply(redisReply **f, int partition, const char **err)
 {
-    enum { F_ID, F_FROM, F_RCPTS, F_DOMAIN, F_DATA, F_ATT, F_CREATED, F_LEASE };
+    enum { F_ID, F_FROM, F_RCPTS, F_DOMAIN, F_DATA, F_ATT, F_CREATED, F_LEASE, F_WARNED };
     for (int i = 0; i < QUEUE_TAKE_FIELDS; i++) {
         if (f[i] == NULL || f[i]->type != REDIS_REPLY_STRING) {
             *err = "take: field is not a string";
             return NULL;
         }
     }
-    if (f[F_ID]->len == 0 || f[F_ID]->len >= QUEUE_ID_MAX) {
+    if (f[F_ID]->len == 0 || f[F_ID]->len >= QUEUE_ID_MAX ||
+        memchr(f[F_ID]->str, '\0', f[F_ID]->len) != NULL) {
         *err = "take: bad id";
         return NULL;
     }
-    int64_t att, created, lease;
+    int64_t att = 0, created = 0, lease = 0;
+    const char *why = NULL;
+    if (!parse_i64(f[F_LEASE]->str, f[F_LEASE]->len, &lease))
+        lease = 0;   /* settle whatever lease the id has */
     if (!parse_i64(f[F_ATT]->str, f[F_ATT]->len, &att) || att < 0 || att > 1000000 ||
-        !parse_i64(f[F_CREATED]->str, f[F_CREATED]->len, &created) ||
-        !parse_i64(f[F_LEASE]->str, f[F_LEASE]->len, &lease)) {
-        *err = "take: bad number";
-        return NULL;
-    }
+        !parse_i64(f[F_CREATED]->str, f[F_CREATED]->len, &created))
+        why = "bad number";
     const char *rs = f[F_RCPTS]->str;
     size_t rl = f[F_RCPTS]->len;
-    if (rl == 0 || memchr(rs, '\0', rl) != NULL) {
-        *err = "take: bad recipient list";
-        return NULL;
-    }
     size_t nr = 1;
     for (size_t i = 0; i < rl; i++)
         nr += rs[i] == '\n';
-    if (nr > QUEUE_RCPTS_MAX) {
-        *err = "take: too many recipients";
-        return NULL;
-    }
+    if (why == NULL)
+        why = entry_check(f[F_FROM], f[F_RCPTS], f[F_DOMAIN], nr);
+    if (why != NULL)
+        return bad_msg(f[F_ID], partition, lease, why, err);
     size_t bytes = sizeof(struct queue_msg) + nr * sizeof(char *) +
                    f[F_FROM]->len + 1 + rl + 1 + f[F_DOMAIN]->len + 1 +
                    f[F_DATA]->len + 1;
@@ -407,6 +474,7 @@ static struct queue_msg *msg_from_reply(redisReply **f, int partition, const cha
     m->attempts = (int)att;
     m->created_ms = created;
     m->lease_until_ms = lease;
+    m->delay_warned = f[F_WARNED]->len > 0;
     /* Split the recipient copy on '\n' in place. */
     m->nrcpts = 0;
     char *start = rc;

@@ -21,7 +21,8 @@
 /*
  * enqueue
  *   KEYS[1] message hash  KEYS[2] ready  KEYS[3] stats  [KEYS[4] events]
- *   ARGV    id, from, rcpts ("\n"-joined), domain, data, now_ms
+ *   ARGV    id, from, rcpts ("\n"-joined), domain, data, now_ms,
+ *           [events_maxlen, default QUEUE_EVENTS_MAXLEN]
  *   Reply   1, or an error if the message key already exists.
  */
 static const char enqueue_src[] =
@@ -34,24 +35,35 @@ static const char enqueue_src[] =
     "redis.call('RPUSH', KEYS[2], ARGV[1])\n"
     "redis.call('HINCRBY', KEYS[3], 'enqueued', 1)\n"
     "if KEYS[4] then\n"
-    "  redis.call('XADD', KEYS[4], 'MAXLEN', '~', '" QUEUE_EVENTS_MAXLEN_STR "',\n"
-    "    '*', 'id', ARGV[1], 'status', 'queued', 'domain', ARGV[4])\n"
+    "  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7] or '" QUEUE_EVENTS_MAXLEN_STR "',\n"
+    "    '*', 'id', ARGV[1], 'status', 'queued', 'domain', ARGV[4], 'rcpts', ARGV[3])\n"
     "end\n"
     "return 1\n";
 
 /*
  * take
- *   KEYS[1] ready  KEYS[2] leased  KEYS[3] sched
- *   ARGV    msg_prefix ("<pfx>:{p}:m:"), now_ms, lease_ms, max
+ *   KEYS[1] ready  KEYS[2] leased  KEYS[3] sched  KEYS[4] bad
+ *   KEYS[5] stats  KEYS[6] events
+ *   ARGV    msg_prefix ("<pfx>:{p}:m:"), now_ms, lease_ms, max,
+ *           max_message_size, events_maxlen
  *   Reply   flat array, QUEUE_TAKE_FIELDS strings per message:
- *           id, from, rcpts, domain, data, attempts, created, lease_until
+ *           id, from, rcpts, domain, data, attempts, created, lease_until,
+ *           warned ("" until a delay warning was sent)
+ *
+ * An entry that cannot be a message (a field missing, no recipients,
+ * data over max_message_size, a non-numeric count, an over-long id) is
+ * moved aside: its id goes to the bad set, the hash gets bad_reason, and
+ * a `bad` event is written. A popped id without any hash is dropped (it
+ * was deleted). The engine checks the addresses and sets aside what
+ * fails with an ack of kind `bad`.
  */
 static const char take_src[] =
     "local pfx = ARGV[1]\n"
     "local now = tonumber(ARGV[2])\n"
     "local lease = tonumber(ARGV[3])\n"
     "local max = tonumber(ARGV[4])\n"
-    "if not now or not lease or not max or max < 1 then\n"
+    "local maxsize = tonumber(ARGV[5])\n"
+    "if not now or not lease or not max or max < 1 or not maxsize then\n"
     "  return redis.error_reply('ERR take: bad arguments')\n"
     "end\n"
     /* 1. deferred entries that are due go to the back of ready. */
@@ -75,11 +87,30 @@ static const char take_src[] =
     "if not ids then return out end\n"
     "local until_ms = now + lease\n"
     "local until_s = string.format('%.0f', until_ms)\n"
+    "local names = {'from', 'rcpts', 'domain', 'data'}\n"
+    "local leases = {}\n"
     "for _, id in ipairs(ids) do\n"
     "  local f = redis.call('HMGET', pfx .. id, 'from', 'rcpts', 'domain',\n"
-    "    'data', 'attempts', 'created')\n"
-    "  if f[1] and f[2] and f[2] ~= '' then\n"
-    "    redis.call('ZADD', KEYS[2], until_s, id)\n"
+    "    'data', 'attempts', 'created', 'warned')\n"
+    "  local why = nil\n"
+    "  if #id >= " QUEUE_STR(QUEUE_ID_MAX) " then why = 'id too long' end\n"
+    "  for k = 1, 4 do\n"
+    "    if not why and not f[k] then why = 'missing field ' .. names[k] end\n"
+    "  end\n"
+    "  if not why and f[2] == '' then why = 'no recipients' end\n"
+    "  if not why and #f[4] > maxsize then why = 'oversized data' end\n"
+    "  if not why and ((f[5] and not tonumber(f[5])) or (f[6] and not tonumber(f[6]))) then\n"
+    "    why = 'bad number'\n"
+    "  end\n"
+    "  if why and redis.call('EXISTS', pfx .. id) == 1 then\n"
+    "    redis.call('SADD', KEYS[4], id)\n"
+    "    redis.call('HSET', pfx .. id, 'bad_reason', why)\n"
+    "    redis.call('HINCRBY', KEYS[5], 'bad', 1)\n"
+    "    redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[6],\n"
+    "      '*', 'id', id, 'status', 'bad', 'reply', why)\n"
+    "  elseif not why then\n"
+    "    leases[#leases+1] = until_s\n"
+    "    leases[#leases+1] = id\n"
     "    out[#out+1] = id\n"
     "    out[#out+1] = f[1]\n"
     "    out[#out+1] = f[2] or ''\n"
@@ -88,15 +119,18 @@ static const char take_src[] =
     "    out[#out+1] = f[5] or '0'\n"
     "    out[#out+1] = f[6] or '0'\n"
     "    out[#out+1] = until_s\n"
+    "    out[#out+1] = f[7] or ''\n"
     "  end\n"
     "end\n"
+    /* One ZADD for the batch: a command dispatch per message saved. */
+    "if #leases > 0 then redis.call('ZADD', KEYS[2], unpack(leases)) end\n"
     "return out\n";
 
 /*
  * ack
  *   KEYS[1] leased  KEYS[2] sched  KEYS[3] ready  KEYS[4] stats
- *   KEYS[5] events
- *   ARGV    msg_prefix, now_ms, n, then n outcomes, each:
+ *   KEYS[5] events  KEYS[6] bad
+ *   ARGV    msg_prefix, now_ms, events_maxlen, n, then n outcomes, each:
  *           id, kind, lease_until ("0": any), remaining_rcpts ("": keep),
  *           retry_at_ms, nfields, fields...
  *   Reply   number of outcomes applied (stale ones are skipped).
@@ -106,10 +140,12 @@ static const char take_src[] =
  */
 static const char ack_src[] =
     "local pfx = ARGV[1]\n"
-    "local n = tonumber(ARGV[3])\n"
-    "if not n or n < 0 then return redis.error_reply('ERR ack: bad n') end\n"
-    "local kinds = {delivered=true, failed=true, deferred=true, returned=true}\n"
-    "local i = 4\n"
+    "local maxlen = ARGV[3]\n"
+    "local n = tonumber(ARGV[4])\n"
+    "if not n or n < 0 or not tonumber(maxlen) then return redis.error_reply('ERR ack: bad n') end\n"
+    "local kinds = {delivered=true, failed=true, expired=true, deferred=true, returned=true,\n"
+    "  bad=true}\n"
+    "local i = 5\n"
     "for k = 1, n do\n"
     "  local nf = tonumber(ARGV[i+5])\n"
     "  if not ARGV[i] or not kinds[ARGV[i+1]] or not tonumber(ARGV[i+2])\n"
@@ -121,7 +157,9 @@ static const char ack_src[] =
     "end\n"
     "if i ~= #ARGV + 1 then return redis.error_reply('ERR ack: extra arguments') end\n"
     "local done = 0\n"
-    "i = 4\n"
+    "local counts = {}\n"
+    "local unleased, gone = {}, {}\n"
+    "i = 5\n"
     "for k = 1, n do\n"
     "  local id, kind, lease = ARGV[i], ARGV[i+1], ARGV[i+2]\n"
     "  local rem, retry, nf = ARGV[i+3], ARGV[i+4], tonumber(ARGV[i+5])\n"
@@ -130,32 +168,44 @@ static const char ack_src[] =
     "  local score = redis.call('ZSCORE', KEYS[1], id)\n"
     /* Stale: not leased any more, or leased again under another lease. */
     "  if score and (lease == '0' or tonumber(score) == tonumber(lease)) then\n"
-    "    redis.call('ZREM', KEYS[1], id)\n"
+    "    unleased[#unleased+1] = id\n"
     "    local key = pfx .. id\n"
-    "    if kind == 'delivered' or kind == 'failed' then\n"
-    "      redis.call('DEL', key)\n"
+    "    if kind == 'delivered' or kind == 'failed' or kind == 'expired' then\n"
+    "      gone[#gone+1] = key\n"
     "    elseif redis.call('EXISTS', key) == 1 then\n"
-    "      if kind == 'deferred' then\n"
-    "        redis.call('HINCRBY', key, 'attempts', 1)\n"
-    "        if rem ~= '' then redis.call('HSET', key, 'rcpts', rem) end\n"
+    "      if kind == 'deferred' or kind == 'bad' then\n"
+    "        local rf = kind == 'bad' and 'bad_reason' or 'last'\n"
     "        for j = fstart, fstart + nf - 2, 2 do\n"
     "          if ARGV[j] == 'reply' then\n"
-    "            redis.call('HSET', key, 'last', ARGV[j+1])\n"
+    "            redis.call('HSET', key, rf, ARGV[j+1])\n"
+    "          elseif ARGV[j] == 'warned' then\n"
+    "            redis.call('HSET', key, 'warned', ARGV[j+1])\n"
     "          end\n"
     "        end\n"
+    "      end\n"
+    "      if kind == 'bad' then\n"
+    "        redis.call('SADD', KEYS[6], id)\n"
+    "      elseif kind == 'deferred' then\n"
+    "        redis.call('HINCRBY', key, 'attempts', 1)\n"
+    "        if rem ~= '' then redis.call('HSET', key, 'rcpts', rem) end\n"
     "        redis.call('ZADD', KEYS[2], retry, id)\n"
     "      else\n"
     "        redis.call('RPUSH', KEYS[3], id)\n"
     "      end\n"
     "    end\n"
-    "    redis.call('HINCRBY', KEYS[4], kind, 1)\n"
-    "    local ev = {'XADD', KEYS[5], 'MAXLEN', '~', '" QUEUE_EVENTS_MAXLEN_STR "',\n"
-    "      '*', 'id', id, 'status', kind}\n"
-    "    for j = fstart, fstart + nf - 1 do ev[#ev+1] = ARGV[j] end\n"
-    "    redis.call(unpack(ev))\n"
+    "    counts[kind] = (counts[kind] or 0) + 1\n"
+    /* The event's fields straight from ARGV: no table copied per event. */
+    "    redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen,\n"
+    "      '*', 'id', id, 'status', kind, unpack(ARGV, fstart, fstart + nf - 1))\n"
     "    done = done + 1\n"
     "  end\n"
     "end\n"
+    /* Leases and finished messages go in one call each, and the
+     * counters once per kind: not a command per outcome. An id appears
+     * once per batch (the engine acks a lease once). */
+    "if #unleased > 0 then redis.call('ZREM', KEYS[1], unpack(unleased)) end\n"
+    "if #gone > 0 then redis.call('DEL', unpack(gone)) end\n"
+    "for kind, c in pairs(counts) do redis.call('HINCRBY', KEYS[4], kind, c) end\n"
     "return done\n";
 
 const char *queue_script_enqueue_src(void) { return enqueue_src; }

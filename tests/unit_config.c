@@ -147,6 +147,39 @@ static void test_tables(void)
     CHECK_INT(l.idle_ms, 3000);
 }
 
+/* Queue lifecycle keys: the retry schedule, the delay warning, the
+ * engine-wide memory cap split across the workers (batch fits in it). */
+static void test_queue_keys(void)
+{
+    static struct tern_config c;
+    char err[512] = "";
+    const char *p = write_file("q.conf", "threads = 4\n"
+                                         "max_messages_in_memory = 100\n"
+                                         "retry_schedule = 5m, 10m 1h\n"
+                                         "delay_warning = 4h\n");
+    CHECK_INT(config_load(&c, p, err, sizeof(err)), 1);
+    CHECK_STR(err, "");
+    CHECK_INT(c.max_in_memory, 25);
+    CHECK_INT(c.batch, 25);
+    CHECK_INT(c.nretry_schedule, 3);
+    CHECK_INT(c.retry_schedule_ms[0], 300000);
+    CHECK_INT(c.retry_schedule_ms[2], 3600000);
+    CHECK_INT(c.delay_warning_ms, 4 * 3600000);
+    p = write_file("q.conf", "hostname = a\n");
+    CHECK_INT(config_load(&c, p, err, sizeof(err)), 1);
+    CHECK_INT(c.nretry_schedule, 0);
+    CHECK_INT(c.retry_base_ms, 300000);
+    CHECK_INT(c.retry_max_ms, 4 * 3600000);
+    CHECK_INT(c.delay_warning_ms, 0);
+    CHECK_INT(c.max_age_ms, 5LL * 86400 * 1000);
+    p = write_file("q.conf", "retry_schedule = 5m soon\n");
+    CHECK_INT(config_load(&c, p, err, sizeof(err)), 0);
+    char want[512];
+    snprintf(want, sizeof(want), "%s: retry_schedule: bad duration (durations such as 5m, at most %d)",
+             p, CONFIG_RETRY_STEPS_MAX);
+    CHECK_STR(err, want);
+}
+
 static void test_missing_file(void)
 {
     static struct tern_config c;
@@ -241,6 +274,7 @@ int main(void)
     RUN(test_smtp_client_keys);
     RUN(test_bad);
     RUN(test_tables);
+    RUN(test_queue_keys);
     RUN(test_missing_file);
     RUN(test_split_hostport);
     RUN(test_durations);

@@ -222,17 +222,22 @@ static void test_cmd_take(void)
     buf_init(&b, 0);
     CHECK_INT(queue_cmd_take(&b, &qc, &s, 5, 100, 1700000000000LL), 1);
     redisReply *r = parse_resp(buf_peek(&b), buf_used(&b));
-    CHECK(r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 10);
+    CHECK(r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 15);
     CHECK_ARG(r, 0, "EVALSHA");
     CHECK_ARG(r, 1, s.take);
-    CHECK_ARG(r, 2, "3");
+    CHECK_ARG(r, 2, "6");
     CHECK_ARG(r, 3, "tern:{5}:ready");
     CHECK_ARG(r, 4, "tern:{5}:leased");
     CHECK_ARG(r, 5, "tern:{5}:sched");
-    CHECK_ARG(r, 6, "tern:{5}:m:");
-    CHECK_ARG(r, 7, "1700000000000");
-    CHECK_ARG(r, 8, "300000");
-    CHECK_ARG(r, 9, "100");
+    CHECK_ARG(r, 6, "tern:{5}:bad");
+    CHECK_ARG(r, 7, "tern:{5}:stats");
+    CHECK_ARG(r, 8, "tern:{5}:events");
+    CHECK_ARG(r, 9, "tern:{5}:m:");
+    CHECK_ARG(r, 10, "1700000000000");
+    CHECK_ARG(r, 11, "300000");
+    CHECK_ARG(r, 12, "100");
+    CHECK_ARG(r, 13, "33554432");
+    CHECK_ARG(r, 14, "1000000");
     freeReplyObject(r);
     /* Invalid arguments append nothing. */
     size_t used = buf_used(&b);
@@ -267,11 +272,11 @@ static void test_cmd_ack(void)
     };
     CHECK_INT(queue_cmd_ack(&b, &qc, &s, 2, o, 2, 1700000000000LL), 1);
     redisReply *r = parse_resp(buf_peek(&b), buf_used(&b));
-    CHECK(r != NULL && r->elements == 11 + 6 + 4 + 6);
+    CHECK(r != NULL && r->elements == 13 + 6 + 4 + 6);
     static const char *const want[] = {
-        "EVALSHA", NULL, "5", "tern:{2}:leased", "tern:{2}:sched",
-        "tern:{2}:ready", "tern:{2}:stats", "tern:{2}:events", "tern:{2}:m:",
-        "1700000000000", "2",
+        "EVALSHA", NULL, "6", "tern:{2}:leased", "tern:{2}:sched",
+        "tern:{2}:ready", "tern:{2}:stats", "tern:{2}:events", "tern:{2}:bad", "tern:{2}:m:",
+        "1700000000000", "1000000", "2",
         "id1", "deferred", "1700000300000", "x@b\ny@b", "1700000060000", "4",
         "reply", "451 4.7.1 try later", "mx", "mx1.b.example",
         "id2", "delivered", "0", "", "0", "0"};
@@ -304,6 +309,7 @@ static void test_cmd_enqueue(void)
     /* Binary body with CRLF, NUL and a fake RESP header inside. */
     static const uint8_t body[] = "Subject: x\r\n\r\n\0$3\r\nabc\r\n*1\r\n\xff";
     const char *rc[] = {"a@Example.COM", "b@example.com"};
+    qc.events_queued = 0;   /* the 3-key form; the 4-key one below */
     CHECK_INT(queue_cmd_enqueue(&b, &qc, &s, "id-1", "s@x.example", rc, 2,
                                 "EXAMPLE.com", body, sizeof(body), 1234), 1);
     redisReply *r = parse_resp(buf_peek(&b), buf_used(&b));
@@ -327,6 +333,20 @@ static void test_cmd_enqueue(void)
           memcmp(r->element[10]->str, body, sizeof(body)) == 0);
     CHECK_ARG(r, 11, "1234");
     freeReplyObject(r);
+
+    /* With the queued event: the events key, and the stream cap last. */
+    buf_reset(&b);
+    qc.events_queued = 1;
+    CHECK_INT(queue_cmd_enqueue(&b, &qc, &s, "id-2", "", rc, 1, "example.com", body, 3, 5), 1);
+    r = parse_resp(buf_peek(&b), buf_used(&b));
+    CHECK(r != NULL && r->elements == 14);
+    CHECK_ARG(r, 2, "4");
+    snprintf(k, sizeof(k), "tern:{%d}:events", p);
+    CHECK_ARG(r, 6, k);
+    CHECK_ARG(r, 12, "5");
+    CHECK_ARG(r, 13, "1000000");
+    freeReplyObject(r);
+    qc.events_queued = 0;
 
     /* Large body, large batch of commands: all parse back in order. */
     size_t big = 3u * 1024 * 1024 + 7;
@@ -387,11 +407,11 @@ static void test_parse(void)
     CHECK(m == NULL);
     freeReplyObject(r);
 
-    r = reply_of("*16\r\n"
-                 "$2\r\nid\r\n$5\r\na@x.y\r\n$9\r\nb@d\nc@d.e\r\n$1\r\nd\r\n"
-                 "$5\r\nhi\t\r\n\r\n$1\r\n3\r\n$3\r\n100\r\n$3\r\n900\r\n"
+    r = reply_of("*18\r\n"
+                 "$2\r\nid\r\n$5\r\na@x.y\r\n$7\r\nb@d\nc@D\r\n$1\r\nd\r\n"
+                 "$5\r\nhi\t\r\n\r\n$1\r\n3\r\n$3\r\n100\r\n$3\r\n900\r\n$1\r\ny\r\n"
                  "$3\r\nid2\r\n$0\r\n\r\n$3\r\nz@d\r\n$1\r\nd\r\n"
-                 "$0\r\n\r\n$1\r\n0\r\n$1\r\n5\r\n$3\r\n901\r\n");
+                 "$0\r\n\r\n$1\r\n0\r\n$1\r\n5\r\n$3\r\n901\r\n$0\r\n\r\n");
     CHECK_INT(queue_parse_take(r, 4, &m, &n, &err), 1);
     CHECK_INT(n, 2);
     if (n == 2) {
@@ -400,13 +420,16 @@ static void test_parse(void)
         CHECK_STR(m[0]->from, "a@x.y");
         CHECK_INT(m[0]->nrcpts, 2);
         CHECK_STR(m[0]->rcpts[0], "b@d");
-        CHECK_STR(m[0]->rcpts[1], "c@d.e");
+        CHECK_STR(m[0]->rcpts[1], "c@D");
+        CHECK(m[0]->bad == NULL);
         CHECK_STR(m[0]->domain, "d");
         CHECK_INT(m[0]->data_len, 5);
         CHECK(memcmp(m[0]->data, "hi\t\r\n", 5) == 0);
         CHECK_INT(m[0]->attempts, 3);
         CHECK_INT(m[0]->created_ms, 100);
         CHECK_INT(m[0]->lease_until_ms, 900);
+        CHECK_INT(m[0]->delay_warned, 1);
+        CHECK_INT(m[1]->delay_warned, 0);
         CHECK_STR(m[1]->id, "id2");
         CHECK_STR(m[1]->from, "");
         CHECK_INT(m[1]->nrcpts, 1);
@@ -426,13 +449,9 @@ static void test_parse(void)
         {"-ERR something\r\n", "error reply"},
         {":1\r\n", "take: reply is not an array"},
         {"*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n", "take: bad element count"},
-        {"*8\r\n$1\r\na\r\n$0\r\n\r\n$1\r\nr\r\n$1\r\nd\r\n$0\r\n\r\n:1\r\n$1\r\n1\r\n$1\r\n1\r\n",
+        {"*9\r\n$1\r\na\r\n$0\r\n\r\n$1\r\nr\r\n$1\r\nd\r\n$0\r\n\r\n:1\r\n$1\r\n1\r\n$1\r\n1\r\n$0\r\n\r\n",
          "take: field is not a string"},
-        {"*8\r\n$1\r\na\r\n$0\r\n\r\n$1\r\nr\r\n$1\r\nd\r\n$0\r\n\r\n$2\r\n1x\r\n$1\r\n1\r\n$1\r\n1\r\n",
-         "take: bad number"},
-        {"*8\r\n$1\r\na\r\n$0\r\n\r\n$0\r\n\r\n$1\r\nd\r\n$0\r\n\r\n$1\r\n1\r\n$1\r\n1\r\n$1\r\n1\r\n",
-         "take: bad recipient list"},
-        {"*8\r\n$0\r\n\r\n$0\r\n\r\n$1\r\nr\r\n$1\r\nd\r\n$0\r\n\r\n$1\r\n1\r\n$1\r\n1\r\n$1\r\n1\r\n",
+        {"*9\r\n$0\r\n\r\n$0\r\n\r\n$1\r\nr\r\n$1\r\nd\r\n$0\r\n\r\n$1\r\n1\r\n$1\r\n1\r\n$1\r\n1\r\n$0\r\n\r\n",
          "take: bad id"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -447,6 +466,42 @@ static void test_parse(void)
         freeReplyObject(r);
     }
     CHECK_INT(queue_parse_take(NULL, 0, &m, &n, &err), 0);
+
+    /* A malformed entry is one message marked bad (to be set aside), not
+     * a failed take: the others in the batch still go out. */
+    static const struct {
+        const char *resp;
+        const char *why;
+    } malformed[] = {
+        {"*9\r\n$1\r\na\r\n$0\r\n\r\n$3\r\nr@d\r\n$1\r\nd\r\n$0\r\n\r\n$2\r\n1x\r\n$1\r\n1\r\n$1\r\n7\r\n$0\r\n\r\n",
+         "bad number"},
+        {"*9\r\n$1\r\na\r\n$0\r\n\r\n$0\r\n\r\n$1\r\nd\r\n$0\r\n\r\n$1\r\n1\r\n$1\r\n1\r\n$1\r\n7\r\n$0\r\n\r\n",
+         "no recipients"},
+        {"*9\r\n$1\r\na\r\n$0\r\n\r\n$3\r\nr@e\r\n$1\r\nd\r\n$0\r\n\r\n$1\r\n1\r\n$1\r\n1\r\n$1\r\n7\r\n$0\r\n\r\n",
+         "recipient not in the entry's domain"},
+        {"*9\r\n$1\r\na\r\n$0\r\n\r\n$5\r\nr s@d\r\n$1\r\nd\r\n$0\r\n\r\n$1\r\n1\r\n$1\r\n1\r\n$1\r\n7\r\n$0\r\n\r\n",
+         "bad recipient address"},
+        {"*9\r\n$1\r\na\r\n$2\r\n<s\r\n$3\r\nr@d\r\n$1\r\nd\r\n$0\r\n\r\n$1\r\n1\r\n$1\r\n1\r\n$1\r\n7\r\n$0\r\n\r\n",
+         "bad sender address"},
+        {"*9\r\n$1\r\na\r\n$0\r\n\r\n$3\r\nr@D\r\n$1\r\nD\r\n$0\r\n\r\n$1\r\n1\r\n$1\r\n1\r\n$1\r\n7\r\n$0\r\n\r\n",
+         "domain not lower-case"},
+    };
+    for (size_t i = 0; i < sizeof(malformed) / sizeof(malformed[0]); i++) {
+        r = reply_of(malformed[i].resp);
+        CHECK(r != NULL);
+        CHECK_INT(queue_parse_take(r, 2, &m, &n, &err), 1);
+        CHECK_INT(n, 1);
+        if (n == 1) {
+            CHECK_STR(m[0]->id, "a");
+            CHECK(m[0]->bad != NULL);
+            CHECK_STR(m[0]->bad ? m[0]->bad : "", malformed[i].why);
+            CHECK_INT(m[0]->lease_until_ms, 7);
+            CHECK_INT(m[0]->partition, 2);
+            queue_msg_free(m[0]);
+            free(m);
+        }
+        freeReplyObject(r);
+    }
 
     r = reply_of(":3\r\n");
     CHECK_INT(queue_parse_simple(r, &err), 1);
@@ -490,9 +545,10 @@ static void test_cmd_script_load(void)
     freeReplyObject(r);
     buf_free(&b);
     /* The scripts embed the configured caps. */
-    CHECK(strstr(queue_script_ack_src(), QUEUE_EVENTS_MAXLEN_STR) != NULL);
+    CHECK(strstr(queue_script_enqueue_src(), QUEUE_EVENTS_MAXLEN_STR) != NULL);
     CHECK(strstr(queue_script_take_src(), QUEUE_MOVE_MAX_STR) != NULL);
     CHECK_STR(queue_outcome_kind_name(QUEUE_RETURNED), "returned");
+    CHECK_STR(queue_outcome_kind_name(QUEUE_BAD), "bad");
 }
 
 int main(void)

@@ -251,8 +251,9 @@ static void test_enqueue_rejects(void)
     T.q.qc.max_message_size = saved;
     CHECK_INT(queue_generate(&T.q, 5, (const char *const[]){"bad domain"}, 1, 100, err,
                              sizeof(err)), -1);
-    /* Only the one good enqueue wrote anything: hash, ready, stats. */
-    CHECK_INT(cmd_int("DBSIZE"), 3);
+    /* Only the one good enqueue wrote anything: hash, ready, stats and
+     * the events stream (its `queued` event). */
+    CHECK_INT(cmd_int("DBSIZE"), 4);
 }
 
 static void test_enqueue_script_refuses_duplicate(void)
@@ -294,7 +295,18 @@ static void test_enqueue_script_refuses_duplicate(void)
     CHECK(r && r->type == REDIS_REPLY_ARRAY && r->elements == 1);
     if (r && r->elements == 1) {
         redisReply *f = r->element[0]->element[1];
-        CHECK(f->elements == 6 && strcmp(f->element[3]->str, "queued") == 0);
+        CHECK(f->elements == 8 && strcmp(f->element[3]->str, "queued") == 0);
+    }
+    freeReplyObject(r);
+    /* tern's own enqueue writes it too, with the recipients. */
+    const char *rq[] = {"u@any.example"};
+    CHECK_INT(queue_enqueue(&T.q, "", rq, 1, (const uint8_t *)"x", 1, (char[64]){0}, 64), 1);
+    r = cmd("XRANGE %s - +", ke);
+    CHECK(r && r->type == REDIS_REPLY_ARRAY && r->elements == 2);
+    if (r && r->elements == 2) {
+        redisReply *f = r->element[1]->element[1];
+        CHECK(f->elements == 8 && strcmp(f->element[3]->str, "queued") == 0 &&
+              strcmp(f->element[7]->str, "u@any.example") == 0);
     }
     freeReplyObject(r);
 }
@@ -362,6 +374,8 @@ static void test_take_ack(void)
         CHECK_INT(queue_enqueue(&T.q, "s@x.example", rc, 2, (const uint8_t *)"DATA", 4,
                                 err, sizeof(err)), 1);
     int p = part("d.example");
+    key(k, sizeof(k), p, "events");
+    freeReplyObject(cmd("DEL %s", k));   /* the enqueues' `queued` events: outcomes below */
     int64_t now = 1700000000000LL;
     struct queue_msg **m = NULL;
     const char *perr;

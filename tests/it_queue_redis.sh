@@ -1,0 +1,153 @@
+#!/bin/bash
+# it_queue_redis.sh - losing Redis under load (AOF, appendfsync everysec):
+#  a. redis-server is stopped while tern delivers 2000 messages and
+#     started again on the same socket and data directory 2 s later: tern
+#     keeps running, logs the loss and the reconnect, and every message is
+#     delivered; the queue ends empty;
+#  b. while Redis is down, `tern inject` fails with a clear error and a
+#     non-zero exit;
+#  c. tern then stops cleanly on SIGTERM (exit 0);
+#  d. Redis killed with SIGKILL under load (appendfsync everysec, the
+#     messages queued more than a second before): after the restart every
+#     message is still delivered; what the crash took (acks, takes of the
+#     last second) only comes back as re-deliveries (lease = 3s here);
+#  e. Redis "restarts" with its data set still loading (tests/loading_proxy.py
+#     closes the connection, then answers -LOADING for 1.5 s): tern sends
+#     nothing but SCRIPT LOAD until the scripts load, so no ack or take is
+#     refused, and every message is delivered.
+set -u
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+. tests/queue_lib.sh
+tern_test_setup
+REDIS_EXTRA="--appendonly yes --appendfsync everysec"
+tern_redis "$REDIS_EXTRA" || exit 1
+N=2000
+
+qsink s --reply-delay 2 || exit 1
+qconf s <<EOC
+lease = 10s
+batch = 50
+max_in_memory = 200
+max_connections = 8
+EOC
+"$TERN" inject -c "$dir/s.conf" --generate $N --domains a.test,b.test,c.test --size 1k >/dev/null ||
+    fail inject "tern inject failed"
+qstart s
+TPID=$QPID
+# Let delivery get going, then stop Redis (SHUTDOWN writes the AOF).
+n=100
+while [ "$(qlines s)" -lt 200 ] && [ "$n" -gt 0 ]; do sleep 0.1; n=$((n - 1)); done
+before=$(qlines s)
+kill -TERM "$REDIS_PID"
+wait "$REDIS_PID" 2>/dev/null
+tern_forget_pid "$REDIS_PID"
+
+# --- b. inject with Redis down ---------------------------------------------
+out=$(printf 'Subject: x\r\n\r\nx\r\n' | "$TERN" inject -c "$dir/s.conf" --from a@b.test --to c@a.test 2>&1)
+rc=$?
+if [ "$rc" -ne 0 ] && echo "$out" | grep -q 'cannot connect to Redis at'; then
+    pass inject_redis_down_fails
+else
+    fail inject_redis_down_fails "exit $rc: $out"
+fi
+sleep 2
+kill -0 "$TPID" 2>/dev/null && pass engine_survives_redis_loss ||
+    fail engine_survives_redis_loss "$(tail -n 3 "$dir/s.rerr")"
+tern_redis "$REDIS_EXTRA" || { fail redis_restart "redis-server did not start again"; exit 1; }
+
+# --- a. everything delivered after the restart ------------------------------
+if qwait_ids s $N 400; then
+    pass redis_restart_nothing_lost
+else
+    fail redis_restart_nothing_lost "$(qids s) of $N delivered, $(qleft s) left (before the stop: $before)"
+fi
+grep -q 'Redis connection lost' "$dir/s.rerr" && grep -q 'Redis reconnected' "$dir/s.rerr" &&
+    pass redis_loss_logged_and_reconnected ||
+    fail redis_loss_logged_and_reconnected "$(tail -n 5 "$dir/s.rerr")"
+[ "$before" -lt $N ] && pass redis_stopped_under_load ||
+    fail redis_stopped_under_load "all $N were delivered before Redis stopped"
+
+# --- c. clean stop ------------------------------------------------------------
+if qstop "$TPID"; then
+    pass engine_stops_cleanly
+else
+    fail engine_stops_cleanly "exit status $?: $(tail -n 3 "$dir/s.rerr")"
+fi
+grep -q '^summary ' "$dir/s.run" && echo "info: $(grep '^summary ' "$dir/s.run")"
+echo "info: $(qlines s) deliveries for $N messages"
+
+# --- d. Redis SIGKILL --------------------------------------------------------------
+rcli flushall >/dev/null
+qsink k --reply-delay 2 || exit 1
+qconf k <<EOC
+lease = 3s
+batch = 50
+max_in_memory = 200
+max_connections = 8
+EOC
+"$TERN" inject -c "$dir/k.conf" --generate $N --domains a.test,b.test,c.test --size 1k >/dev/null ||
+    fail inject "tern inject failed"
+sleep 1.5   # everysec: the enqueues are on disk
+qstart k
+KPID=$QPID
+n=100
+while [ "$(qlines k)" -lt 200 ] && [ "$n" -gt 0 ]; do sleep 0.1; n=$((n - 1)); done
+kill -KILL "$REDIS_PID"
+wait "$REDIS_PID" 2>/dev/null
+tern_forget_pid "$REDIS_PID"
+sleep 1
+tern_redis "$REDIS_EXTRA" || { fail redis_restart "redis-server did not start again"; exit 1; }
+if qwait_ids k $N 450; then
+    pass redis_sigkill_nothing_lost
+else
+    fail redis_sigkill_nothing_lost "$(qids k) of $N delivered, $(qleft k) left"
+fi
+echo "info: after SIGKILL: $(qlines k) deliveries for $N messages"
+qstop "$KPID" && pass engine_stops_cleanly_after_sigkill ||
+    fail engine_stops_cleanly_after_sigkill "$(tail -n 3 "$dir/k.rerr")"
+
+# --- e. Redis still loading after a restart -------------------------------------
+rcli flushall >/dev/null
+qsink l --reply-delay 2 || exit 1
+/usr/bin/python3 tests/loading_proxy.py "$dir/proxy.sock" "$REDIS_SOCK" 1.5 >"$dir/proxy.out" 2>&1 &
+PPID_=$!
+TERN_PIDS="$TERN_PIDS $PPID_"
+tern_wait_file "$dir/proxy.sock.ready" 100 || fail proxy "loading_proxy did not start"
+qconf l <<EOC
+lease = 3s
+batch = 50
+max_in_memory = 200
+max_connections = 8
+EOC
+REDIS_ADDR=unix:$dir/proxy.sock qconf lp <<EOC
+lease = 3s
+batch = 50
+max_in_memory = 200
+max_connections = 8
+EOC
+"$TERN" inject -c "$dir/l.conf" --generate $N --domains a.test,b.test,c.test --size 1k >/dev/null ||
+    fail inject "tern inject failed"
+qstart lp
+LPID=$QPID
+n=100
+while [ "$(qlines l)" -lt 200 ] && [ "$n" -gt 0 ]; do sleep 0.1; n=$((n - 1)); done
+kill -USR1 "$PPID_"
+if qwait_ids l $N 450; then
+    pass redis_loading_nothing_lost
+else
+    fail redis_loading_nothing_lost "$(qids l) of $N delivered, $(qleft l) left"
+fi
+qstop "$LPID"
+kill -TERM "$PPID_" 2>/dev/null
+wait "$PPID_" 2>/dev/null
+tern_forget_pid "$PPID_"
+if grep -q 'SCRIPT LOAD failed: LOADING' "$dir/lp.rerr" && grep -q 'Redis ready' "$dir/lp.rerr" &&
+    ! grep -qE '(take|ack) on partition [0-9]+ failed' "$dir/lp.rerr" &&
+    grep -qE 'loading_replies=[1-9]' "$dir/proxy.out"; then
+    pass redis_loading_waited_for_scripts
+else
+    fail redis_loading_waited_for_scripts "$(cat "$dir/proxy.out"); $(grep -E 'LOADING|ready|failed' "$dir/lp.rerr" | tail -n 5)"
+fi
+echo "info: loading restart: $(qlines l) deliveries for $N messages"
+[ "$TERN_FAILS" -eq 0 ]

@@ -1,0 +1,75 @@
+# shellcheck shell=bash disable=SC2154  # $dir, $TERN come from tern_test_setup
+# queue_lib.sh - helpers shared by tests/it_queue_*.sh (source after
+# scripts/lib.sh and tern_test_env): a plaintext sink that records what it
+# got, configs routed to it, tern runs in the background, and the queue's
+# and the record's counts.
+#
+#   qsink NAME ARGS...    fresh sink with NAME.rec and NAME.stats
+#   qconf NAME            NAME.conf: $QTHREADS (1) workers, route * to the sink, stdin lines
+#   qstart NAME [TAG]     tern run in the background (TAG: NAME.TAG.run/.rerr); PID in $QPID
+#   qstop PID             SIGTERM, wait, return its exit status
+#   qleft NAME            messages in Redis (ready + leased + scheduled)
+#   qleased               leased entries summed over every partition now
+#   qids NAME             distinct Message-IDs the sink recorded
+#   qlines NAME           record lines (deliveries, duplicates included)
+#   qwait_ids NAME N [TENTHS]   wait until qids >= N and the queue is empty
+
+QRUN_LIMIT=${QRUN_LIMIT:-50}   # seconds, any one tern run
+
+qsink() {
+    local name=$1
+    shift
+    rm -f "$dir/$name.rec" "$dir/$name.stats"
+    tern_sink "$name" --quiet --no-starttls --record "$dir/$name.rec" \
+        --stats-file "$dir/$name.stats" "$@"
+}
+
+qconf() {
+    {
+        echo "threads = ${QTHREADS:-1}"
+        echo "tls = none"
+        echo "route * = 127.0.0.1:$SINK_PORT"
+        cat
+    } | tern_config "$dir/$1.conf"
+}
+
+qstart() {
+    local tag=${2:+.$2}
+    timeout "$QRUN_LIMIT" "$TERN" run -c "$dir/$1.conf" >"$dir/$1$tag.run" 2>"$dir/$1$tag.rerr" &
+    QPID=$!
+    TERN_PIDS="$TERN_PIDS $QPID"
+}
+
+qstop() {
+    kill -TERM "$1" 2>/dev/null
+    wait "$1"
+    local rc=$?
+    tern_forget_pid "$1"
+    return $rc
+}
+
+qleft() {
+    "$TERN" queue -c "$dir/$1.conf" stats |
+        awk '$1 == "ready" || $1 == "leased" || $1 == "scheduled" { n += $2 } END { print n + 0 }'
+}
+
+qleased() {
+    local n=0 k
+    for k in $(rcli --scan --pattern '*:leased'); do
+        n=$((n + $(rcli zcard "$k")))
+    done
+    echo "$n"
+}
+
+qids() { cut -f9 "$dir/$1.rec" 2>/dev/null | sort -u | grep -c '@tern.test>$'; }
+qlines() { wc -l <"$dir/$1.rec" 2>/dev/null || echo 0; }
+
+qwait_ids() {
+    local n=${3:-400}
+    while [ "$n" -gt 0 ]; do
+        [ "$(qids "$1")" -ge "$2" ] && [ "$(qleft "$1")" = 0 ] && return 0
+        sleep 0.1
+        n=$((n - 1))
+    done
+    return 1
+}
