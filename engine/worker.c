@@ -280,15 +280,24 @@ static void host_wait(struct dest *d)
     h->wait_tail = d;
 }
 
-/* The host is full and d has mail: an idle connection of another
- * destination on the host says QUIT, and its slot comes to d when it
- * closes. Idle connections would otherwise hold the host's slots until
- * their idle timeout while mail waits. */
+/* The host is full and d has mail but no connection: an idle connection
+ * of another destination on the host says QUIT, and its slot comes to d
+ * when it closes. Idle connections would otherwise hold the host's slots
+ * until their idle timeout while d gets nothing. The victim is one of a
+ * destination with several connections, or one idle for a while: the
+ * only connection of a destination that is just between two takes would
+ * leave that destination empty-handed in turn, and slots would pass round
+ * robin, a close and a handshake every few messages. */
+#define HOST_STEAL_IDLE_MS 250   /* an only connection idle this long may be taken */
+
 static void host_release_idle(struct worker *w, struct dest *d)
 {
     for (struct conn *c = w->conns; c; c = c->next) {
-        if (c->d != d && c->d->host == d->host && c->idle && !c->quitting &&
-            c->state == CONN_SMTP) {
+        if (c->d == d || c->d->host != d->host || !c->idle || c->quitting ||
+            c->state != CONN_SMTP)
+            continue;
+        int64_t idle_for = c->d->lim.idle_ms - (c->deadline_ms - w->now_ms);
+        if (c->d->nconns >= 2 || idle_for >= HOST_STEAL_IDLE_MS) {
             conn_quit_or_close(w, c);
             return;
         }
@@ -376,11 +385,24 @@ static void dest_schedule_ready(struct worker *w, struct dest *d)
     long sessions = -1;
     while (d->nready > (size_t)d->nconnecting + soon_free && d->nconns < d->lim.max_connections &&
            may_open_now(w, d, &sessions)) {
+        /* A freed host slot is for the destinations waiting without a
+         * connection, not for a busy one that would take it first. */
+        if (d->nconns > 0 && d->host->wait_head != NULL)
+            break;
         /* Reserve the host slot first: other workers count on it too. */
         if (atomic_fetch_add(d->host->all_conns, 1) >= d->lim.max_connections_per_host) {
             atomic_fetch_sub(d->host->all_conns, 1);
-            host_release_idle(w, d);
-            host_wait(d);
+            /* Only a destination without a connection claims a slot (the
+             * next one freed, or an idle one's): one that has connections
+             * tries again when next scheduled. Freed slots going to busy
+             * destinations left others empty-handed, and they took slots
+             * back from destinations only idle between two takes: a
+             * close and a handshake every ~10 messages, half the engine's
+             * CPU in the bulk benchmark (bench/README.md). */
+            if (d->nconns == 0) {
+                host_release_idle(w, d);
+                host_wait(d);
+            }
             break;
         }
         if (conn_open(w, d) == NULL) {
