@@ -147,8 +147,10 @@ def table(meta, workloads, peers, runs):
                 out.append("  ratio tern/%s (%s, medians): throughput %.1fx, engine CPU per message %.1fx less\n"
                            % (p["peer"], name, tm["msgs_per_s"] / p["msgs_per_s"],
                               p["engine_us_per_msg"] / tm["engine_us_per_msg"]))
+    described = set()
     for p in peers:
-        if p.get("describe"):
+        if p.get("describe") and p["describe"] not in described:
+            described.add(p["describe"])
             out.append("peer: %s\n" % p["describe"])
         if p.get("skipped"):
             out.append("peer %s on %s: skipped (%s)\n" % (p["peer"], p.get("workload"), p["skipped"]))
