@@ -4,7 +4,7 @@
 #  a. `bench/run all --quick --json F`: exits 0, prints the table (header
 #     with machine and commit, a row per workload), progress on stderr,
 #     valid JSON in which every workload's runs delivered every message and
-#     the sink counted each one;
+#     the sink counted each one; --aof always is said in the report;
 #  b. tern-loadgen: its one result line, pipelined and not, many
 #     recipients, STARTTLS verified against the test CA;
 #  c. tern-loadgen against a sink that refuses every message: refused=N,
@@ -60,6 +60,14 @@ then
     pass "JSON valid, every message delivered and counted by the sink"
 else
     fail "JSON" "$(tail -3 "$dir/json.out" | paste -sd' ' -)"
+fi
+
+# a2. redis durability is an option and the report says which
+if timeout 120 bench/run bulk --quick --aof always --out "$dir/aof" >"$dir/aof.out" 2>"$dir/aof.err" &&
+    grep -q '^redis: AOF always' "$dir/aof.out" && grep -q '^bulk 1 ' "$dir/aof.out"; then
+    pass "bench run --aof always"
+else
+    fail "bench run --aof always" "$(tail -3 "$dir/aof.err" | paste -sd' ' -)"
 fi
 
 # b. the load generator
