@@ -369,7 +369,9 @@ static void dest_schedule_ready(struct worker *w, struct dest *d)
     /* Idle connections take ready mail now; busy ones that may carry
      * another message will take the next one as soon as they finish. */
     size_t soon_free = 0;
-    for (struct conn *c = w->conns; c; c = c->next) {
+    /* (The walk is over every connection of the worker: skipped for a
+     * destination with none, as most are with many destinations.) */
+    for (struct conn *c = d->nconns ? w->conns : NULL; c; c = c->next) {
         if (c->d != d || c->state != CONN_SMTP)
             continue;
         if (c->idle && d->nready)
