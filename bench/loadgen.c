@@ -6,7 +6,7 @@
  * SYNOPSIS
  *   tern-loadgen --host H --port P [--messages N] [--conns C] [--size BYTES]
  *                [--rcpts R] [--starttls] [--ca-file F] [--auth USER:PASS]
- *                [--no-pipeline] [--from A] [--to-domain D]
+ *                [--no-pipeline] [--from A] [--to-domain D] [--msgs-per-conn K]
  *
  * DESCRIPTION
  *   Opens C connections to H:P (default 10), and sends N messages
@@ -19,7 +19,11 @@
  *   it and match H, without it the result is only recorded). --auth sends
  *   AUTH PLAIN after EHLO (after TLS with --starttls). Commands of one
  *   transaction are pipelined (MAIL, every RCPT and DATA in one write)
- *   unless --no-pipeline, which waits for each reply.
+ *   unless --no-pipeline, which waits for each reply. --msgs-per-conn K:
+ *   a connection says QUIT after K messages and a new one takes its place
+ *   while messages are left, resuming the TLS session of the last one
+ *   that brought a ticket (the receiver's cost of a connection per
+ *   message, as tern's `tail` workload makes it pay).
  *
  *   Prints one line when every connection has finished:
  *     sent=N refused=M seconds=S msgs_per_s=R cpu_us_per_msg=U
@@ -89,6 +93,7 @@ struct opts {
     long messages;
     int conns, rcpts, starttls, pipeline;
     long size;
+    long per_conn;              /* messages per connection; 0: no limit */
 };
 
 struct conn {
@@ -100,6 +105,7 @@ struct conn {
     int replied;                /* replies to this transaction's commands */
     int sent_cmds;              /* commands of this transaction sent */
     int failed;                 /* connection-level failure */
+    long msgs;                  /* messages taken on this connection */
     struct tls_conn *tls;
     uint8_t *rbuf;              /* LG_RECV_SIZE, the recv's target */
     struct buf in;              /* plaintext replies not yet parsed */
@@ -111,6 +117,8 @@ struct gen {
     struct opts o;
     struct io_uring ring;
     struct tls_client_ctx *tls;
+    SSL_SESSION *session;       /* the newest ticket, to resume with */
+    const struct addrinfo *ai;  /* where to (re)connect */
     struct conn *conns;
     int live;                   /* connections not yet closed */
     long taken, sent, refused;
@@ -126,7 +134,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: tern-loadgen --host H --port P [--messages N] [--conns C] [--size BYTES]\n"
                "                    [--rcpts R] [--starttls] [--ca-file F] [--auth USER:PASS]\n"
-               "                    [--no-pipeline] [--from A] [--to-domain D]\n");
+               "                    [--no-pipeline] [--from A] [--to-domain D] [--msgs-per-conn K]\n");
 }
 
 static double now_s(void)
@@ -256,12 +264,13 @@ static void send_cmd(struct gen *g, struct conn *c, int i)
 /* Take the next message, or say goodbye when none is left. */
 static void start_txn(struct gen *g, struct conn *c)
 {
-    if (g->taken >= g->o.messages) {
+    if (g->taken >= g->o.messages || (g->o.per_conn && c->msgs >= g->o.per_conn)) {
         out_str(g, c, "QUIT\r\n");
         c->phase = PH_QUIT;
         return;
     }
     g->taken++;
+    c->msgs++;
     c->has_msg = 1;
     c->txn_failed = 0;
     c->replied = 0;
@@ -288,7 +297,8 @@ static void after_ehlo(struct gen *g, struct conn *c)
 
 static void start_tls(struct gen *g, struct conn *c)
 {
-    struct tls_client_params p = {.tier = TLS_TIER_PREFERRED, .sni = g->o.host};
+    struct tls_client_params p = {.tier = TLS_TIER_PREFERRED, .sni = g->o.host,
+                                  .session = g->session};
     if (g->o.ca_file) {
         p.verify = TLS_VERIFY_PKIX;
         p.match_names[0] = g->o.host;
@@ -419,6 +429,7 @@ static void on_recv(struct gen *g, struct conn *c, int res)
         conn_fail(g, c, "connection", res == 0 ? "closed by the peer" : strerror(-res));
         return;
     }
+    int peer_closed = 0;    /* close_notify: after the replies before it */
     if (c->tls) {
         if (!tls_conn_feed(c->tls, c->rbuf, (size_t)res)) {
             conn_fail(g, c, "TLS", "out of memory");
@@ -431,10 +442,11 @@ static void on_recv(struct gen *g, struct conn *c, int res)
             enum tls_status st;
             while ((st = tls_conn_read(c->tls, &c->in)) == TLS_OK && buf_used(&c->in) < LG_IN_MAX)
                 ;
-            if (st == TLS_ERROR || st == TLS_CLOSED) {
-                conn_fail(g, c, "TLS read", st == TLS_CLOSED ? "close_notify" : tls_conn_error(c->tls));
+            if (st == TLS_ERROR) {
+                conn_fail(g, c, "TLS read", tls_conn_error(c->tls));
                 return;
             }
+            peer_closed = st == TLS_CLOSED;
         }
     } else {
         buf_append(&c->in, c->rbuf, (size_t)res);
@@ -451,6 +463,8 @@ static void on_recv(struct gen *g, struct conn *c, int res)
         }
         on_reply(g, c, code);
     }
+    if (peer_closed && c->phase != PH_CLOSING)
+        conn_fail(g, c, "TLS read", "close_notify before QUIT was answered");
     if (c->phase != PH_CLOSING)
         arm_recv(g, c);
 }
@@ -473,8 +487,10 @@ static void on_send(struct gen *g, struct conn *c, int res)
     }
 }
 
-static int open_conn(struct gen *g, struct conn *c, const struct addrinfo *ai)
+static int open_conn(struct gen *g, struct conn *c)
 {
+    const struct addrinfo *ai = g->ai;
+    *c = (struct conn){.fd = -1};
     c->fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
     if (c->fd < 0 || connect(c->fd, ai->ai_addr, ai->ai_addrlen) != 0) {
         note_error(g, "connect", strerror(errno));
@@ -484,8 +500,11 @@ static int open_conn(struct gen *g, struct conn *c, const struct addrinfo *ai)
         return 0;
     }
     c->rbuf = malloc(LG_RECV_SIZE);
-    if (c->rbuf == NULL)
+    if (c->rbuf == NULL) {
+        close(c->fd);
+        c->fd = -1;
         return 0;
+    }
     buf_init(&c->in, LG_IN_MAX);
     buf_init(&c->sending, 0);
     buf_init(&c->pending, 0);
@@ -499,6 +518,17 @@ static void close_conn(struct gen *g, struct conn *c)
 {
     close(c->fd);
     c->fd = -1;
+    if (c->tls) {
+        SSL_SESSION *s, *newest = NULL;
+        while ((s = tls_conn_take_session(c->tls)) != NULL) {
+            SSL_SESSION_free(newest);
+            newest = s;
+        }
+        if (newest) {
+            SSL_SESSION_free(g->session);
+            g->session = newest;
+        }
+    }
     tls_conn_free(c->tls);
     c->tls = NULL;
     free(c->rbuf);
@@ -612,6 +642,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         else if (strcmp(a, "--conns") == 0 && parse_long(val, 1, LG_CONNS_MAX, &v)) o->conns = (int)v;
         else if (strcmp(a, "--rcpts") == 0 && parse_long(val, 1, LG_RCPTS_MAX, &v)) o->rcpts = (int)v;
         else if (strcmp(a, "--size") == 0 && parse_long(val, LG_SIZE_MIN, LG_SIZE_MAX, &v)) o->size = v;
+        else if (strcmp(a, "--msgs-per-conn") == 0 && parse_long(val, 1, LG_MESSAGES_MAX, &v)) o->per_conn = v;
         else {
             fprintf(stderr, "tern-loadgen: bad option or value: %s %s\n", a, val ? val : "");
             return 0;
@@ -648,8 +679,12 @@ static void run_loop(struct gen *g)
             else
                 on_send(g, c, cqe->res);
             flush_out(g, c);
-            if (c->phase == PH_CLOSING && !c->recv_inflight && !c->send_inflight && c->fd >= 0)
+            if (c->phase == PH_CLOSING && !c->recv_inflight && !c->send_inflight && c->fd >= 0) {
+                int again = !c->failed && g->taken < g->o.messages;
                 close_conn(g, c);
+                if (again && !open_conn(g, c))
+                    g->conn_failures++;
+            }
         }
         io_uring_cq_advance(&g->ring, seen);
     }
@@ -694,11 +729,12 @@ int main(int argc, char **argv)
     if (g.conns == NULL)
         return 1;
     double t0 = now_s();
+    g.ai = ai;
     for (int i = 0; i < g.o.conns; i++)
-        if (!open_conn(&g, &g.conns[i], ai))
+        if (!open_conn(&g, &g.conns[i]))
             g.conn_failures++;
-    freeaddrinfo(ai);
     run_loop(&g);
+    freeaddrinfo(ai);
     double wall = now_s() - t0;
 
     struct rusage ru;
@@ -712,6 +748,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "tern-loadgen: %ld of %ld sent; %ld connection(s) failed%s%s\n", g.sent,
                 g.o.messages, g.conn_failures, g.first_error[0] ? "; first: " : "", g.first_error);
     io_uring_queue_exit(&g.ring);
+    SSL_SESSION_free(g.session);
     tls_client_ctx_free(g.tls);
     free(g.conns);
     free(g.cmd_off);

@@ -75,6 +75,8 @@ def medians(runs):
 
 def resumed_pct(r):
     full, res = r.get("hs_full"), r.get("hs_resumed")
+    if r.get("kind") == "sink":
+        full, res = r.get("sink_hs_full"), r.get("sink_hs_resumed")
     if not isinstance(full, (int, float)) or not isinstance(res, (int, float)) or full + res == 0:
         return "-"
     return "%.1f%%" % (100.0 * res / (full + res))
@@ -123,6 +125,8 @@ def table(meta, workloads, peers, runs):
                if w.get("tls") == "starttls" else "none (plaintext)")
         if w.get("workload") == "sink":
             tls = "STARTTLS (tern-loadgen, 20 connections, pipelining)"
+        if w.get("workload") == "sink-tail":
+            tls = "STARTTLS (tern-loadgen, 100 connections at a time, a new one per message, resumed)"
         rate = (", paced at %s msg/s" % w["rate"]) if w.get("rate") else ""
         out.append("%-20s %8s %7s %6s %6s %9s  %s%s\n" % (w["workload"], w["messages"], w["size"], w["rcpts"],
                                                        w["destinations"], w["msgs_per_conn"], tls, rate))

@@ -6,7 +6,8 @@
 #     valid JSON in which every workload's runs delivered every message and
 #     the sink counted each one; --aof always is said in the report;
 #  b. tern-loadgen: its one result line, pipelined and not, many
-#     recipients, STARTTLS verified against the test CA;
+#     recipients, STARTTLS verified against the test CA, a new connection
+#     every K messages resuming TLS;
 #  c. tern-loadgen against a sink that refuses every message: refused=N,
 #     exit 1.
 set -u
@@ -28,7 +29,7 @@ else
     fail "table header" "$(head -3 "$dir/run.out" | paste -sd' ' -)"
 fi
 missing=""
-for w in sink bulk large tail multi plaintext transactional; do
+for w in sink sink-tail bulk large tail multi plaintext transactional; do
     grep -q "^$w 1 " "$dir/run.out" || missing="$missing $w"
 done
 [ -z "$missing" ] && pass "a table row per workload" || fail "table rows" "missing:$missing"
@@ -39,7 +40,7 @@ import json, sys
 doc = json.load(open(sys.argv[1]))
 assert doc["machine"]["cores"] >= 1 and doc["commit"] and doc["date"], "machine/commit/date"
 names = [w["name"] for w in doc["workloads"]]
-assert names == ["sink", "bulk", "large", "tail", "multi", "plaintext", "transactional"], names
+assert names == ["sink", "sink-tail", "bulk", "large", "tail", "multi", "plaintext", "transactional"], names
 for w in doc["workloads"]:
     assert w["runs"], w["name"] + ": no runs"
     for r in w["runs"]:
@@ -87,6 +88,18 @@ out=$(timeout 60 "$LG" --host 127.0.0.1 --port "$SINK_PORT" --messages 20 --conn
 sleep 0.3   # the stats file is rewritten about every 200 ms
 got=$(sed -n 's/^messages=//p' "$dir/lg.stats")
 [ "$got" = 320 ] && pass "loadgen: the sink counted every message" || fail "loadgen count" "sink counted $got of 320"
+
+tern_sink lgm --cert "$CERTS/server.pem" --key "$CERTS/server.key" --quiet --stats-file "$dir/lgm.stats"
+out=$(timeout 60 "$LG" --host 127.0.0.1 --port "$SINK_PORT" --messages 30 --conns 3 --msgs-per-conn 2 \
+    --starttls --ca-file "$CERTS/ca.pem")
+sleep 0.3
+conns=$(sed -n 's/^connections=//p' "$dir/lgm.stats")
+resumed=$(sed -n 's/^tls_resumed=//p' "$dir/lgm.stats")
+if [[ $out == "sent=30 refused=0 "* ]] && [ "$conns" = 15 ] && [ "${resumed:-0}" -gt 0 ]; then
+    pass "loadgen: --msgs-per-conn 2: 15 connections, TLS resumed"
+else
+    fail "loadgen msgs-per-conn" "$out; connections $conns, resumed $resumed"
+fi
 
 # c. a refusing receiver
 tern_sink refuse --no-starttls --data-reply "554 5.7.1 no thanks" --quiet
