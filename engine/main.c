@@ -194,7 +194,8 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
                        .nworkers = cfg->threads, .verbose = verbose};
     queue_close(&q);
     e.host_conns = calloc(CONFIG_ROUTES_MAX, sizeof(*e.host_conns));
-    if (e.host_conns == NULL) {
+    e.host_waiting = calloc(CONFIG_ROUTES_MAX, sizeof(*e.host_waiting));
+    if (e.host_conns == NULL || e.host_waiting == NULL) {
         fprintf(stderr, "tern: out of memory\n");
         return 1;
     }
@@ -266,6 +267,7 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
     free(ta);
     free(th);
     free(e.host_conns);
+    free(e.host_waiting);
     return rc;
 }
 

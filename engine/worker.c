@@ -195,6 +195,7 @@ static struct mxhost *host_get(struct worker *w, const struct nexthop *hop)
         return NULL;
     memcpy(h->key, key, sizeof(key));
     h->all_conns = &w->e->host_conns[hop->host_slot];
+    h->all_waiting = &w->e->host_waiting[hop->host_slot];
     h->tier = TLS_TIER_PREFERRED;
     h->next = w->hosts[i];
     w->hosts[i] = h;
@@ -272,6 +273,7 @@ static void host_wait(struct dest *d)
     if (d->host_waiting)
         return;
     d->host_waiting = 1;
+    atomic_fetch_add(h->all_waiting, 1);
     d->host_wait_next = NULL;
     if (h->wait_tail)
         h->wait_tail->host_wait_next = d;
@@ -288,8 +290,6 @@ static void host_wait(struct dest *d)
  * only connection of a destination that is just between two takes would
  * leave that destination empty-handed in turn, and slots would pass round
  * robin, a close and a handshake every few messages. */
-#define HOST_STEAL_IDLE_MS 250   /* an only connection idle this long may be taken */
-
 static void host_release_idle(struct worker *w, struct dest *d)
 {
     for (struct conn *c = w->conns; c; c = c->next) {
@@ -304,6 +304,24 @@ static void host_release_idle(struct worker *w, struct dest *d)
     }
 }
 
+/* d got a connection without being woken: it waits no more. */
+static void host_unwait(struct dest *d)
+{
+    struct mxhost *h = d->host;
+    struct dest **pp = &h->wait_head, *prev = NULL;
+    while (*pp && *pp != d) {
+        prev = *pp;
+        pp = &(*pp)->host_wait_next;
+    }
+    if (*pp == NULL)
+        return;
+    *pp = d->host_wait_next;
+    if (h->wait_tail == d)
+        h->wait_tail = prev;
+    d->host_waiting = 0;
+    atomic_fetch_sub(h->all_waiting, 1);
+}
+
 void host_wake(struct worker *w, struct mxhost *h)
 {
     struct dest *d = h->wait_head;
@@ -313,6 +331,7 @@ void host_wake(struct worker *w, struct mxhost *h)
     if (h->wait_head == NULL)
         h->wait_tail = NULL;
     d->host_waiting = 0;
+    atomic_fetch_sub(h->all_waiting, 1);
     worker_mark_dirty(w, d);
 }
 
@@ -388,8 +407,9 @@ static void dest_schedule_ready(struct worker *w, struct dest *d)
     while (d->nready > (size_t)d->nconnecting + soon_free && d->nconns < d->lim.max_connections &&
            may_open_now(w, d, &sessions)) {
         /* A freed host slot is for the destinations waiting without a
-         * connection, not for a busy one that would take it first. */
-        if (d->nconns > 0 && d->host->wait_head != NULL)
+         * connection (in any worker), not for a busy one that would take
+         * it first. */
+        if (d->nconns > 0 && atomic_load(d->host->all_waiting) > 0)
             break;
         /* Reserve the host slot first: other workers count on it too. */
         if (atomic_fetch_add(d->host->all_conns, 1) >= d->lim.max_connections_per_host) {
@@ -411,6 +431,8 @@ static void dest_schedule_ready(struct worker *w, struct dest *d)
             atomic_fetch_sub(d->host->all_conns, 1);
             break;
         }
+        if (d->host_waiting)
+            host_unwait(d);
         if (d->consecutive_failures)
             break;   /* probe with one connection while failing */
     }

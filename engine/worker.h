@@ -49,6 +49,9 @@ struct engine {
     /* connections open per MX host, all workers together (indexed by
      * nexthop.host_slot): max_connections_per_host holds across threads */
     atomic_int *host_conns;
+    /* destinations waiting for a slot per MX host, all workers together
+     * (same index): while any wait, busy destinations give slots back */
+    atomic_int *host_waiting;
     struct queue_scripts scripts;
     int drain;                /* exit when the queue is drained */
     int nworkers;
