@@ -25,7 +25,7 @@ SINK_OBJ  := $(SINK_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC  := $(wildcard tests/unit_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/%.c=$(BUILD)/tests/%)
 
-all: $(BUILD)/tern $(BUILD)/tern-sink $(UNIT_BIN)
+all: $(BUILD)/tern $(BUILD)/tern-sink $(BUILD)/tern-loadgen $(BUILD)/tern-bench-inject $(UNIT_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -39,6 +39,14 @@ $(BUILD)/tern: $(BUILD)/engine/main.o $(BUILD)/libtern.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tern-sink: $(SINK_OBJ) $(BUILD)/libtern.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# Benchmark tools (bench/README.md): the direct SMTP load generator and the
+# paced, multi-recipient injector.
+$(BUILD)/tern-loadgen: $(BUILD)/bench/loadgen.o $(BUILD)/libtern.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tern-bench-inject: $(BUILD)/bench/inject.o $(BUILD)/libtern.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libtern.a
@@ -60,8 +68,13 @@ test: all
 demo: all
 	@scripts/demo.sh
 
+# The TLS delivery benchmark: `make bench` (bulk), or e.g. `make bench BENCH="tail --runs 3"`.
+BENCH ?= bulk
+bench: all
+	@bench/run $(BENCH)
+
 clean:
 	rm -rf build
 
-.PHONY: all test demo clean fuzz
--include $(LIB_OBJ:.o=.d) $(SINK_OBJ:.o=.d) $(UNIT_BIN:=.d) $(BUILD)/engine/main.d
+.PHONY: all test demo clean fuzz bench
+-include $(LIB_OBJ:.o=.d) $(SINK_OBJ:.o=.d) $(BUILD)/bench/loadgen.d $(BUILD)/bench/inject.d $(UNIT_BIN:=.d) $(BUILD)/engine/main.d

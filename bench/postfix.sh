@@ -1,8 +1,8 @@
 # shellcheck shell=bash disable=SC2034  # sourced: PF_* are results for the caller
 # postfix.sh - the peer for bench/bench.sh: a private Postfix instance that
 # relays to the same tern-sink, over the same STARTTLS, so the two engines
-# are measured on one receiver. Sourced by bench.sh after scripts/lib.sh;
-# not run on its own.
+# are measured on one receiver. Sourced by bench.sh and bench/peers/postfix.sh
+# after scripts/lib.sh; not run on its own.
 #
 # The instance touches nothing outside PF_DIR (under run/bench): its own
 # config_directory (main.cf, master.cf), queue_directory, data_directory and
@@ -11,6 +11,8 @@
 # stopped again with `postfix -c DIR stop` (pf_stop, called from the trap).
 #
 #   pf_available                 0 when postfix and smtp-source are installed
+#   pf_start, pf_inject, pf_wait, pf_latency, pf_cpu_s: the steps, one by
+#       one (bench/peers/postfix.sh drives them for bench/run)
 #   pf_run N SIZE DOMAINS SINK_PORT SINK_STATS SINK_PID CA [MSGS_PER_CONN]
 #       sets PF_MSGS_PER_S PF_WALL_S PF_CPU_US PF_SINK_US PF_CPU_METHOD
 #       PF_P50_MS PF_P99_MS PF_DELIVERED; returns non-zero with PF_ERROR set
@@ -176,14 +178,17 @@ pf_stat_messages() {
     sed -n 's/^messages=//p' "$1" 2>/dev/null | head -1
 }
 
-pf_run() {
-    local n=$1 size=$2 domains=$3 sport=$4 sstats=$5 spid=$6 ca=$7 mpc=${8:-}
-    local port per rem i k payload t0 t1 c0 c1 s0 s1 hz got deadline inj_pids
+# pf_start DIR SINK_PORT CA MSGS_PER_CONN: write the config under DIR, start
+# the instance (inside its own cgroup when cpuacct is writable: see the
+# header), wait until smtpd listens; sets PF_PORT and PF_CPU_METHOD.
+# Returns non-zero with PF_ERROR set.
+pf_start() {
+    local sport=$2 ca=$3 mpc=${4:-} i
     PF_ERROR=""
-    PF_DIR=$TERN_DIR/postfix
+    PF_DIR=$1
     rm -rf "$PF_DIR"
-    port=$(pf_free_port) || { PF_ERROR="no free port"; return 1; }
-    pf_write_config "$PF_DIR" "$port" "$sport" "$ca" "$mpc"
+    PF_PORT=$(pf_free_port) || { PF_ERROR="no free port"; return 1; }
+    pf_write_config "$PF_DIR" "$PF_PORT" "$sport" "$ca" "$mpc"
     postfix -c "$PF_DIR/etc" check >"$PF_DIR/log/check.out" 2>&1 ||
         { PF_ERROR="postfix check failed: $(tail -3 "$PF_DIR/log/check.out" | paste -sd' ' -)"; return 1; }
 
@@ -201,31 +206,36 @@ pf_run() {
     ) >"$PF_DIR/log/start.out" 2>&1 ||
         { PF_ERROR="postfix start failed: $(tail -3 "$PF_DIR/log/start.out" | paste -sd' ' -)"; return 1; }
     i=100
-    while [ $i -gt 0 ] && ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    while [ $i -gt 0 ] && ! (exec 3<>"/dev/tcp/127.0.0.1/$PF_PORT") 2>/dev/null; do
         sleep 0.1; i=$((i - 1))
     done
-    [ $i -gt 0 ] || { PF_ERROR="postfix smtpd did not listen on 127.0.0.1:$port"; return 1; }
+    [ $i -gt 0 ] || { PF_ERROR="postfix smtpd did not listen on 127.0.0.1:$PF_PORT"; return 1; }
     sleep 1   # let qmgr, tlsmgr and friends settle before the baseline
+}
 
-    hz=$(getconf CLK_TCK)
+# pf_inject N SIZE DOMAINS [RCPTS]: smtp-source into the instance, in the
+# background (PF_INJECT_PID): one smtp-source per domain bench<i>.test,
+# PF_INJECT_PROCS at a time, each keeping its connections (-d) to
+# PF_INJECT_SESSIONS parallel sessions; RCPTS recipients per message.
+pf_inject() {
+    local n=$1 size=$2 domains=$3 rcpts=${4:-1} per rem i k payload
     payload=$((size > PF_HEADER_BYTES ? size - PF_HEADER_BYTES : 1))
     per=$((n / domains)); rem=$((n % domains))
-    local base
-    base=$(pf_stat_messages "$sstats"); base=${base:-0}
-    c0=$(pf_cpu_s); s0=$(pf_sink_ticks "$spid")
-    t0=$(date +%s.%N)
-    # One smtp-source per domain, PF_INJECT_PROCS at a time, each keeping its
-    # connections (-d) to PF_INJECT_SESSIONS parallel sessions.
     # shellcheck disable=SC2016  # $0, $1 belong to the inner sh
     for i in $(seq 1 "$domains"); do
         k=$per; [ "$i" -le "$rem" ] && k=$((k + 1))
         [ "$k" -gt 0 ] && echo "$k bench$i.test"
     done | xargs -P "$PF_INJECT_PROCS" -L 1 sh -c \
-        'exec smtp-source -d -N -s '"$PF_INJECT_SESSIONS"' -m "$0" -l '"$payload"' -f bench@tern.test -t "user@$1" 127.0.0.1:'"$port" \
+        'exec smtp-source -d -N -s '"$PF_INJECT_SESSIONS"' -m "$0" -r '"$rcpts"' -l '"$payload"' -f bench@tern.test -t "user@$1" 127.0.0.1:'"$PF_PORT" \
         >"$PF_DIR/log/inject.out" 2>&1 &
-    inj_pids=$!
+    PF_INJECT_PID=$!
+}
+
+# pf_wait N SINK_STATS BASE: until the sink's stats file counts BASE + N
+# messages or PF_TIMEOUT_S pass; sets PF_DELIVERED, non-zero on timeout.
+pf_wait() {
+    local n=$1 sstats=$2 base=$3 deadline got
     deadline=$(( $(date +%s) + PF_TIMEOUT_S ))
-    got=0
     while :; do
         got=$(pf_stat_messages "$sstats"); got=$(( ${got:-0} - base ))
         [ "$got" -ge "$n" ] && break
@@ -235,20 +245,39 @@ pf_run() {
         fi
         sleep 0.05
     done
+    PF_DELIVERED=$got
+    wait "$PF_INJECT_PID" 2>/dev/null || true
+    [ -z "$PF_ERROR" ]
+}
+
+# pf_latency: "p50_ms p99_ms max_ms" from delay= in the maillog (arrival in
+# Postfix to the sink's 250), or "- - -".
+pf_latency() {
+    grep -h 'status=sent' "$PF_DIR/log/maillog" 2>/dev/null |
+        sed -n 's/.* delay=\([0-9.]*\),.*/\1/p' | sort -n |
+        awk '{v[NR]=$1} END{if(NR==0){print "- - -"; exit}
+             i=int(NR*0.5); if(i<1)i=1; j=int(NR*0.99); if(j<1)j=1;
+             printf "%.0f %.0f %.0f\n", v[i]*1000, v[j]*1000, v[NR]*1000}'
+}
+
+pf_run() {
+    local n=$1 size=$2 domains=$3 sport=$4 sstats=$5 spid=$6 ca=$7 mpc=${8:-}
+    local t0 t1 c0 c1 s0 s1 hz base
+    pf_start "$TERN_DIR/postfix" "$sport" "$ca" "$mpc" || return 1
+    hz=$(getconf CLK_TCK)
+    base=$(pf_stat_messages "$sstats"); base=${base:-0}
+    c0=$(pf_cpu_s); s0=$(pf_sink_ticks "$spid")
+    t0=$(date +%s.%N)
+    pf_inject "$n" "$size" "$domains"
+    pf_wait "$n" "$sstats" "$base"
     t1=$(date +%s.%N)
     c1=$(pf_cpu_s); s1=$(pf_sink_ticks "$spid")
-    wait "$inj_pids" 2>/dev/null || true
-    PF_DELIVERED=$got
+    local got=$PF_DELIVERED
     PF_WALL_S=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b - a}')
     PF_MSGS_PER_S=$(awk -v g="$got" -v w="$PF_WALL_S" 'BEGIN{printf "%.0f", (w > 0 ? g / w : 0)}')
     PF_CPU_US=$(awk -v a="$c0" -v b="$c1" -v g="$got" 'BEGIN{printf "%.1f", (g > 0 ? (b - a) * 1e6 / g : 0)}')
     PF_SINK_US=$(awk -v a="$s0" -v b="$s1" -v g="$got" -v hz="$hz" 'BEGIN{printf "%.1f", (g > 0 ? (b - a) / hz * 1e6 / g : 0)}')
-    # delay= in the maillog: arrival in Postfix to the sink's 250, seconds.
-    read -r PF_P50_MS PF_P99_MS < <(grep -h 'status=sent' "$PF_DIR/log/maillog" 2>/dev/null |
-        sed -n 's/.* delay=\([0-9.]*\),.*/\1/p' | sort -n |
-        awk '{v[NR]=$1} END{if(NR==0){print "- -"; exit}
-             i=int(NR*0.5); if(i<1)i=1; j=int(NR*0.99); if(j<1)j=1;
-             printf "%.0f %.0f\n", v[i]*1000, v[j]*1000}')
+    read -r PF_P50_MS PF_P99_MS _ < <(pf_latency)
     pf_stop
     [ -z "$PF_ERROR" ]
 }

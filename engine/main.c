@@ -163,12 +163,13 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
            (unsigned long long)t.tier_msgs[TLS_TIER_PLAINTEXT]);
     for (int m = 0; m < t.nmix; m++)
         printf("  seen: %s: %llu messages\n", t.mix[m].name, (unsigned long long)t.mix[m].n);
-    uint32_t p50 = 0, p99 = 0;
+    uint32_t p50 = 0, p99 = 0, pmax = 0;
     if (lat && k) {
         qsort(lat, k, sizeof(*lat), cmp_u32);
         p50 = lat[k / 2];
         p99 = lat[(k * 99) / 100 < k ? (k * 99) / 100 : k - 1];
-        printf("  latency enqueue->250: p50 %u ms, p99 %u ms\n", p50, p99);
+        pmax = lat[k - 1];
+        printf("  latency enqueue->250: p50 %u ms, p99 %u ms, max %u ms\n", p50, p99, pmax);
     }
     printf("  engine CPU: %.3f s (user %.3f, sys %.3f): %.1f us/message\n", cpu,
            (double)ru->ru_utime.tv_sec + (double)ru->ru_utime.tv_usec / 1e6,
@@ -176,13 +177,13 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
     printf("summary delivered=%llu deferred=%llu failed=%llu returned=%llu in_doubt=%llu "
            "wall_s=%.3f msgs_per_s=%.0f cpu_s=%.3f cpu_us_per_msg=%.1f conns=%llu "
            "hs_full=%llu hs_resumed=%llu resume_refused=%llu p50_ms=%u p99_ms=%u "
-           "plaintext=%llu\n",
+           "plaintext=%llu max_ms=%u maxrss_kb=%ld\n",
            (unsigned long long)t.delivered, (unsigned long long)t.deferred,
            (unsigned long long)t.failed, (unsigned long long)t.returned,
            (unsigned long long)t.in_doubt, wall, rate, cpu, us_per,
            (unsigned long long)t.conns_opened, (unsigned long long)t.hs_full,
            (unsigned long long)t.hs_resumed, (unsigned long long)t.resume_refused, p50, p99,
-           (unsigned long long)t.tier_msgs[TLS_TIER_PLAINTEXT]);
+           (unsigned long long)t.tier_msgs[TLS_TIER_PLAINTEXT], pmax, ru->ru_maxrss);
     free(lat);
 }
 
@@ -225,9 +226,11 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
                        .nworkers = cfg->threads, .verbose = verbose};
     queue_close(&q);
     e.host_conns = calloc(ENGINE_HOST_SLOTS, sizeof(*e.host_conns));
+    e.host_waiting = calloc(ENGINE_HOST_SLOTS, sizeof(*e.host_waiting));
     e.host_msg_rate = calloc(ENGINE_HOST_SLOTS, sizeof(*e.host_msg_rate));
     e.host_conn_rate = calloc(ENGINE_HOST_SLOTS, sizeof(*e.host_conn_rate));
-    if (e.host_conns == NULL || e.host_msg_rate == NULL || e.host_conn_rate == NULL) {
+    if (e.host_conns == NULL || e.host_waiting == NULL || e.host_msg_rate == NULL ||
+        e.host_conn_rate == NULL) {
         fprintf(stderr, "tern: out of memory\n");
         return 1;
     }
@@ -320,6 +323,7 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
     free(e.host_conns);
     free(e.host_msg_rate);
     free(e.host_conn_rate);
+    free(e.host_waiting);
     return rc;
 }
 

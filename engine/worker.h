@@ -55,6 +55,9 @@ struct engine {
     /* per MX host rate buckets (max_*_rate_per_host), same index, all
      * ENGINE_HOST_SLOTS long (DNS-routed hosts share slots by hash) */
     struct rate_bucket *host_msg_rate, *host_conn_rate;
+    /* destinations waiting for a slot per MX host, all workers together
+     * (same index): while any wait, busy destinations give slots back */
+    atomic_int *host_waiting;
     struct queue_scripts scripts;
     int drain;                /* exit when the queue is drained */
     int nworkers;

@@ -713,6 +713,10 @@ void conn_hand_job(struct worker *w, struct conn *c)
     }
     c->idle = 1;
     conn_touch(w, c);
+    /* Destinations wait for a slot on this host (in any worker): a
+     * surplus connection with nothing to do gives its slot back. */
+    if (d->nconns >= 2 && atomic_load(d->host->all_waiting) > 0)
+        conn_quit_or_close(w, c);
 }
 
 void conn_quit_or_close(struct worker *w, struct conn *c)
@@ -757,6 +761,13 @@ void conn_check_deadline(struct worker *w, struct conn *c)
         if (j)
             outcome_defer(w, j, slow);
         conn_fail(w, c, slow, FAIL_TRANSIENT);
+        return;
+    }
+    /* ... and a destination's only connection, once idle for a while. */
+    if (c->idle && !c->quitting && c->state == CONN_SMTP &&
+        atomic_load(c->d->host->all_waiting) > 0 &&
+        c->d->lim.idle_ms - (c->deadline_ms - w->now_ms) >= HOST_STEAL_IDLE_MS) {
+        conn_quit_or_close(w, c);
         return;
     }
     if (w->now_ms < c->deadline_ms)

@@ -29,6 +29,7 @@
 #define REDIS_RECV_SIZE      (256 * 1024)
 #define TICK_MS              50
 #define CONN_LINGER_MS       1000    /* wait for the peer's FIN after 221 */
+#define HOST_STEAL_IDLE_MS   250     /* an only connection idle this long may go to a waiting destination */
 #define EMPTY_POLL_MS        100     /* re-poll an empty partition */
 #define CONN_FAILURES_MAX    3       /* then the destination's mail is deferred */
 #define JOB_LOST_CONNS_MAX   3       /* a message that keeps losing its connection is deferred */
@@ -98,6 +99,7 @@ struct mxhost {
     char key[CONFIG_HOST_MAX + 8];   /* "host:port" */
     int nconns;                      /* this worker's */
     atomic_int *all_conns;           /* every worker's (struct engine) */
+    atomic_int *all_waiting;         /* destinations on every worker's wait list */
     /* what worked at level may, remembered until *_until_ms */
     enum tls_tier tier;              /* the tier to start with */
     int64_t tier_until_ms;

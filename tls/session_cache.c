@@ -19,6 +19,7 @@ struct entry {
     uint64_t hash;
     SSL_SESSION *s[TLS_CACHE_SESSIONS_PER_KEY];
     size_t n;
+    uint64_t pruned;                /* 1 + the second of the last prune; 0: never */
     size_t keylen;
     char key[];                     /* NUL-terminated */
 };
@@ -132,9 +133,16 @@ static int expired(const SSL_SESSION *s, uint64_t now_s)
     return now_s >= SSL_SESSION_get_time(s) + life;
 }
 
-/* Drop expired sessions of e, keeping order. */
+/* Drop expired sessions of e, keeping order. Once per second at most:
+ * expiry has a resolution of seconds and put takes no expired session,
+ * so a second walk in the same second finds nothing, and the walk over
+ * up to TLS_CACHE_SESSIONS_PER_KEY sessions on every get and put was 2%
+ * of the engine's CPU with a connection per message (bench/README.md). */
 static void prune(struct tls_session_cache *c, struct entry *e, uint64_t now_s)
 {
+    if (e->pruned == now_s + 1)
+        return;
+    e->pruned = now_s + 1;
     size_t k = 0;
     for (size_t i = 0; i < e->n; i++) {
         if (expired(e->s[i], now_s)) {

@@ -1,0 +1,202 @@
+#!/usr/bin/python3
+"""report.py - the table (and JSON, and the results.md entry) of bench/run.
+
+Reads what bench/run wrote while it measured:
+  --meta FILE   key=value lines about the machine and settings, one
+                "workload=... messages=... ..." line per workload and
+                "peer=..." lines
+  --runs FILE   one line of key=value pairs per measured run (kind=tern,
+                sink or peer)
+and prints one table: the header (machine, date, commit, settings), each
+workload's parameters, a row per run and, with several runs, the medians.
+--json FILE writes the same figures as JSON; --record FILE appends the
+table to a markdown file (bench/results.md).
+"""
+import argparse
+import json
+import statistics
+import sys
+
+
+def parse_kv_line(line):
+    out = {}
+    for tok in line.split():
+        if "=" in tok:
+            k, v = tok.split("=", 1)
+            out[k] = v
+    return out
+
+
+def num(v):
+    """A number where the text is one, else the text (or None if empty)."""
+    if v is None or v == "":
+        return None
+    try:
+        f = float(v)
+        return int(f) if f.is_integer() and "." not in v else f
+    except ValueError:
+        return v.replace("_", " ")
+
+
+def read_meta(path):
+    meta, workloads, peers = {}, [], []
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if line.startswith("workload="):
+                workloads.append({k: num(v) for k, v in parse_kv_line(line).items()})
+            elif line.startswith("peer="):
+                peers.append({k: num(v) for k, v in parse_kv_line(line).items()})
+            elif "=" in line:
+                k, v = line.split("=", 1)
+                meta[k] = v
+    return meta, workloads, peers
+
+
+def read_runs(path):
+    with open(path) as f:
+        return [{k: num(v) for k, v in parse_kv_line(l).items()} for l in f if l.strip()]
+
+
+MEDIAN_KEYS = ["msgs_per_s", "engine_us_per_msg", "engine_rss_mib", "redis_us_per_msg",
+               "sink_us_per_msg", "inject_us_per_msg", "loadgen_us_per_msg", "hs_full",
+               "hs_resumed", "sink_hs_full", "sink_hs_resumed", "p50_ms", "p99_ms", "max_ms",
+               "conns", "peak_conns", "delivered"]
+
+
+def medians(runs):
+    m = {}
+    for k in MEDIAN_KEYS:
+        vals = [r[k] for r in runs if isinstance(r.get(k), (int, float))]
+        if vals:
+            m[k] = statistics.median(vals)
+    return m
+
+
+def resumed_pct(r):
+    full, res = r.get("hs_full"), r.get("hs_resumed")
+    if r.get("kind") == "sink":
+        full, res = r.get("sink_hs_full"), r.get("sink_hs_resumed")
+    if not isinstance(full, (int, float)) or not isinstance(res, (int, float)) or full + res == 0:
+        return "-"
+    return "%.1f%%" % (100.0 * res / (full + res))
+
+
+def tiers(r):
+    keys = ["tier_preferred", "tier_sufficient", "tier_legacy", "tier_plaintext"]
+    if not any(k in r for k in keys):
+        return "-"
+    return "/".join(str(r.get(k, 0) if r.get(k) is not None else 0) for k in keys)
+
+
+def fmt(v, f="%.1f"):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f % v
+    return str(v)
+
+
+COLS = "%-20s %8s %8s %7s %7s %7s %7s %11s %8s %14s %7s %7s %7s\n"
+
+
+def row(label, r):
+    hs = "%s/%s" % (fmt(r.get("hs_full"), "%.0f"), fmt(r.get("hs_resumed"), "%.0f"))
+    if r.get("kind") == "sink":
+        hs = "%s/%s" % (fmt(r.get("sink_hs_full"), "%.0f"), fmt(r.get("sink_hs_resumed"), "%.0f"))
+    eng = r.get("engine_us_per_msg", r.get("loadgen_us_per_msg"))
+    return COLS % (label, fmt(r.get("msgs_per_s"), "%.0f"), fmt(eng), fmt(r.get("engine_rss_mib")),
+                   fmt(r.get("redis_us_per_msg")), fmt(r.get("sink_us_per_msg")),
+                   fmt(r.get("inject_us_per_msg")), hs, resumed_pct(r), tiers(r),
+                   fmt(r.get("p50_ms"), "%.0f"), fmt(r.get("p99_ms"), "%.0f"), fmt(r.get("max_ms"), "%.0f"))
+
+
+def table(meta, workloads, peers, runs):
+    out = []
+    out.append("tern delivery benchmark: %s, commit %s\n" % (meta.get("date"), meta.get("commit")))
+    out.append("machine: %s cores, %s, kernel %s, load average at start %s\n"
+               % (meta.get("cores"), meta.get("cpu"), meta.get("kernel"), meta.get("load")))
+    out.append("redis: AOF %s; engine threads %s%s; sink threads %s; %s run(s) per workload%s\n"
+               % (meta.get("aof"), meta.get("threads"), " (one per core)" if meta.get("threads") == "0" else "",
+                  meta.get("sink_threads"), meta.get("runs"), "; QUICK MODE (smoke test, not figures)" if meta.get("quick") == "1" else ""))
+    out.append("\n%-20s %8s %7s %6s %6s %9s  %s\n" % ("workload", "messages", "size", "rcpts", "dests", "msgs/conn", "TLS"))
+    for w in workloads:
+        tls = ("STARTTLS, tls = encrypt, TLS 1.3 preferred tier, resumption on, sink tickets on"
+               if w.get("tls") == "starttls" else "none (plaintext)")
+        if w.get("workload") == "sink":
+            tls = "STARTTLS (tern-loadgen, 20 connections, pipelining)"
+        if w.get("workload") == "sink-tail":
+            tls = "STARTTLS (tern-loadgen, 100 connections at a time, a new one per message, resumed)"
+        rate = (", paced at %s msg/s" % w["rate"]) if w.get("rate") else ""
+        out.append("%-20s %8s %7s %6s %6s %9s  %s%s\n" % (w["workload"], w["messages"], w["size"], w["rcpts"],
+                                                       w["destinations"], w["msgs_per_conn"], tls, rate))
+    out.append("\n")
+    out.append(COLS % ("run", "msgs/s", "engine", "RSS", "redis", "sink", "inject", "handshakes", "resumed",
+                       "tiers", "p50", "p99", "max"))
+    out.append(COLS % ("", "", "us/msg", "MiB", "us/msg", "us/msg", "us/msg", "full/res", "", "p/s/l/plain",
+                       "ms", "ms", "ms"))
+    for w in workloads:
+        name = w["workload"]
+        rs = [r for r in runs if r.get("workload") == name and r.get("kind") in ("tern", "sink")]
+        for r in rs:
+            out.append(row("%s %s" % (name, r.get("run")), r))
+        if len(rs) > 1:
+            m = medians(rs)
+            m["kind"] = rs[0].get("kind")
+            out.append(row("%s median" % name, m))
+        for p in [r for r in runs if r.get("workload") == name and r.get("kind") == "peer"]:
+            out.append(row("%s %s" % (name, p.get("peer")), p))
+            tm = medians(rs)
+            if p.get("msgs_per_s") and p.get("engine_us_per_msg") and tm.get("msgs_per_s") and tm.get("engine_us_per_msg"):
+                out.append("  ratio tern/%s (%s, medians): throughput %.1fx, engine CPU per message %.1fx less\n"
+                           % (p["peer"], name, tm["msgs_per_s"] / p["msgs_per_s"],
+                              p["engine_us_per_msg"] / tm["engine_us_per_msg"]))
+    described = set()
+    for p in peers:
+        if p.get("describe") and p["describe"] not in described:
+            described.add(p["describe"])
+            out.append("peer: %s\n" % p["describe"])
+        if p.get("skipped"):
+            out.append("peer %s on %s: skipped (%s)\n" % (p["peer"], p.get("workload"), p["skipped"]))
+    out.append("engine/redis/sink/inject: CPU (user+sys) per delivered message; sink row: tern-loadgen's CPU "
+               "in the engine column; latency: enqueue -> receiver's 250\n")
+    return "".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--meta", required=True)
+    ap.add_argument("--runs", required=True)
+    ap.add_argument("--json")
+    ap.add_argument("--record")
+    a = ap.parse_args()
+    meta, workloads, peers = read_meta(a.meta)
+    runs = read_runs(a.runs)
+    text = table(meta, workloads, peers, runs)
+    sys.stdout.write(text)
+    if a.json:
+        doc = {
+            "date": meta.get("date"), "commit": meta.get("commit"),
+            "machine": {"cores": num(meta.get("cores")), "cpu": meta.get("cpu"),
+                        "kernel": meta.get("kernel"), "load": meta.get("load")},
+            "settings": {"aof": meta.get("aof"), "engine_threads": num(meta.get("threads")),
+                         "sink_threads": num(meta.get("sink_threads")), "runs": num(meta.get("runs")),
+                         "quick": meta.get("quick") == "1"},
+            "workloads": [],
+            "peers": peers,
+        }
+        for w in workloads:
+            rs = [r for r in runs if r.get("workload") == w["workload"] and r.get("kind") in ("tern", "sink")]
+            ps = [r for r in runs if r.get("workload") == w["workload"] and r.get("kind") == "peer"]
+            doc["workloads"].append({"name": w["workload"], "params": w, "runs": rs,
+                                     "median": medians(rs), "peer_runs": ps})
+        with open(a.json, "w") as f:
+            json.dump(doc, f, indent=1)
+            f.write("\n")
+    if a.record:
+        with open(a.record, "a") as f:
+            f.write("\n## %s, commit %s\n\n```\n%s```\n" % (meta.get("date"), meta.get("commit"), text))
+
+
+if __name__ == "__main__":
+    main()

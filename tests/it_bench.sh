@@ -1,0 +1,111 @@
+#!/bin/bash
+# it_bench.sh - the benchmark works (no timing thresholds: figures are not
+# checked, only that they are produced and that nothing was lost):
+#  a. `bench/run all --quick --json F`: exits 0, prints the table (header
+#     with machine and commit, a row per workload), progress on stderr,
+#     valid JSON in which every workload's runs delivered every message and
+#     the sink counted each one; --aof always is said in the report;
+#  b. tern-loadgen: its one result line, pipelined and not, many
+#     recipients, STARTTLS verified against the test CA, a new connection
+#     every K messages resuming TLS;
+#  c. tern-loadgen against a sink that refuses every message: refused=N,
+#     exit 1.
+set -u
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+tern_test_setup
+tern_certs || exit 1
+PY=/usr/bin/python3
+
+# a. every workload, quick
+if timeout 300 bench/run all --quick --json "$dir/bench.json" --out "$dir/bench" >"$dir/run.out" 2>"$dir/run.err"; then
+    pass "bench run all --quick exits 0"
+else
+    fail "bench run all --quick" "exit $?: $(tail -5 "$dir/run.err" | paste -sd' ' -)"
+fi
+if grep -q '^tern delivery benchmark: .*commit ' "$dir/run.out" && grep -q '^machine: .* cores' "$dir/run.out"; then
+    pass "table header names the machine, date and commit"
+else
+    fail "table header" "$(head -3 "$dir/run.out" | paste -sd' ' -)"
+fi
+missing=""
+for w in sink sink-tail bulk large tail multi plaintext transactional; do
+    grep -q "^$w 1 " "$dir/run.out" || missing="$missing $w"
+done
+[ -z "$missing" ] && pass "a table row per workload" || fail "table rows" "missing:$missing"
+grep -q 'remaining [0-9]* (ready' "$dir/run.err" && pass "progress on stderr" ||
+    fail "progress" "no 'remaining' line on stderr"
+if "$PY" - "$dir/bench.json" >"$dir/json.out" 2>&1 <<'EOF'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+assert doc["machine"]["cores"] >= 1 and doc["commit"] and doc["date"], "machine/commit/date"
+names = [w["name"] for w in doc["workloads"]]
+assert names == ["sink", "sink-tail", "bulk", "large", "tail", "multi", "plaintext", "transactional"], names
+for w in doc["workloads"]:
+    assert w["runs"], w["name"] + ": no runs"
+    for r in w["runs"]:
+        n = w["params"]["messages"]
+        assert r["delivered"] == n, "%s: delivered %s of %s" % (w["name"], r["delivered"], n)
+        assert r["sink_messages"] == n, "%s: the sink counted %s of %s" % (w["name"], r["sink_messages"], n)
+        assert r["msgs_per_s"] > 0, w["name"] + ": no rate"
+        if r["kind"] == "tern":
+            for k in ("engine_us_per_msg", "redis_us_per_msg", "sink_us_per_msg", "engine_rss_mib",
+                      "p50_ms", "p99_ms", "max_ms", "hs_full", "hs_resumed", "tier_preferred"):
+                assert k in r, "%s: no %s" % (w["name"], k)
+            assert (r["tier_plaintext"] == n) == (w["name"] == "plaintext"), w["name"] + ": tier mix"
+tail = [w for w in doc["workloads"] if w["name"] == "tail"][0]["runs"][0]
+assert tail["conns"] == tail["delivered"], "tail: one message per connection"
+assert tail["hs_resumed"] > 0, "tail: no resumed handshake"
+EOF
+then
+    pass "JSON valid, every message delivered and counted by the sink"
+else
+    fail "JSON" "$(tail -3 "$dir/json.out" | paste -sd' ' -)"
+fi
+
+# a2. redis durability is an option and the report says which
+if timeout 120 bench/run bulk --quick --aof always --out "$dir/aof" >"$dir/aof.out" 2>"$dir/aof.err" &&
+    grep -q '^redis: AOF always' "$dir/aof.out" && grep -q '^bulk 1 ' "$dir/aof.out"; then
+    pass "bench run --aof always"
+else
+    fail "bench run --aof always" "$(tail -3 "$dir/aof.err" | paste -sd' ' -)"
+fi
+
+# b. the load generator
+tern_sink lg --cert "$CERTS/server.pem" --key "$CERTS/server.key" --quiet --stats-file "$dir/lg.stats"
+LG=$TERN_BUILD/tern-loadgen
+out=$(timeout 60 "$LG" --host 127.0.0.1 --port "$SINK_PORT" --messages 300 --conns 4 --starttls \
+    --ca-file "$CERTS/ca.pem")
+if [[ $out =~ ^sent=300\ refused=0\ seconds=[0-9.]+\ msgs_per_s=[0-9]+\ cpu_us_per_msg=[0-9.]+$ ]]; then
+    pass "loadgen: STARTTLS, pipelined, one result line"
+else
+    fail "loadgen starttls" "$out"
+fi
+out=$(timeout 60 "$LG" --host 127.0.0.1 --port "$SINK_PORT" --messages 20 --conns 2 --rcpts 7 \
+    --no-pipeline --starttls --size 20000 --from a@b.test --to-domain c.test)
+[[ $out == "sent=20 refused=0 "* ]] && pass "loadgen: --no-pipeline, 7 recipients, 20 KB" ||
+    fail "loadgen no-pipeline" "$out"
+sleep 0.3   # the stats file is rewritten about every 200 ms
+got=$(sed -n 's/^messages=//p' "$dir/lg.stats")
+[ "$got" = 320 ] && pass "loadgen: the sink counted every message" || fail "loadgen count" "sink counted $got of 320"
+
+tern_sink lgm --cert "$CERTS/server.pem" --key "$CERTS/server.key" --quiet --stats-file "$dir/lgm.stats"
+out=$(timeout 60 "$LG" --host 127.0.0.1 --port "$SINK_PORT" --messages 30 --conns 3 --msgs-per-conn 2 \
+    --starttls --ca-file "$CERTS/ca.pem")
+sleep 0.3
+conns=$(sed -n 's/^connections=//p' "$dir/lgm.stats")
+resumed=$(sed -n 's/^tls_resumed=//p' "$dir/lgm.stats")
+if [[ $out == "sent=30 refused=0 "* ]] && [ "$conns" = 15 ] && [ "${resumed:-0}" -gt 0 ]; then
+    pass "loadgen: --msgs-per-conn 2: 15 connections, TLS resumed"
+else
+    fail "loadgen msgs-per-conn" "$out; connections $conns, resumed $resumed"
+fi
+
+# c. a refusing receiver
+tern_sink refuse --no-starttls --data-reply "554 5.7.1 no thanks" --quiet
+out=$(timeout 60 "$LG" --host 127.0.0.1 --port "$SINK_PORT" --messages 12 --conns 3 2>/dev/null)
+rc=$?
+[[ $out == "sent=0 refused=12 "* ]] && [ $rc = 1 ] && pass "loadgen: refusals counted, exit 1" ||
+    fail "loadgen refused" "$out (exit $rc)"
+
+exit $((TERN_FAILS > 0))
