@@ -19,8 +19,10 @@ trap 'rm -rf "$logdir"' EXIT
 run_one() {   # label, command...
     local label=$1; shift
     local log="$logdir/$(echo "$label" | tr '/ ' '__').log"
+    local t0=$SECONDS
     "$@" >"$log" 2>&1
     local rc=$?
+    local took="$((SECONDS - t0)) s"
     local p f
     p=$(grep -c '^PASS ' "$log")
     f=$(grep -c '^FAIL ' "$log")
@@ -32,10 +34,10 @@ run_one() {   # label, command...
     failed=$((failed + f))
     if [ "$f" -gt 0 ]; then
         failures+=("$label")
-        echo "--- $label: $p passed, $f failed"
+        echo "--- $label: $p passed, $f failed ($took)"
         grep -v '^PASS ' "$log" | tail -n 40
     else
-        echo "--- $label: $p passed"
+        echo "--- $label: $p passed ($took)"
     fi
 }
 
@@ -81,5 +83,5 @@ fi
 if [ ${#failures[@]} -gt 0 ]; then
     echo "failed: ${failures[*]}"
 fi
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed in $((SECONDS / 60))m$((SECONDS % 60))s"
 [ "$failed" -eq 0 ]
