@@ -299,32 +299,30 @@ static void tls_failed(struct loop *l, struct conn *c, const char *stage)
     srv_conn_close(&l->io, &c->io, SRV_CLOSE_GRACEFUL);
 }
 
-static void on_tls_data(struct loop *l, struct conn *c, const uint8_t *p, size_t n)
+/* srv_tls_hooks of the sink. */
+static void tls_hook_up(void *ctx, struct srv_conn *b)
 {
-    enum srv_tls in = srv_conn_tls_in(&l->io, &c->io, p, n);
-    if (in == SRV_TLS_CLOSED || in == SRV_TLS_WAIT)
-        return;
-    if (in == SRV_TLS_FAILED) {
-        count(&l->th->c.tls_failed, 1);
-        tls_failed(l, c, "handshake");
-        return;
-    }
-    if (in == SRV_TLS_UP) {
-        tls_conn_info(c->io.tls, &c->tinfo);
-        count(c->tinfo.resumed ? &l->th->c.tls_resumed : &l->th->c.tls_full, 1);
-        smtp_server_tls_started(&c->smtp);
-    }
-    enum tls_status st = srv_conn_tls_read(&l->io, &c->io, &l->plain);
-    if (buf_used(&l->plain))
-        feed_smtp(l, c, buf_peek(&l->plain), buf_used(&l->plain));
-    if (c->io.closing)
-        return;
-    if (st == TLS_CLOSED) {
-        srv_conn_finish(&l->io, &c->io);
-    } else if (st == TLS_ERROR) {
-        tls_failed(l, c, "read");
-    }
+    struct loop *l = ctx;
+    struct conn *c = conn_from(b);
+    tls_conn_info(c->io.tls, &c->tinfo);
+    count(c->tinfo.resumed ? &l->th->c.tls_resumed : &l->th->c.tls_full, 1);
+    smtp_server_tls_started(&c->smtp);
 }
+
+static void tls_hook_failed(void *ctx, struct srv_conn *b, int in_handshake)
+{
+    struct loop *l = ctx;
+    if (in_handshake)
+        count(&l->th->c.tls_failed, 1);
+    tls_failed(l, conn_from(b), in_handshake ? "handshake" : "read");
+}
+
+static void tls_hook_plain(void *ctx, struct srv_conn *b, const uint8_t *p, size_t n)
+{
+    feed_smtp(ctx, conn_from(b), p, n);
+}
+
+static const struct srv_tls_hooks tls_hooks = {tls_hook_up, tls_hook_failed, tls_hook_plain};
 
 /* --- connections ------------------------------------------------------- */
 
@@ -408,7 +406,7 @@ static void on_data(void *ctx, struct srv_conn *b, const uint8_t *p, size_t n)
     if (c->hello_abort)
         take_hello(l, c, p, n);
     else if (c->io.tls)
-        on_tls_data(l, c, p, n);
+        srv_conn_tls_data(&l->io, b, p, n, &l->plain, &tls_hooks, l);
     else
         feed_smtp(l, c, p, n);
 }

@@ -628,32 +628,33 @@ static void feed_smtp(struct listener *l, struct lconn *c, const uint8_t *p, siz
     set_deadline(l, c);
 }
 
-static void on_tls_data(struct listener *l, struct lconn *c, const uint8_t *p, size_t n)
+/* srv_tls_hooks of the listener. */
+static void tls_hook_up(void *ctx, struct srv_conn *b)
 {
-    enum srv_tls in = srv_conn_tls_in(&l->io, &c->io, p, n);
-    if (in == SRV_TLS_CLOSED || in == SRV_TLS_WAIT)
-        return;
-    if (in == SRV_TLS_FAILED) {
-        fprintf(stderr, "tern: listener: TLS handshake from %s: %s\n", c->ip,
-                tls_conn_error(c->io.tls));
-        srv_conn_close(&l->io, &c->io, SRV_CLOSE_GRACEFUL);
-        return;
-    }
-    if (in == SRV_TLS_UP) {
-        count(&l->st.tls);
-        smtp_server_tls_started(&c->smtp);
-    }
-    enum tls_status st = srv_conn_tls_read(&l->io, &c->io, &l->plain);
-    if (buf_used(&l->plain))
-        feed_smtp(l, c, buf_peek(&l->plain), buf_used(&l->plain));
-    if (c->io.closing)
-        return;
-    if (st == TLS_CLOSED) {
-        srv_conn_finish(&l->io, &c->io);
-    } else if (st == TLS_ERROR) {
-        srv_conn_close(&l->io, &c->io, SRV_CLOSE_ABORT);
-    }
+    struct listener *l = ctx;
+    count(&l->st.tls);
+    smtp_server_tls_started(&lconn_from(b)->smtp);
 }
+
+/* A failed handshake is logged and closed quietly; a failed read aborts. */
+static void tls_hook_failed(void *ctx, struct srv_conn *b, int in_handshake)
+{
+    struct listener *l = ctx;
+    if (!in_handshake) {
+        srv_conn_close(&l->io, b, SRV_CLOSE_ABORT);
+        return;
+    }
+    fprintf(stderr, "tern: listener: TLS handshake from %s: %s\n", lconn_from(b)->ip,
+            tls_conn_error(b->tls));
+    srv_conn_close(&l->io, b, SRV_CLOSE_GRACEFUL);
+}
+
+static void tls_hook_plain(void *ctx, struct srv_conn *b, const uint8_t *p, size_t n)
+{
+    feed_smtp(ctx, lconn_from(b), p, n);
+}
+
+static const struct srv_tls_hooks tls_hooks = {tls_hook_up, tls_hook_failed, tls_hook_plain};
 
 /* --- connection slots ---------------------------------------------------- */
 
@@ -727,7 +728,7 @@ static void on_data(void *ctx, struct srv_conn *b, const uint8_t *p, size_t n)
     struct listener *l = ctx;
     struct lconn *c = lconn_from(b);
     if (c->io.tls)
-        on_tls_data(l, c, p, n);
+        srv_conn_tls_data(&l->io, b, p, n, &l->plain, &tls_hooks, l);
     else
         feed_smtp(l, c, p, n);
 }

@@ -262,32 +262,38 @@ void srv_conn_finish(struct srv_io *io, struct srv_conn *c)
     srv_conn_close(io, c, SRV_CLOSE_GRACEFUL);
 }
 
-enum srv_tls srv_conn_tls_in(struct srv_io *io, struct srv_conn *c, const uint8_t *p, size_t n)
+void srv_conn_tls_data(struct srv_io *io, struct srv_conn *c, const uint8_t *p, size_t n,
+                       struct buf *plain, const struct srv_tls_hooks *h, void *ctx)
 {
     if (!tls_conn_feed(c->tls, p, n)) {
         srv_conn_close(io, c, SRV_CLOSE_ABORT);
-        return SRV_TLS_CLOSED;
+        return;
     }
-    if (c->tls_done)
-        return SRV_TLS_READ;
-    enum tls_status st = tls_conn_handshake(c->tls);
-    srv_conn_take_tls(c);
-    srv_conn_dirty(io, c);
-    if (st == TLS_WANT_IO)
-        return SRV_TLS_WAIT;
-    if (st != TLS_OK)
-        return SRV_TLS_FAILED;
-    c->tls_done = 1;
-    return SRV_TLS_UP;
-}
-
-enum tls_status srv_conn_tls_read(struct srv_io *io, struct srv_conn *c, struct buf *plain)
-{
+    if (!c->tls_done) {
+        enum tls_status st = tls_conn_handshake(c->tls);
+        srv_conn_take_tls(c);
+        srv_conn_dirty(io, c);
+        if (st == TLS_WANT_IO)
+            return;
+        if (st != TLS_OK) {
+            h->failed(ctx, c, 1);
+            return;
+        }
+        c->tls_done = 1;
+        h->up(ctx, c);
+    }
     buf_reset(plain);
     enum tls_status st = tls_conn_read(c->tls, plain);
     srv_conn_take_tls(c);
     srv_conn_dirty(io, c);
-    return st;
+    if (buf_used(plain))
+        h->plain(ctx, c, buf_peek(plain), buf_used(plain));
+    if (c->closing)
+        return;
+    if (st == TLS_CLOSED)
+        srv_conn_finish(io, c);
+    else if (st == TLS_ERROR)
+        h->failed(ctx, c, 0);
 }
 
 /* --- completions --------------------------------------------------------- */

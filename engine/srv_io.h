@@ -153,17 +153,23 @@ void srv_conn_take_tls(struct srv_conn *c);
 /* The last bytes are queued: close_notify once TLS is up, then close. */
 void srv_conn_finish(struct srv_io *io, struct srv_conn *c);
 
-/* What srv_conn_tls_in made of received ciphertext. */
-enum srv_tls {
-    SRV_TLS_CLOSED,     /* connection closed (bad input): nothing to do */
-    SRV_TLS_WAIT,       /* handshake goes on */
-    SRV_TLS_FAILED,     /* handshake failed: the server reports and closes */
-    SRV_TLS_UP,         /* handshake just finished: read next */
-    SRV_TLS_READ        /* handshake was already done: read next */
+/* What the server does at the steps of srv_conn_tls_data. */
+struct srv_tls_hooks {
+    /* The handshake just finished (count it, restart the SMTP session). */
+    void (*up)(void *ctx, struct srv_conn *c);
+    /* The handshake (in_handshake) or a later read failed: report and
+     * close (tls_conn_error says why; an alert may be in the output). */
+    void (*failed)(void *ctx, struct srv_conn *c, int in_handshake);
+    /* Decrypted bytes for the session. */
+    void (*plain)(void *ctx, struct srv_conn *c, const uint8_t *p, size_t n);
 };
-enum srv_tls srv_conn_tls_in(struct srv_io *io, struct srv_conn *c, const uint8_t *p, size_t n);
-/* Decrypt what was fed into plain (reset first); the status of the read. */
-enum tls_status srv_conn_tls_read(struct srv_io *io, struct srv_conn *c, struct buf *plain);
+
+/* srv_conn_tls_data feeds ciphertext received after STARTTLS: drives the
+ * handshake, then decrypts into plain (scratch, reset first) for
+ * h->plain. The client's close_notify is answered and the connection
+ * closed; input TLS cannot take aborts it. */
+void srv_conn_tls_data(struct srv_io *io, struct srv_conn *c, const uint8_t *p, size_t n,
+                       struct buf *plain, const struct srv_tls_hooks *h, void *ctx);
 
 /* A recv CQE: the bytes go to on_data (for a live connection that is not
  * closing), the buffer back to the ring, and when the multishot ended it
