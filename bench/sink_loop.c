@@ -454,6 +454,8 @@ static void on_wake(struct loop *l)
 
 static void handle_cqe(struct loop *l, struct io_uring_cqe *cqe)
 {
+    if (srv_io_cqe(&l->io, cqe, on_data, l))
+        return;
     switch (srv_tag_kind(cqe->user_data)) {
     case OP_ACCEPT:
         if (cqe->res >= 0)
@@ -463,21 +465,14 @@ static void handle_cqe(struct loop *l, struct io_uring_cqe *cqe)
         if (!(cqe->flags & IORING_CQE_F_MORE))
             l->accept_armed = 0;
         break;
-    case SRV_OP_RECV:
-        srv_io_on_recv(&l->io, cqe, on_data, l);
-        break;
-    case SRV_OP_SEND:
-        srv_io_on_send(&l->io, cqe);
-        break;
     case OP_WAKE:
         on_wake(l);
         break;
     case OP_DELAY:
         on_delay(l, cqe);
         break;
-    case SRV_OP_CANCEL:
     default:
-        break;      /* cancel results (ENOENT, EALREADY) need nothing */
+        break;
     }
 }
 

@@ -795,6 +795,8 @@ static void on_tick(struct listener *l)
 
 static void handle_cqe(struct listener *l, struct io_uring_cqe *cqe)
 {
+    if (srv_io_cqe(&l->io, cqe, on_data, l))
+        return;
     switch (srv_tag_kind(cqe->user_data)) {
     case OP_ACCEPT: {
         int i = (int)srv_tag_slot(cqe->user_data);
@@ -806,12 +808,6 @@ static void handle_cqe(struct listener *l, struct io_uring_cqe *cqe)
             l->accept_armed[i] = 0;
         break;
     }
-    case SRV_OP_RECV:
-        srv_io_on_recv(&l->io, cqe, on_data, l);
-        break;
-    case SRV_OP_SEND:
-        srv_io_on_send(&l->io, cqe);
-        break;
     case OP_RRECV:
         redis_on_recv(l, cqe);
         break;
@@ -830,7 +826,6 @@ static void handle_cqe(struct listener *l, struct io_uring_cqe *cqe)
     case OP_AUTH:
         on_auth_results(l);
         break;
-    case SRV_OP_CANCEL:
     default:
         break;
     }

@@ -298,7 +298,7 @@ void srv_conn_tls_data(struct srv_io *io, struct srv_conn *c, const uint8_t *p, 
 
 /* --- completions --------------------------------------------------------- */
 
-void srv_io_on_recv(struct srv_io *io, const struct io_uring_cqe *cqe,
+static void on_recv(struct srv_io *io, const struct io_uring_cqe *cqe,
                     void (*on_data)(void *ctx, struct srv_conn *c, const uint8_t *p, size_t n),
                     void *ctx)
 {
@@ -329,7 +329,7 @@ void srv_io_on_recv(struct srv_io *io, const struct io_uring_cqe *cqe,
     }
 }
 
-void srv_io_on_send(struct srv_io *io, const struct io_uring_cqe *cqe)
+static void on_send(struct srv_io *io, const struct io_uring_cqe *cqe)
 {
     struct srv_conn *c = srv_conn_of(io, cqe->user_data);
     if (c == NULL)
@@ -343,6 +343,24 @@ void srv_io_on_send(struct srv_io *io, const struct io_uring_cqe *cqe)
         return;
     }
     buf_consume(&c->sending, (size_t)cqe->res);
+}
+
+int srv_io_cqe(struct srv_io *io, const struct io_uring_cqe *cqe,
+               void (*on_data)(void *ctx, struct srv_conn *c, const uint8_t *p, size_t n),
+               void *ctx)
+{
+    switch (srv_tag_kind(cqe->user_data)) {
+    case SRV_OP_RECV:
+        on_recv(io, cqe, on_data, ctx);
+        return 1;
+    case SRV_OP_SEND:
+        on_send(io, cqe);
+        return 1;
+    case SRV_OP_CANCEL:
+        return 1;   /* cancel results (ENOENT, EALREADY) need nothing */
+    default:
+        return 0;
+    }
 }
 
 void srv_io_return_bufs(struct srv_io *io)

@@ -171,14 +171,14 @@ struct srv_tls_hooks {
 void srv_conn_tls_data(struct srv_io *io, struct srv_conn *c, const uint8_t *p, size_t n,
                        struct buf *plain, const struct srv_tls_hooks *h, void *ctx);
 
-/* A recv CQE: the bytes go to on_data (for a live connection that is not
- * closing), the buffer back to the ring, and when the multishot ended it
- * is re-armed or the connection closed (0: the client closed). */
-void srv_io_on_recv(struct srv_io *io, const struct io_uring_cqe *cqe,
-                    void (*on_data)(void *ctx, struct srv_conn *c, const uint8_t *p, size_t n),
-                    void *ctx);
-/* A send CQE: consume what was sent; an error aborts the connection. */
-void srv_io_on_send(struct srv_io *io, const struct io_uring_cqe *cqe);
+/* srv_io_cqe handles a CQE of this module's kinds and returns 1; 0 for a
+ * server's own kind. A recv's bytes go to on_data (for a live connection
+ * that is not closing), the buffer back to the ring, and when the
+ * multishot ended it is re-armed or the connection closed (0: the client
+ * closed). A send's bytes are consumed; a send error aborts. */
+int srv_io_cqe(struct srv_io *io, const struct io_uring_cqe *cqe,
+               void (*on_data)(void *ctx, struct srv_conn *c, const uint8_t *p, size_t n),
+               void *ctx);
 
 /* Return this batch's buffers to the kernel; once a batch, first. */
 void srv_io_return_bufs(struct srv_io *io);
