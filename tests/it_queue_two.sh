@@ -6,10 +6,8 @@
 #  c. the queue ends empty, and both exit 0 on SIGTERM.
 set -u
 cd "$(dirname "$0")/.."
-. scripts/lib.sh
 . tests/queue_lib.sh
-tern_test_setup
-tern_redis || exit 1
+qsetup || exit 1
 N=3000
 
 qsink s --reply-delay 1 || exit 1
@@ -18,8 +16,7 @@ batch = 64
 max_in_memory = 256
 max_connections = 4
 EOC
-"$TERN" inject -c "$dir/s.conf" --generate $N --domains a.test,b.test,c.test,d.test --size 1k \
-    >/dev/null || fail inject "tern inject failed"
+qinject s --generate $N --domains a.test,b.test,c.test,d.test --size 1k
 qstart s one
 P1=$QPID
 qstart s two
