@@ -54,6 +54,6 @@ echo "info: $dups duplicates, $in_doubt in doubt, $inflight leased at the kill"
 [ "$dups" -le "$in_doubt" ] && [ "$in_doubt" -le "$inflight" ] && pass crash_duplicates_bounded ||
     fail crash_duplicates_bounded "$dups duplicates, $in_doubt in doubt, $inflight leased"
 [ "$(qleft s)" = 0 ] && pass crash_queue_empty || fail crash_queue_empty "$(qleft s) left"
-qstop "$SPID" && pass second_engine_clean_exit ||
+tern_stop "$SPID" && pass second_engine_clean_exit ||
     fail second_engine_clean_exit "$(tail -n 3 "$dir/s.second.rerr")"
 [ "$TERN_FAILS" -eq 0 ]

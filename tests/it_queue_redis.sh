@@ -69,7 +69,7 @@ grep -q 'Redis connection lost' "$dir/s.rerr" && grep -q 'Redis reconnected' "$d
     fail redis_stopped_under_load "all $N were delivered before Redis stopped"
 
 # --- c. clean stop ------------------------------------------------------------
-if qstop "$TPID"; then
+if tern_stop "$TPID"; then
     pass engine_stops_cleanly
 else
     fail engine_stops_cleanly "exit status $?: $(tail -n 3 "$dir/s.rerr")"
@@ -97,7 +97,7 @@ else
     fail redis_sigkill_nothing_lost "$(qids k) of $N delivered, $(qleft k) left"
 fi
 echo "info: after SIGKILL: $(qlines k) deliveries for $N messages"
-qstop "$KPID" && pass engine_stops_cleanly_after_sigkill ||
+tern_stop "$KPID" && pass engine_stops_cleanly_after_sigkill ||
     fail engine_stops_cleanly_after_sigkill "$(tail -n 3 "$dir/k.rerr")"
 
 # --- e. Redis still loading after a restart -------------------------------------
@@ -119,7 +119,7 @@ if qwait_ids l $N 450; then
 else
     fail redis_loading_nothing_lost "$(qids l) of $N delivered, $(qleft l) left"
 fi
-qstop "$LPID"
+tern_stop "$LPID"
 kill -TERM "$PPID_" 2>/dev/null
 wait "$PPID_" 2>/dev/null
 tern_forget_pid "$PPID_"

@@ -22,8 +22,8 @@ P1=$QPID
 qstart s two
 P2=$QPID
 qwait_ids s $N 450 || fail two_engines_all_delivered "$(qids s) of $N, $(qleft s) left"
-qstop "$P1" && ok1=1 || ok1=0
-qstop "$P2" && ok2=1 || ok2=0
+tern_stop "$P1" && ok1=1 || ok1=0
+tern_stop "$P2" && ok2=1 || ok2=0
 lines=$(qlines s)
 ids=$(qids s)
 [ "$ids" -eq $N ] && [ "$lines" -eq $N ] && pass two_engines_each_message_once ||

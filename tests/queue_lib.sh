@@ -10,7 +10,7 @@
 #   qinject NAME ARGS...  tern inject -c NAME.conf ARGS (output dropped); a failure fails "inject"
 #   qdrain NAME           tern run --drain into NAME.run/.rerr; its exit status
 #   qstart NAME [TAG]     tern run in the background (TAG: NAME.TAG.run/.rerr); PID in $QPID
-#   qstop PID             SIGTERM, wait, return its exit status
+#                         (stop it with tern_stop, scripts/lib.sh)
 #   qleft NAME            messages in Redis (ready + leased + scheduled)
 #   qleased               leased entries summed over every partition now
 #   qids NAME             distinct Message-IDs the sink recorded
@@ -59,14 +59,6 @@ qstart() {
     timeout "$QRUN_LIMIT" "$TERN" run -c "$dir/$1.conf" >"$dir/$1$tag.run" 2>"$dir/$1$tag.rerr" &
     QPID=$!
     TERN_PIDS="$TERN_PIDS $QPID"
-}
-
-qstop() {
-    kill -TERM "$1" 2>/dev/null
-    wait "$1"
-    local rc=$?
-    tern_forget_pid "$1"
-    return $rc
 }
 
 qleft() {
