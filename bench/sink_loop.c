@@ -398,7 +398,7 @@ static void on_accept(struct loop *l, int fd)
 
 /* --- completions ------------------------------------------------------- */
 
-/* Received bytes of a live connection (srv_io_on_recv). */
+/* Received bytes of a live connection (srv_io_cqe). */
 static void on_data(void *ctx, struct srv_conn *b, const uint8_t *p, size_t n)
 {
     struct loop *l = ctx;
