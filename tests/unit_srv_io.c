@@ -63,35 +63,46 @@ static void batch(struct server *s)
     srv_io_each_dirty(&s->io, service, s);
 }
 
-static int init(struct server *s)
+/* A server and a connection on one end of a socketpair (the test's end
+ * in *peer); NULL, everything freed, when any of it fails. */
+static struct srv_conn *setup(struct server *s, int *peer)
 {
     static const struct srv_io_params p = {
         .sq_entries = 16, .cq_entries = 64, .buf_size = T_BUF_SIZE, .nbufs = 8, .bgid = 3,
         .sqe_block = 1, .conn_size = sizeof(struct srv_conn), .first_slots = 2,
     };
     char err[256] = "";
+    int fds[2];
     memset(s, 0, sizeof(*s));
     if (!srv_io_init(&s->io, &p, err, sizeof(err))) {
         CHECK_FAILF("srv_io_init: %s", err);
-        return 0;
+        srv_io_free(&s->io, drop, s);
+        return NULL;
     }
-    return 1;
+    CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+    struct srv_conn *c = srv_conn_new(&s->io, fds[0]);
+    CHECK(c != NULL);
+    if (c == NULL) {
+        close(fds[0]);
+        close(fds[1]);
+        srv_io_free(&s->io, drop, s);
+        return NULL;
+    }
+    *peer = fds[1];
+    return c;
 }
 
 static void test_slots(void)
 {
     struct server s;
-    if (!init(&s)) {
-        srv_io_free(&s.io, drop, &s);
+    int peer;
+    struct srv_conn *a = setup(&s, &peer);
+    if (a == NULL)
         return;
-    }
-    int fds[2];
-    CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
-    struct srv_conn *a = srv_conn_new(&s.io, fds[0]);
-    struct srv_conn *b = srv_conn_new(&s.io, fds[1]);
-    struct srv_conn *c = srv_conn_new(&s.io, dup(fds[1]));   /* grows the table */
-    CHECK(a != NULL && b != NULL && c != NULL);
-    if (a == NULL || b == NULL || c == NULL) {
+    struct srv_conn *b = srv_conn_new(&s.io, peer);
+    struct srv_conn *c = srv_conn_new(&s.io, dup(peer));     /* grows the table */
+    CHECK(b != NULL && c != NULL);
+    if (b == NULL || c == NULL) {
         srv_io_free(&s.io, drop, &s);
         return;
     }
@@ -100,7 +111,7 @@ static void test_slots(void)
     CHECK(srv_conn_of(&s.io, old) == b);
     srv_conn_release(&s.io, b);
     CHECK(srv_conn_of(&s.io, old) == NULL);        /* freed: stale */
-    struct srv_conn *d = srv_conn_new(&s.io, dup(fds[0]));
+    struct srv_conn *d = srv_conn_new(&s.io, dup(a->fd));
     CHECK(d == b);                                  /* the slot is reused ... */
     CHECK(srv_conn_of(&s.io, old) == NULL);        /* ... under a new generation */
     CHECK(srv_conn_at(&s.io, 7, 0) == NULL);
@@ -110,28 +121,18 @@ static void test_slots(void)
 static void test_reply_recv_close(void)
 {
     struct server s;
-    if (!init(&s)) {
-        srv_io_free(&s.io, drop, &s);
+    int peer;
+    struct srv_conn *c = setup(&s, &peer);
+    if (c == NULL)
         return;
-    }
-    int fds[2];
-    CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
-    struct srv_conn *c = srv_conn_new(&s.io, fds[0]);
-    CHECK(c != NULL);
-    if (c == NULL) {
-        close(fds[0]);
-        close(fds[1]);
-        srv_io_free(&s.io, drop, &s);
-        return;
-    }
     CHECK_INT(srv_conn_arm_recv(&s.io, c), 1);
     CHECK_INT(srv_conn_write(&s.io, c, (const uint8_t *)"220 hi\r\n", 8), 1);
     batch(&s);                                      /* the send completes */
     char in[64] = "";
-    CHECK_INT(read(fds[1], in, sizeof(in) - 1), 8);
+    CHECK_INT(read(peer, in, sizeof(in) - 1), 8);
     CHECK_STR(in, "220 hi\r\n");
 
-    CHECK_INT(write(fds[1], "QUIT\r\n", 6), 6);
+    CHECK_INT(write(peer, "QUIT\r\n", 6), 6);
     for (int i = 0; i < T_WAIT_MAX && s.ngot < 6; i++)
         batch(&s);
     CHECK_INT(s.ngot, 6);
@@ -143,10 +144,10 @@ static void test_reply_recv_close(void)
         batch(&s);
     CHECK_INT(s.freed, 1);
     memset(in, 0, sizeof(in));
-    CHECK_INT(read(fds[1], in, sizeof(in) - 1), 9);
+    CHECK_INT(read(peer, in, sizeof(in) - 1), 9);
     CHECK_STR(in, "221 bye\r\n");
-    CHECK_INT(read(fds[1], in, sizeof(in)), 0);     /* then EOF */
-    close(fds[1]);
+    CHECK_INT(read(peer, in, sizeof(in)), 0);     /* then EOF */
+    close(peer);
     srv_io_free(&s.io, drop, &s);
 }
 
