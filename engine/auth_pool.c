@@ -59,6 +59,19 @@ static void *pool_main(void *arg)
     return NULL;
 }
 
+/* Release what auth_pool_new made, once the thread is gone (or was never
+ * started); efd may be -1 and the arrays NULL. */
+static void pool_release(struct auth_pool *p)
+{
+    if (p->efd >= 0)
+        close(p->efd);
+    free(p->jobs);
+    free(p->res);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    free(p);
+}
+
 struct auth_pool *auth_pool_new(const struct auth_creds *creds)
 {
     struct auth_pool *p = calloc(1, sizeof(*p));
@@ -72,13 +85,7 @@ struct auth_pool *auth_pool_new(const struct auth_creds *creds)
     pthread_cond_init(&p->cv, NULL);
     if (p->efd < 0 || p->jobs == NULL || p->res == NULL ||
         pthread_create(&p->thread, NULL, pool_main, p) != 0) {
-        if (p->efd >= 0)
-            close(p->efd);
-        free(p->jobs);
-        free(p->res);
-        pthread_mutex_destroy(&p->mu);
-        pthread_cond_destroy(&p->cv);
-        free(p);
+        pool_release(p);
         return NULL;
     }
     return p;
@@ -132,10 +139,5 @@ void auth_pool_free(struct auth_pool *p)
     pthread_join(p->thread, NULL);
     for (size_t i = 0; i < AUTH_POOL_QUEUE_MAX; i++)
         explicit_bzero(p->jobs[i].pass, sizeof(p->jobs[i].pass));
-    close(p->efd);
-    free(p->jobs);
-    free(p->res);
-    pthread_mutex_destroy(&p->mu);
-    pthread_cond_destroy(&p->cv);
-    free(p);
+    pool_release(p);
 }

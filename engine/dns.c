@@ -7,6 +7,8 @@
 #include <strings.h>
 #include <sys/socket.h>
 
+#include "engine/text.h"
+
 #define DNS_HEADER_LEN   12
 #define DNS_RR_FIXED     10      /* type, class, ttl, rdlength */
 #define DNS_TYPE_SOA     6
@@ -223,14 +225,7 @@ struct dns_cache {
 
 static uint64_t hash_name(const char *s, int qtype)
 {
-    uint64_t h = 1469598103934665603ULL ^ (uint64_t)qtype;
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch >= 'A' && ch <= 'Z')
-            ch = (unsigned char)(ch + 32);
-        h = (h ^ ch) * 1099511628211ULL;
-    }
-    return h;
+    return text_hash_lower(s, (uint64_t)qtype);
 }
 
 struct dns_cache *dns_cache_new(const struct dns_cache_limits *lim)

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "engine/config.h"
+#include "engine/text.h"
 #include "tls/tls.h"
 
 #define LISTEN_WORD_MAX 1100
@@ -24,22 +25,13 @@ void listen_config_defaults(struct listen_config *lc)
     lc->received = 1;
 }
 
-static int copy_word(char *dst, size_t cap, const char *src, size_t n)
-{
-    if (n == 0 || n >= cap)
-        return 0;
-    memcpy(dst, src, n);
-    dst[n] = '\0';
-    return 1;
-}
-
 /* "127.0.0.1:2525", "[::1]:2525", "*:2525" into a numeric address. */
 static const char *parse_listen_addr(struct listen_addr *a, const char *w, size_t n)
 {
     char text[sizeof(a->text)], host[64];
     int port;
     const char *why = "bad address";
-    if (!copy_word(text, sizeof(text), w, n) ||
+    if (!text_copy_n(text, sizeof(text), w, n) ||
         !config_split_hostport(text, host, sizeof(host), &port, &why))
         return why;
     if (port == 0)
@@ -96,7 +88,7 @@ static const char *listen_option(struct listen_addr *a, const char *w, size_t n)
         dst = a->key2;
     else
         return "unknown listen option (tls, cert, key, cert2, key2)";
-    return copy_word(dst, LISTEN_PATH_MAX, v, vl) ? NULL : "bad file name";
+    return text_copy_n(dst, LISTEN_PATH_MAX, v, vl) ? NULL : "bad file name";
 }
 
 /* Next space-separated word of (*p); its length, 0 at the end. */
@@ -161,7 +153,7 @@ static const char *apply_single(struct listen_config *lc, int bit, const char *v
     int64_t v64;
     switch (bit) {
     case SEEN_AUTH:
-        return copy_word(lc->auth_file, sizeof(lc->auth_file), val, strlen(val)) ? NULL
+        return text_copy_n(lc->auth_file, sizeof(lc->auth_file), val, strlen(val)) ? NULL
                                                                                 : "value too long";
     case SEEN_PROFILE:
         if (strcmp(val, "preferred") == 0)

@@ -1,11 +1,10 @@
 /*
  * listener.c - the SMTP injection listener's thread; see listener.h.
  *
- * Ring ops carry (kind, slot, generation) in user_data. A connection
- * counts its ops in flight (the multishot recv until its last CQE, the one
- * send) and is freed only when closing and at zero; a CQE whose generation
- * does not match its slot is stale. Sends: one in flight from `sending`,
- * never touched while the kernel reads it; new bytes go to `pending`.
+ * The ring, the receive buffers, connection slots, op tags and the
+ * send/close mechanics (one send in flight, a connection freed when closing
+ * and at zero ops) are engine/srv_io.h's, shared with the test sink; this
+ * file adds the listener's limits, deadlines, AUTH and Redis.
  *
  * Completions are handled in batches: every CQE of one io_uring_enter is
  * handled, then (finish_batch) buffers are returned, Redis commands of
@@ -21,13 +20,13 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,6 +37,7 @@
 #include "engine/auth.h"
 #include "engine/auth_pool.h"
 #include "engine/smtp_server.h"
+#include "engine/srv_io.h"
 #include "engine/worker.h"
 #include "tls/tls.h"
 
@@ -46,8 +46,6 @@
 #define LS_BUF_SIZE        (16 * 1024)   /* one recv; <= TLS_FEED_MAX */
 #define LS_NBUFS           256           /* power of two */
 #define LS_BGID            7
-#define LS_SLOT_BITS       24
-#define LS_MAX_SLOTS       (1u << LS_SLOT_BITS)
 #define LS_BACKLOG         1024
 #define LS_TICK_MS         100
 #define LS_REDIS_RECV      (64 * 1024)
@@ -60,25 +58,16 @@
 _Static_assert(LS_BUF_SIZE <= TLS_FEED_MAX, "one recv must fit one TLS feed");
 _Static_assert((LS_NBUFS & (LS_NBUFS - 1)) == 0, "buffer ring size is a power of two");
 
-enum op_kind {
-    OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_WAKE, OP_TICK, OP_RRECV, OP_RSEND, OP_AUTH, OP_CANCEL
-};
-enum close_kind { CLOSE_NONE, CLOSE_GRACEFUL, CLOSE_ABORT };
+/* Ops of the listener; receive, send and cancel are srv_io's. */
+enum op_kind { OP_ACCEPT = SRV_OP_USER, OP_WAKE, OP_TICK, OP_RRECV, OP_RSEND, OP_AUTH };
 
 struct lconn {
-    int fd;
-    uint32_t slot, gen;
-    int inflight;
-    unsigned recv_armed : 1, send_inflight : 1, dirty : 1, shut : 1, in_use : 1;
+    struct srv_conn io;         /* first: the slot table holds these */
     unsigned counted : 1;       /* counts against the connection limits */
     unsigned redis_wait : 1;    /* message handed to Redis, reply pending */
     unsigned auth_wait : 1;     /* password handed to the auth pool */
-    unsigned tls_done : 1;
-    enum close_kind closing;
     int lidx;                   /* which listen line */
-    struct buf sending, pending;
     struct smtp_server smtp;
-    struct tls_conn *tls;
     char ip[INET6_ADDRSTRLEN];
     int64_t deadline_ms;        /* monotonic */
 };
@@ -115,15 +104,7 @@ struct listener {
     } st;
 
     /* thread state */
-    struct io_uring ring;
-    int ring_ok;
-    struct io_uring_buf_ring *br;
-    size_t br_bytes;
-    uint8_t *bufs;
-    size_t bufs_bytes;
-    unsigned br_mask, br_added;
-    struct lconn **conns;
-    uint32_t nconns, capconns, *freelist, nfree, *dirty, ndirty;
+    struct srv_io io;           /* ring, receive buffers, connection slots */
     int live;                   /* counted connections */
     int accept_armed[LISTEN_MAX];
     struct buf plain;           /* TLS plaintext scratch */
@@ -161,13 +142,13 @@ static int64_t wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static uint64_t tag(enum op_kind k, uint32_t slot, uint32_t gen)
+_Static_assert(offsetof(struct lconn, io) == 0, "struct lconn starts with its srv_conn");
+
+/* The connection whose srv_conn this is (its first member). */
+static struct lconn *lconn_from(struct srv_conn *b)
 {
-    return ((uint64_t)k << 56) | ((uint64_t)(slot & (LS_MAX_SLOTS - 1)) << 32) | gen;
+    return (struct lconn *)b;
 }
-static enum op_kind tag_kind(uint64_t t) { return (enum op_kind)(t >> 56); }
-static uint32_t tag_slot(uint64_t t) { return (uint32_t)(t >> 32) & (LS_MAX_SLOTS - 1); }
-static uint32_t tag_gen(uint64_t t) { return (uint32_t)t; }
 
 static void count(_Atomic uint64_t *c)
 {
@@ -179,84 +160,29 @@ static void logf_ls(const char *what, const char *detail)
     fprintf(stderr, "tern: listener: %s: %s\n", what, detail);
 }
 
-static struct io_uring_sqe *get_sqe(struct listener *l)
-{
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&l->ring);
-    while (sqe == NULL) {
-        io_uring_submit(&l->ring);
-        sqe = io_uring_get_sqe(&l->ring);
-    }
-    return sqe;
-}
-
 /* --- connections: output and closing ------------------------------------ */
-
-static void mark_dirty(struct listener *l, struct lconn *c)
-{
-    if (!c->dirty) {
-        c->dirty = 1;
-        l->dirty[l->ndirty++] = c->slot;
-    }
-}
-
-static void conn_close(struct listener *l, struct lconn *c, enum close_kind k)
-{
-    if (k > c->closing)
-        c->closing = k;
-    mark_dirty(l, c);
-}
-
-static void take_tls_output(struct lconn *c)
-{
-    size_t n;
-    const uint8_t *p = tls_conn_output(c->tls, &n);
-    if (n) {
-        buf_append(&c->pending, p, n);
-        tls_conn_output_consume(c->tls, n);
-    }
-}
-
-/* Plaintext for the client: encrypted once TLS is up. */
-static void send_plain(struct listener *l, struct lconn *c, const uint8_t *p, size_t n)
-{
-    if (n == 0)
-        return;
-    if (c->tls && c->tls_done) {
-        if (tls_conn_write(c->tls, p, n) != TLS_OK)
-            conn_close(l, c, CLOSE_ABORT);
-        take_tls_output(c);
-    } else {
-        buf_append(&c->pending, p, n);
-    }
-    if (c->pending.err)
-        conn_close(l, c, CLOSE_ABORT);
-    mark_dirty(l, c);
-}
 
 static void flush_smtp(struct listener *l, struct lconn *c)
 {
     size_t n;
     const uint8_t *p = smtp_server_output(&c->smtp, &n);
-    send_plain(l, c, p, n);
+    srv_conn_write(&l->io, &c->io, p, n);  /* a TLS failure closes it */
     smtp_server_output_consume(&c->smtp, n);
 }
 
 /* Say a last line (421) and close. */
 static void say_and_close(struct listener *l, struct lconn *c, const char *text)
 {
-    if (c->tls && !c->tls_done) {   /* mid-handshake: no place for a reply */
-        conn_close(l, c, CLOSE_GRACEFUL);
+    if (c->io.tls && !c->io.tls_done) {   /* mid-handshake: no place for a reply */
+        srv_conn_close(&l->io, &c->io, SRV_CLOSE_GRACEFUL);
         return;
     }
     char line[SMTP_SERVER_REPLY_MAX];
     int n = snprintf(line, sizeof(line), "421 %s %s\r\n", l->cfg->hostname, text);
     if (n > 0)
-        send_plain(l, c, (const uint8_t *)line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
-    if (c->tls && c->tls_done) {
-        tls_conn_close(c->tls);
-        take_tls_output(c);
-    }
-    conn_close(l, c, CLOSE_GRACEFUL);
+        srv_conn_write(&l->io, &c->io, (const uint8_t *)line,
+                       (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+    srv_conn_finish(&l->io, &c->io);
 }
 
 static void set_deadline(struct listener *l, struct lconn *c)
@@ -291,10 +217,8 @@ static struct rexp *rq_push(struct listener *l)
 
 static struct lconn *conn_at(struct listener *l, uint32_t slot, uint32_t gen)
 {
-    if (slot >= l->nconns)
-        return NULL;
-    struct lconn *c = l->conns[slot];
-    return c->in_use && c->gen == gen ? c : NULL;
+    struct srv_conn *b = srv_conn_at(&l->io, slot, gen);
+    return b ? lconn_from(b) : NULL;
 }
 
 static void run_smtp(struct listener *l, struct lconn *c);
@@ -318,7 +242,7 @@ static void message_done(struct listener *l, const struct rexp *e, int ok)
         snprintf(line, sizeof(line), "451 4.3.0 Error: queue unavailable, try again later");
     smtp_server_message_reply(&c->smtp, line);
     set_deadline(l, c);
-    if (!c->closing)
+    if (!c->io.closing)
         run_smtp(l, c);
 }
 
@@ -427,7 +351,7 @@ static void on_redis_reply(struct listener *l, redisReply *r)
 
 static void redis_on_recv(struct listener *l, struct io_uring_cqe *cqe)
 {
-    if (tag_gen(cqe->user_data) != l->rgen)
+    if (srv_tag_gen(cqe->user_data) != l->rgen)
         return;
     l->rrecv_armed = 0;
     if (cqe->res <= 0) {
@@ -450,7 +374,7 @@ static void redis_on_recv(struct listener *l, struct io_uring_cqe *cqe)
 static void redis_on_send(struct listener *l, struct io_uring_cqe *cqe)
 {
     l->rsend_inflight = 0;
-    if (tag_gen(cqe->user_data) != l->rgen) {
+    if (srv_tag_gen(cqe->user_data) != l->rgen) {
         buf_reset(&l->rsending);    /* for a connection already gone */
         return;
     }
@@ -474,17 +398,17 @@ static void redis_kick(struct listener *l)
             l->rpending = t;
         }
         if (buf_used(&l->rsending) > 0) {
-            struct io_uring_sqe *sqe = get_sqe(l);
+            struct io_uring_sqe *sqe = srv_io_sqe(&l->io);
             io_uring_prep_send(sqe, l->rfd, buf_peek(&l->rsending), buf_used(&l->rsending),
                                MSG_NOSIGNAL);
-            io_uring_sqe_set_data64(sqe, tag(OP_RSEND, 0, l->rgen));
+            io_uring_sqe_set_data64(sqe, srv_tag(OP_RSEND, 0, l->rgen));
             l->rsend_inflight = 1;
         }
     }
     if (!l->rrecv_armed) {  /* also while idle: a lost connection shows at once */
-        struct io_uring_sqe *sqe = get_sqe(l);
+        struct io_uring_sqe *sqe = srv_io_sqe(&l->io);
         io_uring_prep_recv(sqe, l->rfd, l->rrecv, LS_REDIS_RECV, 0);
-        io_uring_sqe_set_data64(sqe, tag(OP_RRECV, 0, l->rgen));
+        io_uring_sqe_set_data64(sqe, srv_tag(OP_RRECV, 0, l->rgen));
         l->rrecv_armed = 1;
     }
 }
@@ -606,8 +530,8 @@ static void on_message(struct listener *l, struct lconn *c)
         smtp_server_message_reply(&c->smtp, "451 4.3.0 Error: queue unavailable, try again later");
         return;
     }
-    x->slot = c->slot;
-    x->gen = c->gen;
+    x->slot = c->io.slot;
+    x->gen = c->io.gen;
     x->ndomains = nd;
     x->left = nd + 2;
     x->sent_ms = l->now_ms;
@@ -631,7 +555,7 @@ static void on_auth(struct listener *l, struct lconn *c)
     const char *user, *pass;
     if (!smtp_server_auth_creds(&c->smtp, &user, &pass))
         return;
-    if (l->pool && auth_pool_submit(l->pool, (uint64_t)c->slot << 32 | c->gen, user, pass)) {
+    if (l->pool && auth_pool_submit(l->pool, (uint64_t)c->io.slot << 32 | c->io.gen, user, pass)) {
         c->auth_wait = 1;
         set_deadline(l, c);
         return;
@@ -641,9 +565,9 @@ static void on_auth(struct listener *l, struct lconn *c)
 
 static void arm_auth_read(struct listener *l)
 {
-    struct io_uring_sqe *sqe = get_sqe(l);
+    struct io_uring_sqe *sqe = srv_io_sqe(&l->io);
     io_uring_prep_read(sqe, auth_pool_fd(l->pool), &l->auth_val, sizeof(l->auth_val), 0);
-    io_uring_sqe_set_data64(sqe, tag(OP_AUTH, 0, 0));
+    io_uring_sqe_set_data64(sqe, srv_tag(OP_AUTH, 0, 0));
 }
 
 static void on_auth_results(struct listener *l)
@@ -658,7 +582,7 @@ static void on_auth_results(struct listener *l)
             c->auth_wait = 0;
             auth_answer(l, c, r[i].ok);
             set_deadline(l, c);
-            if (!c->closing)
+            if (!c->io.closing)
                 run_smtp(l, c);
         }
     }
@@ -679,17 +603,17 @@ static void run_smtp(struct listener *l, struct lconn *c)
             on_auth(l, c);
         } else if (ev.kind == SMTP_SRV_EV_STARTTLS) {
             flush_smtp(l, c);       /* the 220 goes out in plaintext */
-            c->tls = tls_conn_server_new(l->tls[c->lidx]);
-            if (c->tls == NULL)
-                conn_close(l, c, CLOSE_ABORT);
+            c->io.tls = tls_conn_server_new(l->tls[c->lidx]);
+            if (c->io.tls == NULL)
+                srv_conn_close(&l->io, &c->io, SRV_CLOSE_ABORT);
             return;
         } else {                    /* CLOSE */
             flush_smtp(l, c);
-            if (c->tls && c->tls_done) {
-                tls_conn_close(c->tls);
-                take_tls_output(c);
+            if (c->io.tls && c->io.tls_done) {
+                tls_conn_close(c->io.tls);
+                srv_conn_take_tls(&c->io);
             }
-            conn_close(l, c, CLOSE_GRACEFUL);
+            srv_conn_close(&l->io, &c->io, SRV_CLOSE_GRACEFUL);
             return;
         }
     }
@@ -704,132 +628,63 @@ static void feed_smtp(struct listener *l, struct lconn *c, const uint8_t *p, siz
     set_deadline(l, c);
 }
 
-static void on_tls_data(struct listener *l, struct lconn *c, const uint8_t *p, size_t n)
+/* srv_tls_hooks of the listener. */
+static void tls_hook_up(void *ctx, struct srv_conn *b)
 {
-    if (!tls_conn_feed(c->tls, p, n)) {
-        conn_close(l, c, CLOSE_ABORT);
-        return;
-    }
-    if (!c->tls_done) {
-        enum tls_status st = tls_conn_handshake(c->tls);
-        take_tls_output(c);
-        mark_dirty(l, c);
-        if (st == TLS_WANT_IO)
-            return;
-        if (st != TLS_OK) {
-            fprintf(stderr, "tern: listener: TLS handshake from %s: %s\n", c->ip,
-                    tls_conn_error(c->tls));
-            conn_close(l, c, CLOSE_GRACEFUL);
-            return;
-        }
-        c->tls_done = 1;
-        count(&l->st.tls);
-        smtp_server_tls_started(&c->smtp);
-    }
-    buf_reset(&l->plain);
-    enum tls_status st = tls_conn_read(c->tls, &l->plain);
-    take_tls_output(c);
-    mark_dirty(l, c);
-    if (buf_used(&l->plain))
-        feed_smtp(l, c, buf_peek(&l->plain), buf_used(&l->plain));
-    if (c->closing)
-        return;
-    if (st == TLS_CLOSED) {
-        tls_conn_close(c->tls);
-        take_tls_output(c);
-        conn_close(l, c, CLOSE_GRACEFUL);
-    } else if (st == TLS_ERROR) {
-        conn_close(l, c, CLOSE_ABORT);
-    }
+    struct listener *l = ctx;
+    count(&l->st.tls);
+    smtp_server_tls_started(&lconn_from(b)->smtp);
 }
+
+/* A failed handshake is logged and closed quietly; a failed read aborts. */
+static void tls_hook_failed(void *ctx, struct srv_conn *b, int in_handshake)
+{
+    struct listener *l = ctx;
+    if (!in_handshake) {
+        srv_conn_close(&l->io, b, SRV_CLOSE_ABORT);
+        return;
+    }
+    fprintf(stderr, "tern: listener: TLS handshake from %s: %s\n", lconn_from(b)->ip,
+            tls_conn_error(b->tls));
+    srv_conn_close(&l->io, b, SRV_CLOSE_GRACEFUL);
+}
+
+static void tls_hook_plain(void *ctx, struct srv_conn *b, const uint8_t *p, size_t n)
+{
+    feed_smtp(ctx, lconn_from(b), p, n);
+}
+
+static const struct srv_tls_hooks tls_hooks = {tls_hook_up, tls_hook_failed, tls_hook_plain};
 
 /* --- connection slots ---------------------------------------------------- */
 
-static struct lconn *conn_new(struct listener *l, int fd)
-{
-    uint32_t slot;
-    if (l->nfree) {
-        slot = l->freelist[--l->nfree];
-    } else {
-        if (l->nconns == l->capconns) {
-            uint32_t ncap = l->capconns ? l->capconns * 2 : 64;
-            if (ncap > LS_MAX_SLOTS)
-                return NULL;
-            struct lconn **nc = realloc(l->conns, ncap * sizeof(*nc));
-            if (nc == NULL)
-                return NULL;
-            l->conns = nc;
-            uint32_t *nf = realloc(l->freelist, ncap * sizeof(*nf));
-            if (nf == NULL)
-                return NULL;
-            l->freelist = nf;
-            uint32_t *nd = realloc(l->dirty, ncap * sizeof(*nd));
-            if (nd == NULL)
-                return NULL;
-            l->dirty = nd;
-            l->capconns = ncap;
-        }
-        l->conns[l->nconns] = calloc(1, sizeof(struct lconn));
-        if (l->conns[l->nconns] == NULL)
-            return NULL;
-        slot = l->nconns++;
-    }
-    struct lconn *c = l->conns[slot];
-    uint32_t gen = c->gen;
-    memset(c, 0, sizeof(*c));
-    c->slot = slot;
-    c->gen = gen;
-    c->fd = fd;
-    c->in_use = 1;
-    buf_init(&c->sending, 0);
-    buf_init(&c->pending, 0);
-    return c;
-}
-
 static void conn_free(struct listener *l, struct lconn *c)
 {
-    close(c->fd);
     smtp_server_cleanup(&c->smtp);
-    tls_conn_free(c->tls);
-    c->tls = NULL;
-    buf_free(&c->sending);
-    buf_free(&c->pending);
     if (c->counted)
         l->live--;
-    c->in_use = 0;
-    c->gen++;
-    l->freelist[l->nfree++] = c->slot;
+    srv_conn_release(&l->io, &c->io);
 }
 
 static int same_ip_count(struct listener *l, const char *ip)
 {
     int n = 0;
-    for (uint32_t i = 0; i < l->nconns; i++) {
-        struct lconn *o = l->conns[i];
-        n += o->in_use && o->counted && strcmp(o->ip, ip) == 0;
+    for (uint32_t i = 0; i < l->io.nconns; i++) {
+        struct lconn *o = lconn_from(l->io.conns[i]);
+        n += o->io.in_use && o->counted && strcmp(o->ip, ip) == 0;
     }
     return n;
 }
 
-static void arm_recv(struct listener *l, struct lconn *c)
-{
-    struct io_uring_sqe *sqe = get_sqe(l);
-    io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
-    sqe->flags |= IOSQE_BUFFER_SELECT;
-    sqe->buf_group = LS_BGID;
-    io_uring_sqe_set_data64(sqe, tag(OP_RECV, c->slot, c->gen));
-    c->recv_armed = 1;
-    c->inflight++;
-}
-
 static void on_accept(struct listener *l, int lidx, int fd)
 {
-    struct lconn *c = conn_new(l, fd);
-    if (c == NULL) {
+    struct srv_conn *b = srv_conn_new(&l->io, fd);
+    if (b == NULL) {
         logf_ls("accept", "out of memory");
         close(fd);
         return;
     }
+    struct lconn *c = lconn_from(b);
     c->lidx = lidx;
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
@@ -841,7 +696,7 @@ static void on_accept(struct listener *l, int lidx, int fd)
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (!smtp_server_init(&c->smtp, &l->scfg[lidx])) {
-        conn_close(l, c, CLOSE_ABORT);
+        srv_conn_close(&l->io, &c->io, SRV_CLOSE_ABORT);
         return;
     }
     if (l->live >= l->lc->max_connections || same_ip_count(l, c->ip) >= l->lc->max_per_ip ||
@@ -861,89 +716,45 @@ static void on_accept(struct listener *l, int lidx, int fd)
                                                                 (struct sockaddr *)&ss));
     flush_smtp(l, c);
     set_deadline(l, c);
-    arm_recv(l, c);
+    if (!srv_conn_arm_recv(&l->io, &c->io))
+        srv_conn_close(&l->io, &c->io, SRV_CLOSE_ABORT);
 }
 
 /* --- completions --------------------------------------------------------- */
 
-static struct lconn *conn_of(struct listener *l, uint64_t t)
+/* Received bytes of a live connection (srv_io_cqe). */
+static void on_data(void *ctx, struct srv_conn *b, const uint8_t *p, size_t n)
 {
-    return conn_at(l, tag_slot(t), tag_gen(t));
-}
-
-static void recycle_buffer(struct listener *l, unsigned bid)
-{
-    io_uring_buf_ring_add(l->br, l->bufs + (size_t)bid * LS_BUF_SIZE, LS_BUF_SIZE,
-                          (unsigned short)bid, l->br_mask, (int)l->br_added);
-    l->br_added++;
-}
-
-static void on_recv(struct listener *l, struct io_uring_cqe *cqe)
-{
-    struct lconn *c = conn_of(l, cqe->user_data);
-    int more = (cqe->flags & IORING_CQE_F_MORE) != 0;
-    if (cqe->flags & IORING_CQE_F_BUFFER) {
-        unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-        if (c && cqe->res > 0 && !c->closing) {
-            const uint8_t *p = l->bufs + (size_t)bid * LS_BUF_SIZE;
-            if (c->tls)
-                on_tls_data(l, c, p, (size_t)cqe->res);
-            else
-                feed_smtp(l, c, p, (size_t)cqe->res);
-        }
-        recycle_buffer(l, bid);
-    }
-    if (c == NULL || more)
-        return;
-    c->recv_armed = 0;
-    c->inflight--;
-    mark_dirty(l, c);
-    if (c->closing)
-        return;
-    if (cqe->res == -ENOBUFS || cqe->res > 0)
-        arm_recv(l, c);
+    struct listener *l = ctx;
+    struct lconn *c = lconn_from(b);
+    if (c->io.tls)
+        srv_conn_tls_data(&l->io, b, p, n, &l->plain, &tls_hooks, l);
     else
-        conn_close(l, c, cqe->res == 0 ? CLOSE_GRACEFUL : CLOSE_ABORT);
-}
-
-static void on_send(struct listener *l, struct io_uring_cqe *cqe)
-{
-    struct lconn *c = conn_of(l, cqe->user_data);
-    if (c == NULL)
-        return;
-    c->send_inflight = 0;
-    c->inflight--;
-    mark_dirty(l, c);
-    if (cqe->res < 0) {
-        buf_reset(&c->sending);
-        conn_close(l, c, CLOSE_ABORT);
-        return;
-    }
-    buf_consume(&c->sending, (size_t)cqe->res);
+        feed_smtp(l, c, p, n);
 }
 
 static void arm_accept(struct listener *l, int i)
 {
-    struct io_uring_sqe *sqe = get_sqe(l);
+    struct io_uring_sqe *sqe = srv_io_sqe(&l->io);
     io_uring_prep_multishot_accept(sqe, l->lfd[i], NULL, NULL, SOCK_CLOEXEC);
-    io_uring_sqe_set_data64(sqe, tag(OP_ACCEPT, (uint32_t)i, 0));
+    io_uring_sqe_set_data64(sqe, srv_tag(OP_ACCEPT, (uint32_t)i, 0));
     l->accept_armed[i] = 1;
 }
 
 static void arm_wake(struct listener *l)
 {
-    struct io_uring_sqe *sqe = get_sqe(l);
+    struct io_uring_sqe *sqe = srv_io_sqe(&l->io);
     io_uring_prep_read(sqe, l->wake_fd, &l->wake_val, sizeof(l->wake_val), 0);
-    io_uring_sqe_set_data64(sqe, tag(OP_WAKE, 0, 0));
+    io_uring_sqe_set_data64(sqe, srv_tag(OP_WAKE, 0, 0));
 }
 
 static void arm_tick(struct listener *l)
 {
     l->tick_ts.tv_sec = 0;
     l->tick_ts.tv_nsec = LS_TICK_MS * 1000000LL;
-    struct io_uring_sqe *sqe = get_sqe(l);
+    struct io_uring_sqe *sqe = srv_io_sqe(&l->io);
     io_uring_prep_timeout(sqe, &l->tick_ts, 0, 0);
-    io_uring_sqe_set_data64(sqe, tag(OP_TICK, 0, 0));
+    io_uring_sqe_set_data64(sqe, srv_tag(OP_TICK, 0, 0));
 }
 
 static void begin_stop(struct listener *l)
@@ -953,9 +764,9 @@ static void begin_stop(struct listener *l)
     for (int i = 0; i < l->lc->n; i++) {
         if (l->lfd[i] < 0)
             continue;
-        struct io_uring_sqe *sqe = get_sqe(l);
-        io_uring_prep_cancel64(sqe, tag(OP_ACCEPT, (uint32_t)i, 0), 0);
-        io_uring_sqe_set_data64(sqe, tag(OP_CANCEL, 0, 0));
+        struct io_uring_sqe *sqe = srv_io_sqe(&l->io);
+        io_uring_prep_cancel64(sqe, srv_tag(OP_ACCEPT, (uint32_t)i, 0), 0);
+        io_uring_sqe_set_data64(sqe, srv_tag(SRV_OP_CANCEL, 0, 0));
     }
 }
 
@@ -967,9 +778,9 @@ static void on_tick(struct listener *l)
         if (l->now_ms - e->sent_ms > LS_REDIS_TIMEOUT_MS)
             redis_down(l, "no reply in time");
     }
-    for (uint32_t i = 0; i < l->nconns; i++) {
-        struct lconn *c = l->conns[i];
-        if (!c->in_use || c->closing)
+    for (uint32_t i = 0; i < l->io.nconns; i++) {
+        struct lconn *c = lconn_from(l->io.conns[i]);
+        if (!c->io.in_use || c->io.closing)
             continue;
         if (l->stopping && !c->redis_wait)
             say_and_close(l, c, "Service shutting down");
@@ -984,9 +795,11 @@ static void on_tick(struct listener *l)
 
 static void handle_cqe(struct listener *l, struct io_uring_cqe *cqe)
 {
-    switch (tag_kind(cqe->user_data)) {
+    if (srv_io_cqe(&l->io, cqe, on_data, l))
+        return;
+    switch (srv_tag_kind(cqe->user_data)) {
     case OP_ACCEPT: {
-        int i = (int)tag_slot(cqe->user_data);
+        int i = (int)srv_tag_slot(cqe->user_data);
         if (cqe->res >= 0)
             on_accept(l, i, cqe->res);
         else if (cqe->res != -EINTR && cqe->res != -ECONNABORTED && cqe->res != -ECANCELED)
@@ -995,12 +808,6 @@ static void handle_cqe(struct listener *l, struct io_uring_cqe *cqe)
             l->accept_armed[i] = 0;
         break;
     }
-    case OP_RECV:
-        on_recv(l, cqe);
-        break;
-    case OP_SEND:
-        on_send(l, cqe);
-        break;
     case OP_RRECV:
         redis_on_recv(l, cqe);
         break;
@@ -1019,60 +826,31 @@ static void handle_cqe(struct listener *l, struct io_uring_cqe *cqe)
     case OP_AUTH:
         on_auth_results(l);
         break;
-    case OP_CANCEL:
     default:
         break;
     }
 }
 
-static void service_conn(struct listener *l, struct lconn *c)
+/* Start sends and closes for the connections touched in this batch. */
+static void service_conn(void *ctx, struct srv_conn *b)
 {
-    if (c->closing == CLOSE_ABORT)
-        buf_reset(&c->pending);
-    if (!c->send_inflight && c->closing != CLOSE_ABORT) {
-        if (buf_used(&c->sending) == 0 && buf_used(&c->pending) > 0) {
-            struct buf t = c->sending;
-            c->sending = c->pending;
-            c->pending = t;
-        }
-        if (buf_used(&c->sending) > 0) {
-            struct io_uring_sqe *sqe = get_sqe(l);
-            io_uring_prep_send(sqe, c->fd, buf_peek(&c->sending), buf_used(&c->sending),
-                               MSG_NOSIGNAL);
-            io_uring_sqe_set_data64(sqe, tag(OP_SEND, c->slot, c->gen));
-            c->send_inflight = 1;
-            c->inflight++;
-        }
-    }
-    if (c->closing && !c->shut &&
-        (c->closing == CLOSE_ABORT ||
-         (!c->send_inflight && buf_used(&c->sending) == 0 && buf_used(&c->pending) == 0))) {
-        shutdown(c->fd, SHUT_RDWR);
-        c->shut = 1;
-        if (c->recv_armed) {
-            struct io_uring_sqe *sqe = get_sqe(l);
-            io_uring_prep_cancel64(sqe, tag(OP_RECV, c->slot, c->gen), 0);
-            io_uring_sqe_set_data64(sqe, tag(OP_CANCEL, c->slot, c->gen));
-        }
-    }
-    c->dirty = 0;
-    if (c->closing && c->shut && c->inflight == 0)
-        conn_free(l, c);
+    struct listener *l = ctx;
+    srv_conn_service(&l->io, b);
+    if (srv_conn_done(b))
+        conn_free(l, lconn_from(b));
+}
+
+/* srv_io_free: a connection still open at the end. */
+static void drop_conn(void *ctx, struct srv_conn *b)
+{
+    conn_free(ctx, lconn_from(b));
 }
 
 static void finish_batch(struct listener *l)
 {
-    if (l->br_added) {
-        io_uring_buf_ring_advance(l->br, (int)l->br_added);
-        l->br_added = 0;
-    }
+    srv_io_return_bufs(&l->io);
     redis_kick(l);
-    for (uint32_t i = 0; i < l->ndirty; i++) {
-        struct lconn *c = l->conns[l->dirty[i]];
-        if (c->in_use && c->dirty)
-            service_conn(l, c);
-    }
-    l->ndirty = 0;
+    srv_io_each_dirty(&l->io, service_conn, l);
     for (int i = 0; i < l->lc->n && !l->stopping; i++)
         if (!l->accept_armed[i])
             arm_accept(l, i);
@@ -1082,53 +860,12 @@ static void finish_batch(struct listener *l)
 
 static int ring_setup(struct listener *l, char *err, size_t errlen)
 {
-    struct io_uring_params p;
-    memset(&p, 0, sizeof(p));
-    p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_CQSIZE;
-    p.cq_entries = LS_CQ_ENTRIES;
-    int ret = io_uring_queue_init_params(LS_SQ_ENTRIES, &l->ring, &p);
-    if (ret < 0) {
-        memset(&p, 0, sizeof(p));
-        p.flags = IORING_SETUP_CQSIZE;
-        p.cq_entries = LS_CQ_ENTRIES;
-        ret = io_uring_queue_init_params(LS_SQ_ENTRIES, &l->ring, &p);
-    }
-    if (ret < 0) {
-        snprintf(err, errlen, "io_uring_queue_init: %s", strerror(-ret));
-        return 0;
-    }
-    l->ring_ok = 1;
-    l->br_bytes = LS_NBUFS * sizeof(struct io_uring_buf);
-    void *m = mmap(NULL, l->br_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-    l->bufs_bytes = (size_t)LS_NBUFS * LS_BUF_SIZE;
-    void *b = mmap(NULL, l->bufs_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-    if (m == MAP_FAILED || b == MAP_FAILED) {
-        if (m != MAP_FAILED)
-            munmap(m, l->br_bytes);
-        if (b != MAP_FAILED)
-            munmap(b, l->bufs_bytes);
-        snprintf(err, errlen, "mmap: %s", strerror(errno));
-        return 0;
-    }
-    l->br = m;
-    l->bufs = b;
-    struct io_uring_buf_reg reg;
-    memset(&reg, 0, sizeof(reg));
-    reg.ring_addr = (unsigned long)l->br;
-    reg.ring_entries = LS_NBUFS;
-    reg.bgid = LS_BGID;
-    ret = io_uring_register_buf_ring(&l->ring, &reg, 0);
-    if (ret < 0) {
-        snprintf(err, errlen, "io_uring_register_buf_ring: %s", strerror(-ret));
-        return 0;
-    }
-    io_uring_buf_ring_init(l->br);
-    l->br_mask = (unsigned)io_uring_buf_ring_mask(LS_NBUFS);
-    for (unsigned i = 0; i < LS_NBUFS; i++)
-        io_uring_buf_ring_add(l->br, l->bufs + (size_t)i * LS_BUF_SIZE, LS_BUF_SIZE,
-                              (unsigned short)i, l->br_mask, (int)i);
-    io_uring_buf_ring_advance(l->br, LS_NBUFS);
-    return 1;
+    static const struct srv_io_params p = {
+        .sq_entries = LS_SQ_ENTRIES, .cq_entries = LS_CQ_ENTRIES,
+        .buf_size = LS_BUF_SIZE, .nbufs = LS_NBUFS, .bgid = LS_BGID,
+        .sqe_block = 1, .conn_size = sizeof(struct lconn), .first_slots = 64,
+    };
+    return srv_io_init(&l->io, &p, err, errlen);
 }
 
 static void *listener_main(void *arg)
@@ -1147,7 +884,7 @@ static void *listener_main(void *arg)
     for (int i = 0; i < l->lc->n; i++)
         arm_accept(l, i);
     while (!l->done) {
-        int ret = io_uring_submit_and_wait(&l->ring, 1);
+        int ret = io_uring_submit_and_wait(&l->io.ring, 1);
         if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
             logf_ls("io_uring_submit_and_wait", strerror(-ret));
             break;
@@ -1155,11 +892,11 @@ static void *listener_main(void *arg)
         l->now_ms = mono_ms();
         struct io_uring_cqe *cqe;
         unsigned head, n = 0;
-        io_uring_for_each_cqe(&l->ring, head, cqe) {
+        io_uring_for_each_cqe(&l->io.ring, head, cqe) {
             handle_cqe(l, cqe);
             n++;
         }
-        io_uring_cq_advance(&l->ring, n);
+        io_uring_cq_advance(&l->io.ring, n);
         finish_batch(l);
     }
     return NULL;
@@ -1305,23 +1042,8 @@ void listener_free(struct listener *l)
     if (l == NULL)
         return;
     listener_stop(l);
-    /* Exiting the ring cancels every op; only then is their memory free. */
-    if (l->ring_ok)
-        io_uring_queue_exit(&l->ring);
+    srv_io_free(&l->io, drop_conn, l);   /* the ring first, then the connections */
     auth_pool_free(l->pool);
-    for (uint32_t i = 0; i < l->nconns; i++) {
-        struct lconn *c = l->conns[i];
-        if (c->in_use)
-            conn_free(l, c);
-        free(c);
-    }
-    free(l->conns);
-    free(l->freelist);
-    free(l->dirty);
-    if (l->br)
-        munmap(l->br, l->br_bytes);
-    if (l->bufs)
-        munmap(l->bufs, l->bufs_bytes);
     for (int i = 0; i < LISTEN_MAX; i++) {
         if (l->lfd[i] >= 0)
             close(l->lfd[i]);

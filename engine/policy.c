@@ -8,6 +8,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "engine/text.h"
+
 static const char *const level_names[] = {
     [POLICY_NONE] = "none",       [POLICY_MAY] = "may",       [POLICY_ENCRYPT] = "encrypt",
     [POLICY_FINGERPRINT] = "fingerprint", [POLICY_VERIFY] = "verify", [POLICY_SECURE] = "secure",
@@ -56,15 +58,6 @@ static int parse_pin(const char *p, size_t n, uint8_t out[32])
     return got == 32;
 }
 
-static int copy_n(char *dst, size_t cap, const char *src, size_t n)
-{
-    if (n == 0 || n >= cap)
-        return 0;
-    memcpy(dst, src, n);
-    dst[n] = '\0';
-    return 1;
-}
-
 static int valid_name(const char *p, size_t n)
 {
     if (n == 0 || n >= POLICY_NAME_MAX)
@@ -86,7 +79,7 @@ static int parse_match(const char *v, size_t n, struct policy_entry *e)
             j++;
         if (e->nmatch == TLS_MAX_MATCH_NAMES || !valid_name(v + i, j - i))
             return 0;
-        copy_n(e->match[e->nmatch++], POLICY_NAME_MAX, v + i, j - i);
+        text_copy_n(e->match[e->nmatch++], POLICY_NAME_MAX, v + i, j - i);
         i = j + 1;
     }
     return 1;
@@ -125,11 +118,11 @@ static const char *parse_option(const char *w, size_t n, struct policy_entry *e)
         return parse_pin(v, vn, e->pins[e->npins++]) ? NULL : "pin= wants 64 hex digits (SHA-256)";
     }
     if (word_eq(w, kn, "ca_file"))
-        return copy_n(e->ca_file, sizeof(e->ca_file), v, vn) ? NULL : "ca_file= too long";
+        return text_copy_n(e->ca_file, sizeof(e->ca_file), v, vn) ? NULL : "ca_file= too long";
     if (word_eq(w, kn, "cert"))
-        return copy_n(e->cert_file, sizeof(e->cert_file), v, vn) ? NULL : "cert= too long";
+        return text_copy_n(e->cert_file, sizeof(e->cert_file), v, vn) ? NULL : "cert= too long";
     if (word_eq(w, kn, "key"))
-        return copy_n(e->key_file, sizeof(e->key_file), v, vn) ? NULL : "key= too long";
+        return text_copy_n(e->key_file, sizeof(e->key_file), v, vn) ? NULL : "key= too long";
     if (word_eq(w, kn, "client_cert")) {
         if (word_eq(v, vn, "yes")) e->client_cert = 1;
         else if (word_eq(v, vn, "no")) e->client_cert = 0;

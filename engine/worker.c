@@ -19,6 +19,8 @@
 #include <unistd.h>
 #include <netinet/tcp.h>
 
+#include "engine/text.h"
+
 int64_t worker_clock_ms(void)
 {
     struct timespec ts;
@@ -129,14 +131,7 @@ void worker_redis_load_scripts(struct worker *w) { redis_reload_scripts(w); }
 
 static uint64_t hash_domain(const char *s)
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch >= 'A' && ch <= 'Z')
-            ch = (unsigned char)(ch + 32);
-        h = (h ^ ch) * 1099511628211ULL;
-    }
-    return h;
+    return text_hash_lower(s, 0);
 }
 
 struct mxhost *host_get(struct worker *w, const struct nexthop *hop)

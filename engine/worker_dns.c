@@ -17,6 +17,7 @@
 #include <strings.h>
 
 #include "engine/dns.h"
+#include "engine/text.h"
 
 #define DNS_SOCKS_MAX     32      /* c-ares sockets per worker */
 #define DNS_PENDING_BUCKETS 4096  /* in-flight lookups table (power of two) */
@@ -155,14 +156,7 @@ void worker_dns_tick(struct worker *w)
 
 static size_t pending_bucket(const char *name, int qtype)
 {
-    uint64_t h = 1469598103934665603ULL ^ (uint64_t)qtype;
-    for (const char *p = name; *p; p++) {
-        unsigned char ch = (unsigned char)*p;
-        if (ch >= 'A' && ch <= 'Z')
-            ch = (unsigned char)(ch + 32);
-        h = (h ^ ch) * 1099511628211ULL;
-    }
-    return h & (DNS_PENDING_BUCKETS - 1);
+    return text_hash_lower(name, (uint64_t)qtype) & (DNS_PENDING_BUCKETS - 1);
 }
 
 static void pending_unlink_free(struct worker_dns *x, struct dns_pending *p)

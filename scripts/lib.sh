@@ -8,6 +8,7 @@
 #   tern_sink NAME ARGS...    starts build/tern-sink; sets SINK_PORT, SINK_PID
 #   tern_certs                test certificates into DIR/certs; sets CERTS
 #   tern_cleanup              stops everything started (call from a trap)
+#   tern_stop PID             SIGTERM one of them, wait; its exit status
 
 TERN_BUILD=${TERN_BUILD:-build}
 TERN_PIDS=""
@@ -41,6 +42,16 @@ tern_forget_pid() {
         [ "$p" = "$1" ] || keep="$keep $p"
     done
     TERN_PIDS=$keep
+}
+
+# tern_stop PID: SIGTERM a process started in the background, wait for it
+# and forget it; returns its exit status.
+tern_stop() {
+    kill -TERM "$1" 2>/dev/null
+    wait "$1"
+    local rc=$?
+    tern_forget_pid "$1"
+    return $rc
 }
 
 tern_wait_file() {   # file, tenths of a second

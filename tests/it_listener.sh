@@ -178,7 +178,7 @@ after=$(enqueued)
 
 # Received: header (listen_received = yes) on a stored message: a second
 # tern run whose route goes nowhere, so the message stays in Redis.
-kill "$RUN_PID"; wait "$RUN_PID"; rc=$?; tern_forget_pid "$RUN_PID"
+tern_stop "$RUN_PID"; rc=$?
 [ $rc -eq 0 ] && ! grep -qE 'Sanitizer|runtime error' "$dir/run.err" && pass run_exit0_clean ||
     fail run_exit0_clean "rc=$rc $(grep -E -m3 'Sanitizer|runtime error|SUMMARY' "$dir/run.err")"
 grep -q '^listener: connections=' "$dir/run.out" && pass listener_summary || fail listener_summary "$(tail -3 "$dir/run.out")"
@@ -238,7 +238,7 @@ sw --to back@dst.test >"$dir/sw14"
 ok_queued "$dir/sw14" && pass redis_reconnect_250 || fail redis_reconnect_250 "$(replies "$dir/sw14")"
 n=$(rcli --scan --pattern 'tern:*:m:*' | wc -l)
 [ "$n" -eq 1 ] && pass redis_reconnect_stored || fail redis_reconnect_stored "$n entries stored, want 1"
-kill "$RUN_PID"; wait "$RUN_PID"; rc=$?; tern_forget_pid "$RUN_PID"
+tern_stop "$RUN_PID"; rc=$?
 [ $rc -eq 0 ] && ! grep -qE 'Sanitizer|runtime error' "$dir/run2.err" && pass run2_exit0_clean ||
     fail run2_exit0_clean "rc=$rc $(grep -E -m3 'Sanitizer|runtime error|SUMMARY' "$dir/run2.err")"
 [ "$TERN_FAILS" -eq 0 ]

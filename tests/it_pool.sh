@@ -80,13 +80,7 @@ start_tern() {
     TERN_PID=$!
     TERN_PIDS="$TERN_PIDS $TERN_PID"
 }
-stop_tern() {
-    kill -TERM "$TERN_PID" 2>/dev/null
-    wait "$TERN_PID"
-    local rc=$?
-    tern_forget_pid "$TERN_PID"
-    return $rc
-}
+stop_tern() { tern_stop "$TERN_PID"; }
 summ() { grep '^summary ' "$dir/$1.run" | kv "$2"; }
 # dest NAME DOMAIN KEY: the per-destination line's KEY, summed over workers.
 dest() {

@@ -7,10 +7,8 @@
 #  1 with Redis down.
 set -u
 cd "$(dirname "$0")/.."
-. scripts/lib.sh
 . tests/queue_lib.sh
-tern_test_setup
-tern_redis || exit 1
+qsetup || exit 1
 PY=/usr/bin/python3
 
 qsink s --data-reply "451 4.3.0 busy, later" || exit 1
@@ -19,9 +17,8 @@ partitions = 1
 retry_base = 1h
 EOC
 Q() { "$TERN" queue -c "$dir/s.conf" "$@"; }
-"$TERN" inject -c "$dir/s.conf" --generate 6 --domains a.test,b.test --size 300 >/dev/null ||
-    fail inject "tern inject failed"
-timeout "$QRUN_LIMIT" "$TERN" run -c "$dir/s.conf" --drain >"$dir/s.run" 2>"$dir/s.rerr" ||
+qinject s --generate 6 --domains a.test,b.test --size 300
+qdrain s ||
     fail drain "exit $?: $(tail -n 3 "$dir/s.rerr")"
 
 # --- stats ----------------------------------------------------------------------

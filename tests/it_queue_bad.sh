@@ -13,18 +13,15 @@
 #     reason; `tern queue delete` removes one.
 set -u
 cd "$(dirname "$0")/.."
-. scripts/lib.sh
 . tests/queue_lib.sh
-tern_test_setup
-tern_redis || exit 1
+qsetup || exit 1
 
 qsink s || exit 1
 qconf s <<EOC
 partitions = 1
 max_message_size = 1k
 EOC
-"$TERN" inject -c "$dir/s.conf" --generate 3 --domains a.test --size 200 >/dev/null ||
-    fail inject "tern inject failed"
+qinject s --generate 3 --domains a.test --size 200
 now=$(($(date +%s) * 1000))
 # bad ID REASON FIELD VALUE...: a hash and its id on ready.
 bad() {
@@ -41,10 +38,9 @@ bad num "bad number" from s@x.test rcpts u@a.test domain a.test data hi attempts
 bad addr "bad recipient address" from s@x.test rcpts "u v@a.test" domain a.test data hi attempts 0 created $now
 bad other "recipient not in the entry's domain" from s@x.test rcpts u@b.test domain a.test data hi attempts 0 created $now
 bad sender "bad sender address" from "<s@x.test" rcpts u@a.test domain a.test data hi attempts 0 created $now
-"$TERN" inject -c "$dir/s.conf" --generate 3 --domains a.test --size 200 >/dev/null ||
-    fail inject "tern inject failed"
+qinject s --generate 3 --domains a.test --size 200
 
-timeout "$QRUN_LIMIT" "$TERN" run -c "$dir/s.conf" --drain >"$dir/s.run" 2>"$dir/s.rerr" &&
+qdrain s &&
     pass bad_entries_engine_keeps_running ||
     fail bad_entries_engine_keeps_running "exit $?: $(tail -n 3 "$dir/s.rerr")"
 [ "$(qids s)" -eq 6 ] && pass bad_entries_good_delivered ||

@@ -10,10 +10,8 @@
 #  c. the queue ends empty and the second engine exits 0.
 set -u
 cd "$(dirname "$0")/.."
-. scripts/lib.sh
 . tests/queue_lib.sh
-tern_test_setup
-tern_redis || exit 1
+qsetup || exit 1
 N=4000
 
 qsink s --reply-delay 5 || exit 1
@@ -23,15 +21,13 @@ batch = 256
 max_in_memory = 3000
 max_connections = 10
 EOC
-"$TERN" inject -c "$dir/s.conf" --generate $N --domains a.test,b.test --size 1k >/dev/null ||
-    fail inject "tern inject failed"
+qinject s --generate $N --domains a.test,b.test --size 1k
 qstart s first
 # The engine itself, not the `timeout` wrapping it.
 n=50
 while [ -z "$(pgrep -P "$QPID")" ] && [ "$n" -gt 0 ]; do sleep 0.1; n=$((n - 1)); done
 EPID=$(pgrep -P "$QPID")
-n=150
-while [ "$(qlines s)" -lt 300 ] && [ "$n" -gt 0 ]; do sleep 0.1; n=$((n - 1)); done
+qwait_lines s 300 150
 kill -KILL "$EPID"
 wait "$QPID" 2>/dev/null
 tern_forget_pid "$QPID"
@@ -58,6 +54,6 @@ echo "info: $dups duplicates, $in_doubt in doubt, $inflight leased at the kill"
 [ "$dups" -le "$in_doubt" ] && [ "$in_doubt" -le "$inflight" ] && pass crash_duplicates_bounded ||
     fail crash_duplicates_bounded "$dups duplicates, $in_doubt in doubt, $inflight leased"
 [ "$(qleft s)" = 0 ] && pass crash_queue_empty || fail crash_queue_empty "$(qleft s) left"
-qstop "$SPID" && pass second_engine_clean_exit ||
+tern_stop "$SPID" && pass second_engine_clean_exit ||
     fail second_engine_clean_exit "$(tail -n 3 "$dir/s.second.rerr")"
 [ "$TERN_FAILS" -eq 0 ]

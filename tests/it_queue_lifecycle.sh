@@ -18,10 +18,8 @@
 # `tern queue retry` makes a scheduled message due at once.
 set -u
 cd "$(dirname "$0")/.."
-. scripts/lib.sh
 . tests/queue_lib.sh
-tern_test_setup
-tern_redis || exit 1
+qsetup || exit 1
 PY=/usr/bin/python3
 mkdir -p "$dir/mail"
 $PY tests/rcpt_peer.py "$dir/peer.port" "$dir/mail" 2>"$dir/peer.err" &

@@ -10,10 +10,8 @@
 # (bench/queue_cost.sh measures the same with 1,000,000 messages.)
 set -u
 cd "$(dirname "$0")/.."
-. scripts/lib.sh
 . tests/queue_lib.sh
-tern_test_setup
-tern_redis || exit 1
+qsetup || exit 1
 N=20000
 CAP=100
 
@@ -23,9 +21,8 @@ max_messages_in_memory = $CAP
 max_connections = 8
 events_maxlen = 1000
 EOC
-"$TERN" inject -c "$dir/s.conf" --generate $N --domains a.test,b.test,c.test,d.test --size 1k \
-    >/dev/null || fail inject "tern inject failed"
-timeout "$QRUN_LIMIT" "$TERN" run -c "$dir/s.conf" --drain >"$dir/s.run" 2>"$dir/s.rerr" ||
+qinject s --generate $N --domains a.test,b.test,c.test,d.test --size 1k
+qdrain s ||
     fail drain "tern run --drain: exit $?: $(tail -n 3 "$dir/s.rerr")"
 ids=$(qids s)
 [ "$ids" -eq $N ] && [ "$(qlines s)" -eq $N ] && pass memory_cap_all_delivered ||

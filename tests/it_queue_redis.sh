@@ -17,27 +17,27 @@
 #     refused, and every message is delivered.
 set -u
 cd "$(dirname "$0")/.."
-. scripts/lib.sh
 . tests/queue_lib.sh
-tern_test_setup
 REDIS_EXTRA="--appendonly yes --appendfsync everysec"
-tern_redis "$REDIS_EXTRA" || exit 1
+qsetup "$REDIS_EXTRA" || exit 1
 N=2000
-
-qsink s --reply-delay 2 || exit 1
-qconf s <<EOC
-lease = 10s
+# loadconf NAME LEASE: NAME.conf for the $N messages of each part.
+loadconf() {
+    qconf "$1" <<EOC
+lease = $2
 batch = 50
 max_in_memory = 200
 max_connections = 8
 EOC
-"$TERN" inject -c "$dir/s.conf" --generate $N --domains a.test,b.test,c.test --size 1k >/dev/null ||
-    fail inject "tern inject failed"
+}
+
+qsink s --reply-delay 2 || exit 1
+loadconf s 10s
+qinject s --generate $N --domains a.test,b.test,c.test --size 1k
 qstart s
 TPID=$QPID
 # Let delivery get going, then stop Redis (SHUTDOWN writes the AOF).
-n=100
-while [ "$(qlines s)" -lt 200 ] && [ "$n" -gt 0 ]; do sleep 0.1; n=$((n - 1)); done
+qwait_lines s 200
 before=$(qlines s)
 kill -TERM "$REDIS_PID"
 wait "$REDIS_PID" 2>/dev/null
@@ -69,7 +69,7 @@ grep -q 'Redis connection lost' "$dir/s.rerr" && grep -q 'Redis reconnected' "$d
     fail redis_stopped_under_load "all $N were delivered before Redis stopped"
 
 # --- c. clean stop ------------------------------------------------------------
-if qstop "$TPID"; then
+if tern_stop "$TPID"; then
     pass engine_stops_cleanly
 else
     fail engine_stops_cleanly "exit status $?: $(tail -n 3 "$dir/s.rerr")"
@@ -80,19 +80,12 @@ echo "info: $(qlines s) deliveries for $N messages"
 # --- d. Redis SIGKILL --------------------------------------------------------------
 rcli flushall >/dev/null
 qsink k --reply-delay 2 || exit 1
-qconf k <<EOC
-lease = 3s
-batch = 50
-max_in_memory = 200
-max_connections = 8
-EOC
-"$TERN" inject -c "$dir/k.conf" --generate $N --domains a.test,b.test,c.test --size 1k >/dev/null ||
-    fail inject "tern inject failed"
+loadconf k 3s
+qinject k --generate $N --domains a.test,b.test,c.test --size 1k
 sleep 1.5   # everysec: the enqueues are on disk
 qstart k
 KPID=$QPID
-n=100
-while [ "$(qlines k)" -lt 200 ] && [ "$n" -gt 0 ]; do sleep 0.1; n=$((n - 1)); done
+qwait_lines k 200
 kill -KILL "$REDIS_PID"
 wait "$REDIS_PID" 2>/dev/null
 tern_forget_pid "$REDIS_PID"
@@ -104,7 +97,7 @@ else
     fail redis_sigkill_nothing_lost "$(qids k) of $N delivered, $(qleft k) left"
 fi
 echo "info: after SIGKILL: $(qlines k) deliveries for $N messages"
-qstop "$KPID" && pass engine_stops_cleanly_after_sigkill ||
+tern_stop "$KPID" && pass engine_stops_cleanly_after_sigkill ||
     fail engine_stops_cleanly_after_sigkill "$(tail -n 3 "$dir/k.rerr")"
 
 # --- e. Redis still loading after a restart -------------------------------------
@@ -114,31 +107,19 @@ qsink l --reply-delay 2 || exit 1
 PPID_=$!
 TERN_PIDS="$TERN_PIDS $PPID_"
 tern_wait_file "$dir/proxy.sock.ready" 100 || fail proxy "loading_proxy did not start"
-qconf l <<EOC
-lease = 3s
-batch = 50
-max_in_memory = 200
-max_connections = 8
-EOC
-REDIS_ADDR=unix:$dir/proxy.sock qconf lp <<EOC
-lease = 3s
-batch = 50
-max_in_memory = 200
-max_connections = 8
-EOC
-"$TERN" inject -c "$dir/l.conf" --generate $N --domains a.test,b.test,c.test --size 1k >/dev/null ||
-    fail inject "tern inject failed"
+loadconf l 3s
+REDIS_ADDR=unix:$dir/proxy.sock loadconf lp 3s
+qinject l --generate $N --domains a.test,b.test,c.test --size 1k
 qstart lp
 LPID=$QPID
-n=100
-while [ "$(qlines l)" -lt 200 ] && [ "$n" -gt 0 ]; do sleep 0.1; n=$((n - 1)); done
+qwait_lines l 200
 kill -USR1 "$PPID_"
 if qwait_ids l $N 450; then
     pass redis_loading_nothing_lost
 else
     fail redis_loading_nothing_lost "$(qids l) of $N delivered, $(qleft l) left"
 fi
-qstop "$LPID"
+tern_stop "$LPID"
 kill -TERM "$PPID_" 2>/dev/null
 wait "$PPID_" 2>/dev/null
 tern_forget_pid "$PPID_"

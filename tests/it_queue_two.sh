@@ -6,10 +6,8 @@
 #  c. the queue ends empty, and both exit 0 on SIGTERM.
 set -u
 cd "$(dirname "$0")/.."
-. scripts/lib.sh
 . tests/queue_lib.sh
-tern_test_setup
-tern_redis || exit 1
+qsetup || exit 1
 N=3000
 
 qsink s --reply-delay 1 || exit 1
@@ -18,15 +16,14 @@ batch = 64
 max_in_memory = 256
 max_connections = 4
 EOC
-"$TERN" inject -c "$dir/s.conf" --generate $N --domains a.test,b.test,c.test,d.test --size 1k \
-    >/dev/null || fail inject "tern inject failed"
+qinject s --generate $N --domains a.test,b.test,c.test,d.test --size 1k
 qstart s one
 P1=$QPID
 qstart s two
 P2=$QPID
 qwait_ids s $N 450 || fail two_engines_all_delivered "$(qids s) of $N, $(qleft s) left"
-qstop "$P1" && ok1=1 || ok1=0
-qstop "$P2" && ok2=1 || ok2=0
+tern_stop "$P1" && ok1=1 || ok1=0
+tern_stop "$P2" && ok2=1 || ok2=0
 lines=$(qlines s)
 ids=$(qids s)
 [ "$ids" -eq $N ] && [ "$lines" -eq $N ] && pass two_engines_each_message_once ||

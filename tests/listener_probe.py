@@ -62,6 +62,14 @@ class Session:
     def raw(self, data):
         self.s.sendall(data)
 
+    def refused(self, data, bad_code, what):
+        """Sends raw bytes; their first reply must not be bad_code."""
+        self.raw(data)
+        r = read_reply(self.f)
+        if code(r) == bad_code:
+            raise AssertionError(what)
+        return r
+
     def starttls(self, cafile):
         r = self.c("STARTTLS")
         if code(r) != "220":
@@ -135,19 +143,14 @@ def relay_cases(port, user, pw, cafile):
     @case("bdat_without_mail")
     def _(s):
         s.c("EHLO x.test")
-        s.raw(b"BDAT 12 LAST\r\nhello world\n")
-        r = read_reply(s.f)
-        if code(r) == "250":
-            raise AssertionError("BDAT accepted")
+        s.refused(b"BDAT 12 LAST\r\nhello world\n", "250", "BDAT accepted")
         s.c("MAIL FROM:<a@x.test>")
 
     @case("starttls_pipelined_mail")
     def _(s):
         s.c("EHLO x.test")
-        s.raw(b"STARTTLS\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\n")
-        r = read_reply(s.f)
-        if code(r) == "220":
-            raise AssertionError("STARTTLS with injected commands accepted")
+        s.refused(b"STARTTLS\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\n", "220",
+                  "STARTTLS with injected commands accepted")
 
     @case("tls_no_auth")
     def _(s):

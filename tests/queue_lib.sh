@@ -1,20 +1,31 @@
 # shellcheck shell=bash disable=SC2154  # $dir, $TERN come from tern_test_setup
-# queue_lib.sh - helpers shared by tests/it_queue_*.sh (source after
-# scripts/lib.sh and tern_test_env): a plaintext sink that records what it
-# got, configs routed to it, tern runs in the background, and the queue's
-# and the record's counts.
+# queue_lib.sh - helpers shared by tests/it_queue_*.sh (source it from the
+# repository root; it sources scripts/lib.sh): the set-up, a plaintext sink
+# that records what it got, configs routed to it, tern runs, and the
+# queue's and the record's counts.
 #
+#   qsetup [REDIS_ARGS]   tern_test_setup and a fresh Redis (tern_redis)
 #   qsink NAME ARGS...    fresh sink with NAME.rec and NAME.stats
 #   qconf NAME            NAME.conf: $QTHREADS (1) workers, route * to the sink, stdin lines
+#   qinject NAME ARGS...  tern inject -c NAME.conf ARGS (output dropped); a failure fails "inject"
+#   qdrain NAME           tern run --drain into NAME.run/.rerr; its exit status
 #   qstart NAME [TAG]     tern run in the background (TAG: NAME.TAG.run/.rerr); PID in $QPID
-#   qstop PID             SIGTERM, wait, return its exit status
+#                         (stop it with tern_stop, scripts/lib.sh)
 #   qleft NAME            messages in Redis (ready + leased + scheduled)
 #   qleased               leased entries summed over every partition now
 #   qids NAME             distinct Message-IDs the sink recorded
 #   qlines NAME           record lines (deliveries, duplicates included)
 #   qwait_ids NAME N [TENTHS]   wait until qids >= N and the queue is empty
+#   qwait_lines NAME N [TENTHS] wait until qlines >= N (deliveries under way)
+
+. scripts/lib.sh
 
 QRUN_LIMIT=${QRUN_LIMIT:-50}   # seconds, any one tern run
+
+qsetup() {
+    tern_test_setup
+    tern_redis "$@"
+}
 
 qsink() {
     local name=$1
@@ -33,19 +44,21 @@ qconf() {
     } | tern_config "$dir/$1.conf"
 }
 
+qinject() {
+    local name=$1
+    shift
+    "$TERN" inject -c "$dir/$name.conf" "$@" >/dev/null || fail inject "tern inject failed"
+}
+
+qdrain() {
+    timeout "$QRUN_LIMIT" "$TERN" run -c "$dir/$1.conf" --drain >"$dir/$1.run" 2>"$dir/$1.rerr"
+}
+
 qstart() {
     local tag=${2:+.$2}
     timeout "$QRUN_LIMIT" "$TERN" run -c "$dir/$1.conf" >"$dir/$1$tag.run" 2>"$dir/$1$tag.rerr" &
     QPID=$!
     TERN_PIDS="$TERN_PIDS $QPID"
-}
-
-qstop() {
-    kill -TERM "$1" 2>/dev/null
-    wait "$1"
-    local rc=$?
-    tern_forget_pid "$1"
-    return $rc
 }
 
 qleft() {
@@ -72,4 +85,12 @@ qwait_ids() {
         n=$((n - 1))
     done
     return 1
+}
+
+qwait_lines() {
+    local n=${3:-100}
+    while [ "$(qlines "$1")" -lt "$2" ] && [ "$n" -gt 0 ]; do
+        sleep 0.1
+        n=$((n - 1))
+    done
 }

@@ -750,6 +750,21 @@ static void test_eof_after_quit(void)
     drv_free(&d);
 }
 
+/* run_refused_first runs phases whole and checks the first message was
+ * refused by the client itself (enhanced code esc, nothing of it on the
+ * wire): the events, and all that was sent. The caller frees d. */
+static void run_refused_first(struct drv *d, const struct smtp_msg *msgs, size_t n,
+                              const char *const *phases, const char *want_log,
+                              const char *want_esc, const char *want_out)
+{
+    drv_init(d, SMTP_TLS_NONE, msgs, n);
+    drv_run(d, phases, FEED_WHOLE, 0);
+    CHECK_STR(d->log, want_log);
+    CHECK_STR(d->res[0].reply.esc, want_esc);
+    CHECK_INT(d->res[0].local, 1);
+    CHECK_STR(d->out, want_out);
+}
+
 static void test_size_limit(void)
 {
     static const uint8_t big[40] = {'x'};
@@ -763,17 +778,14 @@ static void test_size_limit(void)
         NULL,
     };
     struct drv d;
-    drv_init(&d, SMTP_TLS_NONE, msgs, 2);
-    drv_run(&d, phases, FEED_WHOLE, 0);
-    CHECK_STR(d.log, "READY TXN(0,MAIL,552) READY TXN(1,BODY,250) READY CLOSED");
-    CHECK_STR(d.res[0].reply.text, "5.3.4 message exceeds the receiver's SIZE limit");
-    CHECK_STR(d.res[0].reply.esc, "5.3.4");
-    CHECK_INT(d.res[0].local, 1);
-    CHECK_INT(d.res[1].local, 0);
     /* Refused without a word on the wire, and no RSET owed for it. */
-    CHECK_STR(d.out, "EHLO client.test\r\n"
-                     "MAIL FROM:<a@x.test> SIZE=5\r\nRCPT TO:<b@y.test>\r\nDATA\r\nsmall\r\n.\r\n"
-                     "QUIT\r\n");
+    run_refused_first(&d, msgs, 2, phases,
+                      "READY TXN(0,MAIL,552) READY TXN(1,BODY,250) READY CLOSED", "5.3.4",
+                      "EHLO client.test\r\n"
+                      "MAIL FROM:<a@x.test> SIZE=5\r\nRCPT TO:<b@y.test>\r\nDATA\r\nsmall\r\n.\r\n"
+                      "QUIT\r\n");
+    CHECK_STR(d.res[0].reply.text, "5.3.4 message exceeds the receiver's SIZE limit");
+    CHECK_INT(d.res[1].local, 0);
     drv_free(&d);
 }
 
@@ -831,22 +843,16 @@ static void test_8bit_refused_without_8bitmime(void)
         "250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n221 bye\r\n",
         NULL,
     };
-    struct drv d;
-    drv_init(&d, SMTP_TLS_NONE, msgs, 2);
-    drv_run(&d, phases, FEED_WHOLE, 0);
-    CHECK_STR(d.log, "READY TXN(0,MAIL,554) READY TXN(1,BODY,250) READY CLOSED");
-    CHECK_STR(d.res[0].reply.esc, "5.6.3");
-    CHECK_INT(d.res[0].local, 1);
     /* Nothing of the 8-bit message on the wire; the next one has no BODY=. */
-    CHECK_STR(d.out, "EHLO client.test\r\n"
-                     "MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\nplain\r\n.\r\n"
-                     "QUIT\r\n");
+    static const char want_out[] =
+        "EHLO client.test\r\n"
+        "MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\nplain\r\n.\r\n"
+        "QUIT\r\n";
+    static const char want_log[] = "READY TXN(0,MAIL,554) READY TXN(1,BODY,250) READY CLOSED";
+    struct drv d;
+    run_refused_first(&d, msgs, 2, phases, want_log, "5.6.3", want_out);
     drv_free(&d);
-    run_split_all(SMTP_TLS_NONE, msgs, 2, phases,
-                  "EHLO client.test\r\n"
-                  "MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\nplain\r\n.\r\n"
-                  "QUIT\r\n",
-                  "READY TXN(0,MAIL,554) READY TXN(1,BODY,250) READY CLOSED");
+    run_split_all(SMTP_TLS_NONE, msgs, 2, phases, want_out, want_log);
 }
 
 static void test_helo_fallback_refuses_8bit(void)
@@ -881,11 +887,8 @@ static void test_smtputf8(void)
         NULL,
     };
     struct drv d;
-    drv_init(&d, SMTP_TLS_NONE, &from8, 1);
-    drv_run(&d, no_utf8, FEED_WHOLE, 0);
-    CHECK_STR(d.log, "READY TXN(0,MAIL,553) READY CLOSED");
-    CHECK_STR(d.res[0].reply.esc, "5.6.7");
-    CHECK_STR(d.out, "EHLO client.test\r\nQUIT\r\n");
+    run_refused_first(&d, &from8, 1, no_utf8, "READY TXN(0,MAIL,553) READY CLOSED", "5.6.7",
+                      "EHLO client.test\r\nQUIT\r\n");
     drv_free(&d);
 }
 

@@ -1,0 +1,30 @@
+/*
+ * text.c - small string helpers; see text.h.
+ */
+#include "engine/text.h"
+
+#include <string.h>
+
+#define TEXT_FNV_BASIS 1469598103934665603ULL
+#define TEXT_FNV_PRIME 1099511628211ULL
+
+uint64_t text_hash_lower(const char *s, uint64_t salt)
+{
+    uint64_t h = TEXT_FNV_BASIS ^ salt;
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch >= 'A' && ch <= 'Z')
+            ch = (unsigned char)(ch + 32);
+        h = (h ^ ch) * TEXT_FNV_PRIME;
+    }
+    return h;
+}
+
+int text_copy_n(char *dst, size_t cap, const char *src, size_t n)
+{
+    if (n == 0 || n >= cap)
+        return 0;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+    return 1;
+}

@@ -1,0 +1,29 @@
+/*
+ * text.h - small helpers on C strings shared by the engine's parsers and
+ * tables.
+ *
+ * DESCRIPTION
+ *   text_hash_lower hashes a name the way DNS compares names: ASCII
+ *   letters case-insensitively (FNV-1a 64 over the lower-cased bytes), so
+ *   "Example.COM" and "example.com" land in the same bucket.
+ *   text_copy_n copies a counted (pointer, length) word into a fixed
+ *   buffer as a C string, refusing what is empty or does not fit.
+ *
+ * OWNERSHIP
+ *   Nothing is allocated; the caller owns every buffer.
+ */
+#ifndef TERN_ENGINE_TEXT_H
+#define TERN_ENGINE_TEXT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* FNV-1a of s (NUL-terminated), ASCII letters lower-cased; salt is mixed
+ * into the offset basis (a query type, or 0). */
+uint64_t text_hash_lower(const char *s, uint64_t salt);
+
+/* Copies src[0..n) to dst and terminates it. Returns 0, writing nothing,
+ * when n is 0 or n + 1 > cap. */
+int text_copy_n(char *dst, size_t cap, const char *src, size_t n);
+
+#endif
