@@ -61,7 +61,8 @@ def read_runs(path):
 MEDIAN_KEYS = ["msgs_per_s", "engine_us_per_msg", "engine_rss_mib", "redis_us_per_msg",
                "sink_us_per_msg", "inject_us_per_msg", "loadgen_us_per_msg", "hs_full",
                "hs_resumed", "sink_hs_full", "sink_hs_resumed", "p50_ms", "p99_ms", "max_ms",
-               "conns", "peak_conns", "delivered", "accepted_msgs_per_s"]
+               "conns", "peak_conns", "delivered", "accepted_msgs_per_s",
+               "listener_us_per_msg"]
 
 
 def medians(runs):
@@ -111,20 +112,31 @@ def row(label, r):
                    fmt(r.get("p50_ms"), "%.0f"), fmt(r.get("p99_ms"), "%.0f"), fmt(r.get("max_ms"), "%.0f"))
 
 
+def rest(r):
+    """Engine CPU per message outside the listener thread (the workers)."""
+    e, l = r.get("engine_us_per_msg"), r.get("listener_us_per_msg")
+    if not isinstance(e, (int, float)) or not isinstance(l, (int, float)):
+        return "-"
+    return "%.1f" % (e - l)
+
+
 def listener_lines(name, rs):
     """The listener workloads' own figures: the rate at which the listener
     accepted (tern-loadgen's), and what was checked at the sink."""
     out = []
     for r in rs:
         out.append("  %s %s: accepted %s msg/s (tern-loadgen, its CPU %s us/msg), delivered end to end %s msg/s; "
+                   "engine %s us/msg = listener thread %s + the rest %s; "
                    "sink %s of %s messages, SHA-256 %s of %s equal to the sent message\n"
                    % (name, r.get("run"), fmt(r.get("accepted_msgs_per_s"), "%.0f"), fmt(r.get("loadgen_us_per_msg")),
-                      fmt(r.get("msgs_per_s"), "%.0f"), r.get("sink_messages"), r.get("messages"),
+                      fmt(r.get("msgs_per_s"), "%.0f"), fmt(r.get("engine_us_per_msg")),
+                      fmt(r.get("listener_us_per_msg")), rest(r), r.get("sink_messages"), r.get("messages"),
                       r.get("sha_ok"), r.get("sha_checked")))
     if len(rs) > 1:
         m = medians(rs)
-        out.append("  %s median: accepted %s msg/s, delivered end to end %s msg/s\n"
-                   % (name, fmt(m.get("accepted_msgs_per_s"), "%.0f"), fmt(m.get("msgs_per_s"), "%.0f")))
+        out.append("  %s median: accepted %s msg/s, delivered end to end %s msg/s, listener thread %s us/msg\n"
+                   % (name, fmt(m.get("accepted_msgs_per_s"), "%.0f"), fmt(m.get("msgs_per_s"), "%.0f"),
+                      fmt(m.get("listener_us_per_msg"))))
     return out
 
 
