@@ -194,6 +194,9 @@ def table(meta, workloads, peers, runs):
             out.append("peer %s on %s: skipped (%s)\n" % (p["peer"], p.get("workload"), p["skipped"]))
     out.append("engine/redis/sink/inject: CPU (user+sys) per delivered message; sink row: tern-loadgen's CPU "
                "in the engine column; latency: enqueue -> receiver's 250\n")
+    if any(str(w.get("workload")).startswith("listener") for w in workloads):
+        out.append("listener rows: msgs/s end to end (tern-loadgen's start -> the sink's N-th message), "
+                   "inject = tern-loadgen's CPU, engine = the listener and the delivery together\n")
     return "".join(out)
 
 
