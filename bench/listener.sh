@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/listener.sh - the `listener` and `listener-auth` workloads of
 # bench/run (sourced by it; uses its helpers and variables): tern-loadgen
 # hands N messages to tern's SMTP listener over STARTTLS with pipelining
@@ -100,7 +101,11 @@ run_listener() {   # workload run
     n=100
     until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
         n=$((n - 1))
-        [ $n -gt 0 ] && kill -0 "$tpid" 2>/dev/null || { echo "bench/run: no listener on $port:" >&2; tail -5 "$dir/run.out" >&2; exit 1; }
+        if [ $n -le 0 ] || ! kill -0 "$tpid" 2>/dev/null; then
+            echo "bench/run: no listener on $port:" >&2
+            tail -5 "$dir/run.out" >&2
+            exit 1
+        fi
         sleep 0.1
     done
     R0=$(ticks "$REDIS_PID"); S0=$(ticks "$SINK_PID")
