@@ -61,7 +61,8 @@ def read_runs(path):
 MEDIAN_KEYS = ["msgs_per_s", "engine_us_per_msg", "engine_rss_mib", "redis_us_per_msg",
                "sink_us_per_msg", "inject_us_per_msg", "loadgen_us_per_msg", "hs_full",
                "hs_resumed", "sink_hs_full", "sink_hs_resumed", "p50_ms", "p99_ms", "max_ms",
-               "conns", "peak_conns", "delivered"]
+               "conns", "peak_conns", "delivered", "accepted_msgs_per_s",
+               "listener_us_per_msg"]
 
 
 def medians(runs):
@@ -111,6 +112,34 @@ def row(label, r):
                    fmt(r.get("p50_ms"), "%.0f"), fmt(r.get("p99_ms"), "%.0f"), fmt(r.get("max_ms"), "%.0f"))
 
 
+def rest(r):
+    """Engine CPU per message outside the listener thread (the workers)."""
+    e, l = r.get("engine_us_per_msg"), r.get("listener_us_per_msg")
+    if not isinstance(e, (int, float)) or not isinstance(l, (int, float)):
+        return "-"
+    return "%.1f" % (e - l)
+
+
+def listener_lines(name, rs):
+    """The listener workloads' own figures: the rate at which the listener
+    accepted (tern-loadgen's), and what was checked at the sink."""
+    out = []
+    for r in rs:
+        out.append("  %s %s: accepted %s msg/s (tern-loadgen, its CPU %s us/msg), delivered end to end %s msg/s; "
+                   "engine %s us/msg = listener thread %s + the rest %s; "
+                   "sink %s of %s messages, SHA-256 %s of %s equal to the sent message\n"
+                   % (name, r.get("run"), fmt(r.get("accepted_msgs_per_s"), "%.0f"), fmt(r.get("loadgen_us_per_msg")),
+                      fmt(r.get("msgs_per_s"), "%.0f"), fmt(r.get("engine_us_per_msg")),
+                      fmt(r.get("listener_us_per_msg")), rest(r), r.get("sink_messages"), r.get("messages"),
+                      r.get("sha_ok"), r.get("sha_checked")))
+    if len(rs) > 1:
+        m = medians(rs)
+        out.append("  %s median: accepted %s msg/s, delivered end to end %s msg/s, listener thread %s us/msg\n"
+                   % (name, fmt(m.get("accepted_msgs_per_s"), "%.0f"), fmt(m.get("msgs_per_s"), "%.0f"),
+                      fmt(m.get("listener_us_per_msg"))))
+    return out
+
+
 def table(meta, workloads, peers, runs):
     out = []
     out.append("tern delivery benchmark: %s, commit %s\n" % (meta.get("date"), meta.get("commit")))
@@ -127,6 +156,9 @@ def table(meta, workloads, peers, runs):
             tls = "STARTTLS (tern-loadgen, 20 connections, pipelining)"
         if w.get("workload") == "sink-tail":
             tls = "STARTTLS (tern-loadgen, 100 connections at a time, a new one per message, resumed)"
+        if str(w.get("workload")).startswith("listener"):
+            tls = ("tern-loadgen -> tern's listener: STARTTLS (tls=required), pipelining, 20 connections, %s; "
+                   "-> sink: tls = encrypt" % ("AUTH PLAIN" if w["workload"] == "listener-auth" else "listen_allow"))
         rate = (", paced at %s msg/s" % w["rate"]) if w.get("rate") else ""
         out.append("%-20s %8s %7s %6s %6s %9s  %s%s\n" % (w["workload"], w["messages"], w["size"], w["rcpts"],
                                                        w["destinations"], w["msgs_per_conn"], tls, rate))
@@ -144,6 +176,8 @@ def table(meta, workloads, peers, runs):
             m = medians(rs)
             m["kind"] = rs[0].get("kind")
             out.append(row("%s median" % name, m))
+        if str(name).startswith("listener"):
+            out.extend(listener_lines(name, rs))
         for p in [r for r in runs if r.get("workload") == name and r.get("kind") == "peer"]:
             out.append(row("%s %s" % (name, p.get("peer")), p))
             tm = medians(rs)
@@ -160,6 +194,9 @@ def table(meta, workloads, peers, runs):
             out.append("peer %s on %s: skipped (%s)\n" % (p["peer"], p.get("workload"), p["skipped"]))
     out.append("engine/redis/sink/inject: CPU (user+sys) per delivered message; sink row: tern-loadgen's CPU "
                "in the engine column; latency: enqueue -> receiver's 250\n")
+    if any(str(w.get("workload")).startswith("listener") for w in workloads):
+        out.append("listener rows: msgs/s end to end (tern-loadgen's start -> the sink's N-th message), "
+                   "inject = tern-loadgen's CPU, engine = the listener and the delivery together\n")
     return "".join(out)
 
 

@@ -1010,6 +1010,8 @@ int listener_start(struct listener *l, char *err, size_t errlen)
         snprintf(err, errlen, "cannot start the listener thread");
         return 0;
     }
+    /* Named so that its CPU can be told from the workers' (bench/run). */
+    pthread_setname_np(l->thread, "tern-listener");
     l->started = 1;
     return 1;
 }

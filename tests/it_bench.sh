@@ -5,6 +5,9 @@
 #     with machine and commit, a row per workload), progress on stderr,
 #     valid JSON in which every workload's runs delivered every message and
 #     the sink counted each one; --aof always is said in the report;
+#     the listener workloads: tern-loadgen's N messages accepted by the
+#     listener (with and without AUTH), every one at the sink with the
+#     SHA-256 of the message sent, an accepted rate reported;
 #  b. tern-loadgen: its one result line, pipelined and not, many
 #     recipients, STARTTLS verified against the test CA, a new connection
 #     every K messages resuming TLS;
@@ -29,7 +32,7 @@ else
     fail "table header" "$(head -3 "$dir/run.out" | paste -sd' ' -)"
 fi
 missing=""
-for w in sink sink-tail bulk large tail multi plaintext transactional; do
+for w in sink sink-tail bulk large tail multi plaintext transactional listener listener-auth; do
     grep -q "^$w 1 " "$dir/run.out" || missing="$missing $w"
 done
 [ -z "$missing" ] && pass "a table row per workload" || fail "table rows" "missing:$missing"
@@ -40,7 +43,8 @@ import json, sys
 doc = json.load(open(sys.argv[1]))
 assert doc["machine"]["cores"] >= 1 and doc["commit"] and doc["date"], "machine/commit/date"
 names = [w["name"] for w in doc["workloads"]]
-assert names == ["sink", "sink-tail", "bulk", "large", "tail", "multi", "plaintext", "transactional"], names
+assert names == ["sink", "sink-tail", "bulk", "large", "tail", "multi", "plaintext", "transactional",
+                 "listener", "listener-auth"], names
 for w in doc["workloads"]:
     assert w["runs"], w["name"] + ": no runs"
     for r in w["runs"]:
@@ -53,6 +57,14 @@ for w in doc["workloads"]:
                       "p50_ms", "p99_ms", "max_ms", "hs_full", "hs_resumed", "tier_preferred"):
                 assert k in r, "%s: no %s" % (w["name"], k)
             assert (r["tier_plaintext"] == n) == (w["name"] == "plaintext"), w["name"] + ": tier mix"
+for w in doc["workloads"]:
+    if w["name"].startswith("listener"):
+        r, n = w["runs"][0], w["params"]["messages"]
+        assert r["accepted"] == n and r["listener_messages"] == n, "%s: accepted %s of %s" % (w["name"], r["accepted"], n)
+        assert r["listener_queue_failures"] == 0, w["name"] + ": queue failures"
+        assert r["sink_records"] == n and r["sha_ok"] == n, "%s: %s of %s SHA-256 equal" % (w["name"], r["sha_ok"], n)
+        assert r["accepted_msgs_per_s"] > 0, w["name"] + ": no accepted rate"
+        assert (r["listener_auth_ok"] > 0) == (w["name"] == "listener-auth"), w["name"] + ": AUTH"
 tail = [w for w in doc["workloads"] if w["name"] == "tail"][0]["runs"][0]
 assert tail["conns"] == tail["delivered"], "tail: one message per connection"
 assert tail["hs_resumed"] > 0, "tail: no resumed handshake"

@@ -284,6 +284,38 @@ static void test_strict_data(void)
     }
 }
 
+/* The line-end check carries a CR across input pieces: every body, split
+ * at every point, gets the same verdict as in one piece. */
+static void test_strict_data_splits(void)
+{
+    static const struct { const char *body; int ok; } cases[] = {
+        {"a\r\nb\r\n\r\nlong line here\r\n.\r\n", 1}, {"\r\n\r\n.\r\n", 1},
+        {"a\rb\r\n.\r\n", 0}, {"a\nb\r\n.\r\n", 0}, {"a\r\r\nb\r\n.\r\n", 0},
+        {"a\r\n\nb\r\n.\r\n", 0}, {"\nb\r\n.\r\n", 0}, {"ab\r\nc\r\r\n.\r\n", 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t len = strlen(cases[i].body);
+        for (size_t cut = 0; cut <= len; cut++) {
+            struct smtp_server s;
+            struct buf out;
+            int ev[SMTP_SRV_EV_CLOSE + 1] = {0};
+            char head[64];
+            buf_init(&out, 0);
+            smtp_server_init(&s, &lcfg);
+            smtp_server_set_relay(&s, 1);
+            talk(&s, "EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n", &out, ev);
+            snprintf(head, sizeof(head), "%.*s", (int)cut, cases[i].body);
+            talk(&s, head, &out, ev);
+            talk(&s, cases[i].body + cut, &out, ev);
+            if (ev[SMTP_SRV_EV_MESSAGE] != cases[i].ok)
+                CHECK_FAILF("body %zu split at %zu: %d messages, want %d", i, cut,
+                            ev[SMTP_SRV_EV_MESSAGE], cases[i].ok);
+            smtp_server_cleanup(&s);
+            buf_free(&out);
+        }
+    }
+}
+
 int main(void)
 {
     RUN(test_cidr);
@@ -291,5 +323,6 @@ int main(void)
     RUN(test_creds);
     RUN(test_relay_and_auth);
     RUN(test_strict_data);
+    RUN(test_strict_data_splits);
     return check_finish();
 }
