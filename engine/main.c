@@ -487,7 +487,8 @@ static int cmd_inject(const struct tern_config *cfg, int argc, char **argv, int 
             return 1;
         }
         double t0 = now_s();
-        long n = queue_generate(&q, generate, dl, nd, (size_t)size, err, sizeof(err));
+        long n = queue_generate_from(&q, from, generate, dl, nd, (size_t)size, err,
+                                     sizeof(err));
         queue_close(&q);
         if (n < 0) {
             fprintf(stderr, "tern: generate: %s\n", err);

@@ -365,6 +365,38 @@ static void test_generate(void)
     }
 }
 
+/* --generate --from: the envelope sender and the From: header are the
+ * given sender; the null sender keeps the generator's header. */
+static void test_generate_from(void)
+{
+    flush();
+    char err[256] = "";
+    const char *doms[] = {"gf.example"};
+    CHECK_INT(queue_generate_from(&T.q, "<ops@sender.example>", 2, doms, 1, 200, err,
+                                  sizeof(err)), 2);
+    CHECK_INT(queue_generate_from(&T.q, "bad sender@x", 1, doms, 1, 200, err, sizeof(err)), -1);
+    CHECK(strstr(err, "sender") != NULL);
+    struct queue_msg **m;
+    const char *perr;
+    size_t n = take(part(doms[0]), 10, 1, &m, &perr);
+    CHECK_INT(n, 2);
+    for (size_t i = 0; i < n; i++) {
+        CHECK_STR(m[i]->from, "ops@sender.example");
+        CHECK(strstr((const char *)m[i]->data, "\r\nFrom: <ops@sender.example>\r\n") != NULL);
+    }
+    if (n)
+        free_msgs(m, n);
+    flush();
+    CHECK_INT(queue_generate_from(&T.q, "<>", 1, doms, 1, 200, err, sizeof(err)), 1);
+    n = take(part(doms[0]), 10, 1, &m, &perr);
+    CHECK_INT(n, 1);
+    if (n == 1) {
+        CHECK_STR(m[0]->from, "");
+        CHECK(strstr((const char *)m[0]->data, "\r\nFrom: <generator@tern.test>\r\n") != NULL);
+        free_msgs(m, n);
+    }
+}
+
 static void test_take_ack(void)
 {
     flush();
@@ -659,6 +691,7 @@ int main(void)
     RUN(test_enqueue_rejects);
     RUN(test_enqueue_script_refuses_duplicate);
     RUN(test_generate);
+    RUN(test_generate_from);
     RUN(test_take_ack);
     RUN(test_lease_expiry_and_schedule);
     RUN(test_noscript);
