@@ -10,6 +10,7 @@
  * and retry schedules are tested without sleeping.
  */
 #include "queue/queue.h"
+#include "queue/queue_admin.h"
 #include "tests/check.h"
 
 #include <errno.h>
@@ -397,6 +398,45 @@ static void test_generate_from(void)
     }
 }
 
+/* tern queue delete takes ready ids off the ready list at once (so the
+ * `ready` count is right) and keeps the order of the rest: many ids (one
+ * walk over the list) and a few (one LREM each). */
+static void test_delete_leaves_ready(void)
+{
+    enum { NGEN = 30, NDEL = 12 };
+    flush();
+    char err[256] = "", addr[200], k[128];
+    const char *doms[] = {"dl.example"};
+    CHECK_INT(queue_generate(&T.q, NGEN, doms, 1, 100, err, sizeof(err)), NGEN);
+    key(k, sizeof(k), part(doms[0]), "ready");
+    redisReply *r = cmd("LRANGE %s 0 -1", k);
+    CHECK(r && r->type == REDIS_REPLY_ARRAY && r->elements == NGEN);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != NGEN) {
+        freeReplyObject(r);
+        return;
+    }
+    snprintf(addr, sizeof(addr), "unix:%s", T.sock);
+    FILE *out = fopen("/dev/null", "w");
+    char *argv[2 + NDEL] = {"delete"};
+    for (int i = 0; i < NDEL; i++)   /* every other id of the first 24 */
+        argv[1 + i] = r->element[2 * i]->str;
+    CHECK_INT(queue_admin_main(&T.q.qc, addr, "tern.test", 1 + NDEL, argv, out), 0);
+    CHECK_INT(cmd_int("LLEN %s", k), NGEN - NDEL);
+    redisReply *left = cmd("LRANGE %s 0 -1", k);
+    CHECK(left && left->type == REDIS_REPLY_ARRAY && left->elements == NGEN - NDEL);
+    for (size_t i = 0; left && i < left->elements && i < NGEN - NDEL; i++) {
+        size_t want = i < NDEL ? 2 * i + 1 : i + NDEL;
+        CHECK_STR(left->element[i]->str, r->element[want]->str);
+    }
+    freeReplyObject(left);
+    argv[1] = r->element[1]->str;
+    argv[2] = r->element[NGEN - 1]->str;
+    CHECK_INT(queue_admin_main(&T.q.qc, addr, "tern.test", 3, argv, out), 0);
+    CHECK_INT(cmd_int("LLEN %s", k), NGEN - NDEL - 2);
+    fclose(out);
+    freeReplyObject(r);
+}
+
 static void test_take_ack(void)
 {
     flush();
@@ -692,6 +732,7 @@ int main(void)
     RUN(test_enqueue_script_refuses_duplicate);
     RUN(test_generate);
     RUN(test_generate_from);
+    RUN(test_delete_leaves_ready);
     RUN(test_take_ack);
     RUN(test_lease_expiry_and_schedule);
     RUN(test_noscript);
