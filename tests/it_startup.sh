@@ -58,7 +58,7 @@ qstop "$TPID" && pass run_stops_cleanly || fail run_stops_cleanly "exit $?"
 "$TERN" inject -c "$dir/s.conf" --generate $N --domains c.test --size 1k >/dev/null ||
     fail inject "tern inject failed"
 stop_redis
-timeout 60 "$TERN" run -c "$dir/s.conf" --drain >"$dir/b.run" 2>"$dir/b.rerr" &
+timeout -k 5 60 "$TERN" run -c "$dir/s.conf" --drain >"$dir/b.run" 2>"$dir/b.rerr" &
 DPID=$!
 TERN_PIDS="$TERN_PIDS $DPID"
 waitlog "$dir/b.rerr" "waiting for Redis" || fail drain_waits "$(cat "$dir/b.rerr")"
@@ -75,7 +75,7 @@ fi
 
 # --- c. --drain, Redis never comes up: bounded by redis_wait -----------------------
 stop_redis
-timeout 30 "$TERN" run -c "$dir/s.conf" --drain >"$dir/c.run" 2>"$dir/c.rerr"
+timeout -k 5 30 "$TERN" run -c "$dir/s.conf" --drain >"$dir/c.run" 2>"$dir/c.rerr"
 rc=$?
 if [ "$rc" = 1 ] && grep -q "Redis at $REDIS_ADDR not usable after 2.0 s of waiting" "$dir/c.rerr"; then
     pass drain_gives_up_after_redis_wait
