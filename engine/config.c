@@ -39,6 +39,7 @@ void config_defaults(struct tern_config *c)
     c->retry_max_ms = 4 * 3600000;
     c->max_age_ms = 5LL * 86400 * 1000;
     c->tier_memory_ms = 3600000;
+    c->redis_wait_ms = 60000;
     listen_config_defaults(&c->listen);
     config_net_defaults(&c->net);
 }
@@ -204,6 +205,7 @@ static const struct key_def keys[] = {
     {"events_maxlen", K_INT, F(queue.events_maxlen), 0, QUEUE_EVENTS_MAXLEN_MIN, 1000000000},
     {"events_queued", K_BOOL, F(queue.events_queued), 0, 0, 0},
     {"tier_memory", K_DURATION, F(tier_memory_ms), 0, 0, 0},
+    {"redis_wait", K_DURATION, F(redis_wait_ms), 0, 0, 0},
     {"lease", K_DURATION, 0, 0, 0, 0},
     {"max_message_size", K_SIZE, 0, 0, 0, 0},
     {"route", K_ROUTE, 0, 0, 0, 0},

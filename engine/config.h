@@ -107,6 +107,7 @@ struct tern_config {
     char hostname[SMTP_HELO_NAME_MAX + 1];
     int threads;                      /* resolved: >= 1 */
     char redis[CONFIG_PATH_MAX];      /* "unix:/path" or "host:port" */
+    int64_t redis_wait_ms;            /* `tern run --drain` waits this long for Redis at start */
     struct queue_config queue;
     struct policy_table policy;       /* `tls = ` sets the default entry */
     struct tls_ctx_spec tls_ctx[CONFIG_TLS_CTX_MAX];

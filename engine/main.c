@@ -23,6 +23,7 @@
 #include "engine/config.h"
 #include "engine/worker.h"
 #include "engine/listener.h"
+#include "engine/redis_wait.h"
 #include "engine/auth.h"
 #include "engine/tls_check.h"
 #include "tls/cert_check.h"
@@ -218,9 +219,12 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
 {
     char err[512];
     struct queue_conn q;
-    if (!queue_open(&q, &cfg->queue, cfg->redis, err, sizeof(err))) {
+    /* Redis may come up after us: wait (engine/redis_wait.h); --drain
+     * only as long as redis_wait says. */
+    int up = redis_wait_open(&q, cfg, drain ? cfg->redis_wait_ms : -1, err, sizeof(err));
+    if (up <= 0) {
         fprintf(stderr, "tern: %s\n", err);
-        return 1;
+        return up < 0 ? 0 : 1;
     }
     struct engine e = {.cfg = cfg, .scripts = q.scripts, .drain = drain,
                        .nworkers = cfg->threads, .verbose = verbose};
@@ -491,7 +495,8 @@ static int cmd_inject(const struct tern_config *cfg, int argc, char **argv, int 
             return 1;
         }
         double t0 = now_s();
-        long n = queue_generate(&q, generate, dl, nd, (size_t)size, err, sizeof(err));
+        long n = queue_generate_from(&q, from, generate, dl, nd, (size_t)size, err,
+                                     sizeof(err));
         queue_close(&q);
         if (n < 0) {
             fprintf(stderr, "tern: generate: %s\n", err);

@@ -803,8 +803,10 @@ struct worker *worker_new(const struct engine *e, int id, char *err, size_t errl
         goto fail;
     }
     w->rfd = worker_redis_connect(w->cfg->redis, err, errlen);
-    if (w->rfd < 0)
-        goto fail;
+    if (w->rfd < 0) {   /* gone again since tern run saw it: reconnect from the loop */
+        fprintf(stderr, "tern: worker %d: waiting for Redis: %s\n", id, err);
+        w->redis_down = 1;
+    }
 
     for (int i = 0; i < w->cfg->ntls_ctx; i++) {
         const struct tls_ctx_spec *sp = &w->cfg->tls_ctx[i];

@@ -682,7 +682,10 @@ void conn_abort(struct worker *w, struct conn *c, const char *reason)
 void conn_hand_job(struct worker *w, struct conn *c)
 {
     struct dest *d = c->d;
-    if (w->stopping || c->msgs >= (uint64_t)d->lim.max_messages_per_connection) {
+    /* A backoff halved the limit: the connections over it leave as they
+     * finish, so the receiver sees fewer sessions, not just no new ones. */
+    if (w->stopping || c->msgs >= (uint64_t)d->lim.max_messages_per_connection ||
+        dest_surplus_conn(w, d)) {
         conn_quit_or_close(w, c);
         return;
     }

@@ -394,6 +394,10 @@ int dest_may_send(struct worker *w, struct dest *d);
 int dest_max_conns(const struct dest *d);
 /* dest_paused: a backoff pause is running. */
 int dest_paused(const struct worker *w, const struct dest *d);
+/* dest_surplus_conn: d has more live connections (not closing, not
+ * saying QUIT) than dest_max_conns allows: a backoff lowered the limit,
+ * and a connection finishing a message should leave. */
+int dest_surplus_conn(const struct worker *w, const struct dest *d);
 /* dest_reply_seen: a reply from d's host: a 421 or a backoff pattern
  * backs off; a 2xx after a backoff steps back up. */
 void dest_reply_seen(struct worker *w, struct dest *d, int code, const char *text);

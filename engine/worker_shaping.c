@@ -68,10 +68,24 @@ int dest_paused(const struct worker *w, const struct dest *d)
     return d->bo.paused_until_ms > w->now_ms;
 }
 
+int dest_surplus_conn(const struct worker *w, const struct dest *d)
+{
+    int max = dest_max_conns(d);
+    if (d->nconns <= max)
+        return 0;   /* the common case: no walk */
+    int live = 0;
+    for (const struct conn *c = w->conns; c; c = c->next)
+        live += c->d == d && c->state != CONN_CLOSING && !c->quitting;
+    return live > max;
+}
+
 void dest_reply_seen(struct worker *w, struct dest *d, int code, const char *text)
 {
     if (code / 100 == 2) {
-        shaping_backoff_ok(&d->bo, d->lim.max_connections);
+        /* A 250 during the pause is for mail sent before the backoff: it
+         * must not undo the backoff at once. */
+        if (!dest_paused(w, d))
+            shaping_backoff_ok(&d->bo, d->lim.max_connections);
         return;
     }
     if (code != 421 && !(code / 100 == 4 && config_net_backoff_match(&w->cfg->net, text)))

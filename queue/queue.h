@@ -303,6 +303,13 @@ int queue_enqueue(struct queue_conn *q, const char *from,
  * or -1 with err set (some may have been stored if Redis refused midway). */
 long queue_generate(struct queue_conn *q, long n, const char *const *domains,
                     size_t ndomains, size_t size, char *err, size_t errlen);
+/* queue_generate_from: the same with envelope sender `from` (checked like
+ * queue_enqueue's; "<>" or "" is the null sender; NULL is the generator's
+ * address). The From: header carries the sender too (the generator's for
+ * the null sender). */
+long queue_generate_from(struct queue_conn *q, const char *from, long n,
+                         const char *const *domains, size_t ndomains, size_t size,
+                         char *err, size_t errlen);
 
 struct queue_stats {
     long long ready, leased, scheduled;

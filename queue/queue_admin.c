@@ -27,25 +27,56 @@ static const char *const state_keys[ST_COUNT] = {"ready", "leased", "sched", "ba
 /*
  * remove
  *   KEYS[1] leased  KEYS[2] sched  KEYS[3] bad  KEYS[4] stats  KEYS[5] events
+ *   KEYS[6] ready
  *   ARGV    msg_prefix, status ("deleted" or "failed"), reason,
  *           events_maxlen, ids...
  *   Reply   the number of ids that had a message.
- * The id stays on ready if it is there: take drops ids without a hash, so
- * removal never scans the list.
+ * An id in none of leased, sched and bad is on ready; those leave ready
+ * too, so its length (the `ready` count) stays right. Up to
+ * REMOVE_LREM_MAX of them: one LREM each (a scan up to the id). More: one
+ * walk over ready in chunks of 1000 (memory bounded) finds them all and
+ * overwrites each with "" (never an id), then one LREM, stopping at the
+ * last of them, takes the marks out: O(length of ready) per call however
+ * many ids it has (docs/queue.md, "Cost of delete").
  */
+#define REMOVE_LREM_MAX 8    /* 8 LREMs near the tail cost about one walk (bench/delete_cost.sh) */
 static const char remove_src[] =
-    "local n = 0\n"
+    "local n, want, k = 0, {}, 0\n"
     "for i = 5, #ARGV do\n"
     "  local id = ARGV[i]\n"
     "  if redis.call('DEL', ARGV[1] .. id) == 1 then\n"
-    "    redis.call('ZREM', KEYS[1], id)\n"
-    "    redis.call('ZREM', KEYS[2], id)\n"
-    "    redis.call('SREM', KEYS[3], id)\n"
+    "    local other = redis.call('ZREM', KEYS[1], id) + redis.call('ZREM', KEYS[2], id)\n"
+    "      + redis.call('SREM', KEYS[3], id)\n"
+    "    if other == 0 then\n"
+    "      want[id] = true\n"
+    "      k = k + 1\n"
+    "    end\n"
     "    redis.call('HINCRBY', KEYS[4], ARGV[2], 1)\n"
     "    redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[4], '*',\n"
     "      'id', id, 'status', ARGV[2], 'reply', ARGV[3])\n"
     "    n = n + 1\n"
     "  end\n"
+    "end\n"
+    "if k <= " QUEUE_STR(REMOVE_LREM_MAX) " then\n"
+    "  for id in pairs(want) do\n"
+    "    redis.call('LREM', KEYS[6], 1, id)\n"
+    "  end\n"
+    "  return n\n"
+    "end\n"
+    "local len, at, marked = redis.call('LLEN', KEYS[6]), 0, 0\n"
+    "while marked < k and at < len do\n"
+    "  local chunk = redis.call('LRANGE', KEYS[6], at, at + 999)\n"
+    "  for j, id in ipairs(chunk) do\n"
+    "    if want[id] then\n"
+    "      redis.call('LSET', KEYS[6], at + j - 1, '')\n"
+    "      want[id] = nil\n"
+    "      marked = marked + 1\n"
+    "    end\n"
+    "  end\n"
+    "  at = at + 1000\n"
+    "end\n"
+    "if marked > 0 then\n"
+    "  redis.call('LREM', KEYS[6], marked, '')\n"
     "end\n"
     "return n\n";
 
@@ -349,7 +380,7 @@ static int cmd_stats(struct admin *a, int json)
             }
     for (size_t i = 0; i < t.n; i++)
         bad += t.all[i]->n[ST_BAD];
-    if (t.n)   /* qsort wants a valid pointer even for 0 elements */
+    if (t.n)   /* an empty queue has no table: qsort must not see NULL */
         qsort(t.all, t.n, sizeof(*t.all), cmp_dstat);
     int64_t now = wall_ms();
     FILE *o = a->out;
@@ -530,12 +561,12 @@ static int cmd_retry(struct admin *a, const char *domain)
 static int remove_ids(struct admin *a, int p, const char *status, const char *reason,
                       const char *const *ids, size_t n, long long *removed)
 {
-    char k[5][KEY_MAX], pfx[KEY_MAX];
-    static const char *const names[5] = {"leased", "sched", "bad", "stats", "events"};
-    for (int i = 0; i < 5; i++)
+    char k[6][KEY_MAX], pfx[KEY_MAX];
+    static const char *const names[6] = {"leased", "sched", "bad", "stats", "events", "ready"};
+    for (int i = 0; i < 6; i++)
         pkey(a, p, names[i], k[i]);
     pkey(a, p, "m:", pfx);
-    size_t argc = 3 + 5 + 4 + n;
+    size_t argc = 3 + 6 + 4 + n;
     const char **argv = malloc(argc * sizeof(*argv));
     size_t *lens = malloc(argc * sizeof(*lens));
     if (argv == NULL || lens == NULL) {
@@ -545,10 +576,10 @@ static int remove_ids(struct admin *a, int p, const char *status, const char *re
     }
     char maxlen[24];
     snprintf(maxlen, sizeof(maxlen), "%d", a->q.qc.events_maxlen);
-    const char *head[12] = {"EVAL", remove_src, "5", k[0], k[1], k[2], k[3], k[4], pfx, status,
-                            reason, maxlen};
+    const char *head[13] = {"EVAL", remove_src, "6", k[0], k[1], k[2], k[3], k[4], k[5], pfx,
+                            status, reason, maxlen};
     for (size_t i = 0; i < argc; i++) {
-        argv[i] = i < 12 ? head[i] : ids[i - 12];
+        argv[i] = i < 13 ? head[i] : ids[i - 13];
         lens[i] = strlen(argv[i]);
     }
     redisReply *r = redisCommandArgv(a->q.rc, (int)argc, argv, lens);

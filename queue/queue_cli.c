@@ -397,18 +397,18 @@ static void gen_body(struct buf *b, size_t want)
     }
 }
 
-static void gen_headers(struct buf *m, const char *id, const char *rcpt, long i,
-                        const char *date)
+static void gen_headers(struct buf *m, const char *id, const char *from, const char *rcpt,
+                        long i, const char *date)
 {
-    char h[1024 + QUEUE_ADDR_MAX];
+    char h[1024 + 2 * QUEUE_ADDR_MAX];
     int k = snprintf(h, sizeof(h),
                      "Date: %s\r\n"
-                     "From: <" GEN_FROM ">\r\n"
+                     "From: <%s>\r\n"
                      "To: <%s>\r\n"
                      "Subject: tern load test message %ld\r\n"
                      "Message-ID: <%s@tern.test>\r\n"
                      "\r\n",
-                     date, rcpt, i, id);
+                     date, from, rcpt, i, id);
     if (k < 0 || (size_t)k >= sizeof(h)) {
         m->err = 1;
         return;
@@ -419,8 +419,26 @@ static void gen_headers(struct buf *m, const char *id, const char *rcpt, long i,
 long queue_generate(struct queue_conn *q, long n, const char *const *domains,
                     size_t ndomains, size_t size, char *err, size_t errlen)
 {
-    const char *why;
-    char rcpt[QUEUE_ADDR_MAX + 1];
+    return queue_generate_from(q, NULL, n, domains, ndomains, size, err, errlen);
+}
+
+long queue_generate_from(struct queue_conn *q, const char *from, long n,
+                         const char *const *domains, size_t ndomains, size_t size,
+                         char *err, size_t errlen)
+{
+    const char *why, *bare;
+    size_t blen;
+    char rcpt[QUEUE_ADDR_MAX + 1], bfrom[QUEUE_ADDR_MAX + 1];
+    if (from == NULL)
+        from = GEN_FROM;
+    if (!queue_addr_bare(from, strlen(from), 0, &bare, &blen, &why)) {
+        seterr(err, errlen, "sender %s: %s", from, why);
+        return -1;
+    }
+    memcpy(bfrom, bare, blen);
+    bfrom[blen] = '\0';
+    /* The null sender still needs a From: header; the generator's stands in. */
+    const char *hfrom = blen ? bfrom : GEN_FROM;
     if (n < 0) {
         seterr(err, errlen, "negative message count");
         return -1;
@@ -472,11 +490,11 @@ long queue_generate(struct queue_conn *q, long n, const char *const *domains,
         queue_new_id(id);
         snprintf(rcpt, sizeof(rcpt), "user%ld@%s", i, dom);
         buf_reset(&msg);
-        gen_headers(&msg, id, rcpt, i, date);
+        gen_headers(&msg, id, hfrom, rcpt, i, date);
         buf_append(&msg, buf_peek(&body), buf_used(&body));
         const char *rp = rcpt;
         if (msg.err ||
-            !queue_cmd_enqueue(&w->cmds, &q->qc, &q->scripts, id, GEN_FROM, &rp, 1,
+            !queue_cmd_enqueue(&w->cmds, &q->qc, &q->scripts, id, bfrom, &rp, 1,
                                dom, buf_peek(&msg), buf_used(&msg), now)) {
             seterr(err, errlen, "building message %ld failed", i);
             done = -1;

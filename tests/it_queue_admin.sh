@@ -70,6 +70,10 @@ rc=$?
 [ $rc -eq 0 ] && [ "$out" = "deleted 2" ] && [ "$(rcli exists "tern:{0}:m:$d1")" = 0 ] &&
     [ "$(rcli xrange 'tern:{0}:events' - + | grep -cx deleted)" = 2 ] && pass delete_messages ||
     fail delete_messages "exit $rc: $out"
+# The deleted ids leave ready at once (the count is right), the rest keep their order.
+st=$(Q stats)
+[ "$(val ready)" = 4 ] && [ "$(rcli lrange 'tern:{0}:ready' 0 -1)" = "$(echo "$ids" | sed 1,2d)" ] &&
+    pass delete_leaves_ready || fail delete_leaves_ready "$st"
 Q delete "$d1" >/dev/null 2>&1
 rc=$?
 [ $rc -eq 3 ] && pass delete_unknown_exit_3 || fail delete_unknown_exit_3 "exit $rc"

@@ -8,6 +8,8 @@
 #  - 421 "rate limited" makes the destination back off, then it recovers
 #    and delivers the rest (the two messages answered 421 wait for their
 #    retry); a 451 matching backoff_pattern backs off the same way;
+#  - during a backoff the open connections drop to the halved limit (the
+#    sink's conns_open), and climb back to max_connections after;
 #  - repeated connection failures suspend the destination: mail deferred,
 #    a bounded number of attempts, no busy loop;
 #  - source_address pool: the sink sees both 127.0.0.2 and 127.0.0.3.
@@ -75,6 +77,45 @@ EOC
 [ "$(client 127.0.0.1 messages pattern)" = 4 ] && grep -q 'pat.test: backing off.*451' "$dir/pattern.err" \
     && [ "$(stat "$dir/pattern.conf" scheduled)" = 2 ] && pass backoff_pattern_reply \
     || fail backoff_pattern_reply "$(client 127.0.0.1 messages pattern) delivered; $(grep -c 'backing off' "$dir/pattern.err") backoffs"
+
+# Concurrency during a backoff, as the sink counts it: 8 connections busy,
+# one 421; while paused the connections over the halved limit leave as
+# they finish (at most 4 open), and after the pause it climbs back to 8.
+# The 250s of mail already in flight at the 421 do not undo the backoff.
+rcli flushall >/dev/null
+tern_sink conc --per-client --stats-file "$dir/conc.stats" --quiet --reply-delay 200 \
+    --data-reply "421 4.7.0 too many connections" --reply-first 1 || exit 1
+{ echo "threads = 1"; echo "tls = none"; echo "route * = 127.0.0.1:$SINK_PORT"
+  echo "max_connections = 8"; echo "backoff_pause = 3s"; echo "retry_base = 1h"; } |
+    tern_config "$dir/conc.conf"
+$TERN inject -c "$dir/conc.conf" --generate 300 --domains conc.test --size 300 >/dev/null
+timeout 60 $TERN run -c "$dir/conc.conf" --drain >"$dir/conc.out" 2>"$dir/conc.err" &
+CPID=$!
+TERN_PIDS="$TERN_PIDS $CPID"
+n=200
+until grep -q 'conc.test: backing off.*at most 4 connections' "$dir/conc.err" || [ $n = 0 ]; do
+    sleep 0.1; n=$((n - 1)); done
+# Sampled from the sink's stats file (rewritten every 200 ms) while few
+# messages are through: the pause, not the end of the run.
+low="" n=100
+while [ -z "$low" ] && [ $n -gt 0 ]; do
+    o=$(client 127.0.0.1 conns_open conc); m=$(client 127.0.0.1 messages conc)
+    [ "${o:-9}" -le 4 ] && [ "${m:-0}" -lt 100 ] && low=$o
+    sleep 0.1; n=$((n - 1))
+done
+[ -n "$low" ] && pass backoff_lowers_concurrency ||
+    fail backoff_lowers_concurrency "open $(client 127.0.0.1 conns_open conc) (max_connections 8, halved to 4)"
+high="" n=300
+while [ -z "$high" ] && [ $n -gt 0 ]; do
+    [ "$(client 127.0.0.1 conns_open conc)" = 8 ] && high=8
+    sleep 0.1; n=$((n - 1))
+done
+wait "$CPID"
+tern_forget_pid "$CPID"
+kill "$SINK_PID"; wait "$SINK_PID" 2>/dev/null; tern_forget_pid "$SINK_PID"
+p=$(client 127.0.0.1 peak_conns conc); m=$(client 127.0.0.1 messages conc)
+[ -n "$high" ] && [ "$p" = 8 ] && [ "$m" = 299 ] && pass backoff_concurrency_recovers ||
+    fail backoff_concurrency_recovers "back to 8 open: ${high:-no}; peak $p; $m of 299 delivered"
 
 # A destination nobody listens for: suspended after a few attempts.
 rcli flushall >/dev/null

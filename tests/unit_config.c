@@ -60,6 +60,20 @@ static void test_good(void)
     CHECK(r != NULL && r->port == 25);
 }
 
+/* redis_wait: how long tern run --drain waits for Redis at start. */
+static void test_redis_wait(void)
+{
+    static struct tern_config c;
+    char err[512] = "";
+    CHECK_INT(config_load(&c, write_file("rw1.conf", "hostname = h.example\n"), err, sizeof(err)), 1);
+    CHECK_INT(c.redis_wait_ms, 60000);
+    CHECK_INT(config_load(&c, write_file("rw2.conf", "redis_wait = 0\n"), err, sizeof(err)), 1);
+    CHECK_INT(c.redis_wait_ms, 0);
+    CHECK_INT(config_load(&c, write_file("rw3.conf", "redis_wait = 5m\n"), err, sizeof(err)), 1);
+    CHECK_INT(c.redis_wait_ms, 300000);
+    CHECK_INT(config_load(&c, write_file("rw4.conf", "redis_wait = soon\n"), err, sizeof(err)), 0);
+}
+
 static void test_bad(void)
 {
     static const struct {
@@ -271,6 +285,7 @@ int main(void)
     if (mkdtemp(dir) == NULL)
         return 1;
     RUN(test_good);
+    RUN(test_redis_wait);
     RUN(test_smtp_client_keys);
     RUN(test_bad);
     RUN(test_tables);

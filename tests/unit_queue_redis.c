@@ -10,6 +10,7 @@
  * and retry schedules are tested without sleeping.
  */
 #include "queue/queue.h"
+#include "queue/queue_admin.h"
 #include "tests/check.h"
 
 #include <errno.h>
@@ -365,6 +366,77 @@ static void test_generate(void)
     }
 }
 
+/* --generate --from: the envelope sender and the From: header are the
+ * given sender; the null sender keeps the generator's header. */
+static void test_generate_from(void)
+{
+    flush();
+    char err[256] = "";
+    const char *doms[] = {"gf.example"};
+    CHECK_INT(queue_generate_from(&T.q, "<ops@sender.example>", 2, doms, 1, 200, err,
+                                  sizeof(err)), 2);
+    CHECK_INT(queue_generate_from(&T.q, "bad sender@x", 1, doms, 1, 200, err, sizeof(err)), -1);
+    CHECK(strstr(err, "sender") != NULL);
+    struct queue_msg **m;
+    const char *perr;
+    size_t n = take(part(doms[0]), 10, 1, &m, &perr);
+    CHECK_INT(n, 2);
+    for (size_t i = 0; i < n; i++) {
+        CHECK_STR(m[i]->from, "ops@sender.example");
+        CHECK(strstr((const char *)m[i]->data, "\r\nFrom: <ops@sender.example>\r\n") != NULL);
+    }
+    if (n)
+        free_msgs(m, n);
+    flush();
+    CHECK_INT(queue_generate_from(&T.q, "<>", 1, doms, 1, 200, err, sizeof(err)), 1);
+    n = take(part(doms[0]), 10, 1, &m, &perr);
+    CHECK_INT(n, 1);
+    if (n == 1) {
+        CHECK_STR(m[0]->from, "");
+        CHECK(strstr((const char *)m[0]->data, "\r\nFrom: <generator@tern.test>\r\n") != NULL);
+        free_msgs(m, n);
+    }
+}
+
+/* tern queue delete takes ready ids off the ready list at once (so the
+ * `ready` count is right) and keeps the order of the rest: many ids (one
+ * walk over the list) and a few (one LREM each). */
+static void test_delete_leaves_ready(void)
+{
+    enum { NGEN = 30, NDEL = 12 };
+    flush();
+    char err[256] = "", addr[200], k[128];
+    const char *doms[] = {"dl.example"};
+    CHECK_INT(queue_generate(&T.q, NGEN, doms, 1, 100, err, sizeof(err)), NGEN);
+    key(k, sizeof(k), part(doms[0]), "ready");
+    redisReply *r = cmd("LRANGE %s 0 -1", k);
+    CHECK(r && r->type == REDIS_REPLY_ARRAY && r->elements == NGEN);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != NGEN) {
+        freeReplyObject(r);
+        return;
+    }
+    snprintf(addr, sizeof(addr), "unix:%s", T.sock);
+    FILE *out = fopen("/dev/null", "w");
+    char *argv[2 + NDEL] = {"delete"};
+    for (int i = 0; i < NDEL; i++)   /* every other id of the first 24 */
+        argv[1 + i] = r->element[2 * i]->str;
+    CHECK_INT(queue_admin_main(&T.q.qc, addr, "tern.test", 1 + NDEL, argv, out), 0);
+    CHECK_INT(cmd_int("LLEN %s", k), NGEN - NDEL);
+    redisReply *left = cmd("LRANGE %s 0 -1", k);
+    CHECK(left && left->type == REDIS_REPLY_ARRAY && left->elements == NGEN - NDEL);
+    for (size_t i = 0; left && i < left->elements && i < NGEN - NDEL; i++) {
+        size_t want = i < NDEL ? 2 * i + 1 : i + NDEL;
+        CHECK_STR(left->element[i]->str, r->element[want]->str);
+    }
+    freeReplyObject(left);
+    argv[1] = r->element[1]->str;
+    argv[2] = r->element[NGEN - 1]->str;
+    CHECK_INT(queue_admin_main(&T.q.qc, addr, "tern.test", 3, argv, out), 0);
+    CHECK_INT(cmd_int("LLEN %s", k), NGEN - NDEL - 2);
+    fclose(out);
+    freeReplyObject(r);
+}
+
 static void test_take_ack(void)
 {
     flush();
@@ -659,6 +731,8 @@ int main(void)
     RUN(test_enqueue_rejects);
     RUN(test_enqueue_script_refuses_duplicate);
     RUN(test_generate);
+    RUN(test_generate_from);
+    RUN(test_delete_leaves_ready);
     RUN(test_take_ack);
     RUN(test_lease_expiry_and_schedule);
     RUN(test_noscript);

@@ -1,0 +1,81 @@
+/*
+ * redis_wait.c - retry queue_open() with backoff until Redis answers
+ * (redis_wait.h).
+ */
+#include "engine/redis_wait.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine/worker_int.h"   /* REDIS_BACKOFF_MIN_MS, REDIS_BACKOFF_MAX_MS */
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* pause_for sleeps ms unless a signal of set arrives: its number, or 0. */
+static int pause_for(const sigset_t *set, int64_t ms)
+{
+    struct timespec to = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    for (;;) {
+        int sig = sigtimedwait(set, NULL, &to);
+        if (sig > 0)
+            return sig;
+        if (sig < 0 && errno == EINTR)
+            continue;   /* another signal; the remaining time is close enough */
+        return 0;
+    }
+}
+
+int redis_wait_open(struct queue_conn *q, const struct tern_config *cfg, int64_t limit_ms,
+                    char *err, size_t errlen)
+{
+    const char *why;
+    if (!queue_config_check(&cfg->queue, &why)) {
+        snprintf(err, errlen, "queue configuration: %s", why);
+        return 0;
+    }
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+    int64_t start = mono_ms(), backoff = 0;
+    char last[256];
+    for (;;) {
+        if (queue_open(q, &cfg->queue, cfg->redis, last, sizeof(last))) {
+            if (backoff)
+                fprintf(stderr, "tern: Redis at %s answers after %.1f s\n", cfg->redis,
+                        (double)(mono_ms() - start) / 1000.0);
+            return 1;
+        }
+        int64_t waited = mono_ms() - start;
+        if (limit_ms >= 0 && waited >= limit_ms) {
+            snprintf(err, errlen, "Redis at %s not usable after %.1f s of waiting: %s",
+                     cfg->redis, (double)waited / 1000.0, last);
+            return 0;
+        }
+        backoff = backoff ? backoff * 2 : REDIS_BACKOFF_MIN_MS;
+        if (backoff > REDIS_BACKOFF_MAX_MS)
+            backoff = REDIS_BACKOFF_MAX_MS;
+        int64_t pause = backoff;
+        if (limit_ms >= 0 && waited + pause > limit_ms)
+            pause = limit_ms - waited;   /* one last try at the limit */
+        fprintf(stderr, "tern: waiting for Redis at %s: %s; next try in %lld ms\n", cfg->redis,
+                last, (long long)pause);
+        int sig = pause_for(&set, pause);
+        if (sig) {
+            snprintf(err, errlen, "%s while waiting for Redis at %s",
+                     sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg->redis);
+            return -1;
+        }
+    }
+}
