@@ -52,7 +52,7 @@ tern_redis "$REDIS_EXTRA" || exit 1
     fail inject "tern inject failed"
 qwait_ids s $N 300 && pass run_delivers_after_redis_starts ||
     fail run_delivers_after_redis_starts "$(qids s) of $N delivered: $(tail -n 3 "$dir/s.a.rerr")"
-qstop "$TPID" && pass run_stops_cleanly || fail run_stops_cleanly "exit $?"
+tern_stop "$TPID" && pass run_stops_cleanly || fail run_stops_cleanly "exit $?"
 
 # --- b. --drain through a Redis restart ------------------------------------------
 "$TERN" inject -c "$dir/s.conf" --generate $N --domains c.test --size 1k >/dev/null ||
@@ -87,7 +87,7 @@ fi
 qstart s d
 TPID=$QPID
 waitlog "$dir/s.d.rerr" "waiting for Redis" || true
-if qstop "$TPID" && grep -q "SIGTERM while waiting for Redis" "$dir/s.d.rerr"; then
+if tern_stop "$TPID" && grep -q "SIGTERM while waiting for Redis" "$dir/s.d.rerr"; then
     pass sigterm_while_waiting
 else
     fail sigterm_while_waiting "$(tail -n 2 "$dir/s.d.rerr")"
@@ -128,6 +128,6 @@ tern_redis "$REDIS_EXTRA" || exit 1
 code=
 for _ in $(seq 50); do code=$(send); [ "$code" = 250 ] && break; sleep 0.2; done
 [ "$code" = 250 ] && pass listener_250_after_redis_back || fail listener_250_after_redis_back "got $code"
-qstop "$TPID" || fail listener_run_stops "exit $?"
+tern_stop "$TPID" || fail listener_run_stops "exit $?"
 
 exit $((TERN_FAILS > 0))
