@@ -69,6 +69,52 @@ static void test_cases(void)
     buf_free(&b);
 }
 
+/* unstuff: what a DATA receiver makes of the DATA form (RFC 5321 4.5.2):
+ * the terminator dropped and one leading "." per line removed. That is
+ * exactly the BDAT form. Returns its length. */
+static size_t unstuff(const char *w, size_t n, char *out)
+{
+    size_t o = 0;
+    n -= 3;                                 /* ".\r\n" */
+    for (size_t i = 0; i < n; i++) {
+        int line_start = i == 0 || (w[i - 1] == '\n' && i >= 2 && w[i - 2] == '\r');
+        if (line_start && w[i] == '.')
+            continue;
+        out[o++] = w[i];
+    }
+    return o;
+}
+
+static void test_chunk_cases(void)
+{
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct body_case *t = &cases[i];
+        size_t in_len = t->in_len ? t->in_len : strlen(t->in);
+        size_t dlen = strcmp(t->name, "nul kept") == 0 ? 8 : strlen(t->want);
+        char want[64];
+        size_t want_len = unstuff(t->want, dlen, want);
+        struct buf b;
+        buf_init(&b, 0);
+        buf_append_str(&b, "X");
+        CHECK_INT(smtp_body_encode_chunk(&b, (const uint8_t *)t->in, in_len), 1);
+        const uint8_t *got = buf_peek(&b) + 1;
+        size_t got_len = buf_used(&b) - 1;
+        if (got_len != want_len || memcmp(got, want, want_len) != 0)
+            CHECK_FAILF("%s: chunk got \"%.*s\" want \"%.*s\"", t->name, (int)got_len,
+                        (const char *)got, (int)want_len, want);
+        size_t n = smtp_body_chunk_len((const uint8_t *)t->in, in_len);
+        if (n != want_len)
+            CHECK_FAILF("%s: chunk_len got %zu want %zu", t->name, n, want_len);
+        buf_free(&b);
+    }
+    struct buf b;
+    buf_init(&b, 0);
+    CHECK_INT(smtp_body_encode_chunk(&b, NULL, 0), 1);
+    CHECK_INT(buf_used(&b), 0);
+    CHECK_INT(smtp_body_chunk_len(NULL, 0), 0);
+    buf_free(&b);
+}
+
 /* Reference encoder written the slow, obvious way, byte by byte. */
 static size_t slow_encode(const uint8_t *in, size_t n, uint8_t *out)
 {
@@ -161,6 +207,7 @@ static void test_large(void)
 int main(void)
 {
     RUN(test_cases);
+    RUN(test_chunk_cases);
     RUN(test_random_vs_reference);
     RUN(test_limit);
     RUN(test_large);
