@@ -118,7 +118,8 @@ def table(meta, workloads, peers, runs):
                % (meta.get("cores"), meta.get("cpu"), meta.get("kernel"), meta.get("load")))
     out.append("redis: AOF %s; engine threads %s%s; sink threads %s%s; %s run(s) per workload%s\n"
                % (meta.get("aof"), meta.get("threads"), " (one per core)" if meta.get("threads") == "0" else "",
-                  meta.get("sink_threads"), ", sink offers CHUNKING" if meta.get("sink_chunking") == "1" else "",
+                  meta.get("sink_threads"), (", sink offers CHUNKING" if meta.get("sink_chunking") == "1" else "")
+                  + ("; max_connections %s" % meta.get("conns_per_dest") if meta.get("conns_per_dest") else ""),
                   meta.get("runs"), "; QUICK MODE (smoke test, not figures)" if meta.get("quick") == "1" else ""))
     out.append("\n%-20s %8s %7s %6s %6s %9s  %s\n" % ("workload", "messages", "size", "rcpts", "dests", "msgs/conn", "TLS"))
     for w in workloads:
@@ -183,6 +184,7 @@ def main():
             "settings": {"aof": meta.get("aof"), "engine_threads": num(meta.get("threads")),
                          "sink_threads": num(meta.get("sink_threads")), "runs": num(meta.get("runs")),
                          "sink_chunking": meta.get("sink_chunking") == "1",
+                         "conns_per_dest": num(meta.get("conns_per_dest")) if meta.get("conns_per_dest") else None,
                          "quick": meta.get("quick") == "1"},
             "workloads": [],
             "peers": peers,
