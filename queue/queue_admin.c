@@ -349,7 +349,8 @@ static int cmd_stats(struct admin *a, int json)
             }
     for (size_t i = 0; i < t.n; i++)
         bad += t.all[i]->n[ST_BAD];
-    qsort(t.all, t.n, sizeof(*t.all), cmp_dstat);
+    if (t.n > 0)   /* an empty queue has no table: qsort(NULL, 0) is undefined */
+        qsort(t.all, t.n, sizeof(*t.all), cmp_dstat);
     int64_t now = wall_ms();
     FILE *o = a->out;
     if (json) {
