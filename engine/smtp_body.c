@@ -120,3 +120,45 @@ int smtp_body_encode_chunk(struct buf *out, const uint8_t *data, size_t len)
 {
     return encode(out, data, len, 0);
 }
+
+/* Bytes of w equal to c show as 0x80 in the result (possibly with false
+ * positives above a true one, which the byte check below sorts out). */
+static uint64_t bytes_eq(uint64_t w, uint8_t c)
+{
+    const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+    uint64_t x = w ^ (ones * c);
+    return (x - ones) & ~x & high;
+}
+
+int smtp_body_scan(const uint8_t *d, size_t len, int *eight_bit)
+{
+    const uint64_t high = 0x8080808080808080ULL;
+    int canonical = 1, eight = 0;
+    size_t i = 0;
+    while (i < len) {
+        /* Most words hold neither a line end nor an 8-bit byte: skip them
+         * whole, look at the others byte by byte. */
+        if (i + sizeof(uint64_t) <= len) {
+            uint64_t w;
+            memcpy(&w, d + i, sizeof(w));
+            if (((w & high) | bytes_eq(w, '\r') | bytes_eq(w, '\n')) == 0) {
+                i += sizeof(w);
+                continue;
+            }
+        }
+        size_t end = i + sizeof(uint64_t) < len ? i + sizeof(uint64_t) : len;
+        for (; i < end; i++) {
+            uint8_t ch = d[i];
+            if (ch & 0x80)
+                eight = 1;
+            else if (ch == '\r' && (i + 1 == len || d[i + 1] != '\n'))
+                canonical = 0;
+            else if (ch == '\n' && (i == 0 || d[i - 1] != '\r'))
+                canonical = 0;
+        }
+    }
+    if (len > 0 && d[len - 1] != '\n')
+        canonical = 0;  /* a final CRLF would be added */
+    *eight_bit = eight;
+    return canonical;
+}

@@ -42,4 +42,11 @@ size_t smtp_body_encoded_len(const uint8_t *data, size_t len);
 size_t smtp_body_chunk_len(const uint8_t *data, size_t len);
 int smtp_body_encode_chunk(struct buf *out, const uint8_t *data, size_t len);
 
+/* smtp_body_scan reads data once, a word at a time. It sets *eight_bit
+ * when a byte is >= 0x80 (RFC 6152) and returns 1 when data already is
+ * its BDAT form (every CR followed by LF, every LF preceded by CR, empty
+ * or ending in CRLF): smtp_body_encode_chunk would copy it unchanged, so
+ * the caller may send data as it is, and its length is the chunk's. */
+int smtp_body_scan(const uint8_t *data, size_t len, int *eight_bit);
+
 #endif

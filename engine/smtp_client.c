@@ -593,10 +593,15 @@ static int addr_ok(const char *a, int may_be_empty)
 static void send_bdat_last(struct smtp_client *c)
 {
     const struct smtp_msg *m = c->msg;
+    /* Mail in canonical form (the usual case) goes as it is: one copy. */
+    int as_is = c->txn_canonical;
     buf_append_str(&c->out, "BDAT ");
-    buf_append_u64(&c->out, smtp_body_chunk_len(m->data, m->data_len));
+    buf_append_u64(&c->out, as_is ? m->data_len : smtp_body_chunk_len(m->data, m->data_len));
     buf_append_str(&c->out, " LAST\r\n");
-    smtp_body_encode_chunk(&c->out, m->data, m->data_len);  /* err checked by the caller */
+    if (as_is)
+        buf_append(&c->out, m->data, m->data_len);         /* err checked by the caller */
+    else
+        smtp_body_encode_chunk(&c->out, m->data, m->data_len);
     c->body_sent = 1;
 }
 
@@ -668,7 +673,7 @@ int smtp_client_start_txn(struct smtp_client *c, const struct smtp_msg *m)
     c->pipelined = c->caps.pipelining;
     c->chunking = c->pipelined && c->caps.chunking;
 
-    c->txn_8bit = has_8bit(m->data, m->data_len);
+    c->txn_canonical = smtp_body_scan(m->data, m->data_len, &c->txn_8bit);
     c->txn_utf8 = addrs_non_ascii(m);
 
     /* Do not send what the peer said it cannot take (RFC 1870, 6152,

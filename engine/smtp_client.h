@@ -251,6 +251,7 @@ struct smtp_client {
     int mail_ok;                 /* MAIL FROM got 2xx */
     int dot_only;                /* no accepted RCPT: "." after 354, or BDAT's reply ignored */
     int txn_8bit;                /* data has bytes >= 0x80: BODY=8BITMIME */
+    int txn_canonical;           /* data is its own BDAT form: sent as is */
     int txn_utf8;                /* non-ASCII envelope: SMTPUTF8 */
 };
 

@@ -917,6 +917,23 @@ static void test_bdat_pipelined(void)
                   "READY TXN(1,BODY,250) READY TXN(1,BODY,250) READY CLOSED");
 }
 
+static void test_bdat_canonical_as_is(void)
+{
+    /* CRLF only, ends with CRLF: the chunk is the data itself, a leading
+     * dot and an 8-bit byte included. */
+    static const uint8_t canon[] = ".top\r\n\xc3\xa9\r\n";
+    static const struct smtp_msg m = {"a@x.test", rcpts1, 1, canon, sizeof(canon) - 1};
+    static const char *const phases[] = {
+        "220 mx\r\n250-mx\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 CHUNKING\r\n"
+        "250 ok\r\n250 ok\r\n250 2.0.0 queued\r\n221 bye\r\n",
+        NULL,
+    };
+    run_split_all(SMTP_TLS_NONE, &m, 1, phases,
+                  "EHLO client.test\r\nMAIL FROM:<a@x.test> BODY=8BITMIME\r\nRCPT TO:<b@y.test>\r\n"
+                  "BDAT 10 LAST\r\n.top\r\n\xc3\xa9\r\nQUIT\r\n",
+                  "READY TXN(1,BODY,250) READY CLOSED");
+}
+
 static void test_bdat_needs_pipelining(void)
 {
     /* CHUNKING alone: lock-step with DATA, as before. */
@@ -1208,6 +1225,7 @@ int main(void)
     RUN(test_helo_fallback_refuses_8bit);
     RUN(test_smtputf8);
     RUN(test_bdat_pipelined);
+    RUN(test_bdat_canonical_as_is);
     RUN(test_bdat_needs_pipelining);
     RUN(test_bdat_refusals);
     RUN(test_bdat_in_doubt);
