@@ -145,9 +145,11 @@ def table(meta, workloads, peers, runs):
     out.append("tern delivery benchmark: %s, commit %s\n" % (meta.get("date"), meta.get("commit")))
     out.append("machine: %s cores, %s, kernel %s, load average at start %s\n"
                % (meta.get("cores"), meta.get("cpu"), meta.get("kernel"), meta.get("load")))
-    out.append("redis: AOF %s; engine threads %s%s; sink threads %s; %s run(s) per workload%s\n"
+    out.append("redis: AOF %s; engine threads %s%s; sink threads %s%s; %s run(s) per workload%s\n"
                % (meta.get("aof"), meta.get("threads"), " (one per core)" if meta.get("threads") == "0" else "",
-                  meta.get("sink_threads"), meta.get("runs"), "; QUICK MODE (smoke test, not figures)" if meta.get("quick") == "1" else ""))
+                  meta.get("sink_threads"), (", sink offers CHUNKING" if meta.get("sink_chunking") == "1" else "")
+                  + ("; max_connections %s" % meta.get("conns_per_dest") if meta.get("conns_per_dest") else ""),
+                  meta.get("runs"), "; QUICK MODE (smoke test, not figures)" if meta.get("quick") == "1" else ""))
     out.append("\n%-20s %8s %7s %6s %6s %9s  %s\n" % ("workload", "messages", "size", "rcpts", "dests", "msgs/conn", "TLS"))
     for w in workloads:
         tls = ("STARTTLS, tls = encrypt, TLS 1.3 preferred tier, resumption on, sink tickets on"
@@ -218,6 +220,8 @@ def main():
                         "kernel": meta.get("kernel"), "load": meta.get("load")},
             "settings": {"aof": meta.get("aof"), "engine_threads": num(meta.get("threads")),
                          "sink_threads": num(meta.get("sink_threads")), "runs": num(meta.get("runs")),
+                         "sink_chunking": meta.get("sink_chunking") == "1",
+                         "conns_per_dest": num(meta.get("conns_per_dest")) if meta.get("conns_per_dest") else None,
                          "quick": meta.get("quick") == "1"},
             "workloads": [],
             "peers": peers,

@@ -10,7 +10,8 @@
  *       so a "\r\n.\r\n" inside the message cannot end DATA early;
  *     - a CRLF is added when the message does not end with a line end;
  *     - the terminator ".\r\n" is appended.
- *   An empty message encodes as ".\r\n" alone. The input is scanned with
+ *   An empty message encodes as ".\r\n" alone (and as nothing in the BDAT
+ *   form below). The input is scanned with
  *   memchr and copied in runs, so the cost is about one memcpy.
  *
  * OWNERSHIP
@@ -33,5 +34,19 @@ int smtp_body_encode(struct buf *out, const uint8_t *data, size_t len);
 /* smtp_body_encoded_len returns the exact number of bytes smtp_body_encode
  * would append for the same input. */
 size_t smtp_body_encoded_len(const uint8_t *data, size_t len);
+
+/* The BDAT form (RFC 3030): the same line-end conversion and final CRLF,
+ * but no dot-stuffing and no terminator (a BDAT chunk is counted, not
+ * delimited). smtp_body_chunk_len is the exact length for "BDAT <n>";
+ * smtp_body_encode_chunk fails like smtp_body_encode. */
+size_t smtp_body_chunk_len(const uint8_t *data, size_t len);
+int smtp_body_encode_chunk(struct buf *out, const uint8_t *data, size_t len);
+
+/* smtp_body_scan reads data once, a word at a time. It sets *eight_bit
+ * when a byte is >= 0x80 (RFC 6152) and returns 1 when data already is
+ * its BDAT form (every CR followed by LF, every LF preceded by CR, empty
+ * or ending in CRLF): smtp_body_encode_chunk would copy it unchanged, so
+ * the caller may send data as it is, and its length is the chunk's. */
+int smtp_body_scan(const uint8_t *data, size_t len, int *eight_bit);
 
 #endif

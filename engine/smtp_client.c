@@ -224,6 +224,9 @@ static void on_reply(struct smtp_client *c, const struct smtp_reply *r)
      * outcome is known (not delivered), so report it before the error. */
     if (r->code == 421 && c->state != SMTP_ST_GREETING &&
         c->state != SMTP_ST_QUIT) {
+        /* A 421 before BDAT's turn: the server closes without the message. */
+        if (c->chunking && c->state != SMTP_ST_BODY)
+            c->body_sent = 0;
         if (c->state == SMTP_ST_BODY && c->body_sent) {
             c->txn.stage = SMTP_STAGE_BODY;
             c->txn.reply = *r;
@@ -354,6 +357,16 @@ static void on_reply(struct smtp_client *c, const struct smtp_reply *r)
             }
             buf_append_str(&c->out, "DATA\r\n");
             c->replies_due = 1;
+        }
+        if (c->chunking) {
+            /* The body went with the commands; BDAT's reply is the final
+             * one. Nobody to receive it: its reply changes nothing. */
+            if (!c->mail_ok || c->rcpt_ok == 0) {
+                c->dot_only = 1;
+                c->body_sent = 0;
+            }
+            c->state = SMTP_ST_BODY;
+            return;
         }
         c->state = SMTP_ST_DATA;
         return;
@@ -574,6 +587,24 @@ static int addr_ok(const char *a, int may_be_empty)
     return 1;
 }
 
+/* send_bdat_last queues the whole body as one last chunk (RFC 3030 2):
+ * with PIPELINING it joins MAIL and RCPT in one write, so the outcome is
+ * in doubt from here on. */
+static void send_bdat_last(struct smtp_client *c)
+{
+    const struct smtp_msg *m = c->msg;
+    /* Mail in canonical form (the usual case) goes as it is: one copy. */
+    int as_is = c->txn_canonical;
+    buf_append_str(&c->out, "BDAT ");
+    buf_append_u64(&c->out, as_is ? m->data_len : smtp_body_chunk_len(m->data, m->data_len));
+    buf_append_str(&c->out, " LAST\r\n");
+    if (as_is)
+        buf_append(&c->out, m->data, m->data_len);         /* err checked by the caller */
+    else
+        smtp_body_encode_chunk(&c->out, m->data, m->data_len);
+    c->body_sent = 1;
+}
+
 /* has_8bit: any byte >= 0x80 (RFC 6152 8-bit data), a word at a time. */
 static int has_8bit(const uint8_t *p, size_t n)
 {
@@ -640,8 +671,9 @@ int smtp_client_start_txn(struct smtp_client *c, const struct smtp_msg *m)
     c->dot_only = 0;
     c->pending_ready = 0;
     c->pipelined = c->caps.pipelining;
+    c->chunking = c->pipelined && c->caps.chunking;
 
-    c->txn_8bit = has_8bit(m->data, m->data_len);
+    c->txn_canonical = smtp_body_scan(m->data, m->data_len, &c->txn_8bit);
     c->txn_utf8 = addrs_non_ascii(m);
 
     /* Do not send what the peer said it cannot take (RFC 1870, 6152,
@@ -677,7 +709,10 @@ int smtp_client_start_txn(struct smtp_client *c, const struct smtp_msg *m)
         /* RFC 2920 3.1: DATA ends the group; all of it in one write. */
         for (size_t i = 0; i < m->nrcpts; i++)
             send_rcpt(c, i);
-        buf_append_str(&c->out, "DATA\r\n");
+        if (c->chunking)
+            send_bdat_last(c);
+        else
+            buf_append_str(&c->out, "DATA\r\n");
         due += m->nrcpts + 1;
     }
     c->replies_due = due;

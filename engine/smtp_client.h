@@ -76,7 +76,15 @@
  *   line, are kept in the transaction result.
  *
  *   With PIPELINING the transaction goes out as one write: MAIL, every RCPT,
- *   DATA; then the body after 354. Without it, commands go in lock-step.
+ *   DATA; then the body after 354. When the peer offers CHUNKING as well
+ *   (RFC 3030), the body goes in that same write instead: MAIL, every RCPT,
+ *   "BDAT <n> LAST" and the n body bytes (line ends converted as below, no
+ *   dot-stuffing, no terminator): one write and one round trip per message
+ *   instead of two. The BDAT reply is the final one (stage BODY); with no
+ *   accepted RCPT it is read and ignored (the RCPT or MAIL refusal stands).
+ *   The body is then on the wire from the start, so smtp_client_in_doubt()
+ *   is set until the final reply, or until every RCPT was refused. Without
+ *   PIPELINING, commands go in lock-step (and DATA is used).
  *   The body is converted on the way out: bare CR and bare LF become CRLF,
  *   lines starting with "." are dot-stuffed, a final CRLF is added if
  *   missing, then ".\r\n". RSET is sent before a transaction only when the
@@ -225,7 +233,7 @@ struct smtp_client {
     size_t replies_due;          /* pipelined replies still to read */
     size_t rcpt_next;            /* next RCPT reply to attribute */
     size_t rcpt_ok;              /* RCPTs accepted so far */
-    int body_sent;               /* final dot queued: outcome now in doubt */
+    int body_sent;               /* final dot or BDAT LAST queued: in doubt */
     int quit_sent;
     struct smtp_reply last;      /* last reply parsed */
     struct smtp_txn_result txn;
@@ -239,9 +247,11 @@ struct smtp_client {
     int pending_closed;          /* emit CLOSED next */
     int eof;                     /* peer closed its side */
     int pipelined;               /* current transaction uses PIPELINING */
+    int chunking;                /* ... and BDAT LAST instead of DATA */
     int mail_ok;                 /* MAIL FROM got 2xx */
-    int dot_only;                /* 354 without accepted RCPT: sent "." */
+    int dot_only;                /* no accepted RCPT: "." after 354, or BDAT's reply ignored */
     int txn_8bit;                /* data has bytes >= 0x80: BODY=8BITMIME */
+    int txn_canonical;           /* data is its own BDAT form: sent as is */
     int txn_utf8;                /* non-ASCII envelope: SMTPUTF8 */
 };
 
@@ -297,7 +307,8 @@ static inline void smtp_client_output_consume(struct smtp_client *c, size_t n)
 
 static inline const struct smtp_caps *smtp_client_caps(const struct smtp_client *c) { return &c->caps; }
 static inline const struct smtp_txn_result *smtp_client_txn(const struct smtp_client *c) { return &c->txn; }
-/* smtp_client_in_doubt: the final dot was sent and its reply not read. A
+/* smtp_client_in_doubt: the final dot (or the BDAT LAST chunk) was sent
+ * and its reply not read. A
  * session lost now leaves the outcome unknown (possible duplicate). It
  * stays set after SMTP_EV_ERROR (state FAILED), so the caller can ask
  * right after the error; it is cleared when the final reply is read. */

@@ -533,8 +533,6 @@ static void ack_item_free(struct ack_item *a)
 {
     free(a->bounce);
     free(a->remaining);
-    for (size_t i = 0; i < a->nfields; i++)
-        free(a->fields[i]);
 }
 
 static void flush_acks(struct worker *w)
@@ -575,6 +573,7 @@ static void flush_acks(struct worker *w)
             worker_rq_push(w, RQ_ACK, p->id);
             for (size_t k = 0; k < p->nacks; k++)
                 ack_item_free(&p->acks[k]);
+            arena_reset(&p->ack_strs);
             p->nacks = 0;
             if (returned) {
                 p->empty = 0;   /* they are ready again in Redis */
@@ -610,6 +609,7 @@ struct ack_item *worker_ack_slot(struct worker *w, int partition)
         p->first_ack_ms = w->now_ms;
     struct ack_item *a = &p->acks[p->nacks++];
     memset(a, 0, sizeof(*a));
+    a->arena = &p->ack_strs;
     return a;
 }
 
@@ -1052,6 +1052,7 @@ void worker_free(struct worker *w)
     for (int i = 0; i < w->nparts; i++) {
         for (size_t k = 0; k < w->parts[i].nacks; k++)
             ack_item_free(&w->parts[i].acks[k]);
+        arena_free(&w->parts[i].ack_strs);
         free(w->parts[i].acks);
     }
     free(w->parts);

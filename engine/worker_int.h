@@ -17,6 +17,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "engine/arena.h"
 #include "engine/buf.h"
 #include "engine/resolver.h"
 #include "engine/shaping.h"
@@ -205,8 +206,9 @@ struct ack_item {
     char *remaining;
     int64_t retry_at;
     int64_t lease_until;       /* the lease this ack settles */
-    char *fields[EV_FIELDS_MAX];
+    char *fields[EV_FIELDS_MAX];   /* in arena */
     size_t nfields;
+    struct arena *arena;       /* the partition's: freed with the batch */
     /* enqueue commands (RESP) of the bounce or delay warning this outcome
      * sends, written just before this ack */
     uint8_t *bounce;
@@ -224,6 +226,7 @@ struct partition {
     int refilled;              /* mail added (bounce, returned) since the take in flight was sent */
     struct ack_item *acks;
     size_t nacks, acks_cap;
+    struct arena ack_strs;     /* the event fields of acks[] */
     int64_t first_ack_ms;      /* when the oldest unsent outcome was recorded */
 };
 

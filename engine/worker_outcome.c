@@ -60,13 +60,11 @@ static void add_field(struct ack_item *a, const char *k, const char *v)
 {
     if (a->nfields + 2 > EV_FIELDS_MAX)
         return;
-    a->fields[a->nfields] = strdup(k);
-    a->fields[a->nfields + 1] = strdup(v ? v : "");
-    if (a->fields[a->nfields] == NULL || a->fields[a->nfields + 1] == NULL) {
-        free(a->fields[a->nfields]);
-        free(a->fields[a->nfields + 1]);
+    /* In the partition's arena: freed with the whole ack batch. */
+    a->fields[a->nfields] = arena_strdup(a->arena, k);
+    a->fields[a->nfields + 1] = arena_strdup(a->arena, v ? v : "");
+    if (a->fields[a->nfields] == NULL || a->fields[a->nfields + 1] == NULL)
         return;
-    }
     a->nfields += 2;
 }
 

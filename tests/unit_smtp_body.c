@@ -69,6 +69,52 @@ static void test_cases(void)
     buf_free(&b);
 }
 
+/* unstuff: what a DATA receiver makes of the DATA form (RFC 5321 4.5.2):
+ * the terminator dropped and one leading "." per line removed. That is
+ * exactly the BDAT form. Returns its length. */
+static size_t unstuff(const char *w, size_t n, char *out)
+{
+    size_t o = 0;
+    n -= 3;                                 /* ".\r\n" */
+    for (size_t i = 0; i < n; i++) {
+        int line_start = i == 0 || (w[i - 1] == '\n' && i >= 2 && w[i - 2] == '\r');
+        if (line_start && w[i] == '.')
+            continue;
+        out[o++] = w[i];
+    }
+    return o;
+}
+
+static void test_chunk_cases(void)
+{
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct body_case *t = &cases[i];
+        size_t in_len = t->in_len ? t->in_len : strlen(t->in);
+        size_t dlen = strcmp(t->name, "nul kept") == 0 ? 8 : strlen(t->want);
+        char want[64];
+        size_t want_len = unstuff(t->want, dlen, want);
+        struct buf b;
+        buf_init(&b, 0);
+        buf_append_str(&b, "X");
+        CHECK_INT(smtp_body_encode_chunk(&b, (const uint8_t *)t->in, in_len), 1);
+        const uint8_t *got = buf_peek(&b) + 1;
+        size_t got_len = buf_used(&b) - 1;
+        if (got_len != want_len || memcmp(got, want, want_len) != 0)
+            CHECK_FAILF("%s: chunk got \"%.*s\" want \"%.*s\"", t->name, (int)got_len,
+                        (const char *)got, (int)want_len, want);
+        size_t n = smtp_body_chunk_len((const uint8_t *)t->in, in_len);
+        if (n != want_len)
+            CHECK_FAILF("%s: chunk_len got %zu want %zu", t->name, n, want_len);
+        buf_free(&b);
+    }
+    struct buf b;
+    buf_init(&b, 0);
+    CHECK_INT(smtp_body_encode_chunk(&b, NULL, 0), 1);
+    CHECK_INT(buf_used(&b), 0);
+    CHECK_INT(smtp_body_chunk_len(NULL, 0), 0);
+    buf_free(&b);
+}
+
 /* Reference encoder written the slow, obvious way, byte by byte. */
 static size_t slow_encode(const uint8_t *in, size_t n, uint8_t *out)
 {
@@ -123,6 +169,47 @@ static void test_random_vs_reference(void)
     }
 }
 
+/* smtp_body_scan against the encoder: "canonical" exactly when the BDAT
+ * form equals the input; eight_bit exactly when a byte is >= 0x80. Sizes
+ * up to 64 cover whole words and the tail. */
+static void test_scan_vs_encoder(void)
+{
+    static const uint8_t alpha[] = {'\r', '\n', '\r', '\n', '.', 'a', 'b', 0xc3};
+    uint32_t seed = 777;
+    uint8_t in[64];
+    int canon_seen = 0;
+    for (int iter = 0; iter < 50000; iter++) {
+        seed = seed * 1103515245u + 12345u;
+        size_t n = (seed >> 16) % sizeof(in);
+        for (size_t i = 0; i < n; i++) {
+            seed = seed * 1103515245u + 12345u;
+            /* Mostly plain text so that canonical inputs come up too. */
+            uint32_t r = (seed >> 16) % 64;
+            in[i] = r < sizeof(alpha) ? alpha[r] : (uint8_t)('a' + r % 26);
+        }
+        if (n >= 2 && (seed >> 8) % 2) {
+            in[n - 2] = '\r';
+            in[n - 1] = '\n';
+        }
+        int eight = -1, want8 = 0;
+        for (size_t i = 0; i < n; i++)
+            want8 |= in[i] >= 0x80;
+        int canon = smtp_body_scan(in, n, &eight);
+        struct buf b;
+        buf_init(&b, 0);
+        smtp_body_encode_chunk(&b, in, n);
+        int same = buf_used(&b) == n && (n == 0 || memcmp(buf_peek(&b), in, n) == 0);
+        buf_free(&b);
+        canon_seen += canon;
+        if (canon != same || eight != want8) {
+            CHECK_FAILF("iteration %d (%zu bytes): canonical %d, chunk same %d, 8bit %d want %d",
+                        iter, n, canon, same, eight, want8);
+            break;
+        }
+    }
+    CHECK(canon_seen > 1000);
+}
+
 /* A body whose encoding exceeds the buffer limit fails cleanly. */
 static void test_limit(void)
 {
@@ -161,7 +248,9 @@ static void test_large(void)
 int main(void)
 {
     RUN(test_cases);
+    RUN(test_chunk_cases);
     RUN(test_random_vs_reference);
+    RUN(test_scan_vs_encoder);
     RUN(test_limit);
     RUN(test_large);
     return check_finish();

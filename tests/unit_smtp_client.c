@@ -892,6 +892,134 @@ static void test_smtputf8(void)
     drv_free(&d);
 }
 
+/* ---- BDAT (RFC 3030): only with PIPELINING and CHUNKING offered ---- */
+
+/* body1 in the BDAT form: line ends converted, no dot-stuffing, no ".". */
+#define BODY1_CHUNK "Subject: hi\r\n\r\n.dot line\r\nend\r\n"
+#define BODY1_BDAT "BDAT 31 LAST\r\n" BODY1_CHUNK
+#define EHLO_CHUNKING "220 mx\r\n250-mx\r\n250-PIPELINING\r\n250 CHUNKING\r\n"
+
+static void test_bdat_pipelined(void)
+{
+    /* Two messages, each one write: MAIL, RCPTs, BDAT and the body. */
+    static const struct smtp_msg msgs[] = {
+        {"a@x.test", rcpts1, 1, body1, sizeof(body1) - 1},
+        {"a@x.test", rcpts2, 2, body1, sizeof(body1) - 1},
+    };
+    static const char *const phases[] = {
+        EHLO_CHUNKING
+        "250 ok\r\n250 ok\r\n250 2.0.0 queued\r\n"
+        "250 ok\r\n550 5.1.1 no\r\n250 ok\r\n250 2.0.0 queued\r\n221 bye\r\n",
+        NULL,
+    };
+    run_split_all(SMTP_TLS_NONE, msgs, 2, phases,
+                  "EHLO client.test\r\n"
+                  "MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\n" BODY1_BDAT
+                  "MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nRCPT TO:<c@y.test>\r\n" BODY1_BDAT
+                  "QUIT\r\n",
+                  "READY TXN(1,BODY,250) READY TXN(1,BODY,250) READY CLOSED");
+}
+
+static void test_bdat_canonical_as_is(void)
+{
+    /* CRLF only, ends with CRLF: the chunk is the data itself, a leading
+     * dot and an 8-bit byte included. */
+    static const uint8_t canon[] = ".top\r\n\xc3\xa9\r\n";
+    static const struct smtp_msg m = {"a@x.test", rcpts1, 1, canon, sizeof(canon) - 1};
+    static const char *const phases[] = {
+        "220 mx\r\n250-mx\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 CHUNKING\r\n"
+        "250 ok\r\n250 ok\r\n250 2.0.0 queued\r\n221 bye\r\n",
+        NULL,
+    };
+    run_split_all(SMTP_TLS_NONE, &m, 1, phases,
+                  "EHLO client.test\r\nMAIL FROM:<a@x.test> BODY=8BITMIME\r\nRCPT TO:<b@y.test>\r\n"
+                  "BDAT 10 LAST\r\n.top\r\n\xc3\xa9\r\nQUIT\r\n",
+                  "READY TXN(1,BODY,250) READY CLOSED");
+}
+
+static void test_bdat_needs_pipelining(void)
+{
+    /* CHUNKING alone: lock-step with DATA, as before. */
+    static const char *const phases[] = {
+        "220 mx\r\n250-mx\r\n250 CHUNKING\r\n250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n221 bye\r\n",
+        NULL,
+    };
+    run_split_all(SMTP_TLS_NONE, &msg1, 1, phases,
+                  "EHLO client.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n"
+                  BODY1_WIRE "QUIT\r\n",
+                  "READY TXN(1,BODY,250) READY CLOSED");
+}
+
+static void test_bdat_refusals(void)
+{
+    /* No RCPT accepted: BDAT's reply is ignored, the RCPT refusal stands,
+     * and RSET comes first next time. Then MAIL refused. Then the final
+     * reply refuses the message. */
+    static const struct smtp_msg msgs[] = {
+        {"a@x.test", rcpts1, 1, body1, sizeof(body1) - 1},
+        {"a@x.test", rcpts1, 1, body1, sizeof(body1) - 1},
+        {"a@x.test", rcpts1, 1, body1, sizeof(body1) - 1},
+    };
+    static const char *const phases[] = {
+        EHLO_CHUNKING
+        "250 ok\r\n550 5.1.1 no\r\n554 5.5.1 no valid recipients\r\n"
+        "250 reset\r\n550 5.7.1 sender denied\r\n503 5.5.1 need MAIL\r\n503 5.5.1 need RCPT\r\n"
+        "250 reset\r\n250 ok\r\n250 ok\r\n552 5.3.4 too big\r\n221 bye\r\n",
+        NULL,
+    };
+    run_split_all(SMTP_TLS_NONE, msgs, 3, phases,
+                  "EHLO client.test\r\n"
+                  "MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\n" BODY1_BDAT
+                  "RSET\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\n" BODY1_BDAT
+                  "RSET\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\n" BODY1_BDAT
+                  "QUIT\r\n",
+                  "READY TXN(0,RCPT,550) READY TXN(0,MAIL,550) READY TXN(0,BODY,552) READY CLOSED");
+}
+
+static void test_bdat_in_doubt(void)
+{
+    /* The body is on the wire with the commands: in doubt at once. */
+    struct drv d;
+    drv_init(&d, SMTP_TLS_NONE, &msg1, 1);
+    drv_pump(&d);
+    drv_feed_str(&d, EHLO_CHUNKING);
+    CHECK_INT(smtp_client_in_doubt(&d.c), 1);
+    CHECK(strstr(d.out, BODY1_BDAT) != NULL);
+    drv_feed_str(&d, "250 ok\r\n250 ok\r\n");
+    smtp_client_eof(&d.c);
+    drv_pump(&d);
+    CHECK_STR(d.log, "READY ERROR(connection closed by peer)");
+    CHECK_INT(d.in_doubt_at_error, 1);
+    drv_free(&d);
+
+    /* Every RCPT refused: nobody can have it. */
+    drv_init(&d, SMTP_TLS_NONE, &msg1, 1);
+    d.no_quit = 1;
+    drv_pump(&d);
+    drv_feed_str(&d, EHLO_CHUNKING "250 ok\r\n550 no\r\n");
+    CHECK_INT(smtp_client_in_doubt(&d.c), 0);
+    smtp_client_eof(&d.c);
+    drv_pump(&d);
+    CHECK_INT(d.in_doubt_at_error, 0);
+    drv_free(&d);
+
+    /* 421 to MAIL: the server leaves without the message. */
+    drv_init(&d, SMTP_TLS_NONE, &msg1, 1);
+    drv_pump(&d);
+    drv_feed_str(&d, EHLO_CHUNKING "421 4.3.2 shutting down\r\n");
+    CHECK_STR(d.log, "READY ERROR(service not available (421))");
+    CHECK_INT(d.in_doubt_at_error, 0);
+    drv_free(&d);
+
+    /* 421 as the final reply: the outcome first, then the error. */
+    drv_init(&d, SMTP_TLS_NONE, &msg1, 1);
+    drv_pump(&d);
+    drv_feed_str(&d, EHLO_CHUNKING "250 ok\r\n250 ok\r\n421 4.3.2 bye\r\n");
+    CHECK_STR(d.log, "READY TXN(0,BODY,421) ERROR(service not available (421))");
+    CHECK_INT(d.in_doubt_at_error, 0);
+    drv_free(&d);
+}
+
 /* Per-recipient replies keep their own code, enhanced code and text; a
  * 452 "too many recipients" is just a 4xx to the client (the worker sends
  * those recipients again in a new transaction). */
@@ -1099,6 +1227,11 @@ int main(void)
     RUN(test_8bit_refused_without_8bitmime);
     RUN(test_helo_fallback_refuses_8bit);
     RUN(test_smtputf8);
+    RUN(test_bdat_pipelined);
+    RUN(test_bdat_canonical_as_is);
+    RUN(test_bdat_needs_pipelining);
+    RUN(test_bdat_refusals);
+    RUN(test_bdat_in_doubt);
     RUN(test_rcpt_replies_kept);
     RUN(test_rcpt_text_pool_bounded);
     RUN(test_hostile_replies);
