@@ -358,19 +358,6 @@ static void on_send(struct srv_io *io, const struct io_uring_cqe *cqe)
     buf_consume(&c->sending, (size_t)cqe->res);
 }
 
-/* The shutdown op linked to a last send: when the send failed it did not
- * run (-ECANCELED), so shut down here, or the recv would wait on. */
-static void on_shut(struct srv_io *io, const struct io_uring_cqe *cqe)
-{
-    struct srv_conn *c = srv_conn_of(io, cqe->user_data);
-    if (c == NULL)
-        return;
-    c->inflight--;
-    srv_conn_dirty(io, c);
-    if (cqe->res < 0)
-        shutdown(c->fd, SHUT_RDWR);
-}
-
 int srv_io_cqe(struct srv_io *io, const struct io_uring_cqe *cqe,
                void (*on_data)(void *ctx, struct srv_conn *c, const uint8_t *p, size_t n),
                void *ctx)
@@ -381,9 +368,6 @@ int srv_io_cqe(struct srv_io *io, const struct io_uring_cqe *cqe,
         return 1;
     case SRV_OP_SEND:
         on_send(io, cqe);
-        return 1;
-    case SRV_OP_SHUT:
-        on_shut(io, cqe);
         return 1;
     case SRV_OP_CANCEL:
         return 1;   /* cancel results (ENOENT, EALREADY) need nothing */
@@ -400,30 +384,7 @@ void srv_io_return_bufs(struct srv_io *io)
     }
 }
 
-/* A graceful close's last bytes: a corked send linked to a shutdown op
- * (srv_io.h, Sends). Returns 1 when both are queued, 0 when the queue
- * has no room for the pair (the caller sends the plain way). */
-static int send_last(struct srv_io *io, struct srv_conn *c)
-{
-    if (io_uring_sq_space_left(&io->ring) < 2)
-        io_uring_submit(&io->ring);
-    if (io_uring_sq_space_left(&io->ring) < 2)
-        return 0;
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&io->ring);
-    io_uring_prep_send(sqe, c->fd, buf_peek(&c->sending), buf_used(&c->sending),
-                       MSG_NOSIGNAL | MSG_MORE | MSG_WAITALL);
-    sqe->flags |= IOSQE_IO_LINK;
-    io_uring_sqe_set_data64(sqe, srv_tag(SRV_OP_SEND, c->slot, c->gen));
-    sqe = io_uring_get_sqe(&io->ring);
-    io_uring_prep_shutdown(sqe, c->fd, SHUT_RDWR);
-    io_uring_sqe_set_data64(sqe, srv_tag(SRV_OP_SHUT, c->slot, c->gen));
-    c->send_inflight = 1;
-    c->inflight += 2;
-    return 1;
-}
-
-/* Start the next send; returns 1 when a shutdown op went with it. */
-static int start_send(struct srv_io *io, struct srv_conn *c)
+static void start_send(struct srv_io *io, struct srv_conn *c)
 {
     if (buf_used(&c->sending) == 0 && buf_used(&c->pending) > 0) {
         struct buf t = c->sending;
@@ -431,39 +392,33 @@ static int start_send(struct srv_io *io, struct srv_conn *c)
         c->pending = t;
     }
     if (buf_used(&c->sending) == 0)
-        return 0;
-    if (c->closing == SRV_CLOSE_GRACEFUL && !c->shut && buf_used(&c->pending) == 0 &&
-        send_last(io, c))
-        return 1;
+        return;
     struct io_uring_sqe *sqe = srv_io_sqe(io);
     if (sqe == NULL) {
         srv_conn_close(io, c, SRV_CLOSE_ABORT);
-        return 0;
+        return;
     }
     io_uring_prep_send(sqe, c->fd, buf_peek(&c->sending), buf_used(&c->sending), MSG_NOSIGNAL);
     io_uring_sqe_set_data64(sqe, srv_tag(SRV_OP_SEND, c->slot, c->gen));
     c->send_inflight = 1;
     c->inflight++;
-    return 0;
 }
 
 int srv_conn_service(struct srv_io *io, struct srv_conn *c)
 {
-    int shut_now = 0, linked = 0;
+    int shut_now = 0;
     /* c->dirty stays set until the end: srv_conn_close below must not put
      * the connection on the list a second time. */
     if (c->closing == SRV_CLOSE_ABORT)
         buf_reset(&c->pending);
     if (!c->send_inflight && c->closing != SRV_CLOSE_ABORT)
-        linked = start_send(io, c);
-    if (linked || (c->closing && !c->shut &&
-                   (c->closing == SRV_CLOSE_ABORT ||
-                    (!c->send_inflight && buf_used(&c->sending) == 0 &&
-                     buf_used(&c->pending) == 0)))) {
+        start_send(io, c);
+    if (c->closing && !c->shut &&
+        (c->closing == SRV_CLOSE_ABORT ||
+         (!c->send_inflight && buf_used(&c->sending) == 0 && buf_used(&c->pending) == 0))) {
         /* shutdown wakes the pending recv (it ends with 0); the cancel
          * covers a recv that is not waiting on the socket. */
-        if (!linked)
-            shutdown(c->fd, SHUT_RDWR);
+        shutdown(c->fd, SHUT_RDWR);
         c->shut = 1;
         shut_now = 1;
         if (c->recv_armed) {

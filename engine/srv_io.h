@@ -21,10 +21,6 @@
  *   touched while the kernel reads it; new output goes to `pending` and
  *   the two swap when the send completes (srv_conn_service, once a batch,
  *   so that replies to everything pipelined in one batch leave together).
- *   A graceful close's last bytes go corked (MSG_MORE) in a send linked
- *   to a shutdown op: the FIN rides on the last data segment rather than
- *   in a packet of its own. MSG_WAITALL makes a short send fail the link,
- *   and a shutdown op that did not run is done by hand when its CQE comes.
  *
  * OWNERSHIP
  *   A server embeds struct srv_conn as the FIRST member of its own
@@ -61,7 +57,7 @@
 #define SRV_KEEP_BUF_MAX (64 * 1024)
 
 /* Op kinds of this module; a server's own start at SRV_OP_USER. */
-enum srv_op { SRV_OP_RECV = 1, SRV_OP_SEND, SRV_OP_CANCEL, SRV_OP_SHUT, SRV_OP_USER };
+enum srv_op { SRV_OP_RECV = 1, SRV_OP_SEND, SRV_OP_CANCEL, SRV_OP_USER };
 
 /* How a connection ends: GRACEFUL sends what is queued first, ABORT drops
  * it. A later, stronger kind wins. */
@@ -73,7 +69,7 @@ struct srv_conn {
     int inflight;               /* ops whose last CQE has not arrived */
     unsigned recv_armed : 1, send_inflight : 1;
     unsigned dirty : 1;         /* on the batch's dirty list */
-    unsigned shut : 1;          /* shut down, or its op queued behind the last send */
+    unsigned shut : 1;          /* shutdown() done */
     unsigned in_use : 1;
     unsigned tls_done : 1;      /* handshake finished */
     enum srv_close closing;

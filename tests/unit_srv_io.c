@@ -151,29 +151,9 @@ static void test_reply_recv_close(void)
     srv_io_free(&s.io, drop, &s);
 }
 
-/* The last reply's send fails (the peer is gone): the shutdown linked to
- * it does not run, yet the connection still ends and is freed. */
-static void test_close_peer_gone(void)
-{
-    struct server s;
-    int peer;
-    struct srv_conn *c = setup(&s, &peer);
-    if (c == NULL)
-        return;
-    CHECK_INT(srv_conn_arm_recv(&s.io, c), 1);
-    close(peer);
-    srv_conn_write(&s.io, c, (const uint8_t *)"221 bye\r\n", 9);
-    srv_conn_finish(&s.io, c);
-    for (int i = 0; i < T_WAIT_MAX && !s.freed; i++)
-        batch(&s);
-    CHECK_INT(s.freed, 1);
-    srv_io_free(&s.io, drop, &s);
-}
-
 int main(void)
 {
     RUN(test_slots);
     RUN(test_reply_recv_close);
-    RUN(test_close_peer_gone);
     return check_finish();
 }
