@@ -96,6 +96,8 @@ void srv_io_free(struct srv_io *io, void (*drop)(void *ctx, struct srv_conn *c),
             c->inflight = 0;
             drop(ctx, c);
         }
+        buf_free(&c->sending);
+        buf_free(&c->pending);
         free(c);
     }
     free(io->conns);
@@ -162,14 +164,25 @@ struct srv_conn *srv_conn_new(struct srv_io *io, int fd)
     }
     struct srv_conn *c = io->conns[slot];
     uint32_t gen = c->gen;
+    struct buf sending = c->sending, pending = c->pending;  /* kept memory, empty */
     memset(c, 0, io->p.conn_size);
     c->slot = slot;
     c->gen = gen;
     c->fd = fd;
     c->in_use = 1;
-    buf_init(&c->sending, 0);
-    buf_init(&c->pending, 0);
+    c->sending = sending;
+    c->pending = pending;
     return c;
+}
+
+/* Empty a buffer for the slot's next connection, keeping its memory
+ * unless it grew past SRV_KEEP_BUF_MAX. */
+static void keep_buf(struct buf *b)
+{
+    if (b->cap > SRV_KEEP_BUF_MAX)
+        buf_free(b);
+    else
+        buf_reset(b);
 }
 
 void srv_conn_release(struct srv_io *io, struct srv_conn *c)
@@ -177,8 +190,8 @@ void srv_conn_release(struct srv_io *io, struct srv_conn *c)
     close(c->fd);
     tls_conn_free(c->tls);
     c->tls = NULL;
-    buf_free(&c->sending);
-    buf_free(&c->pending);
+    keep_buf(&c->sending);
+    keep_buf(&c->pending);
     c->in_use = 0;
     c->gen++;
     io->freelist[io->nfree++] = c->slot;

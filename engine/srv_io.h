@@ -27,7 +27,10 @@
  *   connection struct (conn_size bytes, allocated zeroed by srv_conn_new,
  *   kept across reuse of the slot and freed by srv_io_free). The
  *   connection owns its fd, its two buffers and its tls_conn; the server
- *   frees what it added, then calls srv_conn_release.
+ *   frees what it added, then calls srv_conn_release. The two buffers'
+ *   memory stays with the slot for its next connection (emptied; up to
+ *   SRV_KEEP_BUF_MAX bytes each, a larger one is freed): a connection per
+ *   message then allocates no output buffers once the slots are warm.
  *
  * FAILURES
  *   srv_io_init fails (message in err) when the ring cannot be set up or
@@ -50,6 +53,8 @@
 
 #define SRV_SLOT_BITS 24
 #define SRV_MAX_SLOTS (1u << SRV_SLOT_BITS)
+/* Output buffer kept by a free slot for its next connection. */
+#define SRV_KEEP_BUF_MAX (64 * 1024)
 
 /* Op kinds of this module; a server's own start at SRV_OP_USER. */
 enum srv_op { SRV_OP_RECV = 1, SRV_OP_SEND, SRV_OP_CANCEL, SRV_OP_USER };
