@@ -26,7 +26,6 @@
  *   Exits 0 when all N were enqueued, 1 on a Redis error (why on stderr,
  *   some may have been stored), 2 on bad usage.
  */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,20 +73,10 @@ static int64_t wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int parse_long(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return 0;
-    *out = v;
-    return 1;
-}
-
 static int parse_opts(int argc, char **argv, struct inj_opts *o)
 {
     *o = (struct inj_opts){.domains = 100, .rcpts = 1, .size = 4096};
+    int n;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (i + 1 >= argc) {
@@ -96,11 +85,11 @@ static int parse_opts(int argc, char **argv, struct inj_opts *o)
         }
         const char *v = argv[++i];
         if (strcmp(a, "-c") == 0) o->config = v;
-        else if (strcmp(a, "--messages") == 0 && parse_long(v, 1, INJ_MESSAGES_MAX, &o->messages)) {}
-        else if (strcmp(a, "--domains") == 0 && parse_long(v, 1, INJ_DOMAINS_MAX, &o->domains)) {}
-        else if (strcmp(a, "--rcpts") == 0 && parse_long(v, 1, INJ_RCPTS_MAX, &o->rcpts)) {}
-        else if (strcmp(a, "--rate") == 0 && parse_long(v, 1, INJ_RATE_MAX, &o->rate)) {}
-        else if (strcmp(a, "--size") == 0 && parse_long(v, INJ_SIZE_MIN, INT32_MAX, &o->size)) {}
+        else if (strcmp(a, "--messages") == 0 && config_parse_int(v, 1, INJ_MESSAGES_MAX, &n)) o->messages = n;
+        else if (strcmp(a, "--domains") == 0 && config_parse_int(v, 1, INJ_DOMAINS_MAX, &n)) o->domains = n;
+        else if (strcmp(a, "--rcpts") == 0 && config_parse_int(v, 1, INJ_RCPTS_MAX, &n)) o->rcpts = n;
+        else if (strcmp(a, "--rate") == 0 && config_parse_int(v, 1, INJ_RATE_MAX, &n)) o->rate = n;
+        else if (strcmp(a, "--size") == 0 && config_parse_int(v, INJ_SIZE_MIN, INT32_MAX, &n)) o->size = n;
         else {
             fprintf(stderr, "tern-bench-inject: bad option or value: %s %s\n", a, v);
             return 0;

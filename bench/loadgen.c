@@ -55,6 +55,7 @@
 #include <liburing.h>
 #include <openssl/base64.h>
 
+#include "engine/config.h"
 #include "engine/buf.h"
 #include "tls/tls.h"
 
@@ -601,17 +602,6 @@ static int build_auth(struct gen *g)
     return 1;
 }
 
-static int parse_long(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return 0;
-    *out = v;
-    return 1;
-}
-
 /* Returns 1, or 0 after printing why. */
 static int parse_opts(int argc, char **argv, struct opts *o)
 {
@@ -619,7 +609,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
                        .from = "loadgen@tern.test", .to_domain = "loadgen.test"};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        long v;
+        int v;
         int flag = strcmp(a, "--starttls") == 0 || strcmp(a, "--no-pipeline") == 0 ||
                    strcmp(a, "--help") == 0;
         if (!flag && i + 1 >= argc) {
@@ -638,11 +628,11 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         else if (strcmp(a, "--auth") == 0) o->auth = val;
         else if (strcmp(a, "--from") == 0) o->from = val;
         else if (strcmp(a, "--to-domain") == 0) o->to_domain = val;
-        else if (strcmp(a, "--messages") == 0 && parse_long(val, 1, LG_MESSAGES_MAX, &v)) o->messages = v;
-        else if (strcmp(a, "--conns") == 0 && parse_long(val, 1, LG_CONNS_MAX, &v)) o->conns = (int)v;
-        else if (strcmp(a, "--rcpts") == 0 && parse_long(val, 1, LG_RCPTS_MAX, &v)) o->rcpts = (int)v;
-        else if (strcmp(a, "--size") == 0 && parse_long(val, LG_SIZE_MIN, LG_SIZE_MAX, &v)) o->size = v;
-        else if (strcmp(a, "--msgs-per-conn") == 0 && parse_long(val, 1, LG_MESSAGES_MAX, &v)) o->per_conn = v;
+        else if (strcmp(a, "--messages") == 0 && config_parse_int(val, 1, LG_MESSAGES_MAX, &v)) o->messages = v;
+        else if (strcmp(a, "--conns") == 0 && config_parse_int(val, 1, LG_CONNS_MAX, &v)) o->conns = (int)v;
+        else if (strcmp(a, "--rcpts") == 0 && config_parse_int(val, 1, LG_RCPTS_MAX, &v)) o->rcpts = (int)v;
+        else if (strcmp(a, "--size") == 0 && config_parse_int(val, LG_SIZE_MIN, LG_SIZE_MAX, &v)) o->size = v;
+        else if (strcmp(a, "--msgs-per-conn") == 0 && config_parse_int(val, 1, LG_MESSAGES_MAX, &v)) o->per_conn = v;
         else {
             fprintf(stderr, "tern-loadgen: bad option or value: %s %s\n", a, val ? val : "");
             return 0;
