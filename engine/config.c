@@ -214,8 +214,6 @@ static const struct key_def keys[] = {
     {"destination", K_DEST, 0, 0, 0, 0},
 };
 #undef F
-/* apply() marks keys seen in an unsigned bit mask. */
-_Static_assert(sizeof(keys) / sizeof(keys[0]) <= 32, "more keys than bits in apply()'s seen mask");
 
 static const struct { const char *name; size_t off; } timeout_names[] = {
     {"connect", offsetof(struct tern_timeouts, connect)},
