@@ -65,7 +65,7 @@ struct buf *outq_next(struct outq *q)
 
 /* ---- Redis connection --------------------------------------------------- */
 
-void worker_rq_push(struct worker *w, enum redis_req kind, int partition)
+static void rq_push(struct worker *w, enum redis_req kind, int partition, struct queue_msg *msg)
 {
     if (w->rq_len == w->rq_cap) {
         size_t ncap = w->rq_cap ? w->rq_cap * 2 : 64;
@@ -81,8 +81,29 @@ void worker_rq_push(struct worker *w, enum redis_req kind, int partition)
         w->rq_head = 0;
         w->rq_cap = ncap;
     }
-    w->rq[(w->rq_head + w->rq_len) % w->rq_cap] = (struct redis_pending){kind, partition};
+    w->rq[(w->rq_head + w->rq_len) % w->rq_cap] = (struct redis_pending){kind, partition, msg};
     w->rq_len++;
+}
+
+void worker_rq_push(struct worker *w, enum redis_req kind, int partition)
+{
+    rq_push(w, kind, partition, NULL);
+}
+
+/* worker_rq_drop forgets every reply still expected (the connection is
+ * gone). A body not fetched yet frees its message: the lease brings it
+ * back. */
+void worker_rq_drop(struct worker *w)
+{
+    for (size_t i = 0; i < w->rq_len; i++) {
+        struct redis_pending *pr = &w->rq[(w->rq_head + i) % w->rq_cap];
+        if (pr->kind == RQ_DATA && pr->msg) {
+            queue_msg_free(pr->msg);
+            w->in_memory--;
+        }
+    }
+    w->rq_head = 0;
+    w->rq_len = 0;
 }
 
 /* The command builders append to whichever buffer is not being sent. */
@@ -642,25 +663,49 @@ static void on_take(struct worker *w, int partition, redisReply *r)
             outcome_bad(w, msgs[i]);
             continue;
         }
-        struct job *j = calloc(1, sizeof(*j));
-        struct dest *d = j ? dest_get(w, msgs[i]->domain) : NULL;
-        if (d == NULL) {
-            /* Out of memory: leave the message leased; the lease expires
-             * and it is taken again. */
-            fprintf(stderr, "tern: worker %d: out of memory, message %s left to its lease\n",
+        /* The message counts against max_in_memory from here: its body
+         * follows in the HGET sent now (queue.h: queue_cmd_take_data). */
+        if (!queue_cmd_take_data(worker_redis_buf(w), &w->cfg->queue, msgs[i])) {
+            fprintf(stderr, "tern: worker %d: cannot ask for message %s (out of memory); left to its lease\n",
                     w->id, msgs[i]->id);
-            free(j);
             queue_msg_free(msgs[i]);
             continue;
         }
-        j->m = msgs[i];
-        j->d = d;
+        rq_push(w, RQ_DATA, partition, msgs[i]);
         w->in_memory++;
         if (w->in_memory > w->st.peak_in_memory)
             w->st.peak_in_memory = w->in_memory;
-        dest_push(w, d, j);
     }
     free(msgs);
+}
+
+/* on_take_data: a taken message's body came; it joins its destination. */
+static void on_take_data(struct worker *w, struct queue_msg *m, redisReply *r)
+{
+    const char *err = NULL;
+    if (!queue_take_data(r, m, &err)) {
+        /* Deleted since the take, or Redis failed: the lease settles it. */
+        if (r->type != REDIS_REPLY_NIL)
+            fprintf(stderr, "tern: worker %d: body of %s: %s%s%s; left to its lease\n", w->id, m->id, err,
+                    r->type == REDIS_REPLY_ERROR ? ": " : "", r->type == REDIS_REPLY_ERROR ? r->str : "");
+        queue_msg_free(m);
+        w->in_memory--;
+        return;
+    }
+    struct job *j = calloc(1, sizeof(*j));
+    struct dest *d = j ? dest_get(w, m->domain) : NULL;
+    if (d == NULL) {
+        /* Out of memory: leave the message leased; the lease expires
+         * and it is taken again. */
+        fprintf(stderr, "tern: worker %d: out of memory, message %s left to its lease\n", w->id, m->id);
+        free(j);
+        queue_msg_free(m);
+        w->in_memory--;
+        return;
+    }
+    j->m = m;
+    j->d = d;
+    dest_push(w, d, j);
 }
 
 static void on_redis_reply(struct worker *w, redisReply *r)
@@ -676,6 +721,9 @@ static void on_redis_reply(struct worker *w, redisReply *r)
     switch (pr.kind) {
     case RQ_TAKE:
         on_take(w, pr.partition, r);
+        break;
+    case RQ_DATA:
+        on_take_data(w, pr.msg, r);
         break;
     case RQ_ACK:
     case RQ_ENQUEUE:
@@ -1057,6 +1105,7 @@ void worker_free(struct worker *w)
     }
     free(w->parts);
     free(w->dtab);
+    worker_rq_drop(w);
     free(w->rq);
     free(w->rrecv);
     free(w->st.lat_ms);

@@ -230,11 +230,14 @@ struct partition {
     int64_t first_ack_ms;      /* when the oldest unsent outcome was recorded */
 };
 
-enum redis_req { RQ_TAKE, RQ_ACK, RQ_ENQUEUE, RQ_SCRIPT, RQ_EVENT };
+/* RQ_DATA: the HGET of one taken message's body (queue_cmd_take_data);
+ * msg is that message, owned by the entry until the reply comes. */
+enum redis_req { RQ_TAKE, RQ_DATA, RQ_ACK, RQ_ENQUEUE, RQ_SCRIPT, RQ_EVENT };
 
 struct redis_pending {
     enum redis_req kind;
     int partition;
+    struct queue_msg *msg;
 };
 
 struct worker {
@@ -298,6 +301,7 @@ struct worker {
 int64_t worker_clock_ms(void);
 struct buf *worker_redis_buf(struct worker *w);
 void worker_rq_push(struct worker *w, enum redis_req kind, int partition);
+void worker_rq_drop(struct worker *w);
 struct ack_item *worker_ack_slot(struct worker *w, int partition);
 void worker_mark_dirty(struct worker *w, struct dest *d);
 /* host_wake: a connection to h closed; the longest-waiting destination

@@ -140,8 +140,7 @@ void worker_redis_lost(struct worker *w, const char *why)
     shutdown(w->rfd, SHUT_RDWR);
     /* Replies to what was sent will never come. A take in flight leaves
      * its messages leased: their lease brings them back. */
-    w->rq_head = 0;
-    w->rq_len = 0;
+    worker_rq_drop(w);
     w->in_take = 0;
     for (int i = 0; i < w->nparts; i++) {
         w->parts[i].take_inflight = 0;

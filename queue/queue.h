@@ -29,7 +29,8 @@
  *          and returns their fields, all in one EVALSHA. Malformed entries
  *          are moved to the bad set instead. The reply is a
  *          flat array of QUEUE_TAKE_FIELDS strings per message: id, from,
- *          rcpts, domain, data, attempts, created, lease_until, warned.
+ *          rcpts, domain, data length, attempts, created, lease_until, warned;
+ *          the bodies follow with one HGET each (queue_cmd_take_data).
  *   ack:   one EVALSHA per batch of outcomes for one partition: delivered,
  *          failed and expired delete the message, bad sets it aside, deferred reschedules it (and may
  *          shrink its recipient list to those still pending), returned puts
@@ -55,7 +56,8 @@
  *
  * OWNERSHIP
  *   struct queue_msg is allocated by queue_parse_take() and freed by
- *   queue_msg_free(); all its strings live in the same allocation.
+ *   queue_msg_free(); all its strings live in the same allocation, except
+ *   the body (data_buf), which queue_take_data attaches.
  */
 #ifndef TERN_QUEUE_QUEUE_H
 #define TERN_QUEUE_QUEUE_H
@@ -109,8 +111,10 @@ struct queue_msg {
     char **rcpts;
     size_t nrcpts;
     char *domain;
-    uint8_t *data;
-    size_t data_len;
+    uint8_t *data;       /* NULL after queue_parse_take, until queue_take_data */
+    size_t data_len;     /* after queue_parse_take: the size the take reported */
+    uint8_t *data_buf;   /* owned allocation behind data, freed by
+                            queue_msg_free (NULL when data points elsewhere) */
     int attempts;        /* attempts so far, before this one */
     int64_t created_ms;
     int64_t lease_until_ms; /* this lease's expiry; pass it back in the
@@ -229,6 +233,18 @@ int queue_cmd_event(struct buf *out, const struct queue_config *qc, int partitio
  * sets *err to "NOSCRIPT" so the caller can reload the scripts. */
 int queue_parse_take(const redisReply *r, int partition,
                      struct queue_msg ***msgs, size_t *n, const char **err);
+
+/* The body of a taken message is fetched on its own, pipelined behind the
+ * take: a body read inside the take script would pass through Lua, which
+ * hashes every byte of every string it holds.
+ * queue_cmd_take_data appends `HGET <pfx>:{p}:m:<id> data` for m (0 as the
+ * other builders). queue_take_data attaches that reply's string to m as
+ * its data, taking r->str over (r->str is set to NULL): 1. 0 with *err
+ * set for a nil reply (the message was deleted after its take; its lease
+ * settles it), an error or a reply that is not a string. */
+int queue_cmd_take_data(struct buf *out, const struct queue_config *qc,
+                        const struct queue_msg *m);
+int queue_take_data(redisReply *r, struct queue_msg *m, const char **err);
 /* queue_parse_simple checks an ack/enqueue reply: 1 for an integer or
  * status reply, 0 otherwise with *err "NOSCRIPT" (reload the scripts and
  * resend), "error reply" (text in r->str) or "unexpected reply type".

@@ -351,7 +351,55 @@ static int parse_i64(const char *s, size_t n, int64_t *v)
 
 void queue_msg_free(struct queue_msg *m)
 {
+    if (m == NULL)
+        return;
+    free(m->data_buf);
     free(m);
+}
+
+int queue_cmd_take_data(struct buf *out, const struct queue_config *qc,
+                        const struct queue_msg *m)
+{
+    char name[2 + QUEUE_ID_MAX];
+    size_t n = strlen(m->id);
+    if (out->err || !partition_ok(qc, m->partition) || n == 0 || n >= QUEUE_ID_MAX)
+        return 0;
+    memcpy(name, "m:", 2);
+    memcpy(name + 2, m->id, n + 1);
+    resp_begin(out, 3);
+    resp_str(out, "HGET");
+    resp_key(out, qc, m->partition, name);
+    resp_str(out, "data");
+    return !out->err;
+}
+
+int queue_take_data(redisReply *r, struct queue_msg *m, const char **err)
+{
+    if (r == NULL) {
+        *err = "no reply";
+        return 0;
+    }
+    if (r->type == REDIS_REPLY_NIL) {
+        *err = "message deleted since its take";
+        return 0;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        *err = "error reply";
+        return 0;
+    }
+    if (r->type != REDIS_REPLY_STRING || r->str == NULL) {
+        *err = "take data: reply is not a string";
+        return 0;
+    }
+    /* hiredis allocated r->str with malloc (len + 1 bytes, NUL-terminated)
+     * and frees it only if still set: the body is taken, not copied. */
+    free(m->data_buf);
+    m->data_buf = (uint8_t *)r->str;
+    m->data = m->data_buf;
+    m->data_len = r->len;
+    r->str = NULL;
+    r->len = 0;
+    return 1;
 }
 
 /* Copy n bytes plus a NUL into the arena at *pos; return the copy. */
@@ -422,7 +470,8 @@ static struct queue_msg *bad_msg(const redisReply *id, int partition, int64_t le
 }
 
 /* Build one message from QUEUE_TAKE_FIELDS reply strings, in a single allocation:
- * struct, rcpt pointer array, then the strings and data. */
+ * struct, rcpt pointer array, then the strings. The body comes separately
+ * (queue_take_data). */
 static struct queue_msg *msg_from_reply(redisReply **f, int partition, const char **err)
 {
     enum { F_ID, F_FROM, F_RCPTS, F_DOMAIN, F_DATA, F_ATT, F_CREATED, F_LEASE, F_WARNED };
@@ -453,9 +502,13 @@ static struct queue_msg *msg_from_reply(redisReply **f, int partition, const cha
         why = entry_check(f[F_FROM], f[F_RCPTS], f[F_DOMAIN], nr);
     if (why != NULL)
         return bad_msg(f[F_ID], partition, lease, why, err);
+    int64_t dlen = 0;
+    if (!parse_i64(f[F_DATA]->str, f[F_DATA]->len, &dlen) || dlen < 0) {
+        *err = "take: bad data length";
+        return NULL;
+    }
     size_t bytes = sizeof(struct queue_msg) + nr * sizeof(char *) +
-                   f[F_FROM]->len + 1 + rl + 1 + f[F_DOMAIN]->len + 1 +
-                   f[F_DATA]->len + 1;
+                   f[F_FROM]->len + 1 + rl + 1 + f[F_DOMAIN]->len + 1;
     struct queue_msg *m = calloc(1, bytes);
     if (m == NULL) {
         *err = "out of memory";
@@ -469,8 +522,8 @@ static struct queue_msg *msg_from_reply(redisReply **f, int partition, const cha
     m->from = arena_put(&pos, f[F_FROM]->str, f[F_FROM]->len);
     char *rc = arena_put(&pos, rs, rl);
     m->domain = arena_put(&pos, f[F_DOMAIN]->str, f[F_DOMAIN]->len);
-    m->data = (uint8_t *)arena_put(&pos, f[F_DATA]->str, f[F_DATA]->len);
-    m->data_len = f[F_DATA]->len;
+    m->data = NULL;   /* queue_take_data attaches it */
+    m->data_len = (size_t)dlen;
     m->attempts = (int)att;
     m->created_ms = created;
     m->lease_until_ms = lease;

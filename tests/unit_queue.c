@@ -409,9 +409,9 @@ static void test_parse(void)
 
     r = reply_of("*18\r\n"
                  "$2\r\nid\r\n$5\r\na@x.y\r\n$7\r\nb@d\nc@D\r\n$1\r\nd\r\n"
-                 "$5\r\nhi\t\r\n\r\n$1\r\n3\r\n$3\r\n100\r\n$3\r\n900\r\n$1\r\ny\r\n"
+                 "$1\r\n5\r\n$1\r\n3\r\n$3\r\n100\r\n$3\r\n900\r\n$1\r\ny\r\n"
                  "$3\r\nid2\r\n$0\r\n\r\n$3\r\nz@d\r\n$1\r\nd\r\n"
-                 "$0\r\n\r\n$1\r\n0\r\n$1\r\n5\r\n$3\r\n901\r\n$0\r\n\r\n");
+                 "$1\r\n0\r\n$1\r\n0\r\n$1\r\n5\r\n$3\r\n901\r\n$0\r\n\r\n");
     CHECK_INT(queue_parse_take(r, 4, &m, &n, &err), 1);
     CHECK_INT(n, 2);
     if (n == 2) {
@@ -423,8 +423,31 @@ static void test_parse(void)
         CHECK_STR(m[0]->rcpts[1], "c@D");
         CHECK(m[0]->bad == NULL);
         CHECK_STR(m[0]->domain, "d");
+        CHECK_INT(m[0]->data_len, 5);   /* as reported; the body follows */
+        CHECK(m[0]->data == NULL);
+        /* The HGET of the body, and its reply taken over without a copy. */
+        struct queue_config qc;
+        queue_config_defaults(&qc);
+        struct buf hb;
+        buf_init(&hb, 0);
+        CHECK_INT(queue_cmd_take_data(&hb, &qc, m[0]), 1);
+        CHECK_MEM(buf_peek(&hb), buf_used(&hb),
+                  "*3\r\n$4\r\nHGET\r\n$13\r\ntern:{4}:m:id\r\n$4\r\ndata\r\n");
+        buf_free(&hb);
+        redisReply *d = reply_of("$5\r\nhi\t\r\n\r\n");
+        CHECK_INT(queue_take_data(d, m[0], &err), 1);
+        CHECK(d->str == NULL);
         CHECK_INT(m[0]->data_len, 5);
-        CHECK(memcmp(m[0]->data, "hi\t\r\n", 5) == 0);
+        CHECK(m[0]->data != NULL && memcmp(m[0]->data, "hi\t\r\n", 5) == 0);
+        freeReplyObject(d);
+        d = reply_of("$-1\r\n");
+        CHECK_INT(queue_take_data(d, m[1], &err), 0);
+        CHECK_STR(err, "message deleted since its take");
+        CHECK(m[1]->data == NULL);
+        freeReplyObject(d);
+        d = reply_of(":1\r\n");
+        CHECK_INT(queue_take_data(d, m[1], &err), 0);
+        freeReplyObject(d);
         CHECK_INT(m[0]->attempts, 3);
         CHECK_INT(m[0]->created_ms, 100);
         CHECK_INT(m[0]->lease_until_ms, 900);

@@ -131,6 +131,19 @@ static size_t take(int p, int max, int64_t now, struct queue_msg ***m, const cha
     if (!queue_parse_take(r, p, m, &n, err))
         n = 0;
     freeReplyObject(r);
+    /* The bodies, one HGET each, as the engine fetches them. */
+    for (size_t i = 0; i < n; i++) {
+        if ((*m)[i]->bad)
+            continue;
+        if (!queue_cmd_take_data(&b, &T.q.qc, (*m)[i])) {
+            *err = "build failed";
+            continue;
+        }
+        r = run_buf(&b);
+        if (!queue_take_data(r, (*m)[i], err))
+            printf("  take data of %s: %s\n", (*m)[i]->id, *err);
+        freeReplyObject(r);
+    }
     buf_free(&b);
     return n;
 }
