@@ -126,7 +126,8 @@ struct dest {
     int no_sessions;           /* the last connection yielded no TLS session */
     int npre_tls;              /* connections open, not yet at STARTTLS */
     int host_waiting;          /* on its host's wait list */
-    struct dest *host_wait_next;
+    struct dest *host_wait_next, *host_wait_prev;   /* doubly linked: unwait is O(1) */
+    struct mxhost *wait_host;  /* the host whose wait list holds it (d->host may move on) */
     int64_t cert_plaintext_until_ms;   /* at may: our client certificate was the problem */
     uint8_t leaf_sha256[32];   /* the peer's certificate, to notice a change */
     int have_leaf;

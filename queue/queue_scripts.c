@@ -168,6 +168,14 @@ static const char ack_src[] =
     "  i = i + 6 + nf\n"
     "end\n"
     "if i ~= #ARGV + 1 then return redis.error_reply('ERR ack: extra arguments') end\n"
+    /* Every lease in one call, not a ZSCORE per outcome. */
+    "local ids = {}\n"
+    "i = 5\n"
+    "for k = 1, n do\n"
+    "  ids[k] = ARGV[i]\n"
+    "  i = i + 6 + tonumber(ARGV[i+5])\n"
+    "end\n"
+    "local scores = n > 0 and redis.call('ZMSCORE', KEYS[1], unpack(ids)) or {}\n"
     "local done = 0\n"
     "local counts = {}\n"
     "local unleased, gone = {}, {}\n"
@@ -177,7 +185,7 @@ static const char ack_src[] =
     "  local rem, retry, nf = ARGV[i+3], ARGV[i+4], tonumber(ARGV[i+5])\n"
     "  local fstart = i + 6\n"
     "  i = i + 6 + nf\n"
-    "  local score = redis.call('ZSCORE', KEYS[1], id)\n"
+    "  local score = scores[k]\n"
     /* Stale: not leased any more, or leased again under another lease. */
     "  if score and (lease == '0' or tonumber(score) == tonumber(lease)) then\n"
     "    unleased[#unleased+1] = id\n"
