@@ -26,7 +26,7 @@
  *   and exits 0:
  *     tern-sink: messages=N rejected=N bytes=N connections=N tls_full=N
  *     tls_resumed=N tls_failed=N peak_conns=N drops_greeting=N
- *     drops_mail=N drops_data=N drops_dot=N       (one line)
+ *     drops_mail=N drops_data=N drops_dot=N pipelined=N   (one line)
  *   followed, with --track-tickets, by tickets_issued=N tickets_reused=N
  *   tickets_rejected=N.
  *   --stats-file FILE is rewritten (temp + rename) about every 200 ms and at
@@ -35,7 +35,9 @@
  *   messages answered with a non-2xx --data-reply. conns_open counts the
  *   connections open now and peak_conns the most open at once, each from
  *   its accept until the sink closes it. tls_failed counts failed and
- *   (--abort-handshake) aborted handshakes.
+ *   (--abort-handshake) aborted handshakes. pipelined counts messages that
+ *   came in the same read as the one before them on their connection: the
+ *   client sent them before that one's reply (pipelined transactions).
  *
  *   On SIGUSR1 the session-ticket keys of the TLS context (one, shared by
  *   every thread) are replaced and its session cache flushed: no session
@@ -426,7 +428,7 @@ static int write_atomic(const char *path, const char *text)
 }
 
 struct totals {
-    uint64_t messages, rejected, bytes, connections, tls_full, tls_resumed, tls_failed;
+    uint64_t messages, rejected, bytes, connections, tls_full, tls_resumed, tls_failed, pipelined;
     uint64_t drops[SINK_DROP_COUNT];
     uint64_t active, peak;
     int tickets_tracked;            /* the tickets_* below mean something */
@@ -445,6 +447,7 @@ static void sum(const struct sink *sk, const struct sink_thread *th, int n, stru
         t->tls_full += atomic_load_explicit(&c->tls_full, memory_order_relaxed);
         t->tls_resumed += atomic_load_explicit(&c->tls_resumed, memory_order_relaxed);
         t->tls_failed += atomic_load_explicit(&c->tls_failed, memory_order_relaxed);
+        t->pipelined += atomic_load_explicit(&c->pipelined, memory_order_relaxed);
         for (int d = 0; d < SINK_DROP_COUNT; d++)
             t->drops[d] += atomic_load_explicit(&c->drops[d], memory_order_relaxed);
     }
@@ -476,7 +479,7 @@ static size_t totals_kv(const struct totals *t, int with_open, struct kv *kv, si
         {"tls_resumed", t->tls_resumed}, {"tls_failed", t->tls_failed},
         {"peak_conns", t->peak}, {"drops_greeting", t->drops[SINK_DROP_GREETING]},
         {"drops_mail", t->drops[SINK_DROP_MAIL]}, {"drops_data", t->drops[SINK_DROP_DATA]},
-        {"drops_dot", t->drops[SINK_DROP_DOT]},
+        {"drops_dot", t->drops[SINK_DROP_DOT]}, {"pipelined", t->pipelined},
     };
     size_t n = 0;
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]) && n < cap; i++)

@@ -90,6 +90,9 @@ struct sink_counters {
     _Atomic uint64_t tls_full;
     _Atomic uint64_t tls_resumed;
     _Atomic uint64_t tls_failed;    /* includes --abort-handshake */
+    _Atomic uint64_t pipelined;     /* messages whose commands came before the
+                                       reply to the one before them (pipelined
+                                       transactions: one read, several messages) */
     _Atomic uint64_t drops[SINK_DROP_COUNT];    /* by point; [NONE] unused */
 };
 

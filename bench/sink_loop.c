@@ -222,6 +222,7 @@ static void on_message(struct loop *l, struct conn *c)
 /* Run the SMTP session over what it was fed. */
 static void run_smtp(struct loop *l, struct conn *c)
 {
+    int msgs = 0;   /* messages out of this one read */
     for (;;) {
         struct smtp_server_event ev = smtp_server_next(&c->smtp);
         /* mail_done (public in struct smtp_server) turns 1 when MAIL FROM
@@ -233,6 +234,8 @@ static void run_smtp(struct loop *l, struct conn *c)
         if (ev.kind == SMTP_SRV_EV_NONE)
             break;
         if (ev.kind == SMTP_SRV_EV_MESSAGE) {
+            if (msgs++ > 0)
+                count(&l->th->c.pipelined, 1);
             on_message(l, c);
             if (c->io.closing)
                 return;

@@ -34,6 +34,7 @@ void config_defaults(struct tern_config *c)
     c->batch = 256;
     c->max_in_memory = 8192;
     c->max_rcpts_per_txn = SMTP_MAX_RCPTS_PER_TXN;
+    c->txns_in_flight = CONFIG_TXNS_IN_FLIGHT_DEFAULT;
     c->min_data_rate = 1024;
     c->retry_base_ms = 300000;        /* 5m 10m 20m 40m 80m 160m 4h 4h ... */
     c->retry_max_ms = 4 * 3600000;
@@ -195,6 +196,7 @@ static const struct key_def keys[] = {
     {"batch", K_INT, F(batch), 0, 1, QUEUE_TAKE_MAX},
     {"max_in_memory", K_INT, F(max_in_memory), 0, 1, 10000000},
     {"max_recipients_per_transaction", K_INT, F(max_rcpts_per_txn), 0, 1, SMTP_MAX_RCPTS_PER_TXN},
+    {"max_transactions_in_flight", K_INT, F(txns_in_flight), 0, 1, SMTP_PIPELINE_MAX},
     {"min_data_rate", K_INT, F(min_data_rate), 0, 0, 1000000000},
     {"max_messages_in_memory", K_INT, F(max_messages_in_memory), 0, 1, 100000000},
     {"retry_base", K_DURATION, F(retry_base_ms), 0, 0, 0},

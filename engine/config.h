@@ -53,6 +53,7 @@
 #define CONFIG_TLS_CTX_MAX 16      /* distinct (ca_file, cert, key) sets */
 #define CONFIG_RETRY_STEPS_MAX 32  /* retry_schedule entries */
 #define CONFIG_SCHEDULE_TEXT_MAX 512
+#define CONFIG_TXNS_IN_FLIGHT_DEFAULT 4   /* max_transactions_in_flight */
 
 /* RFC 5321 section 4.5.3.2 defaults, in milliseconds. */
 struct tern_timeouts {
@@ -124,6 +125,8 @@ struct tern_config {
     int batch;                        /* messages per take */
     int max_in_memory;                /* messages held per worker */
     int max_rcpts_per_txn;            /* recipients per SMTP transaction */
+    int txns_in_flight;               /* pipelined transactions per connection
+                                         (PIPELINING + CHUNKING peers) */
     int min_data_rate;                /* bytes/s while sending a body; 0: off */
     int max_messages_in_memory;       /* whole engine (0: unset); sets max_in_memory */
     int64_t retry_base_ms;            /* first retry delay; doubles */

@@ -80,29 +80,29 @@ static void send_ehlo(struct smtp_client *c, const char *verb)
     c->replies_due = 1;
 }
 
-static void send_mail(struct smtp_client *c)
+static void send_mail(struct smtp_client *c, const struct smtp_msg *m, int e8, int utf8)
 {
     buf_append_str(&c->out, "MAIL FROM:<");
-    buf_append_str(&c->out, c->msg->from);
+    buf_append_str(&c->out, m->from);
     buf_append_str(&c->out, ">");
     /* RFC 1870: declare the size so an oversized message fails at MAIL. */
     if (c->caps.size) {
         buf_append_str(&c->out, " SIZE=");
-        buf_append_u64(&c->out, c->msg->data_len);
+        buf_append_u64(&c->out, m->data_len);
     }
     /* RFC 6152 / 6531: say what the transaction carries; start_txn has
      * already refused a message the peer cannot take. */
-    if (c->txn_8bit)
+    if (e8)
         buf_append_str(&c->out, " BODY=8BITMIME");
-    if (c->txn_utf8)
+    if (utf8)
         buf_append_str(&c->out, " SMTPUTF8");
     buf_append_str(&c->out, "\r\n");
 }
 
-static void send_rcpt(struct smtp_client *c, size_t i)
+static void send_rcpt(struct smtp_client *c, const struct smtp_msg *m, size_t i)
 {
     buf_append_str(&c->out, "RCPT TO:<");
-    buf_append_str(&c->out, c->msg->rcpts[i]);
+    buf_append_str(&c->out, m->rcpts[i]);
     buf_append_str(&c->out, ">\r\n");
 }
 
@@ -161,6 +161,10 @@ static void finish_txn(struct smtp_client *c, int accepted)
 {
     c->txn.accepted = accepted;
     c->need_rset = !accepted;
+    /* Those already sent behind it may meet a receiver still in this
+     * transaction (PIPELINED TRANSACTIONS in the header). */
+    c->after_failure = !accepted && c->nbehind > 0;
+    c->promote = c->nbehind > 0;
     c->msg = NULL;
     c->body_sent = 0;
     c->dot_only = 0;
@@ -302,7 +306,7 @@ static void on_reply(struct smtp_client *c, const struct smtp_reply *r)
         }
         c->need_rset = 0;
         if (!c->pipelined) {
-            send_mail(c);
+            send_mail(c, c->msg, c->txn_8bit, c->txn_utf8);
             c->replies_due = 1;
         }
         c->state = SMTP_ST_MAIL;
@@ -317,6 +321,7 @@ static void on_reply(struct smtp_client *c, const struct smtp_reply *r)
         } else {
             c->txn.stage = SMTP_STAGE_MAIL;
             c->txn.reply = *r;
+            c->txn.resend = r->code == 503 && c->after_failure;
             if (!c->pipelined) {
                 finish_txn(c, 0);
                 return;
@@ -324,7 +329,7 @@ static void on_reply(struct smtp_client *c, const struct smtp_reply *r)
             /* Pipelined: the RCPT and DATA replies still come; drain. */
         }
         if (!c->pipelined) {
-            send_rcpt(c, 0);
+            send_rcpt(c, c->msg, 0);
             c->replies_due = 1;
         }
         c->state = SMTP_ST_RCPT;
@@ -345,7 +350,7 @@ static void on_reply(struct smtp_client *c, const struct smtp_reply *r)
         }
         if (c->rcpt_next < c->msg->nrcpts) {
             if (!c->pipelined) {
-                send_rcpt(c, c->rcpt_next);
+                send_rcpt(c, c->msg, c->rcpt_next);
                 c->replies_due = 1;
             }
             return;
@@ -433,6 +438,57 @@ static void on_reply(struct smtp_client *c, const struct smtp_reply *r)
         fail(c, "internal error: reply in bad state", r, 0);
         return;
     }
+}
+
+/* ---- pipelined transactions ---- */
+
+/* promote: once the caller has read the TXN_DONE of msg, the oldest
+ * transaction sent behind it becomes msg; its replies are next. */
+static void promote(struct smtp_client *c)
+{
+    if (!c->promote || c->pending_txn_done || c->state == SMTP_ST_FAILED ||
+        c->state == SMTP_ST_CLOSED)
+        return;
+    c->promote = 0;
+    const struct smtp_msg *m = c->behind[c->behind_head];
+    c->behind_head = (c->behind_head + 1) % SMTP_PIPELINE_MAX;
+    c->nbehind--;
+    memset(&c->txn, 0, sizeof(c->txn));
+    c->msg = m;
+    c->rcpt_next = 0;
+    c->rcpt_ok = 0;
+    c->mail_ok = 0;
+    c->body_sent = 1;   /* it went out with its commands */
+    c->dot_only = 0;
+    c->pipelined = 1;
+    c->chunking = 1;
+    c->replies_due = m->nrcpts + 2;
+    c->state = SMTP_ST_MAIL;
+}
+
+/* stackable: one more transaction may go out behind those in flight. */
+static int stackable(const struct smtp_client *c)
+{
+    if (c->msg == NULL || !c->chunking || c->need_rset || c->quit_sent ||
+        c->pending_error || c->pending_txn_done)
+        return 0;
+    if (c->state != SMTP_ST_MAIL && c->state != SMTP_ST_RCPT && c->state != SMTP_ST_BODY)
+        return 0;
+    int depth = c->cfg.pipeline_depth > SMTP_PIPELINE_MAX ? SMTP_PIPELINE_MAX : c->cfg.pipeline_depth;
+    return (int)c->nbehind + 1 < depth;
+}
+
+int smtp_client_room(struct smtp_client *c)
+{
+    promote(c);
+    if (c->state == SMTP_ST_READY && c->nbehind == 0)
+        return !c->pending_error && !c->pending_txn_done;
+    return stackable(c);
+}
+
+size_t smtp_client_in_flight(const struct smtp_client *c)
+{
+    return (c->msg != NULL) + c->nbehind;
 }
 
 /* ---- public API ---- */
@@ -524,6 +580,7 @@ struct smtp_event smtp_client_next(struct smtp_client *c)
         }
         if (c->state == SMTP_ST_CLOSED || c->state == SMTP_ST_FAILED)
             return ev(SMTP_EV_NONE, NULL, NULL);
+        promote(c);   /* the TXN_DONE before was read: the next one's replies */
         if (c->state == SMTP_ST_TLS_HANDSHAKE) {
             if (!c->eof)
                 return ev(SMTP_EV_NONE, NULL, NULL);
@@ -590,11 +647,9 @@ static int addr_ok(const char *a, int may_be_empty)
 /* send_bdat_last queues the whole body as one last chunk (RFC 3030 2):
  * with PIPELINING it joins MAIL and RCPT in one write, so the outcome is
  * in doubt from here on. */
-static void send_bdat_last(struct smtp_client *c)
+static void send_bdat_last(struct smtp_client *c, const struct smtp_msg *m, int as_is)
 {
-    const struct smtp_msg *m = c->msg;
     /* Mail in canonical form (the usual case) goes as it is: one copy. */
-    int as_is = c->txn_canonical;
     buf_append_str(&c->out, "BDAT ");
     buf_append_u64(&c->out, as_is ? m->data_len : smtp_body_chunk_len(m->data, m->data_len));
     buf_append_str(&c->out, " LAST\r\n");
@@ -651,7 +706,9 @@ static void refuse_locally(struct smtp_client *c, int code, const char *esc, con
 
 int smtp_client_start_txn(struct smtp_client *c, const struct smtp_msg *m)
 {
-    if (c->state != SMTP_ST_READY || c->pending_error || c->pending_txn_done)
+    promote(c);
+    int stack = c->state != SMTP_ST_READY || c->nbehind > 0;
+    if (stack ? !stackable(c) : (c->pending_error || c->pending_txn_done))
         return 0;
     if (m == NULL || m->nrcpts == 0 || m->nrcpts > SMTP_MAX_RCPTS_PER_TXN ||
         m->rcpts == NULL || (m->data == NULL && m->data_len > 0))
@@ -661,6 +718,31 @@ int smtp_client_start_txn(struct smtp_client *c, const struct smtp_msg *m)
     for (size_t i = 0; i < m->nrcpts; i++)
         if (!addr_ok(m->rcpts[i], 0))
             return 0;
+
+    int e8 = 0;
+    int canonical = smtp_body_scan(m->data, m->data_len, &e8);
+    int utf8 = addrs_non_ascii(m);
+    /* Do not send what the peer said it cannot take (RFC 1870, 6152,
+     * 6531): refuse here, with the status a receiver would have given.
+     * Behind other transactions its TXN_DONE would come out of order:
+     * the caller offers it again when the session is idle. */
+    int too_big = c->caps.size && m->data_len > c->caps.size;
+    int no_utf8 = utf8 && !c->caps.smtputf8;
+    int no_8bit = e8 && !c->caps.eightbitmime;
+    if (stack && (too_big || no_utf8 || no_8bit))
+        return SMTP_TXN_LATER;
+    if (stack) {
+        /* RFC 2920 3.1: MAIL, RCPT and BDAT may stand anywhere in a group. */
+        send_mail(c, m, e8, utf8);
+        for (size_t i = 0; i < m->nrcpts; i++)
+            send_rcpt(c, m, i);
+        send_bdat_last(c, m, canonical);
+        c->behind[(c->behind_head + c->nbehind) % SMTP_PIPELINE_MAX] = m;
+        c->nbehind++;
+        if (c->out.err)
+            fail(c, "out of memory", NULL, 0);
+        return 1;
+    }
 
     memset(&c->txn, 0, sizeof(c->txn));
     c->msg = m;
@@ -672,22 +754,19 @@ int smtp_client_start_txn(struct smtp_client *c, const struct smtp_msg *m)
     c->pending_ready = 0;
     c->pipelined = c->caps.pipelining;
     c->chunking = c->pipelined && c->caps.chunking;
+    c->txn_8bit = e8;
+    c->txn_utf8 = utf8;
 
-    c->txn_canonical = smtp_body_scan(m->data, m->data_len, &c->txn_8bit);
-    c->txn_utf8 = addrs_non_ascii(m);
-
-    /* Do not send what the peer said it cannot take (RFC 1870, 6152,
-     * 6531): refuse here, with the status a receiver would have given. */
-    if (c->caps.size && m->data_len > c->caps.size) {
+    if (too_big) {
         refuse_locally(c, 552, "5.3.4", "message exceeds the receiver's SIZE limit");
         return 1;
     }
-    if (c->txn_utf8 && !c->caps.smtputf8) {
+    if (no_utf8) {
         refuse_locally(c, 553, "5.6.7",
                        "non-ASCII address and the receiver does not offer SMTPUTF8");
         return 1;
     }
-    if (c->txn_8bit && !c->caps.eightbitmime) {
+    if (no_8bit) {
         refuse_locally(c, 554, "5.6.3",
                        "8-bit message data and the receiver does not offer 8BITMIME");
         return 1;
@@ -702,15 +781,15 @@ int smtp_client_start_txn(struct smtp_client *c, const struct smtp_msg *m)
         c->state = SMTP_ST_MAIL;
     }
     if (c->pipelined || !c->need_rset) {
-        send_mail(c);
+        send_mail(c, m, e8, utf8);
         due++;
     }
     if (c->pipelined) {
         /* RFC 2920 3.1: DATA ends the group; all of it in one write. */
         for (size_t i = 0; i < m->nrcpts; i++)
-            send_rcpt(c, i);
+            send_rcpt(c, m, i);
         if (c->chunking)
-            send_bdat_last(c);
+            send_bdat_last(c, m, canonical);
         else
             buf_append_str(&c->out, "DATA\r\n");
         due += m->nrcpts + 1;
@@ -725,7 +804,8 @@ int smtp_client_start_txn(struct smtp_client *c, const struct smtp_msg *m)
 
 int smtp_client_quit(struct smtp_client *c)
 {
-    if (c->state != SMTP_ST_READY || c->pending_error || c->pending_txn_done)
+    promote(c);
+    if (c->state != SMTP_ST_READY || c->pending_error || c->pending_txn_done || c->nbehind)
         return 0;
     buf_append_str(&c->out, "QUIT\r\n");
     c->quit_sent = 1;

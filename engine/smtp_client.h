@@ -90,6 +90,24 @@
  *   missing, then ".\r\n". RSET is sent before a transaction only when the
  *   previous one did not end cleanly.
  *
+ * PIPELINED TRANSACTIONS
+ *   With PIPELINING and CHUNKING, and cfg.pipeline_depth > 1, the next
+ *   transaction may be started while earlier ones wait for their replies
+ *   (RFC 2920 3.1 lets BDAT, MAIL and RCPT stand anywhere in a group):
+ *   MAIL, RCPT, BDAT LAST and body of several messages go out in one
+ *   write, and the receiver's replies come back together. Replies are
+ *   read strictly in order; TXN_DONE comes once per transaction, in the
+ *   order they were started. smtp_client_room() says whether
+ *   smtp_client_start_txn() would be taken now. A transaction that would
+ *   be refused locally (SIZE, 8BITMIME, SMTPUTF8) is not queued behind
+ *   others: start_txn returns SMTP_TXN_LATER and the caller offers it
+ *   again once the session is idle. After a transaction fails, nothing
+ *   more is queued behind until the session is idle again (and RSET has
+ *   been sent); a transaction already behind the failed one whose MAIL
+ *   gets 503 (the receiver still in the old transaction) ends with
+ *   txn.resend set, and the caller sends it again. A session lost with
+ *   several transactions sent leaves each of them in doubt.
+ *
  * TLS POLICY
  *   cfg.tls = SMTP_TLS_NONE never sends STARTTLS. SMTP_TLS_MAY sends it when
  *   offered and carries on in plaintext when it is not offered or refused
@@ -126,6 +144,7 @@
 #define SMTP_HELO_NAME_MAX      255
 #define SMTP_RCPT_TEXT_MAX      160   /* a refused recipient's reply text kept */
 #define SMTP_RCPT_TEXTS_MAX     4096  /* room for those texts in one transaction */
+#define SMTP_PIPELINE_MAX       16    /* transactions in flight on one session */
 
 enum smtp_tls_mode {
     SMTP_TLS_NONE,      /* never STARTTLS */
@@ -136,6 +155,10 @@ enum smtp_tls_mode {
 struct smtp_client_config {
     const char *helo_name;      /* our EHLO name; copied by init */
     enum smtp_tls_mode tls;
+    /* Transactions that may be in flight at once when the peer offers
+     * PIPELINING and CHUNKING (see PIPELINED TRANSACTIONS); 0 or 1: one
+     * at a time. At most SMTP_PIPELINE_MAX. */
+    int pipeline_depth;
 };
 
 /* Capabilities from the last EHLO reply (after TLS: the post-TLS one). */
@@ -184,6 +207,10 @@ struct smtp_txn_result {
     size_t rcpt_texts_used;
     int local;                      /* refused by us before sending (SIZE,
                                        8BITMIME, SMTPUTF8): reply is ours */
+    int resend;                     /* pipelined behind a transaction that
+                                       failed, and refused at MAIL with 503
+                                       (bad sequence): the receiver never
+                                       considered it; send it again */
 };
 
 enum smtp_event_kind {
@@ -251,8 +278,14 @@ struct smtp_client {
     int mail_ok;                 /* MAIL FROM got 2xx */
     int dot_only;                /* no accepted RCPT: "." after 354, or BDAT's reply ignored */
     int txn_8bit;                /* data has bytes >= 0x80: BODY=8BITMIME */
-    int txn_canonical;           /* data is its own BDAT form: sent as is */
     int txn_utf8;                /* non-ASCII envelope: SMTPUTF8 */
+    /* Pipelined transactions sent after msg, oldest first; their replies
+     * follow msg's. One becomes msg when msg's TXN_DONE was read. */
+    const struct smtp_msg *behind[SMTP_PIPELINE_MAX];
+    size_t behind_head, nbehind;
+    int promote;                 /* msg finished: the next behind becomes msg */
+    int after_failure;           /* a transaction before msg failed while
+                                    msg was already sent behind it */
 };
 
 /* smtp_client_init prepares a session in state GREETING. A helo_name that
@@ -280,15 +313,27 @@ struct smtp_event smtp_client_next(struct smtp_client *c);
  * completed. Forgets the plaintext capabilities and queues EHLO. */
 void smtp_client_tls_started(struct smtp_client *c);
 
-/* smtp_client_start_txn queues a transaction. Only valid right after
- * SMTP_EV_READY; returns 0 (and does nothing) otherwise, when nrcpts is 0
+/* smtp_client_start_txn queues a transaction. Valid right after
+ * SMTP_EV_READY, or while smtp_client_room() says so (pipelined
+ * transactions); returns 0 (and does nothing) otherwise, when nrcpts is 0
  * or over the limit, or when an address is NULL, longer than
  * SMTP_ADDR_MAX, holds a control character (CR, LF, ...) or '<' / '>'
  * (which could inject commands or ESMTP parameters), or a recipient is
  * empty. A message the peer cannot take (SIZE, 8BITMIME, SMTPUTF8; see
  * DESCRIPTION) returns 1, sends nothing, and TXN_DONE follows with
- * accepted=0, stage MAIL, txn.local=1 and the local refusal. */
+ * accepted=0, stage MAIL, txn.local=1 and the local refusal; queued
+ * behind other transactions, such a message is not taken: SMTP_TXN_LATER
+ * (nothing done; offer it again when the session is idle). */
+#define SMTP_TXN_LATER 2
 int smtp_client_start_txn(struct smtp_client *c, const struct smtp_msg *m);
+
+/* smtp_client_room: 1 when smtp_client_start_txn() would take a
+ * transaction now: the session is READY, or pipelined transactions are in
+ * use and fewer than cfg.pipeline_depth are in flight. */
+int smtp_client_room(struct smtp_client *c);
+/* smtp_client_in_flight: transactions started whose TXN_DONE has not
+ * been returned yet (0 when idle). */
+size_t smtp_client_in_flight(const struct smtp_client *c);
 
 /* smtp_client_quit queues QUIT (only when READY); CLOSED follows. */
 int smtp_client_quit(struct smtp_client *c);

@@ -385,7 +385,7 @@ static void dest_schedule_ready(struct worker *w, struct dest *d)
     for (struct conn *c = d->nconns ? w->conns : NULL; c; c = c->next) {
         if (c->d != d || c->state != CONN_SMTP)
             continue;
-        if (c->idle && d->nready)
+        if ((c->idle || c->njobs) && d->nready)   /* busy ones may take pipelined mail */
             conn_hand_job(w, c);
         if (c->job && !c->quitting &&
                  c->msgs + 1 < (uint64_t)d->lim.max_messages_per_connection)

@@ -28,6 +28,45 @@ static int is_ip_literal(const char *h)
     return inet_pton(AF_INET, h, tmp) == 1 || inet_pton(AF_INET6, h, tmp) == 1;
 }
 
+/* ---- jobs in flight ---- */
+
+static void conn_job_push(struct conn *c, struct job *j)
+{
+    j->next = NULL;
+    if (c->job_tail)
+        c->job_tail->next = j;
+    else
+        c->job = j;
+    c->job_tail = j;
+    c->njobs++;
+}
+
+static struct job *conn_job_pop(struct conn *c)
+{
+    struct job *j = c->job;
+    if (j == NULL)
+        return NULL;
+    c->job = j->next;
+    if (c->job == NULL)
+        c->job_tail = NULL;
+    c->njobs--;
+    j->next = NULL;
+    return j;
+}
+
+/* conn_jobs_take empties the connection's list and returns it reversed
+ * (newest first), so that putting each back at the front of the ready
+ * list keeps their order. */
+static struct job *conn_jobs_take(struct conn *c)
+{
+    struct job *rev = NULL, *j;
+    while ((j = conn_job_pop(c)) != NULL) {
+        j->next = rev;
+        rev = j;
+    }
+    return rev;
+}
+
 /* body_unsent: bytes of this connection are still waiting to go out (in
  * state BODY: the body has not all been sent). */
 static int body_unsent(const struct conn *c)
@@ -396,15 +435,16 @@ static void conn_pump(struct worker *w, struct conn *c)
             const struct smtp_txn_result *t = smtp_client_txn(&c->smtp);
             if (t->reply.code != 421)   /* a 421 also ends the session: seen there */
                 dest_reply_seen(w, c->d, t->reply.code, t->reply.text);
-            struct job *j = c->job;
-            c->job = NULL;
+            struct job *j = conn_job_pop(c);
             c->body_start_ms = 0;
             c->msgs++;
             c->d->n.msgs++;
             c->d->counters_dirty = 1;
             c->d->consecutive_failures = 0;
             w->st.txns++;
-            if (j)
+            if (j && t->resend)
+                dest_requeue_front(c->d, j);   /* never seen by the receiver: again, no attempt */
+            else if (j)
                 outcome_txn(w, c, j);
             break;
         }
@@ -529,6 +569,7 @@ struct conn *conn_open(struct worker *w, struct dest *d)
     enum policy_level level = dest_level(d);
     struct smtp_client_config sc = {
         .helo_name = w->cfg->hostname,
+        .pipeline_depth = w->cfg->txns_in_flight,
         .tls = level == POLICY_NONE ? SMTP_TLS_NONE
              : level == POLICY_MAY  ? SMTP_TLS_MAY : SMTP_TLS_REQUIRED,
     };
@@ -583,10 +624,10 @@ static void conn_close(struct worker *w, struct conn *c)
     if (c->state == CONN_CLOSING)
         return;
     struct dest *d = c->d;
-    if (c->job) {
-        /* a fallback: the message goes back without counting an attempt */
-        dest_requeue_front(d, c->job);
-        c->job = NULL;
+    /* a fallback: the messages go back without counting an attempt */
+    for (struct job *j = conn_jobs_take(c), *n; j; j = n) {
+        n = j->next;
+        dest_requeue_front(d, j);
     }
     if (!c->established)
         d->nconnecting--;
@@ -623,10 +664,14 @@ static void conn_fail(struct worker *w, struct conn *c, const char *reason, enum
         return;
     }
     int lost_busy = c->established && c->job != NULL && kind == FAIL_TRANSIENT;
-    if (c->job) {
-        struct job *j = c->job;
-        c->job = NULL;
-        if (smtp_client_in_doubt(&c->smtp) && !body_unsent(c)) {
+    /* The transactions behind the first went out in full unless bytes
+     * are still waiting: then the last at least did not. */
+    int behind_sent = !body_unsent(c);
+    struct job *first = c->job;
+    for (struct job *j = conn_jobs_take(c), *n; j; j = n) {
+        n = j->next;
+        int doubt = j == first ? smtp_client_in_doubt(&c->smtp) && !body_unsent(c) : behind_sent;
+        if (doubt) {
             /* The final dot went out and no reply came back: the receiver
              * may have the message. Retrying is the only safe choice (a
              * possible duplicate, never a loss); count and log it. */
@@ -669,10 +714,9 @@ static void conn_fail(struct worker *w, struct conn *c, const char *reason, enum
 
 void conn_abort(struct worker *w, struct conn *c, const char *reason)
 {
-    if (c->job) {
-        struct job *j = c->job;
-        c->job = NULL;
-        if (smtp_client_in_doubt(&c->smtp))
+    struct job *first = c->job;
+    for (struct job *j; (j = conn_job_pop(c)) != NULL;) {
+        if (j != first || smtp_client_in_doubt(&c->smtp))
             w->st.in_doubt++;
         outcome_return(w, j, reason);
     }
@@ -683,18 +727,24 @@ void conn_hand_job(struct worker *w, struct conn *c)
 {
     struct dest *d = c->d;
     /* A backoff halved the limit: the connections over it leave as they
-     * finish, so the receiver sees fewer sessions, not just no new ones. */
-    if (w->stopping || c->msgs >= (uint64_t)d->lim.max_messages_per_connection ||
+     * finish, so the receiver sees fewer sessions, not just no new ones.
+     * (One with transactions in flight leaves when they are done.) */
+    if (w->stopping || c->msgs + c->njobs >= (uint64_t)d->lim.max_messages_per_connection ||
         dest_surplus_conn(w, d)) {
-        conn_quit_or_close(w, c);
+        if (c->njobs == 0)
+            conn_quit_or_close(w, c);
         return;
     }
-    if (d->ready_head && (dest_paused(w, d) || !dest_may_send(w, d))) {
-        c->idle = 1;   /* shaped: the tick hands it mail later */
-        conn_touch(w, c);
-        return;
-    }
-    while (d->ready_head) {
+    int started = 0;
+    while (d->ready_head && smtp_client_room(&c->smtp) &&
+           c->msgs + c->njobs < (uint64_t)d->lim.max_messages_per_connection) {
+        if (dest_paused(w, d) || !dest_may_send(w, d)) {
+            if (c->njobs == 0) {
+                c->idle = 1;   /* shaped: the tick hands it mail later */
+                conn_touch(w, c);
+            }
+            break;
+        }
         struct job *j = d->ready_head;
         d->ready_head = j->next;
         if (d->ready_head == NULL)
@@ -704,16 +754,26 @@ void conn_hand_job(struct worker *w, struct conn *c)
             outcome_defer(w, j, "out of memory");
             continue;
         }
-        if (!smtp_client_start_txn(&c->smtp, &j->sm)) {
+        int rc = smtp_client_start_txn(&c->smtp, &j->sm);
+        if (rc == SMTP_TXN_LATER) {
+            dest_requeue_front(d, j);   /* when this connection is idle */
+            break;
+        }
+        if (!rc) {
             outcome_fail(w, j, "invalid envelope (address with forbidden characters)");
             continue;
         }
-        c->job = j;
+        conn_job_push(c, j);
         c->idle = 0;
+        started = 1;
+    }
+    if (started) {
         conn_touch(w, c);
         conn_flush(w, c);
         return;
     }
+    if (c->njobs || (c->idle && d->ready_head))
+        return;   /* busy, or shaped */
     c->idle = 1;
     conn_touch(w, c);
     /* Destinations wait for a slot on this host (in any worker): a
@@ -759,8 +819,7 @@ void conn_check_deadline(struct worker *w, struct conn *c)
     if (data_too_slow(w, c, slow, sizeof(slow))) {
         /* A receiver this slow will be as slow next time: defer the
          * message now rather than resend it at once. */
-        struct job *j = c->job;
-        c->job = NULL;
+        struct job *j = conn_job_pop(c);
         if (j)
             outcome_defer(w, j, slow);
         conn_fail(w, c, slow, FAIL_TRANSIENT);

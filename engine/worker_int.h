@@ -190,7 +190,12 @@ struct conn {
     struct buf plain;          /* decrypted input scratch */
     int established;
     int idle;
-    struct job *job;
+    /* Jobs whose transactions are in flight, oldest first (linked by
+     * job->next): one, or up to max_transactions_in_flight when the peer
+     * takes pipelined transactions (smtp_client.h). c->job is the one
+     * the replies being read belong to. */
+    struct job *job, *job_tail;
+    size_t njobs;
     uint64_t msgs;
     int64_t deadline_ms;
     int quitting;

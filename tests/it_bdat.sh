@@ -5,7 +5,9 @@
 #     chunk has CRLF line ends, no dot-stuffing and no terminator; a
 #     refused recipient is reported, the accepted one delivered;
 #  b. tern-sink --chunking over STARTTLS: 500 messages, every one received
-#     once and byte-identical to what was queued;
+#     once and byte-identical to what was queued, transactions pipelined
+#     (several in flight on a connection); with max_transactions_in_flight
+#     = 1, none are;
 #  c. the same sink dropping connections at random (greeting, MAIL,
 #     mid-chunk, after the chunk): nothing lost, the only duplicates are
 #     the after-chunk drops, the queue ends empty.
@@ -81,7 +83,7 @@ tern_forget_pid "$PEER_PID"
 
 # --- b. tern-sink --chunking, STARTTLS, bytes identical ----------------------
 rcli flushall >/dev/null
-if tern_sink big "${TLS[@]}" --chunking --quiet --record "$dir/big.rec"; then
+if tern_sink big "${TLS[@]}" --chunking --quiet --record "$dir/big.rec" --stats-file "$dir/big.stats"; then
     conf big "$SINK_PORT" </dev/null
     "$TERN" inject -c "$dir/big.conf" --generate 500 --domains b1.test,b2.test,b3.test --size 3000 >/dev/null
     for p in $(seq 0 15); do
@@ -99,8 +101,27 @@ if tern_sink big "${TLS[@]}" --chunking --quiet --record "$dir/big.rec"; then
     [ "$(summ big delivered)" = 500 ] && [ "$(queue_left big)" = 0 ] && pass bdat_tls_all_delivered ||
         fail bdat_tls_all_delivered "$(why big)"
     sink_stop
+    # Transactions pipelined (max_transactions_in_flight, default 4): the
+    # sink read messages whose commands came before the previous reply.
+    piped=$(sed -n 's/^pipelined=//p' "$dir/big.stats")
+    [ "${piped:-0}" -gt 0 ] && pass bdat_transactions_pipelined ||
+        fail bdat_transactions_pipelined "sink counted pipelined=${piped:-none}"
 else
     fail bdat_tls_bytes_identical "sink did not start"
+fi
+
+# --- b2. max_transactions_in_flight = 1: one at a time ------------------------
+rcli flushall >/dev/null
+if tern_sink one "${TLS[@]}" --chunking --quiet --stats-file "$dir/one.stats"; then
+    conf one "$SINK_PORT" <<<"max_transactions_in_flight = 1"
+    "$TERN" inject -c "$dir/one.conf" --generate 200 --domains b1.test --size 3000 >/dev/null
+    drain one
+    sink_stop
+    piped=$(sed -n 's/^pipelined=//p' "$dir/one.stats")
+    [ "$(summ one delivered)" = 200 ] && [ "${piped:-x}" = 0 ] && pass bdat_one_in_flight ||
+        fail bdat_one_in_flight "delivered $(summ one delivered), sink counted pipelined=${piped:-none}; $(why one)"
+else
+    fail bdat_one_in_flight "sink did not start"
 fi
 
 # --- c. random drops: nothing lost --------------------------------------------

@@ -49,7 +49,7 @@ static void drv_init(struct drv *d, enum smtp_tls_mode tls,
                      const struct smtp_msg *msgs, size_t nmsgs)
 {
     memset(d, 0, sizeof(*d));
-    struct smtp_client_config cfg = {"client.test", tls};
+    struct smtp_client_config cfg = {.helo_name = "client.test", .tls = tls};
     smtp_client_init(&d->c, &cfg);
     d->msgs = msgs;
     d->nmsgs = nmsgs;
@@ -1179,7 +1179,7 @@ static void test_input_limit(void)
 static void test_helo_name_sanitized(void)
 {
     struct smtp_client c;
-    struct smtp_client_config cfg = {"evil\r\nMAIL FROM:<x>", SMTP_TLS_NONE};
+    struct smtp_client_config cfg = {.helo_name = "evil\r\nMAIL FROM:<x>", .tls = SMTP_TLS_NONE};
     smtp_client_init(&c, &cfg);
     CHECK_STR(c.helo_name, "localhost");
     smtp_client_cleanup(&c);

@@ -6,8 +6,11 @@
  * whether the peer closes (EOF) at the end, bits 6-7 the message (7-bit,
  * 8-bit body, UTF-8 recipient, both: BODY=8BITMIME, SMTPUTF8 and the
  * local refusals when the EHLO reply lacks them). The rest is what the server
- * sends. The harness acts like the engine: tls_started on STARTTLS, a
- * fixed message on the first two READY events, then QUIT.
+ * sends; an odd length allows 3 pipelined transactions in flight
+ * (smtp_client.h), an even one 1. The harness acts like the engine:
+ * tls_started on STARTTLS, on READY the fixed message while
+ * smtp_client_room() says so, twice in all, then QUIT once nothing is
+ * in flight.
  *
  * Invariants checked (abort on violation):
  *   - no event loop runs away (bounded events per feed);
@@ -34,7 +37,7 @@ static const uint8_t fuzz_body8[] = "Subject: x\n\n.l\xc3\xa9ne\r\nmore\rtext\r\
 struct fuzz_state {
     struct smtp_client c;
     struct smtp_msg msg;
-    int ready_seen;
+    int started;
     int done;               /* ERROR or CLOSED seen */
 };
 
@@ -44,7 +47,7 @@ static void fuzz_drain(struct fuzz_state *s, int required, int done_at_entry)
     const uint8_t *p = smtp_client_output(&s->c, &n);
     /* Bound: EHLO/STARTTLS/QUIT lines, a pipelined group with 3 RCPTs,
      * and one encoded body (at most twice the input, plus terminator). */
-    if (n > 4096 + 2 * sizeof(fuzz_body8))
+    if (n > 4096 + 4 * sizeof(fuzz_body8))
         abort();
     if (required && !s->c.tls_active && n > 0 &&
         (memmem(p, n, "MAIL", 4) || memmem(p, n, "RCPT", 4) || memmem(p, n, "DATA", 4)))
@@ -72,12 +75,18 @@ static void fuzz_pump(struct fuzz_state *s, int required)
             smtp_client_tls_started(&s->c);
             break;
         case SMTP_EV_READY:
-            if (s->ready_seen++ < 2) {
-                if (!smtp_client_start_txn(&s->c, &s->msg))
-                    abort();    /* READY means a transaction can start */
-            } else {
-                smtp_client_quit(&s->c);
+            if (smtp_client_in_flight(&s->c) == 0 && !smtp_client_room(&s->c))
+                abort();    /* READY and idle: a transaction can start */
+            while (s->started < 2 && smtp_client_room(&s->c)) {
+                int rc = smtp_client_start_txn(&s->c, &s->msg);
+                if (rc == 0)
+                    abort();
+                if (rc == SMTP_TXN_LATER)
+                    break;
+                s->started++;
             }
+            if (s->started == 2 && smtp_client_in_flight(&s->c) == 0)
+                smtp_client_quit(&s->c);
             break;
         case SMTP_EV_TXN_DONE: {
             const struct smtp_txn_result *t = smtp_client_txn(&s->c);
@@ -116,7 +125,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct fuzz_state *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return 0;
-    struct smtp_client_config cfg = {"fuzz.test", mode};
+    struct smtp_client_config cfg = {.helo_name = "fuzz.test", .tls = mode,
+                                     .pipeline_depth = (size & 1) ? 3 : 1};
     smtp_client_init(&s->c, &cfg);
     s->msg.from = "sender@example.test";
     s->msg.rcpts = (cfgb & 0x80) ? fuzz_rcpts_utf8 : fuzz_rcpts;
