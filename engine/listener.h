@@ -19,9 +19,10 @@
  *   client gets 250 only after EXEC answered with every entry stored; a
  *   lost or failing Redis connection gives 451 (the transaction never ran,
  *   or it is retried by the client: at-least-once, never lost). When the
- *   EXEC ran but a script did not make its entry (NOSCRIPT), the bodies
- *   its HSETNX stored are deleted again (queue_cmd_enqueue_undo) before
- *   the 451, and the script is loaded again. The connection is re-opened,
+ *   EXEC ran but a script did not make its entry (NOSCRIPT), an HDEL
+ *   (queue_cmd_enqueue_undo) goes out for each body its HSETNX stored,
+ *   ahead of anything sent later on that connection; the client gets 451
+ *   and the script is loaded again. The connection is re-opened,
  *   at most once a second, when the next message comes.
  *
  *   AUTH verification (crypt_r, tens of milliseconds for yescrypt) runs
