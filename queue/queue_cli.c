@@ -254,8 +254,9 @@ static long send_some(struct queue_conn *q, struct window *w,
 }
 
 /* Remove the bodies stored by the enqueues in gone[0..k) that made no
- * entry. Returns 0 on a connection error. An HDEL Redis refuses is
- * reported only if nothing was reported before. */
+ * entry. Returns 0 on a connection error. The HDEL replies are read but
+ * not checked: one Redis refused leaves a lone body that nothing refers
+ * to, and the enqueue's own error is the one to report. */
 static int undo_some(struct queue_conn *q, const struct window *w, const size_t *gone,
                      size_t k, char *err, size_t errlen)
 {
