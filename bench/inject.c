@@ -9,14 +9,14 @@
  *                     [--rcpts R] [--rate MSGS_PER_S]
  *
  * DESCRIPTION
- *   Enqueues N messages (queue_cmd_enqueue, the same Lua script as every
- *   producer) of about BYTES bytes (default 4096) into the Redis queue of
+ *   Enqueues N messages (queue_cmd_enqueue: the HSETNX of the body and the
+ *   same Lua script as every producer) of about BYTES bytes (default 4096) into the Redis queue of
  *   the tern configuration FILE, round robin over the D domains
  *   bench1.test ... benchD.test (default 100), each message to R
  *   recipients user0..user<R-1> of its domain (default 1: one queue entry
  *   per message either way).
- *   Without --rate, commands go out pipelined in windows of
- *   INJ_WINDOW_CMDS. With --rate the injector paces itself: it keeps the
+ *   Without --rate, enqueues go out pipelined in windows of
+ *   INJ_WINDOW_MSGS messages. With --rate the injector paces itself: it keeps the
  *   number enqueued at rate x elapsed time, sending what is due about
  *   every millisecond (each message's `created` is the time its batch
  *   left), so that latency measured from `created` is that of a steady
@@ -37,7 +37,7 @@
 #include "engine/config.h"
 #include "queue/queue.h"
 
-#define INJ_WINDOW_CMDS    512
+#define INJ_WINDOW_MSGS    512
 #define INJ_MESSAGES_MAX   100000000L
 #define INJ_DOMAINS_MAX    1000000L
 #define INJ_RCPTS_MAX      QUEUE_RCPTS_MAX
@@ -55,7 +55,7 @@ struct inj_opts {
 
 struct batch {
     struct buf cmds;
-    size_t offs[INJ_WINDOW_CMDS + 1];
+    size_t offs[INJ_WINDOW_MSGS + 1];
     size_t n;
 };
 
@@ -160,18 +160,25 @@ static int flush(struct queue_conn *q, struct batch *bt, char *err, size_t errle
     }
     int ok = 1;
     for (size_t i = 0; i < bt->n; i++) {
-        void *rv = NULL;
-        if (redisGetReply(q->rc, &rv) != REDIS_OK) {
-            snprintf(err, errlen, "redis: %s", q->rc->errstr);
-            return 0;
+        redisReply *r[QUEUE_ENQUEUE_CMDS];
+        for (size_t k = 0; k < QUEUE_ENQUEUE_CMDS; k++) {
+            void *rv = NULL;
+            if (redisGetReply(q->rc, &rv) != REDIS_OK) {
+                snprintf(err, errlen, "redis: %s", q->rc->errstr);
+                for (size_t j = 0; j < k; j++)
+                    freeReplyObject(r[j]);
+                return 0;
+            }
+            r[k] = rv;
         }
-        const char *why;
-        if (!queue_parse_simple(rv, &why) && ok) {
-            const redisReply *r = rv;
-            snprintf(err, errlen, "enqueue: %s %s", why, r->type == REDIS_REPLY_ERROR ? r->str : "");
+        const char *why, *text;
+        int wrote;
+        if (!queue_parse_enqueue((const redisReply *const *)r, &wrote, &why, &text) && ok) {
+            snprintf(err, errlen, "enqueue: %s %s", why, text);
             ok = 0;
         }
-        freeReplyObject(rv);
+        for (size_t k = 0; k < QUEUE_ENQUEUE_CMDS; k++)
+            freeReplyObject(r[k]);
     }
     buf_reset(&bt->cmds);
     bt->n = 0;
@@ -234,7 +241,7 @@ int main(int argc, char **argv)
             }
         }
         int64_t now = wall_ms();
-        while (done < due && bt->n < INJ_WINDOW_CMDS) {
+        while (done < due && bt->n < INJ_WINDOW_MSGS) {
             if (!add_message(bt, &q, &o, done, &body, &msg, rcpt, rp, now)) {
                 snprintf(err, sizeof(err), "building message %ld failed", done);
                 rc = 1;

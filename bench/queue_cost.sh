@@ -73,8 +73,10 @@ counters() {
         END { printf "%.6f %.6f", s, m }')
     echo "$cs" | awk -F'[:=,]' -v cpu="$cpu" '
         /^cmdstat_/ { name = substr($1, 9); calls = $3
+            # hsetnx and hget: the bodies, written and read outside the scripts
             if (name == "eval" || name == "evalsha" || name == "info" || name == "config" ||
-                name == "ping" || name == "script|load" || name == "script") client += calls
+                name == "ping" || name == "script|load" || name == "script" ||
+                name == "hsetnx" || name == "hget") client += calls
             else inner += calls }
         END { printf "%d %d %s\n", client, inner, cpu }'
 }

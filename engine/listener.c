@@ -72,15 +72,24 @@ struct lconn {
     int64_t deadline_ms;        /* monotonic */
 };
 
+/* One queue entry of a message in flight: enough to remove its body
+ * again (queue_cmd_enqueue_undo) if its script does not make the entry. */
+struct lentry {
+    char id[QUEUE_ID_MAX];
+    int partition;
+};
+
 /* What the next Redis replies belong to. */
 struct rexp {
     int script;                 /* a SCRIPT LOAD, nothing waits on it */
+    int undo;                   /* an HDEL of such a body, nothing waits on it */
     uint32_t slot, gen;
     int left;                   /* replies still due: MULTI, QUEUED..., EXEC */
     int ndomains;
     int failed;
     int64_t sent_ms;
     char id[QUEUE_ID_MAX];      /* the first entry's id, for the 250 */
+    struct lentry *entries;     /* ndomains of them; freed by message_done */
 };
 
 struct listener {
@@ -227,6 +236,7 @@ static void run_smtp(struct listener *l, struct lconn *c);
  * pipelined behind it. */
 static void message_done(struct listener *l, const struct rexp *e, int ok)
 {
+    free(e->entries);
     struct lconn *c = conn_at(l, e->slot, e->gen);
     if (ok)
         count(&l->st.messages);
@@ -270,7 +280,7 @@ static void redis_down(struct listener *l, const char *why)
         struct rexp e = l->rq[l->rq_head];
         l->rq_head = (l->rq_head + 1) % l->rq_cap;
         l->rq_len--;
-        if (!e.script)
+        if (!e.script && !e.undo)
             message_done(l, &e, 0);
     }
 }
@@ -306,22 +316,57 @@ static int redis_ready(struct listener *l)
     return l->rfd >= 0;
 }
 
-/* Check one reply of a message's MULTI ... EXEC. */
+/* undo_entry removes the body an entry's HSETNX stored when its script
+ * did not make the entry, so a refused message leaves nothing behind. */
+static void undo_entry(struct listener *l, const struct lentry *le)
+{
+    struct rexp *u = rq_push(l);
+    size_t mark = l->rpending.len;
+    if (u == NULL || !queue_cmd_enqueue_undo(&l->rpending, &l->cfg->queue, le->partition, le->id)) {
+        if (u != NULL)
+            l->rq_len--;            /* the expectation just pushed */
+        l->rpending.len = mark;
+        l->rpending.err = 0;
+        logf_ls("cannot remove the body of unqueued entry", le->id);
+        return;
+    }
+    u->undo = 1;
+    u->sent_ms = l->now_ms;
+}
+
+/* Check one reply of a message's MULTI ... EXEC: QUEUE_ENQUEUE_CMDS
+ * elements per entry, the script's saying whether the entry was made. */
 static void message_reply(struct listener *l, struct rexp *e, redisReply *r)
 {
-    const char *err = NULL;
+    const char *err = NULL, *text = "";
     if (e->left > 0) {
         if (r->type == REDIS_REPLY_ERROR)
             e->failed = 1;
         return;
     }
-    int ok = !e->failed && r->type == REDIS_REPLY_ARRAY && (int)r->elements == e->ndomains;
-    for (size_t i = 0; ok && i < r->elements; i++)
-        ok = queue_parse_simple(r->element[i], &err);
-    if (!ok && err && strcmp(err, "NOSCRIPT") == 0)
+    int ok = !e->failed && r->type == REDIS_REPLY_ARRAY &&
+             r->elements == (size_t)e->ndomains * QUEUE_ENQUEUE_CMDS;
+    int ran = ok, noscript = 0;     /* ran: the EXEC ran every command */
+    for (int i = 0; ran && i < e->ndomains; i++) {
+        const char *why = NULL, *t;
+        int wrote;
+        if (queue_parse_enqueue((const redisReply *const *)r->element + (size_t)i * QUEUE_ENQUEUE_CMDS,
+                                &wrote, &why, &t))
+            continue;
+        if (ok) {
+            err = why;
+            text = t;
+        }
+        ok = 0;
+        noscript |= strcmp(why, "NOSCRIPT") == 0;
+        if (wrote)
+            undo_entry(l, &e->entries[i]);
+    }
+    if (noscript)
         redis_script_load(l);
     if (!ok)
-        logf_ls("enqueue failed", r->type == REDIS_REPLY_ERROR ? r->str : err ? err : "aborted");
+        logf_ls("enqueue failed", r->type == REDIS_REPLY_ERROR ? r->str
+                                  : text[0] ? text : err ? err : "aborted");
     message_done(l, e, ok);
 }
 
@@ -332,9 +377,9 @@ static void on_redis_reply(struct listener *l, redisReply *r)
         return;
     }
     struct rexp *e = &l->rq[l->rq_head];
-    if (e->script) {
+    if (e->script || e->undo) {
         if (r->type == REDIS_REPLY_ERROR)
-            logf_ls("SCRIPT LOAD failed", r->str);
+            logf_ls(e->script ? "SCRIPT LOAD failed" : "removing an unqueued body failed", r->str);
     } else {
         e->left--;
         if (e->left > 0) {
@@ -345,7 +390,7 @@ static void on_redis_reply(struct listener *l, redisReply *r)
     struct rexp done = *e;
     l->rq_head = (l->rq_head + 1) % l->rq_cap;
     l->rq_len--;
-    if (!done.script)
+    if (!done.script && !done.undo)
         message_reply(l, &done, r);
 }
 
@@ -447,9 +492,10 @@ static int build_enqueue(struct listener *l, struct lconn *c, const struct smtp_
     size_t n = e->nrcpts;
     struct rcpt_group *g = calloc(n, sizeof(*g));
     const char **list = calloc(n, sizeof(*list));
+    x->entries = calloc(n, sizeof(*x->entries));
     int nd = 0;
     size_t nr = 0;
-    if (g == NULL || list == NULL)
+    if (g == NULL || list == NULL || x->entries == NULL)
         goto out;
     for (size_t i = 0; i < n; i++) {
         snprintf(g[nr].a, sizeof(g[nr].a), "%s", e->rcpts[i]);
@@ -497,6 +543,8 @@ static int build_enqueue(struct listener *l, struct lconn *c, const struct smtp_
             nd = -1;
             break;
         }
+        memcpy(x->entries[nd].id, id, sizeof(id));
+        x->entries[nd].partition = queue_partition_of(&l->cfg->queue, g[i].domain, strlen(g[i].domain));
         nd++;
     }
     buf_append_str(out, "*1\r\n$4\r\nEXEC\r\n");
@@ -508,6 +556,10 @@ static int build_enqueue(struct listener *l, struct lconn *c, const struct smtp_
     if (l->msg.cap > LS_BUF_SIZE * 64)
         buf_free(&l->msg);          /* do not pin the largest message */
 out:
+    if (nd <= 0) {
+        free(x->entries);
+        x->entries = NULL;
+    }
     free(g);
     free(list);
     return nd;
@@ -533,7 +585,7 @@ static void on_message(struct listener *l, struct lconn *c)
     x->slot = c->io.slot;
     x->gen = c->io.gen;
     x->ndomains = nd;
-    x->left = nd + 2;
+    x->left = nd * QUEUE_ENQUEUE_CMDS + 2;
     x->sent_ms = l->now_ms;
     c->redis_wait = 1;
     set_deadline(l, c);
@@ -1058,6 +1110,8 @@ void listener_free(struct listener *l)
     if (l->reader)
         redisReaderFree(l->reader);
     free(l->rrecv);
+    for (size_t i = 0; i < l->rq_len; i++)
+        free(l->rq[(l->rq_head + i) % l->rq_cap].entries);
     free(l->rq);
     buf_free(&l->plain);
     buf_free(&l->msg);

@@ -11,15 +11,19 @@
  *   (relay check, AUTH over TLS only, strict CRLF data, queue address
  *   checks), through tls/tls.h server side after STARTTLS.
  *
- *   A finished message is enqueued with the same Lua script as
- *   `tern inject` (queue_cmd_enqueue), one entry per recipient domain,
- *   inside MULTI/EXEC, on the listener's own Redis connection (socket I/O
- *   on the ring, replies through hiredis' redisReader; the commands of
- *   every connection are pipelined). The client gets 250 only after EXEC
- *   answered with every entry stored; a lost or failing Redis connection
- *   gives 451 (the transaction never ran, or it is retried by the client:
- *   at-least-once, never lost). The connection is re-opened, at most once
- *   a second, when the next message comes.
+ *   A finished message is enqueued like `tern inject` does it
+ *   (queue_cmd_enqueue: HSETNX of the body, then the enqueue script), one
+ *   entry per recipient domain, inside MULTI/EXEC, on the listener's own
+ *   Redis connection (socket I/O on the ring, replies through hiredis'
+ *   redisReader; the commands of every connection are pipelined). The
+ *   client gets 250 only after EXEC answered with every entry stored; a
+ *   lost or failing Redis connection gives 451 (the transaction never ran,
+ *   or it is retried by the client: at-least-once, never lost). When the
+ *   EXEC ran but a script did not make its entry (NOSCRIPT), an HDEL
+ *   (queue_cmd_enqueue_undo) goes out for each body its HSETNX stored,
+ *   ahead of anything sent later on that connection; the client gets 451
+ *   and the script is loaded again. The connection is re-opened,
+ *   at most once a second, when the next message comes.
  *
  *   AUTH verification (crypt_r, tens of milliseconds for yescrypt) runs
  *   on a helper thread (engine/auth_pool.h); the session waits for the

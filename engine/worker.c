@@ -589,7 +589,7 @@ static void flush_acks(struct worker *w)
             returned |= a->kind == QUEUE_RETURNED;
             if (a->bounce) {   /* the bounce is stored before the ack removes the message */
                 outq_append(&w->rout, a->bounce, a->bounce_len);
-                for (int b = 0; b < a->bounce_cmds; b++)
+                for (int b = 0; b < a->bounce_cmds * QUEUE_ENQUEUE_CMDS; b++)
                     worker_rq_push(w, RQ_ENQUEUE, a->bounce_partition);
                 struct partition *bp = part_of(w, a->bounce_partition);
                 if (bp) {   /* --drain: deliver the report too */

@@ -220,7 +220,8 @@ struct ack_item {
     uint8_t *bounce;
     size_t bounce_len;
     int bounce_partition;
-    int bounce_cmds;
+    int bounce_cmds;           /* queue_cmd_enqueue calls in bounce: each
+                                  gets QUEUE_ENQUEUE_CMDS replies */
 };
 
 struct partition {

@@ -24,6 +24,14 @@
  *   partition is queue_partition_of(domain). All state changes that span
  *   keys are Lua scripts loaded once (SCRIPT LOAD) and called by SHA.
  *
+ *   enqueue: QUEUE_ENQUEUE_CMDS commands per entry: HSETNX of the body
+ *          (the data field), then an EVALSHA that checks the id is not
+ *          queued yet (no `from` field), writes the other fields, RPUSHes
+ *          the id to ready, counts it and writes a `queued` event. The body
+ *          never passes through Lua, which hashes every byte of every
+ *          string it holds (~5 us for 4 KiB). HSETNX never overwrites, so
+ *          a duplicate id leaves the queued message as it was, and an
+ *          enqueue resent after NOSCRIPT finds its own body in place.
  *   take:  moves due entries from sched and expired leases back to ready,
  *          then pops up to N ids from ready, leases them (now + lease_ms)
  *          and returns their fields, all in one EVALSHA. Malformed entries
@@ -40,10 +48,11 @@
  *          an id leased again by someone else after this lease expired.
  *
  * ENGINE SIDE (sans-I/O)
- *   queue_cmd_* append one RESP command to a struct buf; the caller writes
- *   the buffer to its Redis socket and feeds what comes back into a hiredis
- *   redisReader. Each command produces exactly one reply, in order.
- *   queue_parse_* interpret those replies.
+ *   queue_cmd_* append one RESP command to a struct buf (queue_cmd_enqueue
+ *   QUEUE_ENQUEUE_CMDS of them); the caller writes the buffer to its Redis
+ *   socket and feeds what comes back into a hiredis redisReader. Each
+ *   command produces exactly one reply, in order. queue_parse_* interpret
+ *   those replies.
  *
  * CLI SIDE (blocking)
  *   queue_open() connects with hiredis' blocking API and loads the
@@ -81,6 +90,8 @@
 #define QUEUE_MOVE_MAX        1000   /* sched/leased entries moved per take */
 #define QUEUE_TAKE_FIELDS     9      /* reply strings per message in a take */
 #define QUEUE_FIELDS_MAX      64     /* event field strings per outcome */
+#define QUEUE_ENQUEUE_CMDS    2      /* commands (and replies) per queue_cmd_enqueue:
+                                        HSETNX of the body, EVALSHA enqueue */
 
 #define QUEUE_STR_(x) #x
 #define QUEUE_STR(x) QUEUE_STR_(x)
@@ -186,7 +197,8 @@ const char *queue_script_take_src(void);
 const char *queue_script_ack_src(void);
 
 /* --- engine side: command builders ---
- * Each appends exactly one RESP command to out and returns 1, or returns 0
+ * Each appends exactly one RESP command to out (queue_cmd_enqueue:
+ * QUEUE_ENQUEUE_CMDS) and returns 1, or returns 0
  * when out->err is (or becomes) set or an argument is invalid; on invalid
  * arguments nothing is appended. Strings are copied (binary-safe).
  *
@@ -199,8 +211,12 @@ const char *queue_script_ack_src(void);
  *   `domain` ignoring case, nrcpts in [1, QUEUE_RCPTS_MAX], len <=
  *   qc->max_message_size. The domain is stored lower-cased. With
  *   qc->events_queued a `queued` event (id, domain, rcpts) is written too.
- *   The reply is 1, or an error beginning "EXISTS" if the id is already
- *   queued.
+ *   Two commands: `HSETNX <pfx>:{p}:m:<id> data <body>` (reply 1, or 0
+ *   when the hash has a body already), then the EVALSHA of the enqueue
+ *   script with everything but the body (reply 1, or an error beginning
+ *   "EXISTS" if the id is already queued; that message keeps its own
+ *   body). Check the pair with queue_parse_enqueue. Resending both after
+ *   NOSCRIPT is safe: the HSETNX finds the same body in place.
  */
 int queue_cmd_script_load(struct buf *out, const char *src);
 int queue_cmd_take(struct buf *out, const struct queue_config *qc,
@@ -250,6 +266,27 @@ int queue_take_data(redisReply *r, struct queue_msg *m, const char **err);
  * resend), "error reply" (text in r->str) or "unexpected reply type".
  * For an ack the integer is the number of outcomes applied. */
 int queue_parse_simple(const redisReply *r, const char **err);
+
+/* queue_parse_enqueue checks the QUEUE_ENQUEUE_CMDS replies of one
+ * queue_cmd_enqueue, r[0] (HSETNX) then r[1] (the script): 1 when the
+ * entry was made. Otherwise 0, with *err as queue_parse_simple sets it for
+ * the script's reply ("NOSCRIPT": reload and resend both commands; "error
+ * reply", e.g. for "EXISTS ..."), or "error reply" / "unexpected reply
+ * type" for an HSETNX that failed or did not answer an integer; *text is
+ * the error reply's text ("" if none; it lives as long as r). *wrote_body
+ * is set to 1 when this HSETNX stored the body (reply 1), else 0: when the
+ * entry was not made and will not be resent, queue_cmd_enqueue_undo
+ * removes that body, which nothing else refers to. */
+int queue_parse_enqueue(const redisReply *const *r, int *wrote_body, const char **err,
+                        const char **text);
+
+/* queue_cmd_enqueue_undo appends `HDEL <pfx>:{p}:m:<id> data`, p being
+ * the enqueue's partition (queue_partition_of its domain): for an enqueue
+ * whose HSETNX stored the body while its script made no entry
+ * (queue_parse_enqueue). Removing the last field removes the hash.
+ * Returns 1, or 0 as the other builders. */
+int queue_cmd_enqueue_undo(struct buf *out, const struct queue_config *qc, int partition,
+                           const char *id);
 
 /* queue_parse_script_load checks a SCRIPT LOAD reply and copies the SHA1
  * (40 hex digits) into sha[41]. 0 with *err set otherwise. */
@@ -314,7 +351,7 @@ int queue_enqueue(struct queue_conn *q, const char *from,
 /* queue_generate enqueues n synthetic messages of about `size` bytes
  * (Date, From, To, Subject, Message-ID headers; body of 76-character
  * printable lines), round-robin over domains (recipient user<i>@domain,
- * sender generator@tern.test), pipelined in windows of 512 commands or
+ * sender generator@tern.test), pipelined in windows of 512 enqueues or
  * 8 MiB. Domains and size are checked first. Returns the number enqueued,
  * or -1 with err set (some may have been stored if Redis refused midway). */
 long queue_generate(struct queue_conn *q, long n, const char *const *domains,

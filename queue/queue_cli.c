@@ -2,13 +2,16 @@
  * queue_cli.c - blocking queue calls for the CLI (tern inject, stats):
  * connect, load scripts, enqueue, generate load, read counters.
  *
- * Writes are pipelined: commands are built with the queue_cmd_* builders
- * into one buffer, handed to hiredis with redisAppendFormattedCommand in
- * windows (WINDOW_CMDS commands or WINDOW_BYTES bytes, whichever first),
- * and the replies read back in order. A window whose commands come back
- * NOSCRIPT (Redis restarted, SCRIPT FLUSH) reloads the scripts and resends
- * just those commands once: NOSCRIPT means the script did not run, and a
- * script's SHA depends only on its text, so the bytes are still valid.
+ * Writes are pipelined: enqueues are built with queue_cmd_enqueue into one
+ * buffer, handed to hiredis with redisAppendFormattedCommand in windows
+ * (WINDOW_ENTRIES enqueues or WINDOW_BYTES bytes, whichever first), and
+ * their QUEUE_ENQUEUE_CMDS replies each read back in order. A window whose
+ * enqueues come back NOSCRIPT (Redis restarted, SCRIPT FLUSH) reloads the
+ * scripts and resends just those enqueues once: NOSCRIPT means the script
+ * did not run, a script's SHA depends only on its text, so the bytes are
+ * still valid, and the resent HSETNX finds the same body in place. An
+ * enqueue that fails for good has the body its HSETNX stored removed
+ * again (queue_cmd_enqueue_undo), so nothing is left half-stored.
  */
 #include "queue/queue.h"
 
@@ -19,7 +22,7 @@
 #include <sys/time.h>
 #include <time.h>
 
-#define WINDOW_CMDS      512
+#define WINDOW_ENTRIES   512
 #define WINDOW_BYTES     (8u * 1024 * 1024)
 #define CONNECT_TIMEOUT_S 10
 #define HOST_MAX         256
@@ -159,8 +162,11 @@ void queue_close(struct queue_conn *q)
 /* --- pipelined windows --- */
 
 struct window {
-    struct buf cmds;          /* the commands, back to back */
-    size_t offs[WINDOW_CMDS + 1];
+    struct buf cmds;          /* the enqueues, back to back */
+    size_t offs[WINDOW_ENTRIES + 1];
+    char ids[WINDOW_ENTRIES][QUEUE_ID_MAX];
+    int parts[WINDOW_ENTRIES];             /* their partitions */
+    int wrote[WINDOW_ENTRIES];             /* its HSETNX stored the body */
     size_t n;
 };
 
@@ -171,24 +177,46 @@ static void window_reset(struct window *w)
     w->offs[0] = 0;
 }
 
-/* Call after a builder appended command n successfully. */
-static void window_commit(struct window *w)
+/* Call after queue_cmd_enqueue appended enqueue n (id, domain) successfully. */
+static void window_commit(struct window *w, const struct queue_config *qc, const char *id,
+                          const char *domain)
 {
+    memcpy(w->ids[w->n], id, strlen(id) + 1);
+    w->parts[w->n] = queue_partition_of(qc, domain, strlen(domain));
+    w->wrote[w->n] = 0;
     w->n++;
     w->offs[w->n] = buf_used(&w->cmds);
 }
 
 static int window_full(const struct window *w)
 {
-    return w->n >= WINDOW_CMDS || buf_used(&w->cmds) >= WINDOW_BYTES;
+    return w->n >= WINDOW_ENTRIES || buf_used(&w->cmds) >= WINDOW_BYTES;
 }
 
-/* Send the commands whose indexes are in idx[0..k) and read their replies.
- * Sets retry[] to the NOSCRIPT ones. Returns the count that succeeded, or
- * -1 on a connection error. The first other failure is copied to err. */
-static long send_some(struct queue_conn *q, const struct window *w,
+/* Read the QUEUE_ENQUEUE_CMDS replies of one enqueue into r[]. 0 on a
+ * connection error (r[] then holds nothing to free). */
+static int read_enqueue(struct queue_conn *q, redisReply **r, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < QUEUE_ENQUEUE_CMDS; i++) {
+        void *rv = NULL;
+        if (redisGetReply(q->rc, &rv) != REDIS_OK) {
+            seterr(err, errlen, "redis: %s", q->rc->errstr);
+            for (size_t j = 0; j < i; j++)
+                freeReplyObject(r[j]);
+            return 0;
+        }
+        r[i] = rv;
+    }
+    return 1;
+}
+
+/* Send the enqueues whose indexes are in idx[0..k) and read their replies.
+ * Sets retry[] to the NOSCRIPT ones and gone[] to those refused otherwise.
+ * Returns the count that succeeded, or -1 on a connection error. The first
+ * refusal is copied to err. */
+static long send_some(struct queue_conn *q, struct window *w,
                       const size_t *idx, size_t k, size_t *retry, size_t *nretry,
-                      long *failed, char *err, size_t errlen)
+                      size_t *gone, size_t *ngone, long *failed, char *err, size_t errlen)
 {
     const char *base = (const char *)buf_peek(&w->cmds);
     for (size_t i = 0; i < k; i++) {
@@ -202,47 +230,76 @@ static long send_some(struct queue_conn *q, const struct window *w,
     long ok = 0;
     *nretry = 0;
     for (size_t i = 0; i < k; i++) {
-        void *rv = NULL;
-        if (redisGetReply(q->rc, &rv) != REDIS_OK) {
-            seterr(err, errlen, "redis: %s", q->rc->errstr);
+        redisReply *r[QUEUE_ENQUEUE_CMDS];
+        if (!read_enqueue(q, r, err, errlen))
             return -1;
-        }
-        redisReply *r = rv;
-        const char *why;
-        if (queue_parse_simple(r, &why)) {
+        const char *why, *text;
+        int wrote;
+        if (queue_parse_enqueue((const redisReply *const *)r, &wrote, &why, &text)) {
             ok++;
         } else if (strcmp(why, "NOSCRIPT") == 0) {
+            w->wrote[idx[i]] |= wrote;
             retry[(*nretry)++] = idx[i];
         } else {
+            w->wrote[idx[i]] |= wrote;
+            gone[(*ngone)++] = idx[i];
             if (*failed == 0)
-                seterr(err, errlen, "enqueue: %s%s%s", why,
-                       r->type == REDIS_REPLY_ERROR ? ": " : "",
-                       r->type == REDIS_REPLY_ERROR ? r->str : "");
+                seterr(err, errlen, "enqueue: %s%s%s", why, text[0] ? ": " : "", text);
             (*failed)++;
         }
-        freeReplyObject(r);
+        for (size_t j = 0; j < QUEUE_ENQUEUE_CMDS; j++)
+            freeReplyObject(r[j]);
     }
     return ok;
 }
 
-/* Flush the window: returns the number of commands that succeeded, -1 on
- * a connection error; *failed counts commands Redis refused. */
+/* Remove the bodies stored by the enqueues in gone[0..k) that made no
+ * entry. Returns 0 on a connection error. The HDEL replies are read but
+ * not checked: one Redis refused leaves a lone body that nothing refers
+ * to, and the enqueue's own error is the one to report. */
+static int undo_some(struct queue_conn *q, const struct window *w, const size_t *gone,
+                     size_t k, char *err, size_t errlen)
+{
+    struct buf b;
+    buf_init(&b, 0);
+    size_t n = 0;
+    for (size_t i = 0; i < k; i++)
+        if (w->wrote[gone[i]] &&
+            queue_cmd_enqueue_undo(&b, &q->qc, w->parts[gone[i]], w->ids[gone[i]]))
+            n++;
+    int ok = !b.err;
+    if (ok && n > 0 &&
+        redisAppendFormattedCommand(q->rc, (const char *)buf_peek(&b), buf_used(&b)) != REDIS_OK)
+        ok = 0;
+    for (size_t i = 0; ok && i < n; i++) {
+        void *rv = NULL;
+        ok = redisGetReply(q->rc, &rv) == REDIS_OK;
+        freeReplyObject(rv);
+    }
+    if (!ok)
+        seterr(err, errlen, "redis: %s", b.err ? "out of memory" : q->rc->errstr);
+    buf_free(&b);
+    return ok;
+}
+
+/* Flush the window: returns the number of enqueues that succeeded, -1 on
+ * a connection error; *failed counts enqueues Redis refused. */
 static long window_flush(struct queue_conn *q, struct window *w, long *failed,
                         char *err, size_t errlen)
 {
-    size_t idx[WINDOW_CMDS], retry[WINDOW_CMDS], nretry;
+    size_t idx[WINDOW_ENTRIES], retry[WINDOW_ENTRIES], gone[WINDOW_ENTRIES], nretry, ngone = 0;
     if (w->cmds.err) {
         seterr(err, errlen, "out of memory building commands");
         return -1;
     }
     for (size_t i = 0; i < w->n; i++)
         idx[i] = i;
-    long ok = send_some(q, w, idx, w->n, retry, &nretry, failed, err, errlen);
+    long ok = send_some(q, w, idx, w->n, retry, &nretry, gone, &ngone, failed, err, errlen);
     if (ok >= 0 && nretry > 0) {
         if (!queue_reload_scripts(q, err, errlen))
             return -1;
         memcpy(idx, retry, nretry * sizeof(idx[0]));
-        long ok2 = send_some(q, w, idx, nretry, retry, &nretry, failed, err, errlen);
+        long ok2 = send_some(q, w, idx, nretry, retry, &nretry, gone, &ngone, failed, err, errlen);
         if (ok2 < 0)
             return -1;
         ok += ok2;
@@ -250,8 +307,12 @@ static long window_flush(struct queue_conn *q, struct window *w, long *failed,
             if (*failed == 0)
                 seterr(err, errlen, "enqueue: NOSCRIPT after reloading scripts");
             *failed += (long)nretry;
+            memcpy(gone + ngone, retry, nretry * sizeof(gone[0]));
+            ngone += nretry;
         }
     }
+    if (ok >= 0 && ngone > 0 && !undo_some(q, w, gone, ngone, err, errlen))
+        ok = -1;
     window_reset(w);
     return ok;
 }
@@ -349,11 +410,11 @@ int queue_enqueue(struct queue_conn *q, const char *from,
             seterr(err, errlen, "building enqueue for %s failed", rc[i].domain);
             goto out_w;
         }
-        window_commit(w);
+        window_commit(w, &q->qc, id, rc[i].domain);
         ngroups++;
         /* A message has at most QUEUE_RCPTS_MAX domains; a window holds
-         * WINDOW_CMDS, so flush when full (atomicity is per entry anyway). */
-        if (w->n >= WINDOW_CMDS) {
+         * WINDOW_ENTRIES, so flush when full (atomicity is per entry anyway). */
+        if (w->n >= WINDOW_ENTRIES) {
             long failed = 0;
             long ok = window_flush(q, w, &failed, err, errlen);
             if (ok < 0 || failed > 0)
@@ -500,7 +561,7 @@ long queue_generate_from(struct queue_conn *q, const char *from, long n,
             done = -1;
             break;
         }
-        window_commit(w);
+        window_commit(w, &q->qc, id, dom);
         if (window_full(w)) {
             long ok = window_flush(q, w, &failed, err, errlen);
             if (ok < 0) {

@@ -242,8 +242,16 @@ int queue_cmd_enqueue(struct buf *out, const struct queue_config *qc,
     memcpy(mname, "m:", 2);
     memcpy(mname + 2, id, strlen(id) + 1);
 
+    /* The body goes in by HSETNX, outside the script: a string handed to
+     * Lua is interned, which hashes every byte of it. */
+    resp_begin(out, 4);
+    resp_str(out, "HSETNX");
+    resp_key(out, qc, p, mname);
+    resp_str(out, "data");
+    resp_arg(out, data, len);
+
     int ev = qc->events_queued != 0;
-    resp_begin(out, 3 + 3 + 6 + 2 * (size_t)ev);
+    resp_begin(out, 3 + 3 + 5 + 2 * (size_t)ev);
     resp_str(out, "EVALSHA");
     resp_str(out, s->enqueue);
     resp_str(out, ev ? "4" : "3");
@@ -265,10 +273,24 @@ int queue_cmd_enqueue(struct buf *out, const struct queue_config *qc,
     }
     buf_append(out, "\r\n", 2);
     resp_arg(out, ldomain, dlen);
-    resp_arg(out, data, len);
     resp_i64(out, now_ms);
     if (ev)
         resp_i64(out, qc->events_maxlen);
+    return !out->err;
+}
+
+int queue_cmd_enqueue_undo(struct buf *out, const struct queue_config *qc, int partition,
+                           const char *id)
+{
+    if (out->err || !partition_ok(qc, partition) || id == NULL || !queue_id_check(id))
+        return 0;
+    char mname[2 + QUEUE_ID_MAX];
+    memcpy(mname, "m:", 2);
+    memcpy(mname + 2, id, strlen(id) + 1);
+    resp_begin(out, 3);
+    resp_str(out, "HDEL");
+    resp_key(out, qc, partition, mname);
+    resp_str(out, "data");
     return !out->err;
 }
 
@@ -298,6 +320,30 @@ int queue_parse_simple(const redisReply *r, const char **err)
         return 1;
     *err = "unexpected reply type";
     return 0;
+}
+
+int queue_parse_enqueue(const redisReply *const *r, int *wrote_body, const char **err,
+                        const char **text)
+{
+    *wrote_body = 0;
+    *text = "";
+    if (r[0] == NULL || r[1] == NULL) {
+        *err = "no reply";
+        return 0;
+    }
+    const redisReply *bad = r[0]->type == REDIS_REPLY_ERROR ? r[0] : r[1];
+    if (bad->type == REDIS_REPLY_ERROR && bad->str != NULL)
+        *text = bad->str;
+    if (r[0]->type == REDIS_REPLY_ERROR) {
+        *err = "error reply";
+        return 0;
+    }
+    if (r[0]->type != REDIS_REPLY_INTEGER) {
+        *err = "unexpected reply type";
+        return 0;
+    }
+    *wrote_body = r[0]->integer == 1;
+    return queue_parse_simple(r[1], err);
 }
 
 static int is_hex(char c)

@@ -15,7 +15,8 @@
 #  - two certificates (ECDSA, RSA) chosen per client; the preferred profile;
 #  - Received: header on stored messages (listen_received = yes);
 #  - connections per address, command timeout: 421;
-#  - Redis refusing writes: 451, nothing stored; the listener's Redis
+#  - Redis refusing writes: 451, nothing stored; its scripts flushed: 451,
+#    no body left behind, the next message queued; the listener's Redis
 #    connection killed: it reconnects and queues again.
 set -u
 cd "$(dirname "$0")/.."
@@ -229,6 +230,19 @@ grep -qE '^<\*\* 451 4.3.0' "$dir/sw13" && pass redis_refusing_451 || fail redis
 n=$(rcli --scan --pattern 'tern:*:m:*' | wc -l)
 [ "$n" -eq 0 ] && pass redis_refusing_nothing_stored || fail redis_refusing_nothing_stored "$n entries stored"
 rcli config set min-replicas-to-write 0 >/dev/null
+# The scripts gone from Redis (SCRIPT FLUSH): inside the EXEC the HSETNX of
+# each body runs and the enqueue script does not (NOSCRIPT). 451, and the
+# listener removes those bodies again and reloads its script; the next
+# message, whose EXEC runs after that on the same connection, is queued,
+# and it is all that is stored.
+rcli script flush >/dev/null
+sw --to ns@dst.test,ns@other.test >"$dir/sw15"
+grep -qE '^<\*\* 451 4.3.0' "$dir/sw15" && pass noscript_451 || fail noscript_451 "$(replies "$dir/sw15")"
+sw --to ns2@dst.test >"$dir/sw16"
+ok_queued "$dir/sw16" && pass noscript_reloaded_250 || fail noscript_reloaded_250 "$(replies "$dir/sw16")"
+n=$(rcli --scan --pattern 'tern:*:m:*' | wc -l)
+[ "$n" -eq 1 ] && pass noscript_nothing_half_stored || fail noscript_nothing_half_stored "$n entries stored, want 1"
+rcli flushall >/dev/null
 # The listener's Redis connection dropped: it reconnects for the next
 # message (at most once a second) and queues again.
 id=$(rcli client list | awk '/cmd=exec/ {sub("id=", "", $1); print $1}' | head -1)

@@ -299,6 +299,33 @@ static void test_cmd_ack(void)
     buf_free(&b);
 }
 
+/* parse_cmds: exactly n commands from p[0..len) into r[] (NULLs on failure). */
+static int parse_cmds(const void *p, size_t len, redisReply **r, size_t n)
+{
+    redisReader *rd = redisReaderCreate();
+    rd->maxbuf = 0;
+    int ok = redisReaderFeed(rd, p, len) == REDIS_OK;
+    for (size_t i = 0; i < n; i++) {
+        void *v = NULL;
+        if (ok && redisReaderGetReply(rd, &v) != REDIS_OK)
+            ok = 0;
+        r[i] = v;
+        ok = ok && v != NULL;
+    }
+    void *extra = NULL;   /* nothing may be left over */
+    if (ok && (redisReaderGetReply(rd, &extra) != REDIS_OK || extra != NULL))
+        ok = 0;
+    freeReplyObject(extra);
+    redisReaderFree(rd);
+    return ok;
+}
+
+static void free_cmds(redisReply **r, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        freeReplyObject(r[i]);
+}
+
 static void test_cmd_enqueue(void)
 {
     struct queue_config qc;
@@ -312,14 +339,24 @@ static void test_cmd_enqueue(void)
     qc.events_queued = 0;   /* the 3-key form; the 4-key one below */
     CHECK_INT(queue_cmd_enqueue(&b, &qc, &s, "id-1", "s@x.example", rc, 2,
                                 "EXAMPLE.com", body, sizeof(body), 1234), 1);
-    redisReply *r = parse_resp(buf_peek(&b), buf_used(&b));
+    redisReply *c[QUEUE_ENQUEUE_CMDS];
+    CHECK(parse_cmds(buf_peek(&b), buf_used(&b), c, QUEUE_ENQUEUE_CMDS));
     int p = queue_partition_of(&qc, "example.com", 11);
     char k[64];
-    CHECK(r != NULL && r->elements == 12);
+    /* First the body, outside Lua, never overwriting. */
+    redisReply *h = c[0], *r = c[1];
+    snprintf(k, sizeof(k), "tern:{%d}:m:id-1", p);
+    CHECK(h != NULL && h->elements == 4);
+    CHECK_ARG(h, 0, "HSETNX");
+    CHECK_ARG(h, 1, k);
+    CHECK_ARG(h, 2, "data");
+    CHECK(h && h->elements > 3 && h->element[3]->len == sizeof(body) &&
+          memcmp(h->element[3]->str, body, sizeof(body)) == 0);
+    /* Then the script, with everything but the body. */
+    CHECK(r != NULL && r->elements == 11);
     CHECK_ARG(r, 0, "EVALSHA");
     CHECK_ARG(r, 1, s.enqueue);
     CHECK_ARG(r, 2, "3");
-    snprintf(k, sizeof(k), "tern:{%d}:m:id-1", p);
     CHECK_ARG(r, 3, k);
     snprintf(k, sizeof(k), "tern:{%d}:ready", p);
     CHECK_ARG(r, 4, k);
@@ -329,26 +366,26 @@ static void test_cmd_enqueue(void)
     CHECK_ARG(r, 7, "s@x.example");
     CHECK_ARG(r, 8, "a@Example.COM\nb@example.com");
     CHECK_ARG(r, 9, "example.com");
-    CHECK(r && r->elements > 10 && r->element[10]->len == sizeof(body) &&
-          memcmp(r->element[10]->str, body, sizeof(body)) == 0);
-    CHECK_ARG(r, 11, "1234");
-    freeReplyObject(r);
+    CHECK_ARG(r, 10, "1234");
+    free_cmds(c, QUEUE_ENQUEUE_CMDS);
 
     /* With the queued event: the events key, and the stream cap last. */
     buf_reset(&b);
     qc.events_queued = 1;
     CHECK_INT(queue_cmd_enqueue(&b, &qc, &s, "id-2", "", rc, 1, "example.com", body, 3, 5), 1);
-    r = parse_resp(buf_peek(&b), buf_used(&b));
-    CHECK(r != NULL && r->elements == 14);
+    CHECK(parse_cmds(buf_peek(&b), buf_used(&b), c, QUEUE_ENQUEUE_CMDS));
+    r = c[1];
+    CHECK(c[0] != NULL && c[0]->elements == 4 && c[0]->element[3]->len == 3);
+    CHECK(r != NULL && r->elements == 13);
     CHECK_ARG(r, 2, "4");
     snprintf(k, sizeof(k), "tern:{%d}:events", p);
     CHECK_ARG(r, 6, k);
-    CHECK_ARG(r, 12, "5");
-    CHECK_ARG(r, 13, "1000000");
-    freeReplyObject(r);
+    CHECK_ARG(r, 11, "5");
+    CHECK_ARG(r, 12, "1000000");
+    free_cmds(c, QUEUE_ENQUEUE_CMDS);
     qc.events_queued = 0;
 
-    /* Large body, large batch of commands: all parse back in order. */
+    /* Large body, several enqueues: all parse back in order. */
     size_t big = 3u * 1024 * 1024 + 7;
     uint8_t *data = malloc(big);
     for (size_t i = 0; i < big; i++)
@@ -358,19 +395,24 @@ static void test_cmd_enqueue(void)
     for (int i = 0; i < 3; i++)
         CHECK_INT(queue_cmd_enqueue(&b, &qc, &s, "big", "", one, 1, "big.example",
                                     data, big, 1), 1);
-    redisReader *rd = redisReaderCreate();
-    redisReaderFeed(rd, (const char *)buf_peek(&b), buf_used(&b));
+    redisReply *all[3 * QUEUE_ENQUEUE_CMDS];
+    CHECK(parse_cmds(buf_peek(&b), buf_used(&b), all, 3 * QUEUE_ENQUEUE_CMDS));
     for (int i = 0; i < 3; i++) {
-        void *rv = NULL;
-        CHECK_INT(redisReaderGetReply(rd, &rv), REDIS_OK);
-        redisReply *x = rv;
-        CHECK(x != NULL && x->elements == 12 && x->element[10]->len == big &&
-              memcmp(x->element[10]->str, data, big) == 0);
-        CHECK_ARG(x, 7, "");
-        freeReplyObject(x);
+        redisReply *x = all[i * QUEUE_ENQUEUE_CMDS], *y = all[i * QUEUE_ENQUEUE_CMDS + 1];
+        CHECK(x != NULL && x->elements == 4 && x->element[3]->len == big &&
+              memcmp(x->element[3]->str, data, big) == 0);
+        CHECK(y != NULL && y->elements == 11);
+        CHECK_ARG(y, 7, "");
     }
-    redisReaderFree(rd);
+    free_cmds(all, 3 * QUEUE_ENQUEUE_CMDS);
     free(data);
+
+    /* An empty body is a body too. */
+    buf_reset(&b);
+    CHECK_INT(queue_cmd_enqueue(&b, &qc, &s, "e", "", one, 1, "big.example", NULL, 0, 1), 1);
+    CHECK(parse_cmds(buf_peek(&b), buf_used(&b), c, QUEUE_ENQUEUE_CMDS));
+    CHECK(c[0] != NULL && c[0]->elements == 4 && c[0]->element[3]->len == 0);
+    free_cmds(c, QUEUE_ENQUEUE_CMDS);
 
     size_t used = buf_used(&b);
     const char *other[] = {"a@example.com", "b@other.example"};
@@ -386,6 +428,31 @@ static void test_cmd_enqueue(void)
     qc.max_message_size = 2;
     CHECK_INT(queue_cmd_enqueue(&b, &qc, &s, "i", "", rc, 1, "example.com",
                                 body, 3, 1), 0);   /* too big */
+    CHECK_INT(buf_used(&b), used);
+    buf_free(&b);
+}
+
+/* The undo of an enqueue deletes just the body field of its hash. */
+static void test_cmd_enqueue_undo(void)
+{
+    struct queue_config qc;
+    queue_config_defaults(&qc);
+    struct buf b;
+    buf_init(&b, 0);
+    int p = queue_partition_of(&qc, "example.com", 11);
+    CHECK_INT(queue_cmd_enqueue_undo(&b, &qc, p, "id-1"), 1);
+    redisReply *r = parse_resp(buf_peek(&b), buf_used(&b));
+    char k[64];
+    snprintf(k, sizeof(k), "tern:{%d}:m:id-1", p);
+    CHECK(r != NULL && r->elements == 3);
+    CHECK_ARG(r, 0, "HDEL");
+    CHECK_ARG(r, 1, k);
+    CHECK_ARG(r, 2, "data");
+    freeReplyObject(r);
+    size_t used = buf_used(&b);
+    CHECK_INT(queue_cmd_enqueue_undo(&b, &qc, qc.partitions, "id-1"), 0);
+    CHECK_INT(queue_cmd_enqueue_undo(&b, &qc, -1, "id-1"), 0);
+    CHECK_INT(queue_cmd_enqueue_undo(&b, &qc, p, "bad id"), 0);
     CHECK_INT(buf_used(&b), used);
     buf_free(&b);
 }
@@ -555,6 +622,49 @@ static void test_parse(void)
     freeReplyObject(r);
 }
 
+/* The two replies of an enqueue: the HSETNX's integer, then the script's. */
+static int parse_pair(const char *hsetnx, const char *script, int *wrote, const char **err,
+                      char *text, size_t textlen)
+{
+    redisReply *r[QUEUE_ENQUEUE_CMDS] = {reply_of(hsetnx), reply_of(script)};
+    const char *t = NULL;
+    int ok = queue_parse_enqueue((const redisReply *const *)r, wrote, err, &t);
+    snprintf(text, textlen, "%s", t ? t : "(null)");
+    free_cmds(r, QUEUE_ENQUEUE_CMDS);
+    return ok;
+}
+
+static void test_parse_enqueue(void)
+{
+    const char *err = NULL;
+    char text[128];
+    int wrote = -1;
+    CHECK_INT(parse_pair(":1\r\n", ":1\r\n", &wrote, &err, text, sizeof(text)), 1);
+    CHECK_INT(wrote, 1);
+    /* A resend after NOSCRIPT finds its body in place: still a success. */
+    CHECK_INT(parse_pair(":0\r\n", ":1\r\n", &wrote, &err, text, sizeof(text)), 1);
+    CHECK_INT(wrote, 0);
+    CHECK_INT(parse_pair(":1\r\n", "-NOSCRIPT No matching script\r\n", &wrote, &err, text,
+                         sizeof(text)), 0);
+    CHECK_STR(err, "NOSCRIPT");
+    CHECK_INT(wrote, 1);   /* to be resent, or undone */
+    CHECK_INT(parse_pair(":0\r\n", "-EXISTS message id already queued\r\n", &wrote, &err, text,
+                         sizeof(text)), 0);
+    CHECK_STR(err, "error reply");
+    CHECK_STR(text, "EXISTS message id already queued");
+    CHECK_INT(wrote, 0);   /* the queued message keeps its own body */
+    CHECK_INT(parse_pair("-OOM command not allowed\r\n", "-OOM no\r\n", &wrote, &err, text,
+                         sizeof(text)), 0);
+    CHECK_STR(err, "error reply");
+    CHECK_STR(text, "OOM command not allowed");
+    CHECK_INT(wrote, 0);
+    CHECK_INT(parse_pair("+OK\r\n", ":1\r\n", &wrote, &err, text, sizeof(text)), 0);
+    CHECK_STR(err, "unexpected reply type");
+    CHECK_INT(parse_pair(":1\r\n", "*0\r\n", &wrote, &err, text, sizeof(text)), 0);
+    CHECK_STR(err, "unexpected reply type");
+    CHECK_INT(wrote, 1);
+}
+
 static void test_cmd_script_load(void)
 {
     struct buf b;
@@ -584,6 +694,8 @@ int main(void)
     RUN(test_cmd_take);
     RUN(test_cmd_ack);
     RUN(test_cmd_enqueue);
+    RUN(test_cmd_enqueue_undo);
     RUN(test_parse);
+    RUN(test_parse_enqueue);
     return check_finish();
 }

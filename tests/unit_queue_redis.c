@@ -119,6 +119,29 @@ static redisReply *run_buf(struct buf *b)
     return rv;
 }
 
+/* Send the one enqueue in b (QUEUE_ENQUEUE_CMDS commands) and check its
+ * replies with queue_parse_enqueue; *text gets a copy of any error text. */
+static int run_enqueue(struct buf *b, int *wrote, const char **err, char *text, size_t textlen)
+{
+    redisReply *r[QUEUE_ENQUEUE_CMDS] = {NULL};
+    int ok = !b->err && redisAppendFormattedCommand(T.q.rc, (const char *)buf_peek(b),
+                                                    buf_used(b)) == REDIS_OK;
+    for (size_t i = 0; ok && i < QUEUE_ENQUEUE_CMDS; i++) {
+        void *rv = NULL;
+        ok = redisGetReply(T.q.rc, &rv) == REDIS_OK;
+        r[i] = rv;
+    }
+    buf_reset(b);
+    const char *t = "";
+    *err = "no reply";
+    *wrote = 0;
+    ok = ok && queue_parse_enqueue((const redisReply *const *)r, wrote, err, &t);
+    snprintf(text, textlen, "%s", t);
+    for (size_t i = 0; i < QUEUE_ENQUEUE_CMDS; i++)
+        freeReplyObject(r[i]);
+    return ok;
+}
+
 static size_t take(int p, int max, int64_t now, struct queue_msg ***m, const char **err)
 {
     struct buf b;
@@ -277,34 +300,47 @@ static void test_enqueue_script_refuses_duplicate(void)
     buf_init(&b, 0);
     const char *rc[] = {"u@dup.example"};
     const char *err = NULL;
+    static const char *const bodies[2] = {"first body", "second, other body"};
+    char text[128];
     for (int i = 0; i < 2; i++) {
         CHECK_INT(queue_cmd_enqueue(&b, &T.q.qc, &T.q.scripts, "dupid", "", rc, 1,
-                                    "dup.example", (const uint8_t *)"d", 1, 5), 1);
-        redisReply *r = run_buf(&b);
-        CHECK_INT(queue_parse_simple(r, &err), i == 0);
+                                    "dup.example", (const uint8_t *)bodies[i],
+                                    strlen(bodies[i]), 5 + i), 1);
+        int wrote = -1;
+        CHECK_INT(run_enqueue(&b, &wrote, &err, text, sizeof(text)), i == 0);
+        CHECK_INT(wrote, i == 0);   /* HSETNX left the queued body alone */
         if (i == 1)
-            CHECK(r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "EXISTS", 6) == 0);
-        freeReplyObject(r);
+            CHECK(strncmp(text, "EXISTS", 6) == 0);
     }
-    char k[128];
-    key(k, sizeof(k), part("dup.example"), "ready");
+    char k[128], v[64];
+    int p = part("dup.example");
+    key(k, sizeof(k), p, "ready");
     CHECK_INT(cmd_int("LLEN %s", k), 1);
+    key(k, sizeof(k), p, "stats");
+    CHECK_STR(hget(v, sizeof(v), k, "enqueued"), "1");
+    /* The queued message is untouched: its own body and creation time. */
+    key(k, sizeof(k), p, "m:dupid");
+    CHECK_STR(hget(v, sizeof(v), k, "data"), "first body");
+    CHECK_STR(hget(v, sizeof(v), k, "created"), "5");
     buf_free(&b);
 
-    /* Any client: EVALSHA with the optional 4th key (events) as in
-     * docs/queue.md; the event says "queued". */
+    /* Any client: HSETNX of the body, then EVALSHA with the optional 4th
+     * key (events) as in docs/queue.md; the event says "queued". */
     flush();
-    int p = part("any.example");
+    p = part("any.example");
     char km[128], kr[128], ks[128], ke[128];
     key(km, sizeof(km), p, "m:cli1");
     key(kr, sizeof(kr), p, "ready");
     key(ks, sizeof(ks), p, "stats");
     key(ke, sizeof(ke), p, "events");
+    CHECK_INT(cmd_int("HSETNX %s data %b", km, "hello", (size_t)5), 1);
     redisReply *r = cmd("EVALSHA %s 4 %s %s %s %s cli1 s@x.example u@any.example "
-                        "any.example %b 1700000000000",
-                        T.q.scripts.enqueue, km, kr, ks, ke, "hello", (size_t)5);
+                        "any.example 1700000000000",
+                        T.q.scripts.enqueue, km, kr, ks, ke);
     CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer == 1);
     freeReplyObject(r);
+    CHECK_STR(hget(v, sizeof(v), km, "data"), "hello");
+    CHECK_STR(hget(v, sizeof(v), km, "attempts"), "0");
     r = cmd("XRANGE %s - +", ke);
     CHECK(r && r->type == REDIS_REPLY_ARRAY && r->elements == 1);
     if (r && r->elements == 1) {
@@ -681,6 +717,56 @@ static void test_noscript(void)
     freeReplyObject(cmd("SCRIPT FLUSH"));
     CHECK_INT(queue_generate(&T.q, 600, (const char *const[]){"ns.example"}, 1, 100,
                              err, sizeof(err)), 600);
+    CHECK_INT(queue_reload_scripts(&T.q, err, sizeof(err)), 1);
+
+    /* By hand: the HSETNX runs, the script does not. The hash holds only
+     * the body, in no list; the same enqueue resent after reloading makes
+     * the entry with that body. */
+    flush();
+    freeReplyObject(cmd("SCRIPT FLUSH"));
+    struct buf b;
+    buf_init(&b, 0);
+    int p = part("ns.example");
+    char k[128], v[64], text[128];
+    int wrote = -1;
+    key(k, sizeof(k), p, "m:nsid");
+    CHECK_INT(queue_cmd_enqueue(&b, &T.q.qc, &T.q.scripts, "nsid", "", rc, 1, "ns.example",
+                                (const uint8_t *)"body", 4, 7), 1);
+    struct buf again;
+    buf_init(&again, 0);
+    buf_append(&again, buf_peek(&b), buf_used(&b));
+    CHECK_INT(run_enqueue(&b, &wrote, &perr, text, sizeof(text)), 0);
+    CHECK_STR(perr, "NOSCRIPT");
+    CHECK_INT(wrote, 1);
+    CHECK_INT(cmd_int("HLEN %s", k), 1);
+    CHECK_INT(queue_reload_scripts(&T.q, err, sizeof(err)), 1);
+    buf_append(&b, buf_peek(&again), buf_used(&again));
+    CHECK_INT(run_enqueue(&b, &wrote, &perr, text, sizeof(text)), 1);
+    CHECK_INT(wrote, 0);
+    CHECK_STR(hget(v, sizeof(v), k, "data"), "body");
+    CHECK_STR(hget(v, sizeof(v), k, "created"), "7");
+    n = take(p, 10, 8, &m, &perr);
+    CHECK_INT(n, 1);
+    if (n == 1)
+        CHECK(m[0]->bad == NULL && m[0]->data_len == 4 && memcmp(m[0]->data, "body", 4) == 0);
+    free_msgs(m, n);
+
+    /* Given up instead: the undo removes the lone body, and only it. */
+    freeReplyObject(cmd("SCRIPT FLUSH"));
+    long long keys = cmd_int("DBSIZE");
+    key(k, sizeof(k), p, "m:gone");
+    CHECK_INT(queue_cmd_enqueue(&b, &T.q.qc, &T.q.scripts, "gone", "", rc, 1, "ns.example",
+                                (const uint8_t *)"body", 4, 7), 1);
+    CHECK_INT(run_enqueue(&b, &wrote, &perr, text, sizeof(text)), 0);
+    CHECK_INT(wrote, 1);
+    CHECK_INT(queue_cmd_enqueue_undo(&b, &T.q.qc, p, "gone"), 1);
+    redisReply *r = run_buf(&b);
+    CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer == 1);
+    freeReplyObject(r);
+    CHECK_INT(cmd_int("EXISTS %s", k), 0);
+    CHECK_INT(cmd_int("DBSIZE"), keys);
+    buf_free(&b);
+    buf_free(&again);
     CHECK_INT(queue_reload_scripts(&T.q, err, sizeof(err)), 1);
 }
 
