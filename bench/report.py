@@ -148,7 +148,8 @@ def table(meta, workloads, peers, runs):
     out.append("redis: AOF %s; engine threads %s%s; sink threads %s%s; %s run(s) per workload%s\n"
                % (meta.get("aof"), meta.get("threads"), " (one per core)" if meta.get("threads") == "0" else "",
                   meta.get("sink_threads"), (", sink offers CHUNKING" if meta.get("sink_chunking") == "1" else "")
-                  + ("; max_connections %s" % meta.get("conns_per_dest") if meta.get("conns_per_dest") else ""),
+                  + ("; max_connections %s" % meta.get("conns_per_dest") if meta.get("conns_per_dest") else "")
+                  + ("; tern config: %s" % meta.get("tern_set") if meta.get("tern_set") else ""),
                   meta.get("runs"), "; QUICK MODE (smoke test, not figures)" if meta.get("quick") == "1" else ""))
     out.append("\n%-20s %8s %7s %6s %6s %9s  %s\n" % ("workload", "messages", "size", "rcpts", "dests", "msgs/conn", "TLS"))
     for w in workloads:
@@ -222,6 +223,7 @@ def main():
                          "sink_threads": num(meta.get("sink_threads")), "runs": num(meta.get("runs")),
                          "sink_chunking": meta.get("sink_chunking") == "1",
                          "conns_per_dest": num(meta.get("conns_per_dest")) if meta.get("conns_per_dest") else None,
+                         "tern_set": meta.get("tern_set").split(";") if meta.get("tern_set") else [],
                          "quick": meta.get("quick") == "1"},
             "workloads": [],
             "peers": peers,

@@ -233,15 +233,28 @@ rcli config set min-replicas-to-write 0 >/dev/null
 # The scripts gone from Redis (SCRIPT FLUSH): inside the EXEC the HSETNX of
 # each body runs and the enqueue script does not (NOSCRIPT). 451, and the
 # listener removes those bodies again and reloads its script; the next
-# message, whose EXEC runs after that on the same connection, is queued,
-# and it is all that is stored.
+# message, whose EXEC runs after that on the same connection, is queued.
+# The engine's delivery workers share this Redis and reload the scripts
+# as soon as one of their takes meets NOSCRIPT, so the first message may
+# find them loaded again and be queued (250): either answer is right. What
+# must hold either way: nothing half-stored, no body without its entry.
 rcli script flush >/dev/null
 sw --to ns@dst.test,ns@other.test >"$dir/sw15"
-grep -qE '^<\*\* 451 4.3.0' "$dir/sw15" && pass noscript_451 || fail noscript_451 "$(replies "$dir/sw15")"
+first=0
+if grep -qE '^<\*\* 451 4.3.0' "$dir/sw15"; then
+    pass noscript_451_or_queued
+elif ok_queued "$dir/sw15"; then
+    first=2
+    pass noscript_451_or_queued
+else
+    fail noscript_451_or_queued "$(replies "$dir/sw15")"
+fi
 sw --to ns2@dst.test >"$dir/sw16"
 ok_queued "$dir/sw16" && pass noscript_reloaded_250 || fail noscript_reloaded_250 "$(replies "$dir/sw16")"
 n=$(rcli --scan --pattern 'tern:*:m:*' | wc -l)
-[ "$n" -eq 1 ] && pass noscript_nothing_half_stored || fail noscript_nothing_half_stored "$n entries stored, want 1"
+orphans=$(rcli --scan --pattern 'tern:*:m:*' | while read -r k; do rcli hexists "$k" from; done | grep -c '^0')
+[ "$n" -eq $((first + 1)) ] && [ "$orphans" -eq 0 ] && pass noscript_nothing_half_stored ||
+    fail noscript_nothing_half_stored "$n entries stored, want $((first + 1)); $orphans without an entry"
 rcli flushall >/dev/null
 # The listener's Redis connection dropped: it reconnects for the next
 # message (at most once a second) and queues again.
