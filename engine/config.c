@@ -30,11 +30,11 @@ void config_defaults(struct tern_config *c)
     c->limits = (struct dest_limits){
         .max_connections = 20, .max_connections_per_host = 100,
         .max_messages_per_connection = 10000, .idle_ms = 5000,
+        .max_txns_in_flight = CONFIG_TXNS_IN_FLIGHT_DEFAULT,
     };
     c->batch = 256;
     c->max_in_memory = 8192;
     c->max_rcpts_per_txn = SMTP_MAX_RCPTS_PER_TXN;
-    c->txns_in_flight = CONFIG_TXNS_IN_FLIGHT_DEFAULT;
     c->min_data_rate = 1024;
     c->retry_base_ms = 300000;        /* 5m 10m 20m 40m 80m 160m 4h 4h ... */
     c->retry_max_ms = 4 * 3600000;
@@ -196,7 +196,7 @@ static const struct key_def keys[] = {
     {"batch", K_INT, F(batch), 0, 1, QUEUE_TAKE_MAX},
     {"max_in_memory", K_INT, F(max_in_memory), 0, 1, 10000000},
     {"max_recipients_per_transaction", K_INT, F(max_rcpts_per_txn), 0, 1, SMTP_MAX_RCPTS_PER_TXN},
-    {"max_transactions_in_flight", K_INT, F(txns_in_flight), 0, 1, SMTP_PIPELINE_MAX},
+    {"max_transactions_in_flight", K_INT, F(limits.max_txns_in_flight), 0, 1, SMTP_PIPELINE_MAX},
     {"min_data_rate", K_INT, F(min_data_rate), 0, 0, 1000000000},
     {"max_messages_in_memory", K_INT, F(max_messages_in_memory), 0, 1, 100000000},
     {"retry_base", K_DURATION, F(retry_base_ms), 0, 0, 0},
@@ -303,7 +303,7 @@ static const char *set_dest_override(struct tern_config *c, const char *domain, 
         char *eq = strchr(w, '=');
         if (eq == NULL)
             return "expected option=value (max_connections, max_connections_per_host, "
-                   "max_messages_per_connection, idle)";
+                   "max_messages_per_connection, max_transactions_in_flight, idle)";
         *eq = '\0';
         const char *v = eq + 1;
         int ok;
@@ -313,13 +313,15 @@ static const char *set_dest_override(struct tern_config *c, const char *domain, 
             ok = config_parse_int(v, 1, 100000, &o->set.max_connections_per_host);
         else if (strcmp(w, "max_messages_per_connection") == 0)
             ok = config_parse_int(v, 1, 100000000, &o->set.max_messages_per_connection);
+        else if (strcmp(w, "max_transactions_in_flight") == 0)
+            ok = config_parse_int(v, 1, SMTP_PIPELINE_MAX, &o->set.max_txns_in_flight);
         else if (strcmp(w, "idle") == 0)
             ok = config_parse_duration_ms(v, &o->set.idle_ms) && o->set.idle_ms > 0;
         else if ((why = config_net_dest_option(&o->net, w, v, &ok)) != NULL)
             return why;
         else if (!ok)
             return "unknown option (max_connections, max_connections_per_host, "
-                   "max_messages_per_connection, idle, max_message_rate, "
+                   "max_messages_per_connection, max_transactions_in_flight, idle, max_message_rate, "
                    "max_connection_rate, source_address)";
         if (!ok)
             return "bad number or duration";
@@ -597,6 +599,8 @@ void config_dest_limits(const struct tern_config *c, const char *domain, struct 
         out->max_messages_per_connection = o->set.max_messages_per_connection;
     if (o->set.idle_ms)
         out->idle_ms = o->set.idle_ms;
+    if (o->set.max_txns_in_flight)
+        out->max_txns_in_flight = o->set.max_txns_in_flight;
 }
 
 void config_dest_net(const struct tern_config *c, const char *domain, struct net_dest *out)

@@ -87,6 +87,8 @@ struct dest_limits {
     int max_connections_per_host;     /* per MX host:port, all destinations */
     int max_messages_per_connection;
     int64_t idle_ms;                  /* idle pooled connection closed after */
+    int max_txns_in_flight;           /* pipelined transactions per connection
+                                         (PIPELINING + CHUNKING peers) */
 };
 
 struct dest_override {
@@ -125,8 +127,6 @@ struct tern_config {
     int batch;                        /* messages per take */
     int max_in_memory;                /* messages held per worker */
     int max_rcpts_per_txn;            /* recipients per SMTP transaction */
-    int txns_in_flight;               /* pipelined transactions per connection
-                                         (PIPELINING + CHUNKING peers) */
     int min_data_rate;                /* bytes/s while sending a body; 0: off */
     int max_messages_in_memory;       /* whole engine (0: unset); sets max_in_memory */
     int64_t retry_base_ms;            /* first retry delay; doubles */

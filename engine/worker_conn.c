@@ -569,7 +569,7 @@ struct conn *conn_open(struct worker *w, struct dest *d)
     enum policy_level level = dest_level(d);
     struct smtp_client_config sc = {
         .helo_name = w->cfg->hostname,
-        .pipeline_depth = w->cfg->txns_in_flight,
+        .pipeline_depth = d->lim.max_txns_in_flight,
         .tls = level == POLICY_NONE ? SMTP_TLS_NONE
              : level == POLICY_MAY  ? SMTP_TLS_MAY : SMTP_TLS_REQUIRED,
     };

@@ -106,8 +106,10 @@ static void test_bad(void)
         {"destination a.com = max_connections=0\n", ":1: destination: bad number or duration"},
         {"destination a.com = speed=9\n",
          ":1: destination: unknown option (max_connections, max_connections_per_host, "
-         "max_messages_per_connection, idle, max_message_rate, max_connection_rate, "
-         "source_address)"},
+         "max_messages_per_connection, max_transactions_in_flight, idle, max_message_rate, "
+         "max_connection_rate, source_address)"},
+        {"destination a.com = max_transactions_in_flight=17\n", ":1: destination: bad number or duration"},
+        {"max_transactions_in_flight = 0\n", ":1: max_transactions_in_flight: bad number or out of range"},
         {"tls_resumption = maybe\n", ":1: tls_resumption: must be yes or no"},
         {"hostname =\n", ":1: hostname: empty value"},
         {"max_message_size = 12q\n", ":1: max_message_size: bad size (use e.g. 10m; at least 1k)"},
@@ -135,7 +137,8 @@ static void test_tables(void)
                                "max_connections = 7\n"
                                "timeout idle = 3s\n"
                                "destination big.example = max_connections=50 idle=10s\n"
-                               "destination .big.example = max_messages_per_connection=9\n"
+                               "destination .big.example = max_messages_per_connection=9 "
+                               "max_transactions_in_flight=1\n"
                                "tls_resumption = no\n");
     CHECK_INT(config_load(&c, p, err, sizeof(err)), 1);
     CHECK_STR(err, "");
@@ -155,7 +158,9 @@ static void test_tables(void)
     CHECK_INT(l.max_connections, 50);
     CHECK_INT(l.idle_ms, 10000);
     CHECK_INT(l.max_messages_per_connection, 10000);
+    CHECK_INT(l.max_txns_in_flight, 4);   /* the default */
     config_dest_limits(&c, "a.big.example", &l);
+    CHECK_INT(l.max_txns_in_flight, 1);
     CHECK_INT(l.max_connections, 7);
     CHECK_INT(l.max_messages_per_connection, 9);
     CHECK_INT(l.idle_ms, 3000);
