@@ -25,7 +25,8 @@ SINK_OBJ  := $(SINK_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC  := $(wildcard tests/unit_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/%.c=$(BUILD)/tests/%)
 
-all: $(BUILD)/tern $(BUILD)/tern-sink $(BUILD)/tern-loadgen $(BUILD)/tern-bench-inject $(UNIT_BIN)
+all: $(BUILD)/tern $(BUILD)/tern-sink $(BUILD)/tern-loadgen $(BUILD)/tern-bench-inject \
+     $(BUILD)/tern-crypto-cost $(UNIT_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -41,12 +42,15 @@ $(BUILD)/tern: $(BUILD)/engine/main.o $(BUILD)/libtern.a
 $(BUILD)/tern-sink: $(SINK_OBJ) $(BUILD)/libtern.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-# Benchmark tools (bench/README.md): the direct SMTP load generator and the
-# paced, multi-recipient injector.
+# Benchmark tools (bench/README.md): the direct SMTP load generator, the
+# paced, multi-recipient injector, and the key exchange's cost.
 $(BUILD)/tern-loadgen: $(BUILD)/bench/loadgen.o $(BUILD)/libtern.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tern-bench-inject: $(BUILD)/bench/inject.o $(BUILD)/libtern.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tern-crypto-cost: $(BUILD)/bench/crypto_cost.o $(BUILD)/libtern.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libtern.a
@@ -77,4 +81,4 @@ clean:
 	rm -rf build
 
 .PHONY: all test demo clean fuzz bench
--include $(LIB_OBJ:.o=.d) $(SINK_OBJ:.o=.d) $(BUILD)/bench/loadgen.d $(BUILD)/bench/inject.d $(UNIT_BIN:=.d) $(BUILD)/engine/main.d
+-include $(LIB_OBJ:.o=.d) $(SINK_OBJ:.o=.d) $(BUILD)/bench/loadgen.d $(BUILD)/bench/inject.d $(BUILD)/bench/crypto_cost.d $(UNIT_BIN:=.d) $(BUILD)/engine/main.d

@@ -120,4 +120,11 @@ rc=$?
 [[ $out == "sent=0 refused=12 "* ]] && [ $rc = 1 ] && pass "loadgen: refusals counted, exit 1" ||
     fail "loadgen refused" "$out (exit $rc)"
 
+# d. the key exchange's cost: three figures, each a positive number
+out=$(timeout 60 "$TERN_BUILD/tern-crypto-cost" 50)
+[[ $out =~ ^x25519_us=[0-9.]+\ p256_us=[0-9.]+\ aes128gcm_4k_us=[0-9.]+$ ]] && pass "crypto-cost: figures printed" ||
+    fail "crypto-cost" "$out"
+"$TERN_BUILD/tern-crypto-cost" 0 >/dev/null 2>&1
+[ $? = 2 ] && pass "crypto-cost: bad iterations, exit 2" || fail "crypto-cost usage" "exit not 2"
+
 exit $((TERN_FAILS > 0))
