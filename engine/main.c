@@ -4,7 +4,7 @@
  *   tern run -c FILE [--drain] [-v]        deliver from the queue
  *   tern inject -c FILE --from A --to B[,C...] [FILE|-]
  *   tern inject -c FILE --generate N --domains d1,d2,... [--size BYTES] [--from A]
- *   tern queue -c FILE stats [--json] | show ID | retry [--domain D] | delete ID... | bounce ID...
+ *   tern queue -c FILE stats [--json] [--totals] | show ID | retry [--domain D] | delete ID... | bounce ID...
  *   tern check-config -c FILE             configuration and certificate checks
  *   tern tls-check [options] HOST[:PORT]  what TLS a receiver negotiates, under a policy
  *
@@ -39,7 +39,7 @@ static void usage(FILE *f)
             "usage: tern run -c FILE [--drain] [-v]\n"
             "       tern inject -c FILE --from ADDR --to ADDR[,ADDR...] [FILE|-]\n"
             "       tern inject -c FILE --generate N --domains D1,D2,... [--size BYTES] [--from ADDR]\n"
-            "       tern queue -c FILE stats [--json] | show ID | retry [--domain D]\n"
+            "       tern queue -c FILE stats [--json] [--totals] | show ID | retry [--domain D]\n"
             "       tern queue -c FILE delete ID... | bounce ID...\n"
             "       tern check-config -c FILE\n"
             "       tern passwd < password            a hash for the listener's auth_file\n"

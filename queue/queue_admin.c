@@ -356,7 +356,27 @@ static long long age_s(int64_t created, int64_t now)
     return created > 0 && now > created ? (long long)((now - created) / 1000) : 0;
 }
 
-static int cmd_stats(struct admin *a, int json)
+/* stats_totals: the counters alone, a few commands per partition however
+ * long the queue (for monitoring every second; the per-domain view below
+ * reads every queued entry). */
+static int stats_totals(struct admin *a, const struct queue_stats *st, int json)
+{
+    FILE *o = a->out;
+    if (json)
+        fprintf(o, "{\"ready\":%lld,\"leased\":%lld,\"scheduled\":%lld,\"enqueued\":%lld,"
+                   "\"delivered\":%lld,\"deferred\":%lld,\"failed\":%lld,\"returned\":%lld,"
+                   "\"expired\":%lld,\"deleted\":%lld}\n",
+                st->ready, st->leased, st->scheduled, st->enqueued, st->delivered, st->deferred,
+                st->failed, st->returned, st->expired, st->deleted);
+    else
+        fprintf(o, "ready %lld\nleased %lld\nscheduled %lld\nenqueued %lld\ndelivered %lld\n"
+                   "deferred %lld\nfailed %lld\nreturned %lld\nexpired %lld\ndeleted %lld\n",
+                st->ready, st->leased, st->scheduled, st->enqueued, st->delivered, st->deferred,
+                st->failed, st->returned, st->expired, st->deleted);
+    return ADMIN_EXIT_OK;
+}
+
+static int cmd_stats(struct admin *a, int json, int totals)
 {
     char err[256];
     struct queue_stats st;
@@ -364,6 +384,8 @@ static int cmd_stats(struct admin *a, int json)
         fprintf(stderr, "tern: stats: %s\n", err);
         return ADMIN_EXIT_RUNTIME;
     }
+    if (totals)
+        return stats_totals(a, &st, json);
     struct dtable t = {.b = calloc(DOMAIN_BUCKETS, sizeof(struct dstat *))};
     if (t.b == NULL) {
         fprintf(stderr, "tern: out of memory\n");
@@ -688,7 +710,7 @@ static int cmd_remove(struct admin *a, int bounce, int nids, char **ids)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: tern queue -c FILE stats [--json]\n"
+    fprintf(stderr, "usage: tern queue -c FILE stats [--json] [--totals]\n"
                     "       tern queue -c FILE show ID\n"
                     "       tern queue -c FILE retry [--domain D]\n"
                     "       tern queue -c FILE delete ID...\n"
@@ -702,12 +724,17 @@ int queue_admin_main(const struct queue_config *qc, const char *redis_addr,
     if (argc < 1)
         return usage();
     const char *sub = argv[0];
-    int json = 0;
+    int json = 0, totals = 0;
     const char *domain = NULL;
     if (strcmp(sub, "stats") == 0) {
-        if (argc > 2 || (argc == 2 && strcmp(argv[1], "--json") != 0))
-            return usage();
-        json = argc == 2;
+        for (int i = 1; i < argc; i++) {
+            if (strcmp(argv[i], "--json") == 0 && !json)
+                json = 1;
+            else if (strcmp(argv[i], "--totals") == 0 && !totals)
+                totals = 1;
+            else
+                return usage();
+        }
     } else if (strcmp(sub, "show") == 0) {
         if (argc != 2)
             return usage();
@@ -730,7 +757,7 @@ int queue_admin_main(const struct queue_config *qc, const char *redis_addr,
     }
     int rc;
     if (strcmp(sub, "stats") == 0)
-        rc = cmd_stats(&a, json);
+        rc = cmd_stats(&a, json, totals);
     else if (strcmp(sub, "show") == 0)
         rc = cmd_show(&a, argv[1]);
     else if (strcmp(sub, "retry") == 0)

@@ -33,6 +33,13 @@ dom() { echo "$st" | awk -v d="$1" '$1 == "domain" && $2 == d { print $3, $4, $5
     fail stats_by_domain "$st"
 j=$(Q stats --json | $PY -c 'import json,sys; d=json.load(sys.stdin); print(d["scheduled"], d["domains"]["a.test"]["scheduled"], d["oldest_age_s"] >= 0)')
 [ "$j" = "6 3 True" ] && pass stats_json || fail stats_json "$j"
+# --totals: the same state counts, no domains
+t=$(Q stats --totals)
+[ "$(awk '$1=="scheduled"{print $2}' <<<"$t")" = 6 ] && ! grep -q '^domain ' <<<"$t" && ! grep -q '^bad ' <<<"$t" &&
+    [ "$(Q stats --totals --json | $PY -c 'import json,sys; d=json.load(sys.stdin); print(d["scheduled"], "domains" in d)')" = "6 False" ] &&
+    pass stats_totals || fail stats_totals "$t"
+Q stats --totals --bogus >/dev/null 2>&1
+[ $? = 2 ] && pass stats_bad_option_usage || fail stats_bad_option_usage "exit not 2"
 
 # --- show -----------------------------------------------------------------------------
 id=$(rcli zrange 'tern:{0}:sched' 0 0)
