@@ -145,8 +145,9 @@ def table(meta, workloads, peers, runs):
     out.append("tern delivery benchmark: %s, commit %s\n" % (meta.get("date"), meta.get("commit")))
     out.append("machine: %s cores, %s, kernel %s, load average at start %s\n"
                % (meta.get("cores"), meta.get("cpu"), meta.get("kernel"), meta.get("load")))
-    out.append("redis: AOF %s; engine threads %s%s; sink threads %s%s; %s run(s) per workload%s\n"
-               % (meta.get("aof"), meta.get("threads"), " (one per core)" if meta.get("threads") == "0" else "",
+    out.append("redis: AOF %s%s; engine threads %s%s; sink threads %s%s; %s run(s) per workload%s\n"
+               % (meta.get("aof"), (", %s" % meta.get("redis_set").replace(";", ", ")) if meta.get("redis_set") else "",
+                  meta.get("threads"), " (one per core)" if meta.get("threads") == "0" else "",
                   meta.get("sink_threads"), (", sink offers CHUNKING" if meta.get("sink_chunking") == "1" else "")
                   + ("; max_connections %s" % meta.get("conns_per_dest") if meta.get("conns_per_dest") else "")
                   + ("; tern config: %s" % meta.get("tern_set") if meta.get("tern_set") else ""),
@@ -224,6 +225,7 @@ def main():
                          "sink_chunking": meta.get("sink_chunking") == "1",
                          "conns_per_dest": num(meta.get("conns_per_dest")) if meta.get("conns_per_dest") else None,
                          "tern_set": meta.get("tern_set").split(";") if meta.get("tern_set") else [],
+                         "redis_set": meta.get("redis_set").split(";") if meta.get("redis_set") else [],
                          "quick": meta.get("quick") == "1"},
             "workloads": [],
             "peers": peers,
