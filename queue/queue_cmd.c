@@ -67,6 +67,21 @@ static void resp_key(struct buf *out, const struct queue_config *qc, int p,
     resp_arg(out, key, n);
 }
 
+/* Append the message key "<pfx>:{p}:m:<id>" (id < QUEUE_ID_MAX, checked
+ * by the callers). */
+static void resp_msg_key(struct buf *out, const struct queue_config *qc, int p, const char *id)
+{
+    char name[2 + QUEUE_ID_MAX];
+    size_t n = strnlen(id, QUEUE_ID_MAX);
+    if (n >= QUEUE_ID_MAX) {
+        out->err = 1;
+        return;
+    }
+    memcpy(name, "m:", 2);
+    memcpy(name + 2, id, n + 1);
+    resp_key(out, qc, p, name);
+}
+
 static int partition_ok(const struct queue_config *qc, int p)
 {
     return p >= 0 && p < qc->partitions;
@@ -238,15 +253,11 @@ int queue_cmd_enqueue(struct buf *out, const struct queue_config *qc,
     }
     ldomain[dlen] = '\0';
     int p = queue_partition_of(qc, ldomain, dlen);
-    char mname[2 + QUEUE_ID_MAX];
-    memcpy(mname, "m:", 2);
-    memcpy(mname + 2, id, strlen(id) + 1);
-
     /* The body goes in by HSETNX, outside the script: a string handed to
      * Lua is interned, which hashes every byte of it. */
     resp_begin(out, 4);
     resp_str(out, "HSETNX");
-    resp_key(out, qc, p, mname);
+    resp_msg_key(out, qc, p, id);
     resp_str(out, "data");
     resp_arg(out, data, len);
 
@@ -255,7 +266,7 @@ int queue_cmd_enqueue(struct buf *out, const struct queue_config *qc,
     resp_str(out, "EVALSHA");
     resp_str(out, s->enqueue);
     resp_str(out, ev ? "4" : "3");
-    resp_key(out, qc, p, mname);
+    resp_msg_key(out, qc, p, id);
     resp_key(out, qc, p, "ready");
     resp_key(out, qc, p, "stats");
     if (ev)
@@ -284,12 +295,9 @@ int queue_cmd_enqueue_undo(struct buf *out, const struct queue_config *qc, int p
 {
     if (out->err || !partition_ok(qc, partition) || id == NULL || !queue_id_check(id))
         return 0;
-    char mname[2 + QUEUE_ID_MAX];
-    memcpy(mname, "m:", 2);
-    memcpy(mname + 2, id, strlen(id) + 1);
     resp_begin(out, 3);
     resp_str(out, "HDEL");
-    resp_key(out, qc, partition, mname);
+    resp_msg_key(out, qc, partition, id);
     resp_str(out, "data");
     return !out->err;
 }
@@ -406,15 +414,12 @@ void queue_msg_free(struct queue_msg *m)
 int queue_cmd_take_data(struct buf *out, const struct queue_config *qc,
                         const struct queue_msg *m)
 {
-    char name[2 + QUEUE_ID_MAX];
-    size_t n = strlen(m->id);
+    size_t n = strnlen(m->id, QUEUE_ID_MAX);
     if (out->err || !partition_ok(qc, m->partition) || n == 0 || n >= QUEUE_ID_MAX)
         return 0;
-    memcpy(name, "m:", 2);
-    memcpy(name + 2, m->id, n + 1);
     resp_begin(out, 3);
     resp_str(out, "HGET");
-    resp_key(out, qc, m->partition, name);
+    resp_msg_key(out, qc, m->partition, m->id);
     resp_str(out, "data");
     return !out->err;
 }

@@ -1,10 +1,10 @@
 /*
  * unit_smtp_client.c - scripted-server tests for engine/smtp_client.c.
  *
- * A driver plays the caller: it feeds server bytes, reacts to events the
- * way the engine does (STARTTLS -> tls_started, READY -> next message or
- * QUIT), collects every byte the client writes and logs the events as
- * text. Each test compares the exact client bytes and the event log.
+ * A driver (tests/smtp_drv.h) plays the caller: it feeds server bytes,
+ * reacts to events the way the engine does, collects every byte the
+ * client writes and logs the events as text. Each test compares the
+ * exact client bytes and the event log.
  * Server scripts are split in phases at the TLS boundary (bytes after the
  * 220 to STARTTLS only exist after the handshake).
  */
@@ -14,116 +14,7 @@
 
 #include "engine/smtp_client.h"
 #include "tests/check.h"
-
-#define OUT_CAP 16384
-#define LOG_CAP 1024
-
-struct drv {
-    struct smtp_client c;
-    const struct smtp_msg *msgs;
-    size_t nmsgs, next_msg;
-    int no_tls_on_event;    /* do not call tls_started on STARTTLS */
-    int no_quit;            /* stay READY instead of quitting */
-    char out[OUT_CAP];
-    size_t out_len;
-    char log[LOG_CAP];
-    struct smtp_txn_result res[4];
-    int nres;
-    int in_doubt_at_error;
-    int start_failed;
-};
-
-static void logf_(struct drv *d, const char *s)
-{
-    size_t n = strlen(d->log);
-    snprintf(d->log + n, LOG_CAP - n, "%s%s", n ? " " : "", s);
-}
-
-static const char *stage_name(enum smtp_txn_stage s)
-{
-    static const char *const names[] = {"MAIL", "RCPT", "DATA", "BODY"};
-    return (unsigned)s < 4 ? names[s] : "?";
-}
-
-static void drv_init(struct drv *d, enum smtp_tls_mode tls,
-                     const struct smtp_msg *msgs, size_t nmsgs)
-{
-    memset(d, 0, sizeof(*d));
-    struct smtp_client_config cfg = {.helo_name = "client.test", .tls = tls};
-    smtp_client_init(&d->c, &cfg);
-    d->msgs = msgs;
-    d->nmsgs = nmsgs;
-    d->in_doubt_at_error = -1;
-}
-
-static void drv_collect(struct drv *d)
-{
-    size_t n;
-    const uint8_t *p = smtp_client_output(&d->c, &n);
-    if (d->out_len + n < OUT_CAP) {
-        memcpy(d->out + d->out_len, p, n);
-        d->out_len += n;
-        d->out[d->out_len] = '\0';
-    }
-    smtp_client_output_consume(&d->c, n);
-}
-
-static void drv_pump(struct drv *d)
-{
-    for (int guard = 0; guard < 1000; guard++) {
-        struct smtp_event ev = smtp_client_next(&d->c);
-        char tmp[160];
-        switch (ev.kind) {
-        case SMTP_EV_NONE:
-            drv_collect(d);
-            return;
-        case SMTP_EV_STARTTLS:
-            logf_(d, "STARTTLS");
-            drv_collect(d);     /* everything before the handshake */
-            if (!d->no_tls_on_event)
-                smtp_client_tls_started(&d->c);
-            break;
-        case SMTP_EV_READY:
-            logf_(d, "READY");
-            if (d->next_msg < d->nmsgs) {
-                if (!smtp_client_start_txn(&d->c, &d->msgs[d->next_msg++]))
-                    d->start_failed = 1;
-            } else if (!d->no_quit) {
-                smtp_client_quit(&d->c);
-            }
-            break;
-        case SMTP_EV_TXN_DONE: {
-            const struct smtp_txn_result *t = smtp_client_txn(&d->c);
-            snprintf(tmp, sizeof(tmp), "TXN(%d,%s,%d)", t->accepted,
-                     stage_name(t->stage), t->reply.code);
-            logf_(d, tmp);
-            if (d->nres < 4)
-                d->res[d->nres++] = *t;
-            break;
-        }
-        case SMTP_EV_CLOSED:
-            logf_(d, "CLOSED");
-            break;
-        case SMTP_EV_ERROR:
-            snprintf(tmp, sizeof(tmp), "ERROR(%s)", ev.reason ? ev.reason : "?");
-            logf_(d, tmp);
-            d->in_doubt_at_error = smtp_client_in_doubt(&d->c);
-            break;
-        }
-    }
-    logf_(d, "LOOP");
-}
-
-static void drv_feed(struct drv *d, const char *s, size_t n)
-{
-    smtp_client_feed(&d->c, (const uint8_t *)s, n);
-    drv_pump(d);
-}
-
-static void drv_feed_str(struct drv *d, const char *s)
-{
-    drv_feed(d, s, strlen(s));
-}
+#include "tests/smtp_drv.h"
 
 /* Feeding modes for the split tests. */
 enum feed_mode { FEED_WHOLE, FEED_SPLIT, FEED_BYTES };
@@ -159,11 +50,6 @@ static const char *tail(const char *s, const char *want)
 {
     size_t n = strlen(s), w = strlen(want);
     return n >= w ? s + n - w : s;
-}
-
-static void drv_free(struct drv *d)
-{
-    smtp_client_cleanup(&d->c);
 }
 
 /* ---- fixtures ---- */

@@ -3,9 +3,10 @@
  * PIPELINED TRANSACTIONS): several BDAT transactions in flight on one
  * session, replies attributed in order, and what happens when one fails.
  *
- * The driver fills the pipeline the way the engine does: on READY it
- * starts transactions while smtp_client_room() says so, and quits once
- * nothing is left and nothing is in flight.
+ * The driver (tests/smtp_drv.h, fill mode) fills the pipeline the way
+ * the engine does: on READY it starts transactions while
+ * smtp_client_room() says so, and quits once nothing is left and nothing
+ * is in flight.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,122 +14,25 @@
 
 #include "engine/smtp_client.h"
 #include "tests/check.h"
+#include "tests/smtp_drv.h"
 
-#define OUT_CAP 16384
-#define LOG_CAP 1024
-#define RES_MAX 8
-
-struct pdrv {
-    struct smtp_client c;
-    const struct smtp_msg *msgs;
-    size_t nmsgs, next_msg;
-    int later;                  /* a start answered SMTP_TXN_LATER */
-    char out[OUT_CAP];
-    size_t out_len;
-    char log[LOG_CAP];
-    struct smtp_txn_result res[RES_MAX];
-    int nres;
-    int in_doubt_at_error;
-};
-
-static void plog(struct pdrv *d, const char *s)
+/* A session at depth on a plaintext peer, its greeting not yet read. */
+static void pinit(struct drv *d, int depth, const struct smtp_msg *msgs, size_t n)
 {
-    size_t n = strlen(d->log);
-    snprintf(d->log + n, LOG_CAP - n, "%s%s", n ? " " : "", s);
+    drv_init_depth(d, SMTP_TLS_NONE, depth, msgs, n);
+    drv_pump(d);
 }
 
-static void collect(struct pdrv *d)
+static void feed(struct drv *d, const char *s)
 {
-    size_t n;
-    const uint8_t *p = smtp_client_output(&d->c, &n);
-    if (d->out_len + n < OUT_CAP) {
-        memcpy(d->out + d->out_len, p, n);
-        d->out_len += n;
-        d->out[d->out_len] = '\0';
-    }
-    smtp_client_output_consume(&d->c, n);
-}
-
-static void fill(struct pdrv *d)
-{
-    while (d->next_msg < d->nmsgs && smtp_client_room(&d->c)) {
-        int rc = smtp_client_start_txn(&d->c, &d->msgs[d->next_msg]);
-        if (rc == SMTP_TXN_LATER) {
-            d->later++;
-            return;
-        }
-        d->next_msg++;
-        char tmp[32];
-        snprintf(tmp, sizeof(tmp), "START%zu", d->next_msg);
-        plog(d, tmp);
-    }
-    if (d->next_msg == d->nmsgs && smtp_client_in_flight(&d->c) == 0)
-        smtp_client_quit(&d->c);
-}
-
-static void pump(struct pdrv *d)
-{
-    for (int guard = 0; guard < 1000; guard++) {
-        struct smtp_event ev = smtp_client_next(&d->c);
-        char tmp[160];
-        switch (ev.kind) {
-        case SMTP_EV_NONE:
-            collect(d);
-            return;
-        case SMTP_EV_STARTTLS:
-            plog(d, "STARTTLS");
-            smtp_client_tls_started(&d->c);
-            break;
-        case SMTP_EV_READY:
-            fill(d);
-            break;
-        case SMTP_EV_TXN_DONE: {
-            const struct smtp_txn_result *t = smtp_client_txn(&d->c);
-            snprintf(tmp, sizeof(tmp), "TXN(%d,%d,%d%s)", t->accepted, (int)t->stage,
-                     t->reply.code, t->resend ? ",resend" : "");
-            plog(d, tmp);
-            if (d->nres < RES_MAX)
-                d->res[d->nres++] = *t;
-            break;
-        }
-        case SMTP_EV_CLOSED:
-            plog(d, "CLOSED");
-            break;
-        case SMTP_EV_ERROR:
-            snprintf(tmp, sizeof(tmp), "ERROR(%s)", ev.reason ? ev.reason : "?");
-            plog(d, tmp);
-            d->in_doubt_at_error = smtp_client_in_doubt(&d->c);
-            break;
-        }
-    }
-    plog(d, "LOOP");
-}
-
-static void pinit(struct pdrv *d, int depth, const struct smtp_msg *msgs, size_t n)
-{
-    memset(d, 0, sizeof(*d));
-    struct smtp_client_config cfg = {.helo_name = "client.test", .tls = SMTP_TLS_NONE,
-                                     .pipeline_depth = depth};
-    smtp_client_init(&d->c, &cfg);
-    d->msgs = msgs;
-    d->nmsgs = n;
-    d->in_doubt_at_error = -1;
-    pump(d);
-}
-
-static void feed(struct pdrv *d, const char *s)
-{
-    smtp_client_feed(&d->c, (const uint8_t *)s, strlen(s));
-    pump(d);
+    drv_feed_str(d, s);
 }
 
 /* feed s one byte at a time: replies split anywhere */
-static void feed_bytes(struct pdrv *d, const char *s)
+static void feed_bytes(struct drv *d, const char *s)
 {
-    for (size_t i = 0; s[i]; i++) {
-        smtp_client_feed(&d->c, (const uint8_t *)s + i, 1);
-        pump(d);
-    }
+    for (size_t i = 0; s[i]; i++)
+        drv_feed(d, s + i, 1);
 }
 
 static const char *const rcpt_b[] = {"b@y.test"};
@@ -149,7 +53,7 @@ static void test_three_in_flight(void)
 {
     const struct smtp_msg msgs[] = {m1, m2, m1};
     for (int bytes = 0; bytes < 2; bytes++) {
-        struct pdrv d;
+        struct drv d;
         pinit(&d, 4, msgs, 3);
         feed(&d, EHLO_PC);
         CHECK_STR(d.out, "EHLO client.test\r\n" GROUP1 GROUP2 GROUP1);
@@ -162,7 +66,7 @@ static void test_three_in_flight(void)
             feed_bytes(&d, replies);
         else
             feed(&d, replies);
-        CHECK_STR(d.log, "START1 START2 START3 TXN(1,3,250) TXN(1,3,250) TXN(1,3,250) CLOSED");
+        CHECK_STR(d.log, "START1 START2 START3 TXN(1,BODY,250) TXN(1,BODY,250) TXN(1,BODY,250) CLOSED");
         CHECK_STR(d.out, "EHLO client.test\r\n" GROUP1 GROUP2 GROUP1 "QUIT\r\n");
         CHECK_INT(d.nres, 3);
         if (d.nres == 3) {
@@ -172,7 +76,7 @@ static void test_three_in_flight(void)
             CHECK_INT(d.res[1].rcpt_code[1], 550);
             CHECK(strstr(d.res[2].reply.text, "three") != NULL);
         }
-        smtp_client_cleanup(&d.c);
+        drv_free(&d);
     }
 }
 
@@ -180,7 +84,7 @@ static void test_three_in_flight(void)
 static void test_depth_limit(void)
 {
     const struct smtp_msg msgs[] = {m1, m1, m1};
-    struct pdrv d;
+    struct drv d;
     pinit(&d, 2, msgs, 3);
     feed(&d, EHLO_PC);
     CHECK_STR(d.out, "EHLO client.test\r\n" GROUP1 GROUP1);
@@ -188,19 +92,19 @@ static void test_depth_limit(void)
     feed(&d, "250 ok\r\n250 ok\r\n250 2.0.0 one\r\n");
     CHECK_STR(d.out, "EHLO client.test\r\n" GROUP1 GROUP1 GROUP1);
     feed(&d, "250 ok\r\n250 ok\r\n250 2.0.0 two\r\n250 ok\r\n250 ok\r\n250 2.0.0 three\r\n221 bye\r\n");
-    CHECK_STR(d.log, "START1 START2 TXN(1,3,250) START3 TXN(1,3,250) TXN(1,3,250) CLOSED");
-    smtp_client_cleanup(&d.c);
+    CHECK_STR(d.log, "START1 START2 TXN(1,BODY,250) START3 TXN(1,BODY,250) TXN(1,BODY,250) CLOSED");
+    drv_free(&d);
 
     /* Depth 1 (or without CHUNKING): one at a time, as always. */
     pinit(&d, 1, msgs, 2);
     feed(&d, EHLO_PC);
     CHECK_STR(d.out, "EHLO client.test\r\n" GROUP1);
-    smtp_client_cleanup(&d.c);
+    drv_free(&d);
     pinit(&d, 4, msgs, 2);
     feed(&d, "220 mx\r\n250-mx\r\n250 PIPELINING\r\n");
     CHECK_STR(d.out, "EHLO client.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n");
     CHECK_INT(smtp_client_room(&d.c), 0);
-    smtp_client_cleanup(&d.c);
+    drv_free(&d);
 }
 
 /* The first fails with the receiver still in its transaction: the second,
@@ -209,24 +113,24 @@ static void test_depth_limit(void)
 static void test_failure_resend(void)
 {
     const struct smtp_msg msgs[] = {m1, m1, m1};
-    struct pdrv d;
+    struct drv d;
     pinit(&d, 4, msgs, 3);
     feed(&d, EHLO_PC);
     CHECK_STR(d.out, "EHLO client.test\r\n" GROUP1 GROUP1 GROUP1);
     feed(&d, "250 ok\r\n250 ok\r\n451 4.3.0 try later\r\n"
              "503 5.5.1 nested MAIL\r\n503 5.5.1 bad sequence\r\n503 5.5.1 bad sequence\r\n"
              "250 ok\r\n250 ok\r\n250 2.0.0 three\r\n");
-    CHECK_STR(d.log, "START1 START2 START3 TXN(0,3,451) TXN(0,0,503,resend) TXN(1,3,250)");
+    CHECK_STR(d.log, "START1 START2 START3 TXN(0,BODY,451) TXN(0,MAIL,503,resend) TXN(1,BODY,250)");
     /* A MAIL refusal that is not 503 is the receiver's word: no resend.
      * Both failed: RSET before the third, which goes alone. */
-    smtp_client_cleanup(&d.c);
+    drv_free(&d);
     pinit(&d, 2, msgs, 3);
     feed(&d, EHLO_PC "250 ok\r\n250 ok\r\n451 4.3.0 later\r\n550 5.7.1 sender denied\r\n"
              "503 5.5.1 no\r\n503 5.5.1 no\r\n");
-    CHECK_STR(d.log, "START1 START2 TXN(0,3,451) TXN(0,0,550) START3");
+    CHECK_STR(d.log, "START1 START2 TXN(0,BODY,451) TXN(0,MAIL,550) START3");
     CHECK_STR(d.out, "EHLO client.test\r\n" GROUP1 GROUP1 "RSET\r\n" GROUP1);
     CHECK_INT(smtp_client_room(&d.c), 0);   /* nothing behind the RSET */
-    smtp_client_cleanup(&d.c);
+    drv_free(&d);
 }
 
 /* A message the peer cannot take is not queued behind others (its local
@@ -235,14 +139,14 @@ static void test_local_refusal_waits(void)
 {
     const struct smtp_msg m8 = {"a@x.test", rcpt_b, 1, body8, sizeof(body8) - 1};
     const struct smtp_msg msgs[] = {m1, m8};
-    struct pdrv d;
+    struct drv d;
     pinit(&d, 4, msgs, 2);
     feed(&d, "220 mx\r\n250-mx\r\n250-PIPELINING\r\n250 CHUNKING\r\n");   /* no 8BITMIME */
     CHECK_INT(d.later, 1);
     CHECK_STR(d.out, "EHLO client.test\r\n" GROUP1);
     feed(&d, "250 ok\r\n250 ok\r\n250 2.0.0 one\r\n221 bye\r\n");
-    CHECK_STR(d.log, "START1 TXN(1,3,250) START2 TXN(0,0,554) CLOSED");
-    smtp_client_cleanup(&d.c);
+    CHECK_STR(d.log, "START1 TXN(1,BODY,250) START2 TXN(0,MAIL,554) CLOSED");
+    drv_free(&d);
 }
 
 /* The session dies with three in flight: every one is in doubt; a 421
@@ -250,22 +154,22 @@ static void test_local_refusal_waits(void)
 static void test_lost_in_flight(void)
 {
     const struct smtp_msg msgs[] = {m1, m1, m1};
-    struct pdrv d;
+    struct drv d;
     pinit(&d, 4, msgs, 3);
     feed(&d, EHLO_PC "250 ok\r\n250 ok\r\n250 2.0.0 one\r\n250 ok\r\n");
     CHECK_INT(smtp_client_in_flight(&d.c), 2);
     smtp_client_eof(&d.c);
-    pump(&d);
-    CHECK_STR(d.log, "START1 START2 START3 TXN(1,3,250) ERROR(connection closed by peer)");
+    drv_pump(&d);
+    CHECK_STR(d.log, "START1 START2 START3 TXN(1,BODY,250) ERROR(connection closed by peer)");
     CHECK_INT(d.in_doubt_at_error, 1);
     CHECK_INT(smtp_client_room(&d.c), 0);
-    smtp_client_cleanup(&d.c);
+    drv_free(&d);
 
     pinit(&d, 4, msgs, 3);
     feed(&d, EHLO_PC "250 ok\r\n250 ok\r\n421 4.3.2 shutting down\r\n");
-    CHECK_STR(d.log, "START1 START2 START3 TXN(0,3,421) ERROR(service not available (421))");
+    CHECK_STR(d.log, "START1 START2 START3 TXN(0,BODY,421) ERROR(service not available (421))");
     CHECK_INT(smtp_client_quit(&d.c), 0);
-    smtp_client_cleanup(&d.c);
+    drv_free(&d);
 }
 
 int main(void)
