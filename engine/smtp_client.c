@@ -228,9 +228,11 @@ static void on_reply(struct smtp_client *c, const struct smtp_reply *r)
      * outcome is known (not delivered), so report it before the error. */
     if (r->code == 421 && c->state != SMTP_ST_GREETING &&
         c->state != SMTP_ST_QUIT) {
-        /* A 421 before BDAT's turn: the server closes without the message. */
+        /* A 421 before BDAT's turn: the server closes without the message,
+         * and without any pipelined behind it. */
         if (c->chunking && c->state != SMTP_ST_BODY)
             c->body_sent = 0;
+        c->behind_refused = 1;
         if (c->state == SMTP_ST_BODY && c->body_sent) {
             c->txn.stage = SMTP_STAGE_BODY;
             c->txn.reply = *r;

@@ -286,6 +286,8 @@ struct smtp_client {
     int promote;                 /* msg finished: the next behind becomes msg */
     int after_failure;           /* a transaction before msg failed while
                                     msg was already sent behind it */
+    int behind_refused;          /* a 421 closed the session: the receiver
+                                    took none of those behind */
 };
 
 /* smtp_client_init prepares a session in state GREETING. A helo_name that
@@ -360,6 +362,13 @@ static inline const struct smtp_txn_result *smtp_client_txn(const struct smtp_cl
 static inline int smtp_client_in_doubt(const struct smtp_client *c)
 {
     return c->body_sent;
+}
+/* smtp_client_behind_in_doubt: transactions were sent behind the current
+ * one and the session ended without their replies, not by a 421 (after
+ * which the receiver has none of them). Each may have been delivered. */
+static inline int smtp_client_behind_in_doubt(const struct smtp_client *c)
+{
+    return c->nbehind > 0 && !c->behind_refused;
 }
 /* smtp_client_busy: a transaction is in progress (message attached). */
 static inline int smtp_client_busy(const struct smtp_client *c) { return c->msg != NULL; }

@@ -665,8 +665,9 @@ static void conn_fail(struct worker *w, struct conn *c, const char *reason, enum
     }
     int lost_busy = c->established && c->job != NULL && kind == FAIL_TRANSIENT;
     /* The transactions behind the first went out in full unless bytes
-     * are still waiting: then the last at least did not. */
-    int behind_sent = !body_unsent(c);
+     * are still waiting (then the last at least did not), and a 421 means
+     * the receiver took none of them. */
+    int behind_sent = !body_unsent(c) && smtp_client_behind_in_doubt(&c->smtp);
     struct job *first = c->job;
     for (struct job *j = conn_jobs_take(c), *n; j; j = n) {
         n = j->next;
@@ -716,7 +717,7 @@ void conn_abort(struct worker *w, struct conn *c, const char *reason)
 {
     struct job *first = c->job;
     for (struct job *j; (j = conn_job_pop(c)) != NULL;) {
-        if (j != first || smtp_client_in_doubt(&c->smtp))
+        if (j == first ? smtp_client_in_doubt(&c->smtp) : smtp_client_behind_in_doubt(&c->smtp))
             w->st.in_doubt++;
         outcome_return(w, j, reason);
     }

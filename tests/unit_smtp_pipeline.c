@@ -162,12 +162,14 @@ static void test_lost_in_flight(void)
     drv_pump(&d);
     CHECK_STR(d.log, "START1 START2 START3 TXN(1,BODY,250) ERROR(connection closed by peer)");
     CHECK_INT(d.in_doubt_at_error, 1);
+    CHECK_INT(smtp_client_behind_in_doubt(&d.c), 1);   /* the third, sent, unanswered */
     CHECK_INT(smtp_client_room(&d.c), 0);
     drv_free(&d);
 
     pinit(&d, 4, msgs, 3);
     feed(&d, EHLO_PC "250 ok\r\n250 ok\r\n421 4.3.2 shutting down\r\n");
     CHECK_STR(d.log, "START1 START2 START3 TXN(0,BODY,421) ERROR(service not available (421))");
+    CHECK_INT(smtp_client_behind_in_doubt(&d.c), 0);   /* the receiver took none */
     CHECK_INT(smtp_client_quit(&d.c), 0);
     drv_free(&d);
 }
