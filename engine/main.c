@@ -119,6 +119,7 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
         t.conns_opened += s->conns_opened;
         t.conn_failures += s->conn_failures;
         t.txns += s->txns;
+        t.txns_pipelined += s->txns_pipelined;
         t.hs_full += s->hs_full;
         t.hs_resumed += s->hs_resumed;
         t.resume_offered += s->resume_offered;
@@ -150,10 +151,12 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
            (unsigned long long)t.deferred, (unsigned long long)t.failed,
            (unsigned long long)t.returned, (unsigned long long)t.bounces,
            (unsigned long long)t.in_doubt);
-    printf("  connections: %llu opened, %llu failed; %llu transactions (%.1f per connection)\n",
+    printf("  connections: %llu opened, %llu failed; %llu transactions (%.1f per connection, "
+           "%llu pipelined behind another)\n",
            (unsigned long long)t.conns_opened, (unsigned long long)t.conn_failures,
            (unsigned long long)t.txns,
-           t.conns_opened ? (double)t.txns / (double)t.conns_opened : 0.0);
+           t.conns_opened ? (double)t.txns / (double)t.conns_opened : 0.0,
+           (unsigned long long)t.txns_pipelined);
     printf("  TLS handshakes: %llu full, %llu resumed (%llu resumption offers, %llu refused)\n",
            (unsigned long long)t.hs_full, (unsigned long long)t.hs_resumed,
            (unsigned long long)t.resume_offered, (unsigned long long)t.resume_refused);
@@ -178,13 +181,14 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
     printf("summary delivered=%llu deferred=%llu failed=%llu returned=%llu in_doubt=%llu "
            "wall_s=%.3f msgs_per_s=%.0f cpu_s=%.3f cpu_us_per_msg=%.1f conns=%llu "
            "hs_full=%llu hs_resumed=%llu resume_refused=%llu p50_ms=%u p99_ms=%u "
-           "plaintext=%llu max_ms=%u maxrss_kb=%ld\n",
+           "plaintext=%llu max_ms=%u maxrss_kb=%ld pipelined=%llu\n",
            (unsigned long long)t.delivered, (unsigned long long)t.deferred,
            (unsigned long long)t.failed, (unsigned long long)t.returned,
            (unsigned long long)t.in_doubt, wall, rate, cpu, us_per,
            (unsigned long long)t.conns_opened, (unsigned long long)t.hs_full,
            (unsigned long long)t.hs_resumed, (unsigned long long)t.resume_refused, p50, p99,
-           (unsigned long long)t.tier_msgs[TLS_TIER_PLAINTEXT], pmax, ru->ru_maxrss);
+           (unsigned long long)t.tier_msgs[TLS_TIER_PLAINTEXT], pmax, ru->ru_maxrss,
+           (unsigned long long)t.txns_pipelined);
     free(lat);
 }
 

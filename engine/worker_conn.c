@@ -764,6 +764,8 @@ void conn_hand_job(struct worker *w, struct conn *c)
             outcome_fail(w, j, "invalid envelope (address with forbidden characters)");
             continue;
         }
+        if (c->njobs)
+            w->st.txns_pipelined++;
         conn_job_push(c, j);
         c->idle = 0;
         started = 1;
