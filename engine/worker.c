@@ -417,7 +417,10 @@ static void dest_schedule_ready(struct worker *w, struct dest *d)
              * back from destinations only idle between two takes: a
              * close and a handshake every ~10 messages, half the engine's
              * CPU in the bulk benchmark (bench/README.md). */
-            if (d->nconns == 0) {
+            if (d->nconns == 0 && !d->host_waiting) {
+                /* once per wait: one idle connection freed for it (the
+                 * walk over every connection, again at each schedule of
+                 * a waiting destination, was 2.4% of tail's CPU) */
                 host_release_idle(w, d);
                 host_wait(d);
             }
