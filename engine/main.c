@@ -230,6 +230,7 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
         fprintf(stderr, "tern: %s\n", err);
         return up < 0 ? 0 : 1;
     }
+    redis_start_notes(&q, stderr);
     struct engine e = {.cfg = cfg, .scripts = q.scripts, .drain = drain,
                        .nworkers = cfg->threads, .verbose = verbose};
     queue_close(&q);

@@ -79,3 +79,21 @@ int redis_wait_open(struct queue_conn *q, const struct tern_config *cfg, int64_t
         }
     }
 }
+
+int redis_start_notes(struct queue_conn *q, FILE *out)
+{
+    redisReply *r = redisCommand(q->rc, "CONFIG GET hash-max-listpack-value");
+    int notes = 0;
+    int v = 0;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[1]->type == REDIS_REPLY_STRING &&
+        config_parse_int(r->element[1]->str, 0, 1 << 30, &v) && v < REDIS_NOTE_LISTPACK_MIN) {
+        fprintf(out, "tern: note: Redis hash-max-listpack-value is %d: each queued message larger "
+                     "than that is stored as a hash table, which costs Redis about 3 us more per "
+                     "message; docs/queue.md suggests a value a little above your usual message "
+                     "size (CONFIG SET hash-max-listpack-value 8192)\n", v);
+        notes++;
+    }
+    freeReplyObject(r);
+    return notes;
+}

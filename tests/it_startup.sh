@@ -72,6 +72,14 @@ if [ "$rc" = 0 ] && qwait_ids s $((2 * N)) 50; then
 else
     fail drain_waits_then_delivers "exit $rc, $(qids s) of $((2 * N)): $(tail -n 3 "$dir/b.rerr")"
 fi
+# Redis's own default hash-max-listpack-value (64) gets a note at start;
+# a value above the usual message size gets none.
+grep -q "tern: note: Redis hash-max-listpack-value is 64" "$dir/b.rerr" && pass start_note_listpack ||
+    fail start_note_listpack "$(head -n 3 "$dir/b.rerr")"
+rcli config set hash-max-listpack-value 8192 >/dev/null
+timeout -k 5 30 "$TERN" run -c "$dir/s.conf" --drain >"$dir/b2.run" 2>"$dir/b2.rerr"
+! grep -q "tern: note:" "$dir/b2.rerr" && pass start_no_note_when_tuned ||
+    fail start_no_note_when_tuned "$(grep 'note' "$dir/b2.rerr")"
 
 # --- c. --drain, Redis never comes up: bounded by redis_wait -----------------------
 stop_redis
