@@ -788,9 +788,10 @@ void conn_hand_job(struct worker *w, struct conn *c)
 void conn_quit_or_close(struct worker *w, struct conn *c)
 {
     if (c->state == CONN_SMTP && c->smtp.state == SMTP_ST_READY && !c->quitting) {
+        if (!smtp_client_quit(&c->smtp))
+            return;   /* pipelined transactions still in flight: asked again once READY */
         c->quitting = 1;
         c->idle = 0;
-        smtp_client_quit(&c->smtp);
         conn_touch(w, c);
         conn_flush(w, c);
         return;
