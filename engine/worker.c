@@ -934,9 +934,13 @@ static void begin_stop(struct worker *w)
     w->stop_deadline_ms = w->now_ms + STOP_GRACE_MS;
     for (struct dest *d = w->dests; d; d = d->dnext)
         dest_schedule(w, d);
+    /* Idle connections say QUIT now; one still opening (connect, TLS,
+     * EHLO) says it once READY (conn_hand_job sees stopping) rather than
+     * vanishing mid-EHLO, which receivers log as a lost connection. The
+     * stop deadline still bounds both. */
     for (struct conn *c = w->conns, *n; c; c = n) {
         n = c->next;
-        if (c->job == NULL)
+        if (c->job == NULL && c->established)
             conn_quit_or_close(w, c);
     }
 }
