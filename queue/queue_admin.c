@@ -359,13 +359,14 @@ static long long age_s(int64_t created, int64_t now)
 /* stats_totals: the counters alone, a few commands per partition however
  * long the queue (for monitoring every second; the per-domain view below
  * reads every queued entry). */
-static int stats_totals(struct admin *a, const struct queue_stats *st, int json)
+/* The state counts and counters, as JSON members (no braces) or one per
+ * line: `stats --totals` is these alone, `stats` adds to them. */
+static void print_counters(FILE *o, const struct queue_stats *st, int json)
 {
-    FILE *o = a->out;
     if (json)
-        fprintf(o, "{\"ready\":%lld,\"leased\":%lld,\"scheduled\":%lld,\"enqueued\":%lld,"
+        fprintf(o, "\"ready\":%lld,\"leased\":%lld,\"scheduled\":%lld,\"enqueued\":%lld,"
                    "\"delivered\":%lld,\"deferred\":%lld,\"failed\":%lld,\"returned\":%lld,"
-                   "\"expired\":%lld,\"deleted\":%lld}\n",
+                   "\"expired\":%lld,\"deleted\":%lld",
                 st->ready, st->leased, st->scheduled, st->enqueued, st->delivered, st->deferred,
                 st->failed, st->returned, st->expired, st->deleted);
     else
@@ -373,6 +374,13 @@ static int stats_totals(struct admin *a, const struct queue_stats *st, int json)
                    "deferred %lld\nfailed %lld\nreturned %lld\nexpired %lld\ndeleted %lld\n",
                 st->ready, st->leased, st->scheduled, st->enqueued, st->delivered, st->deferred,
                 st->failed, st->returned, st->expired, st->deleted);
+}
+
+static int stats_totals(struct admin *a, const struct queue_stats *st, int json)
+{
+    fprintf(a->out, "%s", json ? "{" : "");
+    print_counters(a->out, st, json);
+    fprintf(a->out, "%s", json ? "}\n" : "");
     return ADMIN_EXIT_OK;
 }
 
@@ -407,12 +415,9 @@ static int cmd_stats(struct admin *a, int json, int totals)
     int64_t now = wall_ms();
     FILE *o = a->out;
     if (json) {
-        fprintf(o, "{\"ready\":%lld,\"leased\":%lld,\"scheduled\":%lld,\"bad\":%lld,"
-                   "\"enqueued\":%lld,\"delivered\":%lld,\"deferred\":%lld,\"failed\":%lld,"
-                   "\"returned\":%lld,\"expired\":%lld,\"deleted\":%lld,\"oldest_age_s\":%lld,"
-                   "\"domains\":{",
-                st.ready, st.leased, st.scheduled, bad, st.enqueued, st.delivered, st.deferred,
-                st.failed, st.returned, st.expired, st.deleted, age_s(oldest, now));
+        fprintf(o, "{");
+        print_counters(o, &st, 1);
+        fprintf(o, ",\"bad\":%lld,\"oldest_age_s\":%lld,\"domains\":{", bad, age_s(oldest, now));
         for (size_t i = 0; i < t.n; i++) {
             const struct dstat *d = t.all[i];
             fprintf(o, "%s", i ? "," : "");
@@ -424,11 +429,8 @@ static int cmd_stats(struct admin *a, int json, int totals)
         }
         fprintf(o, "}}\n");
     } else {
-        fprintf(o, "ready %lld\nleased %lld\nscheduled %lld\nenqueued %lld\ndelivered %lld\n"
-                   "deferred %lld\nfailed %lld\nreturned %lld\nexpired %lld\ndeleted %lld\n"
-                   "bad %lld\noldest_age_s %lld\n",
-                st.ready, st.leased, st.scheduled, st.enqueued, st.delivered, st.deferred,
-                st.failed, st.returned, st.expired, st.deleted, bad, age_s(oldest, now));
+        print_counters(o, &st, 0);
+        fprintf(o, "bad %lld\noldest_age_s %lld\n", bad, age_s(oldest, now));
         for (size_t i = 0; i < t.n; i++) {
             const struct dstat *d = t.all[i];
             fprintf(o, "domain %s ready=%lld leased=%lld scheduled=%lld bad=%lld oldest_age_s=%lld\n",
