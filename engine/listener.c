@@ -36,6 +36,7 @@
 
 #include "engine/auth.h"
 #include "engine/auth_pool.h"
+#include "engine/resp_feed.h"
 #include "engine/smtp_server.h"
 #include "engine/srv_io.h"
 #include "engine/worker.h"
@@ -394,6 +395,13 @@ static void on_redis_reply(struct listener *l, redisReply *r)
         message_reply(l, &done, r);
 }
 
+static int redis_reply_cb(void *ctx, redisReply *r)
+{
+    struct listener *l = ctx;
+    on_redis_reply(l, r);
+    return l->rfd >= 0;   /* dropped while handling it: the rest is moot */
+}
+
 static void redis_on_recv(struct listener *l, struct io_uring_cqe *cqe)
 {
     if (srv_tag_gen(cqe->user_data) != l->rgen)
@@ -403,17 +411,8 @@ static void redis_on_recv(struct listener *l, struct io_uring_cqe *cqe)
         redis_down(l, cqe->res == 0 ? "EOF" : strerror(-cqe->res));
         return;
     }
-    if (redisReaderFeed(l->reader, (const char *)l->rrecv, (size_t)cqe->res) != REDIS_OK) {
-        redis_down(l, "protocol error");
-        return;
-    }
-    void *reply;
-    while (l->rfd >= 0 && redisReaderGetReply(l->reader, &reply) == REDIS_OK && reply != NULL) {
-        on_redis_reply(l, reply);
-        freeReplyObject(reply);
-    }
-    if (l->rfd >= 0 && l->reader->err)
-        redis_down(l, l->reader->errstr);
+    if (resp_feed(l->reader, l->rrecv, (size_t)cqe->res, redis_reply_cb, l) < 0 && l->rfd >= 0)
+        redis_down(l, l->reader->err ? l->reader->errstr : "protocol error");
 }
 
 static void redis_on_send(struct listener *l, struct io_uring_cqe *cqe)

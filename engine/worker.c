@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include <netinet/tcp.h>
 
+#include "engine/resp_feed.h"
 #include "engine/text.h"
 
 int64_t worker_clock_ms(void)
@@ -757,6 +758,13 @@ static void on_redis_reply(struct worker *w, redisReply *r)
     }
 }
 
+static int redis_reply_cb(void *ctx, redisReply *r)
+{
+    struct worker *w = ctx;
+    on_redis_reply(w, r);
+    return !w->redis_down;   /* lost while handling it: the rest is moot */
+}
+
 static void redis_on_recv(struct worker *w, int res)
 {
     w->rrecv_armed = 0;
@@ -766,19 +774,11 @@ static void redis_on_recv(struct worker *w, int res)
         worker_redis_lost(w, res == 0 ? "EOF" : strerror(-res));
         return;
     }
-    if (redisReaderFeed(w->reader, (const char *)w->rrecv, (size_t)res) != REDIS_OK) {
-        worker_redis_lost(w, "protocol error");
-        return;
-    }
-    void *reply;
-    while (!w->redis_down && redisReaderGetReply(w->reader, &reply) == REDIS_OK && reply != NULL) {
-        on_redis_reply(w, reply);
-        freeReplyObject(reply);
-    }
+    int rc = resp_feed(w->reader, w->rrecv, (size_t)res, redis_reply_cb, w);
     if (w->redis_down)
         return;
-    if (w->reader->err) {
-        worker_redis_lost(w, w->reader->errstr);
+    if (rc < 0) {
+        worker_redis_lost(w, w->reader->err ? w->reader->errstr : "protocol error");
         return;
     }
     redis_arm_recv(w);
