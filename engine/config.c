@@ -209,7 +209,8 @@ static const struct key_def keys[] = {
     {"tier_memory", K_DURATION, F(tier_memory_ms), 0, 0, 0},
     {"redis_wait", K_DURATION, F(redis_wait_ms), 0, 0, 0},
     {"lease", K_DURATION, 0, 0, 0, 0},
-    {"max_message_size", K_SIZE, 0, 0, 0, 0},
+    {"max_message_size", K_SIZE, F(queue.max_message_size), 0, 0, 0},
+    {"max_bytes_in_memory", K_SIZE, F(max_bytes_in_memory), 0, 0, 0},
     {"route", K_ROUTE, 0, 0, 0, 0},
     {"timeout", K_TIMEOUT, 0, 0, 0, 0},
     {"policy", K_POLICY, 0, 0, 0, 0},
@@ -424,7 +425,7 @@ static const char *apply(struct tern_config *c, const char *key, const char *arg
     case K_SIZE:
         if (!config_parse_size(val, &v64) || v64 < 1024)
             return "bad size (use e.g. 10m; at least 1k)";
-        c->queue.max_message_size = v64;
+        *(int64_t *)(base + k->off) = v64;
         return NULL;
     case K_BOOL:
         if (strcmp(val, "yes") == 0) *(int *)(base + k->off) = 1;
@@ -539,6 +540,12 @@ int config_load(struct tern_config *c, const char *path, char *err, size_t errle
         if (c->max_in_memory < 1)
             c->max_in_memory = 1;
     }
+    /* Split like max_messages_in_memory; a body larger than a worker's
+     * share is still fetched, alone. */
+    c->max_bytes_in_memory_worker = c->max_bytes_in_memory ? c->max_bytes_in_memory / c->threads
+                                                           : CONFIG_WORKER_BYTES_IN_MEMORY_DEFAULT;
+    if (c->max_bytes_in_memory_worker < 1024)
+        c->max_bytes_in_memory_worker = 1024;
     if (c->retry_schedule_text[0] && !parse_retry_schedule(c, err, errlen, path))
         return 0;
     if (c->batch > c->max_in_memory)

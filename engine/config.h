@@ -54,6 +54,9 @@
 #define CONFIG_RETRY_STEPS_MAX 32  /* retry_schedule entries */
 #define CONFIG_SCHEDULE_TEXT_MAX 512
 #define CONFIG_TXNS_IN_FLIGHT_DEFAULT 4   /* max_transactions_in_flight */
+/* max_bytes_in_memory unset: this much per worker (bench/README.md,
+ * "Optimisations": 32 MiB per worker kept Redis's CPU lowest in `large`). */
+#define CONFIG_WORKER_BYTES_IN_MEMORY_DEFAULT (32LL * 1024 * 1024)
 
 /* RFC 5321 section 4.5.3.2 defaults, in milliseconds. */
 struct tern_timeouts {
@@ -129,6 +132,8 @@ struct tern_config {
     int max_rcpts_per_txn;            /* recipients per SMTP transaction */
     int min_data_rate;                /* bytes/s while sending a body; 0: off */
     int max_messages_in_memory;       /* whole engine (0: unset); sets max_in_memory */
+    int64_t max_bytes_in_memory;      /* body bytes the whole engine holds (0: unset) */
+    int64_t max_bytes_in_memory_worker; /* derived: max_bytes_in_memory / threads */
     int64_t retry_base_ms;            /* first retry delay; doubles */
     int64_t retry_max_ms;
     int64_t max_age_ms;               /* deferred longer than this: bounce */

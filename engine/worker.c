@@ -91,6 +91,13 @@ void worker_rq_push(struct worker *w, enum redis_req kind, int partition)
     rq_push(w, kind, partition, NULL);
 }
 
+void worker_msg_release(struct worker *w, struct queue_msg *m)
+{
+    w->bytes_in_memory -= m->data_len;
+    w->in_memory--;
+    queue_msg_free(m);
+}
+
 /* worker_rq_drop forgets every reply still expected (the connection is
  * gone). A body not fetched yet frees its message: the lease brings it
  * back. */
@@ -98,10 +105,8 @@ void worker_rq_drop(struct worker *w)
 {
     for (size_t i = 0; i < w->rq_len; i++) {
         struct redis_pending *pr = &w->rq[(w->rq_head + i) % w->rq_cap];
-        if (pr->kind == RQ_DATA && pr->msg) {
-            queue_msg_free(pr->msg);
-            w->in_memory--;
-        }
+        if (pr->kind == RQ_DATA && pr->msg)
+            worker_msg_release(w, pr->msg);
     }
     w->rq_head = 0;
     w->rq_len = 0;
@@ -532,6 +537,9 @@ static void take_batches(struct worker *w)
 {
     if (w->stopping || w->redis_dead || w->redis_down || w->redis_warming)
         return;
+    /* Bodies first: a take's bodies are all asked for before the next. */
+    if (w->fetch_wait_len > 0 || w->bytes_in_memory >= (size_t)w->cfg->max_bytes_in_memory_worker)
+        return;
     for (int i = 0; i < w->nparts; i++) {
         struct partition *p = &w->parts[i];
         if (p->take_inflight || p->next_poll_ms > w->now_ms)
@@ -646,6 +654,59 @@ struct ack_item *worker_ack_slot(struct worker *w, int partition)
     return a;
 }
 
+/* fetch_wait_push queues a taken message for its body's HGET (FIFO).
+ * Returns 0 when out of memory. */
+static int fetch_wait_push(struct worker *w, struct queue_msg *m)
+{
+    if (w->fetch_wait_len == 0)
+        w->fetch_wait_head = 0;
+    if (w->fetch_wait_head + w->fetch_wait_len == w->fetch_wait_cap) {
+        size_t ncap = w->fetch_wait_cap ? w->fetch_wait_cap * 2 : 256;
+        struct queue_msg **n = realloc(w->fetch_wait, ncap * sizeof(*n));
+        if (n == NULL)
+            return 0;
+        w->fetch_wait = n;
+        w->fetch_wait_cap = ncap;
+    }
+    w->fetch_wait[w->fetch_wait_head + w->fetch_wait_len++] = m;
+    return 1;
+}
+
+/*
+ * fetch_waiting sends the HGET of each waiting message's body, in take
+ * order, while the bytes held stay within max_bytes_in_memory (a body
+ * larger than the whole budget goes alone). Bounding the bodies asked
+ * for also bounds what Redis buffers for this worker: a take of 256
+ * 100 KiB bodies asked at once made Redis fault in fresh pages for 25 MB
+ * of replies, a third of its CPU in the large benchmark. Stopping, the
+ * rest are asked for regardless (each is then returned to the queue), so
+ * a stop never waits on the budget.
+ */
+static void fetch_waiting(struct worker *w)
+{
+    size_t budget = (size_t)w->cfg->max_bytes_in_memory_worker;
+    while (w->fetch_wait_len > 0 && !w->redis_down && !w->redis_warming && !w->redis_dead) {
+        struct queue_msg *m = w->fetch_wait[w->fetch_wait_head];
+        if (!w->stopping && w->bytes_in_memory > 0 &&
+            (w->bytes_in_memory >= budget || m->data_len > budget - w->bytes_in_memory))
+            return;
+        w->fetch_wait_head++;
+        w->fetch_wait_len--;
+        /* Its body follows in the HGET sent now (queue.h: queue_cmd_take_data). */
+        if (!queue_cmd_take_data(worker_redis_buf(w), &w->cfg->queue, m)) {
+            fprintf(stderr, "tern: worker %d: cannot ask for message %s (out of memory); left to its lease\n",
+                    w->id, m->id);
+            queue_msg_free(m);
+            w->in_memory--;
+            continue;
+        }
+        rq_push(w, RQ_DATA, m->partition, m);
+        w->bytes_in_memory += m->data_len;
+        if (w->bytes_in_memory > w->st.peak_bytes_in_memory)
+            w->st.peak_bytes_in_memory = w->bytes_in_memory;
+    }
+}
+
 static void on_take(struct worker *w, int partition, redisReply *r)
 {
     struct partition *p = part_of(w, partition);
@@ -675,35 +736,39 @@ static void on_take(struct worker *w, int partition, redisReply *r)
             outcome_bad(w, msgs[i]);
             continue;
         }
-        /* The message counts against max_in_memory from here: its body
-         * follows in the HGET sent now (queue.h: queue_cmd_take_data). */
-        if (!queue_cmd_take_data(worker_redis_buf(w), &w->cfg->queue, msgs[i])) {
-            fprintf(stderr, "tern: worker %d: cannot ask for message %s (out of memory); left to its lease\n",
+        /* The message counts against max_in_memory from here; its body
+         * bytes from when its HGET is sent (fetch_waiting). */
+        if (!fetch_wait_push(w, msgs[i])) {
+            fprintf(stderr, "tern: worker %d: cannot hold message %s (out of memory); left to its lease\n",
                     w->id, msgs[i]->id);
             queue_msg_free(msgs[i]);
             continue;
         }
-        rq_push(w, RQ_DATA, partition, msgs[i]);
         w->in_memory++;
         if (w->in_memory > w->st.peak_in_memory)
             w->st.peak_in_memory = w->in_memory;
     }
     free(msgs);
+    fetch_waiting(w);
 }
 
 /* on_take_data: a taken message's body came; it joins its destination. */
 static void on_take_data(struct worker *w, struct queue_msg *m, redisReply *r)
 {
     const char *err = NULL;
+    size_t charged = m->data_len;
     if (!queue_take_data(r, m, &err)) {
         /* Deleted since the take, or Redis failed: the lease settles it. */
         if (r->type != REDIS_REPLY_NIL)
             fprintf(stderr, "tern: worker %d: body of %s: %s%s%s; left to its lease\n", w->id, m->id, err,
                     r->type == REDIS_REPLY_ERROR ? ": " : "", r->type == REDIS_REPLY_ERROR ? r->str : "");
-        queue_msg_free(m);
-        w->in_memory--;
+        worker_msg_release(w, m);
         return;
     }
+    /* The body as it came, not as the take reported it (changed since?). */
+    w->bytes_in_memory = w->bytes_in_memory - charged + m->data_len;
+    if (w->bytes_in_memory > w->st.peak_bytes_in_memory)
+        w->st.peak_bytes_in_memory = w->bytes_in_memory;
     struct job *j = calloc(1, sizeof(*j));
     struct dest *d = j ? dest_get(w, m->domain) : NULL;
     if (d == NULL) {
@@ -711,8 +776,7 @@ static void on_take_data(struct worker *w, struct queue_msg *m, redisReply *r)
          * and it is taken again. */
         fprintf(stderr, "tern: worker %d: out of memory, message %s left to its lease\n", w->id, m->id);
         free(j);
-        queue_msg_free(m);
-        w->in_memory--;
+        worker_msg_release(w, m);
         return;
     }
     j->m = m;
@@ -1045,6 +1109,7 @@ int worker_run(struct worker *w)
             on_tick(w);
             next_tick = w->now_ms + TICK_MS;
         }
+        fetch_waiting(w);
         take_batches(w);
         while (w->dirty) {
             struct dest *d = w->dirty;
@@ -1121,6 +1186,9 @@ void worker_free(struct worker *w)
     free(w->parts);
     free(w->dtab);
     worker_rq_drop(w);
+    for (size_t i = 0; i < w->fetch_wait_len; i++)
+        queue_msg_free(w->fetch_wait[w->fetch_wait_head + i]);
+    free(w->fetch_wait);
     free(w->rq);
     free(w->rrecv);
     free(w->st.lat_ms);

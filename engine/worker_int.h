@@ -291,6 +291,12 @@ struct worker {
     int reap_pending;          /* a closed connection may be freeable */
     size_t in_memory;          /* jobs held */
     size_t in_take;            /* room promised to takes in flight */
+    /* Body bytes held (sizes the takes reported, counted from the HGET on)
+     * and the messages taken whose body is not asked for yet because that
+     * would pass max_bytes_in_memory: a FIFO, emptied before the next take. */
+    size_t bytes_in_memory;
+    struct queue_msg **fetch_wait;
+    size_t fetch_wait_head, fetch_wait_len, fetch_wait_cap;
 
     int wake_fd;
     uint64_t wake_val;
@@ -306,6 +312,9 @@ struct worker {
 
 /* worker.c */
 int64_t worker_clock_ms(void);
+/* worker_msg_release frees a message the worker held (in_memory and its
+ * body bytes counted). */
+void worker_msg_release(struct worker *w, struct queue_msg *m);
 struct buf *worker_redis_buf(struct worker *w);
 void worker_rq_push(struct worker *w, enum redis_req kind, int partition);
 void worker_rq_drop(struct worker *w);

@@ -15,9 +15,8 @@
 void job_free(struct worker *w, struct job *j)
 {
     job_txn_free(j);
-    queue_msg_free(j->m);
+    worker_msg_release(w, j->m);
     free(j);
-    w->in_memory--;
 }
 
 void dest_requeue_front(struct dest *d, struct job *j)

@@ -7,6 +7,12 @@
 #  c. the queue ends empty;
 #  d. events_maxlen = 1000 caps each events stream (MAXLEN ~: about 1000,
 #     never the 5000 outcomes a partition had).
+# Then the byte cap: 300 x 100 KiB and 3 x 1.5 MiB messages drained with
+# max_bytes_in_memory = 2m (two workers, 1 MiB each):
+#  e. every message is delivered, once, the bodies larger than a worker's
+#     share too (each goes alone);
+#  f. the body bytes held never passed the cap, except by those larger
+#     bodies (`peak_bytes_in_memory`: per-worker peaks summed).
 # (bench/queue_cost.sh measures the same with 1,000,000 messages.)
 set -u
 cd "$(dirname "$0")/.."
@@ -36,4 +42,23 @@ lens=$(for k in $(rcli --scan --pattern 'tern:*:events'); do rcli xlen "$k"; don
 max=$(echo "$lens" | tr ' ' '\n' | tail -n 1)
 [ -n "$max" ] && [ "$max" -ge 1000 ] && [ "$max" -le 1200 ] && pass events_maxlen_caps_streams ||
     fail events_maxlen_caps_streams "stream lengths: $lens"
+
+qsink b --threads 2 || exit 1
+QTHREADS=2 qconf b <<EOC
+max_bytes_in_memory = 2m
+max_connections = 8
+EOC
+qinject b --generate 300 --domains a.test,b.test,c.test,d.test --size 100k
+qinject b --generate 3 --domains a.test,b.test --size 1500k
+qdrain b ||
+    fail bytes_drain "tern run --drain: exit $?: $(tail -n 3 "$dir/b.rerr")"
+ids=$(qids b)
+[ "$ids" -eq 303 ] && [ "$(qlines b)" -eq 303 ] && pass bytes_cap_all_delivered ||
+    fail bytes_cap_all_delivered "$(qlines b) deliveries, $ids distinct of 303"
+bpeak=$(sed -n 's/^queue .*peak_bytes_in_memory=\([0-9]*\).*/\1/p' "$dir/b.run")
+echo "info: peak_bytes_in_memory=$bpeak cap=2097152"
+# Each worker holds at most its 1 MiB, or one 1.5 MiB body alone.
+[ -n "$bpeak" ] && [ "$bpeak" -ge 102400 ] && [ "$bpeak" -le $((2 * 1536000)) ] &&
+    pass bytes_cap_never_exceeded || fail bytes_cap_never_exceeded "peak_bytes_in_memory=$bpeak"
+[ "$(qleft b)" = 0 ] && pass bytes_cap_queue_empty || fail bytes_cap_queue_empty "$(qleft b) left"
 [ "$TERN_FAILS" -eq 0 ]

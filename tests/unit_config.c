@@ -174,12 +174,15 @@ static void test_queue_keys(void)
     char err[512] = "";
     const char *p = write_file("q.conf", "threads = 4\n"
                                          "max_messages_in_memory = 100\n"
+                                         "max_bytes_in_memory = 64m\n"
                                          "retry_schedule = 5m, 10m 1h\n"
                                          "delay_warning = 4h\n");
     CHECK_INT(config_load(&c, p, err, sizeof(err)), 1);
     CHECK_STR(err, "");
     CHECK_INT(c.max_in_memory, 25);
     CHECK_INT(c.batch, 25);
+    CHECK_INT(c.max_bytes_in_memory, 64 << 20);
+    CHECK_INT(c.max_bytes_in_memory_worker, 16 << 20);
     CHECK_INT(c.nretry_schedule, 3);
     CHECK_INT(c.retry_schedule_ms[0], 300000);
     CHECK_INT(c.retry_schedule_ms[2], 3600000);
@@ -191,6 +194,10 @@ static void test_queue_keys(void)
     CHECK_INT(c.retry_max_ms, 4 * 3600000);
     CHECK_INT(c.delay_warning_ms, 0);
     CHECK_INT(c.max_age_ms, 5LL * 86400 * 1000);
+    CHECK_INT(c.max_bytes_in_memory, 0);
+    CHECK_INT(c.max_bytes_in_memory_worker, CONFIG_WORKER_BYTES_IN_MEMORY_DEFAULT);
+    p = write_file("q.conf", "max_bytes_in_memory = 10\n");   /* less than 1k */
+    CHECK_INT(config_load(&c, p, err, sizeof(err)), 0);
     p = write_file("q.conf", "retry_schedule = 5m soon\n");
     CHECK_INT(config_load(&c, p, err, sizeof(err)), 0);
     char want[512];
