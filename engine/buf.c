@@ -98,6 +98,28 @@ void buf_consume(struct buf *b, size_t n)
         b->off = b->len = 0;
 }
 
+int buf_move(struct buf *dst, struct buf *src)
+{
+    if (src->err) {
+        dst->err = 1;
+        return 0;
+    }
+    if (buf_used(dst) == 0 && !dst->err && (dst->limit == 0 || buf_used(src) <= dst->limit)) {
+        struct buf t = *dst;
+        dst->data = src->data;
+        dst->off = src->off;
+        dst->len = src->len;
+        dst->cap = src->cap;
+        src->data = t.data;
+        src->cap = t.cap;
+        src->off = src->len = 0;
+        return 1;
+    }
+    int ok = buf_append(dst, buf_peek(src), buf_used(src));
+    buf_reset(src);
+    return ok;
+}
+
 void buf_reset(struct buf *b)
 {
     b->off = b->len = 0;

@@ -54,5 +54,11 @@ static inline const uint8_t *buf_peek(const struct buf *b)
 void buf_consume(struct buf *b, size_t n);
 /* buf_reset empties the buffer and clears err, keeping the allocation. */
 void buf_reset(struct buf *b);
+/* buf_move appends every unread byte of src to dst and empties src. When
+ * dst holds nothing and src's bytes fit dst's limit, the two swap their
+ * storage instead of copying (src keeps dst's old allocation for reuse;
+ * each keeps its own limit). Returns 0 and sets dst->err on failure, or
+ * when src->err was set. */
+int buf_move(struct buf *dst, struct buf *src);
 
 #endif
