@@ -238,12 +238,7 @@ int srv_conn_arm_recv(struct srv_io *io, struct srv_conn *c)
 
 void srv_conn_take_tls(struct srv_conn *c)
 {
-    size_t n;
-    const uint8_t *p = tls_conn_output(c->tls, &n);
-    if (n) {
-        buf_append(&c->pending, p, n);
-        tls_conn_output_consume(c->tls, n);
-    }
+    tls_conn_output_move(c->tls, &c->pending);
 }
 
 int srv_conn_write(struct srv_io *io, struct srv_conn *c, const uint8_t *p, size_t n)

@@ -156,13 +156,8 @@ static int conn_flush(struct worker *w, struct conn *c)
         }
         smtp_client_output_consume(&c->smtp, n);
     }
-    if (c->tls) {
-        p = tls_conn_output(c->tls, &n);
-        if (n) {
-            outq_append(&c->out, p, n);
-            tls_conn_output_consume(c->tls, n);
-        }
-    }
+    if (c->tls)   /* usually no copy: see buf_move */
+        tls_conn_output_move(c->tls, outq_tail(&c->out));
     if (c->out.active.err || c->out.pending.err) {
         conn_fail(w, c, "out of memory", FAIL_TRANSIENT);
         return 0;

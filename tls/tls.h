@@ -256,6 +256,10 @@ void tls_conn_close(struct tls_conn *t);
  * valid until the next call on t. Consume what was sent. */
 const uint8_t *tls_conn_output(struct tls_conn *t, size_t *n);
 void tls_conn_output_consume(struct tls_conn *t, size_t n);
+/* tls_conn_output_move moves all the ciphertext to the end of dst (by
+ * buf_move: no copy when dst is empty). Returns 0 when out of memory
+ * (dst->err is set). */
+int tls_conn_output_move(struct tls_conn *t, struct buf *dst);
 
 /* tls_conn_error: description of the last TLS_ERROR (static or internal
  * storage valid until the conn is freed), e.g. "handshake: protocol
