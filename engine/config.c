@@ -41,6 +41,7 @@ void config_defaults(struct tern_config *c)
     c->max_age_ms = 5LL * 86400 * 1000;
     c->tier_memory_ms = 3600000;
     c->redis_wait_ms = 60000;
+    c->idle_poll_ms = 1000;
     listen_config_defaults(&c->listen);
     config_net_defaults(&c->net);
 }
@@ -208,6 +209,7 @@ static const struct key_def keys[] = {
     {"events_queued", K_BOOL, F(queue.events_queued), 0, 0, 0},
     {"tier_memory", K_DURATION, F(tier_memory_ms), 0, 0, 0},
     {"redis_wait", K_DURATION, F(redis_wait_ms), 0, 0, 0},
+    {"idle_poll", K_DURATION, F(idle_poll_ms), 0, 0, 0},
     {"lease", K_DURATION, 0, 0, 0, 0},
     {"max_message_size", K_SIZE, F(queue.max_message_size), 0, 0, 0},
     {"max_bytes_in_memory", K_SIZE, F(max_bytes_in_memory), 0, 0, 0},

@@ -114,6 +114,7 @@ struct tern_config {
     int threads;                      /* resolved: >= 1 */
     char redis[CONFIG_PATH_MAX];      /* "unix:/path" or "host:port" */
     int64_t redis_wait_ms;            /* `tern run --drain` waits this long for Redis at start */
+    int64_t idle_poll_ms;             /* an empty partition's next take, without a notice */
     struct queue_config queue;
     struct policy_table policy;       /* `tls = ` sets the default entry */
     struct tls_ctx_spec tls_ctx[CONFIG_TLS_CTX_MAX];

@@ -607,6 +607,7 @@ static void flush_acks(struct worker *w)
                 if (bp) {   /* --drain: deliver the report too */
                     bp->empty = 0;
                     bp->refilled = 1;
+                    bp->next_poll_ms = 0;
                 }
             }
         }
@@ -619,6 +620,7 @@ static void flush_acks(struct worker *w)
             if (returned) {
                 p->empty = 0;   /* they are ready again in Redis */
                 p->refilled = 1;
+                p->next_poll_ms = 0;
             }
         } else {
             /* The command buffer is now unusable; stop. The leases bring
@@ -729,8 +731,8 @@ static void on_take(struct worker *w, int partition, redisReply *r)
     /* A take sent before a bounce or a return was stored may come back
      * empty: that does not make the partition empty. */
     p->empty = n == 0 && !p->refilled;
-    if (p->empty)
-        p->next_poll_ms = w->now_ms + EMPTY_POLL_MS;
+    if (p->empty)   /* until then, or a ready notice (worker_notice.c) */
+        p->next_poll_ms = w->now_ms + w->cfg->idle_poll_ms;
     for (size_t i = 0; i < n; i++) {
         if (msgs[i]->bad) {
             outcome_bad(w, msgs[i]);
@@ -891,6 +893,8 @@ struct worker *worker_new(const struct engine *e, int id, char *err, size_t errl
     w->id = id;
     w->rfd = -1;
     w->wake_fd = -1;
+    w->notice_fd = -1;
+    w->op_notice.kind = OP_NOTICE_RECV;
     w->resolver.cfg = e->cfg;
     w->scripts = e->scripts;
     w->op_rrecv.kind = OP_REDIS_RECV;
@@ -1036,6 +1040,7 @@ static void on_tick(struct worker *w)
     }
     worker_dns_tick(w);
     worker_redis_tick(w);
+    worker_notice_open(w);
     for (struct dest *d = w->dests; d; d = d->dnext)
         if (d->nready && d->next_connect_ms <= w->now_ms && !d->dns_waiting)
             worker_mark_dirty(w, d);
@@ -1065,6 +1070,9 @@ static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
         break;
     case OP_DNS:
         worker_dns_on_cqe(w, op, cqe->res);
+        break;
+    case OP_NOTICE_RECV:
+        worker_notice_on_recv(w, cqe->res);
         break;
     case OP_WAKE:
         if (atomic_load(&w->stop_requested))
@@ -1102,6 +1110,7 @@ int worker_run(struct worker *w)
     w->now_ms = worker_clock_ms();
     arm_wake(w);
     redis_arm_recv(w);
+    worker_notice_open(w);
     int64_t next_tick = w->now_ms + TICK_MS;
     while (!w->done) {
         w->now_ms = worker_clock_ms();
@@ -1202,6 +1211,7 @@ void worker_free(struct worker *w)
     free_hosts(w);
     if (w->ring_ok)
         io_uring_queue_exit(&w->ring);
+    worker_notice_free(w);
     if (w->rfd >= 0)
         close(w->rfd);
     if (w->wake_fd >= 0)

@@ -31,7 +31,7 @@
 #define TICK_MS              50
 #define CONN_LINGER_MS       1000    /* wait for the peer's FIN after 221 */
 #define HOST_STEAL_IDLE_MS   250     /* an only connection idle this long may go to a waiting destination */
-#define EMPTY_POLL_MS        100     /* re-poll an empty partition */
+#define NOTICE_RECV_SIZE     4096    /* ready notices are ~60 bytes each */
 #define CONN_FAILURES_MAX    3       /* then the destination's mail is deferred */
 #define JOB_LOST_CONNS_MAX   3       /* a message that keeps losing its connection is deferred */
 #define SESSION_CACHE_KEYS   4096
@@ -50,6 +50,7 @@
 enum op_kind {
     OP_CONNECT, OP_RECV, OP_SEND,       /* on a struct conn */
     OP_REDIS_RECV, OP_REDIS_SEND, OP_WAKE,
+    OP_NOTICE_RECV,                     /* ready notices (worker_notice.c) */
     OP_DNS,                             /* a c-ares socket (worker_dns.c) */
 };
 
@@ -273,6 +274,13 @@ struct worker {
     int redis_dead;            /* given up: the worker stops */
     int redis_down;            /* lost; reconnecting (worker_redis.c) */
     int redis_warming;         /* reconnected, scripts not loaded yet (Redis may be LOADING) */
+    /* Ready notices (worker_notice.c): a subscribed connection of its own. */
+    int notice_fd;
+    redisReader *notice_reader;
+    struct op op_notice;
+    int notice_armed;
+    int64_t notice_retry_ms;
+    uint8_t notice_recv[NOTICE_RECV_SIZE];
     int scripts_pending;       /* SCRIPT LOAD replies awaited while warming */
     int scripts_failed;        /* one of them was an error */
     int64_t redis_retry_ms;    /* next reconnect attempt */
@@ -333,6 +341,14 @@ struct buf *outq_next(struct outq *q);
 void worker_redis_arm_recv(struct worker *w);
 /* worker_redis_load_scripts queues SCRIPT LOAD for the three scripts. */
 void worker_redis_load_scripts(struct worker *w);
+
+/* worker_notice.c */
+/* worker_notice_open connects and subscribes when not connected (at most
+ * every NOTICE_RETRY_MS); worker_notice_on_recv handles its receive;
+ * worker_notice_free closes it (after the ring is gone). */
+void worker_notice_open(struct worker *w);
+void worker_notice_on_recv(struct worker *w, int res);
+void worker_notice_free(struct worker *w);
 
 /* worker_redis.c */
 /* worker_redis_lost: the link failed (why: for the log); the worker keeps

@@ -97,6 +97,7 @@ static const char retry_src[] =
     "    moved = moved + 1\n"
     "  end\n"
     "end\n"
+    "if moved > 0 then redis.call('PUBLISH', KEYS[2], '') end\n"
     "return {moved, #ids}\n";
 
 struct admin {
