@@ -29,10 +29,13 @@ static size_t find_eol(const uint8_t *d, size_t len, size_t i,
 }
 
 /*
- * walk drives both the encoders and the length counts: it calls emit for
- * each output piece. Kept as one function so they can never disagree.
- * dotted: DATA form (dot-stuffing and the ".\r\n" terminator); else the
- * BDAT form, the same line ends without either.
+ * The walks drive both the encoders and the length counts: they call emit
+ * for each output piece, so that the two can never disagree. dotted: DATA
+ * form (dot-stuffing and the ".\r\n" terminator); else the BDAT form, the
+ * same line ends without either.
+ *
+ * walk is the general one, for a body with any line ends: a piece per
+ * line. Bodies already canonical take walk_canonical below instead.
  */
 typedef void (*emit_fn)(void *ctx, const uint8_t *p, size_t n);
 
@@ -135,7 +138,7 @@ static void walk_canonical(const uint8_t *d, size_t len, emit_fn emit, void *ctx
 }
 
 /* walk_any picks the walk; canonical is smtp_body_scan's answer for d.
- * A canonical body's BDAT form is the body itself. */
+ * A canonical body's BDAT form is the body itself: one piece. */
 static void walk_any(const uint8_t *d, size_t len, int dotted, int canonical,
                      emit_fn emit, void *ctx)
 {
