@@ -13,7 +13,8 @@
  *   An empty message encodes as ".\r\n" alone (and as nothing in the BDAT
  *   form below).
  *
- *   Cost: smtp_body_scan reads the body 16 bytes at a time (SSE2). A
+ *   Cost: smtp_body_scan reads the body 16 bytes at a time (SSE2; a
+ *   byte at a time where SSE2 is missing). A
  *   canonical body (what tern's queue normally holds) is then copied in
  *   runs broken only where a line starts with '.', so encoding costs
  *   about one memcpy; any other body is converted a line at a time.
