@@ -26,7 +26,7 @@ UNIT_SRC  := $(wildcard tests/unit_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/%.c=$(BUILD)/tests/%)
 
 all: $(BUILD)/tern $(BUILD)/tern-sink $(BUILD)/tern-loadgen $(BUILD)/tern-bench-inject \
-     $(BUILD)/tern-crypto-cost $(UNIT_BIN)
+     $(BUILD)/tern-crypto-cost $(BUILD)/tern-body-cost $(UNIT_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -51,6 +51,9 @@ $(BUILD)/tern-bench-inject: $(BUILD)/bench/inject.o $(BUILD)/libtern.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tern-crypto-cost: $(BUILD)/bench/crypto_cost.o $(BUILD)/libtern.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tern-body-cost: $(BUILD)/bench/body_cost.o $(BUILD)/libtern.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libtern.a
@@ -81,4 +84,4 @@ clean:
 	rm -rf build
 
 .PHONY: all test demo clean fuzz bench
--include $(LIB_OBJ:.o=.d) $(SINK_OBJ:.o=.d) $(BUILD)/bench/loadgen.d $(BUILD)/bench/inject.d $(BUILD)/bench/crypto_cost.d $(UNIT_BIN:=.d) $(BUILD)/engine/main.d
+-include $(LIB_OBJ:.o=.d) $(SINK_OBJ:.o=.d) $(BUILD)/bench/loadgen.d $(BUILD)/bench/inject.d $(BUILD)/bench/crypto_cost.d $(BUILD)/bench/body_cost.d $(UNIT_BIN:=.d) $(BUILD)/engine/main.d

@@ -2,6 +2,11 @@
 #include "engine/smtp_body.h"
 
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
+#define VEC 16      /* bytes per SSE2 block */
 
 /*
  * find_eol returns the offset of the next CR or LF at or after i, or len.
@@ -24,10 +29,13 @@ static size_t find_eol(const uint8_t *d, size_t len, size_t i,
 }
 
 /*
- * walk drives both the encoders and the length counts: it calls emit for
- * each output piece. Kept as one function so they can never disagree.
- * dotted: DATA form (dot-stuffing and the ".\r\n" terminator); else the
- * BDAT form, the same line ends without either.
+ * The walks drive both the encoders and the length counts: they call emit
+ * for each output piece, so that the two can never disagree. dotted: DATA
+ * form (dot-stuffing and the ".\r\n" terminator); else the BDAT form, the
+ * same line ends without either.
+ *
+ * walk is the general one, for a body with any line ends: a piece per
+ * line. Bodies already canonical take walk_canonical below instead.
  */
 typedef void (*emit_fn)(void *ctx, const uint8_t *p, size_t n);
 
@@ -72,6 +80,76 @@ static void walk(const uint8_t *d, size_t len, int dotted, emit_fn emit, void *c
         emit(ctx, end, 3);
 }
 
+/*
+ * line_dot returns the offset of the next '.' at or after i (i >= 1) that
+ * starts a line, i.e. follows an LF, or len when there is none. In a
+ * canonical body these are the only bytes dot-stuffing touches, and they
+ * are rare: the search runs 16 bytes at a time, comparing the block with
+ * LF and the block one byte further on with '.'.
+ */
+static size_t line_dot(const uint8_t *d, size_t len, size_t i)
+{
+    size_t k = i - 1;           /* candidate LF positions: k, k + 1, ... */
+#ifdef __SSE2__
+    const __m128i lf = _mm_set1_epi8('\n'), dot = _mm_set1_epi8('.');
+    for (; k + VEC + 1 <= len; k += VEC) {
+        __m128i a = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(d + k)), lf);
+        __m128i b = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(d + k + 1)), dot);
+        unsigned m = (unsigned)_mm_movemask_epi8(_mm_and_si128(a, b));
+        if (m)
+            return k + (size_t)__builtin_ctz(m) + 1;
+    }
+#endif
+    /* The tail, and the whole body without SSE2: an LF at a time. */
+    while (k + 1 < len) {
+        const uint8_t *q = memchr(d + k, '\n', len - 1 - k);
+        if (q == NULL)
+            break;
+        k = (size_t)(q - d);
+        if (d[k + 1] == '.')
+            return k + 1;
+        k++;
+    }
+    return len;
+}
+
+/*
+ * walk_canonical is walk for a canonical body (smtp_body_scan returned 1):
+ * every line end already is CRLF and the body ends with one (or is
+ * empty), so the DATA form is the body with a '.' before each line that
+ * starts with '.', then the terminator. It emits a run per stuffed dot,
+ * not a piece per line.
+ */
+static void walk_canonical(const uint8_t *d, size_t len, emit_fn emit, void *ctx)
+{
+    static const uint8_t dot[1] = {'.'};
+    static const uint8_t end[3] = {'.', '\r', '\n'};
+    size_t from = 0;
+    if (len > 0 && d[0] == '.')
+        emit(ctx, dot, 1);
+    for (size_t at = line_dot(d, len, 1); at < len; at = line_dot(d, len, at + 1)) {
+        emit(ctx, d + from, at - from);
+        emit(ctx, dot, 1);
+        from = at;              /* the line's own '.' starts the next run */
+    }
+    if (len > from)
+        emit(ctx, d + from, len - from);
+    emit(ctx, end, 3);
+}
+
+/* walk_any picks the walk; canonical is smtp_body_scan's answer for d.
+ * A canonical body's BDAT form is the body itself: one piece. */
+static void walk_any(const uint8_t *d, size_t len, int dotted, int canonical,
+                     emit_fn emit, void *ctx)
+{
+    if (!canonical)
+        walk(d, len, dotted, emit, ctx);
+    else if (dotted)
+        walk_canonical(d, len, emit, ctx);
+    else if (len > 0)
+        emit(ctx, d, len);
+}
+
 static void emit_buf(void *ctx, const uint8_t *p, size_t n)
 {
     buf_append(ctx, p, n);      /* sticky error; checked once at the end */
@@ -85,19 +163,20 @@ static void emit_count(void *ctx, const uint8_t *p, size_t n)
 
 static size_t count(const uint8_t *data, size_t len, int dot)
 {
+    int eight;
     size_t n = 0;
-    walk(data, len, dot, emit_count, &n);
+    walk_any(data, len, dot, smtp_body_scan(data, len, &eight), emit_count, &n);
     return n;
 }
 
-static int encode(struct buf *out, const uint8_t *data, size_t len, int dot)
+static int encode(struct buf *out, const uint8_t *data, size_t len, int dot, int canonical)
 {
     /* Grow once for the common case (few conversions) instead of doubling
      * through a large body; stay within the buffer's limit if it has one. */
     size_t hint = len + len / 64 + 8;
     if (hint > len && (out->limit == 0 || buf_used(out) + hint <= out->limit))
         buf_reserve(out, hint);
-    walk(data, len, dot, emit_buf, out);
+    walk_any(data, len, dot, canonical, emit_buf, out);
     return !out->err;
 }
 
@@ -108,7 +187,13 @@ size_t smtp_body_encoded_len(const uint8_t *data, size_t len)
 
 int smtp_body_encode(struct buf *out, const uint8_t *data, size_t len)
 {
-    return encode(out, data, len, 1);
+    int eight;
+    return encode(out, data, len, 1, smtp_body_scan(data, len, &eight));
+}
+
+int smtp_body_encode_scanned(struct buf *out, const uint8_t *data, size_t len, int canonical)
+{
+    return encode(out, data, len, 1, canonical);
 }
 
 size_t smtp_body_chunk_len(const uint8_t *data, size_t len)
@@ -118,47 +203,58 @@ size_t smtp_body_chunk_len(const uint8_t *data, size_t len)
 
 int smtp_body_encode_chunk(struct buf *out, const uint8_t *data, size_t len)
 {
-    return encode(out, data, len, 0);
+    int eight;
+    return encode(out, data, len, 0, smtp_body_scan(data, len, &eight));
 }
 
-/* Bytes of w equal to c show as 0x80 in the result (possibly with false
- * positives above a true one, which the byte check below sorts out). */
-static uint64_t bytes_eq(uint64_t w, uint8_t c)
+/*
+ * scan_bytes is the scan one byte at a time over d[i..len): the tail
+ * after the last whole block, and the whole body without SSE2. A byte is
+ * out of place when "the byte before is CR" and "this byte is LF"
+ * disagree: a CR not followed by LF, or an LF not preceded by CR.
+ */
+static void scan_bytes(const uint8_t *d, size_t len, size_t i, unsigned *bad, unsigned *high)
 {
-    const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
-    uint64_t x = w ^ (ones * c);
-    return (x - ones) & ~x & high;
+    uint8_t prev = i > 0 ? d[i - 1] : 0;
+    for (; i < len; i++) {
+        *bad |= (prev == '\r') != (d[i] == '\n');
+        *high |= d[i];
+        prev = d[i];
+    }
 }
 
 int smtp_body_scan(const uint8_t *d, size_t len, int *eight_bit)
 {
-    const uint64_t high = 0x8080808080808080ULL;
-    int canonical = 1, eight = 0;
+    unsigned bad = 0, high = 0;     /* high: OR of all bytes; bit 7 = 8-bit */
     size_t i = 0;
-    while (i < len) {
-        /* Most words hold neither a line end nor an 8-bit byte: skip them
-         * whole, look at the others byte by byte. */
-        if (i + sizeof(uint64_t) <= len) {
-            uint64_t w;
-            memcpy(&w, d + i, sizeof(w));
-            if (((w & high) | bytes_eq(w, '\r') | bytes_eq(w, '\n')) == 0) {
-                i += sizeof(w);
-                continue;
-            }
+#ifdef __SSE2__
+    /* The byte-wise test above, 16 bytes at once and without a branch:
+     * compare "previous byte is CR" (the block loaded one byte earlier)
+     * with "byte is LF", and OR every byte together for bit 7. For the
+     * first block the previous bytes are the block shifted by one, with
+     * a zero (not CR) in front of the body. */
+    if (len >= VEC) {
+        const __m128i cr = _mm_set1_epi8('\r'), lf = _mm_set1_epi8('\n');
+        __m128i v = _mm_loadu_si128((const __m128i *)d);
+        __m128i vbad = _mm_xor_si128(_mm_cmpeq_epi8(_mm_slli_si128(v, 1), cr),
+                                     _mm_cmpeq_epi8(v, lf));
+        __m128i vhigh = v;
+        for (i = VEC; i + VEC <= len; i += VEC) {
+            v = _mm_loadu_si128((const __m128i *)(d + i));
+            __m128i prev = _mm_loadu_si128((const __m128i *)(d + i - 1));
+            vbad = _mm_or_si128(vbad, _mm_xor_si128(_mm_cmpeq_epi8(prev, cr),
+                                                    _mm_cmpeq_epi8(v, lf)));
+            vhigh = _mm_or_si128(vhigh, v);
         }
-        size_t end = i + sizeof(uint64_t) < len ? i + sizeof(uint64_t) : len;
-        for (; i < end; i++) {
-            uint8_t ch = d[i];
-            if (ch & 0x80)
-                eight = 1;
-            else if (ch == '\r' && (i + 1 == len || d[i + 1] != '\n'))
-                canonical = 0;
-            else if (ch == '\n' && (i == 0 || d[i - 1] != '\r'))
-                canonical = 0;
-        }
+        bad = (unsigned)_mm_movemask_epi8(vbad);
+        high = _mm_movemask_epi8(vhigh) ? 0x80 : 0;
     }
+#endif
+    scan_bytes(d, len, i, &bad, &high);
+    /* A final CR or LF-less end would get a CRLF added. (A final CR also
+     * has no LF after it; the test above never sees that position.) */
     if (len > 0 && d[len - 1] != '\n')
-        canonical = 0;  /* a final CRLF would be added */
-    *eight_bit = eight;
-    return canonical;
+        bad = 1;
+    *eight_bit = (high & 0x80) != 0;
+    return bad == 0;
 }

@@ -381,7 +381,8 @@ static void on_reply(struct smtp_client *c, const struct smtp_reply *r)
     case SMTP_ST_DATA:
         if (r->code == 354) {
             if (c->mail_ok && c->rcpt_ok > 0) {
-                if (!smtp_body_encode(&c->out, c->msg->data, c->msg->data_len)) {
+                if (!smtp_body_encode_scanned(&c->out, c->msg->data, c->msg->data_len,
+                                              c->txn_canonical)) {
                     fail(c, "out of memory", NULL, 0);
                     return;
                 }
@@ -757,6 +758,7 @@ int smtp_client_start_txn(struct smtp_client *c, const struct smtp_msg *m)
     c->pipelined = c->caps.pipelining;
     c->chunking = c->pipelined && c->caps.chunking;
     c->txn_8bit = e8;
+    c->txn_canonical = canonical;   /* scanned once; DATA's encoder reuses it */
     c->txn_utf8 = utf8;
 
     if (too_big) {

@@ -278,6 +278,7 @@ struct smtp_client {
     int mail_ok;                 /* MAIL FROM got 2xx */
     int dot_only;                /* no accepted RCPT: "." after 354, or BDAT's reply ignored */
     int txn_8bit;                /* data has bytes >= 0x80: BODY=8BITMIME */
+    int txn_canonical;           /* smtp_body_scan: data is CRLF-only, ends in CRLF */
     int txn_utf8;                /* non-ASCII envelope: SMTPUTF8 */
     /* Pipelined transactions sent after msg, oldest first; their replies
      * follow msg's. One becomes msg when msg's TXN_DONE was read. */
