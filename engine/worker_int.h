@@ -213,7 +213,7 @@ struct ack_item {
     char *remaining;
     int64_t retry_at;
     int64_t lease_until;       /* the lease this ack settles */
-    char *fields[EV_FIELDS_MAX];   /* in arena */
+    const char *fields[EV_FIELDS_MAX];   /* names: string literals; values: in arena */
     size_t nfields;
     struct arena *arena;       /* the partition's: freed with the batch */
     /* enqueue commands (RESP) of the bounce or delay warning this outcome

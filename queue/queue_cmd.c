@@ -24,13 +24,30 @@ static void resp_begin(struct buf *out, size_t argc)
     buf_append(out, "\r\n", 2);
 }
 
+/* One reservation per argument: an ack writes ~40 of them per message. */
 static void resp_arg(struct buf *out, const void *p, size_t n)
 {
-    buf_append(out, "$", 1);
-    buf_append_u64(out, n);
-    buf_append(out, "\r\n", 2);
-    buf_append(out, p, n);
-    buf_append(out, "\r\n", 2);
+    char len[24];
+    size_t i = sizeof(len), v = n;
+    do {
+        len[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    size_t ln = sizeof(len) - i;
+    if (n > SIZE_MAX - ln - 5) {
+        out->err = 1;
+        return;
+    }
+    uint8_t *d = buf_reserve(out, 1 + ln + 2 + n + 2);
+    if (d == NULL)
+        return;   /* err set */
+    d[0] = '$';
+    memcpy(d + 1, len + i, ln);
+    memcpy(d + 1 + ln, "\r\n", 2);
+    if (n)
+        memcpy(d + 3 + ln, p, n);
+    memcpy(d + 3 + ln + n, "\r\n", 2);
+    buf_commit(out, 1 + ln + 2 + n + 2);
 }
 
 static void resp_str(struct buf *out, const char *s)

@@ -1425,6 +1425,7 @@ void tls_conn_info(const struct tls_conn *t, struct tls_info *out)
         const char *g = SSL_get_curve_name(curve);
         copy_str(out->group, sizeof(out->group), g ? g : "");
     }
+    snprintf(out->mix, sizeof(out->mix), "%s %s %s", out->protocol, out->cipher, out->group);
     out->resumed = SSL_session_reused(ssl);
     const STACK_OF(CRYPTO_BUFFER) *certs = SSL_get0_peer_certificates(ssl);
     out->peer_cert_present = certs != NULL && sk_CRYPTO_BUFFER_num(certs) > 0;

@@ -159,6 +159,7 @@ struct tls_info {
     char protocol[16];      /* "TLSv1.3" */
     char cipher[64];        /* standard or OpenSSL name */
     char group[16];         /* "X25519", or "" */
+    char mix[98];           /* "<protocol> <cipher> <group>": the engine's TLS mix key */
     int verified;           /* chain and name verified (see above) */
     char verify_detail[128];/* why not verified, or "ok" */
     int resumed;
