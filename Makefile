@@ -26,7 +26,7 @@ UNIT_SRC  := $(wildcard tests/unit_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/%.c=$(BUILD)/tests/%)
 
 all: $(BUILD)/tern $(BUILD)/tern-sink $(BUILD)/tern-loadgen $(BUILD)/tern-bench-inject \
-     $(BUILD)/tern-crypto-cost $(BUILD)/tern-body-cost $(UNIT_BIN)
+     $(BUILD)/tern-crypto-cost $(BUILD)/tern-body-cost $(BUILD)/tern-resp-cost $(UNIT_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -54,6 +54,9 @@ $(BUILD)/tern-crypto-cost: $(BUILD)/bench/crypto_cost.o $(BUILD)/libtern.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tern-body-cost: $(BUILD)/bench/body_cost.o $(BUILD)/libtern.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tern-resp-cost: $(BUILD)/bench/resp_cost.o $(BUILD)/libtern.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libtern.a
