@@ -51,17 +51,22 @@ static void notice_arm(struct worker *w)
     w->notice_armed = 1;
 }
 
-static void notice_close(struct worker *w, const char *why)
+void worker_notice_free(struct worker *w)
 {
-    if (why)
-        fprintf(stderr, "tern: worker %d: ready notices lost (%s); polling until they are back\n", w->id,
-                why);
     if (w->notice_fd >= 0)
         close(w->notice_fd);
     w->notice_fd = -1;
     if (w->notice_reader)
         redisReaderFree(w->notice_reader);
     w->notice_reader = NULL;
+}
+
+static void notice_close(struct worker *w, const char *why)
+{
+    if (why)
+        fprintf(stderr, "tern: worker %d: ready notices lost (%s); polling until they are back\n", w->id,
+                why);
+    worker_notice_free(w);
     w->notice_retry_ms = w->now_ms + NOTICE_RETRY_MS;
 }
 
@@ -156,14 +161,4 @@ void worker_notice_on_recv(struct worker *w, int res)
     }
     if (!w->stopping)
         notice_arm(w);
-}
-
-void worker_notice_free(struct worker *w)
-{
-    if (w->notice_fd >= 0)
-        close(w->notice_fd);
-    w->notice_fd = -1;
-    if (w->notice_reader)
-        redisReaderFree(w->notice_reader);
-    w->notice_reader = NULL;
 }
