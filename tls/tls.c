@@ -65,7 +65,7 @@ struct verify_record {
 
 struct tls_client_ctx {
     SSL_CTX *ctx[TLS_TIER_PLAINTEXT];   /* one per TLS tier */
-    BIO_METHOD *out_method;             /* each conn's write BIO (out_bio_*) */
+    BIO_METHOD *buf_method;             /* each conn's write BIO (out_bio_*) */
     X509_STORE *store;                  /* trust anchors for our verify */
     int store_usable;                   /* 0: verification cannot succeed */
     char store_note[TLS_DETAIL_MAX];    /* why not usable */
@@ -96,7 +96,7 @@ struct ticket_book {
 
 struct tls_server_ctx {
     SSL_CTX *ctx;
-    BIO_METHOD *out_method;             /* each conn's write BIO (out_bio_*) */
+    BIO_METHOD *buf_method;             /* each conn's write BIO (out_bio_*) */
     struct ticket_book *book;           /* NULL unless track_tickets */
     struct tls_server_ctx *alt;         /* the RSA certificate beside an
                                            ECDSA one (cfg.cert2_file) */
@@ -106,6 +106,7 @@ struct tls_conn {
     SSL *ssl;
     BIO *rbio, *wbio;                   /* owned by ssl */
     struct buf out;                     /* ciphertext to send (the wbio appends) */
+    struct buf in;                      /* ciphertext fed, not yet read (the rbio reads) */
     struct tls_client_ctx *cctx;        /* NULL for a server conn */
     enum tls_tier tier;
     enum tls_verify_mode mode;
@@ -605,12 +606,17 @@ static int load_store(struct tls_client_ctx *c, const char *ca_file,
 }
 
 /*
- * The write BIO: each record BoringSSL writes is appended straight to the
- * conn's output buffer (BIO_get_data). A mem BIO cost one more copy of
- * every byte sent, in on SSL_write and out again to our buffer: with
- * 100 KiB bodies the engine spent a third of its CPU in memmove.
+ * The conn's BIOs are views of two struct bufs (BIO_get_data): the write
+ * BIO appends each record BoringSSL writes straight to the output buffer,
+ * the read BIO hands it what tls_conn_feed appended to the input buffer.
+ * Mem BIOs cost more: one more copy of every byte sent (in on SSL_write,
+ * out to our buffer; with 100 KiB bodies the engine spent a third of its
+ * CPU in memmove), and on the receiving side a move of all unread bytes
+ * after each read BoringSSL makes (two per record, header and body): 19%
+ * of the sink's CPU in `large` was memmove. A buf consumes by moving its
+ * read offset.
  */
-static int out_bio_write(BIO *b, const char *p, int n)
+static int buf_bio_write(BIO *b, const char *p, int n)
 {
     struct buf *out = BIO_get_data(b);
     if (n < 0 || !buf_append(out, p, (size_t)n))
@@ -618,18 +624,34 @@ static int out_bio_write(BIO *b, const char *p, int n)
     return n;
 }
 
-static long out_bio_ctrl(BIO *b, int cmd, long larg, void *parg)
+static int buf_bio_read(BIO *b, char *p, int n)
 {
-    (void)b;
+    struct buf *in = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    size_t k = buf_used(in) < (size_t)(n > 0 ? n : 0) ? buf_used(in) : (size_t)(n > 0 ? n : 0);
+    if (k == 0) {
+        BIO_set_retry_read(b);   /* SSL_ERROR_WANT_READ: feed more */
+        return -1;
+    }
+    memcpy(p, buf_peek(in), k);
+    buf_consume(in, k);
+    return (int)k;
+}
+
+static long buf_bio_ctrl(BIO *b, int cmd, long larg, void *parg)
+{
     (void)larg;
     (void)parg;
+    if (cmd == BIO_CTRL_PENDING)
+        return (long)buf_used((const struct buf *)BIO_get_data(b));
     return cmd == BIO_CTRL_FLUSH;   /* nothing is held back: flushed */
 }
 
-static BIO_METHOD *out_method_new(void)
+static BIO_METHOD *buf_method_new(void)
 {
-    BIO_METHOD *m = BIO_meth_new(BIO_TYPE_SOURCE_SINK, "tern output");
-    if (m && (!BIO_meth_set_write(m, out_bio_write) || !BIO_meth_set_ctrl(m, out_bio_ctrl))) {
+    BIO_METHOD *m = BIO_meth_new(BIO_TYPE_SOURCE_SINK, "tern buffer");
+    if (m && (!BIO_meth_set_write(m, buf_bio_write) || !BIO_meth_set_read(m, buf_bio_read) ||
+              !BIO_meth_set_ctrl(m, buf_bio_ctrl))) {
         BIO_meth_free(m);
         m = NULL;
     }
@@ -649,7 +671,7 @@ struct tls_client_ctx *tls_client_ctx_new(const struct tls_client_config *cfg,
         copy_str(err, errlen, "out of memory");
         return NULL;
     }
-    if ((c->out_method = out_method_new()) == NULL) {
+    if ((c->buf_method = buf_method_new()) == NULL) {
         set_errf(err, errlen, "BIO method");
         goto fail;
     }
@@ -694,8 +716,8 @@ void tls_client_ctx_free(struct tls_client_ctx *c)
     for (int i = 0; i < TLS_TIER_PLAINTEXT; i++)
         SSL_CTX_free(c->ctx[i]);
     X509_STORE_free(c->store);
-    if (c->out_method)
-        BIO_meth_free(c->out_method);
+    if (c->buf_method)
+        BIO_meth_free(c->buf_method);
     free(c);
 }
 
@@ -949,7 +971,7 @@ struct tls_server_ctx *tls_server_ctx_new(const struct tls_server_config *cfg,
         copy_str(err, errlen, "out of memory");
         return NULL;
     }
-    if ((s->out_method = out_method_new()) == NULL) {
+    if ((s->buf_method = buf_method_new()) == NULL) {
         set_errf(err, errlen, "BIO method");
         goto fail;
     }
@@ -1018,8 +1040,8 @@ void tls_server_ctx_free(struct tls_server_ctx *s)
         return;
     tls_server_ctx_free(s->alt);
     SSL_CTX_free(s->ctx);
-    if (s->out_method)
-        BIO_meth_free(s->out_method);
+    if (s->buf_method)
+        BIO_meth_free(s->buf_method);
     ticket_book_free(s->book);
     free(s);
 }
@@ -1044,15 +1066,16 @@ int tls_server_ctx_rotate_ticket_keys(struct tls_server_ctx *s)
 
 /* ---- connections ------------------------------------------------------ */
 
-static struct tls_conn *conn_new(SSL_CTX *ctx, const BIO_METHOD *out_method)
+static struct tls_conn *conn_new(SSL_CTX *ctx, const BIO_METHOD *buf_method)
 {
     struct tls_conn *t = calloc(1, sizeof(*t));
     if (t == NULL)
         return NULL;
     buf_init(&t->out, 0);
+    buf_init(&t->in, 0);
     t->ssl = SSL_new(ctx);
-    t->rbio = BIO_new(BIO_s_mem());
-    t->wbio = BIO_new(out_method);
+    t->rbio = BIO_new(buf_method);
+    t->wbio = BIO_new(buf_method);
     if (t->ssl == NULL || t->rbio == NULL || t->wbio == NULL) {
         BIO_free(t->rbio);
         BIO_free(t->wbio);
@@ -1062,8 +1085,8 @@ static struct tls_conn *conn_new(SSL_CTX *ctx, const BIO_METHOD *out_method)
     }
     BIO_set_data(t->wbio, &t->out);
     BIO_set_init(t->wbio, 1);
-    /* An empty rbio reads as "retry", i.e. SSL_ERROR_WANT_READ. */
-    BIO_set_mem_eof_return(t->rbio, -1);
+    BIO_set_data(t->rbio, &t->in);   /* empty: reads as "retry" (buf_bio_read) */
+    BIO_set_init(t->rbio, 1);
     SSL_set_bio(t->ssl, t->rbio, t->wbio);
     SSL_set_app_data(t->ssl, t);
     return t;
@@ -1088,7 +1111,7 @@ struct tls_conn *tls_conn_client_new(struct tls_client_ctx *c,
             return NULL;
 
     ERR_clear_error();
-    struct tls_conn *t = conn_new(c->ctx[p->tier], c->out_method);
+    struct tls_conn *t = conn_new(c->ctx[p->tier], c->buf_method);
     if (t == NULL)
         return NULL;
     t->cctx = c;
@@ -1143,7 +1166,7 @@ struct tls_conn *tls_conn_server_new(struct tls_server_ctx *s)
     if (s == NULL)
         return NULL;
     ERR_clear_error();
-    struct tls_conn *t = conn_new(s->ctx, s->out_method);
+    struct tls_conn *t = conn_new(s->ctx, s->buf_method);
     if (t == NULL)
         return NULL;
     SSL_set_accept_state(t->ssl);
@@ -1160,19 +1183,13 @@ void tls_conn_free(struct tls_conn *t)
     for (size_t i = 0; i < t->nnames; i++)
         free(t->names[i]);
     buf_free(&t->out);
+    buf_free(&t->in);
     free(t);
 }
 
 int tls_conn_feed(struct tls_conn *t, const uint8_t *p, size_t n)
 {
-    while (n > 0) {
-        int k = n > INT_MAX ? INT_MAX : (int)n;
-        if (BIO_write(t->rbio, p, k) != k)
-            return 0;
-        p += k;
-        n -= (size_t)k;
-    }
-    return 1;
+    return buf_append(&t->in, p, n);   /* read through t->rbio */
 }
 
 /* output_ok: everything BoringSSL wrote reached the output buffer (an

@@ -5,9 +5,11 @@
  *   A struct tls_conn wraps one SSL object whose BIOs are in memory: the
  *   caller (the io_uring loop, or a test) owns the socket. Ciphertext that
  *   arrived goes in with tls_conn_feed(); ciphertext to send comes out of
- *   tls_conn_output(). After every call the output must be drained (it may
- *   hold an alert). Feed at most one recv's worth at a time (<= 64 KiB):
- *   BoringSSL's mem BIO memmoves on every read.
+ *   tls_conn_output() (or tls_conn_output_move()). After every call the
+ *   output must be drained (it may hold an alert). Both BIOs are views of
+ *   the conn's own input and output buffers (tls.c, buf_bio_*): a record
+ *   is copied once on the way in and once on the way out, and reading
+ *   moves an offset, not the unread bytes.
  *
  *   Profiles are tiers, defined as BoringSSL strings in tls/tls_tiers.c
  *   and nowhere else:
