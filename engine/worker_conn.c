@@ -655,8 +655,9 @@ static void conn_close(struct worker *w, struct conn *c)
         io_uring_sqe_set_data(sqe, NULL);
     }
     if (c->recv_armed && w->bufs.on) {
-        /* shutdown ends a multishot receive too (it reads 0); the cancel
-         * makes sure its last completion comes even if it would not */
+        /* shutdown (SHUT_RD or SHUT_RDWR) ends a multishot receive too:
+         * its last completion reads 0 without F_MORE (checked on 6.18);
+         * the cancel makes sure of it should shutdown fail */
         struct io_uring_sqe *sqe = worker_sqe(w);
         io_uring_prep_cancel(sqe, &c->op_recv, 0);
         io_uring_sqe_set_data(sqe, NULL);

@@ -51,10 +51,11 @@
  * plus its overhead) mostly arrives in one, an SMTP reply always does. A
  * buffer is back in the ring as soon as its bytes are fed to the state
  * machines, so the ring only needs to cover what arrives between two
- * reaps of the completion queue: 1024 (16 MiB per worker, instead of
- * 16 KiB times each connection open) lets a thousand connections each
- * deliver a full buffer in one reap before a receive has to re-arm
- * (-ENOBUFS). The count is the config key recv_buffers. */
+ * reaps of the completion queue: 1024 (16 MiB of address space per
+ * worker, about 4 MiB resident with SMTP-sized replies, instead of 16 KiB
+ * times each connection open) lets a thousand connections each deliver a
+ * buffer in one reap before a receive has to re-arm (-ENOBUFS; bulk and
+ * tail never ran dry). The count is the config key recv_buffers. */
 #define WORKER_RECV_BUF_SIZE (16 * 1024)
 #define WORKER_RECV_BUFS_MAX CONFIG_RECV_BUFFERS_MAX
 #define WORKER_RECV_BGID     1       /* the buffer group of the worker's ring */
