@@ -42,6 +42,8 @@ void config_defaults(struct tern_config *c)
     c->tier_memory_ms = 3600000;
     c->redis_wait_ms = 60000;
     c->idle_poll_ms = 1000;
+    c->recv_multishot = 1;
+    c->recv_buffers = 1024;
     listen_config_defaults(&c->listen);
     config_net_defaults(&c->net);
 }
@@ -210,6 +212,8 @@ static const struct key_def keys[] = {
     {"tier_memory", K_DURATION, F(tier_memory_ms), 0, 0, 0},
     {"redis_wait", K_DURATION, F(redis_wait_ms), 0, 0, 0},
     {"idle_poll", K_DURATION, F(idle_poll_ms), 0, 0, 0},
+    {"recv_multishot", K_BOOL, F(recv_multishot), 0, 0, 0},
+    {"recv_buffers", K_INT, F(recv_buffers), 0, 1, CONFIG_RECV_BUFFERS_MAX},
     {"lease", K_DURATION, 0, 0, 0, 0},
     {"max_message_size", K_SIZE, F(queue.max_message_size), 0, 0, 0},
     {"max_bytes_in_memory", K_SIZE, F(max_bytes_in_memory), 0, 0, 0},

@@ -108,6 +108,8 @@ struct tls_ctx_spec {
     char key_file[CONFIG_PATH_MAX];
 };
 
+#define CONFIG_RECV_BUFFERS_MAX 32768   /* the kernel's ring limit is 65536 */
+
 struct tern_config {
     char path[CONFIG_PATH_MAX];
     char hostname[SMTP_HELO_NAME_MAX + 1];
@@ -115,6 +117,8 @@ struct tern_config {
     char redis[CONFIG_PATH_MAX];      /* "unix:/path" or "host:port" */
     int64_t redis_wait_ms;            /* `tern run --drain` waits this long for Redis at start */
     int64_t idle_poll_ms;             /* an empty partition's next take, without a notice */
+    int recv_multishot;               /* SMTP receives from a provided buffer ring (default 1) */
+    int recv_buffers;                 /* that ring's buffers per worker (<= CONFIG_RECV_BUFFERS_MAX) */
     struct queue_config queue;
     struct policy_table policy;       /* `tls = ` sets the default entry */
     struct tls_ctx_spec tls_ctx[CONFIG_TLS_CTX_MAX];

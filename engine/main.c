@@ -120,6 +120,10 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
         t.conn_failures += s->conn_failures;
         t.txns += s->txns;
         t.txns_pipelined += s->txns_pipelined;
+        t.recv_ring_bufs += s->recv_ring_bufs;
+        t.recv_bufs_used += s->recv_bufs_used;
+        t.recv_nobufs += s->recv_nobufs;
+        t.recv_bufs_held += s->recv_bufs_held;
         t.hs_full += s->hs_full;
         t.hs_resumed += s->hs_resumed;
         t.resume_offered += s->resume_offered;
@@ -167,6 +171,13 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
            (unsigned long long)t.tier_msgs[TLS_TIER_PLAINTEXT]);
     for (int m = 0; m < t.nmix; m++)
         printf("  seen: %s: %llu messages\n", t.mix[m].name, (unsigned long long)t.mix[m].n);
+    if (t.recv_ring_bufs)
+        printf("  receives: multishot, %llu ring buffers in all: %llu filled, ring dry %llu times, "
+               "%llu not returned\n",
+               (unsigned long long)t.recv_ring_bufs, (unsigned long long)t.recv_bufs_used,
+               (unsigned long long)t.recv_nobufs, (unsigned long long)t.recv_bufs_held);
+    else
+        printf("  receives: single-shot\n");
     uint32_t p50 = 0, p99 = 0, pmax = 0;
     if (lat && k) {
         qsort(lat, k, sizeof(*lat), cmp_u32);

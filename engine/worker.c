@@ -1060,7 +1060,7 @@ static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
     case OP_CONNECT:
     case OP_RECV:
     case OP_SEND:
-        conn_on_cqe(w, op, cqe->res);
+        conn_on_cqe(w, op, cqe->res, cqe->flags);
         break;
     case OP_REDIS_RECV:
         redis_on_recv(w, cqe->res);
@@ -1100,6 +1100,7 @@ static int ring_init(struct worker *w)
         return 0;
     }
     w->ring_ok = 1;
+    worker_bufs_init(w);   /* else single-shot receives */
     return 1;
 }
 
@@ -1162,6 +1163,7 @@ int worker_run(struct worker *w)
         if (w->reap_pending)
             conn_reap(w);
     }
+    w->st.recv_bufs_held = w->bufs.held;   /* every connection gone: 0 */
     struct rusage ru;
     if (getrusage(RUSAGE_THREAD, &ru) == 0) {
         w->st.cpu_user_s = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6;
@@ -1211,6 +1213,7 @@ void worker_free(struct worker *w)
     free_hosts(w);
     if (w->ring_ok)
         io_uring_queue_exit(&w->ring);
+    worker_bufs_free(w);
     worker_notice_free(w);
     if (w->rfd >= 0)
         close(w->rfd);

@@ -81,6 +81,10 @@ struct worker_stats {
     uint64_t delay_warnings;      /* delay reports sent (Action: delayed) */
     uint64_t conns_opened, conn_failures, txns;
     uint64_t txns_pipelined;      /* started while others were in flight */
+    /* receive buffer ring (worker_bufs.c): its size (0: single-shot
+     * receives), completions that carried a buffer, times a multishot
+     * receive ended because the ring ran dry, buffers not back at exit */
+    uint64_t recv_ring_bufs, recv_bufs_used, recv_nobufs, recv_bufs_held;
     uint64_t hs_full, hs_resumed, resume_offered, resume_refused;
     uint64_t tier_msgs[TLS_TIER_COUNT];
     struct tls_mix_entry mix[TLS_MIX_MAX];

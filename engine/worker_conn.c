@@ -132,9 +132,15 @@ static void conn_arm_recv(struct worker *w, struct conn *c)
 {
     if (c->recv_armed || c->state != CONN_SMTP)
         return;
-    struct io_uring_sqe *sqe = worker_sqe(w);
-    io_uring_prep_recv(sqe, c->fd, c->rbuf, sizeof(c->rbuf), 0);
-    io_uring_sqe_set_data(sqe, &c->op_recv);
+    if (w->bufs.on) {
+        /* one receive for the connection's life: it ends (and is armed
+         * again) only when the ring runs dry or the kernel ends it */
+        worker_bufs_arm(w, c->fd, &c->op_recv);
+    } else {
+        struct io_uring_sqe *sqe = worker_sqe(w);
+        io_uring_prep_recv(sqe, c->fd, c->rbuf, RECV_BUF_SIZE, 0);
+        io_uring_sqe_set_data(sqe, &c->op_recv);
+    }
     c->recv_armed = 1;
     c->ops++;
 }
@@ -539,14 +545,20 @@ struct conn *conn_open(struct worker *w, struct dest *d)
     struct conn *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
+    if (!w->bufs.on && (c->rbuf = malloc(RECV_BUF_SIZE)) == NULL) {
+        free(c);
+        return NULL;
+    }
     c->fd = socket(d->hop.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (c->fd < 0) {
+        free(c->rbuf);
         free(c);
         return NULL;
     }
     if (!dest_bind_source(d, c->fd, d->hop.addr.ss_family)) {
         fprintf(stderr, "tern: %s: bind to source address: %s\n", d->domain, strerror(errno));
         close(c->fd);
+        free(c->rbuf);
         free(c);
         return NULL;
     }
@@ -608,6 +620,7 @@ static void conn_free(struct worker *w, struct conn *c)
     buf_free(&c->out.active);
     buf_free(&c->out.pending);
     buf_free(&c->plain);
+    free(c->rbuf);
     free(c);
 }
 
@@ -639,6 +652,14 @@ static void conn_close(struct worker *w, struct conn *c)
     if (c->ops) {
         struct io_uring_sqe *sqe = worker_sqe(w);
         io_uring_prep_cancel(sqe, &c->op_connect, 0);
+        io_uring_sqe_set_data(sqe, NULL);
+    }
+    if (c->recv_armed && w->bufs.on) {
+        /* shutdown (SHUT_RD or SHUT_RDWR) ends a multishot receive too:
+         * its last completion reads 0 without F_MORE (checked on 6.18);
+         * the cancel makes sure of it should shutdown fail */
+        struct io_uring_sqe *sqe = worker_sqe(w);
+        io_uring_prep_cancel(sqe, &c->op_recv, 0);
         io_uring_sqe_set_data(sqe, NULL);
     }
     /* Never freed here: callers up the stack may still hold c. */
@@ -854,9 +875,75 @@ void conn_check_deadline(struct worker *w, struct conn *c)
     conn_fail(w, c, reason, FAIL_TRANSIENT);
 }
 
-void conn_on_cqe(struct worker *w, struct op *op, int res)
+/* A receive's completion: p holds res bytes when res > 0. */
+static void conn_on_recv(struct worker *w, struct conn *c, int res, const uint8_t *p)
+{
+    if (c->state == CONN_CLOSING)
+        return;
+    if (res < 0) {
+        char reason[128];
+        snprintf(reason, sizeof(reason), "recv: %s", strerror(-res));
+        if (!handshake_interrupted(w, c, reason))
+            conn_fail(w, c, reason, FAIL_TRANSIENT);
+        return;
+    }
+    if (c->lingering) {   /* the peer's FIN (or anything) after 221 */
+        conn_close(w, c);
+        return;
+    }
+    if (res == 0) {
+        if (handshake_interrupted(w, c, "connection closed by peer during the handshake"))
+            return;
+        c->peer_eof = 1;
+        smtp_client_eof(&c->smtp);
+        conn_pump(w, c);
+        if (c->state != CONN_CLOSING)
+            conn_fail(w, c, "connection closed by peer", FAIL_TRANSIENT);
+        return;
+    }
+    if (p == NULL) {
+        conn_fail(w, c, "recv: no buffer", FAIL_TRANSIENT);
+        return;
+    }
+    on_bytes(w, c, p, (size_t)res);
+}
+
+/* A multishot receive's completion (the buffer ring is on). The op stays
+ * in flight while F_MORE is set; without it the receive has ended and is
+ * armed again unless the connection closed or the peer did. The buffer
+ * goes back to the ring only after on_bytes: the SMTP client and TLS copy
+ * what they keep (smtp_client_feed, tls_conn_feed), nothing points into it
+ * afterwards. */
+static void conn_on_recv_multi(struct worker *w, struct conn *c, int res, unsigned flags)
+{
+    int bid;
+    const uint8_t *p = worker_bufs_take(w, flags, &bid);
+    int more = (flags & IORING_CQE_F_MORE) != 0;
+    if (!more) {
+        c->ops--;
+        c->recv_armed = 0;
+    }
+    if (res == -ENOBUFS) {
+        /* The ring ran dry: the buffers come back as their completions
+         * are handled, before this re-arm is submitted. */
+        w->st.recv_nobufs++;
+    } else {
+        conn_on_recv(w, c, res, p);
+    }
+    worker_bufs_put(w, bid);
+    if (!more && (res > 0 || res == -ENOBUFS) && c->state == CONN_SMTP && !c->peer_eof)
+        conn_arm_recv(w, c);
+}
+
+void conn_on_cqe(struct worker *w, struct op *op, int res, unsigned flags)
 {
     struct conn *c = op->conn;
+    if (op->kind == OP_RECV && w->bufs.on) {
+        conn_on_recv_multi(w, c, res, flags);
+        if (c->state == CONN_CLOSING && c->ops == 0)
+            w->reap_pending = 1;
+        return;
+    }
     c->ops--;
     switch (op->kind) {
     case OP_CONNECT:
@@ -875,31 +962,9 @@ void conn_on_cqe(struct worker *w, struct op *op, int res)
         break;
     case OP_RECV:
         c->recv_armed = 0;
-        if (c->state == CONN_CLOSING)
-            break;
-        if (res < 0) {
-            char reason[128];
-            snprintf(reason, sizeof(reason), "recv: %s", strerror(-res));
-            if (!handshake_interrupted(w, c, reason))
-                conn_fail(w, c, reason, FAIL_TRANSIENT);
-            break;
-        }
-        if (c->lingering) {   /* the peer's FIN (or anything) after 221 */
-            conn_close(w, c);
-            break;
-        }
-        if (res == 0) {
-            if (handshake_interrupted(w, c, "connection closed by peer during the handshake"))
-                break;
-            c->peer_eof = 1;
-            smtp_client_eof(&c->smtp);
-            conn_pump(w, c);
-            if (c->state != CONN_CLOSING)
-                conn_fail(w, c, "connection closed by peer", FAIL_TRANSIENT);
-            break;
-        }
-        on_bytes(w, c, c->rbuf, (size_t)res);
-        conn_arm_recv(w, c);
+        conn_on_recv(w, c, res, c->rbuf);
+        if (res > 0)
+            conn_arm_recv(w, c);
         break;
     case OP_SEND:
         c->out.inflight = 0;

@@ -46,6 +46,19 @@
 #define ACK_FLUSH_MS         20      /* or the oldest outcome waits this long */
 #define REDIS_BACKOFF_MIN_MS 100     /* first reconnect delay after losing Redis; doubles */
 #define REDIS_BACKOFF_MAX_MS 5000    /* reconnect delay cap */
+/* The provided buffer ring (worker_bufs.c). A buffer is as large as the
+ * 16 KiB each connection used to embed: a TLS record (16 KiB of plaintext
+ * plus its overhead) mostly arrives in one, an SMTP reply always does. A
+ * buffer is back in the ring as soon as its bytes are fed to the state
+ * machines, so the ring only needs to cover what arrives between two
+ * reaps of the completion queue: 1024 (16 MiB of address space per
+ * worker, about 4 MiB resident with SMTP-sized replies, instead of 16 KiB
+ * times each connection open) lets a thousand connections each deliver a
+ * buffer in one reap before a receive has to re-arm (-ENOBUFS; bulk and
+ * tail never ran dry). The count is the config key recv_buffers. */
+#define WORKER_RECV_BUF_SIZE (16 * 1024)
+#define WORKER_RECV_BUFS_MAX CONFIG_RECV_BUFFERS_MAX
+#define WORKER_RECV_BGID     1       /* the buffer group of the worker's ring */
 
 enum op_kind {
     OP_CONNECT, OP_RECV, OP_SEND,       /* on a struct conn */
@@ -176,7 +189,8 @@ struct conn {
     int ops;                   /* ring operations in flight */
     struct op op_connect, op_recv, op_send;
     int recv_armed;
-    uint8_t rbuf[RECV_BUF_SIZE];
+    uint8_t *rbuf;             /* RECV_BUF_SIZE; only without the buffer ring
+                                  (single-shot receives) */
     struct outq out;
     struct smtp_client smtp;
     struct tls_conn *tls;
@@ -248,12 +262,26 @@ struct redis_pending {
     struct queue_msg *msg;
 };
 
+/* The worker's provided buffer ring (worker_bufs.c): nbufs buffers of
+ * WORKER_RECV_BUF_SIZE at mem, lent to the kernel through br. A buffer a
+ * completion names is the worker's (counted in held) until
+ * worker_bufs_put gives it back. */
+struct worker_bufs {
+    int on;                    /* registered: connections use multishot receives */
+    struct io_uring_buf_ring *br;
+    uint8_t *mem;
+    size_t br_bytes, mem_bytes;
+    unsigned nbufs, mask;
+    unsigned held;             /* taken from completions, not yet put back */
+};
+
 struct worker {
     const struct engine *e;
     const struct tern_config *cfg;
     int id;
     struct io_uring ring;
     int ring_ok;
+    struct worker_bufs bufs;
     struct resolver resolver;
     struct tls_client_ctx *tls[CONFIG_TLS_CTX_MAX];   /* per config tls_ctx spec */
     struct tls_session_cache *sessions;
@@ -342,6 +370,20 @@ void worker_redis_arm_recv(struct worker *w);
 /* worker_redis_load_scripts queues SCRIPT LOAD for the three scripts. */
 void worker_redis_load_scripts(struct worker *w);
 
+/* worker_bufs.c - the provided buffer ring.
+ * worker_bufs_init registers it on w->ring (after the ring exists); 0 when
+ * recv_multishot is off or the kernel refuses (connections then use
+ * single-shot receives into a buffer of their own). worker_bufs_free
+ * unmaps it, after io_uring_queue_exit. worker_bufs_arm queues a multishot
+ * receive on fd completing to op. worker_bufs_take: the buffer a
+ * completion's flags name (NULL, bid -1: none); the caller must give it
+ * back with worker_bufs_put(bid) once nothing reads it any more. */
+int worker_bufs_init(struct worker *w);
+void worker_bufs_free(struct worker *w);
+void worker_bufs_arm(struct worker *w, int fd, struct op *op);
+const uint8_t *worker_bufs_take(struct worker *w, unsigned cqe_flags, int *bid);
+void worker_bufs_put(struct worker *w, int bid);
+
 /* worker_notice.c */
 /* worker_notice_open connects and subscribes when not connected (at most
  * every NOTICE_RETRY_MS); worker_notice_on_recv handles its receive;
@@ -371,7 +413,8 @@ enum tls_tier dest_start_tier(const struct worker *w, const struct dest *d);
 /* dest_session_key: the session cache key for d's connections at tier. */
 void dest_session_key(const struct worker *w, const struct dest *d, enum tls_tier tier,
                       char *out, size_t cap);
-void conn_on_cqe(struct worker *w, struct op *op, int res);
+/* flags: the completion's (a multishot receive's buffer and F_MORE). */
+void conn_on_cqe(struct worker *w, struct op *op, int res, unsigned flags);
 void conn_check_deadline(struct worker *w, struct conn *c);
 void conn_hand_job(struct worker *w, struct conn *c);
 void conn_quit_or_close(struct worker *w, struct conn *c);
