@@ -97,3 +97,20 @@ int dsn_build(struct buf *out, const char *reporting_mta, const char *sender,
     buf_append_str(out, "--\r\n");
     return !out->err;
 }
+
+void dsn_report_id(char *id, size_t cap, const char *msg_id, int64_t created_ms, int attempt,
+                   int delayed)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;   /* FNV-1a, 64-bit */
+    const uint64_t prime = 0x100000001b3ULL;
+    for (const unsigned char *p = (const unsigned char *)msg_id; *p; p++)
+        h = (h ^ *p) * prime;
+    /* A separator no id byte can be (ids are printable ASCII), then the
+     * attempt's four bytes and the kind. */
+    uint8_t tail[6] = {0xff, (uint8_t)attempt, (uint8_t)(attempt >> 8), (uint8_t)(attempt >> 16),
+                       (uint8_t)(attempt >> 24), (uint8_t)(delayed ? 'd' : 'f')};
+    for (size_t i = 0; i < sizeof(tail); i++)
+        h = (h ^ tail[i]) * prime;
+    snprintf(id, cap, "%016llx%016llx", (unsigned long long)(created_ms < 0 ? 0 : created_ms),
+             (unsigned long long)h);
+}

@@ -31,6 +31,17 @@ struct dsn_rcpt {
                                 other: the first recipient's picks the text */
 };
 
+/* dsn_report_id writes into id[cap] (cap >= 33) the queue id of the report
+ * that attempt `attempt` of message msg_id (created at created_ms) sends:
+ * 32 hex digits like queue_new_id's, the first 16 the message's creation
+ * time, the rest a 64-bit FNV-1a hash of (msg_id, attempt, delayed). The
+ * same report of the same attempt always gets the same id, so an enqueue
+ * repeated after its ack was lost (NOSCRIPT, an engine killed before the
+ * ack) finds its report queued already, or adopts the body it stored,
+ * instead of queuing a second report or leaving that body behind. */
+void dsn_report_id(char *id, size_t cap, const char *msg_id, int64_t created_ms, int attempt,
+                   int delayed);
+
 /* dsn_build appends the report. Returns 1, or 0 if out->err is set. */
 int dsn_build(struct buf *out, const char *reporting_mta, const char *sender,
               const char *queue_id, const struct dsn_rcpt *r, size_t n,

@@ -805,6 +805,13 @@ static void on_redis_reply(struct worker *w, redisReply *r)
         break;
     case RQ_ACK:
     case RQ_ENQUEUE:
+        /* A report enqueued again after its ack was lost (dsn_report_id)
+         * finds itself queued: done already. */
+        if (pr.kind == RQ_ENQUEUE && r->type == REDIS_REPLY_ERROR && r->str != NULL &&
+            strncmp(r->str, "EXISTS", 6) == 0) {
+            w->st.reports_repeated++;
+            break;
+        }
         if (!queue_parse_simple(r, &err)) {
             /* The messages stay leased and are delivered again when the
              * lease expires: at-least-once, never lost. */

@@ -188,7 +188,8 @@ static int attach_bounce(struct worker *w, const struct job *j, struct ack_item 
     struct buf b;
     buf_init(&b, 0);
     char id[QUEUE_ID_MAX];
-    queue_new_id(id);
+    dsn_report_id(id, sizeof(id), j->m->id, j->m->created_ms, j->m->attempts + 1,
+                  r[0].action != NULL && strcmp(r[0].action, "delayed") == 0);
     if (dsn_build(&b, w->cfg->hostname, sender, j->m->id, r, n, j->m->data, j->m->data_len,
                   w->now_ms / 1000)) {
         const char *rc[1] = {sender};

@@ -14,7 +14,12 @@
 #     report (Action: delayed) and is scheduled by the schedule's second
 #     step; a later deferral sends none (the last step repeats);
 #  e. past max_age the message expires: a 4.4.7 DSN, an `expired` event,
-#     and it leaves the queue.
+#     and it leaves the queue;
+#  f. the same attempt of a message failing again (its first ack lost:
+#     played by copying the message back) enqueues its report under the
+#     same id, finds it queued, and queues no second one
+#     (`reports_repeated=1`; the report's own domain is unreachable, so it
+#     stays queued between the two runs).
 # `tern queue retry` makes a scheduled message due at once.
 set -u
 cd "$(dirname "$0")/.."
@@ -127,4 +132,21 @@ else
     fail expiry_bounces "exists=$(rcli exists "$S:m:$id"), 4.4.7 reports: $(echo "$exp" | grep -c .)"
 fi
 [ "$(qleft s)" = 0 ] && pass lifecycle_queue_empty || fail lifecycle_queue_empty "$(qleft s) left"
+
+# --- f. a report repeated after a lost ack ---------------------------------------------
+C2=$dir/s2.conf
+{ cat "$C"; echo "route s2.test = 127.0.0.1:1"; } >"$C2"
+printf 'Subject: twice\r\n\r\ntwice\r\n' | "$TERN" inject -c "$C2" --from sender@s2.test --to reject3@r.test >/dev/null
+mid=$(rcli lrange "$S:ready" 0 -1)
+rcli copy "$S:m:$mid" "$S:copy" >/dev/null
+drain2() { timeout "$QRUN_LIMIT" "$TERN" run -c "$C2" --drain >"$dir/s2.run" 2>>"$dir/s2.rerr"; }
+drain2 || fail drain "exit $?: $(tail -n 3 "$dir/s2.rerr")"
+reports() { for k in $(rcli --scan --pattern "$S:m:*"); do rcli hget "$k" rcpts; done | grep -c '^sender@s2\.test$'; }
+first=$(reports)
+rcli copy "$S:copy" "$S:m:$mid" >/dev/null
+rcli rpush "$S:ready" "$mid" >/dev/null
+drain2 || fail drain "exit $?: $(tail -n 3 "$dir/s2.rerr")"
+rep=$(sed -n 's/^queue .*reports_repeated=\([0-9]*\).*/\1/p' "$dir/s2.run")
+[ "$first" = 1 ] && [ "$(reports)" = 1 ] && [ "$rep" = 1 ] && [ "$(rcli exists "$S:m:$mid")" = 0 ] &&
+    pass report_repeated_once || fail report_repeated_once "reports $first then $(reports), reports_repeated=$rep"
 [ "$TERN_FAILS" -eq 0 ]
