@@ -548,13 +548,18 @@ static void take_batches(struct worker *w)
         if (room < w->cfg->batch / 2 + 1)
             return;
         int n = room < w->cfg->batch ? (int)room : w->cfg->batch;
-        if (!queue_cmd_take(worker_redis_buf(w), &w->cfg->queue, &w->scripts, p->id, n, w->now_ms)) {
+        /* Due retries and expired leases need not move on every take: a
+         * take of one message after a notice would pay two range queries. */
+        int moves = w->now_ms - p->moved_ms >= QUEUE_MOVES_EVERY_MS;
+        if (!queue_cmd_take(worker_redis_buf(w), &w->cfg->queue, &w->scripts, p->id, n, w->now_ms, moves)) {
             fprintf(stderr, "tern: worker %d: cannot build take (out of memory); stopping\n", w->id);
             w->redis_dead = 1;
             worker_stop(w);
             return;
         }
         worker_rq_push(w, RQ_TAKE, p->id);
+        if (moves)
+            p->moved_ms = w->now_ms;
         p->take_inflight = 1;
         p->refilled = 0;
         p->take_asked = n;

@@ -244,6 +244,7 @@ struct partition {
     int take_inflight;
     int take_asked;            /* messages the take in flight may bring */
     int64_t next_poll_ms;
+    int64_t moved_ms;          /* the last take that moved due and expired entries */
     int empty;                 /* last take returned nothing */
     int refilled;              /* mail added (bounce, returned) since the take in flight was sent */
     struct ack_item *acks;

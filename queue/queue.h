@@ -88,6 +88,7 @@
 #define QUEUE_EVENTS_MAXLEN_MIN 1000
 #define QUEUE_ACK_MAX         4096   /* outcomes per ack call */
 #define QUEUE_MOVE_MAX        1000   /* sched/leased entries moved per take */
+#define QUEUE_MOVES_EVERY_MS  100    /* the engine's takes move them this often */
 #define QUEUE_TAKE_FIELDS     9      /* reply strings per message in a take */
 #define QUEUE_FIELDS_MAX      64     /* event field strings per outcome */
 #define QUEUE_ENQUEUE_CMDS    2      /* commands (and replies) per queue_cmd_enqueue:
@@ -203,7 +204,9 @@ const char *queue_script_ack_src(void);
  * arguments nothing is appended. Strings are copied (binary-safe).
  *
  * queue_cmd_take: partition in [0, qc->partitions), max in
- *   [1, QUEUE_TAKE_MAX]. Leases until now_ms + qc->lease_ms.
+ *   [1, QUEUE_TAKE_MAX]. Leases until now_ms + qc->lease_ms. moves = 0
+ *   skips moving due retries and expired leases to ready first (the
+ *   engine moves them at most every QUEUE_MOVES_EVERY_MS per partition).
  * queue_cmd_ack: n in [1, QUEUE_ACK_MAX]; every id passes
  *   queue_id_check; nfields even and <= QUEUE_FIELDS_MAX; kind valid.
  * queue_cmd_enqueue: from is "" or a bare address, every rcpt a bare
@@ -221,7 +224,7 @@ const char *queue_script_ack_src(void);
 int queue_cmd_script_load(struct buf *out, const char *src);
 int queue_cmd_take(struct buf *out, const struct queue_config *qc,
                    const struct queue_scripts *s, int partition, int max,
-                   int64_t now_ms);
+                   int64_t now_ms, int moves);
 int queue_cmd_ack(struct buf *out, const struct queue_config *qc,
                   const struct queue_scripts *s, int partition,
                   const struct queue_outcome *o, size_t n, int64_t now_ms);

@@ -130,12 +130,12 @@ int queue_cmd_script_load(struct buf *out, const char *src)
 
 int queue_cmd_take(struct buf *out, const struct queue_config *qc,
                    const struct queue_scripts *s, int partition, int max,
-                   int64_t now_ms)
+                   int64_t now_ms, int moves)
 {
     if (out->err || !partition_ok(qc, partition) || max < 1 ||
         max > QUEUE_TAKE_MAX || qc->lease_ms <= 0)
         return 0;
-    resp_begin(out, 15);
+    resp_begin(out, 16);
     resp_str(out, "EVALSHA");
     resp_str(out, s->take);
     resp_str(out, "6");
@@ -151,6 +151,7 @@ int queue_cmd_take(struct buf *out, const struct queue_config *qc,
     resp_i64(out, max);
     resp_i64(out, qc->max_message_size);
     resp_i64(out, qc->events_maxlen);
+    resp_str(out, moves ? "1" : "0");
     return !out->err;
 }
 

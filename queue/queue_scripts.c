@@ -61,7 +61,8 @@ static const char enqueue_src[] =
  *   KEYS[1] ready  KEYS[2] leased  KEYS[3] sched  KEYS[4] bad
  *   KEYS[5] stats  KEYS[6] events
  *   ARGV    msg_prefix ("<pfx>:{p}:m:"), now_ms, lease_ms, max,
- *           max_message_size, events_maxlen
+ *           max_message_size, events_maxlen, [moves: "0" skips moving
+ *           due and expired entries to ready; default "1"]
  *   Reply   flat array, QUEUE_TAKE_FIELDS strings per message:
  *           id, from, rcpts, domain, data length, attempts, created,
  *           lease_until, warned ("" until a delay warning was sent)
@@ -89,20 +90,24 @@ static const char take_src[] =
     "if not now or not lease or not max or max < 1 or not maxsize then\n"
     "  return redis.error_reply('ERR take: bad arguments')\n"
     "end\n"
-    /* 1. deferred entries that are due go to the back of ready. */
-    "local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[2],\n"
-    "  'LIMIT', 0, " QUEUE_MOVE_MAX_STR ")\n"
-    "for _, id in ipairs(due) do\n"
-    "  redis.call('ZREM', KEYS[3], id)\n"
-    "  redis.call('RPUSH', KEYS[1], id)\n"
-    "end\n"
+    /* 1. deferred entries that are due go to the back of ready. Steps 1
+     *    and 2 are skipped when ARGV[7] is "0": they cost two range
+     *    queries per call, which a take of one or two messages notices. */
+    "if ARGV[7] ~= '0' then\n"
+    "  local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[2],\n"
+    "    'LIMIT', 0, " QUEUE_MOVE_MAX_STR ")\n"
+    "  for _, id in ipairs(due) do\n"
+    "    redis.call('ZREM', KEYS[3], id)\n"
+    "    redis.call('RPUSH', KEYS[1], id)\n"
+    "  end\n"
     /* 2. expired leases (their engine died or stalled) go to the front:
      *    they have waited longest. No attempt is counted. */
-    "local exp = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2],\n"
-    "  'LIMIT', 0, " QUEUE_MOVE_MAX_STR ")\n"
-    "for _, id in ipairs(exp) do\n"
-    "  redis.call('ZREM', KEYS[2], id)\n"
-    "  redis.call('LPUSH', KEYS[1], id)\n"
+    "  local exp = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2],\n"
+    "    'LIMIT', 0, " QUEUE_MOVE_MAX_STR ")\n"
+    "  for _, id in ipairs(exp) do\n"
+    "    redis.call('ZREM', KEYS[2], id)\n"
+    "    redis.call('LPUSH', KEYS[1], id)\n"
+    "  end\n"
     "end\n"
     /* 3. pop, lease and read up to max messages. */
     "local ids = redis.call('LPOP', KEYS[1], max)\n"

@@ -220,9 +220,9 @@ static void test_cmd_take(void)
     struct queue_scripts s = fake_scripts();
     struct buf b;
     buf_init(&b, 0);
-    CHECK_INT(queue_cmd_take(&b, &qc, &s, 5, 100, 1700000000000LL), 1);
+    CHECK_INT(queue_cmd_take(&b, &qc, &s, 5, 100, 1700000000000LL, 1), 1);
     redisReply *r = parse_resp(buf_peek(&b), buf_used(&b));
-    CHECK(r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 15);
+    CHECK(r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 16);
     CHECK_ARG(r, 0, "EVALSHA");
     CHECK_ARG(r, 1, s.take);
     CHECK_ARG(r, 2, "6");
@@ -238,18 +238,25 @@ static void test_cmd_take(void)
     CHECK_ARG(r, 12, "100");
     CHECK_ARG(r, 13, "33554432");
     CHECK_ARG(r, 14, "1000000");
+    CHECK_ARG(r, 15, "1");
+    freeReplyObject(r);
+    buf_reset(&b);
+    CHECK_INT(queue_cmd_take(&b, &qc, &s, 5, 100, 1700000000000LL, 0), 1);
+    r = parse_resp(buf_peek(&b), buf_used(&b));
+    CHECK(r != NULL && r->elements == 16);
+    CHECK_ARG(r, 15, "0");   /* no moves */
     freeReplyObject(r);
     /* Invalid arguments append nothing. */
     size_t used = buf_used(&b);
-    CHECK_INT(queue_cmd_take(&b, &qc, &s, 16, 100, 1), 0);
-    CHECK_INT(queue_cmd_take(&b, &qc, &s, -1, 100, 1), 0);
-    CHECK_INT(queue_cmd_take(&b, &qc, &s, 0, 0, 1), 0);
-    CHECK_INT(queue_cmd_take(&b, &qc, &s, 0, QUEUE_TAKE_MAX + 1, 1), 0);
+    CHECK_INT(queue_cmd_take(&b, &qc, &s, 16, 100, 1, 1), 0);
+    CHECK_INT(queue_cmd_take(&b, &qc, &s, -1, 100, 1, 1), 0);
+    CHECK_INT(queue_cmd_take(&b, &qc, &s, 0, 0, 1, 1), 0);
+    CHECK_INT(queue_cmd_take(&b, &qc, &s, 0, QUEUE_TAKE_MAX + 1, 1, 1), 0);
     CHECK_INT(buf_used(&b), used);
     /* Sticky error: a full fixed buffer refuses. */
     struct buf small;
     buf_init(&small, 16);
-    CHECK_INT(queue_cmd_take(&small, &qc, &s, 0, 1, 1), 0);
+    CHECK_INT(queue_cmd_take(&small, &qc, &s, 0, 1, 1, 1), 0);
     CHECK(small.err);
     buf_free(&small);
     buf_free(&b);

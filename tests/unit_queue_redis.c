@@ -142,13 +142,15 @@ static int run_enqueue(struct buf *b, int *wrote, const char **err, char *text, 
     return ok;
 }
 
-static size_t take(int p, int max, int64_t now, struct queue_msg ***m, const char **err)
+/* take_moves: a take as the engine sends it; moves 0 leaves due retries
+ * and expired leases where they are. */
+static size_t take_moves(int p, int max, int64_t now, int moves, struct queue_msg ***m, const char **err)
 {
     struct buf b;
     buf_init(&b, 0);
     size_t n = 0;
     *err = NULL;
-    if (!queue_cmd_take(&b, &T.q.qc, &T.q.scripts, p, max, now))
+    if (!queue_cmd_take(&b, &T.q.qc, &T.q.scripts, p, max, now, moves))
         *err = "build failed";
     redisReply *r = run_buf(&b);
     if (!queue_parse_take(r, p, m, &n, err))
@@ -169,6 +171,11 @@ static size_t take(int p, int max, int64_t now, struct queue_msg ***m, const cha
     }
     buf_free(&b);
     return n;
+}
+
+static size_t take(int p, int max, int64_t now, struct queue_msg ***m, const char **err)
+{
+    return take_moves(p, max, now, 1, m, err);
 }
 
 static void free_msgs(struct queue_msg **m, size_t n)
@@ -650,7 +657,11 @@ static void test_lease_expiry_and_schedule(void)
     n = take(p, 10, t0 + lease - 1, &m, &perr);
     CHECK_INT(n, 0);
     free_msgs(m, n);
-    /* The engine "died": once the lease expires the next take gets it. */
+    /* The engine "died": once the lease expires the next take that moves
+     * expired leases gets it; one that skips the moves does not. */
+    n = take_moves(p, 10, t0 + lease, 0, &m, &perr);
+    CHECK_INT(n, 0);
+    free_msgs(m, n);
     n = take(p, 10, t0 + lease, &m, &perr);
     CHECK_INT(n, 1);
     if (n == 1) {
