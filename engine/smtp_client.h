@@ -355,7 +355,8 @@ int smtp_client_start_txn(struct smtp_client *c, const struct smtp_msg *m);
 
 /* smtp_client_room: 1 when smtp_client_start_txn() would take a
  * transaction now: the session is READY, or pipelined transactions are in
- * use and fewer than cfg.pipeline_depth are in flight. */
+ * use and fewer than cfg.pipeline_depth are in flight (with DATA: the
+ * current one's body and final dot are queued and none waits behind). */
 int smtp_client_room(struct smtp_client *c);
 /* smtp_client_in_flight: transactions started whose TXN_DONE has not
  * been returned yet (0 when idle). */

@@ -293,7 +293,12 @@ static void test_data_behind_lost(void)
 
     pinit(&d, 2, msgs, 2);
     feed(&d, EHLO_P "250 ok\r\n250 ok\r\n354 go\r\n");
-    feed(&d, "250 2.0.0 one\r\n250 ok\r\n");
+    CHECK_INT(d.c.state, SMTP_ST_BODY);     /* the engine's timeout: the current's final */
+    feed(&d, "250 2.0.0 one\r\n");
+    CHECK_INT(d.c.state, SMTP_ST_MAIL);     /* now the one behind's MAIL reply */
+    CHECK_INT(smtp_client_in_doubt(&d.c), 0);
+    feed(&d, "250 ok\r\n");
+    CHECK_INT(d.c.state, SMTP_ST_RCPT);
     smtp_client_eof(&d.c);
     drv_pump(&d);
     CHECK_STR(d.log, "START1 START2 TXN(1,BODY,250) ERROR(connection closed by peer)");
