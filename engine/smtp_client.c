@@ -453,6 +453,9 @@ static void promote(struct smtp_client *c)
         c->state == SMTP_ST_CLOSED)
         return;
     c->promote = 0;
+    /* Only one waits behind a DATA transaction, so the flag is its own. */
+    int data = c->behind_data;
+    c->behind_data = 0;
     const struct smtp_msg *m = c->behind[c->behind_head];
     c->behind_head = (c->behind_head + 1) % SMTP_PIPELINE_MAX;
     c->nbehind--;
@@ -461,23 +464,30 @@ static void promote(struct smtp_client *c)
     c->rcpt_next = 0;
     c->rcpt_ok = 0;
     c->mail_ok = 0;
-    c->body_sent = 1;   /* it went out with its commands */
+    c->body_sent = !data;   /* BDAT: it went out with its commands */
     c->dot_only = 0;
     c->pipelined = 1;
-    c->chunking = 1;
-    c->replies_due = m->nrcpts + 2;
+    c->chunking = !data;
+    if (data)
+        c->txn_canonical = c->behind_canonical;   /* DATA's encoder, after 354 */
+    c->replies_due = m->nrcpts + 2;   /* MAIL, each RCPT, DATA or BDAT */
     c->state = SMTP_ST_MAIL;
 }
 
 /* stackable: one more transaction may go out behind those in flight. */
 static int stackable(const struct smtp_client *c)
 {
-    if (c->msg == NULL || !c->chunking || c->need_rset || c->quit_sent ||
+    if (c->msg == NULL || !c->pipelined || c->need_rset || c->quit_sent ||
         c->pending_error || c->pending_txn_done)
         return 0;
+    int depth = c->cfg.pipeline_depth > SMTP_PIPELINE_MAX ? SMTP_PIPELINE_MAX : c->cfg.pipeline_depth;
+    if (!c->chunking)
+        /* DATA: the next group may follow the final dot (RFC 2920 3.1),
+         * and only one: its body must wait for its own 354. A dot alone
+         * (no recipient took it) is a failure: nothing goes behind it. */
+        return depth > 1 && c->nbehind == 0 && c->state == SMTP_ST_BODY && c->body_sent;
     if (c->state != SMTP_ST_MAIL && c->state != SMTP_ST_RCPT && c->state != SMTP_ST_BODY)
         return 0;
-    int depth = c->cfg.pipeline_depth > SMTP_PIPELINE_MAX ? SMTP_PIPELINE_MAX : c->cfg.pipeline_depth;
     return (int)c->nbehind + 1 < depth;
 }
 
@@ -735,11 +745,19 @@ int smtp_client_start_txn(struct smtp_client *c, const struct smtp_msg *m)
     if (stack && (too_big || no_utf8 || no_8bit))
         return SMTP_TXN_LATER;
     if (stack) {
-        /* RFC 2920 3.1: MAIL, RCPT and BDAT may stand anywhere in a group. */
+        /* RFC 2920 3.1: MAIL, RCPT and BDAT may stand anywhere in a group;
+         * the message content after 354 may start one (the group then
+         * ends with DATA, whose 354 the body waits for). */
         send_mail(c, m, e8, utf8);
         for (size_t i = 0; i < m->nrcpts; i++)
             send_rcpt(c, m, i);
-        send_bdat_last(c, m, canonical);
+        if (c->chunking) {
+            send_bdat_last(c, m, canonical);
+        } else {
+            buf_append_str(&c->out, "DATA\r\n");
+            c->behind_data = 1;
+            c->behind_canonical = canonical;
+        }
         c->behind[(c->behind_head + c->nbehind) % SMTP_PIPELINE_MAX] = m;
         c->nbehind++;
         if (c->out.err)

@@ -108,6 +108,24 @@
  *   txn.resend set, and the caller sends it again. A session lost with
  *   several transactions sent leaves each of them in doubt.
  *
+ *   With PIPELINING but no CHUNKING (and cfg.pipeline_depth > 1), one
+ *   transaction may wait behind a DATA transaction: once the current one
+ *   has queued its body and final ".", start_txn appends the next MAIL,
+ *   RCPT... and DATA right after the "." in the same output (RFC 2920 3.1:
+ *   the message content may be the first "command" of a group), so the
+ *   final reply and the next group's replies come back in one round trip
+ *   instead of two. Only one: its body can only go after its own 354,
+ *   so smtp_client_room() says no until then. When the current one's
+ *   final reply was read (TXN_DONE), the one behind becomes current with
+ *   its MAIL/RCPT/DATA replies due, exactly as a pipelined group sent
+ *   alone: 354 sends its body, or "." alone when no RCPT was accepted.
+ *   Its body has not been sent, so a session lost meanwhile leaves it
+ *   not in doubt (smtp_client_behind_in_doubt() is 0); the current one is
+ *   in doubt from its "." as always. A failed final reply (554 after
+ *   ".") ends that transaction at the receiver, so the MAIL behind it
+ *   stands; a 503 to it gives txn.resend as above, and the failure rule
+ *   above holds for new ones. Local refusals give SMTP_TXN_LATER.
+ *
  * TLS POLICY
  *   cfg.tls = SMTP_TLS_NONE never sends STARTTLS. SMTP_TLS_MAY sends it when
  *   offered and carries on in plaintext when it is not offered or refused
@@ -156,8 +174,9 @@ struct smtp_client_config {
     const char *helo_name;      /* our EHLO name; copied by init */
     enum smtp_tls_mode tls;
     /* Transactions that may be in flight at once when the peer offers
-     * PIPELINING and CHUNKING (see PIPELINED TRANSACTIONS); 0 or 1: one
-     * at a time. At most SMTP_PIPELINE_MAX. */
+     * PIPELINING and CHUNKING (see PIPELINED TRANSACTIONS); with
+     * PIPELINING alone any value > 1 lets one wait behind a DATA
+     * transaction; 0 or 1: one at a time. At most SMTP_PIPELINE_MAX. */
     int pipeline_depth;
 };
 
@@ -289,6 +308,10 @@ struct smtp_client {
                                     msg was already sent behind it */
     int behind_refused;          /* a 421 closed the session: the receiver
                                     took none of those behind */
+    int behind_data;             /* the one behind went out as MAIL/RCPT/DATA
+                                    after msg's final dot: its body is not
+                                    sent (it waits for its own 354) */
+    int behind_canonical;        /* its smtp_body_scan result */
 };
 
 /* smtp_client_init prepares a session in state GREETING. A helo_name that
@@ -332,7 +355,8 @@ int smtp_client_start_txn(struct smtp_client *c, const struct smtp_msg *m);
 
 /* smtp_client_room: 1 when smtp_client_start_txn() would take a
  * transaction now: the session is READY, or pipelined transactions are in
- * use and fewer than cfg.pipeline_depth are in flight. */
+ * use and fewer than cfg.pipeline_depth are in flight (with DATA: the
+ * current one's body and final dot are queued and none waits behind). */
 int smtp_client_room(struct smtp_client *c);
 /* smtp_client_in_flight: transactions started whose TXN_DONE has not
  * been returned yet (0 when idle). */
@@ -366,10 +390,11 @@ static inline int smtp_client_in_doubt(const struct smtp_client *c)
 }
 /* smtp_client_behind_in_doubt: transactions were sent behind the current
  * one and the session ended without their replies, not by a 421 (after
- * which the receiver has none of them). Each may have been delivered. */
+ * which the receiver has none of them). Each may have been delivered.
+ * Never for one waiting behind a DATA transaction: its body was not sent. */
 static inline int smtp_client_behind_in_doubt(const struct smtp_client *c)
 {
-    return c->nbehind > 0 && !c->behind_refused;
+    return c->nbehind > 0 && !c->behind_refused && !c->behind_data;
 }
 /* smtp_client_busy: a transaction is in progress (message attached). */
 static inline int smtp_client_busy(const struct smtp_client *c) { return c->msg != NULL; }

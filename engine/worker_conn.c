@@ -535,6 +535,13 @@ static void on_bytes(struct worker *w, struct conn *c, const uint8_t *p, size_t 
     if (c->smtp.state == SMTP_ST_BODY && c->body_start_ms == 0) {
         c->body_start_ms = w->now_ms;   /* the 354 came: the body goes now */
         c->body_bytes = 0;
+        /* With DATA, the next transaction may follow the final dot in the
+         * same write (smtp_client.h, PIPELINED TRANSACTIONS). */
+        if (c->d->ready_head && smtp_client_room(&c->smtp)) {
+            conn_hand_job(w, c);
+            if (c->state == CONN_CLOSING)
+                return;
+        }
     }
     if (conn_flush(w, c))
         conn_touch(w, c);

@@ -8,7 +8,10 @@
 #  - tern pipelined transactions, and Postfix logged no pipelining
 #    complaint, no rejection and sent each message;
 #  - one of the recipients refused by Postfix (a recipient restriction)
-#    bounces with Postfix's reply, the rest of the pipeline delivered.
+#    bounces with Postfix's reply, the rest of the pipeline delivered;
+#  - then Postfix stops offering CHUNKING (smtpd_discard_ehlo_keywords):
+#    tern sends DATA, with the next MAIL/RCPT/DATA behind each final dot,
+#    every message delivered and relayed, no pipelining complaint.
 # Needs Postfix (scripts/install-bench-deps.sh) and root to start it;
 # without them the test says SKIP and passes nothing.
 set -u
@@ -80,4 +83,35 @@ sent=$(grep -c 'status=sent' "$log")
 [ "$sent" -ge "$N" ] && pass postfix_sent_each || fail postfix_sent_each "status=sent $sent, want >= $N"
 grep -q 'no mail for refused.test' "$log" && grep -q '"reply".*\|5.7.1' <(for p in $(seq 0 15); do rcli xrange "tern:{$p}:events" - +; done) &&
     pass postfix_refusal_in_pipeline || fail postfix_refusal_in_pipeline "$(grep -c 'refused.test' "$log") log lines"
+
+# DATA only: PIPELINING without CHUNKING, the next transaction behind
+# each final dot (smtp_client.h, PIPELINED TRANSACTIONS).
+M=100
+postconf -c "$PFROOT/pf/etc" -e 'smtpd_discard_ehlo_keywords = chunking' &&
+    postfix -c "$PFROOT/pf/etc" reload >/dev/null 2>&1
+sleep 0.5
+$TERN inject -c "$dir/t.conf" --generate "$M" --domains c.test --size 2000 >/dev/null
+timeout 120 $TERN run -c "$dir/t.conf" --drain >"$dir/t2.out" 2>"$dir/t2.err"
+sum=$(grep '^summary ' "$dir/t2.out")
+[ "$(kv delivered)" = "$M" ] && [ "$(kv failed)" = 0 ] && pass postfix_data_delivered ||
+    fail postfix_data_delivered "$sum $(tail -3 "$dir/t2.err" | tr '\n' ' ')"
+piped=$(kv pipelined)
+[ "${piped:-0}" -gt 0 ] && pass postfix_data_pipelined ||
+    fail postfix_data_pipelined "tern pipelined ${piped:-none}"
+n=600
+while [ "$n" -gt 0 ] && [ "$(sunk)" != $((N + 1 + M)) ]; do
+    sleep 0.1
+    n=$((n - 1))
+done
+sleep 0.5
+[ "$(sunk)" = $((N + 1 + M)) ] && pass postfix_data_relayed_each_once ||
+    fail postfix_data_relayed_each_once "sink has $(sunk), want $((N + 1 + M))"
+# (Postfix logs the keywords it drops: proof the sessions had no CHUNKING.)
+grep -q 'discarding EHLO keywords: CHUNKING' "$log" && pass postfix_data_without_chunking ||
+    fail postfix_data_without_chunking "Postfix still offered CHUNKING"
+if grep -qiE "$bad" "$log"; then
+    fail postfix_data_no_complaints "$(grep -iE "$bad" "$log" | head -2)"
+else
+    pass postfix_data_no_complaints
+fi
 exit $((TERN_FAILS > 0))

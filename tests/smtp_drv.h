@@ -111,6 +111,10 @@ static inline void drv_pump(struct drv *d)
         char tmp[160];
         switch (ev.kind) {
         case SMTP_EV_NONE:
+            /* As the engine does after a 354: the next may go behind
+             * the final dot (PIPELINING without CHUNKING). */
+            if (d->fill && d->c.state == SMTP_ST_BODY && !d->c.chunking)
+                drv_fill(d);
             drv_collect(d);
             return;
         case SMTP_EV_STARTTLS:

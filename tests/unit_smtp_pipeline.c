@@ -1,7 +1,8 @@
 /*
  * unit_smtp_pipeline.c - pipelined transactions (engine/smtp_client.h,
  * PIPELINED TRANSACTIONS): several BDAT transactions in flight on one
- * session, replies attributed in order, and what happens when one fails.
+ * session, or one behind a DATA transaction's final dot; replies
+ * attributed in order, and what happens when one fails or is lost.
  *
  * The driver (tests/smtp_drv.h, fill mode) fills the pipeline the way
  * the engine does: on READY it starts transactions while
@@ -174,6 +175,170 @@ static void test_lost_in_flight(void)
     drv_free(&d);
 }
 
+/* ---- PIPELINING without CHUNKING: one waits behind a DATA transaction ---- */
+
+#define EHLO_P "220 mx\r\n250-mx\r\n250-8BITMIME\r\n250 PIPELINING\r\n"
+#define DGROUP1 "MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n"
+#define DGROUP2 "MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nRCPT TO:<c@y.test>\r\nDATA\r\n"
+#define DBODY "Subject: hi\r\n\r\nhello\r\n.\r\n"
+
+/* The next MAIL/RCPT/DATA follows the final dot in the same output; the
+ * replies come back in order, one TXN_DONE each, and the one behind
+ * sends its body on its own 354. */
+static void test_data_behind(void)
+{
+    const struct smtp_msg msgs[] = {m1, m2, m1};
+    for (int bytes = 0; bytes < 2; bytes++) {
+        struct drv d;
+        pinit(&d, 4, msgs, 3);
+        feed(&d, EHLO_P);
+        CHECK_STR(d.out, "EHLO client.test\r\n" DGROUP1);
+        CHECK_INT(smtp_client_room(&d.c), 0);   /* no body sent yet */
+        d.out_len = 0;
+        d.out[0] = '\0';
+        if (bytes)
+            feed_bytes(&d, "250 ok\r\n250 ok\r\n354 go\r\n");
+        else
+            feed(&d, "250 ok\r\n250 ok\r\n354 go\r\n");
+        CHECK_STR(d.out, DBODY DGROUP2);
+        CHECK_INT(smtp_client_in_flight(&d.c), 2);
+        CHECK_INT(smtp_client_room(&d.c), 0);   /* only one behind */
+        CHECK_INT(smtp_client_in_doubt(&d.c), 1);
+        CHECK_INT(smtp_client_behind_in_doubt(&d.c), 0);
+        /* Each read as the receiver can send it: nothing after a 354
+         * before the body it asks for. */
+        const char *const rest[] = {
+            "250 2.0.0 one\r\n250 ok\r\n250 ok\r\n550 5.1.1 no c\r\n354 go\r\n",
+            "250 2.0.0 two\r\n250 ok\r\n250 ok\r\n354 go\r\n",
+            "250 2.0.0 three\r\n221 bye\r\n"};
+        for (size_t i = 0; i < 3; i++) {
+            if (bytes)
+                feed_bytes(&d, rest[i]);
+            else
+                feed(&d, rest[i]);
+        }
+        CHECK_STR(d.log, "START1 START2 TXN(1,BODY,250) START3 TXN(1,BODY,250) "
+                         "TXN(1,BODY,250) CLOSED");
+        CHECK_STR(d.out, DBODY DGROUP2 DBODY DGROUP1 DBODY "QUIT\r\n");
+        CHECK_INT(d.nres, 3);
+        if (d.nres == 3) {
+            CHECK(strstr(d.res[0].reply.text, "one") != NULL);
+            CHECK(strstr(d.res[1].reply.text, "two") != NULL);
+            CHECK_INT(d.res[1].rcpt_code[0], 250);
+            CHECK_INT(d.res[1].rcpt_code[1], 550);
+            CHECK(strstr(d.res[2].reply.text, "three") != NULL);
+        }
+        drv_free(&d);
+    }
+}
+
+/* No RCPT of the one behind accepted: its 354 gets "." alone. */
+static void test_data_behind_no_rcpt(void)
+{
+    const struct smtp_msg msgs[] = {m1, m1};
+    struct drv d;
+    pinit(&d, 2, msgs, 2);
+    feed(&d, EHLO_P "250 ok\r\n250 ok\r\n354 go\r\n");
+    feed(&d, "250 2.0.0 one\r\n250 ok\r\n550 5.1.1 no b\r\n354 go\r\n");
+    CHECK_STR(d.out, "EHLO client.test\r\n" DGROUP1 DBODY DGROUP1 ".\r\n");
+    feed(&d, "554 5.5.1 no valid recipients\r\n221 bye\r\n");
+    CHECK_STR(d.log, "START1 START2 TXN(1,BODY,250) TXN(0,RCPT,550) CLOSED");
+    CHECK_STR(d.out, "EHLO client.test\r\n" DGROUP1 DBODY DGROUP1 ".\r\nQUIT\r\n");
+    drv_free(&d);
+}
+
+/* A 554 to the current dot: the receiver ended that transaction, so the
+ * MAIL behind stands; nothing new goes behind until one succeeds. A 503
+ * to the MAIL behind (the receiver still in the failed one): resend. */
+static void test_data_behind_failure(void)
+{
+    const struct smtp_msg msgs[] = {m1, m1, m1};
+    struct drv d;
+    pinit(&d, 4, msgs, 3);
+    feed(&d, EHLO_P "250 ok\r\n250 ok\r\n354 go\r\n");
+    feed(&d, "554 5.7.1 rejected\r\n250 ok\r\n250 ok\r\n354 go\r\n");
+    CHECK_STR(d.log, "START1 START2 TXN(0,BODY,554)");
+    CHECK_STR(d.out, "EHLO client.test\r\n" DGROUP1 DBODY DGROUP1 DBODY);
+    CHECK_INT(smtp_client_room(&d.c), 0);   /* after a failure: none behind */
+    feed(&d, "250 2.0.0 two\r\n");
+    CHECK_STR(d.log, "START1 START2 TXN(0,BODY,554) TXN(1,BODY,250) START3");
+    CHECK_STR(d.out, "EHLO client.test\r\n" DGROUP1 DBODY DGROUP1 DBODY DGROUP1);
+    drv_free(&d);
+
+    pinit(&d, 4, msgs, 3);
+    feed(&d, EHLO_P "250 ok\r\n250 ok\r\n354 go\r\n");
+    feed(&d, "451 4.3.0 later\r\n503 5.5.1 nested MAIL\r\n503 5.5.1 bad sequence\r\n"
+             "503 5.5.1 bad sequence\r\n");
+    CHECK_STR(d.log, "START1 START2 TXN(0,BODY,451) TXN(0,MAIL,503,resend) START3");
+    CHECK_STR(d.out, "EHLO client.test\r\n" DGROUP1 DBODY DGROUP1 "RSET\r\n" DGROUP1);
+    drv_free(&d);
+}
+
+/* Lost with one behind: the current is in doubt from its dot, the one
+ * behind is not (its body never went); nor after it became current. A
+ * 421 after the dot ends the current, then the session. */
+static void test_data_behind_lost(void)
+{
+    const struct smtp_msg msgs[] = {m1, m1};
+    struct drv d;
+    pinit(&d, 2, msgs, 2);
+    feed(&d, EHLO_P "250 ok\r\n250 ok\r\n354 go\r\n");
+    CHECK_INT(smtp_client_in_flight(&d.c), 2);
+    smtp_client_eof(&d.c);
+    drv_pump(&d);
+    CHECK_STR(d.log, "START1 START2 ERROR(connection closed by peer)");
+    CHECK_INT(d.in_doubt_at_error, 1);
+    CHECK_INT(smtp_client_behind_in_doubt(&d.c), 0);
+    drv_free(&d);
+
+    pinit(&d, 2, msgs, 2);
+    feed(&d, EHLO_P "250 ok\r\n250 ok\r\n354 go\r\n");
+    CHECK_INT(d.c.state, SMTP_ST_BODY);     /* the engine's timeout: the current's final */
+    feed(&d, "250 2.0.0 one\r\n");
+    CHECK_INT(d.c.state, SMTP_ST_MAIL);     /* now the one behind's MAIL reply */
+    CHECK_INT(smtp_client_in_doubt(&d.c), 0);
+    feed(&d, "250 ok\r\n");
+    CHECK_INT(d.c.state, SMTP_ST_RCPT);
+    smtp_client_eof(&d.c);
+    drv_pump(&d);
+    CHECK_STR(d.log, "START1 START2 TXN(1,BODY,250) ERROR(connection closed by peer)");
+    CHECK_INT(d.in_doubt_at_error, 0);
+    CHECK_INT(smtp_client_behind_in_doubt(&d.c), 0);
+    drv_free(&d);
+
+    pinit(&d, 2, msgs, 2);
+    feed(&d, EHLO_P "250 ok\r\n250 ok\r\n354 go\r\n");
+    feed(&d, "421 4.3.2 shutting down\r\n");
+    CHECK_STR(d.log, "START1 START2 TXN(0,BODY,421) ERROR(service not available (421))");
+    CHECK_INT(smtp_client_in_doubt(&d.c), 0);
+    CHECK_INT(smtp_client_behind_in_doubt(&d.c), 0);
+    CHECK_INT(smtp_client_quit(&d.c), 0);
+    drv_free(&d);
+}
+
+/* Depth 1: the next MAIL waits for the final reply, as before; a message
+ * the peer cannot take is not queued behind (SMTP_TXN_LATER). */
+static void test_data_depth1_and_later(void)
+{
+    const struct smtp_msg msgs[] = {m1, m1};
+    struct drv d;
+    pinit(&d, 1, msgs, 2);
+    feed(&d, EHLO_P "250 ok\r\n250 ok\r\n354 go\r\n");
+    CHECK_STR(d.out, "EHLO client.test\r\n" DGROUP1 DBODY);
+    CHECK_INT(smtp_client_room(&d.c), 0);
+    drv_free(&d);
+
+    const struct smtp_msg m8 = {"a@x.test", rcpt_b, 1, body8, sizeof(body8) - 1};
+    const struct smtp_msg msgs8[] = {m1, m8};
+    pinit(&d, 4, msgs8, 2);
+    feed(&d, "220 mx\r\n250-mx\r\n250 PIPELINING\r\n250 ok\r\n250 ok\r\n354 go\r\n");
+    CHECK_INT(d.later, 1);
+    CHECK_STR(d.out, "EHLO client.test\r\n" DGROUP1 DBODY);
+    feed(&d, "250 2.0.0 one\r\n221 bye\r\n");
+    CHECK_STR(d.log, "START1 TXN(1,BODY,250) START2 TXN(0,MAIL,554) CLOSED");
+    drv_free(&d);
+}
+
 int main(void)
 {
     RUN(test_three_in_flight);
@@ -181,5 +346,10 @@ int main(void)
     RUN(test_failure_resend);
     RUN(test_local_refusal_waits);
     RUN(test_lost_in_flight);
+    RUN(test_data_behind);
+    RUN(test_data_behind_no_rcpt);
+    RUN(test_data_behind_failure);
+    RUN(test_data_behind_lost);
+    RUN(test_data_depth1_and_later);
     return check_finish();
 }
