@@ -48,6 +48,20 @@ static const uint8_t body8[] = "Subject: hi\r\n\r\n\xc3\xa9t\xc3\xa9\r\n";
 static const struct smtp_msg m1 = {"a@x.test", rcpt_b, 1, body, sizeof(body) - 1};
 static const struct smtp_msg m2 = {"a@x.test", rcpt_bc, 2, body, sizeof(body) - 1};
 
+/* The results of the three-message runs: each its own final reply, the
+ * second with its refused recipient. */
+static void check_three_results(const struct drv *d)
+{
+    CHECK_INT(d->nres, 3);
+    if (d->nres != 3)
+        return;
+    CHECK(strstr(d->res[0].reply.text, "one") != NULL);
+    CHECK(strstr(d->res[1].reply.text, "two") != NULL);
+    CHECK_INT(d->res[1].rcpt_code[0], 250);
+    CHECK_INT(d->res[1].rcpt_code[1], 550);
+    CHECK(strstr(d->res[2].reply.text, "three") != NULL);
+}
+
 /* Three transactions go out in one write before any reply; the replies,
  * whole or a byte at a time, are attributed in order. */
 static void test_three_in_flight(void)
@@ -69,14 +83,7 @@ static void test_three_in_flight(void)
             feed(&d, replies);
         CHECK_STR(d.log, "START1 START2 START3 TXN(1,BODY,250) TXN(1,BODY,250) TXN(1,BODY,250) CLOSED");
         CHECK_STR(d.out, "EHLO client.test\r\n" GROUP1 GROUP2 GROUP1 "QUIT\r\n");
-        CHECK_INT(d.nres, 3);
-        if (d.nres == 3) {
-            CHECK(strstr(d.res[0].reply.text, "one") != NULL);
-            CHECK(strstr(d.res[1].reply.text, "two") != NULL);
-            CHECK_INT(d.res[1].rcpt_code[0], 250);
-            CHECK_INT(d.res[1].rcpt_code[1], 550);
-            CHECK(strstr(d.res[2].reply.text, "three") != NULL);
-        }
+        check_three_results(&d);
         drv_free(&d);
     }
 }
@@ -220,14 +227,7 @@ static void test_data_behind(void)
         CHECK_STR(d.log, "START1 START2 TXN(1,BODY,250) START3 TXN(1,BODY,250) "
                          "TXN(1,BODY,250) CLOSED");
         CHECK_STR(d.out, DBODY DGROUP2 DBODY DGROUP1 DBODY "QUIT\r\n");
-        CHECK_INT(d.nres, 3);
-        if (d.nres == 3) {
-            CHECK(strstr(d.res[0].reply.text, "one") != NULL);
-            CHECK(strstr(d.res[1].reply.text, "two") != NULL);
-            CHECK_INT(d.res[1].rcpt_code[0], 250);
-            CHECK_INT(d.res[1].rcpt_code[1], 550);
-            CHECK(strstr(d.res[2].reply.text, "three") != NULL);
-        }
+        check_three_results(&d);
         drv_free(&d);
     }
 }
