@@ -94,7 +94,11 @@ static int notice_subscribe(struct worker *w)
 
 void worker_notice_open(struct worker *w)
 {
-    if (w->notice_fd >= 0 || w->notice_armed || w->now_ms < w->notice_retry_ms || w->stopping)
+    /* Only while the main connection works: its connect waits (up to
+     * REDIS_CONNECT_TIMEOUT_MS for a black-holed host), and so would this
+     * one, stalling the worker's SMTP connections once a second. */
+    if (w->notice_fd >= 0 || w->notice_armed || w->now_ms < w->notice_retry_ms || w->stopping ||
+        w->redis_down || w->redis_warming || w->redis_dead)
         return;
     char err[256];
     w->notice_fd = worker_redis_connect(w->cfg->redis, err, sizeof(err));
