@@ -1,6 +1,8 @@
 /* buf.c - growable byte buffer; see buf.h. */
 #include "engine/buf.h"
 
+#include "engine/text.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -82,13 +84,8 @@ int buf_append_str(struct buf *b, const char *s)
 
 int buf_append_u64(struct buf *b, uint64_t v)
 {
-    char tmp[20];
-    size_t i = sizeof(tmp);
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    return buf_append(b, tmp + i, sizeof(tmp) - i);
+    char tmp[TEXT_U64_MAX];
+    return buf_append(b, tmp, text_u64(tmp, v));
 }
 
 void buf_consume(struct buf *b, size_t n)

@@ -28,3 +28,17 @@ int text_copy_n(char *dst, size_t cap, const char *src, size_t n)
     dst[n] = '\0';
     return 1;
 }
+
+size_t text_u64(char out[TEXT_U64_MAX], uint64_t v)
+{
+    char tmp[TEXT_U64_MAX];
+    size_t i = sizeof(tmp);
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    size_t n = sizeof(tmp) - i;
+    memcpy(out, tmp + i, n);
+    out[n] = '\0';
+    return n;
+}

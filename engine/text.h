@@ -8,6 +8,8 @@
  *   "Example.COM" and "example.com" land in the same bucket.
  *   text_copy_n copies a counted (pointer, length) word into a fixed
  *   buffer as a C string, refusing what is empty or does not fit.
+ *   text_u64 writes a number in decimal without printf (per-message paths:
+ *   RESP lengths, event fields).
  *
  * OWNERSHIP
  *   Nothing is allocated; the caller owns every buffer.
@@ -25,5 +27,11 @@ uint64_t text_hash_lower(const char *s, uint64_t salt);
 /* Copies src[0..n) to dst and terminates it. Returns 0, writing nothing,
  * when n is 0 or n + 1 > cap. */
 int text_copy_n(char *dst, size_t cap, const char *src, size_t n);
+
+#define TEXT_U64_MAX 21   /* 20 digits and the NUL */
+
+/* text_u64 writes v in decimal, NUL-terminated, into out; returns the
+ * number of digits. */
+size_t text_u64(char out[TEXT_U64_MAX], uint64_t v);
 
 #endif

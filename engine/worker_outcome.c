@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "engine/dsn.h"
+#include "engine/text.h"
 
 void job_free(struct worker *w, struct job *j)
 {
@@ -70,26 +71,10 @@ static void add_field(struct ack_item *a, const char *k, const char *v)
     a->nfields += 2;
 }
 
-/* u64_text writes v in decimal, NUL-terminated, into out[24]; returns
- * the length. */
-static size_t u64_text(char out[24], uint64_t v)
-{
-    char tmp[24];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < n; i++)
-        out[i] = tmp[n - 1 - i];
-    out[n] = '\0';
-    return n;
-}
-
 static void add_field_u64(struct ack_item *a, const char *k, uint64_t v)
 {
-    char tmp[24];
-    u64_text(tmp, v);
+    char tmp[TEXT_U64_MAX];
+    text_u64(tmp, v);
     add_field(a, k, tmp);
 }
 
@@ -97,8 +82,8 @@ static void add_field_u64(struct ack_item *a, const char *k, uint64_t v)
 static void host_port(char *out, size_t cap, const char *host, unsigned port)
 {
     size_t h = strnlen(host, cap - 1);
-    char digits[24];
-    size_t d = u64_text(digits, port);
+    char digits[TEXT_U64_MAX];
+    size_t d = text_u64(digits, port);
     if (h + 1 + d >= cap)
         d = 0;   /* cannot happen with CONFIG_HOST_MAX hosts; keep it bounded */
     memcpy(out, host, h);
@@ -346,7 +331,7 @@ void outcome_txn(struct worker *w, struct conn *c, struct job *j)
     const struct smtp_txn_result *t = smtp_client_txn(&c->smtp);
     struct queue_msg *m = j->m;
     char reply[SMTP_REPLY_TEXT_MAX + 32];
-    size_t rn = u64_text(reply, (uint64_t)(t->reply.code > 0 ? t->reply.code : 0));
+    size_t rn = text_u64(reply, (uint64_t)(t->reply.code > 0 ? t->reply.code : 0));
     reply[rn++] = ' ';
     size_t tn = strnlen(t->reply.text, sizeof(reply) - rn - 1);
     for (size_t i = 0; i < tn; i++)   /* one line in the event */

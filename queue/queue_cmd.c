@@ -14,8 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/text.h"
+
 #define KEY_MAX       (QUEUE_PREFIX_MAX + 16 + QUEUE_ID_MAX)
-#define INT_TEXT_MAX  24
 
 static void resp_begin(struct buf *out, size_t argc)
 {
@@ -27,13 +28,8 @@ static void resp_begin(struct buf *out, size_t argc)
 /* One reservation per argument: an ack writes ~40 of them per message. */
 static void resp_arg(struct buf *out, const void *p, size_t n)
 {
-    char len[24];
-    size_t i = sizeof(len), v = n;
-    do {
-        len[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    size_t ln = sizeof(len) - i;
+    char len[TEXT_U64_MAX];
+    size_t ln = text_u64(len, n);
     if (n > SIZE_MAX - ln - 5) {
         out->err = 1;
         return;
@@ -42,7 +38,7 @@ static void resp_arg(struct buf *out, const void *p, size_t n)
     if (d == NULL)
         return;   /* err set */
     d[0] = '$';
-    memcpy(d + 1, len + i, ln);
+    memcpy(d + 1, len, ln);
     memcpy(d + 1 + ln, "\r\n", 2);
     if (n)
         memcpy(d + 3 + ln, p, n);
@@ -57,16 +53,9 @@ static void resp_str(struct buf *out, const char *s)
 
 static void resp_i64(struct buf *out, int64_t v)
 {
-    char tmp[INT_TEXT_MAX];
-    size_t i = sizeof(tmp);
-    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    do {
-        tmp[--i] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (v < 0)
-        tmp[--i] = '-';
-    resp_arg(out, tmp + i, sizeof(tmp) - i);
+    char tmp[1 + TEXT_U64_MAX] = "-";
+    size_t n = text_u64(tmp + 1, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v);
+    resp_arg(out, v < 0 ? tmp : tmp + 1, v < 0 ? n + 1 : n);
 }
 
 /* Append the key "<pfx>:{p}:<name>". Key names are bounded by

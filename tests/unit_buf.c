@@ -22,6 +22,9 @@ static void test_append_consume(void)
     CHECK_INT(buf_used(&b), 0);
     CHECK_INT(buf_append_u64(&b, 18446744073709551615ULL), 1);
     CHECK_MEM(buf_peek(&b), buf_used(&b), "18446744073709551615");
+    buf_reset(&b);
+    CHECK_INT(buf_append_u64(&b, 0), 1);
+    CHECK_MEM(buf_peek(&b), buf_used(&b), "0");
     buf_free(&b);
 }
 
