@@ -13,20 +13,13 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include "engine/smtp_body.h"
+#include "bench/bench_clock.h"
 
 #define MB_PER_OP 256           /* input bytes timed per figure, in MB */
 #define LINE_MIN 60
 #define LINE_MAX 78
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
 
 static uint32_t rnd(uint32_t *seed)
 {
@@ -106,10 +99,10 @@ int main(int argc, char **argv)
         size_t reps = (size_t)MB_PER_OP * 1000000 / n;
         for (int op = 0; op < OP_COUNT; op++) {
             sink += run_op(op, d, n, canonical, &out);       /* warm the caches and out */
-            double t = now_s();
+            double t = bench_now_s();
             for (size_t r = 0; r < reps; r++)
                 sink += run_op(op, d, n, canonical, &out);
-            double ns_per_byte = (now_s() - t) * 1e9 / ((double)reps * (double)n);
+            double ns_per_byte = (bench_now_s() - t) * 1e9 / ((double)reps * (double)n);
             printf("%zuk %s ns_per_byte=%.4f gb_per_s=%.2f\n", n / 1024, op_names[op],
                    ns_per_byte, 1 / ns_per_byte);
         }

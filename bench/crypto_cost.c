@@ -17,32 +17,25 @@
 #include <openssl/nid.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include "engine/config.h"
+#include "bench/bench_clock.h"
 
 #define RECORD_BYTES 4096
 #define ITERATIONS_DEFAULT 2000
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
 
 /* A key pair and a shared secret with a fixed peer, as one handshake side. */
 static double x25519_us(int n)
 {
     uint8_t peer_pub[32], peer_priv[32], pub[32], priv[32], secret[32];
     X25519_keypair(peer_pub, peer_priv);
-    double t = now_s();
+    double t = bench_now_s();
     for (int i = 0; i < n; i++) {
         X25519_keypair(pub, priv);
         if (!X25519(secret, priv, peer_pub))
             return -1;
     }
-    return (now_s() - t) / n * 1e6;
+    return (bench_now_s() - t) / n * 1e6;
 }
 
 static double p256_us(int n)
@@ -50,7 +43,7 @@ static double p256_us(int n)
     EC_KEY *peer = EC_KEY_new_by_curve_name(NID_X9_62_prime256v1);
     if (peer == NULL || !EC_KEY_generate_key(peer))
         return -1;
-    double t = now_s();
+    double t = bench_now_s();
     for (int i = 0; i < n; i++) {
         EC_KEY *k = EC_KEY_new_by_curve_name(NID_X9_62_prime256v1);
         uint8_t secret[32];
@@ -63,7 +56,7 @@ static double p256_us(int n)
         EC_KEY_free(k);
     }
     EC_KEY_free(peer);
-    return (now_s() - t) / n * 1e6;
+    return (bench_now_s() - t) / n * 1e6;
 }
 
 static double aes_gcm_us(int n)
@@ -74,14 +67,14 @@ static double aes_gcm_us(int n)
     if (!EVP_AEAD_CTX_init(&ctx, EVP_aead_aes_128_gcm(), key, sizeof(key), 16, NULL))
         return -1;
     size_t out_len;
-    double t = now_s();
+    double t = bench_now_s();
     for (int i = 0; i < n; i++) {
         nonce[0] = (uint8_t)i;
         if (!EVP_AEAD_CTX_seal(&ctx, out, &out_len, sizeof(out), nonce, sizeof(nonce), in,
                                sizeof(in), NULL, 0))
             break;
     }
-    double us = (now_s() - t) / n * 1e6;
+    double us = (bench_now_s() - t) / n * 1e6;
     EVP_AEAD_CTX_cleanup(&ctx);
     return us;
 }

@@ -49,7 +49,6 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <liburing.h>
@@ -58,6 +57,7 @@
 #include "engine/config.h"
 #include "engine/buf.h"
 #include "tls/tls.h"
+#include "bench/bench_clock.h"
 
 #define LG_CONNS_MAX       4096
 #define LG_RCPTS_MAX       1000
@@ -136,13 +136,6 @@ static void usage(FILE *f)
     fprintf(f, "usage: tern-loadgen --host H --port P [--messages N] [--conns C] [--size BYTES]\n"
                "                    [--rcpts R] [--starttls] [--ca-file F] [--auth USER:PASS]\n"
                "                    [--no-pipeline] [--from A] [--to-domain D] [--msgs-per-conn K]\n");
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static void note_error(struct gen *g, const char *what, const char *detail)
@@ -718,14 +711,14 @@ int main(int argc, char **argv)
     g.conns = calloc((size_t)g.o.conns, sizeof(*g.conns));
     if (g.conns == NULL)
         return 1;
-    double t0 = now_s();
+    double t0 = bench_now_s();
     g.ai = ai;
     for (int i = 0; i < g.o.conns; i++)
         if (!open_conn(&g, &g.conns[i]))
             g.conn_failures++;
     run_loop(&g);
     freeaddrinfo(ai);
-    double wall = now_s() - t0;
+    double wall = bench_now_s() - t0;
 
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);

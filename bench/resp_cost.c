@@ -11,20 +11,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "engine/resp_feed.h"
+#include "bench/bench_clock.h"
 
 #define RECV_BYTES (256 * 1024)   /* the engine's Redis receive (REDIS_RECV_SIZE) */
 #define ROUNDS_DEFAULT 300
 #define RUNS 5
-
-static double now_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
-}
 
 /* As many "$<n>\r\n<body>\r\n" replies as fit RECV_BYTES; returns the count. */
 static size_t fill(char *b, size_t body, size_t *len)
@@ -58,7 +51,7 @@ static double run(const char *b, size_t len, size_t per, int rounds, int sliced)
     redisReader *rd = redisReaderCreate();
     rd->maxbuf = 0;   /* as the engine keeps it */
     size_t got = 0;
-    double t = now_ns();
+    double t = (bench_now_s() * 1e9);
     for (int i = 0; i < rounds; i++) {
         if (sliced) {
             resp_feed(rd, b, len, count_reply, &got);
@@ -71,7 +64,7 @@ static double run(const char *b, size_t len, size_t per, int rounds, int sliced)
             got++;
         }
     }
-    t = now_ns() - t;
+    t = (bench_now_s() * 1e9) - t;
     redisReaderFree(rd);
     if (got != per * (size_t)rounds)
         fprintf(stderr, "tern-resp-cost: %zu replies, expected %zu\n", got, per * (size_t)rounds);
