@@ -812,8 +812,7 @@ static void on_redis_reply(struct worker *w, redisReply *r)
     case RQ_ENQUEUE:
         /* A report enqueued again after its ack was lost (dsn_report_id)
          * finds itself queued: done already. */
-        if (pr.kind == RQ_ENQUEUE && r->type == REDIS_REPLY_ERROR && r->str != NULL &&
-            strncmp(r->str, "EXISTS", 6) == 0) {
+        if (pr.kind == RQ_ENQUEUE && queue_reply_exists(r)) {
             w->st.reports_repeated++;
             break;
         }

@@ -269,6 +269,9 @@ int queue_take_data(redisReply *r, struct queue_msg *m, const char **err);
  * resend), "error reply" (text in r->str) or "unexpected reply type".
  * For an ack the integer is the number of outcomes applied. */
 int queue_parse_simple(const redisReply *r, const char **err);
+/* queue_reply_exists: r is the enqueue script's "EXISTS" error (the id is
+ * queued already; that entry keeps its own body). */
+int queue_reply_exists(const redisReply *r);
 
 /* queue_parse_enqueue checks the QUEUE_ENQUEUE_CMDS replies of one
  * queue_cmd_enqueue, r[0] (HSETNX) then r[1] (the script): 1 when the

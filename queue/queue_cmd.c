@@ -317,6 +317,12 @@ static int is_noscript(const redisReply *r)
            memcmp(r->str, "NOSCRIPT", 8) == 0;
 }
 
+int queue_reply_exists(const redisReply *r)
+{
+    return r != NULL && r->type == REDIS_REPLY_ERROR && r->str != NULL && r->len >= 6 &&
+           memcmp(r->str, "EXISTS", 6) == 0;
+}
+
 static int error_reply(const redisReply *r, const char **err)
 {
     *err = is_noscript(r) ? "NOSCRIPT" : "error reply";

@@ -613,6 +613,13 @@ static void test_parse(void)
     r = reply_of("-EXISTS message id already queued\r\n");
     CHECK_INT(queue_parse_simple(r, &err), 0);
     CHECK_STR(err, "error reply");
+    CHECK_INT(queue_reply_exists(r), 1);
+    freeReplyObject(r);
+    r = reply_of("-ERR EXISTS elsewhere\r\n");
+    CHECK_INT(queue_reply_exists(r), 0);
+    freeReplyObject(r);
+    r = reply_of(":1\r\n");
+    CHECK_INT(queue_reply_exists(r), 0);
     freeReplyObject(r);
     r = reply_of("$1\r\nx\r\n");
     CHECK_INT(queue_parse_simple(r, &err), 0);
