@@ -87,4 +87,4 @@ clean:
 	rm -rf build
 
 .PHONY: all test demo clean fuzz bench
--include $(LIB_OBJ:.o=.d) $(SINK_OBJ:.o=.d) $(BUILD)/bench/loadgen.d $(BUILD)/bench/inject.d $(BUILD)/bench/crypto_cost.d $(BUILD)/bench/body_cost.d $(UNIT_BIN:=.d) $(BUILD)/engine/main.d
+-include $(LIB_OBJ:.o=.d) $(SINK_OBJ:.o=.d) $(BUILD)/bench/loadgen.d $(BUILD)/bench/inject.d $(BUILD)/bench/crypto_cost.d $(BUILD)/bench/body_cost.d $(BUILD)/bench/resp_cost.d $(UNIT_BIN:=.d) $(BUILD)/engine/main.d

@@ -1,12 +1,15 @@
 /*
  * resp_cost.c - what handing Redis replies to hiredis's reader costs per
- * reply: one receive's worth of pipelined HGET replies (the bodies after a
- * take) fed whole, as the engine did, against engine/resp_feed.c's
- * RESP_FEED_SLICE slices. hiredis moves the unread rest of its buffer after
- * each reply taken out, so fed whole the cost grows with the receive size.
+ * reply: one receive's worth of pipelined replies fed whole against
+ * engine/resp_feed.c's RESP_FEED_SLICE slices. hiredis moves the unread
+ * rest of its buffer after each reply taken out, so fed whole the cost
+ * grows with the receive size. Two shapes: `fields`, what the engine
+ * reads after a take (queue_cmd_take_data's HMGET: an array of six short
+ * fields and the body), and `bulk`, a body alone (an HGET, as before).
  *
  *   build/tern-resp-cost [ROUNDS]     (default 300)
- *   body=4096 recv=262144 whole_ns=N sliced_ns=N      (per reply; one line per size)
+ *   shape=fields body=4096 recv=262144 slice=S whole_ns=N sliced_ns=N
+ *                                    (per reply; one line per shape and size)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,13 +22,18 @@
 #define ROUNDS_DEFAULT 300
 #define RUNS 5
 
-/* As many "$<n>\r\n<body>\r\n" replies as fit RECV_BYTES; returns the count. */
-static size_t fill(char *b, size_t body, size_t *len)
+/* The fields before the body in a `fields` reply, as Redis writes them. */
+#define FIELDS_HEAD "*7\r\n$11\r\ns@x.example\r\n$14\r\nu17@d3.example\r\n$10\r\nd3.example\r\n" \
+                    "$1\r\n0\r\n$13\r\n1764000000000\r\n$-1\r\n"
+
+/* As many replies of the shape (fields: 1, bulk: 0) as fit RECV_BYTES;
+ * returns the count. */
+static size_t fill(char *b, size_t body, int fields, size_t *len)
 {
     size_t n = 0, off = 0;
     for (;;) {
-        char head[32];
-        int h = snprintf(head, sizeof(head), "$%zu\r\n", body);
+        char head[160];
+        int h = snprintf(head, sizeof(head), "%s$%zu\r\n", fields ? FIELDS_HEAD : "", body);
         if (off + (size_t)h + body + 2 > RECV_BYTES)
             break;
         memcpy(b + off, head, (size_t)h);
@@ -86,8 +94,9 @@ int main(int argc, char **argv)
     char *b = malloc(RECV_BYTES);
     if (b == NULL)
         return 1;
+    for (int fields = 1; fields >= 0; fields--) {
     for (size_t k = 0; k < sizeof(bodies) / sizeof(bodies[0]); k++) {
-        size_t len, per = fill(b, bodies[k], &len);
+        size_t len, per = fill(b, bodies[k], fields, &len);
         double whole[RUNS], sliced[RUNS];
         for (int i = 0; i < RUNS; i++) {   /* interleaved; medians */
             whole[i] = run(b, len, per, rounds, 0);
@@ -95,8 +104,9 @@ int main(int argc, char **argv)
         }
         qsort(whole, RUNS, sizeof(double), cmp);
         qsort(sliced, RUNS, sizeof(double), cmp);
-        printf("body=%zu recv=%d whole_ns=%.0f sliced_ns=%.0f\n", bodies[k], RECV_BYTES, whole[RUNS / 2],
-               sliced[RUNS / 2]);
+        printf("shape=%s body=%zu recv=%d slice=%d whole_ns=%.0f sliced_ns=%.0f\n", fields ? "fields" : "bulk",
+               bodies[k], RECV_BYTES, RESP_FEED_SLICE, whole[RUNS / 2], sliced[RUNS / 2]);
+    }
     }
     free(b);
     return 0;

@@ -22,13 +22,19 @@
 #include <hiredis/hiredis.h>
 #include <stddef.h>
 
-/* Bytes handed to the reader at a time: a few typical bodies, small
- * against the 256 KiB receives. build/tern-resp-cost (bench/resp_cost.c),
- * ns per reply, whole 256 KiB receive / 16 / 32 / 64 KiB slices: 4 KiB
- * bodies 1792 / 299 / 531 / 631; 100 KiB bodies 4997 / 32229 / 5134 /
- * 4375. 16 KiB slices make hiredis much slower on bodies several slices
- * long; 32 KiB is near the best for both. */
-#define RESP_FEED_SLICE (32 * 1024)
+/* Bytes handed to the reader at a time. The engine's hot replies are
+ * queue_cmd_take_data's HMGETs: an array of six short fields and the
+ * body. build/tern-resp-cost (bench/resp_cost.c), ns per reply of that
+ * shape, 4 / 8 / 32 KiB slices: 1 KiB bodies 325 / 346 / 489, 4 KiB 543 /
+ * 583 / 708, 100 KiB 5168 / 5015 / 4665; a whole 256 KiB receive ~2000,
+ * ~2400, ~5600. In the bulk benchmark the engine spent 17% of its samples
+ * in the reader's buffer moves with 32 KiB slices (perf, DWARF call
+ * graphs), and ~3 us/msg more CPU than with 4 or 8 KiB.
+ * A bulk string at the top level (an HGET's reply) is another matter:
+ * when it spans several slices the reader is slow on it (4 KiB bodies in
+ * 4 or 8 KiB slices ~1,400 ns, 100 KiB bodies ~32,000 ns, where 32 KiB
+ * slices give ~450 / ~5,000); no hot reply has that shape now. */
+#define RESP_FEED_SLICE (8 * 1024)
 
 /* on_reply handles one reply; it returns 0 to stop taking replies (e.g.
  * the connection was dropped while handling it), 1 to go on. */

@@ -661,7 +661,7 @@ struct ack_item *worker_ack_slot(struct worker *w, int partition)
     return a;
 }
 
-/* fetch_wait_push queues a taken message for its body's HGET (FIFO).
+/* fetch_wait_push queues a taken message for its HMGET (FIFO).
  * Returns 0 when out of memory. */
 static int fetch_wait_push(struct worker *w, struct queue_msg *m)
 {
@@ -680,7 +680,8 @@ static int fetch_wait_push(struct worker *w, struct queue_msg *m)
 }
 
 /*
- * fetch_waiting sends the HGET of each waiting message's body, in take
+ * fetch_waiting sends the HMGET of each waiting message (metadata and
+ * body), in take
  * order, while the bytes held stay within max_bytes_in_memory (a body
  * larger than the whole budget goes alone). Bounding the bodies asked
  * for also bounds what Redis buffers for this worker: a take of 256
@@ -699,7 +700,8 @@ static void fetch_waiting(struct worker *w)
             return;
         w->fetch_wait_head++;
         w->fetch_wait_len--;
-        /* Its body follows in the HGET sent now (queue.h: queue_cmd_take_data). */
+        /* Its metadata and body follow in the HMGET sent now
+         * (queue.h: queue_cmd_take_data). */
         if (!queue_cmd_take_data(worker_redis_buf(w), &w->cfg->queue, m)) {
             fprintf(stderr, "tern: worker %d: cannot ask for message %s (out of memory); left to its lease\n",
                     w->id, m->id);
@@ -739,12 +741,8 @@ static void on_take(struct worker *w, int partition, redisReply *r)
     if (p->empty)   /* until then, or a ready notice (worker_notice.c) */
         p->next_poll_ms = w->now_ms + w->cfg->idle_poll_ms;
     for (size_t i = 0; i < n; i++) {
-        if (msgs[i]->bad) {
-            outcome_bad(w, msgs[i]);
-            continue;
-        }
         /* The message counts against max_in_memory from here; its body
-         * bytes from when its HGET is sent (fetch_waiting). */
+         * bytes from when its HMGET is sent (fetch_waiting). */
         if (!fetch_wait_push(w, msgs[i])) {
             fprintf(stderr, "tern: worker %d: cannot hold message %s (out of memory); left to its lease\n",
                     w->id, msgs[i]->id);
@@ -759,17 +757,24 @@ static void on_take(struct worker *w, int partition, redisReply *r)
     fetch_waiting(w);
 }
 
-/* on_take_data: a taken message's body came; it joins its destination. */
+/* on_take_data: a taken message's metadata and body came; it joins its
+ * destination, or is set aside when malformed. */
 static void on_take_data(struct worker *w, struct queue_msg *m, redisReply *r)
 {
     const char *err = NULL;
     size_t charged = m->data_len;
-    if (!queue_take_data(r, m, &err)) {
+    if (!queue_take_data(r, &m, &err)) {
         /* Deleted since the take, or Redis failed: the lease settles it. */
-        if (r->type != REDIS_REPLY_NIL)
-            fprintf(stderr, "tern: worker %d: body of %s: %s%s%s; left to its lease\n", w->id, m->id, err,
+        if (strcmp(err, "message deleted since its take") != 0)
+            fprintf(stderr, "tern: worker %d: message %s: %s%s%s; left to its lease\n", w->id, m->id, err,
                     r->type == REDIS_REPLY_ERROR ? ": " : "", r->type == REDIS_REPLY_ERROR ? r->str : "");
         worker_msg_release(w, m);
+        return;
+    }
+    if (m->bad) {
+        w->bytes_in_memory -= charged;
+        w->in_memory--;
+        outcome_bad(w, m);   /* frees m */
         return;
     }
     /* The body as it came, not as the take reported it (changed since?). */

@@ -253,7 +253,7 @@ struct partition {
     int64_t first_ack_ms;      /* when the oldest unsent outcome was recorded */
 };
 
-/* RQ_DATA: the HGET of one taken message's body (queue_cmd_take_data);
+/* RQ_DATA: the HMGET of one taken message (queue_cmd_take_data);
  * msg is that message, owned by the entry until the reply comes. */
 enum redis_req { RQ_TAKE, RQ_DATA, RQ_ACK, RQ_ENQUEUE, RQ_SCRIPT, RQ_EVENT };
 
@@ -328,7 +328,7 @@ struct worker {
     int reap_pending;          /* a closed connection may be freeable */
     size_t in_memory;          /* jobs held */
     size_t in_take;            /* room promised to takes in flight */
-    /* Body bytes held (sizes the takes reported, counted from the HGET on)
+    /* Body bytes held (sizes the takes reported, counted from the HMGET on)
      * and the messages taken whose body is not asked for yet because that
      * would pass max_bytes_in_memory: a FIFO, emptied before the next take. */
     size_t bytes_in_memory;

@@ -33,12 +33,13 @@
  *          a duplicate id leaves the queued message as it was, and an
  *          enqueue resent after NOSCRIPT finds its own body in place.
  *   take:  moves due entries from sched and expired leases back to ready,
- *          then pops up to N ids from ready, leases them (now + lease_ms)
- *          and returns their fields, all in one EVALSHA. Malformed entries
- *          are moved to the bad set instead. The reply is a
- *          flat array of QUEUE_TAKE_FIELDS strings per message: id, from,
- *          rcpts, domain, data length, attempts, created, lease_until, warned;
- *          the bodies follow with one HGET each (queue_cmd_take_data).
+ *          then pops up to N ids from ready and leases them (now +
+ *          lease_ms), all in one EVALSHA. Entries without a body or with
+ *          one over max_message_size are moved to the bad set instead. The
+ *          reply is the lease's expiry, then QUEUE_TAKE_FIELDS elements
+ *          per message: id, data length. Each message's metadata and body
+ *          follow with one plain HMGET (queue_cmd_take_data): fields read
+ *          inside Lua cost Redis ~3.5 us per message more.
  *   ack:   one EVALSHA per batch of outcomes for one partition: delivered,
  *          failed and expired delete the message, bad sets it aside, deferred reschedules it (and may
  *          shrink its recipient list to those still pending), returned puts
@@ -65,8 +66,8 @@
  *
  * OWNERSHIP
  *   struct queue_msg is allocated by queue_parse_take() and freed by
- *   queue_msg_free(); all its strings live in the same allocation, except
- *   the body (data_buf), which queue_take_data attaches.
+ *   queue_msg_free(); queue_take_data() grows that allocation to hold the
+ *   metadata's strings too, and attaches the body (data_buf).
  */
 #ifndef TERN_QUEUE_QUEUE_H
 #define TERN_QUEUE_QUEUE_H
@@ -89,7 +90,9 @@
 #define QUEUE_ACK_MAX         4096   /* outcomes per ack call */
 #define QUEUE_MOVE_MAX        1000   /* sched/leased entries moved per take */
 #define QUEUE_MOVES_EVERY_MS  100    /* the engine's takes move them this often */
-#define QUEUE_TAKE_FIELDS     9      /* reply strings per message in a take */
+#define QUEUE_TAKE_FIELDS     2      /* reply elements per message in a take,
+                                        after the lease's expiry */
+#define QUEUE_TAKE_DATA_FIELDS 7     /* fields of queue_cmd_take_data's HMGET */
 #define QUEUE_FIELDS_MAX      64     /* event field strings per outcome */
 #define QUEUE_ENQUEUE_CMDS    2      /* commands (and replies) per queue_cmd_enqueue:
                                         HSETNX of the body, EVALSHA enqueue */
@@ -119,6 +122,8 @@ struct queue_scripts {
 struct queue_msg {
     char id[QUEUE_ID_MAX];
     int partition;
+    /* from, rcpts, domain, attempts, created_ms and delay_warned are set
+     * by queue_take_data; after queue_parse_take they are NULL / 0. */
     char *from;          /* "" for the null sender */
     char **rcpts;
     size_t nrcpts;
@@ -132,9 +137,10 @@ struct queue_msg {
     int64_t lease_until_ms; /* this lease's expiry; pass it back in the
                                outcome so a stale ack is recognised */
     int delay_warned;    /* the sender was told of the delay already */
-    /* Non-NULL: the entry is malformed (static string: "bad recipient
-     * address", "bad number", ...); only id, partition and lease_until_ms
-     * are set. The engine acks it QUEUE_BAD with this reason. */
+    /* Non-NULL after queue_take_data: the entry is malformed (static
+     * string: "bad recipient address", "bad number", "missing field
+     * from", ...); only id, partition and lease_until_ms are set. The
+     * engine acks it QUEUE_BAD with this reason. */
     const char *bad;
 };
 
@@ -242,28 +248,36 @@ int queue_cmd_enqueue(struct buf *out, const struct queue_config *qc,
 int queue_cmd_event(struct buf *out, const struct queue_config *qc, int partition,
                     const char *status, const char *const *fields, size_t nfields);
 
-/* queue_parse_take turns the reply of a take into messages. An entry
- * whose addresses fail the checks queue_cmd_enqueue applies, or whose
- * numbers do not parse, comes back with m->bad set (not an error), so the
- * rest of the batch goes on. On success
- * *msgs is a malloc'd array of *n pointers (free each with queue_msg_free
- * and the array with free). Returns 0 on a malformed or error reply, with
- * *err set to a static string; an error reply beginning with "NOSCRIPT"
- * sets *err to "NOSCRIPT" so the caller can reload the scripts. */
+/* queue_parse_take turns the reply of a take into messages that hold
+ * their id, partition, lease and the body's size (data_len) as the take
+ * reported it; queue_take_data fills in the rest. On success *msgs is a
+ * malloc'd array of *n pointers (free each with queue_msg_free and the
+ * array with free). Returns 0 on a malformed or error reply, with *err
+ * set to a static string; an error reply beginning with "NOSCRIPT" sets
+ * *err to "NOSCRIPT" so the caller can reload the scripts. */
 int queue_parse_take(const redisReply *r, int partition,
                      struct queue_msg ***msgs, size_t *n, const char **err);
 
-/* The body of a taken message is fetched on its own, pipelined behind the
- * take: a body read inside the take script would pass through Lua, which
- * hashes every byte of every string it holds.
- * queue_cmd_take_data appends `HGET <pfx>:{p}:m:<id> data` for m (0 as the
- * other builders). queue_take_data attaches that reply's string to m as
- * its data, taking r->str over (r->str is set to NULL): 1. 0 with *err
- * set for a nil reply (the message was deleted after its take; its lease
- * settles it), an error or a reply that is not a string. */
+/* A taken message's metadata and body are read with one plain command,
+ * pipelined behind the take: fields read inside the take script would
+ * pass through Lua, which interns (hashes) and copies every string it
+ * holds.
+ * queue_cmd_take_data appends `HMGET <pfx>:{p}:m:<id> from rcpts domain
+ * attempts created warned data` (QUEUE_TAKE_DATA_FIELDS) for m (0 as the
+ * other builders).
+ * queue_take_data reads that reply into *mp: it grows the allocation
+ * (*mp may move; the old pointer is then invalid) to hold the strings and
+ * recipient array, and takes the body's string over from the reply
+ * (that element's str is set to NULL). Returns 1 with the message
+ * complete, or with (*mp)->bad set when the entry is malformed (a field
+ * missing, "no recipients", "bad number", the address checks
+ * queue_cmd_enqueue applies): the caller sets it aside. Returns 0 with
+ * *err set, *mp unchanged and still the caller's, for every field nil
+ * ("message deleted since its take": its lease settles it), an error
+ * reply ("error reply") or a reply of the wrong shape. */
 int queue_cmd_take_data(struct buf *out, const struct queue_config *qc,
                         const struct queue_msg *m);
-int queue_take_data(redisReply *r, struct queue_msg *m, const char **err);
+int queue_take_data(redisReply *r, struct queue_msg **mp, const char **err);
 /* queue_parse_simple checks an ack/enqueue reply: 1 for an integer or
  * status reply, 0 otherwise with *err "NOSCRIPT" (reload the scripts and
  * resend), "error reply" (text in r->str) or "unexpected reply type".

@@ -430,40 +430,17 @@ int queue_cmd_take_data(struct buf *out, const struct queue_config *qc,
     size_t n = strnlen(m->id, QUEUE_ID_MAX);
     if (out->err || !partition_ok(qc, m->partition) || n == 0 || n >= QUEUE_ID_MAX)
         return 0;
-    resp_begin(out, 3);
-    resp_str(out, "HGET");
+    resp_begin(out, 2 + QUEUE_TAKE_DATA_FIELDS);
+    resp_str(out, "HMGET");
     resp_msg_key(out, qc, m->partition, m->id);
+    resp_str(out, "from");
+    resp_str(out, "rcpts");
+    resp_str(out, "domain");
+    resp_str(out, "attempts");
+    resp_str(out, "created");
+    resp_str(out, "warned");
     resp_str(out, "data");
     return !out->err;
-}
-
-int queue_take_data(redisReply *r, struct queue_msg *m, const char **err)
-{
-    if (r == NULL) {
-        *err = "no reply";
-        return 0;
-    }
-    if (r->type == REDIS_REPLY_NIL) {
-        *err = "message deleted since its take";
-        return 0;
-    }
-    if (r->type == REDIS_REPLY_ERROR) {
-        *err = "error reply";
-        return 0;
-    }
-    if (r->type != REDIS_REPLY_STRING || r->str == NULL) {
-        *err = "take data: reply is not a string";
-        return 0;
-    }
-    /* hiredis allocated r->str with malloc (len + 1 bytes, NUL-terminated)
-     * and frees it only if still set: the body is taken, not copied. */
-    free(m->data_buf);
-    m->data_buf = (uint8_t *)r->str;
-    m->data = m->data_buf;
-    m->data_len = r->len;
-    r->str = NULL;
-    r->len = 0;
-    return 1;
 }
 
 /* Copy n bytes plus a NUL into the arena at *pos; return the copy. */
@@ -515,83 +492,86 @@ static const char *entry_check(const redisReply *from, const redisReply *rcpts,
     return NULL;
 }
 
-/* bad_msg: a message that only carries its id, lease and why it is bad,
- * for the engine to set aside (ack kind QUEUE_BAD). */
-static struct queue_msg *bad_msg(const redisReply *id, int partition, int64_t lease,
-                                 const char *why, const char **err)
+/* The fields of queue_cmd_take_data's HMGET, in its order. */
+enum { TD_FROM, TD_RCPTS, TD_DOMAIN, TD_ATT, TD_CREATED, TD_WARNED, TD_DATA };
+
+/* take_data_check: why the HMGET's fields cannot make a message (a static
+ * string), or NULL. *nr is set to the number of recipients. */
+static const char *take_data_check(redisReply **f, int64_t *att, int64_t *created, size_t *nr)
 {
-    struct queue_msg *m = calloc(1, sizeof(*m));
-    if (m == NULL) {
-        *err = "out of memory";
-        return NULL;
-    }
-    memcpy(m->id, id->str, id->len);
-    m->id[id->len] = '\0';
-    m->partition = partition;
-    m->lease_until_ms = lease;
-    m->bad = why;
-    return m;
+    static const char *const missing[] = {"missing field from", "missing field rcpts",
+                                          "missing field domain"};
+    for (int i = TD_FROM; i <= TD_DOMAIN; i++)
+        if (f[i]->type != REDIS_REPLY_STRING)
+            return missing[i];
+    if (f[TD_DATA]->type != REDIS_REPLY_STRING)
+        return "missing field data";
+    *att = 0;
+    *created = 0;
+    if ((f[TD_ATT]->type == REDIS_REPLY_STRING &&
+         (!parse_i64(f[TD_ATT]->str, f[TD_ATT]->len, att) || *att < 0 || *att > 1000000)) ||
+        (f[TD_CREATED]->type == REDIS_REPLY_STRING &&
+         !parse_i64(f[TD_CREATED]->str, f[TD_CREATED]->len, created)))
+        return "bad number";
+    *nr = 1;
+    for (size_t i = 0; i < f[TD_RCPTS]->len; i++)
+        *nr += f[TD_RCPTS]->str[i] == '\n';
+    return entry_check(f[TD_FROM], f[TD_RCPTS], f[TD_DOMAIN], *nr);
 }
 
-/* Build one message from QUEUE_TAKE_FIELDS reply strings, in a single allocation:
- * struct, rcpt pointer array, then the strings. The body comes separately
- * (queue_take_data). */
-static struct queue_msg *msg_from_reply(redisReply **f, int partition, const char **err)
+int queue_take_data(redisReply *r, struct queue_msg **mp, const char **err)
 {
-    enum { F_ID, F_FROM, F_RCPTS, F_DOMAIN, F_DATA, F_ATT, F_CREATED, F_LEASE, F_WARNED };
-    for (int i = 0; i < QUEUE_TAKE_FIELDS; i++) {
-        if (f[i] == NULL || f[i]->type != REDIS_REPLY_STRING) {
-            *err = "take: field is not a string";
-            return NULL;
+    if (r == NULL) {
+        *err = "no reply";
+        return 0;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        *err = "error reply";
+        return 0;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != QUEUE_TAKE_DATA_FIELDS) {
+        *err = "take data: reply is not an array of its fields";
+        return 0;
+    }
+    redisReply **f = r->element;
+    int present = 0;
+    for (int i = 0; i < QUEUE_TAKE_DATA_FIELDS; i++) {
+        if (f[i] == NULL || (f[i]->type != REDIS_REPLY_STRING && f[i]->type != REDIS_REPLY_NIL)) {
+            *err = "take data: field is neither a string nor nil";
+            return 0;
         }
+        present += f[i]->type == REDIS_REPLY_STRING;
     }
-    if (f[F_ID]->len == 0 || f[F_ID]->len >= QUEUE_ID_MAX ||
-        memchr(f[F_ID]->str, '\0', f[F_ID]->len) != NULL) {
-        *err = "take: bad id";
-        return NULL;
+    if (present == 0) {
+        *err = "message deleted since its take";
+        return 0;
     }
-    int64_t att = 0, created = 0, lease = 0;
-    const char *why = NULL;
-    if (!parse_i64(f[F_LEASE]->str, f[F_LEASE]->len, &lease))
-        lease = 0;   /* settle whatever lease the id has */
-    if (!parse_i64(f[F_ATT]->str, f[F_ATT]->len, &att) || att < 0 || att > 1000000 ||
-        !parse_i64(f[F_CREATED]->str, f[F_CREATED]->len, &created))
-        why = "bad number";
-    const char *rs = f[F_RCPTS]->str;
-    size_t rl = f[F_RCPTS]->len;
-    size_t nr = 1;
-    for (size_t i = 0; i < rl; i++)
-        nr += rs[i] == '\n';
-    if (why == NULL)
-        why = entry_check(f[F_FROM], f[F_RCPTS], f[F_DOMAIN], nr);
-    if (why != NULL)
-        return bad_msg(f[F_ID], partition, lease, why, err);
-    int64_t dlen = 0;
-    if (!parse_i64(f[F_DATA]->str, f[F_DATA]->len, &dlen) || dlen < 0) {
-        *err = "take: bad data length";
-        return NULL;
-    }
+    struct queue_msg *m = *mp;
+    int64_t att = 0, created = 0;
+    size_t nr = 0;
+    m->bad = take_data_check(f, &att, &created, &nr);
+    if (m->bad != NULL)
+        return 1;
+    /* Grow the message to hold the recipient array and the strings after
+     * the struct; the id, partition and lease stay where they are. */
+    size_t rl = f[TD_RCPTS]->len;
     size_t bytes = sizeof(struct queue_msg) + nr * sizeof(char *) +
-                   f[F_FROM]->len + 1 + rl + 1 + f[F_DOMAIN]->len + 1;
-    struct queue_msg *m = calloc(1, bytes);
-    if (m == NULL) {
+                   f[TD_FROM]->len + 1 + rl + 1 + f[TD_DOMAIN]->len + 1;
+    struct queue_msg *g = realloc(m, bytes);
+    if (g == NULL) {
         *err = "out of memory";
-        return NULL;
+        return 0;
     }
+    m = g;
+    *mp = m;
     m->rcpts = (char **)(m + 1);
     char *pos = (char *)(m->rcpts + nr);
-    memcpy(m->id, f[F_ID]->str, f[F_ID]->len);
-    m->id[f[F_ID]->len] = '\0';
-    m->partition = partition;
-    m->from = arena_put(&pos, f[F_FROM]->str, f[F_FROM]->len);
-    char *rc = arena_put(&pos, rs, rl);
-    m->domain = arena_put(&pos, f[F_DOMAIN]->str, f[F_DOMAIN]->len);
-    m->data = NULL;   /* queue_take_data attaches it */
-    m->data_len = (size_t)dlen;
+    m->from = arena_put(&pos, f[TD_FROM]->str, f[TD_FROM]->len);
+    char *rc = arena_put(&pos, f[TD_RCPTS]->str, rl);
+    m->domain = arena_put(&pos, f[TD_DOMAIN]->str, f[TD_DOMAIN]->len);
     m->attempts = (int)att;
     m->created_ms = created;
-    m->lease_until_ms = lease;
-    m->delay_warned = f[F_WARNED]->len > 0;
+    m->delay_warned = f[TD_WARNED]->type == REDIS_REPLY_STRING && f[TD_WARNED]->len > 0;
     /* Split the recipient copy on '\n' in place. */
     m->nrcpts = 0;
     char *start = rc;
@@ -602,6 +582,47 @@ static struct queue_msg *msg_from_reply(redisReply **f, int partition, const cha
             start = rc + i + 1;
         }
     }
+    /* hiredis allocated the body's str with malloc (len + 1 bytes,
+     * NUL-terminated) and frees it only if still set: taken, not copied. */
+    free(m->data_buf);
+    m->data_buf = (uint8_t *)f[TD_DATA]->str;
+    m->data = m->data_buf;
+    m->data_len = f[TD_DATA]->len;
+    f[TD_DATA]->str = NULL;
+    f[TD_DATA]->len = 0;
+    return 1;
+}
+
+/* One message from the take's id and data length: the rest comes with
+ * queue_take_data. */
+static struct queue_msg *msg_from_reply(redisReply **f, int partition, int64_t lease,
+                                        const char **err)
+{
+    enum { F_ID, F_DATA_LEN };
+    if (f[F_ID] == NULL || f[F_ID]->type != REDIS_REPLY_STRING) {
+        *err = "take: id is not a string";
+        return NULL;
+    }
+    if (f[F_ID]->len == 0 || f[F_ID]->len >= QUEUE_ID_MAX ||
+        memchr(f[F_ID]->str, '\0', f[F_ID]->len) != NULL) {
+        *err = "take: bad id";
+        return NULL;
+    }
+    if (f[F_DATA_LEN] == NULL || f[F_DATA_LEN]->type != REDIS_REPLY_INTEGER ||
+        f[F_DATA_LEN]->integer < 0) {
+        *err = "take: bad data length";
+        return NULL;
+    }
+    struct queue_msg *m = calloc(1, sizeof(*m));
+    if (m == NULL) {
+        *err = "out of memory";
+        return NULL;
+    }
+    memcpy(m->id, f[F_ID]->str, f[F_ID]->len);
+    m->id[f[F_ID]->len] = '\0';
+    m->partition = partition;
+    m->lease_until_ms = lease;
+    m->data_len = (size_t)f[F_DATA_LEN]->integer;
     return m;
 }
 
@@ -620,12 +641,20 @@ int queue_parse_take(const redisReply *r, int partition,
         *err = "take: reply is not an array";
         return 0;
     }
-    if (r->elements % QUEUE_TAKE_FIELDS != 0 ||
-        r->elements / QUEUE_TAKE_FIELDS > QUEUE_TAKE_MAX) {
+    if (r->elements == 0)
+        return 1;   /* nothing was ready */
+    if ((r->elements - 1) % QUEUE_TAKE_FIELDS != 0 ||
+        (r->elements - 1) / QUEUE_TAKE_FIELDS > QUEUE_TAKE_MAX) {
         *err = "take: bad element count";
         return 0;
     }
-    size_t count = r->elements / QUEUE_TAKE_FIELDS;
+    int64_t lease = 0;
+    const redisReply *l = r->element[0];
+    if (l == NULL || l->type != REDIS_REPLY_STRING || !parse_i64(l->str, l->len, &lease)) {
+        *err = "take: bad lease";
+        return 0;
+    }
+    size_t count = (r->elements - 1) / QUEUE_TAKE_FIELDS;
     if (count == 0)
         return 1;
     struct queue_msg **arr = calloc(count, sizeof(*arr));
@@ -634,7 +663,7 @@ int queue_parse_take(const redisReply *r, int partition,
         return 0;
     }
     for (size_t i = 0; i < count; i++) {
-        arr[i] = msg_from_reply(r->element + i * QUEUE_TAKE_FIELDS, partition, err);
+        arr[i] = msg_from_reply(r->element + 1 + i * QUEUE_TAKE_FIELDS, partition, lease, err);
         if (arr[i] == NULL) {
             for (size_t j = 0; j < i; j++)
                 queue_msg_free(arr[j]);

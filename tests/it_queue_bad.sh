@@ -1,10 +1,11 @@
 #!/bin/bash
 # it_queue_bad.sh - malformed queue entries written with redis-cli are set
 # aside with their reason, and the engine keeps delivering:
-#  a. entries with a field missing, no recipients, data over
-#     max_message_size, a non-numeric count (found by the take script), a
-#     bad recipient address, a recipient outside the entry's domain, a bad
-#     sender (found by the engine) each end in <pfx>:{p}:bad with
+#  a. entries without a body or with one over max_message_size (found by
+#     the take script), without a sender field, without recipients, with
+#     a non-numeric count, a bad recipient address, a recipient outside
+#     the entry's domain, a bad sender (found by the engine when it reads
+#     the entry after the take) each end in <pfx>:{p}:bad with
 #     bad_reason set, and leave ready and leased;
 #  b. a `bad` event is written for each;
 #  c. the good messages queued around them are delivered and the engine
@@ -32,6 +33,7 @@ bad() {
 }
 big=$(head -c 2000 /dev/zero | tr '\0' x)
 bad nodata "missing field data" from s@x.test rcpts u@a.test domain a.test attempts 0 created $now
+bad nofrom "missing field from" rcpts u@a.test domain a.test data hi attempts 0 created $now
 bad norcpt "no recipients" from s@x.test rcpts "" domain a.test data hi attempts 0 created $now
 bad big "oversized data" from s@x.test rcpts u@a.test domain a.test data "$big" attempts 0 created $now
 bad num "bad number" from s@x.test rcpts u@a.test domain a.test data hi attempts many created $now
@@ -56,23 +58,24 @@ want() {   # id reason
     fi
 }
 want nodata "missing field data"
+want nofrom "missing field from"
 want norcpt "no recipients"
 want big "oversized data"
 want num "bad number"
 want addr "bad recipient address"
 want other "recipient not in the entry's domain"
 want sender "bad sender address"
-[ "$(rcli scard 'tern:{0}:bad')" = 7 ] && [ "$(rcli llen 'tern:{0}:ready')" = 0 ] &&
+[ "$(rcli scard 'tern:{0}:bad')" = 8 ] && [ "$(rcli llen 'tern:{0}:ready')" = 0 ] &&
     [ "$(rcli zcard 'tern:{0}:leased')" = 0 ] && pass bad_entries_out_of_the_way ||
     fail bad_entries_out_of_the_way "bad $(rcli scard 'tern:{0}:bad'), ready $(rcli llen 'tern:{0}:ready'), leased $(rcli zcard 'tern:{0}:leased')"
 nev=$(rcli xrange 'tern:{0}:events' - + | grep -cx bad)
-[ "$nev" = 7 ] && pass bad_entries_events || fail bad_entries_events "$nev bad events"
+[ "$nev" = 8 ] && pass bad_entries_events || fail bad_entries_events "$nev bad events"
 st=$("$TERN" queue -c "$dir/s.conf" stats)
 sh=$("$TERN" queue -c "$dir/s.conf" show big)
-[ "$(echo "$st" | awk '$1 == "bad" { print $2 }')" = 7 ] && echo "$sh" | grep -qx 'state bad' &&
+[ "$(echo "$st" | awk '$1 == "bad" { print $2 }')" = 8 ] && echo "$sh" | grep -qx 'state bad' &&
     echo "$sh" | grep -qx 'bad_reason oversized data' && pass bad_entries_stats_and_show ||
     fail bad_entries_stats_and_show "$st / $sh"
-"$TERN" queue -c "$dir/s.conf" delete big >/dev/null && [ "$(rcli scard 'tern:{0}:bad')" = 6 ] &&
+"$TERN" queue -c "$dir/s.conf" delete big >/dev/null && [ "$(rcli scard 'tern:{0}:bad')" = 7 ] &&
     [ "$(rcli exists 'tern:{0}:m:big')" = 0 ] && pass bad_entry_deleted ||
     fail bad_entry_deleted "bad set $(rcli scard 'tern:{0}:bad')"
 [ "$TERN_FAILS" -eq 0 ]

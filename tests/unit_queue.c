@@ -469,6 +469,16 @@ static redisReply *reply_of(const char *resp)
     return parse_resp(resp, strlen(resp));
 }
 
+/* take_data_of: queue_take_data on one RESP reply; *mp as it asks. */
+static int take_data_of(const char *resp, struct queue_msg **mp, const char **err)
+{
+    redisReply *d = reply_of(resp);
+    CHECK(d != NULL);
+    int ok = queue_take_data(d, mp, err);
+    freeReplyObject(d);
+    return ok;
+}
+
 static void test_parse(void)
 {
     const char *err = NULL;
@@ -480,63 +490,83 @@ static void test_parse(void)
     CHECK_INT(n, 0);
     CHECK(m == NULL);
     freeReplyObject(r);
+    /* Ids popped but all set aside or dropped: the lease alone. */
+    r = reply_of("*1\r\n$3\r\n900\r\n");
+    CHECK_INT(queue_parse_take(r, 1, &m, &n, &err), 1);
+    CHECK_INT(n, 0);
+    CHECK(m == NULL);
+    freeReplyObject(r);
 
-    r = reply_of("*18\r\n"
-                 "$2\r\nid\r\n$5\r\na@x.y\r\n$7\r\nb@d\nc@D\r\n$1\r\nd\r\n"
-                 "$1\r\n5\r\n$1\r\n3\r\n$3\r\n100\r\n$3\r\n900\r\n$1\r\ny\r\n"
-                 "$3\r\nid2\r\n$0\r\n\r\n$3\r\nz@d\r\n$1\r\nd\r\n"
-                 "$1\r\n0\r\n$1\r\n0\r\n$1\r\n5\r\n$3\r\n901\r\n$0\r\n\r\n");
+    r = reply_of("*5\r\n$3\r\n900\r\n$2\r\nid\r\n:5\r\n$3\r\nid2\r\n:0\r\n");
     CHECK_INT(queue_parse_take(r, 4, &m, &n, &err), 1);
+    freeReplyObject(r);
     CHECK_INT(n, 2);
     if (n == 2) {
         CHECK_STR(m[0]->id, "id");
         CHECK_INT(m[0]->partition, 4);
-        CHECK_STR(m[0]->from, "a@x.y");
-        CHECK_INT(m[0]->nrcpts, 2);
-        CHECK_STR(m[0]->rcpts[0], "b@d");
-        CHECK_STR(m[0]->rcpts[1], "c@D");
-        CHECK(m[0]->bad == NULL);
-        CHECK_STR(m[0]->domain, "d");
-        CHECK_INT(m[0]->data_len, 5);   /* as reported; the body follows */
-        CHECK(m[0]->data == NULL);
-        /* The HGET of the body, and its reply taken over without a copy. */
+        CHECK_INT(m[0]->data_len, 5);   /* as reported; the rest follows */
+        CHECK_INT(m[0]->lease_until_ms, 900);
+        CHECK(m[0]->data == NULL && m[0]->from == NULL && m[0]->bad == NULL);
+        CHECK_STR(m[1]->id, "id2");
+        CHECK_INT(m[1]->lease_until_ms, 900);
+        /* The HMGET of metadata and body, and its reply read in: the body
+         * taken over without a copy. */
         struct queue_config qc;
         queue_config_defaults(&qc);
         struct buf hb;
         buf_init(&hb, 0);
         CHECK_INT(queue_cmd_take_data(&hb, &qc, m[0]), 1);
         CHECK_MEM(buf_peek(&hb), buf_used(&hb),
-                  "*3\r\n$4\r\nHGET\r\n$13\r\ntern:{4}:m:id\r\n$4\r\ndata\r\n");
+                  "*9\r\n$5\r\nHMGET\r\n$13\r\ntern:{4}:m:id\r\n$4\r\nfrom\r\n$5\r\nrcpts\r\n"
+                  "$6\r\ndomain\r\n$8\r\nattempts\r\n$7\r\ncreated\r\n$6\r\nwarned\r\n$4\r\ndata\r\n");
         buf_free(&hb);
-        redisReply *d = reply_of("$5\r\nhi\t\r\n\r\n");
-        CHECK_INT(queue_take_data(d, m[0], &err), 1);
-        CHECK(d->str == NULL);
+        redisReply *d = reply_of("*7\r\n$5\r\na@x.y\r\n$7\r\nb@d\nc@D\r\n$1\r\nd\r\n$1\r\n3\r\n"
+                                 "$3\r\n100\r\n$1\r\ny\r\n$5\r\nhi\t\r\n\r\n");
+        CHECK_INT(queue_take_data(d, &m[0], &err), 1);
+        CHECK(d->element[6]->str == NULL);
+        freeReplyObject(d);
+        CHECK(m[0]->bad == NULL);
+        CHECK_STR(m[0]->id, "id");
+        CHECK_INT(m[0]->partition, 4);
+        CHECK_INT(m[0]->lease_until_ms, 900);
+        CHECK_STR(m[0]->from, "a@x.y");
+        CHECK_INT(m[0]->nrcpts, 2);
+        CHECK_STR(m[0]->rcpts[0], "b@d");
+        CHECK_STR(m[0]->rcpts[1], "c@D");
+        CHECK_STR(m[0]->domain, "d");
         CHECK_INT(m[0]->data_len, 5);
         CHECK(m[0]->data != NULL && memcmp(m[0]->data, "hi\t\r\n", 5) == 0);
-        freeReplyObject(d);
-        d = reply_of("$-1\r\n");
-        CHECK_INT(queue_take_data(d, m[1], &err), 0);
-        CHECK_STR(err, "message deleted since its take");
-        CHECK(m[1]->data == NULL);
-        freeReplyObject(d);
-        d = reply_of(":1\r\n");
-        CHECK_INT(queue_take_data(d, m[1], &err), 0);
-        freeReplyObject(d);
         CHECK_INT(m[0]->attempts, 3);
         CHECK_INT(m[0]->created_ms, 100);
-        CHECK_INT(m[0]->lease_until_ms, 900);
         CHECK_INT(m[0]->delay_warned, 1);
-        CHECK_INT(m[1]->delay_warned, 0);
+        /* Deleted since the take, an error, a wrong shape: 0, the message
+         * untouched and still the caller's. */
+        struct queue_msg *keep = m[1];
+        CHECK_INT(take_data_of("*7\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n", &m[1], &err), 0);
+        CHECK_STR(err, "message deleted since its take");
+        CHECK_INT(take_data_of("-ERR x\r\n", &m[1], &err), 0);
+        CHECK_STR(err, "error reply");
+        CHECK_INT(take_data_of("$-1\r\n", &m[1], &err), 0);
+        CHECK_INT(take_data_of("*2\r\n$1\r\na\r\n$1\r\nb\r\n", &m[1], &err), 0);
+        CHECK_INT(take_data_of("*7\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nd\r\n:1\r\n$1\r\n1\r\n$0\r\n\r\n$0\r\n\r\n",
+                               &m[1], &err), 0);
+        CHECK(m[1] == keep && m[1]->data == NULL && m[1]->from == NULL);
+        /* The null sender, no `warned`, no `attempts`/`created` (0), an
+         * empty body. */
+        CHECK_INT(take_data_of("*7\r\n$0\r\n\r\n$3\r\nz@d\r\n$1\r\nd\r\n$-1\r\n$-1\r\n$-1\r\n$0\r\n\r\n",
+                               &m[1], &err), 1);
+        CHECK(m[1]->bad == NULL);
         CHECK_STR(m[1]->id, "id2");
         CHECK_STR(m[1]->from, "");
         CHECK_INT(m[1]->nrcpts, 1);
         CHECK_STR(m[1]->rcpts[0], "z@d");
         CHECK_INT(m[1]->data_len, 0);
+        CHECK_INT(m[1]->attempts, 0);
+        CHECK_INT(m[1]->delay_warned, 0);
         for (size_t i = 0; i < n; i++)
             queue_msg_free(m[i]);
         free(m);
     }
-    freeReplyObject(r);
 
     static const struct {
         const char *resp;
@@ -545,11 +575,13 @@ static void test_parse(void)
         {"-NOSCRIPT No matching script. Please use EVAL.\r\n", "NOSCRIPT"},
         {"-ERR something\r\n", "error reply"},
         {":1\r\n", "take: reply is not an array"},
-        {"*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n", "take: bad element count"},
-        {"*9\r\n$1\r\na\r\n$0\r\n\r\n$1\r\nr\r\n$1\r\nd\r\n$0\r\n\r\n:1\r\n$1\r\n1\r\n$1\r\n1\r\n$0\r\n\r\n",
-         "take: field is not a string"},
-        {"*9\r\n$0\r\n\r\n$0\r\n\r\n$1\r\nr\r\n$1\r\nd\r\n$0\r\n\r\n$1\r\n1\r\n$1\r\n1\r\n$1\r\n1\r\n$0\r\n\r\n",
-         "take: bad id"},
+        {"*2\r\n$1\r\n9\r\n$1\r\na\r\n", "take: bad element count"},
+        {"*3\r\n$1\r\nx\r\n$1\r\na\r\n:1\r\n", "take: bad lease"},
+        {"*3\r\n:9\r\n$1\r\na\r\n:1\r\n", "take: bad lease"},
+        {"*3\r\n$1\r\n9\r\n:1\r\n:1\r\n", "take: id is not a string"},
+        {"*3\r\n$1\r\n9\r\n$0\r\n\r\n:1\r\n", "take: bad id"},
+        {"*3\r\n$1\r\n9\r\n$1\r\na\r\n$1\r\n5\r\n", "take: bad data length"},
+        {"*3\r\n$1\r\n9\r\n$1\r\na\r\n:-1\r\n", "take: bad data length"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         r = reply_of(bad[i].resp);
@@ -564,40 +596,41 @@ static void test_parse(void)
     }
     CHECK_INT(queue_parse_take(NULL, 0, &m, &n, &err), 0);
 
-    /* A malformed entry is one message marked bad (to be set aside), not
-     * a failed take: the others in the batch still go out. */
+    /* A malformed entry is a message marked bad (to be set aside), not a
+     * failed read: the others of the take still go out. */
     static const struct {
         const char *resp;
         const char *why;
     } malformed[] = {
-        {"*9\r\n$1\r\na\r\n$0\r\n\r\n$3\r\nr@d\r\n$1\r\nd\r\n$0\r\n\r\n$2\r\n1x\r\n$1\r\n1\r\n$1\r\n7\r\n$0\r\n\r\n",
-         "bad number"},
-        {"*9\r\n$1\r\na\r\n$0\r\n\r\n$0\r\n\r\n$1\r\nd\r\n$0\r\n\r\n$1\r\n1\r\n$1\r\n1\r\n$1\r\n7\r\n$0\r\n\r\n",
-         "no recipients"},
-        {"*9\r\n$1\r\na\r\n$0\r\n\r\n$3\r\nr@e\r\n$1\r\nd\r\n$0\r\n\r\n$1\r\n1\r\n$1\r\n1\r\n$1\r\n7\r\n$0\r\n\r\n",
+        {"*7\r\n$-1\r\n$3\r\nr@d\r\n$1\r\nd\r\n$1\r\n1\r\n$1\r\n1\r\n$-1\r\n$0\r\n\r\n", "missing field from"},
+        {"*7\r\n$0\r\n\r\n$-1\r\n$1\r\nd\r\n$1\r\n1\r\n$1\r\n1\r\n$-1\r\n$0\r\n\r\n", "missing field rcpts"},
+        {"*7\r\n$0\r\n\r\n$3\r\nr@d\r\n$-1\r\n$1\r\n1\r\n$1\r\n1\r\n$-1\r\n$0\r\n\r\n", "missing field domain"},
+        {"*7\r\n$0\r\n\r\n$3\r\nr@d\r\n$1\r\nd\r\n$1\r\n1\r\n$1\r\n1\r\n$-1\r\n$-1\r\n", "missing field data"},
+        {"*7\r\n$0\r\n\r\n$3\r\nr@d\r\n$1\r\nd\r\n$2\r\n1x\r\n$1\r\n1\r\n$-1\r\n$0\r\n\r\n", "bad number"},
+        {"*7\r\n$0\r\n\r\n$3\r\nr@d\r\n$1\r\nd\r\n$1\r\n1\r\n$1\r\nz\r\n$-1\r\n$0\r\n\r\n", "bad number"},
+        {"*7\r\n$0\r\n\r\n$0\r\n\r\n$1\r\nd\r\n$1\r\n1\r\n$1\r\n1\r\n$-1\r\n$0\r\n\r\n", "no recipients"},
+        {"*7\r\n$0\r\n\r\n$3\r\nr@e\r\n$1\r\nd\r\n$1\r\n1\r\n$1\r\n1\r\n$-1\r\n$0\r\n\r\n",
          "recipient not in the entry's domain"},
-        {"*9\r\n$1\r\na\r\n$0\r\n\r\n$5\r\nr s@d\r\n$1\r\nd\r\n$0\r\n\r\n$1\r\n1\r\n$1\r\n1\r\n$1\r\n7\r\n$0\r\n\r\n",
-         "bad recipient address"},
-        {"*9\r\n$1\r\na\r\n$2\r\n<s\r\n$3\r\nr@d\r\n$1\r\nd\r\n$0\r\n\r\n$1\r\n1\r\n$1\r\n1\r\n$1\r\n7\r\n$0\r\n\r\n",
-         "bad sender address"},
-        {"*9\r\n$1\r\na\r\n$0\r\n\r\n$3\r\nr@D\r\n$1\r\nD\r\n$0\r\n\r\n$1\r\n1\r\n$1\r\n1\r\n$1\r\n7\r\n$0\r\n\r\n",
-         "domain not lower-case"},
+        {"*7\r\n$0\r\n\r\n$5\r\nr s@d\r\n$1\r\nd\r\n$1\r\n1\r\n$1\r\n1\r\n$-1\r\n$0\r\n\r\n", "bad recipient address"},
+        {"*7\r\n$2\r\n<s\r\n$3\r\nr@d\r\n$1\r\nd\r\n$1\r\n1\r\n$1\r\n1\r\n$-1\r\n$0\r\n\r\n", "bad sender address"},
+        {"*7\r\n$0\r\n\r\n$3\r\nr@D\r\n$1\r\nD\r\n$1\r\n1\r\n$1\r\n1\r\n$-1\r\n$0\r\n\r\n", "domain not lower-case"},
     };
     for (size_t i = 0; i < sizeof(malformed) / sizeof(malformed[0]); i++) {
-        r = reply_of(malformed[i].resp);
-        CHECK(r != NULL);
+        r = reply_of("*3\r\n$1\r\n7\r\n$1\r\na\r\n:0\r\n");
         CHECK_INT(queue_parse_take(r, 2, &m, &n, &err), 1);
-        CHECK_INT(n, 1);
-        if (n == 1) {
-            CHECK_STR(m[0]->id, "a");
-            CHECK(m[0]->bad != NULL);
-            CHECK_STR(m[0]->bad ? m[0]->bad : "", malformed[i].why);
-            CHECK_INT(m[0]->lease_until_ms, 7);
-            CHECK_INT(m[0]->partition, 2);
-            queue_msg_free(m[0]);
-            free(m);
-        }
         freeReplyObject(r);
+        CHECK_INT(n, 1);
+        if (n != 1)
+            continue;
+        CHECK_INT(take_data_of(malformed[i].resp, &m[0], &err), 1);
+        CHECK(m[0]->bad != NULL);
+        CHECK_STR(m[0]->bad ? m[0]->bad : "", malformed[i].why);
+        CHECK_STR(m[0]->id, "a");
+        CHECK_INT(m[0]->lease_until_ms, 7);
+        CHECK_INT(m[0]->partition, 2);
+        CHECK(m[0]->data == NULL && m[0]->from == NULL);
+        queue_msg_free(m[0]);
+        free(m);
     }
 
     r = reply_of(":3\r\n");

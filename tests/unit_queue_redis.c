@@ -156,16 +156,14 @@ static size_t take_moves(int p, int max, int64_t now, int moves, struct queue_ms
     if (!queue_parse_take(r, p, m, &n, err))
         n = 0;
     freeReplyObject(r);
-    /* The bodies, one HGET each, as the engine fetches them. */
+    /* Metadata and body, one HMGET each, as the engine fetches them. */
     for (size_t i = 0; i < n; i++) {
-        if ((*m)[i]->bad)
-            continue;
         if (!queue_cmd_take_data(&b, &T.q.qc, (*m)[i])) {
             *err = "build failed";
             continue;
         }
         r = run_buf(&b);
-        if (!queue_take_data(r, (*m)[i], err))
+        if (!queue_take_data(r, &(*m)[i], err))
             printf("  take data of %s: %s\n", (*m)[i]->id, *err);
         freeReplyObject(r);
     }
