@@ -22,19 +22,19 @@
 #include <hiredis/hiredis.h>
 #include <stddef.h>
 
-/* Bytes handed to the reader at a time. The engine's hot replies are
- * queue_cmd_take_data's HMGETs: an array of six short fields and the
- * body. build/tern-resp-cost (bench/resp_cost.c), ns per reply of that
- * shape, 4 / 8 / 32 KiB slices: 1 KiB bodies 325 / 346 / 489, 4 KiB 543 /
- * 583 / 708, 100 KiB 5168 / 5015 / 4665; a whole 256 KiB receive ~2000,
- * ~2400, ~5600. In the bulk benchmark the engine spent 17% of its samples
- * in the reader's buffer moves with 32 KiB slices (perf, DWARF call
- * graphs), and ~3 us/msg more CPU than with 4 or 8 KiB.
- * A bulk string at the top level (an HGET's reply) is another matter:
- * when it spans several slices the reader is slow on it (4 KiB bodies in
- * 4 or 8 KiB slices ~1,400 ns, 100 KiB bodies ~32,000 ns, where 32 KiB
- * slices give ~450 / ~5,000); no hot reply has that shape now. */
-#define RESP_FEED_SLICE (8 * 1024)
+/* Bytes handed to the reader at a time: small, because each reply taken
+ * out moves what is left of the slice, and in the engine those moves are
+ * slower per byte than in a micro-benchmark (cache-cold). The engine's hot
+ * replies are queue_cmd_take_data's HMGETs (an array of six short fields
+ * and the body). Bulk benchmark, engine us/msg, interleaved pairs: 32 KiB
+ * slices 17.0 / 17.6 (17% of the engine's samples in the reader's buffer
+ * moves), 8 KiB 15.0 / 14.8 / 13.7, 2 KiB 12.8 / 13.2 / 12.9 / 13.3 /
+ * 13.2, 1 KiB 12.0 / 12.2. build/tern-resp-cost (bench/resp_cost.c), ns
+ * per reply with 1 KiB slices: HMGET shape 349 (1 KiB bodies), 609
+ * (4 KiB), 6,202 (100 KiB); a bulk string alone 95 / 253 / 5,802. Some
+ * larger slices make the reader slow on a bulk string several slices long
+ * (4 or 8 KiB slices: 4 KiB bodies ~1,400 ns, 100 KiB ~32,000). */
+#define RESP_FEED_SLICE 1024
 
 /* on_reply handles one reply; it returns 0 to stop taking replies (e.g.
  * the connection was dropped while handling it), 1 to go on. */
