@@ -918,6 +918,9 @@ struct worker *worker_new(const struct engine *e, int id, char *err, size_t errl
     w->op_wake.kind = OP_WAKE;
     buf_init(&w->rout.active, 0);
     buf_init(&w->rout.pending, 0);
+    buf_init(&w->rcpts_ok, 0);
+    buf_init(&w->rcpts_later, 0);
+    buf_init(&w->rcpts_failed, 0);
     w->dtab_size = 1024;
     w->dtab = calloc(w->dtab_size, sizeof(*w->dtab));
     w->rrecv = malloc(REDIS_RECV_SIZE);
@@ -1219,6 +1222,9 @@ void worker_free(struct worker *w)
     free(w->rq);
     free(w->rrecv);
     free(w->st.lat_ms);
+    buf_free(&w->rcpts_ok);
+    buf_free(&w->rcpts_later);
+    buf_free(&w->rcpts_failed);
     buf_free(&w->rout.active);
     buf_free(&w->rout.pending);
     if (w->reader)

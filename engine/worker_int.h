@@ -289,6 +289,9 @@ struct worker {
     struct mxhost *hosts[HOST_BUCKETS];
     struct worker_dns *dns;    /* c-ares on this ring (worker_dns.c) */
     int64_t next_dest_stats_ms;
+    /* record_outcome's recipient lists by result, kept between calls so a
+     * message's outcome allocates nothing once they have grown */
+    struct buf rcpts_ok, rcpts_later, rcpts_failed;
 
     /* Redis */
     int rfd;

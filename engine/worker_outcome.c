@@ -71,6 +71,15 @@ static void add_field(struct ack_item *a, const char *k, const char *v)
     a->nfields += 2;
 }
 
+/* ack_set_id: the message id (NUL-terminated, < QUEUE_ID_MAX) into the
+ * ack; once per message, so a copy rather than snprintf. */
+static void ack_set_id(struct ack_item *a, const char *id)
+{
+    size_t n = strnlen(id, sizeof(a->id) - 1);
+    memcpy(a->id, id, n);
+    a->id[n] = '\0';
+}
+
 static void add_field_u64(struct ack_item *a, const char *k, uint64_t v)
 {
     char tmp[TEXT_U64_MAX];
@@ -244,49 +253,53 @@ static void record_outcome(struct worker *w, struct conn *c, struct job *j, cons
                            const char *esc, int retry_now)
 {
     struct queue_msg *m = j->m;
-    struct buf ok, later, failed;
-    buf_init(&ok, 0);
-    buf_init(&later, 0);
-    buf_init(&failed, 0);
-    struct dsn_rcpt *dr = calloc(m->nrcpts, sizeof(*dr));
-    struct dsn_rcpt *dl = calloc(m->nrcpts, sizeof(*dl));   /* for a delay warning */
+    struct buf *ok = &w->rcpts_ok, *later = &w->rcpts_later, *failed = &w->rcpts_failed;
+    buf_reset(ok);
+    buf_reset(later);
+    buf_reset(failed);
+    /* The report lists only when some recipient needs one. */
+    struct dsn_rcpt *dr = NULL, *dl = NULL;   /* bounce; delay warning */
     size_t ndr = 0, ndl = 0, nok = 0, nperm = 0;
 
     for (size_t i = 0; i < m->nrcpts; i++) {
         const struct rcpt_result *r = &j->rr[i];
         const char *diag = r->diag ? r->diag : reply;
         if (r->state == RCPT_OK) {
-            join(&ok, m->rcpts[i]);
+            join(ok, m->rcpts[i]);
             nok++;
         } else if (r->state == RCPT_FAILED) {
-            join(&failed, m->rcpts[i]);
+            join(failed, m->rcpts[i]);
             nperm += strcmp(r->esc, "4.4.7") != 0;   /* refused, not expired */
+            if (dr == NULL)
+                dr = calloc(m->nrcpts, sizeof(*dr));
             if (dr)
                 dr[ndr++] = (struct dsn_rcpt){m->rcpts[i], r->esc, diag, NULL};
         } else {
-            join(&later, m->rcpts[i]);
+            join(later, m->rcpts[i]);
+            if (dl == NULL)
+                dl = calloc(m->nrcpts, sizeof(*dl));
             if (dl)
                 dl[ndl++] = (struct dsn_rcpt){m->rcpts[i], r->code / 100 == 4 ? r->esc : "4.0.0",
                                               diag, "delayed"};
         }
     }
-    buf_append(&ok, "", 1);
-    buf_append(&later, "", 1);
-    buf_append(&failed, "", 1);
+    buf_append(ok, "", 1);
+    buf_append(later, "", 1);
+    buf_append(failed, "", 1);
 
     struct ack_item *a = worker_ack_slot(w, m->partition);
     if (a == NULL) {
         fprintf(stderr, "tern: message %s: out of memory recording the outcome; "
                         "it will be retried when its lease expires\n", m->id);
     } else {
-        snprintf(a->id, sizeof(a->id), "%s", m->id);
+        ack_set_id(a, m->id);
         a->lease_until = m->lease_until_ms;
-        if (buf_used(&later) > 1) {
+        if (buf_used(later) > 1) {
             a->kind = QUEUE_DEFERRED;
-            a->remaining = buf_strdup(&later);
+            a->remaining = buf_strdup(later);
             a->retry_at = retry_now ? w->now_ms : retry_at(w, j);
             w->st.deferred++;
-        } else if (buf_used(&failed) > 1) {
+        } else if (buf_used(failed) > 1) {
             a->kind = nperm ? QUEUE_FAILED : QUEUE_EXPIRED;
             w->st.failed++;
         } else {
@@ -296,11 +309,11 @@ static void record_outcome(struct worker *w, struct conn *c, struct job *j, cons
         add_field(a, "reply", reply);
         if (esc[0])
             add_field(a, "esc", esc);
-        add_field(a, "delivered", (const char *)buf_peek(&ok));
-        if (buf_used(&later) > 1)
-            add_field(a, "deferred", (const char *)buf_peek(&later));
-        if (buf_used(&failed) > 1)
-            add_field(a, "failed", (const char *)buf_peek(&failed));
+        add_field(a, "delivered", (const char *)buf_peek(ok));
+        if (buf_used(later) > 1)
+            add_field(a, "deferred", (const char *)buf_peek(later));
+        if (buf_used(failed) > 1)
+            add_field(a, "failed", (const char *)buf_peek(failed));
         if (c)
             add_tls_fields(a, c);
         else if (j->d)
@@ -320,9 +333,6 @@ static void record_outcome(struct worker *w, struct conn *c, struct job *j, cons
     }
     free(dr);
     free(dl);
-    buf_free(&ok);
-    buf_free(&later);
-    buf_free(&failed);
     job_free(w, j);
 }
 
@@ -358,7 +368,7 @@ static void simple_outcome(struct worker *w, struct job *j, enum queue_outcome_k
         job_free(w, j);
         return;
     }
-    snprintf(a->id, sizeof(a->id), "%s", j->m->id);
+    ack_set_id(a, j->m->id);
     a->lease_until = j->m->lease_until_ms;
     a->kind = kind;
     if (kind == QUEUE_DEFERRED)
@@ -454,7 +464,7 @@ void outcome_bad(struct worker *w, struct queue_msg *m)
             m->bad);
     struct ack_item *a = worker_ack_slot(w, m->partition);
     if (a != NULL) {
-        snprintf(a->id, sizeof(a->id), "%s", m->id);
+        ack_set_id(a, m->id);
         a->lease_until = m->lease_until_ms;
         a->kind = QUEUE_BAD;
         add_field(a, "reply", m->bad);
