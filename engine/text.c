@@ -31,6 +31,19 @@ int text_copy_n(char *dst, size_t cap, const char *src, size_t n)
 
 size_t text_u64(char out[TEXT_U64_MAX], uint64_t v)
 {
+    /* Most numbers written are RESP argument lengths under 100: an ack
+     * writes ~40 per message. */
+    if (v < 10) {
+        out[0] = (char)('0' + v);
+        out[1] = '\0';
+        return 1;
+    }
+    if (v < 100) {
+        out[0] = (char)('0' + v / 10);
+        out[1] = (char)('0' + v % 10);
+        out[2] = '\0';
+        return 2;
+    }
     char tmp[TEXT_U64_MAX];
     size_t i = sizeof(tmp);
     do {

@@ -2,13 +2,31 @@
  * unit_buf.c - engine/buf.c: appends and consumes keep the bytes in order;
  * buf_move hands over the storage when the destination is empty, copies
  * behind what it holds otherwise, honours the destination's limit and
- * carries an error over.
+ * carries an error over. text_u64 (engine/text.c), which buf_append_u64
+ * uses, writes every number as snprintf's "%llu" would, around its short
+ * cases (under 10, under 100).
  */
 #include <stdlib.h>
 #include <string.h>
 
+#include <stdio.h>
+
 #include "engine/buf.h"
+#include "engine/text.h"
 #include "tests/check.h"
+
+static void test_text_u64(void)
+{
+    static const unsigned long long v[] = {0, 1, 9, 10, 11, 42, 99, 100, 101, 999, 1000, 4096,
+                                           1700000000000ULL, 18446744073709551615ULL};
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        char got[TEXT_U64_MAX], want[32];
+        size_t n = text_u64(got, v[i]);
+        snprintf(want, sizeof(want), "%llu", v[i]);
+        CHECK_STR(got, want);
+        CHECK_INT(n, strlen(want));
+    }
+}
 
 static void test_append_consume(void)
 {
@@ -88,6 +106,7 @@ static void test_move_limits_and_errors(void)
 
 int main(void)
 {
+    RUN(test_text_u64);
     RUN(test_append_consume);
     RUN(test_move_swaps_into_empty);
     RUN(test_move_appends_behind);
