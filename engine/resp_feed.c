@@ -1,6 +1,8 @@
 /* resp_feed.c - slice-wise feeding of a hiredis reader; see resp_feed.h. */
 #include "engine/resp_feed.h"
 
+#include "engine/resp_pool.h"
+
 int resp_feed(redisReader *reader, const void *p, size_t len, resp_reply_fn on_reply, void *ctx)
 {
     const char *b = p;
@@ -17,7 +19,7 @@ int resp_feed(redisReader *reader, const void *p, size_t len, resp_reply_fn on_r
             if (reply == NULL)
                 break;
             int go_on = on_reply(ctx, reply);
-            freeReplyObject(reply);
+            resp_reply_free(reader, reply);
             if (!go_on)
                 return 0;
         }

@@ -20,6 +20,7 @@
 #include <netinet/tcp.h>
 
 #include "engine/resp_feed.h"
+#include "engine/resp_pool.h"
 #include "engine/text.h"
 
 int64_t worker_clock_ms(void)
@@ -924,7 +925,7 @@ struct worker *worker_new(const struct engine *e, int id, char *err, size_t errl
     w->dtab_size = 1024;
     w->dtab = calloc(w->dtab_size, sizeof(*w->dtab));
     w->rrecv = malloc(REDIS_RECV_SIZE);
-    w->reader = redisReaderCreate();
+    w->reader = resp_pool_reader_new();
     if (w->dtab == NULL || w->rrecv == NULL || w->reader == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
@@ -983,7 +984,7 @@ fail:
         close(w->wake_fd);
     free_tls(w);
     if (w->reader)
-        redisReaderFree(w->reader);
+        resp_pool_reader_free(w->reader);
     free(w->rrecv);
     free(w->dtab);
     free(w->parts);
@@ -1228,7 +1229,7 @@ void worker_free(struct worker *w)
     buf_free(&w->rout.active);
     buf_free(&w->rout.pending);
     if (w->reader)
-        redisReaderFree(w->reader);
+        resp_pool_reader_free(w->reader);
     if (w->sessions)
         tls_session_cache_free(w->sessions);
     free_tls(w);

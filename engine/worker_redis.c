@@ -23,6 +23,7 @@
  *   everything, and an ack sent then would be lost. A failed load is
  *   retried with the same backoff. Then the held acks go out.
  */
+#include "engine/resp_pool.h"
 #include "engine/worker_int.h"
 
 #include <errno.h>
@@ -185,14 +186,14 @@ static void redis_reopen(struct worker *w)
                 w->id, err, (long long)w->redis_backoff_ms);
         return;
     }
-    redisReader *r = redisReaderCreate();
+    redisReader *r = resp_pool_reader_new();
     if (r == NULL) {
         close(fd);
         backoff_next(w);
         return;
     }
     r->maxbuf = 0;   /* keep the read buffer: replies are large */
-    redisReaderFree(w->reader);
+    resp_pool_reader_free(w->reader);
     w->reader = r;
     w->rfd = fd;
     /* Commands built before the loss went with it (see above). */

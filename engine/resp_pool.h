@@ -1,0 +1,42 @@
+/*
+ * resp_pool.h - a hiredis reader whose reply objects are recycled.
+ *
+ * DESCRIPTION
+ *   hiredis's default reader mallocs every reply object and every array's
+ *   element list, and freeReplyObject frees them: after a take the engine
+ *   reads one HMGET reply of seven fields per message, nine objects and a
+ *   list allocated and freed each time. This reader keeps freed objects
+ *   on a free list instead, and an array of up to RESP_POOL_ELEMS elements
+ *   keeps its list inside its object. Strings are still malloc'd, one per
+ *   string reply, because callers may take them over (queue_take_data
+ *   keeps a body's string and sets the reply's str to NULL).
+ *
+ * OWNERSHIP
+ *   resp_pool_reader_new returns a reader that owns its pool (its
+ *   privdata); free it with resp_pool_reader_free, never with
+ *   redisReaderFree alone. A reply it produced is freed with
+ *   resp_reply_free(reader, reply) (resp_feed does so for every reader),
+ *   never with freeReplyObject, and before the reader is freed. One
+ *   thread uses a reader and its replies.
+ *
+ * ERRORS
+ *   resp_pool_reader_new returns NULL when out of memory. An object that
+ *   cannot be allocated makes the reader fail with REDIS_ERR_OOM, as
+ *   hiredis's own reader does.
+ */
+#ifndef TERN_ENGINE_RESP_POOL_H
+#define TERN_ENGINE_RESP_POOL_H
+
+#include <hiredis/hiredis.h>
+
+#define RESP_POOL_ELEMS 8      /* arrays this long keep their element list inline */
+#define RESP_POOL_KEEP  1024   /* free objects kept per reader; more are freed */
+
+redisReader *resp_pool_reader_new(void);
+void resp_pool_reader_free(redisReader *r);
+
+/* resp_reply_free frees a reply of reader r: through r's own functions,
+ * so it serves readers made by hiredis too. */
+void resp_reply_free(redisReader *r, void *reply);
+
+#endif
