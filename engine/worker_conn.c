@@ -447,6 +447,11 @@ static void conn_pump(struct worker *w, struct conn *c)
                 dest_requeue_front(c->d, j);   /* never seen by the receiver: again, no attempt */
             else if (j)
                 outcome_txn(w, c, j);
+            if (c->smtp.state == SMTP_ST_QUIT && !c->quitting) {
+                c->quitting = 1;   /* QUIT went behind it: its reply is next */
+                c->idle = 0;
+                conn_touch(w, c);
+            }
             break;
         }
         case SMTP_EV_CLOSED:
@@ -792,6 +797,10 @@ void conn_hand_job(struct worker *w, struct conn *c)
         conn_job_push(c, j);
         c->idle = 0;
         started = 1;
+        /* The connection's last message: QUIT goes out right behind it,
+         * one send and one round trip less (smtp_client_quit_after). */
+        if (c->msgs + c->njobs >= (uint64_t)d->lim.max_messages_per_connection)
+            smtp_client_quit_after(&c->smtp);
     }
     if (started) {
         conn_touch(w, c);
