@@ -447,6 +447,13 @@ static void dest_schedule_ready(struct worker *w, struct dest *d)
 static void dest_schedule(struct worker *w, struct dest *d)
 {
     dest_schedule_ready(w, d);
+    /* Mail left that no host slot will wake it for: a time (reconnect
+     * backoff, pause, rate) or a busy connection; the tick looks again. */
+    if (d->nready && !d->host_waiting && !d->tick_listed) {
+        d->tick_listed = 1;
+        d->tick_next = w->tick_dests;
+        w->tick_dests = d;
+    }
     /* Room left on the host that this destination did not use (it may
      * have been woken with nothing left to send): pass it on. */
     struct mxhost *h = d->host;
@@ -1024,6 +1031,28 @@ static void begin_stop(struct worker *w)
     }
 }
 
+/* The destinations the last schedule left with mail (w->tick_dests) are
+ * scheduled again once due; those with none left, or now waiting for a
+ * host slot (woken in turn by host_wake), leave the list. A walk over
+ * every destination here, scheduling thousands that wait on a full host,
+ * was ~5% of tail's engine CPU, and the walk alone (three cache lines of
+ * each of 5,000 destinations, 20 times a second) still 2%. */
+static void tick_dests(struct worker *w)
+{
+    struct dest **pp = &w->tick_dests;
+    while (*pp) {
+        struct dest *d = *pp;
+        if (d->nready == 0 || d->host_waiting) {
+            *pp = d->tick_next;
+            d->tick_listed = 0;
+            continue;
+        }
+        if (d->next_connect_ms <= w->now_ms && !d->dns_waiting)
+            worker_mark_dirty(w, d);
+        pp = &d->tick_next;
+    }
+}
+
 /* Slots that another worker's connections freed: this worker's waiting
  * destinations hear of them here (its own closes wake them at once). The
  * one woken passes any room left on to the next (dest_schedule). */
@@ -1064,12 +1093,7 @@ static void on_tick(struct worker *w)
     worker_dns_tick(w);
     worker_redis_tick(w);
     worker_notice_open(w);
-    /* A destination on its host's wait list is woken in turn (host_wake),
-     * not here: scheduling each of thousands of them on every tick, only
-     * to find the host still full, was ~5% of tail's engine CPU. */
-    for (struct dest *d = w->dests; d; d = d->dnext)
-        if (!d->host_waiting && d->nready && d->next_connect_ms <= w->now_ms && !d->dns_waiting)
-            worker_mark_dirty(w, d);
+    tick_dests(w);
     hosts_wake_waiting(w);
     if (w->now_ms >= w->next_dest_stats_ms) {
         if (w->next_dest_stats_ms)

@@ -178,6 +178,8 @@ struct dest {
     struct dest *dnext;        /* all destinations list */
     int dirty;                 /* on the worker's dirty list */
     struct dest *dirty_next;
+    int tick_listed;           /* on the worker's tick list */
+    struct dest *tick_next;
 };
 
 enum conn_state { CONN_CONNECTING, CONN_SMTP, CONN_CLOSING };
@@ -322,6 +324,9 @@ struct worker {
     size_t dtab_size, ndests;
     struct dest *dests;
     struct dest *dirty;
+    /* Destinations left with ready mail by their last schedule and not on
+     * a host's wait list: the tick wakes these only, not all dests. */
+    struct dest *tick_dests;
 
     struct conn *conns;
     int nconns;
