@@ -920,6 +920,7 @@ struct worker *worker_new(const struct engine *e, int id, char *err, size_t errl
     w->op_wake.kind = OP_WAKE;
     buf_init(&w->rout.active, 0);
     buf_init(&w->rout.pending, 0);
+    buf_init(&w->plain, SMTP_CLIENT_INPUT_MAX);
     w->dtab_size = 1024;
     w->dtab = calloc(w->dtab_size, sizeof(*w->dtab));
     w->rrecv = malloc(REDIS_RECV_SIZE);
@@ -1256,6 +1257,7 @@ void worker_free(struct worker *w)
     free(w->st.lat_ms);
     buf_free(&w->rout.active);
     buf_free(&w->rout.pending);
+    buf_free(&w->plain);
     if (w->reader)
         redisReaderFree(w->reader);
     if (w->sessions)

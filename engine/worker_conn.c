@@ -512,11 +512,10 @@ static void on_bytes(struct worker *w, struct conn *c, const uint8_t *p, size_t 
              * so one read may leave plaintext inside. */
             enum tls_status st;
             do {
-                st = tls_conn_read(c->tls, &c->plain);
-                if (buf_used(&c->plain)) {
-                    smtp_client_feed(&c->smtp, buf_peek(&c->plain), buf_used(&c->plain));
-                    buf_reset(&c->plain);
-                }
+                st = tls_conn_read(c->tls, &w->plain);
+                if (buf_used(&w->plain))
+                    smtp_client_feed(&c->smtp, buf_peek(&w->plain), buf_used(&w->plain));
+                buf_reset(&w->plain);   /* the worker's: empty (and no error) for the next */
             } while (st == TLS_OK);
             if (st == TLS_ERROR) {
                 /* a TLS 1.3 client-certificate refusal shows up here */
@@ -582,7 +581,6 @@ struct conn *conn_open(struct worker *w, struct dest *d)
     c->op_send = (struct op){OP_SEND, c};
     buf_init(&c->out.active, 0);
     buf_init(&c->out.pending, 0);
-    buf_init(&c->plain, SMTP_CLIENT_INPUT_MAX);
     c->tier = dest_start_tier(w, d);
     d->npre_tls++;
     enum policy_level level = dest_level(d);
@@ -631,7 +629,6 @@ static void conn_free(struct worker *w, struct conn *c)
     smtp_client_cleanup(&c->smtp);
     buf_free(&c->out.active);
     buf_free(&c->out.pending);
-    buf_free(&c->plain);
     free(c->rbuf);
     free(c);
 }

@@ -204,7 +204,6 @@ struct conn {
     struct tls_info tinfo;
     char cache_key[TLS_CACHE_KEY_MAX];
     int resume_offered;
-    struct buf plain;          /* decrypted input scratch */
     int established;
     int idle;
     /* Jobs whose transactions are in flight, oldest first (linked by
@@ -327,6 +326,10 @@ struct worker {
     /* Destinations left with ready mail by their last schedule and not on
      * a host's wait list: the tick wakes these only, not all dests. */
     struct dest *tick_dests;
+    /* Decrypted input of the connection being read (on_bytes), empty in
+     * between: one per worker rather than 16 KiB allocated and freed with
+     * every connection. */
+    struct buf plain;
 
     struct conn *conns;
     int nconns;
