@@ -1056,14 +1056,19 @@ static void tick_dests(struct worker *w)
 
 /* Slots that another worker's connections freed: this worker's waiting
  * destinations hear of them here (its own closes wake them at once). The
- * one woken passes any room left on to the next (dest_schedule). */
+ * first is scheduled while it stays first in line: the other worker may
+ * take the slot in between, and then it waits on in its place, without
+ * asking another idle connection to QUIT (taken off the list, it went to
+ * the back and did: connections churned and, in the transactional
+ * benchmark, a message waited up to a second). Once it has a connection,
+ * it passes any room left on to the next (dest_schedule). */
 static void hosts_wake_waiting(struct worker *w)
 {
     for (size_t i = 0; i < HOST_BUCKETS; i++)
         for (struct mxhost *h = w->hosts[i]; h; h = h->next)
             if (h->wait_head &&
                 atomic_load(h->all_conns) < h->wait_head->lim.max_connections_per_host)
-                host_wake(w, h);
+                worker_mark_dirty(w, h->wait_head);
 }
 
 static int drained(struct worker *w)
