@@ -172,6 +172,30 @@ static void finish_txn(struct smtp_client *c, int accepted)
     c->state = SMTP_ST_READY;
     c->pending_txn_done = 1;
     c->pending_ready = 1;
+    if (c->nbehind > 0)
+        return;
+    if (c->quit_sent) {
+        /* QUIT went behind it (smtp_client_quit_after): its reply is
+         * next, and the session is not READY again. */
+        c->state = SMTP_ST_QUIT;
+        c->pending_ready = 0;
+        c->replies_due = 1;
+    }
+    c->quit_after = 0;   /* not sent (refused before the body): QUIT when READY */
+}
+
+/* quit_if_due: QUIT goes out behind the session's last transaction
+ * (smtp_client_quit_after) once all of it is queued: at once with BDAT,
+ * after the body (or the "." alone) with DATA. RFC 2920 3.1: QUIT may
+ * end a group. */
+static void quit_if_due(struct smtp_client *c)
+{
+    if (!c->quit_after || c->quit_sent)
+        return;
+    if (!c->chunking && !(c->state == SMTP_ST_BODY && c->nbehind == 0))
+        return;
+    buf_append_str(&c->out, "QUIT\r\n");
+    c->quit_sent = 1;
 }
 
 /* note_rcpt_reply keeps what the outcome needs of recipient i's reply:
@@ -395,6 +419,7 @@ static void on_reply(struct smtp_client *c, const struct smtp_reply *r)
             }
             c->replies_due = 1;
             c->state = SMTP_ST_BODY;
+            quit_if_due(c);
             return;
         }
         if (cls == 2 || cls == 3) {
@@ -477,7 +502,7 @@ static void promote(struct smtp_client *c)
 /* stackable: one more transaction may go out behind those in flight. */
 static int stackable(const struct smtp_client *c)
 {
-    if (c->msg == NULL || !c->pipelined || c->need_rset || c->quit_sent ||
+    if (c->msg == NULL || !c->pipelined || c->need_rset || c->quit_sent || c->quit_after ||
         c->pending_error || c->pending_txn_done)
         return 0;
     int depth = c->cfg.pipeline_depth > SMTP_PIPELINE_MAX ? SMTP_PIPELINE_MAX : c->cfg.pipeline_depth;
@@ -821,6 +846,20 @@ int smtp_client_start_txn(struct smtp_client *c, const struct smtp_msg *m)
         fail(c, "out of memory", NULL, 0);
         return 1;
     }
+    return 1;
+}
+
+int smtp_client_quit_after(struct smtp_client *c)
+{
+    promote(c);
+    if (c->msg == NULL || !c->pipelined || c->quit_after || c->quit_sent ||
+        c->pending_error || c->pending_txn_done || c->state == SMTP_ST_FAILED ||
+        c->state == SMTP_ST_CLOSED)
+        return 0;
+    c->quit_after = 1;
+    quit_if_due(c);
+    if (c->out.err)
+        fail(c, "out of memory", NULL, 0);
     return 1;
 }
 

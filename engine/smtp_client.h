@@ -312,6 +312,8 @@ struct smtp_client {
                                     after msg's final dot: its body is not
                                     sent (it waits for its own 354) */
     int behind_canonical;        /* its smtp_body_scan result */
+    int quit_after;              /* smtp_client_quit_after: QUIT follows the
+                                    last transaction once it is all queued */
 };
 
 /* smtp_client_init prepares a session in state GREETING. A helo_name that
@@ -364,6 +366,20 @@ size_t smtp_client_in_flight(const struct smtp_client *c);
 
 /* smtp_client_quit queues QUIT (only when READY); CLOSED follows. */
 int smtp_client_quit(struct smtp_client *c);
+/* smtp_client_quit_after: the transactions in flight are the session's
+ * last. With PIPELINING, QUIT goes out right behind the last of them,
+ * once all of it is queued (RFC 2920 3.1: QUIT may end a group): with
+ * BDAT at once, with DATA after the body (or the "." alone) that its 354
+ * brings. The replies then end with QUIT's: TXN_DONE for each, and no
+ * READY after the last but CLOSED at QUIT's reply (state QUIT in
+ * between). One send and one round trip less for a connection that
+ * carries one message. Nothing more may be started (smtp_client_room
+ * says no). When the last transaction ends before its body was sent (a
+ * DATA refused, a local refusal) no QUIT went: READY follows as usual
+ * and the caller quits then. Returns 1 when taken; 0 (nothing done)
+ * without a transaction in flight, without PIPELINING, after QUIT or
+ * after an error. */
+int smtp_client_quit_after(struct smtp_client *c);
 
 /* Output: bytes the caller must send, in order. */
 static inline const uint8_t *smtp_client_output(const struct smtp_client *c, size_t *n)

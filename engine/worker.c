@@ -448,6 +448,13 @@ static void dest_schedule_ready(struct worker *w, struct dest *d)
 static void dest_schedule(struct worker *w, struct dest *d)
 {
     dest_schedule_ready(w, d);
+    /* Mail left that no host slot will wake it for: a time (reconnect
+     * backoff, pause, rate) or a busy connection; the tick looks again. */
+    if (d->nready && !d->host_waiting && !d->tick_listed) {
+        d->tick_listed = 1;
+        d->tick_next = w->tick_dests;
+        w->tick_dests = d;
+    }
     /* Room left on the host that this destination did not use (it may
      * have been woken with nothing left to send): pass it on. */
     struct mxhost *h = d->host;
@@ -922,6 +929,7 @@ struct worker *worker_new(const struct engine *e, int id, char *err, size_t errl
     buf_init(&w->rcpts_ok, 0);
     buf_init(&w->rcpts_later, 0);
     buf_init(&w->rcpts_failed, 0);
+    buf_init(&w->plain, SMTP_CLIENT_INPUT_MAX);
     w->dtab_size = 1024;
     w->dtab = calloc(w->dtab_size, sizeof(*w->dtab));
     w->rrecv = malloc(REDIS_RECV_SIZE);
@@ -1033,6 +1041,45 @@ static void begin_stop(struct worker *w)
     }
 }
 
+/* The destinations the last schedule left with mail (w->tick_dests) are
+ * scheduled again once due; those with none left, or now waiting for a
+ * host slot (woken in turn by host_wake), leave the list. A walk over
+ * every destination here, scheduling thousands that wait on a full host,
+ * was ~5% of tail's engine CPU, and the walk alone (three cache lines of
+ * each of 5,000 destinations, 20 times a second) still 2%. */
+static void tick_dests(struct worker *w)
+{
+    struct dest **pp = &w->tick_dests;
+    while (*pp) {
+        struct dest *d = *pp;
+        if (d->nready == 0 || d->host_waiting) {
+            *pp = d->tick_next;
+            d->tick_listed = 0;
+            continue;
+        }
+        if (d->next_connect_ms <= w->now_ms && !d->dns_waiting)
+            worker_mark_dirty(w, d);
+        pp = &d->tick_next;
+    }
+}
+
+/* Slots that another worker's connections freed: this worker's waiting
+ * destinations hear of them here (its own closes wake them at once). The
+ * first is scheduled while it stays first in line: the other worker may
+ * take the slot in between, and then it waits on in its place, without
+ * asking another idle connection to QUIT (taken off the list, it went to
+ * the back and did: connections churned and, in the transactional
+ * benchmark, a message waited up to a second). Once it has a connection,
+ * it passes any room left on to the next (dest_schedule). */
+static void hosts_wake_waiting(struct worker *w)
+{
+    for (size_t i = 0; i < HOST_BUCKETS; i++)
+        for (struct mxhost *h = w->hosts[i]; h; h = h->next)
+            if (h->wait_head &&
+                atomic_load(h->all_conns) < h->wait_head->lim.max_connections_per_host)
+                worker_mark_dirty(w, h->wait_head);
+}
+
 static int drained(struct worker *w)
 {
     if (w->in_memory)
@@ -1061,9 +1108,8 @@ static void on_tick(struct worker *w)
     worker_dns_tick(w);
     worker_redis_tick(w);
     worker_notice_open(w);
-    for (struct dest *d = w->dests; d; d = d->dnext)
-        if (d->nready && d->next_connect_ms <= w->now_ms && !d->dns_waiting)
-            worker_mark_dirty(w, d);
+    tick_dests(w);
+    hosts_wake_waiting(w);
     if (w->now_ms >= w->next_dest_stats_ms) {
         if (w->next_dest_stats_ms)
             worker_dest_stats_events(w);
@@ -1228,6 +1274,7 @@ void worker_free(struct worker *w)
     buf_free(&w->rcpts_failed);
     buf_free(&w->rout.active);
     buf_free(&w->rout.pending);
+    buf_free(&w->plain);
     if (w->reader)
         resp_pool_reader_free(w->reader);
     if (w->sessions)

@@ -447,6 +447,11 @@ static void conn_pump(struct worker *w, struct conn *c)
                 dest_requeue_front(c->d, j);   /* never seen by the receiver: again, no attempt */
             else if (j)
                 outcome_txn(w, c, j);
+            if (c->smtp.state == SMTP_ST_QUIT && !c->quitting) {
+                c->quitting = 1;   /* QUIT went behind it: its reply is next */
+                c->idle = 0;
+                conn_touch(w, c);
+            }
             break;
         }
         case SMTP_EV_CLOSED:
@@ -507,11 +512,10 @@ static void on_bytes(struct worker *w, struct conn *c, const uint8_t *p, size_t 
              * so one read may leave plaintext inside. */
             enum tls_status st;
             do {
-                st = tls_conn_read(c->tls, &c->plain);
-                if (buf_used(&c->plain)) {
-                    smtp_client_feed(&c->smtp, buf_peek(&c->plain), buf_used(&c->plain));
-                    buf_reset(&c->plain);
-                }
+                st = tls_conn_read(c->tls, &w->plain);
+                if (buf_used(&w->plain))
+                    smtp_client_feed(&c->smtp, buf_peek(&w->plain), buf_used(&w->plain));
+                buf_reset(&w->plain);   /* the worker's: empty (and no error) for the next */
             } while (st == TLS_OK);
             if (st == TLS_ERROR) {
                 /* a TLS 1.3 client-certificate refusal shows up here */
@@ -577,7 +581,6 @@ struct conn *conn_open(struct worker *w, struct dest *d)
     c->op_send = (struct op){OP_SEND, c};
     buf_init(&c->out.active, 0);
     buf_init(&c->out.pending, 0);
-    buf_init(&c->plain, SMTP_CLIENT_INPUT_MAX);
     c->tier = dest_start_tier(w, d);
     d->npre_tls++;
     enum policy_level level = dest_level(d);
@@ -626,7 +629,6 @@ static void conn_free(struct worker *w, struct conn *c)
     smtp_client_cleanup(&c->smtp);
     buf_free(&c->out.active);
     buf_free(&c->out.pending);
-    buf_free(&c->plain);
     free(c->rbuf);
     free(c);
 }
@@ -792,6 +794,10 @@ void conn_hand_job(struct worker *w, struct conn *c)
         conn_job_push(c, j);
         c->idle = 0;
         started = 1;
+        /* The connection's last message: QUIT goes out right behind it,
+         * one send and one round trip less (smtp_client_quit_after). */
+        if (c->msgs + c->njobs >= (uint64_t)d->lim.max_messages_per_connection)
+            smtp_client_quit_after(&c->smtp);
     }
     if (started) {
         conn_touch(w, c);

@@ -178,6 +178,8 @@ struct dest {
     struct dest *dnext;        /* all destinations list */
     int dirty;                 /* on the worker's dirty list */
     struct dest *dirty_next;
+    int tick_listed;           /* on the worker's tick list */
+    struct dest *tick_next;
 };
 
 enum conn_state { CONN_CONNECTING, CONN_SMTP, CONN_CLOSING };
@@ -202,7 +204,6 @@ struct conn {
     struct tls_info tinfo;
     char cache_key[TLS_CACHE_KEY_MAX];
     int resume_offered;
-    struct buf plain;          /* decrypted input scratch */
     int established;
     int idle;
     /* Jobs whose transactions are in flight, oldest first (linked by
@@ -325,6 +326,13 @@ struct worker {
     size_t dtab_size, ndests;
     struct dest *dests;
     struct dest *dirty;
+    /* Destinations left with ready mail by their last schedule and not on
+     * a host's wait list: the tick wakes these only, not all dests. */
+    struct dest *tick_dests;
+    /* Decrypted input of the connection being read (on_bytes), empty in
+     * between: one per worker rather than 16 KiB allocated and freed with
+     * every connection. */
+    struct buf plain;
 
     struct conn *conns;
     int nconns;

@@ -11,7 +11,11 @@
 #    bounces with Postfix's reply, the rest of the pipeline delivered;
 #  - then Postfix stops offering CHUNKING (smtpd_discard_ehlo_keywords):
 #    tern sends DATA, with the next MAIL/RCPT/DATA behind each final dot,
-#    every message delivered and relayed, no pipelining complaint.
+#    every message delivered and relayed, no pipelining complaint;
+#  - one message per connection (max_messages_per_connection = 1): QUIT
+#    goes right behind each final dot; every message delivered and
+#    relayed, each session ended by that QUIT (Postfix counts quit=1),
+#    no complaint.
 # Needs Postfix (scripts/install-bench-deps.sh) and root to start it;
 # without them the test says SKIP and passes nothing.
 set -u
@@ -113,5 +117,36 @@ if grep -qiE "$bad" "$log"; then
     fail postfix_data_no_complaints "$(grep -iE "$bad" "$log" | head -2)"
 else
     pass postfix_data_no_complaints
+fi
+
+# One message per connection: QUIT behind the final dot (docs/design.md).
+Q=20
+tern_config "$dir/t3.conf" <<EOC
+threads = 1
+tls = may
+route * = 127.0.0.1:$PF_PORT
+max_messages_per_connection = 1
+EOC
+$TERN inject -c "$dir/t3.conf" --generate "$Q" --domains d.test --size 2000 >/dev/null
+before=$(grep -c 'quit=1' "$log")
+timeout 120 $TERN run -c "$dir/t3.conf" --drain >"$dir/t3.out" 2>"$dir/t3.err"
+sum=$(grep '^summary ' "$dir/t3.out")
+[ "$(kv delivered)" = "$Q" ] && [ "$(kv conns)" = "$Q" ] && pass postfix_quit_behind_delivered ||
+    fail postfix_quit_behind_delivered "$sum $(tail -3 "$dir/t3.err" | tr '\n' ' ')"
+n=600
+while [ "$n" -gt 0 ] && [ "$(sunk)" != $((N + 1 + M + Q)) ]; do
+    sleep 0.1
+    n=$((n - 1))
+done
+sleep 0.5
+[ "$(sunk)" = $((N + 1 + M + Q)) ] && pass postfix_quit_behind_relayed_each_once ||
+    fail postfix_quit_behind_relayed_each_once "sink has $(sunk), want $((N + 1 + M + Q))"
+quits=$(( $(grep -c 'quit=1' "$log") - before ))
+[ "$quits" -ge "$Q" ] && pass postfix_quit_behind_counted ||
+    fail postfix_quit_behind_counted "$quits sessions ended by QUIT, want >= $Q"
+if grep -qiE "$bad" "$log"; then
+    fail postfix_quit_behind_no_complaints "$(grep -iE "$bad" "$log" | head -2)"
+else
+    pass postfix_quit_behind_no_complaints
 fi
 exit $((TERN_FAILS > 0))

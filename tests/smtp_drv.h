@@ -29,6 +29,7 @@ struct drv {
     int no_quit;            /* stay READY instead of quitting */
     int fill;               /* start while smtp_client_room() (pipelined) */
     int later;              /* starts answered SMTP_TXN_LATER */
+    int quit_after;         /* QUIT behind the last message (logged QA) */
     char out[OUT_CAP];
     size_t out_len;
     char log[LOG_CAP];
@@ -81,6 +82,14 @@ static inline void drv_collect(struct drv *d)
     smtp_client_output_consume(&d->c, n);
 }
 
+/* drv_quit_after: with d->quit_after, QUIT goes behind the last message
+ * (smtp_client_quit_after), as the engine does at a connection's last. */
+static inline void drv_quit_after(struct drv *d)
+{
+    if (d->quit_after && d->next_msg == d->nmsgs && smtp_client_quit_after(&d->c))
+        logf_(d, "QA");
+}
+
 /* drv_fill: READY in fill mode, pipelined transactions as the engine
  * starts them. */
 static inline void drv_fill(struct drv *d)
@@ -99,6 +108,7 @@ static inline void drv_fill(struct drv *d)
         char tmp[32];
         snprintf(tmp, sizeof(tmp), "START%zu", d->next_msg);
         logf_(d, tmp);
+        drv_quit_after(d);
     }
     if (d->next_msg == d->nmsgs && !d->no_quit && smtp_client_in_flight(&d->c) == 0)
         smtp_client_quit(&d->c);
@@ -132,6 +142,7 @@ static inline void drv_pump(struct drv *d)
             if (d->next_msg < d->nmsgs) {
                 if (!smtp_client_start_txn(&d->c, &d->msgs[d->next_msg++]))
                     d->start_failed = 1;
+                drv_quit_after(d);
             } else if (!d->no_quit) {
                 smtp_client_quit(&d->c);
             }

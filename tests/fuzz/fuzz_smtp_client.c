@@ -11,7 +11,10 @@
  * tls_started on STARTTLS, on READY the fixed message while
  * smtp_client_room() says so, twice in all, then QUIT once nothing is
  * in flight; and, as after a 354, while a DATA transaction's body is out
- * (PIPELINING without CHUNKING: one may go behind its final dot).
+ * (PIPELINING without CHUNKING: one may go behind its final dot). When
+ * the length is 2 or 3 modulo 4, the second start also asks for QUIT
+ * behind it (smtp_client_quit_after), as the engine does for a
+ * connection's last message.
  *
  * Invariants checked (abort on violation):
  *   - no event loop runs away (bounded events per feed);
@@ -41,6 +44,7 @@ struct fuzz_state {
     struct smtp_client c;
     struct smtp_msg msg;
     int started;
+    int quit_after;         /* QUIT behind the second transaction */
     int done;               /* ERROR or CLOSED seen */
 };
 
@@ -71,6 +75,8 @@ static void fuzz_start(struct fuzz_state *s)
         if (rc == SMTP_TXN_LATER)
             break;
         s->started++;
+        if (s->started == 2 && s->quit_after)
+            smtp_client_quit_after(&s->c);
     }
 }
 
@@ -104,6 +110,8 @@ static void fuzz_pump(struct fuzz_state *s, int required)
         case SMTP_EV_READY:
             if (smtp_client_in_flight(&s->c) == 0 && !smtp_client_room(&s->c))
                 abort();    /* READY and idle: a transaction can start */
+            if (s->c.quit_sent)
+                abort();    /* never READY once QUIT went behind the last */
             fuzz_start(s);
             if (s->started == 2 && smtp_client_in_flight(&s->c) == 0)
                 smtp_client_quit(&s->c);
@@ -148,6 +156,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct smtp_client_config cfg = {.helo_name = "fuzz.test", .tls = mode,
                                      .pipeline_depth = (size & 1) ? 3 : 1};
     smtp_client_init(&s->c, &cfg);
+    s->quit_after = (size & 2) != 0;
     s->msg.from = "sender@example.test";
     s->msg.rcpts = (cfgb & 0x80) ? fuzz_rcpts_utf8 : fuzz_rcpts;
     s->msg.nrcpts = 3;
