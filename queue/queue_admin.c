@@ -286,8 +286,11 @@ static int count_ids(struct admin *a, int p, const redisReply *ids, int state, s
     return ok;
 }
 
-/* Read every id of one state of partition p in chunks and count them. */
-static int scan_state(struct admin *a, int p, int state, struct dtable *t, int64_t *oldest)
+/* Read every id of one state of partition p in chunks and count them by
+ * domain; *members counts every id read, with a readable domain or not
+ * (a bad entry may have none, or not be a hash at all). */
+static int scan_state(struct admin *a, int p, int state, struct dtable *t, int64_t *oldest,
+                      long long *members)
 {
     char key[KEY_MAX], start[24], stop[24], cursor[24] = "0";
     pkey(a, p, state_keys[state], key);
@@ -318,6 +321,8 @@ static int scan_state(struct admin *a, int p, int state, struct dtable *t, int64
             more = r->type == REDIS_REPLY_ARRAY && r->elements == ADMIN_CHUNK;
         }
         int ok = ids->type == REDIS_REPLY_ARRAY && count_ids(a, p, ids, state, t, oldest);
+        if (ok)
+            *members += (long long)ids->elements;
         freeReplyObject(r);
         if (!ok)
             return 0;
@@ -401,16 +406,15 @@ static int cmd_stats(struct admin *a, int json, int totals)
         return ADMIN_EXIT_RUNTIME;
     }
     int64_t oldest = 0;
-    long long bad = 0;
+    long long members[ST_COUNT] = {0};
     for (int p = 0; p < a->q.qc.partitions; p++)
         for (int s = 0; s < ST_COUNT; s++)
-            if (!scan_state(a, p, s, &t, &oldest)) {
+            if (!scan_state(a, p, s, &t, &oldest, &members[s])) {
                 fprintf(stderr, "tern: stats: reading partition %d failed\n", p);
                 dtable_free(&t);
                 return ADMIN_EXIT_RUNTIME;
             }
-    for (size_t i = 0; i < t.n; i++)
-        bad += t.all[i]->n[ST_BAD];
+    long long bad = members[ST_BAD];   /* the per-domain lines miss those without a domain */
     if (t.n)   /* an empty queue has no table: qsort must not see NULL */
         qsort(t.all, t.n, sizeof(*t.all), cmp_dstat);
     int64_t now = wall_ms();
@@ -489,8 +493,13 @@ static int cmd_show(struct admin *a, const char *id)
     for (int i = 0; i < 6; i++)
         if ((r[i] = next_reply(a)) == NULL)
             ok = 0;
-    if (ok && (r[0]->type != REDIS_REPLY_ARRAY || r[0]->elements != 7))
+    if (ok && (r[0]->type != REDIS_REPLY_ARRAY || r[0]->elements != 7)) {
+        /* e.g. WRONGTYPE: a producer wrote something other than a hash
+         * at the message's key (the take sets such an id aside). */
+        fprintf(stderr, "tern: message %s: %s\n", id,
+                r[0]->type == REDIS_REPLY_ERROR ? r[0]->str : "unexpected reply from Redis");
         ok = 0;
+    }
     if (ok) {
         FILE *o = a->out;
         int64_t now = wall_ms();

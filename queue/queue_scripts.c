@@ -81,9 +81,10 @@ static const char enqueue_src[] =
  * can bound the bytes it asks for.
  *
  * What only the script can see is handled here: an id too long, a body
- * missing or over max_message_size. Such an entry is moved aside: its id
- * goes to the bad set, the hash gets bad_reason, and a `bad` event is
- * written. A popped id without any hash is dropped (it was deleted).
+ * missing or over max_message_size, a key that is not a hash. Such an
+ * entry is moved aside: its id goes to the bad set, the hash gets
+ * bad_reason (a key of another type keeps its value), and a `bad` event
+ * is written. A popped id without any key is dropped (it was deleted).
  */
 static const char take_src[] =
     "local pfx = ARGV[1]\n"
@@ -121,16 +122,19 @@ static const char take_src[] =
     "local leases = {}\n"
     "for _, id in ipairs(ids) do\n"
     "  local key = pfx .. id\n"
-    "  local dlen = redis.call('HSTRLEN', key, 'data')\n"
+    /* pcall: a key of another type (a producer's mistake) is set
+     * aside, not an error that would fail every take of the partition. */
+    "  local dlen = redis.pcall('HSTRLEN', key, 'data')\n"
     "  local why = nil\n"
-    "  if #id >= " QUEUE_STR(QUEUE_ID_MAX) " then why = 'id too long'\n"
+    "  if type(dlen) ~= 'number' then why = 'not a hash'; dlen = 0\n"
+    "  elseif #id >= " QUEUE_STR(QUEUE_ID_MAX) " then why = 'id too long'\n"
     "  elseif dlen > maxsize then why = 'oversized data'\n"
     "  elseif dlen == 0 and redis.call('HEXISTS', key, 'data') == 0 then\n"
     "    why = 'missing field data'\n"
     "  end\n"
     "  if why and redis.call('EXISTS', key) == 1 then\n"
     "    redis.call('SADD', KEYS[4], id)\n"
-    "    redis.call('HSET', key, 'bad_reason', why)\n"
+    "    if why ~= 'not a hash' then redis.call('HSET', key, 'bad_reason', why) end\n"
     "    redis.call('HINCRBY', KEYS[5], 'bad', 1)\n"
     "    redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[6],\n"
     "      '*', 'id', id, 'status', 'bad', 'reply', why)\n"

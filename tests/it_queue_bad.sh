@@ -6,7 +6,9 @@
 #     a non-numeric count, a bad recipient address, a recipient outside
 #     the entry's domain, a bad sender (found by the engine when it reads
 #     the entry after the take) each end in <pfx>:{p}:bad with
-#     bad_reason set, and leave ready and leased;
+#     bad_reason set, and leave ready and leased; so does a key that is not
+#     a hash (found by the take script, which would otherwise fail on it
+#     for the whole partition), its value left as it was;
 #  b. a `bad` event is written for each;
 #  c. the good messages queued around them are delivered and the engine
 #     exits 0 (--drain);
@@ -40,6 +42,8 @@ bad num "bad number" from s@x.test rcpts u@a.test domain a.test data hi attempts
 bad addr "bad recipient address" from s@x.test rcpts "u v@a.test" domain a.test data hi attempts 0 created $now
 bad other "recipient not in the entry's domain" from s@x.test rcpts u@b.test domain a.test data hi attempts 0 created $now
 bad sender "bad sender address" from "<s@x.test" rcpts u@a.test domain a.test data hi attempts 0 created $now
+rcli set "tern:{0}:m:str" "not a message" >/dev/null
+rcli rpush "tern:{0}:ready" str >/dev/null
 qinject s --generate 3 --domains a.test --size 200
 
 qdrain s &&
@@ -65,17 +69,23 @@ want num "bad number"
 want addr "bad recipient address"
 want other "recipient not in the entry's domain"
 want sender "bad sender address"
-[ "$(rcli scard 'tern:{0}:bad')" = 8 ] && [ "$(rcli llen 'tern:{0}:ready')" = 0 ] &&
+[ "$(rcli sismember 'tern:{0}:bad' str)" = 1 ] && [ "$(rcli get 'tern:{0}:m:str')" = "not a message" ] &&
+    rcli xrange 'tern:{0}:events' - + | grep -qx 'not a hash' && pass bad_entry_not_a_hash ||
+    fail bad_entry_not_a_hash "in bad set: $(rcli sismember 'tern:{0}:bad' str), value: $(rcli get 'tern:{0}:m:str')"
+show_err=$("$TERN" queue -c "$dir/s.conf" show str 2>&1 >/dev/null)
+echo "$show_err" | grep -q 'message str: WRONGTYPE' && pass bad_entry_not_a_hash_show ||
+    fail bad_entry_not_a_hash_show "show said: $show_err"
+[ "$(rcli scard 'tern:{0}:bad')" = 9 ] && [ "$(rcli llen 'tern:{0}:ready')" = 0 ] &&
     [ "$(rcli zcard 'tern:{0}:leased')" = 0 ] && pass bad_entries_out_of_the_way ||
     fail bad_entries_out_of_the_way "bad $(rcli scard 'tern:{0}:bad'), ready $(rcli llen 'tern:{0}:ready'), leased $(rcli zcard 'tern:{0}:leased')"
 nev=$(rcli xrange 'tern:{0}:events' - + | grep -cx bad)
-[ "$nev" = 8 ] && pass bad_entries_events || fail bad_entries_events "$nev bad events"
+[ "$nev" = 9 ] && pass bad_entries_events || fail bad_entries_events "$nev bad events"
 st=$("$TERN" queue -c "$dir/s.conf" stats)
 sh=$("$TERN" queue -c "$dir/s.conf" show big)
-[ "$(echo "$st" | awk '$1 == "bad" { print $2 }')" = 8 ] && echo "$sh" | grep -qx 'state bad' &&
+[ "$(echo "$st" | awk '$1 == "bad" { print $2 }')" = 9 ] && echo "$sh" | grep -qx 'state bad' &&
     echo "$sh" | grep -qx 'bad_reason oversized data' && pass bad_entries_stats_and_show ||
-    fail bad_entries_stats_and_show "$st / $sh"
-"$TERN" queue -c "$dir/s.conf" delete big >/dev/null && [ "$(rcli scard 'tern:{0}:bad')" = 7 ] &&
+    fail bad_entries_stats_and_show "$(echo "$st" | tr "\n" " ") / $(echo "$sh" | tr "\n" " ")"
+"$TERN" queue -c "$dir/s.conf" delete big >/dev/null && [ "$(rcli scard 'tern:{0}:bad')" = 8 ] &&
     [ "$(rcli exists 'tern:{0}:m:big')" = 0 ] && pass bad_entry_deleted ||
     fail bad_entry_deleted "bad set $(rcli scard 'tern:{0}:bad')"
 [ "$TERN_FAILS" -eq 0 ]
