@@ -26,7 +26,7 @@ UNIT_SRC  := $(wildcard tests/unit_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/%.c=$(BUILD)/tests/%)
 
 all: $(BUILD)/tern $(BUILD)/tern-sink $(BUILD)/tern-loadgen $(BUILD)/tern-bench-inject \
-     $(BUILD)/tern-crypto-cost $(BUILD)/tern-body-cost $(BUILD)/tern-resp-cost $(UNIT_BIN)
+     $(BUILD)/tern-crypto-cost $(BUILD)/tern-body-cost $(BUILD)/tern-resp-cost $(BUILD)/tern-redis-cost $(UNIT_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -59,6 +59,9 @@ $(BUILD)/tern-body-cost: $(BUILD)/bench/body_cost.o $(BUILD)/libtern.a
 $(BUILD)/tern-resp-cost: $(BUILD)/bench/resp_cost.o $(BUILD)/libtern.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+$(BUILD)/tern-redis-cost: $(BUILD)/bench/redis_cost.o $(BUILD)/libtern.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libtern.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -87,4 +90,4 @@ clean:
 	rm -rf build
 
 .PHONY: all test demo clean fuzz bench
--include $(LIB_OBJ:.o=.d) $(SINK_OBJ:.o=.d) $(BUILD)/bench/loadgen.d $(BUILD)/bench/inject.d $(BUILD)/bench/crypto_cost.d $(BUILD)/bench/body_cost.d $(BUILD)/bench/resp_cost.d $(UNIT_BIN:=.d) $(BUILD)/engine/main.d
+-include $(LIB_OBJ:.o=.d) $(SINK_OBJ:.o=.d) $(BUILD)/bench/loadgen.d $(BUILD)/bench/inject.d $(BUILD)/bench/crypto_cost.d $(BUILD)/bench/body_cost.d $(BUILD)/bench/resp_cost.d $(BUILD)/bench/redis_cost.d $(UNIT_BIN:=.d) $(BUILD)/engine/main.d
