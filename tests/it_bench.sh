@@ -12,7 +12,10 @@
 #     recipients, STARTTLS verified against the test CA, a new connection
 #     every K messages resuming TLS;
 #  c. tern-loadgen against a sink that refuses every message: refused=N,
-#     exit 1.
+#     exit 1;
+#  d. tern-crypto-cost prints its three figures, and exits 2 on bad input;
+#  e. bench/redis_cost.sh (tern-redis-cost on a private redis-server)
+#     prints its six figures, and the tool exits 2 without an address.
 set -u
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -126,5 +129,16 @@ out=$(timeout 60 "$TERN_BUILD/tern-crypto-cost" 50)
     fail "crypto-cost" "$out"
 "$TERN_BUILD/tern-crypto-cost" 0 >/dev/null 2>&1
 [ $? = 2 ] && pass "crypto-cost: bad iterations, exit 2" || fail "crypto-cost usage" "exit not 2"
+
+# e. Redis's cost per step: six positive figures, and the event's share is the difference
+out=$(timeout 120 bench/redis_cost.sh --messages 2000 --rounds 1 2>&1)
+if [[ $out =~ ^take_us=([0-9.]+)\ hmget_us=([0-9.]+)\ ack_us=([0-9.]+)\ ack_no_event_us=([0-9.]+)\ event_us=(-?[0-9.]+)\ total_us=([0-9.]+)$ ]] &&
+    awk -v t="${BASH_REMATCH[1]}" -v h="${BASH_REMATCH[2]}" -v a="${BASH_REMATCH[3]}" 'BEGIN { exit !(t > 0 && h > 0 && a > 0) }'; then
+    pass "redis-cost: figures printed"
+else
+    fail "redis-cost" "$out"
+fi
+"$TERN_BUILD/tern-redis-cost" >/dev/null 2>&1
+[ $? = 2 ] && pass "redis-cost: no address, exit 2" || fail "redis-cost usage" "exit not 2"
 
 exit $((TERN_FAILS > 0))
