@@ -217,7 +217,8 @@ int main(int argc, char **argv)
     long size = 4096;
     int rounds = 5;
     const char *addr = NULL;
-    for (int i = 1; i < argc; i++) {
+    int bad = 0;
+    for (int i = 1; i < argc && !bad; i++) {
         if (strcmp(argv[i], "--messages") == 0 && i + 1 < argc)
             n = atol(argv[++i]);
         else if (strcmp(argv[i], "--size") == 0 && i + 1 < argc)
@@ -227,9 +228,9 @@ int main(int argc, char **argv)
         else if (addr == NULL && argv[i][0] != '-')
             addr = argv[i];
         else
-            addr = NULL, i = argc;
+            bad = 1;
     }
-    if (addr == NULL || n < 1 || size < 1 || rounds < 1 || rounds > ROUNDS_MAX) {
+    if (bad || addr == NULL || n < 1 || size < 1 || rounds < 1 || rounds > ROUNDS_MAX) {
         fprintf(stderr, "usage: tern-redis-cost REDIS_ADDR [--messages N] [--size BYTES] [--rounds 1..%d]\n",
                 ROUNDS_MAX);
         return 2;

@@ -70,8 +70,8 @@ static void free_object(void *reply)
     obj_put(r);
 }
 
-/* link: r becomes its parent's element (hiredis fills arrays this way). */
-static void *link(const redisReadTask *task, redisReply *r)
+/* attach: r becomes its parent's element (hiredis fills arrays this way). */
+static void *attach(const redisReadTask *task, redisReply *r)
 {
     if (task->parent != NULL) {
         redisReply *parent = task->parent->obj;
@@ -94,7 +94,7 @@ static void *create_string(const redisReadTask *task, char *str, size_t len)
     s[len] = '\0';
     r->str = s;
     r->len = len;
-    return link(task, r);
+    return attach(task, r);
 }
 
 static void *create_array(const redisReadTask *task, int elements)
@@ -115,7 +115,7 @@ static void *create_array(const redisReadTask *task, int elements)
         }
     }
     r->elements = elements > 0 ? (size_t)elements : 0;
-    return link(task, r);
+    return attach(task, r);
 }
 
 static void *create_integer(const redisReadTask *task, long long value)
@@ -124,13 +124,13 @@ static void *create_integer(const redisReadTask *task, long long value)
     if (r == NULL)
         return NULL;
     r->integer = value;
-    return link(task, r);
+    return attach(task, r);
 }
 
 static void *create_nil(const redisReadTask *task)
 {
     redisReply *r = obj_get(task, REDIS_REPLY_NIL);
-    return r ? link(task, r) : NULL;
+    return r ? attach(task, r) : NULL;
 }
 
 /* hiredis keeps a non-const pointer to the table; nothing writes it. */

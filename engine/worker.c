@@ -773,7 +773,7 @@ static void on_take_data(struct worker *w, struct queue_msg *m, redisReply *r)
     size_t charged = m->data_len;
     if (!queue_take_data(r, &m, &err)) {
         /* Deleted since the take, or Redis failed: the lease settles it. */
-        if (strcmp(err, "message deleted since its take") != 0)
+        if (err != queue_err_deleted)
             fprintf(stderr, "tern: worker %d: message %s: %s%s%s; left to its lease\n", w->id, m->id, err,
                     r->type == REDIS_REPLY_ERROR ? ": " : "", r->type == REDIS_REPLY_ERROR ? r->str : "");
         worker_msg_release(w, m);

@@ -273,11 +273,13 @@ int queue_parse_take(const redisReply *r, int partition,
  * missing, "no recipients", "bad number", the address checks
  * queue_cmd_enqueue applies): the caller sets it aside. Returns 0 with
  * *err set, *mp unchanged and still the caller's, for every field nil
- * ("message deleted since its take": its lease settles it), an error
- * reply ("error reply") or a reply of the wrong shape. */
+ * (*err is then queue_err_deleted, "message deleted since its take": its
+ * lease settles it, nothing to report), an error reply ("error reply") or
+ * a reply of the wrong shape. */
 int queue_cmd_take_data(struct buf *out, const struct queue_config *qc,
                         const struct queue_msg *m);
 int queue_take_data(redisReply *r, struct queue_msg **mp, const char **err);
+extern const char queue_err_deleted[];
 /* queue_parse_simple checks an ack/enqueue reply: 1 for an integer or
  * status reply, 0 otherwise with *err "NOSCRIPT" (reload the scripts and
  * resend), "error reply" (text in r->str) or "unexpected reply type".

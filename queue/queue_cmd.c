@@ -492,6 +492,8 @@ static const char *entry_check(const redisReply *from, const redisReply *rcpts,
     return NULL;
 }
 
+const char queue_err_deleted[] = "message deleted since its take";
+
 /* The fields of queue_cmd_take_data's HMGET, in its order. */
 enum { TD_FROM, TD_RCPTS, TD_DOMAIN, TD_ATT, TD_CREATED, TD_WARNED, TD_DATA };
 
@@ -543,7 +545,7 @@ int queue_take_data(redisReply *r, struct queue_msg **mp, const char **err)
         present += f[i]->type == REDIS_REPLY_STRING;
     }
     if (present == 0) {
-        *err = "message deleted since its take";
+        *err = queue_err_deleted;
         return 0;
     }
     struct queue_msg *m = *mp;

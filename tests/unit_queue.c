@@ -544,6 +544,7 @@ static void test_parse(void)
         struct queue_msg *keep = m[1];
         CHECK_INT(take_data_of("*7\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n$-1\r\n", &m[1], &err), 0);
         CHECK_STR(err, "message deleted since its take");
+        CHECK(err == queue_err_deleted);
         CHECK_INT(take_data_of("-ERR x\r\n", &m[1], &err), 0);
         CHECK_STR(err, "error reply");
         CHECK_INT(take_data_of("$-1\r\n", &m[1], &err), 0);
