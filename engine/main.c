@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,14 +82,19 @@ static int load_config(const char *path, struct tern_config *cfg)
 struct thread_arg {
     struct worker *w;
     int rc;
-    volatile int finished;
+    atomic_int finished;
+    pthread_t main_thread;     /* woken with SIGUSR1 when this worker ends */
 };
 
+/* A worker that ends wakes the main thread at once: it waits for the
+ * workers in sigtimedwait, and waiting out its 100 ms timeout added up to
+ * that much to the end of every --drain run. */
 static void *thread_main(void *p)
 {
     struct thread_arg *a = p;
     a->rc = worker_run(a->w);
-    a->finished = 1;
+    atomic_store(&a->finished, 1);
+    pthread_kill(a->main_thread, SIGUSR1);
     return NULL;
 }
 
@@ -266,6 +272,7 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGUSR1);   /* a worker ended (thread_main) */
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -292,6 +299,7 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
     double t0 = now_s();
     for (int i = 0; i < e.nworkers; i++) {
         ta[i].w = ws[i];
+        ta[i].main_thread = pthread_self();
         if (pthread_create(&th[i], NULL, thread_main, &ta[i]) != 0) {
             fprintf(stderr, "tern: cannot start worker thread\n");
             return 1;
@@ -301,12 +309,12 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
     for (;;) {
         int all = 1;
         for (int i = 0; i < e.nworkers; i++)
-            all &= ta[i].finished;
+            all &= atomic_load(&ta[i].finished);
         if (all)
             break;
         struct timespec to = {0, 100 * 1000000L};
         int sig = sigtimedwait(&set, NULL, &to);
-        if (sig > 0 && !stopping) {
+        if ((sig == SIGTERM || sig == SIGINT) && !stopping) {
             fprintf(stderr, "tern: %s: finishing in-flight messages, returning the rest\n",
                     sig == SIGTERM ? "SIGTERM" : "SIGINT");
             stopping = 1;
