@@ -27,17 +27,21 @@ static struct arena_block *new_block(struct arena *a, size_t n)
 
 char *arena_strdup(struct arena *a, const char *s)
 {
-    size_t n = strlen(s) + 1;
+    return arena_memdup(a, s, strlen(s) + 1);
+}
+
+void *arena_memdup(struct arena *a, const void *p, size_t n)
+{
     struct arena_block *b = a->head;
     if (b == NULL || b->cap - b->used < n) {
         b = new_block(a, n);
         if (b == NULL)
             return NULL;
     }
-    char *p = b->data + b->used;
-    memcpy(p, s, n);
+    char *copy = b->data + b->used;
+    memcpy(copy, p, n);
     b->used += n;
-    return p;
+    return copy;
 }
 
 void arena_reset(struct arena *a)

@@ -35,6 +35,8 @@ struct arena {
 
 /* arena_strdup copies s (with its NUL) into the arena. */
 char *arena_strdup(struct arena *a, const char *s);
+/* arena_memdup copies n bytes (n > 0) into the arena; no alignment. */
+void *arena_memdup(struct arena *a, const void *p, size_t n);
 void arena_reset(struct arena *a);
 void arena_free(struct arena *a);
 

@@ -609,7 +609,7 @@ static void flush_acks(struct worker *w)
             o[k] = (struct queue_outcome){
                 .id = a->id, .kind = a->kind, .remaining_rcpts = a->remaining,
                 .retry_at_ms = a->retry_at, .lease_until_ms = a->lease_until, .fields = (const char *const *)a->fields,
-                .nfields = a->nfields,
+                .nfields = a->nfields, .raw = a->raw, .raw_len = a->raw_len, .raw_nfields = a->raw_nfields,
             };
             returned |= a->kind == QUEUE_RETURNED;
             if (a->bounce) {   /* the bounce is stored before the ack removes the message */

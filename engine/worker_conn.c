@@ -581,6 +581,7 @@ struct conn *conn_open(struct worker *w, struct dest *d)
     c->op_send = (struct op){OP_SEND, c};
     buf_init(&c->out.active, 0);
     buf_init(&c->out.pending, 0);
+    buf_init(&c->ev, 0);
     c->tier = dest_start_tier(w, d);
     d->npre_tls++;
     enum policy_level level = dest_level(d);
@@ -629,6 +630,7 @@ static void conn_free(struct worker *w, struct conn *c)
     smtp_client_cleanup(&c->smtp);
     buf_free(&c->out.active);
     buf_free(&c->out.pending);
+    buf_free(&c->ev);
     free(c->rbuf);
     free(c);
 }

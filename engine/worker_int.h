@@ -219,6 +219,11 @@ struct conn {
     int peer_eof;              /* the peer closed its side */
     int64_t body_start_ms;     /* the 354 came (0: no body going out) */
     uint64_t body_bytes;       /* bytes sent since then */
+    /* The event fields describing the session (mx, ip, domain, policy,
+     * TLS), RESP-encoded at the first outcome (worker_outcome.c): the
+     * same for every message the connection carries. */
+    struct buf ev;
+    size_t ev_nfields;
     struct conn *next, *prev;  /* worker's connection list */
 };
 
@@ -230,6 +235,8 @@ struct ack_item {
     int64_t lease_until;       /* the lease this ack settles */
     const char *fields[EV_FIELDS_MAX];   /* names: string literals; values: in arena */
     size_t nfields;
+    const uint8_t *raw;        /* the connection's encoded fields, in arena */
+    size_t raw_len, raw_nfields;
     struct arena *arena;       /* the partition's: freed with the batch */
     /* enqueue commands (RESP) of the bounce or delay warning this outcome
      * sends, written just before this ack */

@@ -112,37 +112,72 @@ static void hop_ip(const struct nexthop *h, char *out, size_t cap)
         out[0] = '\0';
 }
 
-static void add_tls_fields(struct ack_item *a, const struct conn *c)
+/* session_fields writes the fields that describe c's session into f
+ * (name/value pairs, at most SESSION_FIELDS strings; mx and ip point into
+ * the caller's buffers) and returns how many. */
+#define SESSION_FIELDS 22
+_Static_assert(EV_FIELDS_MAX + SESSION_FIELDS <= QUEUE_FIELDS_MAX,
+               "an event's own fields and its session's fit one outcome");
+static size_t session_fields(const struct conn *c, const char **f, const char *mx, const char *ip)
 {
-    char mx[CONFIG_HOST_MAX + 8], ip[INET6_ADDRSTRLEN];
-    host_port(mx, sizeof(mx), c->d->hop.host, (unsigned)c->d->hop.port);
-    add_field(a, "mx", mx);
-    hop_ip(&c->d->hop, ip, sizeof(ip));
-    add_field(a, "ip", ip);
-    add_field(a, "domain", c->d->domain);
-    add_field(a, "policy", policy_level_name(dest_level(c->d)));
+    size_t n = 0;
+#define FIELD(k, v) (f[n] = (k), f[n + 1] = (v) ? (v) : "", n += 2)
+    FIELD("mx", mx);
+    FIELD("ip", ip);
+    FIELD("domain", c->d->domain);
+    FIELD("policy", policy_level_name(dest_level(c->d)));
     if (!c->tls_done) {
-        add_field(a, "tier", "plaintext");
-        add_field(a, "tls", "none");
-        add_field(a, "verified", "not checked");
-        add_field(a, "verify", c->tls_mode_none ? "not checked: TLS failed earlier with this host, "
-                                                  "plaintext remembered"
-                               : dest_level(c->d) == POLICY_NONE ? "not checked: policy none"
-                               : smtp_client_caps(&c->smtp)->starttls ? "not checked: STARTTLS refused"
-                                                                     : "not checked: STARTTLS not offered");
-        return;
+        FIELD("tier", "plaintext");
+        FIELD("tls", "none");
+        FIELD("verified", "not checked");
+        FIELD("verify", c->tls_mode_none ? "not checked: TLS failed earlier with this host, "
+                                           "plaintext remembered"
+                        : dest_level(c->d) == POLICY_NONE ? "not checked: policy none"
+                        : smtp_client_caps(&c->smtp)->starttls ? "not checked: STARTTLS refused"
+                                                              : "not checked: STARTTLS not offered");
+        return n;
     }
     const struct tls_info *t = &c->tinfo;
-    add_field(a, "tier", tls_tier_name(tls_info_tier(t)));
-    add_field(a, "tls", t->protocol);
-    add_field(a, "cipher", t->cipher);
-    add_field(a, "group", t->group);
+    FIELD("tier", tls_tier_name(tls_info_tier(t)));
+    FIELD("tls", t->protocol);
+    FIELD("cipher", t->cipher);
+    FIELD("group", t->group);
     /* yes / no / not checked (e.g. a resumed session whose handshake
      * left no result): never yes unless the check ran and passed. */
-    add_field(a, "verified", t->verified ? "yes"
-                             : strncmp(t->verify_detail, "not checked", 11) == 0 ? "not checked" : "no");
-    add_field(a, "verify", t->verify_detail);
-    add_field(a, "resumed", t->resumed ? "yes" : "no");
+    FIELD("verified", t->verified ? "yes"
+                      : strncmp(t->verify_detail, "not checked", 11) == 0 ? "not checked" : "no");
+    FIELD("verify", t->verify_detail);
+    FIELD("resumed", t->resumed ? "yes" : "no");
+#undef FIELD
+    return n;
+}
+
+/* add_session_fields adds c's session fields to a. They are encoded once
+ * per connection, at its first outcome (the session is settled before
+ * the first transaction), and copied whole into each ack: per message a
+ * copy instead of ~11 string copies and their encoding. */
+static void add_session_fields(struct ack_item *a, struct conn *c)
+{
+    if (c->ev_nfields == 0) {
+        char mx[CONFIG_HOST_MAX + 8], ip[INET6_ADDRSTRLEN];
+        const char *f[SESSION_FIELDS];
+        host_port(mx, sizeof(mx), c->d->hop.host, (unsigned)c->d->hop.port);
+        hop_ip(&c->d->hop, ip, sizeof(ip));
+        size_t n = session_fields(c, f, mx, ip);
+        buf_reset(&c->ev);
+        if (!queue_fields_encode(&c->ev, f, n) || c->ev.err) {
+            buf_free(&c->ev);
+            buf_init(&c->ev, 0);
+            return;   /* out of memory: this event goes without them */
+        }
+        c->ev_nfields = n;
+    }
+    void *copy = arena_memdup(a->arena, buf_peek(&c->ev), buf_used(&c->ev));
+    if (copy == NULL)
+        return;
+    a->raw = copy;
+    a->raw_len = buf_used(&c->ev);
+    a->raw_nfields = c->ev_nfields;
 }
 
 static void join(struct buf *b, const char *s)
@@ -315,7 +350,7 @@ static void record_outcome(struct worker *w, struct conn *c, struct job *j, cons
         if (buf_used(failed) > 1)
             add_field(a, "failed", (const char *)buf_peek(failed));
         if (c)
-            add_tls_fields(a, c);
+            add_session_fields(a, c);
         else if (j->d)
             add_field(a, "domain", j->d->domain);
         add_field_u64(a, "attempt", (uint64_t)m->attempts + 1);

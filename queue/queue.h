@@ -165,6 +165,12 @@ struct queue_outcome {
      * the standard ones (id, status). e.g. {"reply","250 ok","tier",...} */
     const char *const *fields;
     size_t nfields;                 /* number of strings (pairs * 2) */
+    /* More event fields, already RESP-encoded by queue_fields_encode and
+     * appended after fields: raw_nfields strings in raw[0..raw_len). A
+     * caller that writes the same fields for many outcomes (a
+     * connection's session) encodes them once. NULL/0/0: none. */
+    const uint8_t *raw;
+    size_t raw_len, raw_nfields;
     /* The lease this outcome settles (queue_msg.lease_until_ms). 0 accepts
      * any current lease of the id; nonzero ignores the outcome unless the
      * id is still leased with exactly this expiry. */
@@ -240,6 +246,12 @@ int queue_cmd_enqueue(struct buf *out, const struct queue_config *qc,
                       const char *from, const char *const *rcpts, size_t nrcpts,
                       const char *domain, const uint8_t *data, size_t len,
                       int64_t now_ms);
+
+/* queue_fields_encode appends nfields strings (even, <= QUEUE_FIELDS_MAX,
+ * none NULL) to out as RESP bulk strings, the form queue_outcome.raw
+ * holds. Returns 0 (appending nothing) on bad arguments, or with out->err
+ * set when out of memory. */
+int queue_fields_encode(struct buf *out, const char *const *fields, size_t nfields);
 
 /* queue_cmd_event: an XADD of one entry (status, then nfields strings as
  * name/value pairs, nfields even and <= QUEUE_FIELDS_MAX) to partition's

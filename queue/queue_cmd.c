@@ -154,13 +154,16 @@ int queue_cmd_ack(struct buf *out, const struct queue_config *qc,
     for (size_t i = 0; i < n; i++) {
         if (o[i].id == NULL || !queue_id_check(o[i].id) ||
             queue_outcome_kind_name(o[i].kind) == NULL ||
-            o[i].nfields % 2 != 0 || o[i].nfields > QUEUE_FIELDS_MAX ||
-            (o[i].nfields > 0 && o[i].fields == NULL) || o[i].lease_until_ms < 0)
+            o[i].nfields % 2 != 0 || o[i].raw_nfields % 2 != 0 ||
+            o[i].nfields + o[i].raw_nfields > QUEUE_FIELDS_MAX ||
+            (o[i].nfields > 0 && o[i].fields == NULL) ||
+            (o[i].raw == NULL) != (o[i].raw_len == 0) || (o[i].raw_len == 0) != (o[i].raw_nfields == 0) ||
+            o[i].lease_until_ms < 0)
             return 0;
         for (size_t j = 0; j < o[i].nfields; j++)
             if (o[i].fields[j] == NULL)
                 return 0;
-        argc += 6 + o[i].nfields;
+        argc += 6 + o[i].nfields + o[i].raw_nfields;
     }
     resp_begin(out, argc);
     resp_str(out, "EVALSHA");
@@ -184,10 +187,24 @@ int queue_cmd_ack(struct buf *out, const struct queue_config *qc,
         resp_str(out, x->kind == QUEUE_DEFERRED && x->remaining_rcpts
                           ? x->remaining_rcpts : "");
         resp_i64(out, x->kind == QUEUE_DEFERRED ? x->retry_at_ms : 0);
-        resp_i64(out, (int64_t)x->nfields);
+        resp_i64(out, (int64_t)(x->nfields + x->raw_nfields));
         for (size_t j = 0; j < x->nfields; j++)
             resp_str(out, x->fields[j]);
+        if (x->raw_len)
+            buf_append(out, x->raw, x->raw_len);
     }
+    return !out->err;
+}
+
+int queue_fields_encode(struct buf *out, const char *const *fields, size_t nfields)
+{
+    if (nfields % 2 || nfields > QUEUE_FIELDS_MAX || (nfields > 0 && fields == NULL))
+        return 0;
+    for (size_t j = 0; j < nfields; j++)
+        if (fields[j] == NULL)
+            return 0;
+    for (size_t j = 0; j < nfields; j++)
+        resp_str(out, fields[j]);
     return !out->err;
 }
 

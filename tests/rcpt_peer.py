@@ -2,8 +2,9 @@
 """rcpt_peer.py - an SMTP receiver (aiosmtpd) that answers each RCPT TO by
 the recipient's local part, for per-recipient outcome tests.
 
-Usage: rcpt_peer.py PORTFILE MAILDIR
-Listens on 127.0.0.1:0 and writes its port to PORTFILE. Local parts:
+Usage: rcpt_peer.py PORTFILE MAILDIR [CERT KEY]
+Listens on 127.0.0.1:0 and writes its port to PORTFILE. With CERT and KEY
+(PEM files) it offers STARTTLS with them. Local parts:
   defer*    451 4.2.1 mailbox busy, try later
   reject*   550 5.1.1 no such user
   anything else is accepted.
@@ -14,6 +15,7 @@ Runs until SIGTERM.
 import os
 import signal
 import socket
+import ssl
 import sys
 
 from aiosmtpd.controller import Controller
@@ -56,7 +58,12 @@ class SockController(Controller):
         return self.loop.create_server(self._factory_invoker, sock=sock)
 
 
-ctl = SockController(Handler(), hostname="127.0.0.1", port=port)
+tls = {}
+if len(sys.argv) == 5:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+    tls = {"tls_context": ctx}
+ctl = SockController(Handler(), hostname="127.0.0.1", port=port, **tls)
 ctl.start()
 with open(portfile + ".tmp", "w") as f:
     f.write("%d\n" % port)

@@ -47,6 +47,20 @@ static void test_long_string(void)
     arena_free(&a);
 }
 
+static void test_memdup(void)
+{
+    /* Bytes with NULs inside, copied exactly, next to strings. */
+    struct arena a = {0};
+    static const unsigned char bytes[] = {'$', '2', '\r', '\n', 0, 'x', '\r', '\n'};
+    char *s = arena_strdup(&a, "before");
+    unsigned char *m = arena_memdup(&a, bytes, sizeof(bytes));
+    char *t = arena_strdup(&a, "after");
+    CHECK(m != NULL && memcmp(m, bytes, sizeof(bytes)) == 0);
+    CHECK_STR(s, "before");
+    CHECK_STR(t, "after");
+    arena_free(&a);
+}
+
 static void test_reset_reuses(void)
 {
     struct arena a = {0};
@@ -71,6 +85,7 @@ int main(void)
 {
     RUN(test_copies_stay_put);
     RUN(test_long_string);
+    RUN(test_memdup);
     RUN(test_reset_reuses);
     return check_finish();
 }

@@ -306,6 +306,48 @@ static void test_cmd_ack(void)
     buf_free(&b);
 }
 
+/* Pre-encoded fields (queue_fields_encode) follow an outcome's own, and
+ * its field count covers both. */
+static void test_cmd_ack_raw_fields(void)
+{
+    struct queue_config qc;
+    queue_config_defaults(&qc);
+    struct queue_scripts s = fake_scripts();
+    struct buf raw, b;
+    buf_init(&raw, 0);
+    buf_init(&b, 0);
+    const char *sess[] = {"mx", "mx1.b.example:25", "tls", "TLSv1.3", "verify", ""};
+    CHECK_INT(queue_fields_encode(&raw, sess, 6), 1);
+    CHECK_INT(queue_fields_encode(&raw, sess, 5), 0);   /* odd: nothing appended */
+    const char *bad_f[] = {"mx", NULL};
+    CHECK_INT(queue_fields_encode(&raw, bad_f, 2), 0);
+    const char *own[] = {"reply", "250 ok"};
+    struct queue_outcome o = {.id = "id1", .kind = QUEUE_DELIVERED, .fields = own, .nfields = 2,
+                              .raw = buf_peek(&raw), .raw_len = buf_used(&raw), .raw_nfields = 6};
+    CHECK_INT(queue_cmd_ack(&b, &qc, &s, 0, &o, 1, 5), 1);
+    redisReply *r = parse_resp(buf_peek(&b), buf_used(&b));
+    CHECK(r != NULL && r->elements == 13 + 6 + 8);
+    static const char *const want[] = {"id1", "delivered", "0", "", "0", "8", "reply", "250 ok",
+                                       "mx", "mx1.b.example:25", "tls", "TLSv1.3", "verify", ""};
+    for (size_t i = 0; r && i < sizeof(want) / sizeof(want[0]); i++)
+        CHECK_ARG(r, 13 + i, want[i]);
+    freeReplyObject(r);
+    /* Inconsistent raw descriptions are refused, appending nothing. */
+    size_t used = buf_used(&b);
+    o.raw_nfields = 5;
+    CHECK_INT(queue_cmd_ack(&b, &qc, &s, 0, &o, 1, 5), 0);
+    o.raw_nfields = 0;
+    CHECK_INT(queue_cmd_ack(&b, &qc, &s, 0, &o, 1, 5), 0);
+    o.raw_nfields = QUEUE_FIELDS_MAX;   /* with the 2 own fields: over the limit */
+    CHECK_INT(queue_cmd_ack(&b, &qc, &s, 0, &o, 1, 5), 0);
+    o.raw = NULL;
+    o.raw_nfields = 6;
+    CHECK_INT(queue_cmd_ack(&b, &qc, &s, 0, &o, 1, 5), 0);
+    CHECK_INT(buf_used(&b), used);
+    buf_free(&raw);
+    buf_free(&b);
+}
+
 /* parse_cmds: exactly n commands from p[0..len) into r[] (NULLs on failure). */
 static int parse_cmds(const void *p, size_t len, redisReply **r, size_t n)
 {
@@ -741,6 +783,7 @@ int main(void)
     RUN(test_cmd_script_load);
     RUN(test_cmd_take);
     RUN(test_cmd_ack);
+    RUN(test_cmd_ack_raw_fields);
     RUN(test_cmd_enqueue);
     RUN(test_cmd_enqueue_undo);
     RUN(test_parse);
