@@ -789,7 +789,7 @@ static void on_take_data(struct worker *w, struct queue_msg *m, redisReply *r)
     w->bytes_in_memory = w->bytes_in_memory - charged + m->data_len;
     if (w->bytes_in_memory > w->st.peak_bytes_in_memory)
         w->st.peak_bytes_in_memory = w->bytes_in_memory;
-    struct job *j = calloc(1, sizeof(*j));
+    struct job *j = job_new(w);
     struct dest *d = j ? dest_get(w, m->domain) : NULL;
     if (d == NULL) {
         /* Out of memory: leave the message leased; the lease expires
@@ -1247,6 +1247,7 @@ void worker_free(struct worker *w)
         n = d->dnext;
         for (struct job *j = d->ready_head, *jn; j; j = jn) {
             jn = j->next;
+            job_txn_free(j);   /* a requeued one may hold its recipients' state */
             queue_msg_free(j->m);
             free(j);
         }
@@ -1261,6 +1262,7 @@ void worker_free(struct worker *w)
         free(w->parts[i].acks);
     }
     free(w->parts);
+    job_pool_free(w);
     free(w->dtab);
     worker_rq_drop(w);
     for (size_t i = 0; i < w->fetch_wait_len; i++)

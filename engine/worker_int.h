@@ -94,6 +94,9 @@ struct rcpt_result {
     char *diag;            /* FAILED: the reply, for the bounce (owned) */
 };
 
+#define JOB_INLINE_RCPTS 4          /* recipients a job holds without allocating */
+#define JOB_POOL_KEEP    1024       /* freed jobs a worker keeps for reuse */
+
 struct job {
     struct queue_msg *m;
     struct dest *d;
@@ -102,10 +105,16 @@ struct job {
     size_t ntx;            /* recipients in this transaction (<= limit) */
     int lost_conns;        /* connections lost with this message in flight */
     /* Set up by the first job_next_batch (NULL before): per recipient of
-     * m, and this transaction's recipients with their index in m. */
+     * m, and this transaction's recipients with their index in m. They
+     * point at the inline arrays below when m has at most
+     * JOB_INLINE_RCPTS recipients (most messages: no allocation), else
+     * at allocated ones. */
     struct rcpt_result *rr;
     const char **txr;
     size_t *txi;
+    struct rcpt_result rr_inline[JOB_INLINE_RCPTS];
+    const char *txr_inline[JOB_INLINE_RCPTS];
+    size_t txi_inline[JOB_INLINE_RCPTS];
 };
 
 /* An MX host:port, shared by every destination routed to it: the
@@ -300,6 +309,11 @@ struct worker {
     /* record_outcome's recipient lists by result, kept between calls so a
      * message's outcome allocates nothing once they have grown */
     struct buf rcpts_ok, rcpts_later, rcpts_failed;
+    /* freed jobs kept for the next take (linked by next; at most
+     * JOB_POOL_KEEP): a take of hundreds of messages otherwise allocates
+     * hundreds of jobs at once, past what malloc keeps at hand */
+    struct job *job_pool;
+    size_t job_pool_n;
 
     /* Redis */
     int rfd;
@@ -517,7 +531,12 @@ void outcome_fail(struct worker *w, struct job *j, const char *reason);
 void outcome_bad(struct worker *w, struct queue_msg *m);
 void dest_requeue_front(struct dest *d, struct job *j);
 void dest_defer_all(struct worker *w, struct dest *d, const char *reason);
+/* job_new: a zeroed job, from the worker's pool when it has one; NULL
+ * when out of memory. job_free: releases the job's message and keeps the
+ * job for reuse (or frees it). job_pool_free: the pool, at the end. */
+struct job *job_new(struct worker *w);
 void job_free(struct worker *w, struct job *j);
+void job_pool_free(struct worker *w);
 void stats_tls_mix(struct worker_stats *st, const char *name);
 
 #endif

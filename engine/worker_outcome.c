@@ -13,11 +13,38 @@
 #include "engine/dsn.h"
 #include "engine/text.h"
 
+struct job *job_new(struct worker *w)
+{
+    struct job *j = w->job_pool;
+    if (j == NULL)
+        return calloc(1, sizeof(*j));
+    w->job_pool = j->next;
+    w->job_pool_n--;
+    memset(j, 0, sizeof(*j));
+    return j;
+}
+
 void job_free(struct worker *w, struct job *j)
 {
     job_txn_free(j);
     worker_msg_release(w, j->m);
-    free(j);
+    if (w->job_pool_n >= JOB_POOL_KEEP) {
+        free(j);
+        return;
+    }
+    j->next = w->job_pool;
+    w->job_pool = j;
+    w->job_pool_n++;
+}
+
+void job_pool_free(struct worker *w)
+{
+    for (struct job *j = w->job_pool, *n; j; j = n) {
+        n = j->next;
+        free(j);
+    }
+    w->job_pool = NULL;
+    w->job_pool_n = 0;
 }
 
 void dest_requeue_front(struct dest *d, struct job *j)

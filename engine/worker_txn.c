@@ -28,6 +28,13 @@ static int too_many_rcpts(int code, const char *esc)
 static int job_alloc_rcpts(struct job *j)
 {
     size_t n = j->m->nrcpts;
+    if (n <= JOB_INLINE_RCPTS) {
+        memset(j->rr_inline, 0, sizeof(j->rr_inline));
+        j->rr = j->rr_inline;
+        j->txr = j->txr_inline;
+        j->txi = j->txi_inline;
+        return 1;
+    }
     j->rr = calloc(n, sizeof(*j->rr));
     j->txr = calloc(n, sizeof(*j->txr));
     j->txi = calloc(n, sizeof(*j->txi));
@@ -65,10 +72,16 @@ static void set_result(struct rcpt_result *r, enum rcpt_state st, int code, cons
 {
     r->state = st;
     r->code = code;
-    if (esc[0])
-        snprintf(r->esc, sizeof(r->esc), "%s", esc);
-    else
-        snprintf(r->esc, sizeof(r->esc), "%d.0.0", code / 100);
+    /* Once per recipient: copies, not snprintf. Reply codes are three
+     * digits (smtp_reply.c), so the class is one. */
+    if (esc[0]) {
+        size_t n = strnlen(esc, sizeof(r->esc) - 1);
+        memcpy(r->esc, esc, n);
+        r->esc[n] = '\0';
+    } else {
+        r->esc[0] = (char)('0' + (code / 100) % 10);
+        memcpy(r->esc + 1, ".0.0", 5);
+    }
     free(r->diag);
     r->diag = st == RCPT_FAILED && diag ? strdup(diag) : NULL;   /* for the bounce */
 }
@@ -144,9 +157,11 @@ void job_txn_free(struct job *j)
     if (j->rr)
         for (size_t i = 0; i < j->m->nrcpts; i++)
             free(j->rr[i].diag);
-    free(j->rr);
-    free(j->txr);
-    free(j->txi);
+    if (j->rr != j->rr_inline) {
+        free(j->rr);
+        free(j->txr);
+        free(j->txi);
+    }
     j->rr = NULL;
     j->txr = NULL;
     j->txi = NULL;
