@@ -5,8 +5,68 @@
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_AVX2_PATH 1
+#endif
 
-#define VEC 16      /* bytes per SSE2 block */
+#define VEC  16     /* bytes per SSE2 block */
+#define VEC2 32     /* bytes per AVX2 block */
+
+/*
+ * The body's two scans (smtp_body_scan, line_dot) read every byte of
+ * every message; with 100 KiB bodies they were ~8% of the engine's CPU
+ * at 16 bytes a step. Where the CPU has AVX2 (checked on each call: a
+ * load of libgcc's CPU model) they take 32 bytes a step; the 16-byte and
+ * bytewise loops finish what is left.
+ */
+#ifdef HAVE_AVX2_PATH
+static int have_avx2(void)
+{
+    return __builtin_cpu_supports("avx2");
+}
+
+/* line_dot_avx2 looks for an LF followed by '.' from candidate LF
+ * position *k on, in whole 33-byte windows. Returns 1 with *k at the
+ * '.', or 0 with *k where the windows ran out. */
+__attribute__((target("avx2")))
+static int line_dot_avx2(const uint8_t *d, size_t len, size_t *k)
+{
+    const __m256i lf = _mm256_set1_epi8('\n'), dot = _mm256_set1_epi8('.');
+    size_t at = *k;
+    for (; at + VEC2 + 1 <= len; at += VEC2) {
+        __m256i a = _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(d + at)), lf);
+        __m256i b = _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(d + at + 1)), dot);
+        unsigned m = (unsigned)_mm256_movemask_epi8(_mm256_and_si256(a, b));
+        if (m) {
+            *k = at + (size_t)__builtin_ctz(m) + 1;
+            return 1;
+        }
+    }
+    *k = at;
+    return 0;
+}
+
+/* scan_avx2 is smtp_body_scan's test over d[i..) in whole 32-byte
+ * blocks (i >= 1: each block's previous bytes are loaded one byte back);
+ * ORs its findings into *bad and *high and returns where it stopped. */
+__attribute__((target("avx2")))
+static size_t scan_avx2(const uint8_t *d, size_t len, size_t i, unsigned *bad, unsigned *high)
+{
+    const __m256i cr = _mm256_set1_epi8('\r'), lf = _mm256_set1_epi8('\n');
+    __m256i vbad = _mm256_setzero_si256(), vhigh = _mm256_setzero_si256();
+    for (; i + VEC2 <= len; i += VEC2) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(d + i));
+        __m256i prev = _mm256_loadu_si256((const __m256i *)(d + i - 1));
+        vbad = _mm256_or_si256(vbad, _mm256_xor_si256(_mm256_cmpeq_epi8(prev, cr),
+                                                      _mm256_cmpeq_epi8(v, lf)));
+        vhigh = _mm256_or_si256(vhigh, v);
+    }
+    *bad |= (unsigned)_mm256_movemask_epi8(vbad);
+    *high |= _mm256_movemask_epi8(vhigh) ? 0x80u : 0u;
+    return i;
+}
+#endif
 
 /*
  * find_eol returns the offset of the next CR or LF at or after i, or len.
@@ -90,6 +150,10 @@ static void walk(const uint8_t *d, size_t len, int dotted, emit_fn emit, void *c
 static size_t line_dot(const uint8_t *d, size_t len, size_t i)
 {
     size_t k = i - 1;           /* candidate LF positions: k, k + 1, ... */
+#ifdef HAVE_AVX2_PATH
+    if (have_avx2() && line_dot_avx2(d, len, &k))
+        return k;
+#endif
 #ifdef __SSE2__
     const __m128i lf = _mm_set1_epi8('\n'), dot = _mm_set1_epi8('.');
     for (; k + VEC + 1 <= len; k += VEC) {
@@ -239,15 +303,20 @@ int smtp_body_scan(const uint8_t *d, size_t len, int *eight_bit)
         __m128i vbad = _mm_xor_si128(_mm_cmpeq_epi8(_mm_slli_si128(v, 1), cr),
                                      _mm_cmpeq_epi8(v, lf));
         __m128i vhigh = v;
-        for (i = VEC; i + VEC <= len; i += VEC) {
+        i = VEC;
+#ifdef HAVE_AVX2_PATH
+        if (have_avx2())
+            i = scan_avx2(d, len, i, &bad, &high);
+#endif
+        for (; i + VEC <= len; i += VEC) {
             v = _mm_loadu_si128((const __m128i *)(d + i));
             __m128i prev = _mm_loadu_si128((const __m128i *)(d + i - 1));
             vbad = _mm_or_si128(vbad, _mm_xor_si128(_mm_cmpeq_epi8(prev, cr),
                                                     _mm_cmpeq_epi8(v, lf)));
             vhigh = _mm_or_si128(vhigh, v);
         }
-        bad = (unsigned)_mm_movemask_epi8(vbad);
-        high = _mm_movemask_epi8(vhigh) ? 0x80 : 0;
+        bad |= (unsigned)_mm_movemask_epi8(vbad);
+        high |= _mm_movemask_epi8(vhigh) ? 0x80 : 0;
     }
 #endif
     scan_bytes(d, len, i, &bad, &high);

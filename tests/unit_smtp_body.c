@@ -215,7 +215,8 @@ static void test_scan_vs_encoder(void)
  * byte by byte from RFC 5321 4.5.2 and smtp_body.h, over random inputs
  * that are mostly canonical text with the bytes that matter ('.', CR,
  * LF, 8-bit) sprinkled in, long lines, and special bytes at each offset
- * around the 16-byte block boundaries of the vectorised code.
+ * around the block boundaries of the vectorised code (16-byte blocks, and
+ * 32-byte ones from offset 16 where the CPU has AVX2).
  */
 
 /* ref_form writes the DATA form (dotted) or the BDAT form of in[0..n):
@@ -371,7 +372,8 @@ static void test_differential(void)
      * stuffed dot, at every offset around the block boundaries, in
      * canonical text of lengths around the boundaries. */
     static const char *const pokes[] = {".", "\r", "\n", "\x80", "\r\n", "\n.", "\r\n.", "\n\r"};
-    static const size_t sizes[] = {15, 16, 17, 18, 31, 32, 33, 34, 48, 49, 50, 64, 65, 100};
+    static const size_t sizes[] = {15, 16, 17, 18, 31, 32, 33, 34, 47, 48, 49, 50, 64, 65, 79, 80,
+                                   81, 100, 112, 113};
     uint8_t in[4096];
     for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
         size_t n = sizes[s];
