@@ -40,6 +40,7 @@ void config_defaults(struct tern_config *c)
     c->retry_max_ms = 4 * 3600000;
     c->max_age_ms = 5LL * 86400 * 1000;
     c->tier_memory_ms = 3600000;
+    c->destination_forget_ms = 600000;
     c->redis_wait_ms = 60000;
     c->idle_poll_ms = 1000;
     c->recv_multishot = 1;
@@ -210,6 +211,7 @@ static const struct key_def keys[] = {
     {"events_maxlen", K_INT, F(queue.events_maxlen), 0, QUEUE_EVENTS_MAXLEN_MIN, 1000000000},
     {"events_queued", K_BOOL, F(queue.events_queued), 0, 0, 0},
     {"tier_memory", K_DURATION, F(tier_memory_ms), 0, 0, 0},
+    {"destination_forget", K_DURATION, F(destination_forget_ms), 0, 0, 0},
     {"redis_wait", K_DURATION, F(redis_wait_ms), 0, 0, 0},
     {"idle_poll", K_DURATION, F(idle_poll_ms), 0, 0, 0},
     {"recv_multishot", K_BOOL, F(recv_multishot), 0, 0, 0},

@@ -149,6 +149,7 @@ struct tern_config {
     int nretry_schedule;
     int64_t delay_warning_ms;         /* deferred this long: warn the sender once (0: off) */
     int64_t tier_memory_ms;           /* how long a fallback tier is remembered */
+    int64_t destination_forget_ms;    /* a destination unused this long is freed (0: never) */
     struct tern_route routes[CONFIG_ROUTES_MAX];
     int nroutes;
     struct listen_config listen;      /* the SMTP listener (listen_config.h) */

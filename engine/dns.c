@@ -15,6 +15,7 @@
 #define DNS_RCODE_NXDOMAIN 3
 #define DNS_FLAG_TC      0x0200
 #define DNS_CACHE_BUCKETS0 1024
+#define DNS_CACHE_SWEEP    64      /* buckets a full cache looks at per insert */
 
 static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
 static uint32_t rd32(const uint8_t *p)
@@ -220,6 +221,7 @@ struct dns_cache {
     struct dns_cache_limits lim;
     struct dns_entry **tab;
     size_t size, count;
+    size_t sweep;                 /* the next bucket make_room looks at */
     struct dns_cache_stats st;
 };
 
@@ -333,6 +335,37 @@ static void grow(struct dns_cache *c)
     c->tab = nt;
     c->size = nsize;
 }
+/* make_room: the cache is full. Expired entries (of names not asked for
+ * again, which dns_cache_get would drop) go first, from a cursor moving
+ * over the buckets, DNS_CACHE_SWEEP of them per call; if none was, the
+ * first live entry after the cursor goes. A full cache must keep taking
+ * answers: the worker reads each answer back from it (worker_dns.c), so
+ * one not kept would be asked for again and again while its destination
+ * never resolves. With millions of one-off domains, a cache that kept its
+ * expired entries until it was full did exactly that. */
+static void make_room(struct dns_cache *c, int64_t now_ms)
+{
+    for (size_t k = 0; k < DNS_CACHE_SWEEP; k++) {
+        struct dns_entry **pp = &c->tab[c->sweep++ & (c->size - 1)];
+        while (*pp) {
+            if ((*pp)->expires_ms <= now_ms) {
+                unlink_entry(c, pp);
+                c->st.expired++;
+            } else {
+                pp = &(*pp)->next;
+            }
+        }
+    }
+    for (size_t k = 0; c->count >= DNS_CACHE_MAX && k < c->size; k++) {
+        struct dns_entry **pp = &c->tab[c->sweep & (c->size - 1)];
+        if (*pp) {
+            unlink_entry(c, pp);
+            c->st.evicted++;
+        } else {
+            c->sweep++;
+        }
+    }
+}
 
 void dns_cache_put(struct dns_cache *c, const char *name, int qtype,
                    const struct dns_answer *a, int64_t now_ms)
@@ -341,8 +374,10 @@ void dns_cache_put(struct dns_cache *c, const char *name, int qtype,
     struct dns_entry **pp = find_slot(c, name, qtype);
     if (*pp)
         unlink_entry(c, pp);
-    if (ttl == 0 || c->count >= DNS_CACHE_MAX)
+    if (ttl == 0)
         return;
+    if (c->count >= DNS_CACHE_MAX)
+        make_room(c, now_ms);
     if (c->count + 1 > c->size)
         grow(c);
     size_t isz = qtype == DNS_TYPE_MX ? sizeof(a->mx[0]) : sizeof(a->addr[0]);

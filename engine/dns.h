@@ -22,12 +22,14 @@
  *
  *   struct dns_cache keeps answers for their TTL, clamped to a floor and
  *   a cap (negative answers have their own cap); one per worker thread,
- *   never shared. It counts hits and misses.
+ *   never shared. It counts hits and misses. At DNS_CACHE_MAX entries, a
+ *   new answer still goes in: expired entries make room first, else a
+ *   live one chosen by bucket order.
  *
  * OWNERSHIP
  *   struct dns_answer is a plain value; the cache keeps compact copies
- *   (only the records there are) and copies them back out. Cache failures
- *   (out of memory, full) only mean the answer is not cached.
+ *   (only the records there are) and copies them back out. A cache failure
+ *   (out of memory) only means the answer is not cached.
  */
 #ifndef TERN_ENGINE_DNS_H
 #define TERN_ENGINE_DNS_H
@@ -82,6 +84,7 @@ struct dns_cache_limits {
 
 struct dns_cache_stats {
     uint64_t hits, misses, inserts, expired;
+    uint64_t evicted;             /* live entries dropped to make room when full */
 };
 
 struct dns_cache;

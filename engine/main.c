@@ -134,6 +134,9 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
         t.hs_resumed += s->hs_resumed;
         t.resume_offered += s->resume_offered;
         t.resume_refused += s->resume_refused;
+        t.dests_live += s->dests_live;
+        t.dests_peak += s->dests_peak;
+        t.dests_forgotten += s->dests_forgotten;
         for (int tt = 0; tt < TLS_TIER_COUNT; tt++)
             t.tier_msgs[tt] += s->tier_msgs[tt];
         for (int m = 0; m < s->nmix; m++) {
@@ -198,14 +201,16 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
     printf("summary delivered=%llu deferred=%llu failed=%llu returned=%llu in_doubt=%llu "
            "wall_s=%.3f msgs_per_s=%.0f cpu_s=%.3f cpu_us_per_msg=%.1f conns=%llu "
            "hs_full=%llu hs_resumed=%llu resume_refused=%llu p50_ms=%u p99_ms=%u "
-           "plaintext=%llu max_ms=%u maxrss_kb=%ld pipelined=%llu\n",
+           "plaintext=%llu max_ms=%u maxrss_kb=%ld pipelined=%llu dests_forgotten=%llu "
+           "dests_live=%llu dests_peak=%llu\n",
            (unsigned long long)t.delivered, (unsigned long long)t.deferred,
            (unsigned long long)t.failed, (unsigned long long)t.returned,
            (unsigned long long)t.in_doubt, wall, rate, cpu, us_per,
            (unsigned long long)t.conns_opened, (unsigned long long)t.hs_full,
            (unsigned long long)t.hs_resumed, (unsigned long long)t.resume_refused, p50, p99,
            (unsigned long long)t.tier_msgs[TLS_TIER_PLAINTEXT], pmax, ru->ru_maxrss,
-           (unsigned long long)t.txns_pipelined);
+           (unsigned long long)t.txns_pipelined, (unsigned long long)t.dests_forgotten,
+           (unsigned long long)t.dests_live, (unsigned long long)t.dests_peak);
     free(lat);
 }
 

@@ -226,7 +226,24 @@ static struct dest *dest_get(struct worker *w, const char *domain)
     d->dnext = w->dests;
     w->dests = d;
     w->ndests++;
+    dest_forget_track(w, d);
     return d;
+}
+
+void dest_remove(struct worker *w, struct dest *d)
+{
+    struct dest **pp = &w->dtab[hash_domain(d->domain) & (w->dtab_size - 1)];
+    while (*pp && *pp != d)
+        pp = &(*pp)->hnext;
+    if (*pp)
+        *pp = d->hnext;
+    if (d->dprev)
+        d->dprev->dnext = d->dnext;
+    else
+        w->dests = d->dnext;
+    if (d->dnext)
+        d->dnext->dprev = d->dprev;
+    w->ndests--;
 }
 
 void worker_mark_dirty(struct worker *w, struct dest *d)
@@ -447,6 +464,7 @@ static void dest_schedule_ready(struct worker *w, struct dest *d)
 
 static void dest_schedule(struct worker *w, struct dest *d)
 {
+    d->last_used_ms = w->now_ms;   /* not forgotten soon (worker_forget.c) */
     dest_schedule_ready(w, d);
     /* Mail left that no host slot will wake it for: a time (reconnect
      * backoff, pause, rate) or a busy connection; the tick looks again. */
@@ -477,26 +495,30 @@ static void dest_counter_fields(const struct dest *d, char vals[][24], const cha
     }
 }
 
+int worker_dest_stats_event(struct worker *w, struct dest *d)
+{
+    char vals[5][24];
+    const char *f[12];
+    dest_counter_fields(d, vals, f);
+    f[10] = "domain";
+    f[11] = d->domain;
+    int p = queue_partition_of(&w->cfg->queue, d->domain, strlen(d->domain));
+    if (!queue_cmd_event(worker_redis_buf(w), &w->cfg->queue, p, "dest-stats", f, 12))
+        return 0;
+    worker_rq_push(w, RQ_EVENT, p);
+    d->counters_dirty = 0;
+    return 1;
+}
+
 /* A `dest-stats` event per destination whose counters changed since the
  * last one (every DEST_STATS_EVERY_MS and at exit). */
 static void worker_dest_stats_events(struct worker *w)
 {
     if (w->redis_dead || w->redis_down || w->redis_warming)
         return;
-    for (struct dest *d = w->dests; d; d = d->dnext) {
-        if (!d->counters_dirty)
-            continue;
-        char vals[5][24];
-        const char *f[12];
-        dest_counter_fields(d, vals, f);
-        f[10] = "domain";
-        f[11] = d->domain;
-        int p = queue_partition_of(&w->cfg->queue, d->domain, strlen(d->domain));
-        if (!queue_cmd_event(worker_redis_buf(w), &w->cfg->queue, p, "dest-stats", f, 12))
-            continue;
-        worker_rq_push(w, RQ_EVENT, p);
-        d->counters_dirty = 0;
-    }
+    for (struct dest *d = w->dests; d; d = d->dnext)
+        if (d->counters_dirty)
+            worker_dest_stats_event(w, d);
 }
 
 static int dest_stats_dirty(const struct worker *w)
@@ -1110,6 +1132,7 @@ static void on_tick(struct worker *w)
     worker_notice_open(w);
     tick_dests(w);
     hosts_wake_waiting(w);
+    worker_forget_tick(w);
     if (w->now_ms >= w->next_dest_stats_ms) {
         if (w->next_dest_stats_ms)
             worker_dest_stats_events(w);

@@ -94,6 +94,9 @@ struct worker_stats {
     uint32_t *lat_ms;
     size_t nlat, lat_cap;
     double cpu_user_s, cpu_sys_s; /* this thread's CPU time */
+    /* destinations held now (at exit: still held), the most at once, and
+     * those freed after destination_forget unused (worker_forget.c) */
+    uint64_t dests_live, dests_peak, dests_forgotten;
 };
 
 struct worker;

@@ -607,6 +607,7 @@ struct conn *conn_open(struct worker *w, struct dest *d)
     w->conns = c;
     w->nconns++;
     d->nconns++;
+    d->conn_refs++;   /* until conn_free: c->d must outlive c */
     d->host->nconns++;
     d->nconnecting++;
     d->n.conns++;
@@ -618,6 +619,8 @@ struct conn *conn_open(struct worker *w, struct dest *d)
 
 static void conn_free(struct worker *w, struct conn *c)
 {
+    c->d->conn_refs--;
+    c->d->last_used_ms = w->now_ms;   /* idle from here (worker_forget.c) */
     if (c->prev)
         c->prev->next = c->next;
     else

@@ -193,6 +193,7 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, 
     dns_cache_put(x->cache, p->name, p->qtype, &a, w->now_ms);
     for (size_t i = 0; i < p->nwaiters; i++) {
         p->waiters[i]->dns_waiting = 0;
+        p->waiters[i]->dns_refs--;   /* p points to it no more */
         worker_mark_dirty(w, p->waiters[i]);
     }
     pending_unlink_free(x, p);
@@ -213,6 +214,7 @@ static int add_waiter(struct dns_pending *p, struct dest *d)
         p->cap = ncap;
     }
     p->waiters[p->nwaiters++] = d;
+    d->dns_refs++;   /* d is not forgotten while p lists it (worker_forget.c) */
     return d->dns_waiting = 1;
 }
 

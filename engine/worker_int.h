@@ -17,6 +17,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "engine/age_list.h"
 #include "engine/arena.h"
 #include "engine/buf.h"
 #include "engine/resolver.h"
@@ -189,6 +190,12 @@ struct dest {
     struct dest *dirty_next;
     int tick_listed;           /* on the worker's tick list */
     struct dest *tick_next;
+    /* forgetting (worker_forget.c): what says whether it may be freed */
+    struct dest *dprev;        /* all destinations list, backwards */
+    struct age_node age;       /* on the worker's dest_ages */
+    int64_t last_used_ms;      /* last scheduled, or a connection of it freed */
+    int conn_refs;             /* struct conns pointing to it, closing ones too */
+    int dns_refs;              /* DNS questions in flight listing it as a waiter */
 };
 
 enum conn_state { CONN_CONNECTING, CONN_SMTP, CONN_CLOSING };
@@ -350,6 +357,9 @@ struct worker {
     /* Destinations left with ready mail by their last schedule and not on
      * a host's wait list: the tick wakes these only, not all dests. */
     struct dest *tick_dests;
+    /* Every destination, by when it was last looked at for forgetting
+     * (worker_forget.c). */
+    struct age_list dest_ages;
     /* Decrypted input of the connection being read (on_bytes), empty in
      * between: one per worker rather than 16 KiB allocated and freed with
      * every connection. */
@@ -473,6 +483,21 @@ void job_settle_rest(struct job *j, enum rcpt_state st, const char *esc, const c
 int job_progress(const struct job *j);
 void job_txn_free(struct job *j);
 
+/* worker.c: dest_remove takes d out of the hash table and the all
+ * destinations list (ndests counts it no more); the caller frees it.
+ * worker_dest_stats_event queues d's dest-stats event now: 0 when the
+ * command cannot be built (d stays counters_dirty). */
+void dest_remove(struct worker *w, struct dest *d);
+int worker_dest_stats_event(struct worker *w, struct dest *d);
+
+/* worker_forget.c - destinations unused for destination_forget are freed.
+ * dest_forget_track: a new destination (after dest_get linked it) joins
+ * the sweep. worker_forget_tick: on the tick, looks at a bounded number
+ * of the destinations looked at longest ago and frees those that nothing
+ * uses or points to (see the file for the conditions). */
+void dest_forget_track(struct worker *w, struct dest *d);
+void worker_forget_tick(struct worker *w);
+
 /* worker.c: the MX host record for a next hop (NULL: out of memory). */
 struct mxhost *host_get(struct worker *w, const struct nexthop *hop);
 
@@ -516,6 +541,9 @@ int dest_surplus_conn(const struct worker *w, const struct dest *d);
 /* dest_reply_seen: a reply from d's host: a 421 or a backoff pattern
  * backs off; a 2xx after a backoff steps back up. */
 void dest_reply_seen(struct worker *w, struct dest *d, int code, const char *text);
+/* dest_shaping_idle: no pause is running and both of d's rate buckets
+ * are back where a new destination's start (forgetting loses nothing). */
+int dest_shaping_idle(const struct worker *w, const struct dest *d);
 /* dest_bind_source: bind fd to d's next egress address of the family
  * (round robin); 0 with errno on failure; 1 also when there is none. */
 int dest_bind_source(struct dest *d, int fd, int family);

@@ -106,3 +106,12 @@ int dest_bind_source(struct dest *d, int fd, int family)
     }
     return 1;   /* none of this family: the kernel chooses */
 }
+
+int dest_shaping_idle(const struct worker *w, const struct dest *d)
+{
+    /* A bucket whose time is not ahead of now allows the next event just
+     * as a fresh one (zero) does (rate_take). */
+    int64_t t = now_us();
+    return !dest_paused(w, d) && atomic_load(&d->msg_bucket.tat_us) <= t &&
+           atomic_load(&d->conn_bucket.tat_us) <= t;
+}

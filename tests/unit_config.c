@@ -74,6 +74,20 @@ static void test_redis_wait(void)
     CHECK_INT(config_load(&c, write_file("rw4.conf", "redis_wait = soon\n"), err, sizeof(err)), 0);
 }
 
+/* destination_forget: 10 minutes unless set; 0 keeps destinations. */
+static void test_destination_forget(void)
+{
+    static struct tern_config c;
+    char err[512] = "";
+    CHECK_INT(config_load(&c, write_file("df1.conf", "hostname = h.example\n"), err, sizeof(err)), 1);
+    CHECK_INT(c.destination_forget_ms, 600000);
+    CHECK_INT(config_load(&c, write_file("df2.conf", "destination_forget = 0\n"), err, sizeof(err)), 1);
+    CHECK_INT(c.destination_forget_ms, 0);
+    CHECK_INT(config_load(&c, write_file("df3.conf", "destination_forget = 1h\n"), err, sizeof(err)), 1);
+    CHECK_INT(c.destination_forget_ms, 3600000);
+    CHECK_INT(config_load(&c, write_file("df4.conf", "destination_forget = later\n"), err, sizeof(err)), 0);
+}
+
 static void test_bad(void)
 {
     static const struct {
@@ -298,6 +312,7 @@ int main(void)
         return 1;
     RUN(test_good);
     RUN(test_redis_wait);
+    RUN(test_destination_forget);
     RUN(test_smtp_client_keys);
     RUN(test_bad);
     RUN(test_tables);

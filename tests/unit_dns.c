@@ -232,6 +232,43 @@ static void test_cache(void)
     dns_cache_free(c);
 }
 
+/* A full cache keeps taking answers (the worker reads each one back from
+ * it): expired entries make room first, then live ones. */
+static void test_cache_full(void)
+{
+    struct dns_cache_limits lim = {.ttl_min = 10, .ttl_max = 100, .negative_max = 20, .tempfail = 5};
+    struct dns_cache *c = dns_cache_new(&lim);
+    CHECK(c != NULL);
+    struct dns_answer a = {.status = DNS_OK, .ttl = 10, .n = 1}, out;
+    strcpy(a.mx[0].host, "mx.example.com");
+    char name[64];
+    for (int i = 0; i < DNS_CACHE_MAX; i++) {   /* one-off names, all expired by 10 s */
+        snprintf(name, sizeof(name), "old%d.example", i);
+        dns_cache_put(c, name, DNS_TYPE_MX, &a, 0);
+    }
+    CHECK_INT(dns_cache_stats(c)->inserts, DNS_CACHE_MAX);
+    dns_cache_put(c, "new.example", DNS_TYPE_MX, &a, 20000);
+    CHECK_INT(dns_cache_get(c, "new.example", DNS_TYPE_MX, 20001, &out), 1);
+    CHECK(dns_cache_stats(c)->expired > 0);
+    CHECK_INT(dns_cache_stats(c)->evicted, 0);
+    /* full of live entries: one goes, the new answer is kept */
+    for (int i = 0; dns_cache_stats(c)->inserts < 2 * (uint64_t)DNS_CACHE_MAX; i++) {
+        snprintf(name, sizeof(name), "live%d.example", i);
+        dns_cache_put(c, name, DNS_TYPE_MX, &a, 20000);
+    }
+    uint64_t before = dns_cache_stats(c)->evicted;
+    dns_cache_put(c, "newest.example", DNS_TYPE_MX, &a, 21000);
+    CHECK_INT(dns_cache_get(c, "newest.example", DNS_TYPE_MX, 21001, &out), 1);
+    CHECK(dns_cache_stats(c)->evicted > before);
+    int found = 0;   /* the rest of the live ones are still there */
+    for (int i = 0; i < 1000; i++) {
+        snprintf(name, sizeof(name), "live%d.example", i);
+        found += dns_cache_get(c, name, DNS_TYPE_MX, 21001, &out);
+    }
+    CHECK(found >= 990);
+    dns_cache_free(c);
+}
+
 int main(void)
 {
     RUN(test_mx);
@@ -241,5 +278,6 @@ int main(void)
     RUN(test_addresses);
     RUN(test_equal_shuffle);
     RUN(test_cache);
+    RUN(test_cache_full);
     return check_finish();
 }

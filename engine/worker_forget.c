@@ -1,0 +1,114 @@
+/*
+ * worker_forget.c - a worker frees the destinations it no longer needs.
+ *
+ * Every next-hop domain a worker sees gets a struct dest (~3.3 KB); a
+ * worker sending to millions of domains a day would grow without bound
+ * if it kept them all. A destination unused for destination_forget
+ * (config key; 0: never) is freed, and simply made again by dest_get when
+ * mail for it comes back.
+ *
+ * The sweep: every destination is on the worker's age list (age_list.h),
+ * ordered by when it was last looked at. Each tick looks at the oldest
+ * end only, at most FORGET_PER_TICK entries, and stops at the first one
+ * looked at less than destination_forget ago: no walk over all
+ * destinations. One found unused since destination_forget (last_used_ms:
+ * dest_schedule and conn_free set it) and free of every pointer to it is
+ * freed; any other goes to the young end and is looked at again a
+ * destination_forget later. So a destination is forgotten between
+ * destination_forget and twice that after its last use.
+ *
+ * What may point to a destination, and the test that it no longer does:
+ *   jobs (job->d)            ready ones: nready; in flight: on a connection
+ *   connections (c->d)       conn_refs, counted from conn_open to conn_free,
+ *                            so closing and lingering ones count too
+ *   the tick list            tick_listed
+ *   a host's wait list       host_waiting
+ *   the dirty list           dirty
+ *   DNS questions in flight  dns_refs (their waiter lists, worker_dns.c)
+ * What it still holds that a new destination would not have: a reconnect
+ * backoff (next_connect_ms), a dead destination's backoff
+ * (backoff_until_ms), a shaping pause or rate bucket still ahead of now
+ * (dest_shaping_idle), the remembered client-certificate failure at level
+ * may (cert_plaintext_until_ms), and counters not yet in a dest-stats
+ * event (written here first; with Redis not ready, it waits). What
+ * forgetting does lose is in docs/design.md, "Forgetting destinations".
+ */
+#include "engine/worker_int.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* Destinations looked at per tick (20 ticks a second): thousands a second
+ * per worker, far more than new domains arrive, yet a tick stays short. */
+#define FORGET_PER_TICK 256
+
+static struct dest *dest_of(struct age_node *a)
+{
+    return (struct dest *)(void *)((char *)a - offsetof(struct dest, age));
+}
+
+void dest_forget_track(struct worker *w, struct dest *d)
+{
+    if (d->dnext)
+        d->dnext->dprev = d;   /* dest_get put it first */
+    d->last_used_ms = w->now_ms;
+    age_list_push(&w->dest_ages, &d->age, w->now_ms);
+    w->st.dests_live++;
+    if (w->st.dests_live > w->st.dests_peak)
+        w->st.dests_peak = w->st.dests_live;
+}
+
+/* Nothing points to d and it holds no state a new one would lack. */
+static int dest_unused(const struct worker *w, const struct dest *d)
+{
+    return d->conn_refs == 0 && d->nconns == 0 && d->nready == 0 && d->ready_head == NULL &&
+           !d->tick_listed && !d->host_waiting && !d->dirty && d->dns_refs == 0 &&
+           !d->dns_waiting && d->next_connect_ms <= w->now_ms &&
+           d->backoff_until_ms <= w->now_ms && d->cert_plaintext_until_ms <= w->now_ms &&
+           dest_shaping_idle(w, d);
+}
+
+/* Its counters written out: at once when they changed (Redis ready). */
+static int dest_counters_out(struct worker *w, struct dest *d)
+{
+    if (!d->counters_dirty)
+        return 1;
+    if (w->redis_dead || w->redis_down || w->redis_warming)
+        return 0;
+    return worker_dest_stats_event(w, d);
+}
+
+static void dest_forget(struct worker *w, struct dest *d)
+{
+    if (w->e->verbose)
+        fprintf(stderr, "tern: %s: destination forgotten (unused for %lld ms)\n", d->domain,
+                (long long)(w->now_ms - d->last_used_ms));
+    age_list_remove(&w->dest_ages, &d->age);
+    dest_remove(w, d);
+    w->st.dests_live--;
+    w->st.dests_forgotten++;
+    free(d->domain);
+    free(d->hops);
+    free(d);
+}
+
+void worker_forget_tick(struct worker *w)
+{
+    int64_t keep = w->cfg->destination_forget_ms;
+    /* Stopping: the exit report and the last dest-stats keep them all. */
+    if (keep <= 0 || w->stopping)
+        return;
+    for (int i = 0; i < FORGET_PER_TICK; i++) {
+        struct age_node *a = age_list_oldest(&w->dest_ages);
+        if (a == NULL || w->now_ms - a->since_ms < keep)
+            return;
+        struct dest *d = dest_of(a);
+        if (w->now_ms - d->last_used_ms >= keep && dest_unused(w, d) && dest_counters_out(w, d)) {
+            dest_forget(w, d);
+            continue;
+        }
+        age_list_remove(&w->dest_ages, a);   /* in use, or used lately: later */
+        age_list_push(&w->dest_ages, a, w->now_ms);
+    }
+}
