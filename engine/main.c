@@ -98,20 +98,9 @@ static void *thread_main(void *p)
     return NULL;
 }
 
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 static void print_summary(struct worker **ws, int n, double wall, const struct rusage *ru)
 {
     struct worker_stats t = {0};
-    size_t nlat = 0;
-    for (int i = 0; i < n; i++)
-        nlat += worker_stats(ws[i])->nlat;
-    uint32_t *lat = nlat ? malloc(nlat * sizeof(*lat)) : NULL;
-    size_t k = 0;
     for (int i = 0; i < n; i++) {
         const struct worker_stats *s = worker_stats(ws[i]);
         t.taken += s->taken;
@@ -148,10 +137,7 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
             else if (t.nmix < TLS_MIX_MAX)
                 t.mix[t.nmix++] = s->mix[m];
         }
-        if (lat && s->nlat) {
-            memcpy(lat + k, s->lat_ms, s->nlat * sizeof(*lat));
-            k += s->nlat;
-        }
+        lat_hist_merge(&t.lat, &s->lat);
     }
     double cpu = (double)ru->ru_utime.tv_sec + (double)ru->ru_utime.tv_usec / 1e6 +
                  (double)ru->ru_stime.tv_sec + (double)ru->ru_stime.tv_usec / 1e6;
@@ -188,11 +174,11 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
     else
         printf("  receives: single-shot\n");
     uint32_t p50 = 0, p99 = 0, pmax = 0;
-    if (lat && k) {
-        qsort(lat, k, sizeof(*lat), cmp_u32);
-        p50 = lat[k / 2];
-        p99 = lat[(k * 99) / 100 < k ? (k * 99) / 100 : k - 1];
-        pmax = lat[k - 1];
+    uint64_t k = t.lat.n;
+    if (k) {
+        p50 = lat_hist_at_rank(&t.lat, k / 2);
+        p99 = lat_hist_at_rank(&t.lat, (k * 99) / 100);
+        pmax = t.lat.max;
         printf("  latency enqueue->250: p50 %u ms, p99 %u ms, max %u ms\n", p50, p99, pmax);
     }
     printf("  engine CPU: %.3f s (user %.3f, sys %.3f): %.1f us/message\n", cpu,
@@ -211,7 +197,6 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
            (unsigned long long)t.tier_msgs[TLS_TIER_PLAINTEXT], pmax, ru->ru_maxrss,
            (unsigned long long)t.txns_pipelined, (unsigned long long)t.dests_forgotten,
            (unsigned long long)t.dests_live, (unsigned long long)t.dests_peak);
-    free(lat);
 }
 
 static void print_listener_summary(const struct listener *ls)

@@ -1293,7 +1293,6 @@ void worker_free(struct worker *w)
     free(w->fetch_wait);
     free(w->rq);
     free(w->rrecv);
-    free(w->st.lat_ms);
     buf_free(&w->rcpts_ok);
     buf_free(&w->rcpts_later);
     buf_free(&w->rcpts_failed);

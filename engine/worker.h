@@ -38,6 +38,7 @@
 #include <stdio.h>
 
 #include "engine/config.h"
+#include "engine/lat_hist.h"
 #include "engine/shaping.h"
 #include "queue/queue.h"
 #include "tls/tls.h"
@@ -90,9 +91,9 @@ struct worker_stats {
     uint64_t tier_msgs[TLS_TIER_COUNT];
     struct tls_mix_entry mix[TLS_MIX_MAX];
     int nmix;
-    /* queue-to-final-reply latency of delivered messages, ms */
-    uint32_t *lat_ms;
-    size_t nlat, lat_cap;
+    /* queue-to-final-reply latency of delivered messages, ms: a
+     * histogram, not every sample (a long run would grow without end) */
+    struct lat_hist lat;
     double cpu_user_s, cpu_sys_s; /* this thread's CPU time */
     /* destinations held now (at exit: still held), the most at once, and
      * those freed after destination_forget unused (worker_forget.c) */

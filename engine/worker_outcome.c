@@ -291,18 +291,8 @@ static void count_delivery(struct worker *w, const struct conn *c, const struct 
     enum tls_tier tier = c->tls_done ? tls_info_tier(&c->tinfo) : TLS_TIER_PLAINTEXT;
     w->st.tier_msgs[tier]++;
     stats_tls_mix(&w->st, c->tls_done ? c->tinfo.mix : "plaintext");
-    if (w->st.nlat == w->st.lat_cap) {
-        size_t ncap = w->st.lat_cap ? w->st.lat_cap * 2 : 4096;
-        uint32_t *n = realloc(w->st.lat_ms, ncap * sizeof(*n));
-        if (n) {
-            w->st.lat_ms = n;
-            w->st.lat_cap = ncap;
-        }
-    }
-    if (w->st.nlat < w->st.lat_cap) {
-        int64_t lat = w->now_ms - m->created_ms;
-        w->st.lat_ms[w->st.nlat++] = lat < 0 ? 0 : (uint32_t)lat;
-    }
+    int64_t lat = w->now_ms - m->created_ms;
+    lat_hist_add(&w->st.lat, lat < 0 ? 0 : lat > UINT32_MAX ? UINT32_MAX : (uint32_t)lat);
 }
 
 /* record_outcome: the message's one outcome once every recipient has a
