@@ -43,16 +43,10 @@ timeout "$QRUN_LIMIT" "$TERN" run -c "$C" --drain >"$dir/s.run" 2>"$dir/s.rerr" 
 
 # The message's deferred event, as "name=value" lines.
 $PY - "$REDIS_SOCK" "$id" >"$dir/ev.out" <<'EOF'
-import socket, sys
-s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile("rb")
-def cmd(*a):
-    s.sendall(b"".join([b"*%d\r\n" % len(a)] + [b"$%d\r\n%s\r\n" % (len(x), x) for x in (y.encode() for y in a)]))
-    return read()
-def read():
-    l = f.readline().rstrip(b"\r\n"); t, v = l[:1], l[1:]
-    if t == b"*": return None if int(v) < 0 else [read() for _ in range(int(v))]
-    if t == b"$": return None if int(v) < 0 else f.read(int(v) + 2)[:-2].decode()
-    return v.decode()
+import sys
+sys.path.insert(0, "tests")
+from resp_client import Redis
+cmd = Redis(sys.argv[1]).cmd
 for eid, kv in cmd("XRANGE", "tern:{0}:events", "-", "+"):
     d = dict(zip(kv[::2], kv[1::2]))
     if d.get("id") == sys.argv[2] and d.get("status") == "deferred":

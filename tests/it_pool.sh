@@ -99,28 +99,12 @@ why() {
 }
 
 # Delivery events of every partition, oldest first, one JSON object a
-# line (a small RESP client: field values are kept exactly).
+# line (tests/resp_client.py: field values are kept exactly).
 cat >"$dir/events.py" <<'EOF'
-import json, socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-f = s.makefile("rb")
-def read():
-    line = f.readline()
-    t, v = line[:1], line[1:-2]
-    if t == b"*":
-        return None if int(v) < 0 else [read() for _ in range(int(v))]
-    if t == b"$":
-        return None if int(v) < 0 else f.read(int(v) + 2)[:-2].decode()
-    if t == b":":
-        return int(v)
-    if t == b"+":
-        return v.decode()
-    raise SystemExit("redis: " + v.decode())
-def cmd(*args):
-    s.sendall(b"*%d\r\n" % len(args) +
-              b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in (x.encode() for x in args)))
-    return read()
+import json, sys
+sys.path.insert(0, "tests")
+from resp_client import Redis
+cmd = Redis(sys.argv[1]).cmd
 events = []
 for p in range(16):
     for eid, fields in cmd("XRANGE", "tern:{%d}:events" % p, "-", "+"):

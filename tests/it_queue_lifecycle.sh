@@ -77,16 +77,10 @@ fi
 
 # --- c. events through a consumer group ---------------------------------------------
 $PY - "$REDIS_SOCK" >"$dir/ev.out" <<'EOF'
-import socket, sys
-s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile("rb")
-def cmd(*a):
-    s.sendall(b"".join([b"*%d\r\n" % len(a)] + [b"$%d\r\n%s\r\n" % (len(x), x) for x in (y.encode() for y in a)]))
-    return read()
-def read():
-    l = f.readline().rstrip(b"\r\n"); t, v = l[:1], l[1:]
-    if t == b"*": return None if int(v) < 0 else [read() for _ in range(int(v))]
-    if t == b"$": return None if int(v) < 0 else f.read(int(v) + 2)[:-2].decode()
-    return v.decode()
+import sys
+sys.path.insert(0, "tests")
+from resp_client import Redis
+cmd = Redis(sys.argv[1]).cmd
 r = cmd("XREADGROUP", "GROUP", "audit", "t1", "COUNT", "100", "STREAMS", "tern:{0}:events", ">")
 for eid, kv in r[0][1]:
     d = dict(zip(kv[::2], kv[1::2]))
