@@ -126,6 +126,7 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
         t.dests_live += s->dests_live;
         t.dests_peak += s->dests_peak;
         t.dests_forgotten += s->dests_forgotten;
+        t.hosts_forgotten += s->hosts_forgotten;
         for (int tt = 0; tt < TLS_TIER_COUNT; tt++)
             t.tier_msgs[tt] += s->tier_msgs[tt];
         for (int m = 0; m < s->nmix; m++) {
@@ -188,7 +189,7 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
            "wall_s=%.3f msgs_per_s=%.0f cpu_s=%.3f cpu_us_per_msg=%.1f conns=%llu "
            "hs_full=%llu hs_resumed=%llu resume_refused=%llu p50_ms=%u p99_ms=%u "
            "plaintext=%llu max_ms=%u maxrss_kb=%ld pipelined=%llu dests_forgotten=%llu "
-           "dests_live=%llu dests_peak=%llu\n",
+           "dests_live=%llu dests_peak=%llu hosts_forgotten=%llu\n",
            (unsigned long long)t.delivered, (unsigned long long)t.deferred,
            (unsigned long long)t.failed, (unsigned long long)t.returned,
            (unsigned long long)t.in_doubt, wall, rate, cpu, us_per,
@@ -196,7 +197,8 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
            (unsigned long long)t.hs_resumed, (unsigned long long)t.resume_refused, p50, p99,
            (unsigned long long)t.tier_msgs[TLS_TIER_PLAINTEXT], pmax, ru->ru_maxrss,
            (unsigned long long)t.txns_pipelined, (unsigned long long)t.dests_forgotten,
-           (unsigned long long)t.dests_live, (unsigned long long)t.dests_peak);
+           (unsigned long long)t.dests_live, (unsigned long long)t.dests_peak,
+           (unsigned long long)t.hosts_forgotten);
 }
 
 static void print_listener_summary(const struct listener *ls)

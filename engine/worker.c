@@ -162,27 +162,6 @@ static uint64_t hash_domain(const char *s)
     return text_hash_lower(s, 0);
 }
 
-struct mxhost *host_get(struct worker *w, const struct nexthop *hop)
-{
-    char key[sizeof(((struct mxhost *)0)->key)];
-    snprintf(key, sizeof(key), "%s:%u", hop->host, (unsigned)hop->port);
-    size_t i = hash_domain(key) & (HOST_BUCKETS - 1);
-    for (struct mxhost *h = w->hosts[i]; h; h = h->next)
-        if (strcmp(h->key, key) == 0)
-            return h;
-    struct mxhost *h = calloc(1, sizeof(*h));
-    if (h == NULL)
-        return NULL;
-    memcpy(h->key, key, sizeof(key));
-    h->all_conns = &w->e->host_conns[hop->host_slot];
-    h->slot = hop->host_slot;
-    h->all_waiting = &w->e->host_waiting[hop->host_slot];
-    h->tier = TLS_TIER_PREFERRED;
-    h->next = w->hosts[i];
-    w->hosts[i] = h;
-    return h;
-}
-
 static struct dest *dest_get(struct worker *w, const char *domain)
 {
     uint64_t h = hash_domain(domain);
@@ -214,9 +193,13 @@ static struct dest *dest_get(struct worker *w, const char *domain)
     config_dest_limits(w->cfg, domain, &d->lim);
     const char *why = "no route";
     d->have_hop = resolver_lookup(&w->resolver, domain, &d->hop, 1, &why) == 1;
-    if (d->have_hop && (d->host = host_get(w, &d->hop)) == NULL) {
-        d->have_hop = 0;
-        why = "out of memory";
+    if (d->have_hop) {
+        struct mxhost *mh = host_get(w, &d->hop);
+        if (mh == NULL) {
+            d->have_hop = 0;
+            why = "out of memory";
+        }
+        dest_set_host(w, d, mh);
     }
     d->no_route = d->have_hop ? NULL : why;
     d->use_dns = config_route(w->cfg, domain) == NULL;   /* no static route: MX lookups */
@@ -267,7 +250,7 @@ static void dest_push(struct worker *w, struct dest *d, struct job *j)
     worker_mark_dirty(w, d);
 }
 
-static void host_wait(struct dest *d)
+static void host_wait(struct worker *w, struct dest *d)
 {
     struct mxhost *h = d->host;
     if (d->host_waiting)
@@ -282,6 +265,7 @@ static void host_wait(struct dest *d)
     else
         h->wait_head = d;
     h->wait_tail = d;
+    host_waiters_changed(w, h);
 }
 
 /* The host is full and d has mail but no connection: an idle connection
@@ -309,7 +293,7 @@ static void host_release_idle(struct worker *w, struct dest *d)
 /* d got a connection without being woken: it waits no more. (With
  * thousands of destinations on one host, the tail benchmark, a walk of
  * the wait list here was the engine's hottest function.) */
-static void host_unwait(struct dest *d)
+static void host_unwait(struct worker *w, struct dest *d)
 {
     struct mxhost *h = d->wait_host;
     if (!d->host_waiting)
@@ -325,6 +309,7 @@ static void host_unwait(struct dest *d)
     d->host_wait_next = d->host_wait_prev = NULL;
     d->host_waiting = 0;
     atomic_fetch_sub(h->all_waiting, 1);
+    host_waiters_changed(w, h);
 }
 
 void host_wake(struct worker *w, struct mxhost *h)
@@ -340,6 +325,7 @@ void host_wake(struct worker *w, struct mxhost *h)
     d->host_wait_next = NULL;
     d->host_waiting = 0;
     atomic_fetch_sub(h->all_waiting, 1);
+    host_waiters_changed(w, h);
     worker_mark_dirty(w, d);
 }
 
@@ -446,7 +432,7 @@ static void dest_schedule_ready(struct worker *w, struct dest *d)
                  * walk over every connection, again at each schedule of
                  * a waiting destination, was 2.4% of tail's CPU) */
                 host_release_idle(w, d);
-                host_wait(d);
+                host_wait(w, d);
             }
             break;
         }
@@ -456,7 +442,7 @@ static void dest_schedule_ready(struct worker *w, struct dest *d)
             break;
         }
         if (d->host_waiting)
-            host_unwait(d);
+            host_unwait(w, d);
         if (d->consecutive_failures)
             break;   /* probe with one connection while failing */
     }
@@ -918,15 +904,6 @@ static void free_tls(struct worker *w)
             tls_client_ctx_free(w->tls[i]);
 }
 
-static void free_hosts(struct worker *w)
-{
-    for (size_t i = 0; i < HOST_BUCKETS; i++)
-        for (struct mxhost *h = w->hosts[i], *n; h; h = n) {
-            n = h->next;
-            free(h);
-        }
-}
-
 struct worker *worker_new(const struct engine *e, int id, char *err, size_t errlen)
 {
     struct worker *w = calloc(1, sizeof(*w));
@@ -1093,15 +1070,6 @@ static void tick_dests(struct worker *w)
  * the back and did: connections churned and, in the transactional
  * benchmark, a message waited up to a second). Once it has a connection,
  * it passes any room left on to the next (dest_schedule). */
-static void hosts_wake_waiting(struct worker *w)
-{
-    for (size_t i = 0; i < HOST_BUCKETS; i++)
-        for (struct mxhost *h = w->hosts[i]; h; h = h->next)
-            if (h->wait_head &&
-                atomic_load(h->all_conns) < h->wait_head->lim.max_connections_per_host)
-                worker_mark_dirty(w, h->wait_head);
-}
-
 static int drained(struct worker *w)
 {
     if (w->in_memory)
@@ -1133,6 +1101,7 @@ static void on_tick(struct worker *w)
     tick_dests(w);
     hosts_wake_waiting(w);
     worker_forget_tick(w);
+    worker_hosts_forget_tick(w);
     if (w->now_ms >= w->next_dest_stats_ms) {
         if (w->next_dest_stats_ms)
             worker_dest_stats_events(w);
@@ -1304,7 +1273,7 @@ void worker_free(struct worker *w)
     if (w->sessions)
         tls_session_cache_free(w->sessions);
     free_tls(w);
-    free_hosts(w);
+    worker_hosts_free(w);
     if (w->ring_ok)
         io_uring_queue_exit(&w->ring);
     worker_bufs_free(w);

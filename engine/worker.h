@@ -98,6 +98,7 @@ struct worker_stats {
     /* destinations held now (at exit: still held), the most at once, and
      * those freed after destination_forget unused (worker_forget.c) */
     uint64_t dests_live, dests_peak, dests_forgotten;
+    uint64_t hosts_forgotten;     /* MX hosts freed, unused as long (worker_hosts.c) */
 };
 
 struct worker;

@@ -339,7 +339,7 @@ static enum route_state install_hops(struct worker *w, struct dest *d, struct ne
     d->hops_tried = 0;
     d->hop_failed = 0;
     d->hop = hops[0];
-    d->host = h;
+    dest_set_host(w, d, h);
     d->have_hop = 1;
     d->no_route = NULL;
     d->bounce_status = NULL;
@@ -427,7 +427,7 @@ static void hop_move(struct worker *w, struct dest *d)
         return;   /* stays on the current hop */
     d->hop_idx = next;
     d->hop = d->hops[next];
-    d->host = h;
+    dest_set_host(w, d, h);
     d->hop_failed = 0;
     if (w->e->verbose)
         fprintf(stderr, "tern: %s: trying the next MX address %s\n", d->domain, d->hop.host);

@@ -85,6 +85,7 @@ static void dest_forget(struct worker *w, struct dest *d)
         fprintf(stderr, "tern: %s: destination forgotten (unused for %lld ms)\n", d->domain,
                 (long long)(w->now_ms - d->last_used_ms));
     age_list_remove(&w->dest_ages, &d->age);
+    dest_set_host(w, d, NULL);   /* its host may be forgotten in turn */
     dest_remove(w, d);
     w->st.dests_live--;
     w->st.dests_forgotten++;

@@ -38,7 +38,6 @@
 #define SESSION_CACHE_KEYS   4096
 #define SESSION_CACHE_SESSIONS 16384  /* about 2-3 KB each */
 #define EV_FIELDS_MAX        32      /* strings (pairs * 2) per event */
-#define HOST_BUCKETS         1024    /* MX host table (power of two) */
 #define DEST_REPORT_MAX      20      /* per-destination summary lines per worker */
 #define DEST_STATS_EVERY_MS  10000   /* per-destination counters to the events stream */
 #define SEND_CHUNK_MAX       (256 * 1024)  /* bytes per send on a connection */
@@ -134,7 +133,13 @@ struct mxhost {
      * order as this host's connections close */
     struct dest *wait_head, *wait_tail;
     int slot;                        /* index into struct engine's per-host arrays */
-    struct mxhost *next;
+    struct mxhost *next;             /* table chain */
+    uint64_t hash;                   /* of key */
+    int refs;                        /* destinations with d->host == this (dest_set_host) */
+    /* on the worker's list of hosts with waiters (host_waiters_changed) */
+    struct mxhost *wnext, *wprev;
+    int wlisted;
+    struct age_node age;             /* listed while no destination uses it (worker_hosts.c) */
 };
 
 /* Per-destination counters: the summary and the events stream. */
@@ -310,7 +315,12 @@ struct worker {
     struct resolver resolver;
     struct tls_client_ctx *tls[CONFIG_TLS_CTX_MAX];   /* per config tls_ctx spec */
     struct tls_session_cache *sessions;
-    struct mxhost *hosts[HOST_BUCKETS];
+    /* MX hosts (worker_hosts.c): the table (doubling), those with
+     * destinations waiting for a slot, those no destination uses */
+    struct mxhost **htab;
+    size_t htab_size, nhosts;
+    struct mxhost *waiting_hosts;
+    struct age_list host_ages;
     struct worker_dns *dns;    /* c-ares on this ring (worker_dns.c) */
     int64_t next_dest_stats_ms;
     /* record_outcome's recipient lists by result, kept between calls so a
@@ -499,7 +509,18 @@ void dest_forget_track(struct worker *w, struct dest *d);
 void worker_forget_tick(struct worker *w);
 
 /* worker.c: the MX host record for a next hop (NULL: out of memory). */
+/* worker_hosts.c - MX hosts. host_get: the host of hop, made on first
+ * use (NULL: out of memory). dest_set_host: d->host = h (either may be
+ * NULL), keeping h->refs; the only way d->host changes. A host's wait
+ * list changed: host_waiters_changed keeps the list the tick walks
+ * (hosts_wake_waiting). worker_hosts_forget_tick frees hosts unused for
+ * destination_forget; worker_hosts_free frees all at the end. */
 struct mxhost *host_get(struct worker *w, const struct nexthop *hop);
+void dest_set_host(struct worker *w, struct dest *d, struct mxhost *h);
+void host_waiters_changed(struct worker *w, struct mxhost *h);
+void hosts_wake_waiting(struct worker *w);
+void worker_hosts_forget_tick(struct worker *w);
+void worker_hosts_free(struct worker *w);
 
 /* worker_dns.c - c-ares on the worker's ring, and a destination's next
  * hops from MX/A/AAAA answers (cached; see engine/dns.h). */

@@ -1,9 +1,10 @@
 #!/bin/bash
 # it_dest_forget.sh - a worker forgets destinations it no longer needs
 # (destination_forget, engine/worker_forget.c), against a plaintext sink
-# and a private nsd: 300 domains (250 routed by MX records to one host
-# that takes 8 connections at a time, so most wait on its wait list; 50 by
-# a static route), two workers, destination_forget = 1s, one engine:
+# and a private nsd: 300 domains (200 routed by MX records to one host
+# that takes 8 connections at a time, so most wait on its wait list, 50 to
+# an MX host each; 50 by a static route), two workers,
+# destination_forget = 1s, one engine:
 #  a. all 300 messages arrive; every destination is then forgotten (the
 #     engine keeps running until its -v log says so for all 300);
 #  b. mail for 100 of the same domains comes again: each destination is
@@ -15,12 +16,16 @@
 #  e. a destination whose connections fail (dead.test, a closed port) is
 #     kept while its backoff (retry_base) runs;
 #  f. the summary counts dests_forgotten=400 dests_live=1; every message
-#     arrived exactly once, only dead.test's is left, the exit is clean.
+#     arrived exactly once, only dead.test's is left, the exit is clean;
+#  g. MX hosts no destination uses any more are forgotten too
+#     (worker_hosts.c): the 50 hosts of one domain each, which the second
+#     round does not use, are all gone before the engine stops.
 set -u
 cd "$(dirname "$0")/.."
 . tests/queue_lib.sh
 qsetup || exit 1
 NDNS=250
+NOWN=50      # of the NDNS, those with an MX host of their own
 NSTATIC=50
 
 qsink f || exit 1
@@ -30,7 +35,11 @@ qsink f || exit 1
     echo '@ IN NS ns.fz.test.'
     echo 'ns IN A 127.0.0.1'
     echo 'mx IN A 127.0.0.1'
-    for i in $(seq 1 $NDNS); do echo "d$i IN MX 10 mx.fz.test."; done
+    for i in $(seq 1 $((NDNS - NOWN))); do echo "d$i IN MX 10 mx.fz.test."; done
+    for i in $(seq $((NDNS - NOWN + 1)) $NDNS); do
+        echo "d$i IN MX 10 mx$i.fz.test."
+        echo "mx$i IN A 127.0.0.1"
+    done
 } >"$dir/fz.test.zone"
 tern_nsd fz.test "$dir/fz.test.zone" || exit 1
 
@@ -84,6 +93,13 @@ wait_forgotten $N2 && pass made_again_and_forgotten_again ||
 [ -n "$q1" ] && [ "$q1" = "$q2" ] && pass dns_answers_outlive_destinations ||
     fail dns_answers_outlive_destinations "queries $q1 after the first round, $q2 after the second"
 
+# g. the 50 one-domain MX hosts are not used by the second round
+own_forgotten() { grep -c 'MX host mx[0-9][0-9]*\.fz\.test:[0-9]* forgotten' "$dir/f.rerr" 2>/dev/null; true; }
+n=300
+while [ "$(own_forgotten)" -lt $NOWN ] && [ "$n" -gt 0 ]; do sleep 0.1; n=$((n - 1)); done
+[ "$(own_forgotten)" = $NOWN ] && pass unused_mx_hosts_forgotten ||
+    fail unused_mx_hosts_forgotten "$(own_forgotten) of $NOWN forgotten"
+
 grep -q 'dead.test: destination forgotten' "$dir/f.rerr" &&
     fail backoff_keeps_destination "dead.test forgotten during its backoff" ||
     pass backoff_keeps_destination
@@ -100,7 +116,9 @@ read -r sd sm <"$dir/stats.sum"
     fail counters_written_before_forgetting "dest-stats for $sd domains, $sm messages (want $((N1 + 1)), $N2)"
 
 sum=$(grep '^summary ' "$dir/f.run")
-echo "$sum" | grep -q " dests_forgotten=$N2 dests_live=1 " && pass summary_counts_forgotten ||
+hf=$(echo "$sum" | sed -n 's/.* hosts_forgotten=\([0-9]*\).*/\1/p')
+echo "$sum" | grep -q " dests_forgotten=$N2 dests_live=1 " && [ "${hf:-0}" -ge $NOWN ] &&
+    pass summary_counts_forgotten ||
     fail summary_counts_forgotten "${sum:-no summary} $(tail -n 2 "$dir/f.rerr")"
 [ "$(qlines f)" = $N2 ] && [ "$(qids f)" = $N2 ] && [ "$(qleft f)" = 1 ] &&
     pass each_message_once || fail each_message_once "$(qlines f) deliveries, $(qids f) distinct, $(qleft f) left"
