@@ -40,3 +40,17 @@ struct age_node *age_list_oldest(const struct age_list *l)
 {
     return l->oldest;
 }
+
+void age_list_sweep(struct age_list *l, int64_t now_ms, int64_t keep_ms, int max,
+                    int (*gone)(void *ctx, struct age_node *n), void *ctx)
+{
+    for (int i = 0; i < max; i++) {
+        struct age_node *n = l->oldest;
+        if (n == NULL || now_ms - n->since_ms < keep_ms)
+            return;
+        if (gone(ctx, n))
+            continue;
+        age_list_remove(l, n);
+        age_list_push(l, n, now_ms);
+    }
+}

@@ -39,4 +39,11 @@ void age_list_remove(struct age_list *l, struct age_node *n);
 /* age_list_oldest: the entry queued first (NULL: empty). */
 struct age_node *age_list_oldest(const struct age_list *l);
 
+/* age_list_sweep hands the oldest entries queued at least keep_ms before
+ * now_ms, at most max of them, to gone(ctx, n) in turn: it returns 1 when
+ * it took n off the list (freeing it), or 0 to have n queued again at
+ * now_ms and looked at keep_ms later. Stops at the first younger entry. */
+void age_list_sweep(struct age_list *l, int64_t now_ms, int64_t keep_ms, int max,
+                    int (*gone)(void *ctx, struct age_node *n), void *ctx);
+
 #endif

@@ -94,22 +94,24 @@ static void dest_forget(struct worker *w, struct dest *d)
     free(d);
 }
 
+/* age_list_sweep's question: forgotten now (1), or in use or used
+ * lately, so looked at again later (0)? */
+static int forget_if_unused(void *ctx, struct age_node *a)
+{
+    struct worker *w = ctx;
+    struct dest *d = dest_of(a);
+    if (w->now_ms - d->last_used_ms < w->cfg->destination_forget_ms || !dest_unused(w, d) ||
+        !dest_counters_out(w, d))
+        return 0;
+    dest_forget(w, d);
+    return 1;
+}
+
 void worker_forget_tick(struct worker *w)
 {
     int64_t keep = w->cfg->destination_forget_ms;
     /* Stopping: the exit report and the last dest-stats keep them all. */
     if (keep <= 0 || w->stopping)
         return;
-    for (int i = 0; i < FORGET_PER_TICK; i++) {
-        struct age_node *a = age_list_oldest(&w->dest_ages);
-        if (a == NULL || w->now_ms - a->since_ms < keep)
-            return;
-        struct dest *d = dest_of(a);
-        if (w->now_ms - d->last_used_ms >= keep && dest_unused(w, d) && dest_counters_out(w, d)) {
-            dest_forget(w, d);
-            continue;
-        }
-        age_list_remove(&w->dest_ages, a);   /* in use, or used lately: later */
-        age_list_push(&w->dest_ages, a, w->now_ms);
-    }
+    age_list_sweep(&w->dest_ages, w->now_ms, keep, FORGET_PER_TICK, forget_if_unused, w);
 }

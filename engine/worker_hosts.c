@@ -148,23 +148,24 @@ static void host_free(struct worker *w, struct mxhost *h)
     free(h);
 }
 
+/* age_list_sweep's question: freed now (1), or a memory still running
+ * (or in use again), so looked at again later (0)? */
+static int free_if_unused(void *ctx, struct age_node *a)
+{
+    struct worker *w = ctx;
+    struct mxhost *h = host_of(a);
+    if (!host_unused(w, h))
+        return 0;
+    host_free(w, h);
+    return 1;
+}
+
 void worker_hosts_forget_tick(struct worker *w)
 {
     int64_t keep = w->cfg->destination_forget_ms;
     if (keep <= 0 || w->stopping)
         return;
-    for (int i = 0; i < HOSTS_FORGET_PER_TICK; i++) {
-        struct age_node *a = age_list_oldest(&w->host_ages);
-        if (a == NULL || w->now_ms - a->since_ms < keep)
-            return;
-        struct mxhost *h = host_of(a);
-        if (host_unused(w, h)) {
-            host_free(w, h);
-            continue;
-        }
-        age_list_remove(&w->host_ages, a);   /* a memory still running: later */
-        age_list_push(&w->host_ages, a, w->now_ms);
-    }
+    age_list_sweep(&w->host_ages, w->now_ms, keep, HOSTS_FORGET_PER_TICK, free_if_unused, w);
 }
 
 void worker_hosts_free(struct worker *w)

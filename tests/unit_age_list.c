@@ -80,10 +80,51 @@ static void test_clock_back(void)
     CHECK_INT(t[2], 2000);
 }
 
+/* sweep: entries with an odd index are "unused" and taken off; even
+ * ones are requeued; the count of calls shows where it stopped. */
+struct sweep_ctx {
+    struct age_list *l;
+    struct age_node *base;
+    int calls;
+};
+
+static int take_odd(void *ctx, struct age_node *n)
+{
+    struct sweep_ctx *c = ctx;
+    c->calls++;
+    if ((n - c->base) % 2 == 0)
+        return 0;
+    age_list_remove(c->l, n);
+    return 1;
+}
+
+static void test_sweep(void)
+{
+    struct age_list l = {0};
+    struct age_node n[6] = {{0}};
+    for (int i = 0; i < 6; i++)
+        age_list_push(&l, &n[i], i < 4 ? 100 : 900);   /* 4 old, 2 young */
+    struct sweep_ctx c = {&l, n, 0};
+    /* at most 3: n0 requeued, n1 gone, n2 requeued */
+    age_list_sweep(&l, 1000, 500, 3, take_odd, &c);
+    CHECK_INT(c.calls, 3);
+    CHECK_INT(l.n, 5);
+    CHECK(age_list_oldest(&l) == &n[3]);
+    CHECK_INT(n[0].since_ms, 1000);
+    /* no limit to speak of: n3 gone, then n4 is too young: stop */
+    c.calls = 0;
+    age_list_sweep(&l, 1000, 500, 100, take_odd, &c);
+    CHECK_INT(c.calls, 1);
+    CHECK_INT(l.n, 4);
+    CHECK(age_list_oldest(&l) == &n[4]);
+    CHECK(!n[1].listed && !n[3].listed && n[0].listed && n[2].listed);
+}
+
 int main(void)
 {
     RUN(test_order_and_remove);
     RUN(test_requeue);
     RUN(test_clock_back);
+    RUN(test_sweep);
     return check_finish();
 }
