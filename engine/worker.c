@@ -1062,14 +1062,6 @@ static void tick_dests(struct worker *w)
     }
 }
 
-/* Slots that another worker's connections freed: this worker's waiting
- * destinations hear of them here (its own closes wake them at once). The
- * first is scheduled while it stays first in line: the other worker may
- * take the slot in between, and then it waits on in its place, without
- * asking another idle connection to QUIT (taken off the list, it went to
- * the back and did: connections churned and, in the transactional
- * benchmark, a message waited up to a second). Once it has a connection,
- * it passes any room left on to the next (dest_schedule). */
 static int drained(struct worker *w)
 {
     if (w->in_memory)

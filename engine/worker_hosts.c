@@ -121,6 +121,15 @@ void host_waiters_changed(struct worker *w, struct mxhost *h)
     h->wlisted = want;
 }
 
+/* hosts_wake_waiting, on the tick, walks only the hosts with waiters.
+ * Slots that another worker's connections freed: this worker's waiting
+ * destinations hear of them here (its own closes wake them at once). The
+ * first is scheduled while it stays first in line: the other worker may
+ * take the slot in between, and then it waits on in its place, without
+ * asking another idle connection to QUIT (taken off the list, it went to
+ * the back and did: connections churned and, in the transactional
+ * benchmark, a message waited up to a second). Once it has a connection,
+ * it passes any room left on to the next (dest_schedule). */
 void hosts_wake_waiting(struct worker *w)
 {
     for (struct mxhost *h = w->waiting_hosts; h; h = h->wnext)
