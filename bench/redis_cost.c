@@ -3,12 +3,14 @@
  * per message, with the engine's own command builders and scripts: the
  * take (pop, lease, body size), the HMGET of fields and body, and the ack,
  * once with the event fields a delivered TLS message carries and once
- * without, so the event's share shows. Run it through bench/redis_cost.sh,
+ * without, so the event's share shows; and the Redis memory one such event
+ * takes in its stream (MEMORY USAGE over XLEN of fresh streams), for
+ * sizing events_maxlen. Run it through bench/redis_cost.sh,
  * which starts a private redis-server: the tool enqueues its own messages
  * and leaves the queue empty, but it is not meant for a Redis in use.
  *
  *   build/tern-redis-cost REDIS_ADDR [--messages N] [--size BYTES] [--rounds R]
- *   take_us=N hmget_us=N ack_us=N ack_no_event_us=N event_us=N total_us=N
+ *   take_us=N hmget_us=N ack_us=N ack_no_event_us=N event_us=N total_us=N event_bytes=N
  *
  * Figures are Redis's main-thread CPU (INFO cpu: used_cpu_user_main_thread
  * + used_cpu_sys_main_thread) per message, medians over the rounds. Takes
@@ -199,6 +201,35 @@ static int round_once(struct queue_conn *q, long n, size_t size, int with_events
     return 1;
 }
 
+/* event_bytes: Redis memory per event entry of a delivered TLS message
+ * (the fields above), from fresh streams: MEMORY USAGE of every
+ * partition's events stream over its length. -1 on failure. */
+static double event_bytes(struct queue_conn *q, long n, size_t size)
+{
+    char key[QUEUE_PREFIX_MAX + 32];
+    for (int p = 0; p < q->qc.partitions; p++) {
+        if (queue_key(key, sizeof(key), &q->qc, p, "events") == 0)
+            return -1;
+        freeReplyObject(redisCommand(q->rc, "DEL %s", key));
+    }
+    double unused[3];
+    if (!round_once(q, n, size, 1, unused))
+        return -1;
+    long long bytes = 0, entries = 0;
+    for (int p = 0; p < q->qc.partitions; p++) {
+        queue_key(key, sizeof(key), &q->qc, p, "events");
+        redisReply *m = redisCommand(q->rc, "MEMORY USAGE %s SAMPLES 0", key);
+        redisReply *l = redisCommand(q->rc, "XLEN %s", key);
+        if (m && m->type == REDIS_REPLY_INTEGER && l && l->type == REDIS_REPLY_INTEGER) {
+            bytes += m->integer;
+            entries += l->integer;
+        }
+        freeReplyObject(m);
+        freeReplyObject(l);
+    }
+    return entries ? (double)bytes / (double)entries : -1;
+}
+
 static int cmp(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -256,10 +287,12 @@ int main(int argc, char **argv)
         ack[r] = a[2];
         ack0[r] = b[2];
     }
+    double eb = event_bytes(&q, n, (size_t)size);
     queue_close(&q);
     double t = median(take, rounds), h = median(hmget, rounds);
     double a = median(ack, rounds), a0 = median(ack0, rounds);
-    printf("take_us=%.2f hmget_us=%.2f ack_us=%.2f ack_no_event_us=%.2f event_us=%.2f total_us=%.2f\n",
-           t, h, a, a0, a - a0, t + h + a);
+    printf("take_us=%.2f hmget_us=%.2f ack_us=%.2f ack_no_event_us=%.2f event_us=%.2f total_us=%.2f "
+           "event_bytes=%.0f\n",
+           t, h, a, a0, a - a0, t + h + a, eb);
     return 0;
 }

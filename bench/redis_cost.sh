@@ -8,7 +8,8 @@
 #   bench/redis_cost.sh [--messages N] [--size BYTES] [--rounds R]
 #
 # Prints one line: take_us hmget_us ack_us ack_no_event_us event_us total_us
-# (medians over R rounds; docs/queue.md "Cost in Redis" quotes it).
+# (medians over R rounds) and event_bytes (Redis memory per event entry);
+# docs/queue.md "Cost in Redis" quotes it.
 set -eu
 cd "$(dirname "$0")/.."
 . scripts/lib.sh

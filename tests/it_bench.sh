@@ -130,10 +130,12 @@ out=$(timeout 60 "$TERN_BUILD/tern-crypto-cost" 50)
 "$TERN_BUILD/tern-crypto-cost" 0 >/dev/null 2>&1
 [ $? = 2 ] && pass "crypto-cost: bad iterations, exit 2" || fail "crypto-cost usage" "exit not 2"
 
-# e. Redis's cost per step: six positive figures, and the event's share is the difference
+# e. Redis's cost per step: six positive figures, the event's share is the difference,
+# and an event's memory is in the hundreds of bytes (its fields alone are ~250)
 out=$(timeout 120 bench/redis_cost.sh --messages 2000 --rounds 1 2>&1)
-if [[ $out =~ ^take_us=([0-9.]+)\ hmget_us=([0-9.]+)\ ack_us=([0-9.]+)\ ack_no_event_us=([0-9.]+)\ event_us=(-?[0-9.]+)\ total_us=([0-9.]+)$ ]] &&
-    awk -v t="${BASH_REMATCH[1]}" -v h="${BASH_REMATCH[2]}" -v a="${BASH_REMATCH[3]}" 'BEGIN { exit !(t > 0 && h > 0 && a > 0) }'; then
+if [[ $out =~ ^take_us=([0-9.]+)\ hmget_us=([0-9.]+)\ ack_us=([0-9.]+)\ ack_no_event_us=([0-9.]+)\ event_us=(-?[0-9.]+)\ total_us=([0-9.]+)\ event_bytes=([0-9]+)$ ]] &&
+    awk -v t="${BASH_REMATCH[1]}" -v h="${BASH_REMATCH[2]}" -v a="${BASH_REMATCH[3]}" -v b="${BASH_REMATCH[7]}" \
+        'BEGIN { exit !(t > 0 && h > 0 && a > 0 && b >= 100 && b < 4096) }'; then
     pass "redis-cost: figures printed"
 else
     fail "redis-cost" "$out"
