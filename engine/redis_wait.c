@@ -80,10 +80,34 @@ int redis_wait_open(struct queue_conn *q, const struct tern_config *cfg, int64_t
     }
 }
 
+/* The maxmemory_policy line of INFO memory (INFO works where CONFIG is
+ * renamed away, as managed Redis services often do). */
+static int warn_eviction(struct queue_conn *q, FILE *out)
+{
+    redisReply *r = redisCommand(q->rc, "INFO memory");
+    int n = 0;
+    if (r && r->type == REDIS_REPLY_STRING) {
+        const char *p = strstr(r->str, "\nmaxmemory_policy:");
+        if (p) {
+            p += strlen("\nmaxmemory_policy:");
+            size_t len = strcspn(p, "\r\n");
+            if (len > 8 && strncmp(p, "allkeys-", 8) == 0) {
+                fprintf(out, "tern: warning: Redis maxmemory-policy is %.*s: when Redis reaches "
+                             "maxmemory it evicts keys, queued messages among them, lost without a "
+                             "trace; set maxmemory-policy noeviction (docs/queue.md, \"Redis "
+                             "settings\")\n", (int)len, p);
+                n = 1;
+            }
+        }
+    }
+    freeReplyObject(r);
+    return n;
+}
+
 int redis_start_notes(struct queue_conn *q, FILE *out)
 {
+    int notes = warn_eviction(q, out);
     redisReply *r = redisCommand(q->rc, "CONFIG GET hash-max-listpack-value");
-    int notes = 0;
     int v = 0;
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
         r->element[1]->type == REDIS_REPLY_STRING &&

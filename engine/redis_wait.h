@@ -37,11 +37,15 @@ int redis_wait_open(struct queue_conn *q, const struct tern_config *cfg, int64_t
                     char *err, size_t errlen);
 
 /* redis_start_notes: once Redis answers, settings worth knowing about go
- * to out as "tern: note: ..." lines. Now one: hash-max-listpack-value
+ * to out. A warning ("tern: warning: ...") when Redis's maxmemory-policy
+ * is an allkeys-* one: at maxmemory Redis would evict queued messages,
+ * lost without a trace (tern's keys carry no TTL, so volatile-* policies
+ * never pick them; noeviction makes writes fail instead, which tern
+ * retries). A note ("tern: note: ...") when hash-max-listpack-value is
  * below REDIS_NOTE_LISTPACK_MIN, which makes every queued message bigger
  * than it a hash table (measured: ~3 us more Redis CPU per message;
- * docs/queue.md). A Redis that refuses CONFIG GET gets no note. Returns
- * the number of notes written. */
+ * docs/queue.md). A Redis that refuses INFO or CONFIG GET gets no line.
+ * Returns the number of lines written. */
 #define REDIS_NOTE_LISTPACK_MIN 1024
 int redis_start_notes(struct queue_conn *q, FILE *out);
 

@@ -5,7 +5,9 @@
 #     mail injected is delivered; SIGTERM then stops it (exit 0);
 #  b. tern run --drain started while Redis is down (a restart in
 #     progress, its AOF holding queued mail): it waits, then delivers
-#     everything and exits 0;
+#     everything and exits 0; the notes and warnings at start: Redis's
+#     default hash-max-listpack-value gets a note, an allkeys-* eviction
+#     policy a warning (queued messages could be evicted), noeviction none;
 #  c. tern run --drain with Redis never coming up gives up after
 #     redis_wait (exit 1, a clear error) instead of hanging;
 #  d. SIGTERM while waiting: exit 0, nothing started;
@@ -76,10 +78,18 @@ fi
 # a value above the usual message size gets none.
 grep -q "tern: note: Redis hash-max-listpack-value is 64" "$dir/b.rerr" && pass start_note_listpack ||
     fail start_note_listpack "$(head -n 3 "$dir/b.rerr")"
+! grep -q "tern: warning: Redis maxmemory-policy" "$dir/b.rerr" && pass start_no_eviction_warning ||
+    fail start_no_eviction_warning "$(grep 'warning' "$dir/b.rerr")"
 rcli config set hash-max-listpack-value 8192 >/dev/null
 timeout -k 5 30 "$TERN" run -c "$dir/s.conf" --drain >"$dir/b2.run" 2>"$dir/b2.rerr"
 ! grep -q "tern: note:" "$dir/b2.rerr" && pass start_no_note_when_tuned ||
     fail start_no_note_when_tuned "$(grep 'note' "$dir/b2.rerr")"
+# A Redis that may evict keys (allkeys-*) gets a warning: queued messages could vanish.
+rcli config set maxmemory-policy allkeys-lru >/dev/null
+timeout -k 5 30 "$TERN" run -c "$dir/s.conf" --drain >"$dir/b3.run" 2>"$dir/b3.rerr"
+grep -q "tern: warning: Redis maxmemory-policy is allkeys-lru: " "$dir/b3.rerr" &&
+    pass start_warns_eviction_policy || fail start_warns_eviction_policy "$(head -n 3 "$dir/b3.rerr")"
+rcli config set maxmemory-policy noeviction >/dev/null
 
 # --- c. --drain, Redis never comes up: bounded by redis_wait -----------------------
 stop_redis
