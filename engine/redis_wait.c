@@ -104,9 +104,25 @@ static int warn_eviction(struct queue_conn *q, FILE *out)
     return n;
 }
 
+/* INFO persistence's aof_enabled: without the AOF, what Redis holds lives
+ * until its next snapshot at best. */
+static int note_no_aof(struct queue_conn *q, FILE *out)
+{
+    redisReply *r = redisCommand(q->rc, "INFO persistence");
+    int n = 0;
+    if (r && r->type == REDIS_REPLY_STRING && strstr(r->str, "\naof_enabled:0") != NULL) {
+        fprintf(out, "tern: note: Redis appendonly is off: a Redis crash or restart loses the mail "
+                     "queued since its last RDB snapshot, if it takes any (docs/queue.md, "
+                     "\"Durability\": appendonly yes with appendfsync everysec or always)\n");
+        n = 1;
+    }
+    freeReplyObject(r);
+    return n;
+}
+
 int redis_start_notes(struct queue_conn *q, FILE *out)
 {
-    int notes = warn_eviction(q, out);
+    int notes = warn_eviction(q, out) + note_no_aof(q, out);
     redisReply *r = redisCommand(q->rc, "CONFIG GET hash-max-listpack-value");
     int v = 0;
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&

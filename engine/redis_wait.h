@@ -41,7 +41,8 @@ int redis_wait_open(struct queue_conn *q, const struct tern_config *cfg, int64_t
  * is an allkeys-* one: at maxmemory Redis would evict queued messages,
  * lost without a trace (tern's keys carry no TTL, so volatile-* policies
  * never pick them; noeviction makes writes fail instead, which tern
- * retries). A note ("tern: note: ...") when hash-max-listpack-value is
+ * retries). A note ("tern: note: ...") when the AOF is off (a crash loses
+ * what was queued since the last snapshot), and when hash-max-listpack-value is
  * below REDIS_NOTE_LISTPACK_MIN, which makes every queued message bigger
  * than it a hash table (measured: ~3 us more Redis CPU per message;
  * docs/queue.md). A Redis that refuses INFO or CONFIG GET gets no line.

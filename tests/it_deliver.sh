@@ -2,7 +2,8 @@
 # it_deliver.sh - end to end: real redis-server, the sink, tern run.
 #  - 2,000 messages to 20 domains over STARTTLS: all delivered exactly once,
 #    byte-identical (SHA-256 of what the sink received vs what was queued),
-#    TLS 1.3 recorded in the events;
+#    TLS 1.3 recorded in the events; the start notes that this Redis runs
+#    without the AOF;
 #  - the same against a sink without STARTTLS: delivered in plaintext and
 #    recorded as plaintext;
 #  - a receiver answering 4xx: nothing is lost, every message stays queued;
@@ -45,6 +46,9 @@ fi
 v13=$(cut -f5 "$dir/tls.rec" | grep -c '^TLSv1.3$')
 [ "$v13" -eq 2000 ] && pass tls_13_on_sink || fail tls_13_on_sink "$v13 of 2000 over TLS 1.3"
 grep -q '^summary delivered=2000 ' "$dir/run1.out" && pass tls_summary || fail tls_summary "$(tail -n 3 "$dir/run1.out")"
+# The test Redis keeps nothing on disk: the start says what a crash would lose.
+grep -q '^tern: note: Redis appendonly is off: ' "$dir/run1.err" && pass start_note_no_aof ||
+    fail start_note_no_aof "$(head -n 3 "$dir/run1.err")"
 ready=$($TERN queue -c "$dir/tls.conf" stats | awk '$1=="ready"{r+=$2} $1=="leased"{r+=$2} $1=="scheduled"{r+=$2} END{print r}')
 [ "$ready" = 0 ] && pass tls_queue_empty || fail tls_queue_empty "ready+leased+scheduled=$ready"
 ev=$(for p in $(seq 0 15); do rcli xrevrange "tern:{$p}:events" + - COUNT 5; done | grep -c 'TLSv1.3')

@@ -6,8 +6,9 @@
 #  b. tern run --drain started while Redis is down (a restart in
 #     progress, its AOF holding queued mail): it waits, then delivers
 #     everything and exits 0; the notes and warnings at start: Redis's
-#     default hash-max-listpack-value gets a note, an allkeys-* eviction
-#     policy a warning (queued messages could be evicted), noeviction none;
+#     default hash-max-listpack-value gets a note, appendonly yes (as this
+#     Redis runs) none, an allkeys-* eviction policy a warning (queued
+#     messages could be evicted), noeviction none;
 #  c. tern run --drain with Redis never coming up gives up after
 #     redis_wait (exit 1, a clear error) instead of hanging;
 #  d. SIGTERM while waiting: exit 0, nothing started;
@@ -82,8 +83,12 @@ grep -q "tern: note: Redis hash-max-listpack-value is 64" "$dir/b.rerr" && pass 
     fail start_no_eviction_warning "$(grep 'warning' "$dir/b.rerr")"
 rcli config set hash-max-listpack-value 8192 >/dev/null
 timeout -k 5 30 "$TERN" run -c "$dir/s.conf" --drain >"$dir/b2.run" 2>"$dir/b2.rerr"
-! grep -q "tern: note:" "$dir/b2.rerr" && pass start_no_note_when_tuned ||
+! grep -q "tern: note: Redis hash-max-listpack-value" "$dir/b2.rerr" && pass start_no_note_when_tuned ||
     fail start_no_note_when_tuned "$(grep 'note' "$dir/b2.rerr")"
+# This Redis runs with the AOF (REDIS_EXTRA): no note about it (the note
+# for a Redis without it: it_queue_redis).
+! grep -q "tern: note: Redis appendonly" "$dir/b2.rerr" && pass start_no_aof_note_with_aof ||
+    fail start_no_aof_note_with_aof "$(grep 'note' "$dir/b2.rerr")"
 # A Redis that may evict keys (allkeys-*) gets a warning: queued messages could vanish.
 rcli config set maxmemory-policy allkeys-lru >/dev/null
 timeout -k 5 30 "$TERN" run -c "$dir/s.conf" --drain >"$dir/b3.run" 2>"$dir/b3.rerr"
