@@ -839,9 +839,16 @@ static void on_redis_reply(struct worker *w, redisReply *r)
         }
         if (!queue_parse_simple(r, &err)) {
             /* The messages stay leased and are delivered again when the
-             * lease expires: at-least-once, never lost. */
-            fprintf(stderr, "tern: worker %d: %s on partition %d failed: %s\n", w->id,
-                    pr.kind == RQ_ACK ? "ack" : "bounce enqueue", pr.partition, err);
+             * lease expires: at-least-once, never lost. Redis's own words
+             * say why (an OOM at maxmemory refuses every ack until memory
+             * is freed: docs/queue.md, "Redis settings"). */
+            int oom = r->type == REDIS_REPLY_ERROR && r->str && strncmp(r->str, "OOM", 3) == 0;
+            fprintf(stderr, "tern: worker %d: %s on partition %d failed: %s%s%s%s\n", w->id,
+                    pr.kind == RQ_ACK ? "ack" : "bounce enqueue", pr.partition, err,
+                    r->type == REDIS_REPLY_ERROR && r->str ? ": " : "",
+                    r->type == REDIS_REPLY_ERROR && r->str ? r->str : "",
+                    oom ? " (Redis is at maxmemory: its messages stay leased and are delivered "
+                          "again when the lease runs out; raise maxmemory or free memory)" : "");
             if (err && strcmp(err, "NOSCRIPT") == 0)
                 redis_reload_scripts(w);
         }
