@@ -150,6 +150,8 @@ static void redis_reload_scripts(struct worker *w)
     worker_rq_push(w, RQ_SCRIPT, -1);
     queue_cmd_script_load(worker_redis_buf(w), queue_script_ack_src());
     worker_rq_push(w, RQ_SCRIPT, -1);
+    queue_cmd_script_load(worker_redis_buf(w), queue_script_report_src());
+    worker_rq_push(w, RQ_SCRIPT, -1);
 }
 
 void worker_redis_arm_recv(struct worker *w) { redis_arm_recv(w); }
@@ -622,7 +624,7 @@ static void flush_acks(struct worker *w)
             returned |= a->kind == QUEUE_RETURNED;
             if (a->bounce) {   /* the bounce is stored before the ack removes the message */
                 outq_append(&w->rout, a->bounce, a->bounce_len);
-                for (int b = 0; b < a->bounce_cmds * QUEUE_ENQUEUE_CMDS; b++)
+                for (int b = 0; b < a->bounce_cmds * QUEUE_REPORT_CMDS; b++)
                     worker_rq_push(w, RQ_ENQUEUE, a->bounce_partition);
                 struct partition *bp = part_of(w, a->bounce_partition);
                 if (bp) {   /* --drain: deliver the report too */
@@ -840,15 +842,11 @@ static void on_redis_reply(struct worker *w, redisReply *r)
         if (!queue_parse_simple(r, &err)) {
             /* The messages stay leased and are delivered again when the
              * lease expires: at-least-once, never lost. Redis's own words
-             * say why (an OOM at maxmemory refuses every ack until memory
-             * is freed: docs/queue.md, "Redis settings"). */
-            int oom = r->type == REDIS_REPLY_ERROR && r->str && strncmp(r->str, "OOM", 3) == 0;
-            fprintf(stderr, "tern: worker %d: %s on partition %d failed: %s%s%s%s\n", w->id,
+             * say why. */
+            fprintf(stderr, "tern: worker %d: %s on partition %d failed: %s%s%s\n", w->id,
                     pr.kind == RQ_ACK ? "ack" : "bounce enqueue", pr.partition, err,
                     r->type == REDIS_REPLY_ERROR && r->str ? ": " : "",
-                    r->type == REDIS_REPLY_ERROR && r->str ? r->str : "",
-                    oom ? " (Redis is at maxmemory: its messages stay leased and are delivered "
-                          "again when the lease runs out; raise maxmemory or free memory)" : "");
+                    r->type == REDIS_REPLY_ERROR && r->str ? r->str : "");
             if (err && strcmp(err, "NOSCRIPT") == 0)
                 redis_reload_scripts(w);
         }

@@ -264,8 +264,8 @@ struct ack_item {
     uint8_t *bounce;
     size_t bounce_len;
     int bounce_partition;
-    int bounce_cmds;           /* queue_cmd_enqueue calls in bounce: each
-                                  gets QUEUE_ENQUEUE_CMDS replies */
+    int bounce_cmds;           /* queue_cmd_enqueue_report calls in bounce:
+                                  each gets QUEUE_REPORT_CMDS replies */
 };
 
 struct partition {

@@ -252,8 +252,8 @@ static int attach_bounce(struct worker *w, const struct job *j, struct ack_item 
         struct buf cmd;
         buf_init(&cmd, 0);
         uint8_t *all = NULL;
-        if (queue_cmd_enqueue(&cmd, &w->cfg->queue, &w->scripts, id, "", rc, 1, dom,
-                              buf_peek(&b), buf_used(&b), w->now_ms) &&
+        if (queue_cmd_enqueue_report(&cmd, &w->cfg->queue, &w->scripts, id, "", rc, 1, dom,
+                                     buf_peek(&b), buf_used(&b), w->now_ms) &&
             (all = realloc(a->bounce, a->bounce_len + buf_used(&cmd))) != NULL) {
             memcpy(all + a->bounce_len, buf_peek(&cmd), buf_used(&cmd));
             a->bounce = all;

@@ -152,7 +152,7 @@ void worker_redis_lost(struct worker *w, const char *why)
 
 static void load_scripts(struct worker *w)
 {
-    w->scripts_pending = 3;
+    w->scripts_pending = 4;   /* worker_redis_load_scripts: enqueue, take, ack, report */
     w->scripts_failed = 0;
     worker_redis_load_scripts(w);
 }

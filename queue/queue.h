@@ -96,6 +96,7 @@
 #define QUEUE_FIELDS_MAX      64     /* event field strings per outcome */
 #define QUEUE_ENQUEUE_CMDS    2      /* commands (and replies) per queue_cmd_enqueue:
                                         HSETNX of the body, EVALSHA enqueue */
+#define QUEUE_REPORT_CMDS     1      /* per queue_cmd_enqueue_report: EVALSHA report */
 
 #define QUEUE_STR_(x) #x
 #define QUEUE_STR(x) QUEUE_STR_(x)
@@ -117,6 +118,7 @@ struct queue_scripts {
     char enqueue[41];
     char take[41];
     char ack[41];
+    char report[41];
 };
 
 struct queue_msg {
@@ -208,6 +210,7 @@ int queue_id_check(const char *id);
 const char *queue_script_enqueue_src(void);
 const char *queue_script_take_src(void);
 const char *queue_script_ack_src(void);
+const char *queue_script_report_src(void);
 
 /* --- engine side: command builders ---
  * Each appends exactly one RESP command to out (queue_cmd_enqueue:
@@ -240,12 +243,24 @@ int queue_cmd_take(struct buf *out, const struct queue_config *qc,
 int queue_cmd_ack(struct buf *out, const struct queue_config *qc,
                   const struct queue_scripts *s, int partition,
                   const struct queue_outcome *o, size_t n, int64_t now_ms);
-/* queue_cmd_enqueue: one message whose recipients all belong to `domain`. */
+/* queue_cmd_enqueue: one message whose recipients all belong to `domain`.
+ * queue_cmd_enqueue_report: the same entry written by one EVALSHA of the
+ * report script, body included, which Redis runs even at maxmemory (as
+ * it does the take and the ack): the bounces and delay reports the engine
+ * makes, sent just before the ack that removes their message, so that at
+ * maxmemory the report goes in with the ack instead of being refused
+ * while the ack goes through. Same arguments and checks; its reply is the
+ * enqueue script's. */
 int queue_cmd_enqueue(struct buf *out, const struct queue_config *qc,
                       const struct queue_scripts *s, const char *id,
                       const char *from, const char *const *rcpts, size_t nrcpts,
                       const char *domain, const uint8_t *data, size_t len,
                       int64_t now_ms);
+int queue_cmd_enqueue_report(struct buf *out, const struct queue_config *qc,
+                             const struct queue_scripts *s, const char *id,
+                             const char *from, const char *const *rcpts, size_t nrcpts,
+                             const char *domain, const uint8_t *data, size_t len,
+                             int64_t now_ms);
 
 /* queue_fields_encode appends nfields strings (even, <= QUEUE_FIELDS_MAX,
  * none NULL) to out as RESP bulk strings, the form queue_outcome.raw
@@ -363,7 +378,7 @@ struct queue_conn {
 
 /* queue_open connects to "host:port", "host" (port 6379), "[v6]:port" or
  * "unix:/path" with a 10 s connect/IO timeout, checks qc
- * (queue_config_check) and loads the three scripts (SCRIPT LOAD), storing
+ * (queue_config_check) and loads the four scripts (SCRIPT LOAD), storing
  * their SHAs in q->scripts. On failure returns 0 with err set and leaves
  * nothing open. */
 int queue_open(struct queue_conn *q, const struct queue_config *qc,

@@ -70,7 +70,8 @@ int queue_reload_scripts(struct queue_conn *q, char *err, size_t errlen)
 {
     return load_one(q->rc, queue_script_enqueue_src(), q->scripts.enqueue, err, errlen) &&
            load_one(q->rc, queue_script_take_src(), q->scripts.take, err, errlen) &&
-           load_one(q->rc, queue_script_ack_src(), q->scripts.ack, err, errlen);
+           load_one(q->rc, queue_script_ack_src(), q->scripts.ack, err, errlen) &&
+           load_one(q->rc, queue_script_report_src(), q->scripts.report, err, errlen);
 }
 
 /* Split "host:port", "[v6]:port", "host" or a bare IPv6 address. */

@@ -241,11 +241,14 @@ static int ascii_casecmp_n(const char *a, const char *b, size_t n)
     return 0;
 }
 
-int queue_cmd_enqueue(struct buf *out, const struct queue_config *qc,
-                      const struct queue_scripts *s, const char *id,
-                      const char *from, const char *const *rcpts, size_t nrcpts,
-                      const char *domain, const uint8_t *data, size_t len,
-                      int64_t now_ms)
+/* enqueue writes queue_cmd_enqueue's two commands, or with report the
+ * one EVALSHA of the report script, which takes the body as its last
+ * argument (queue_cmd_enqueue_report). */
+static int enqueue(struct buf *out, const struct queue_config *qc,
+                   const struct queue_scripts *s, const char *id,
+                   const char *from, const char *const *rcpts, size_t nrcpts,
+                   const char *domain, const uint8_t *data, size_t len,
+                   int64_t now_ms, int report)
 {
     const char *why, *bare;
     size_t blen;
@@ -278,17 +281,20 @@ int queue_cmd_enqueue(struct buf *out, const struct queue_config *qc,
     ldomain[dlen] = '\0';
     int p = queue_partition_of(qc, ldomain, dlen);
     /* The body goes in by HSETNX, outside the script: a string handed to
-     * Lua is interned, which hashes every byte of it. */
-    resp_begin(out, 4);
-    resp_str(out, "HSETNX");
-    resp_msg_key(out, qc, p, id);
-    resp_str(out, "data");
-    resp_arg(out, data, len);
+     * Lua is interned, which hashes every byte of it. A report pays that
+     * to be one script that runs at maxmemory (queue_scripts.c). */
+    if (!report) {
+        resp_begin(out, 4);
+        resp_str(out, "HSETNX");
+        resp_msg_key(out, qc, p, id);
+        resp_str(out, "data");
+        resp_arg(out, data, len);
+    }
 
     int ev = qc->events_queued != 0;
-    resp_begin(out, 3 + 3 + 5 + 2 * (size_t)ev);
+    resp_begin(out, 3 + 3 + 5 + 2 * (size_t)ev + (size_t)(report != 0));
     resp_str(out, "EVALSHA");
-    resp_str(out, s->enqueue);
+    resp_str(out, report ? s->report : s->enqueue);
     resp_str(out, ev ? "4" : "3");
     resp_msg_key(out, qc, p, id);
     resp_key(out, qc, p, "ready");
@@ -311,7 +317,27 @@ int queue_cmd_enqueue(struct buf *out, const struct queue_config *qc,
     resp_i64(out, now_ms);
     if (ev)
         resp_i64(out, qc->events_maxlen);
+    if (report)
+        resp_arg(out, data, len);
     return !out->err;
+}
+
+int queue_cmd_enqueue(struct buf *out, const struct queue_config *qc,
+                      const struct queue_scripts *s, const char *id,
+                      const char *from, const char *const *rcpts, size_t nrcpts,
+                      const char *domain, const uint8_t *data, size_t len,
+                      int64_t now_ms)
+{
+    return enqueue(out, qc, s, id, from, rcpts, nrcpts, domain, data, len, now_ms, 0);
+}
+
+int queue_cmd_enqueue_report(struct buf *out, const struct queue_config *qc,
+                             const struct queue_scripts *s, const char *id,
+                             const char *from, const char *const *rcpts, size_t nrcpts,
+                             const char *domain, const uint8_t *data, size_t len,
+                             int64_t now_ms)
+{
+    return enqueue(out, qc, s, id, from, rcpts, nrcpts, domain, data, len, now_ms, 1);
 }
 
 int queue_cmd_enqueue_undo(struct buf *out, const struct queue_config *qc, int partition,

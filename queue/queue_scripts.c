@@ -1,5 +1,5 @@
 /*
- * queue_scripts.c - the three Lua scripts that change queue state.
+ * queue_scripts.c - the four Lua scripts that change queue state.
  *
  * DESCRIPTION
  *   Every state change that spans keys runs inside one of these scripts so
@@ -41,21 +41,44 @@
  * a queued message is recognised by its `from` field, which every entry
  * has. HSETNX never overwrites: a duplicate id keeps its own body.
  */
-static const char enqueue_src[] =
-    "if redis.call('HEXISTS', KEYS[1], 'from') == 1 then\n"
-    "  return redis.error_reply('EXISTS message id already queued')\n"
-    "end\n"
-    "redis.call('HSET', KEYS[1], 'from', ARGV[2], 'rcpts', ARGV[3],\n"
-    "  'domain', ARGV[4], 'attempts', '0', 'created', ARGV[5])\n"
-    "if redis.call('RPUSH', KEYS[2], ARGV[1]) == 1 then\n"
-    "  redis.call('PUBLISH', KEYS[2], '')\n"
-    "end\n"
-    "redis.call('HINCRBY', KEYS[3], 'enqueued', 1)\n"
-    "if KEYS[4] then\n"
-    "  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6] or '" QUEUE_EVENTS_MAXLEN_STR "',\n"
-    "    '*', 'id', ARGV[1], 'status', 'queued', 'domain', ARGV[4], 'rcpts', ARGV[3])\n"
-    "end\n"
-    "return 1\n";
+#define ENQUEUE_LUA \
+    "if redis.call('HEXISTS', KEYS[1], 'from') == 1 then\n" \
+    "  return redis.error_reply('EXISTS message id already queued')\n" \
+    "end\n" \
+    "redis.call('HSET', KEYS[1], 'from', ARGV[2], 'rcpts', ARGV[3],\n" \
+    "  'domain', ARGV[4], 'attempts', '0', 'created', ARGV[5])\n" \
+    "if redis.call('RPUSH', KEYS[2], ARGV[1]) == 1 then\n" \
+    "  redis.call('PUBLISH', KEYS[2], '')\n" \
+    "end\n" \
+    "redis.call('HINCRBY', KEYS[3], 'enqueued', 1)\n" \
+    "if KEYS[4] then\n" \
+    "  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6] or '" QUEUE_EVENTS_MAXLEN_STR "',\n" \
+    "    '*', 'id', ARGV[1], 'status', 'queued', 'domain', ARGV[4], 'rcpts', ARGV[3])\n" \
+    "end\n" \
+    "return 1\n"
+
+static const char enqueue_src[] = ENQUEUE_LUA;
+
+/*
+ * report: the enqueue above for the bounces and delay reports the engine
+ * writes, with the body as the last ARGV (stored by HSETNX here, never
+ * over an existing one), flagged to run at maxmemory.
+ *
+ * Why: with maxmemory-policy noeviction, Redis at maxmemory refuses every
+ * write that may grow memory: new mail, rightly, but also the take and
+ * the ack, which free more than they write, so the queue could never
+ * drain and delivered messages came back when their leases ran out. The
+ * take and the ack carry `allow-oom`. A report is sent just before the
+ * ack that removes its message; refused while that ack went through, it
+ * would be lost, so it carries the flag too, and the body passes through
+ * Lua (interned and copied: a few us for 4 KiB, for the rare report).
+ * Flags need Redis 7.0.
+ */
+static const char report_src[] =
+    "#!lua flags=allow-oom\n"
+    "local body = table.remove(ARGV)\n"
+    "redis.call('HSETNX', KEYS[1], 'data', body)\n"
+    ENQUEUE_LUA;
 
 /*
  * take
@@ -87,6 +110,7 @@ static const char enqueue_src[] =
  * is written. A popped id without any key is dropped (it was deleted).
  */
 static const char take_src[] =
+    "#!lua flags=allow-oom\n"   /* see report, above */
     "local pfx = ARGV[1]\n"
     "local now = tonumber(ARGV[2])\n"
     "local lease = tonumber(ARGV[3])\n"
@@ -162,6 +186,7 @@ static const char take_src[] =
  * changes nothing (a Lua error after writes would leave them applied).
  */
 static const char ack_src[] =
+    "#!lua flags=allow-oom\n"   /* see report, above */
     "local pfx = ARGV[1]\n"
     "local maxlen = ARGV[3]\n"
     "local n = tonumber(ARGV[4])\n"
@@ -242,3 +267,4 @@ static const char ack_src[] =
 const char *queue_script_enqueue_src(void) { return enqueue_src; }
 const char *queue_script_take_src(void) { return take_src; }
 const char *queue_script_ack_src(void) { return ack_src; }
+const char *queue_script_report_src(void) { return report_src; }

@@ -209,7 +209,8 @@ static struct queue_scripts fake_scripts(void)
     memset(s.enqueue, 'e', 40);
     memset(s.take, 't', 40);
     memset(s.ack, 'a', 40);
-    s.enqueue[40] = s.take[40] = s.ack[40] = '\0';
+    memset(s.report, 'r', 40);
+    s.enqueue[40] = s.take[40] = s.ack[40] = s.report[40] = '\0';
     return s;
 }
 
@@ -373,6 +374,45 @@ static void free_cmds(redisReply **r, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         freeReplyObject(r[i]);
+}
+
+/* The report form: one EVALSHA of the report script, the enqueue's
+ * arguments then the body; the same refusals. */
+static void test_cmd_enqueue_report(void)
+{
+    struct queue_config qc;
+    queue_config_defaults(&qc);
+    struct queue_scripts s = fake_scripts();
+    struct buf b;
+    buf_init(&b, 0);
+    static const uint8_t body[] = "Subject: bounce\r\n\r\n\0binary\xff";
+    const char *rc[] = {"s@x.example"};
+    CHECK_INT(queue_cmd_enqueue_report(&b, &qc, &s, "rep-1", "", rc, 1, "x.example", body,
+                                       sizeof(body), 99), 1);
+    redisReply *c[QUEUE_REPORT_CMDS];
+    CHECK(parse_cmds(buf_peek(&b), buf_used(&b), c, QUEUE_REPORT_CMDS));
+    redisReply *r = c[0];
+    int p = queue_partition_of(&qc, "x.example", 9);
+    char k[64];
+    snprintf(k, sizeof(k), "tern:{%d}:m:rep-1", p);
+    /* events_queued is on by default: 4 keys, events_maxlen, then the body */
+    CHECK(r != NULL && r->elements == 14);
+    CHECK_ARG(r, 0, "EVALSHA");
+    CHECK_ARG(r, 1, s.report);
+    CHECK_ARG(r, 2, "4");
+    CHECK_ARG(r, 3, k);
+    CHECK_ARG(r, 7, "rep-1");
+    CHECK_ARG(r, 8, "");
+    CHECK_ARG(r, 12, "1000000");
+    CHECK(r && r->elements == 14 && r->element[13]->len == sizeof(body) &&
+          memcmp(r->element[13]->str, body, sizeof(body)) == 0);
+    freeReplyObject(r);
+    size_t used = buf_used(&b);
+    const char *other[] = {"s@y.example"};   /* not of the domain */
+    CHECK_INT(queue_cmd_enqueue_report(&b, &qc, &s, "rep-2", "", other, 1, "x.example", body,
+                                       sizeof(body), 99), 0);
+    CHECK_INT(buf_used(&b), used);
+    buf_free(&b);
 }
 
 static void test_cmd_enqueue(void)
@@ -785,6 +825,7 @@ int main(void)
     RUN(test_cmd_ack);
     RUN(test_cmd_ack_raw_fields);
     RUN(test_cmd_enqueue);
+    RUN(test_cmd_enqueue_report);
     RUN(test_cmd_enqueue_undo);
     RUN(test_parse);
     RUN(test_parse_enqueue);
