@@ -98,10 +98,23 @@ def fmt(v, f="%.1f"):
     return str(v)
 
 
-COLS = "%-20s %8s %8s %7s %7s %7s %7s %11s %8s %14s %7s %7s %7s\n"
+COLS = "%-20s %8s %8s %7s %7s %7s %7s %11s %8s %14s %7s %7s %7s %6s\n"
 
 
-def row(label, r):
+def busy(r, cores):
+    """The machine's CPU the measured processes used during the run, in % of
+    all its cores: (engine + redis + sink) CPU per message x msgs/s. What is
+    left to 100 is time they all waited (or other load)."""
+    rate = r.get("msgs_per_s")
+    parts = [r.get("engine_us_per_msg", r.get("loadgen_us_per_msg")), r.get("redis_us_per_msg"),
+             r.get("sink_us_per_msg")]
+    parts = [p for p in parts if isinstance(p, (int, float))]
+    if not isinstance(rate, (int, float)) or not cores or not parts:
+        return "-"
+    return "%.0f%%" % (sum(parts) * rate / (cores * 1e6) * 100)
+
+
+def row(label, r, cores=None):
     hs = "%s/%s" % (fmt(r.get("hs_full"), "%.0f"), fmt(r.get("hs_resumed"), "%.0f"))
     if r.get("kind") == "sink":
         hs = "%s/%s" % (fmt(r.get("sink_hs_full"), "%.0f"), fmt(r.get("sink_hs_resumed"), "%.0f"))
@@ -109,7 +122,8 @@ def row(label, r):
     return COLS % (label, fmt(r.get("msgs_per_s"), "%.0f"), fmt(eng), fmt(r.get("engine_rss_mib")),
                    fmt(r.get("redis_us_per_msg")), fmt(r.get("sink_us_per_msg")),
                    fmt(r.get("inject_us_per_msg")), hs, resumed_pct(r), tiers(r),
-                   fmt(r.get("p50_ms"), "%.0f"), fmt(r.get("p99_ms"), "%.0f"), fmt(r.get("max_ms"), "%.0f"))
+                   fmt(r.get("p50_ms"), "%.0f"), fmt(r.get("p99_ms"), "%.0f"), fmt(r.get("max_ms"), "%.0f"),
+                   busy(r, cores))
 
 
 def rest(r):
@@ -168,22 +182,23 @@ def table(meta, workloads, peers, runs):
                                                        w["destinations"], w["msgs_per_conn"], tls, rate))
     out.append("\n")
     out.append(COLS % ("run", "msgs/s", "engine", "RSS", "redis", "sink", "inject", "handshakes", "resumed",
-                       "tiers", "p50", "p99", "max"))
+                       "tiers", "p50", "p99", "max", "busy"))
     out.append(COLS % ("", "", "us/msg", "MiB", "us/msg", "us/msg", "us/msg", "full/res", "", "p/s/l/plain",
-                       "ms", "ms", "ms"))
+                       "ms", "ms", "ms", "cpu"))
+    cores = num(meta.get("cores"))
     for w in workloads:
         name = w["workload"]
         rs = [r for r in runs if r.get("workload") == name and r.get("kind") in ("tern", "sink")]
         for r in rs:
-            out.append(row("%s %s" % (name, r.get("run")), r))
+            out.append(row("%s %s" % (name, r.get("run")), r, cores))
         if len(rs) > 1:
             m = medians(rs)
             m["kind"] = rs[0].get("kind")
-            out.append(row("%s median" % name, m))
+            out.append(row("%s median" % name, m, cores))
         if str(name).startswith("listener"):
             out.extend(listener_lines(name, rs))
         for p in [r for r in runs if r.get("workload") == name and r.get("kind") == "peer"]:
-            out.append(row("%s %s" % (name, p.get("peer")), p))
+            out.append(row("%s %s" % (name, p.get("peer")), p, cores))
             tm = medians(rs)
             if p.get("msgs_per_s") and p.get("engine_us_per_msg") and tm.get("msgs_per_s") and tm.get("engine_us_per_msg"):
                 out.append("  ratio tern/%s (%s, medians): throughput %.1fx, engine CPU per message %.1fx less\n"
@@ -197,7 +212,8 @@ def table(meta, workloads, peers, runs):
         if p.get("skipped"):
             out.append("peer %s on %s: skipped (%s)\n" % (p["peer"], p.get("workload"), p["skipped"]))
     out.append("engine/redis/sink/inject: CPU (user+sys) per delivered message; sink row: tern-loadgen's CPU "
-               "in the engine column; latency: enqueue -> receiver's 250\n")
+               "in the engine column; latency: enqueue -> receiver's 250; busy: engine + redis + sink CPU "
+               "over the run, in % of all the machine's cores\n")
     if any(str(w.get("workload")).startswith("listener") for w in workloads):
         out.append("listener rows: msgs/s end to end (tern-loadgen's start -> the sink's N-th message), "
                    "inject = tern-loadgen's CPU, engine = the listener and the delivery together\n")
