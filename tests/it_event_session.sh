@@ -16,11 +16,8 @@ cd "$(dirname "$0")/.."
 qsetup || exit 1
 tern_certs || exit 1
 PY=/usr/bin/python3
-mkdir -p "$dir/mail"
-$PY tests/rcpt_peer.py "$dir/peer.port" "$dir/mail" "$CERTS/server.pem" "$CERTS/server.key" 2>"$dir/peer.err" &
-TERN_PIDS="$TERN_PIDS $!"
-tern_wait_file "$dir/peer.port" 100 || { fail peer "rcpt_peer did not start: $(cat "$dir/peer.err")"; exit 1; }
-PORT=$(cat "$dir/peer.port")
+qrcpt_peer "$CERTS/server.pem" "$CERTS/server.key"
+PORT=$SINK_PORT
 tern_config "$dir/s.conf" <<EOC
 threads = 1
 partitions = 1

@@ -15,12 +15,7 @@ set -u
 cd "$(dirname "$0")/.."
 . tests/queue_lib.sh
 qsetup || exit 1
-PY=/usr/bin/python3
-mkdir -p "$dir/mail"
-$PY tests/rcpt_peer.py "$dir/peer.port" "$dir/mail" 2>"$dir/peer.err" &
-TERN_PIDS="$TERN_PIDS $!"
-tern_wait_file "$dir/peer.port" 100 || { fail peer "rcpt_peer did not start: $(cat "$dir/peer.err")"; exit 1; }
-SINK_PORT=$(cat "$dir/peer.port")
+qrcpt_peer
 qconf o <<EOC
 partitions = 4
 EOC

@@ -17,6 +17,10 @@
 #   qlines NAME           record lines (deliveries, duplicates included)
 #   qwait_ids NAME N [TENTHS]   wait until qids >= N and the queue is empty
 #   qwait_lines NAME N [TENTHS] wait until qlines >= N (deliveries under way)
+#   qrcpt_peer [CERT KEY] tests/rcpt_peer.py (a receiver answering each RCPT by
+#                         its local part; STARTTLS with CERT and KEY) writing
+#                         mail to $dir/mail; sets SINK_PORT, exits the test
+#                         if it does not start
 
 . scripts/lib.sh
 
@@ -95,4 +99,12 @@ qwait_lines() {
         sleep 0.1
         n=$((n - 1))
     done
+}
+
+qrcpt_peer() {
+    mkdir -p "$dir/mail"
+    /usr/bin/python3 tests/rcpt_peer.py "$dir/peer.port" "$dir/mail" "$@" 2>"$dir/peer.err" &
+    TERN_PIDS="$TERN_PIDS $!"
+    tern_wait_file "$dir/peer.port" 100 || { fail peer "rcpt_peer did not start: $(cat "$dir/peer.err")"; exit 1; }
+    SINK_PORT=$(cat "$dir/peer.port")
 }
