@@ -142,20 +142,21 @@ static void redis_arm_recv(struct worker *w)
     w->rrecv_armed = 1;
 }
 
-static void redis_reload_scripts(struct worker *w)
+/* Returns the number of SCRIPT LOADs queued (replies to come). */
+static int redis_reload_scripts(struct worker *w)
 {
-    queue_cmd_script_load(worker_redis_buf(w), queue_script_enqueue_src());
-    worker_rq_push(w, RQ_SCRIPT, -1);
-    queue_cmd_script_load(worker_redis_buf(w), queue_script_take_src());
-    worker_rq_push(w, RQ_SCRIPT, -1);
-    queue_cmd_script_load(worker_redis_buf(w), queue_script_ack_src());
-    worker_rq_push(w, RQ_SCRIPT, -1);
-    queue_cmd_script_load(worker_redis_buf(w), queue_script_report_src());
-    worker_rq_push(w, RQ_SCRIPT, -1);
+    const char *const src[] = {queue_script_enqueue_src(), queue_script_take_src(),
+                               queue_script_ack_src(), queue_script_report_src()};
+    int n = (int)(sizeof(src) / sizeof(src[0]));
+    for (int i = 0; i < n; i++) {
+        queue_cmd_script_load(worker_redis_buf(w), src[i]);
+        worker_rq_push(w, RQ_SCRIPT, -1);
+    }
+    return n;
 }
 
 void worker_redis_arm_recv(struct worker *w) { redis_arm_recv(w); }
-void worker_redis_load_scripts(struct worker *w) { redis_reload_scripts(w); }
+int worker_redis_load_scripts(struct worker *w) { return redis_reload_scripts(w); }
 
 /* ---- destinations ------------------------------------------------------- */
 

@@ -420,8 +420,9 @@ void outq_append(struct outq *q, const void *p, size_t n);
 struct buf *outq_next(struct outq *q);
 
 void worker_redis_arm_recv(struct worker *w);
-/* worker_redis_load_scripts queues SCRIPT LOAD for the three scripts. */
-void worker_redis_load_scripts(struct worker *w);
+/* worker_redis_load_scripts queues SCRIPT LOAD for every queue script and
+ * returns how many (the replies to wait for). */
+int worker_redis_load_scripts(struct worker *w);
 
 /* worker_bufs.c - the provided buffer ring.
  * worker_bufs_init registers it on w->ring (after the ring exists); 0 when

@@ -152,9 +152,8 @@ void worker_redis_lost(struct worker *w, const char *why)
 
 static void load_scripts(struct worker *w)
 {
-    w->scripts_pending = 4;   /* worker_redis_load_scripts: enqueue, take, ack, report */
     w->scripts_failed = 0;
-    worker_redis_load_scripts(w);
+    w->scripts_pending = worker_redis_load_scripts(w);
 }
 
 void worker_redis_script_reply(struct worker *w, const redisReply *r)
