@@ -22,6 +22,7 @@ void config_defaults(struct tern_config *c)
     c->policy.fallback.client_cert = 1;
     snprintf(c->policy.fallback.domain, sizeof(c->policy.fallback.domain), "*");
     c->tls_resumption = 1;
+    c->share_connections = 1;
     c->timeouts = (struct tern_timeouts){
         .connect = 30000, .greeting = 300000, .command = 300000,
         .tls = 300000, .data = 120000, .block = 180000, .final = 600000,
@@ -194,6 +195,7 @@ static const struct key_def keys[] = {
     {"client_cert", K_STR, F(client_cert), CONFIG_PATH_MAX, 0, 0},
     {"client_key", K_STR, F(client_key), CONFIG_PATH_MAX, 0, 0},
     {"tls_resumption", K_BOOL, F(tls_resumption), 0, 0, 0},
+    {"share_connections", K_BOOL, F(share_connections), 0, 0, 0},
     {"max_connections", K_INT, F(limits.max_connections), 0, 1, 100000},
     {"max_connections_per_host", K_INT, F(limits.max_connections_per_host), 0, 1, 100000},
     {"max_messages_per_connection", K_INT, F(limits.max_messages_per_connection), 0, 1, 100000000},

@@ -124,6 +124,7 @@ struct tern_config {
     struct tls_ctx_spec tls_ctx[CONFIG_TLS_CTX_MAX];
     int ntls_ctx;
     int tls_resumption;               /* offer cached sessions (default 1) */
+    int share_connections;            /* destinations on one site share connections (default 1) */
     int policy_default_set;           /* `tls =` or `policy * =` seen */
     char ca_file[CONFIG_PATH_MAX];    /* "" : system bundle */
     char client_cert[CONFIG_PATH_MAX];

@@ -390,6 +390,7 @@ static void dest_schedule_ready(struct worker *w, struct dest *d)
     }
     if (dest_paused(w, d))
         return;   /* backing off: woken on the tick */
+    site_dest_update(w, d);
     /* Idle connections take ready mail now; busy ones that may carry
      * another message will take the next one as soon as they finish. */
     size_t soon_free = 0;
@@ -404,6 +405,9 @@ static void dest_schedule_ready(struct worker *w, struct dest *d)
                  c->msgs + 1 < (uint64_t)d->lim.max_messages_per_connection)
             soon_free++;
     }
+    /* What its own connections left, its site's connections take as
+     * they have room (worker_site.c). */
+    site_offer(w, d);
     /* (while the message rate holds mail back, open connections are enough) */
     if (w->stopping || d->next_connect_ms > w->now_ms || (d->msg_limited && d->nconns) ||
         !dest_hop_settled(w, d))
@@ -412,7 +416,7 @@ static void dest_schedule_ready(struct worker *w, struct dest *d)
      * set up and the busy ones that will take more. */
     long sessions = -1;
     while (d->nready > (size_t)d->nconnecting + soon_free && d->nconns < dest_max_conns(d) &&
-           may_open_now(w, d, &sessions)) {
+           (d->site == NULL || d->site->nconns < dest_max_conns(d)) && may_open_now(w, d, &sessions)) {
         /* A freed host slot is for the destinations waiting without a
          * connection (in any worker), not for a busy one that would take
          * it first. */

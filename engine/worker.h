@@ -83,6 +83,7 @@ struct worker_stats {
     uint64_t delay_warnings;      /* delay reports sent (Action: delayed) */
     uint64_t conns_opened, conn_failures, txns;
     uint64_t txns_pipelined;      /* started while others were in flight */
+    uint64_t txns_shared;         /* carried for another destination of the site */
     /* receive buffer ring (worker_bufs.c): its size (0: single-shot
      * receives), completions that carried a buffer, times a multishot
      * receive ended because the ring ran dry, buffers not back at exit */

@@ -32,6 +32,7 @@ static int is_ip_literal(const char *h)
 
 static void conn_job_push(struct conn *c, struct job *j)
 {
+    j->d->inflight++;   /* j->d may not be c->d (worker_site.c) */
     j->next = NULL;
     if (c->job_tail)
         c->job_tail->next = j;
@@ -50,6 +51,7 @@ static struct job *conn_job_pop(struct conn *c)
     if (c->job == NULL)
         c->job_tail = NULL;
     c->njobs--;
+    j->d->inflight--;
     j->next = NULL;
     return j;
 }
@@ -65,6 +67,16 @@ static struct job *conn_jobs_take(struct conn *c)
         rev = j;
     }
     return rev;
+}
+
+/* requeue: j goes back to the front of its destination's ready list, to
+ * be sent again by c or another connection. A site's message (j->d is
+ * not c->d) is scheduled again through its own destination. */
+static void requeue(struct worker *w, struct conn *c, struct job *j)
+{
+    dest_requeue_front(j->d, j);
+    if (j->d != c->d)
+        worker_mark_dirty(w, j->d);
 }
 
 /* body_unsent: bytes of this connection are still waiting to go out (in
@@ -399,6 +411,8 @@ static void on_ready(struct worker *w, struct conn *c)
         d->no_sessions = !c->got_session;
         if (d->nready > 1)
             worker_mark_dirty(w, d);
+        if (!c->quitting)
+            site_conn_avail(c, 1);   /* it takes its site's mail from now */
     }
     conn_hand_job(w, c);
 }
@@ -437,18 +451,22 @@ static void conn_pump(struct worker *w, struct conn *c)
             if (t->reply.code != 421)   /* a 421 also ends the session: seen there */
                 dest_reply_seen(w, c->d, t->reply.code, t->reply.text);
             struct job *j = conn_job_pop(c);
+            struct dest *jd = j ? j->d : c->d;   /* the message's, maybe not c's (a site's) */
             c->body_start_ms = 0;
             c->msgs++;
-            c->d->n.msgs++;
-            c->d->counters_dirty = 1;
+            jd->n.msgs++;
+            jd->counters_dirty = 1;
             c->d->consecutive_failures = 0;
             w->st.txns++;
+            if (jd != c->d)
+                w->st.txns_shared++;
             if (j && t->resend)
-                dest_requeue_front(c->d, j);   /* never seen by the receiver: again, no attempt */
+                requeue(w, c, j);   /* never seen by the receiver: again, no attempt */
             else if (j)
                 outcome_txn(w, c, j);
             if (c->smtp.state == SMTP_ST_QUIT && !c->quitting) {
                 c->quitting = 1;   /* QUIT went behind it: its reply is next */
+                site_conn_avail(c, 0);
                 c->idle = 0;
                 conn_touch(w, c);
             }
@@ -541,7 +559,7 @@ static void on_bytes(struct worker *w, struct conn *c, const uint8_t *p, size_t 
         c->body_bytes = 0;
         /* With DATA, the next transaction may follow the final dot in the
          * same write (smtp_client.h, PIPELINED TRANSACTIONS). */
-        if (c->d->ready_head && smtp_client_room(&c->smtp)) {
+        if ((c->d->ready_head || (c->savail && c->site->ready_head)) && smtp_client_room(&c->smtp)) {
             conn_hand_job(w, c);
             if (c->state == CONN_CLOSING)
                 return;
@@ -576,6 +594,9 @@ struct conn *conn_open(struct worker *w, struct dest *d)
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->d = d;
+    c->site = d->site;
+    if (c->site)
+        c->site->nconns++;
     c->op_connect = (struct op){OP_CONNECT, c};
     c->op_recv = (struct op){OP_RECV, c};
     c->op_send = (struct op){OP_SEND, c};
@@ -649,8 +670,11 @@ static void conn_close(struct worker *w, struct conn *c)
     /* a fallback: the messages go back without counting an attempt */
     for (struct job *j = conn_jobs_take(c), *n; j; j = n) {
         n = j->next;
-        dest_requeue_front(d, j);
+        requeue(w, c, j);
     }
+    site_conn_avail(c, 0);
+    if (c->site)
+        c->site->nconns--;
     if (!c->established)
         d->nconnecting--;
     d->nconns--;
@@ -715,7 +739,7 @@ static void conn_fail(struct worker *w, struct conn *c, const char *reason, enum
         if (++j->lost_conns >= JOB_LOST_CONNS_MAX && lost_busy)
             outcome_defer(w, j, reason);
         else
-            dest_requeue_front(d, j);
+            requeue(w, c, j);
     }
     w->st.conn_failures++;
     if (w->e->verbose)
@@ -754,6 +778,73 @@ void conn_abort(struct worker *w, struct conn *c, const char *reason)
     conn_close(w, c);
 }
 
+/* What conn_take_from stopped at: src had no more ready mail, c has no
+ * room (pipeline full, or its last message is in), or src's rate or a
+ * pause holds its mail back. */
+enum take_stop { TAKE_EMPTY, TAKE_FULL, TAKE_SHAPED };
+
+/* conn_take_from starts transactions on c for src's ready mail (src is
+ * c->d, or another destination of c's site); *started is set when one
+ * went. */
+static enum take_stop conn_take_from(struct worker *w, struct conn *c, struct dest *src, int *started)
+{
+    uint64_t max_msgs = (uint64_t)c->d->lim.max_messages_per_connection;
+    while (src->ready_head) {
+        if (!smtp_client_room(&c->smtp) || c->msgs + c->njobs >= max_msgs)
+            return TAKE_FULL;
+        if (dest_paused(w, src) || !dest_may_send(w, src))
+            return TAKE_SHAPED;
+        struct job *j = src->ready_head;
+        src->ready_head = j->next;
+        if (src->ready_head == NULL)
+            src->ready_tail = NULL;
+        src->nready--;
+        if (!job_next_batch(j, (size_t)w->cfg->max_rcpts_per_txn)) {
+            outcome_defer(w, j, "out of memory");
+            continue;
+        }
+        int rc = smtp_client_start_txn(&c->smtp, &j->sm);
+        if (rc == SMTP_TXN_LATER) {
+            dest_requeue_front(src, j);   /* when this connection is idle */
+            return TAKE_FULL;
+        }
+        if (!rc) {
+            outcome_fail(w, j, "invalid envelope (address with forbidden characters)");
+            continue;
+        }
+        if (c->njobs)
+            w->st.txns_pipelined++;
+        conn_job_push(c, j);
+        c->idle = 0;
+        *started = 1;
+        /* The connection's last message: QUIT goes out right behind it,
+         * one send and one round trip less (smtp_client_quit_after). */
+        if (c->msgs + c->njobs >= max_msgs)
+            smtp_client_quit_after(&c->smtp);
+    }
+    return TAKE_EMPTY;
+}
+
+/* conn_site_mail: room left after its own destination's mail goes to the
+ * destinations waiting on its site, in order; one whose rate holds it
+ * back goes to the back of the line, and the walk ends when it comes
+ * round to the first of those. */
+static void conn_site_mail(struct worker *w, struct conn *c, int *started)
+{
+    struct site *s = c->site;
+    struct dest *first_shaped = NULL, *sd;
+    while ((sd = site_next_ready(s)) != NULL && sd != first_shaped) {
+        enum take_stop stop = conn_take_from(w, c, sd, started);
+        if (stop == TAKE_FULL || c->state != CONN_SMTP)
+            return;
+        if (stop == TAKE_SHAPED) {
+            if (first_shaped == NULL)
+                first_shaped = sd;
+            site_rotate(s, sd);
+        }
+    }
+}
+
 void conn_hand_job(struct worker *w, struct conn *c)
 {
     struct dest *d = c->d;
@@ -767,47 +858,17 @@ void conn_hand_job(struct worker *w, struct conn *c)
         return;
     }
     int started = 0;
-    while (d->ready_head && smtp_client_room(&c->smtp) &&
-           c->msgs + c->njobs < (uint64_t)d->lim.max_messages_per_connection) {
-        if (dest_paused(w, d) || !dest_may_send(w, d)) {
-            if (c->njobs == 0) {
-                c->idle = 1;   /* shaped: the tick hands it mail later */
-                conn_touch(w, c);
-            }
-            break;
-        }
-        struct job *j = d->ready_head;
-        d->ready_head = j->next;
-        if (d->ready_head == NULL)
-            d->ready_tail = NULL;
-        d->nready--;
-        if (!job_next_batch(j, (size_t)w->cfg->max_rcpts_per_txn)) {
-            outcome_defer(w, j, "out of memory");
-            continue;
-        }
-        int rc = smtp_client_start_txn(&c->smtp, &j->sm);
-        if (rc == SMTP_TXN_LATER) {
-            dest_requeue_front(d, j);   /* when this connection is idle */
-            break;
-        }
-        if (!rc) {
-            outcome_fail(w, j, "invalid envelope (address with forbidden characters)");
-            continue;
-        }
-        if (c->njobs)
-            w->st.txns_pipelined++;
-        conn_job_push(c, j);
-        c->idle = 0;
-        started = 1;
-        /* The connection's last message: QUIT goes out right behind it,
-         * one send and one round trip less (smtp_client_quit_after). */
-        if (c->msgs + c->njobs >= (uint64_t)d->lim.max_messages_per_connection)
-            smtp_client_quit_after(&c->smtp);
-    }
+    enum take_stop stop = conn_take_from(w, c, d, &started);
+    if (stop != TAKE_FULL && c->savail)
+        conn_site_mail(w, c, &started);
     if (started) {
         conn_touch(w, c);
         conn_flush(w, c);
         return;
+    }
+    if (stop == TAKE_SHAPED && c->njobs == 0) {
+        c->idle = 1;   /* shaped: the tick hands it mail later */
+        conn_touch(w, c);
     }
     if (c->njobs || (c->idle && d->ready_head))
         return;   /* busy, or shaped */
@@ -825,6 +886,7 @@ void conn_quit_or_close(struct worker *w, struct conn *c)
         if (!smtp_client_quit(&c->smtp))
             return;   /* pipelined transactions still in flight: asked again once READY */
         c->quitting = 1;
+        site_conn_avail(c, 0);
         c->idle = 0;
         conn_touch(w, c);
         conn_flush(w, c);

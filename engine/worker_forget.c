@@ -18,7 +18,9 @@
  * destination_forget and twice that after its last use.
  *
  * What may point to a destination, and the test that it no longer does:
- *   jobs (job->d)            ready ones: nready; in flight: on a connection
+ *   jobs (job->d)            ready ones: nready; in flight (on any
+ *                            connection: a site's carry others' mail): inflight
+ *   its site's ready list    slisted
  *   connections (c->d)       conn_refs, counted from conn_open to conn_free,
  *                            so closing and lingering ones count too
  *   the tick list            tick_listed
@@ -63,6 +65,7 @@ void dest_forget_track(struct worker *w, struct dest *d)
 static int dest_unused(const struct worker *w, const struct dest *d)
 {
     return d->conn_refs == 0 && d->nconns == 0 && d->nready == 0 && d->ready_head == NULL &&
+           d->inflight == 0 && !d->slisted &&
            !d->tick_listed && !d->host_waiting && !d->dirty && d->dns_refs == 0 &&
            !d->dns_waiting && d->next_connect_ms <= w->now_ms &&
            d->backoff_until_ms <= w->now_ms && d->cert_plaintext_until_ms <= w->now_ms &&

@@ -91,6 +91,7 @@ void dest_set_host(struct worker *w, struct dest *d, struct mxhost *h)
     if (d->host == h)
         return;
     struct mxhost *old = d->host;
+    site_dest_detach(d);   /* a site is a host's: d finds its new one */
     d->host = h;
     if (h != NULL && h->refs++ == 0)
         age_list_remove(&w->host_ages, &h->age);
@@ -139,6 +140,9 @@ void hosts_wake_waiting(struct worker *w)
 
 static int host_unused(const struct worker *w, const struct mxhost *h)
 {
+    for (const struct site *s = h->sites; s; s = s->next)
+        if (s->nconns || s->ready_head)
+            return 0;
     return h->refs == 0 && h->nconns == 0 && h->wait_head == NULL && !h->wlisted &&
            h->tier_until_ms <= w->now_ms && h->plaintext_until_ms <= w->now_ms;
 }
@@ -154,6 +158,7 @@ static void host_free(struct worker *w, struct mxhost *h)
     age_list_remove(&w->host_ages, &h->age);
     w->nhosts--;
     w->st.hosts_forgotten++;
+    sites_free(h);
     free(h);
 }
 
@@ -182,6 +187,7 @@ void worker_hosts_free(struct worker *w)
     for (size_t i = 0; i < w->htab_size; i++)
         for (struct mxhost *h = w->htab[i], *n; h; h = n) {
             n = h->next;
+            sites_free(h);
             free(h);
         }
     free(w->htab);

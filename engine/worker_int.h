@@ -117,6 +117,27 @@ struct job {
     size_t txi_inline[JOB_INLINE_RCPTS];
 };
 
+/* A site (worker_site.c): destinations whose mail may share connections
+ * because everything a connection was opened and checked for is the same
+ * for them: one MX host and address, one TLS policy entry (that does not
+ * check the domain's own name), the same limits, no egress binding. Its
+ * connections carry any of its destinations' mail, and it counts as one
+ * destination for max_connections. Per worker; owned by its host, freed
+ * with it. */
+struct site {
+    struct site *next;               /* the host's list */
+    const struct policy_entry *pol;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    struct dest_limits lim;
+    int nconns;                      /* open connections of its destinations */
+    /* established connections that take mail (c->snext, c->sprev) */
+    struct conn *avail;
+    /* destinations with ready mail that their own connections did not
+     * take, oldest first (d->snext, d->sprev) */
+    struct dest *ready_head, *ready_tail;
+};
+
 /* An MX host:port, shared by every destination routed to it: the
  * per-host connection count and what worked with it. */
 struct mxhost {
@@ -140,6 +161,7 @@ struct mxhost {
     struct mxhost *wnext, *wprev;
     int wlisted;
     struct age_node age;             /* listed while no destination uses it (worker_hosts.c) */
+    struct site *sites;              /* this worker's sites on the host (worker_site.c) */
 };
 
 /* Per-destination counters: the summary and the events stream. */
@@ -201,6 +223,13 @@ struct dest {
     int64_t last_used_ms;      /* last scheduled, or a connection of it freed */
     int conn_refs;             /* struct conns pointing to it, closing ones too */
     int dns_refs;              /* DNS questions in flight listing it as a waiter */
+    /* sharing (worker_site.c): its site (NULL: its mail rides only its
+     * own connections), whether it is on the site's ready list, and its
+     * jobs in flight on any connection (job->d points here) */
+    struct site *site;
+    struct dest *snext, *sprev;
+    int slisted;
+    size_t inflight;
 };
 
 enum conn_state { CONN_CONNECTING, CONN_SMTP, CONN_CLOSING };
@@ -246,6 +275,11 @@ struct conn {
     struct buf ev;
     size_t ev_nfields;
     struct conn *next, *prev;  /* worker's connection list */
+    /* its destination's site when opened (NULL: none), and whether it is
+     * on the site's list of connections that take mail */
+    struct site *site;
+    struct conn *snext, *sprev;
+    int savail;
 };
 
 struct ack_item {
@@ -522,6 +556,26 @@ void host_waiters_changed(struct worker *w, struct mxhost *h);
 void hosts_wake_waiting(struct worker *w);
 void worker_hosts_forget_tick(struct worker *w);
 void worker_hosts_free(struct worker *w);
+
+/* worker_site.c - destinations sharing connections (struct site).
+ * site_dest_update: d's site from its current route and policy (NULL
+ * when it may not share: share_connections off, an egress binding, a
+ * policy that checks the domain's own name, no route yet); leaves the old
+ * site's ready list when it changes. site_dest_detach: d leaves its site
+ * (its host changes, or it is freed). site_offer: d's ready mail that its
+ * own connections left waits on the site's list, and the site's
+ * connections with room take it now. site_next_ready: the first
+ * destination on the list with ready mail (those without leave it).
+ * site_rotate: d to the back of the list (its rate holds it back).
+ * site_conn_avail: c starts (on = 1) or stops taking the site's mail.
+ * sites_free: a host's sites, with it. */
+void site_dest_update(struct worker *w, struct dest *d);
+void site_dest_detach(struct dest *d);
+void site_offer(struct worker *w, struct dest *d);
+struct dest *site_next_ready(struct site *s);
+void site_rotate(struct site *s, struct dest *d);
+void site_conn_avail(struct conn *c, int on);
+void sites_free(struct mxhost *h);
 
 /* worker_dns.c - c-ares on the worker's ring, and a destination's next
  * hops from MX/A/AAAA answers (cached; see engine/dns.h). */

@@ -142,7 +142,7 @@ static void hop_ip(const struct nexthop *h, char *out, size_t cap)
 /* session_fields writes the fields that describe c's session into f
  * (name/value pairs, at most SESSION_FIELDS strings; mx and ip point into
  * the caller's buffers) and returns how many. */
-#define SESSION_FIELDS 22
+#define SESSION_FIELDS 20
 _Static_assert(EV_FIELDS_MAX + SESSION_FIELDS <= QUEUE_FIELDS_MAX,
                "an event's own fields and its session's fit one outcome");
 static size_t session_fields(const struct conn *c, const char **f, const char *mx, const char *ip)
@@ -151,7 +151,6 @@ static size_t session_fields(const struct conn *c, const char **f, const char *m
 #define FIELD(k, v) (f[n] = (k), f[n + 1] = (v) ? (v) : "", n += 2)
     FIELD("mx", mx);
     FIELD("ip", ip);
-    FIELD("domain", c->d->domain);
     FIELD("policy", policy_level_name(dest_level(c->d)));
     if (!c->tls_done) {
         FIELD("tier", "plaintext");
@@ -368,7 +367,8 @@ static void record_outcome(struct worker *w, struct conn *c, struct job *j, cons
             add_field(a, "failed", (const char *)buf_peek(failed));
         if (c)
             add_session_fields(a, c);
-        else if (j->d)
+        /* the message's: a site's connection carries several domains' */
+        if (j->d)
             add_field(a, "domain", j->d->domain);
         add_field_u64(a, "attempt", (uint64_t)m->attempts + 1);
         if (c)
@@ -404,7 +404,9 @@ void outcome_txn(struct worker *w, struct conn *c, struct job *j)
         /* Recipients left for a new transaction (452, or the limit per
          * transaction): first in line, so this connection sends them
          * next, or the next connection if this one goes. */
-        dest_requeue_front(c->d, j);
+        dest_requeue_front(j->d, j);
+        if (j->d != c->d)
+            worker_mark_dirty(w, j->d);
         return;
     }
     record_outcome(w, c, j, reply, t->reply.esc, 0);
