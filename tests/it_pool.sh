@@ -19,7 +19,11 @@
 #     destinations, a `destination` override, each reached and never passed
 #     (the sink's --reply-delay makes connections overlap);
 #  i. no needless connections for three messages;
-#  a2. TLS 1.2 sessions resume too (reused, not single use).
+#  a2. TLS 1.2 sessions resume too (reused, not single use);
+#  j. sites: three domains on one MX address with one policy share
+#     connections (max_connections counts for the three together), each
+#     event names its own message's domain; share_connections = no gives
+#     each its own; a domain with another policy never rides the others'.
 # Every tern run is under `timeout`; everything started is stopped by PID.
 set -u
 cd "$(dirname "$0")/.."
@@ -414,6 +418,53 @@ EOC
         fail few_messages_few_connections "conns=$c, sink connections $(sink_sum few connections); $(why few)"
 else
     fail few_messages_few_connections "sink did not start"
+fi
+
+# --- j. sites ------------------------------------------------------------------
+# site_case NAME [CONF LINES...]: 60 messages to three domains on the sink
+# (replies delayed, so connections overlap), max_connections = 1: a site
+# of the three holds one connection, each domain alone one of its own.
+site_case() {
+    local name=$1
+    shift
+    sink "$name" "${TLS[@]}" --reply-delay 100 || return 1
+    { echo "max_connections = 1"; printf '%s\n' "$@"; } | conf "$name"
+    inject "$name" 60 s1.test,s2.test,s3.test
+    drain "$name"
+    sink_stop "$name"
+}
+if site_case site; then
+    p=$(sink_sum site peak_conns) sh=$(summ site shared)
+    [ "$(summ site delivered)" = 60 ] && [ "$p" = 1 ] && [ -n "$sh" ] && [ "$sh" -ge 40 ] &&
+        pass site_shares_connections ||
+        fail site_shares_connections "want 60 delivered, peak 1, shared >= 40: peak $p shared $sh; $(why site)"
+    # each event names its own message's domain, whichever connection carried it
+    bad=$(events_count "e.get('status') == 'delivered' and not e.get('delivered', '').endswith('@' + e.get('domain', '?'))")
+    good=$(events_count "e.get('status') == 'delivered'")
+    [ "$bad" = 0 ] && [ "$good" = 60 ] && pass site_event_domains ||
+        fail site_event_domains "$bad of $good delivered events name another domain"
+else
+    fail site_shares_connections "sink did not start"
+fi
+if site_case solo "share_connections = no"; then
+    p=$(sink_sum solo peak_conns) sh=$(summ solo shared)
+    [ "$(summ solo delivered)" = 60 ] && [ "$p" = 3 ] && [ "$sh" = 0 ] &&
+        pass site_sharing_off ||
+        fail site_sharing_off "want 60 delivered, peak 3, shared 0: peak $p shared $sh; $(why solo)"
+else
+    fail site_sharing_off "sink did not start"
+fi
+# s3.test under its own policy entry (encrypt: no name checked, yet another
+# entry) never rides s1/s2's connections, nor they its: each event's policy
+# is its own domain's.
+if site_case pol "policy s3.test = encrypt"; then
+    mixed=$(events_count "e.get('status') == 'delivered' and (e.get('domain') == 's3.test') != (e.get('policy') == 'encrypt')")
+    sh=$(summ pol shared)
+    [ "$(summ pol delivered)" = 60 ] && [ "$mixed" = 0 ] && [ -n "$sh" ] && [ "$sh" -ge 20 ] &&
+        pass site_policy_apart ||
+        fail site_policy_apart "$mixed events on another policy's connection, shared $sh; $(why pol)"
+else
+    fail site_policy_apart "sink did not start"
 fi
 
 exit "$TERN_FAILS"
