@@ -178,6 +178,10 @@ def table(meta, workloads, peers, runs):
             tls = ("tern-loadgen -> tern's listener: STARTTLS (tls=required), pipelining, 20 connections, %s; "
                    "-> sink: tls = encrypt" % ("AUTH PLAIN" if w["workload"] == "listener-auth" else "listen_allow"))
         rate = (", paced at %s msg/s" % w["rate"]) if w.get("rate") else ""
+        if str(w.get("share")) == "0":
+            rate += "; share_connections = no (each destination its own connections)"
+        elif str(w.get("share")) == "1" and not str(w.get("workload")).startswith("sink"):
+            rate += "; one site (all destinations on one MX address share connections)"
         out.append("%-20s %8s %7s %6s %6s %9s  %s%s\n" % (w["workload"], w["messages"], w["size"], w["rcpts"],
                                                        w["destinations"], w["msgs_per_conn"], tls, rate))
     out.append("\n")

@@ -450,6 +450,8 @@ static void dest_schedule_ready(struct worker *w, struct dest *d)
         }
         if (d->host_waiting)
             host_unwait(w, d);
+        if (d->nready <= (size_t)d->nconnecting)
+            site_unlist(d);   /* its own connections will take the rest */
         if (d->consecutive_failures)
             break;   /* probe with one connection while failing */
     }
@@ -461,7 +463,7 @@ static void dest_schedule(struct worker *w, struct dest *d)
     dest_schedule_ready(w, d);
     /* Mail left that no host slot will wake it for: a time (reconnect
      * backoff, pause, rate) or a busy connection; the tick looks again. */
-    if (d->nready && !d->host_waiting && !d->tick_listed) {
+    if (d->nready && !d->host_waiting && !d->tick_listed && !site_slot_wait(w, d)) {
         d->tick_listed = 1;
         d->tick_next = w->tick_dests;
         w->tick_dests = d;
@@ -1052,7 +1054,8 @@ static void begin_stop(struct worker *w)
 
 /* The destinations the last schedule left with mail (w->tick_dests) are
  * scheduled again once due; those with none left, or now waiting for a
- * host slot (woken in turn by host_wake), leave the list. A walk over
+ * host slot (woken in turn by host_wake) or a site slot (conn_close),
+ * leave the list. A walk over
  * every destination here, scheduling thousands that wait on a full host,
  * was ~5% of tail's engine CPU, and the walk alone (three cache lines of
  * each of 5,000 destinations, 20 times a second) still 2%. */
@@ -1061,7 +1064,7 @@ static void tick_dests(struct worker *w)
     struct dest **pp = &w->tick_dests;
     while (*pp) {
         struct dest *d = *pp;
-        if (d->nready == 0 || d->host_waiting) {
+        if (d->nready == 0 || d->host_waiting || site_slot_wait(w, d)) {
             *pp = d->tick_next;
             d->tick_listed = 0;
             continue;

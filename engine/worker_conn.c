@@ -673,8 +673,14 @@ static void conn_close(struct worker *w, struct conn *c)
         requeue(w, c, j);
     }
     site_conn_avail(c, 0);
-    if (c->site)
+    if (c->site) {
+        /* A slot of the site is free: the first destination waiting on
+         * it may open a connection (its own would wait for the tick). */
         c->site->nconns--;
+        struct dest *first = site_next_ready(c->site);
+        if (first)
+            worker_mark_dirty(w, first);
+    }
     if (!c->established)
         d->nconnecting--;
     d->nconns--;

@@ -568,6 +568,11 @@ void worker_hosts_free(struct worker *w);
  * destination on the list with ready mail (those without leave it).
  * site_rotate: d to the back of the list (its rate holds it back).
  * site_conn_avail: c starts (on = 1) or stops taking the site's mail.
+ * site_unlist: d leaves the list (a connection of its own will take its
+ * mail). site_slot_wait: d waits on the list for one of the site's
+ * connections to close (the site is at max_connections; nothing else
+ * holds it back): like a destination waiting for a host slot, it is off
+ * the tick's list, and conn_close wakes the first in line.
  * sites_free: a host's sites, with it. */
 void site_dest_update(struct worker *w, struct dest *d);
 void site_dest_detach(struct dest *d);
@@ -575,6 +580,8 @@ void site_offer(struct worker *w, struct dest *d);
 struct dest *site_next_ready(struct site *s);
 void site_rotate(struct site *s, struct dest *d);
 void site_conn_avail(struct conn *c, int on);
+void site_unlist(struct dest *d);
+int site_slot_wait(const struct worker *w, const struct dest *d);
 void sites_free(struct mxhost *h);
 
 /* worker_dns.c - c-ares on the worker's ring, and a destination's next

@@ -104,6 +104,17 @@ static void list_tail(struct site *s, struct dest *d)
     d->slisted = 1;
 }
 
+void site_unlist(struct dest *d)
+{
+    unlist(d);
+}
+
+int site_slot_wait(const struct worker *w, const struct dest *d)
+{
+    return d->slisted && d->site->nconns >= dest_max_conns(d) && !d->msg_limited &&
+           !dest_paused(w, d);
+}
+
 void site_dest_detach(struct dest *d)
 {
     unlist(d);
