@@ -569,10 +569,12 @@ void worker_hosts_free(struct worker *w);
  * site_rotate: d to the back of the list (its rate holds it back).
  * site_conn_avail: c starts (on = 1) or stops taking the site's mail.
  * site_unlist: d leaves the list (a connection of its own will take its
- * mail). site_slot_wait: d waits on the list for one of the site's
- * connections to close (the site is at max_connections; nothing else
- * holds it back): like a destination waiting for a host slot, it is off
- * the tick's list, and conn_close wakes the first in line.
+ * mail). site_slot_wait: d, without a connection of its own, waits on
+ * the list for one of the site's connections to close (the site is at
+ * max_connections; nothing else holds it back): like a destination
+ * waiting for a host slot, it is off the tick's list, and conn_close
+ * wakes the first in line. (One with connections stays on the tick's
+ * list: its limit may climb back after a backoff.)
  * sites_free: a host's sites, with it. */
 void site_dest_update(struct worker *w, struct dest *d);
 void site_dest_detach(struct dest *d);

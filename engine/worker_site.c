@@ -111,8 +111,8 @@ void site_unlist(struct dest *d)
 
 int site_slot_wait(const struct worker *w, const struct dest *d)
 {
-    return d->slisted && d->site->nconns >= dest_max_conns(d) && !d->msg_limited &&
-           !dest_paused(w, d);
+    return d->slisted && d->nconns == 0 && d->site->nconns >= dest_max_conns(d) &&
+           !d->msg_limited && !dest_paused(w, d);
 }
 
 void site_dest_detach(struct dest *d)
