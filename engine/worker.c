@@ -339,7 +339,12 @@ void host_wake(struct worker *w, struct mxhost *h)
  * handshakes at once. Routes that yield no sessions are not held back. */
 static int may_open_now(struct worker *w, struct dest *d, long *sessions)
 {
-    if (d->nconnecting == 0 || d->no_sessions || !w->cfg->tls_resumption ||
+    /* A site's destinations share its sessions: the slow start is the
+     * site's (a burst to a hundred destinations on one host opened a
+     * full handshake each). */
+    int connecting = d->site ? d->site->nconnecting : d->nconnecting;
+    int pre_tls = d->site ? d->site->npre_tls : d->npre_tls;
+    if (connecting == 0 || d->no_sessions || !w->cfg->tls_resumption ||
         !dest_tls_expected(w, d))
         return 1;
     if (*sessions < 0) {   /* once per schedule: opening takes none yet */
@@ -348,7 +353,7 @@ static int may_open_now(struct worker *w, struct dest *d, long *sessions)
         *sessions = (long)tls_session_cache_count(w->sessions, key, (uint64_t)(w->now_ms / 1000));
     }
     /* each connection not yet at STARTTLS will take one session */
-    return *sessions > d->npre_tls;
+    return *sessions > pre_tls;
 }
 
 /* Hand ready jobs to idle connections, open new ones as the ready list
@@ -407,7 +412,7 @@ static void dest_schedule_ready(struct worker *w, struct dest *d)
     }
     /* What its own connections left, its site's connections take as
      * they have room (worker_site.c). */
-    site_offer(w, d);
+    soon_free += site_offer(w, d);
     /* (while the message rate holds mail back, open connections are enough) */
     if (w->stopping || d->next_connect_ms > w->now_ms || (d->msg_limited && d->nconns) ||
         !dest_hop_settled(w, d))

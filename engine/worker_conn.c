@@ -336,6 +336,8 @@ static void start_tls(struct worker *w, struct conn *c)
     dest_session_key(w, d, c->tier, c->cache_key, sizeof(c->cache_key));
     c->took_session = 1;
     d->npre_tls--;
+    if (c->site)
+        c->site->npre_tls--;
     if (w->cfg->tls_resumption)
         p.session = tls_session_cache_get(w->sessions, c->cache_key, (uint64_t)(w->now_ms / 1000));
     c->resume_offered = p.session != NULL;
@@ -405,14 +407,22 @@ static void on_ready(struct worker *w, struct conn *c)
     if (!c->established) {
         c->established = 1;
         d->nconnecting--;
+        if (c->site)
+            c->site->nconnecting--;
         d->hops_tried = 0;   /* this address works */
         /* No session to cache from this one (no STARTTLS, no tickets):
          * opening connections need not wait for sessions. */
         d->no_sessions = !c->got_session;
         if (d->nready > 1)
             worker_mark_dirty(w, d);
-        if (!c->quitting)
+        if (!c->quitting && c->site) {
             site_conn_avail(c, 1);   /* it takes its site's mail from now */
+            /* Its sessions are cached now: the first destination waiting
+             * on the site may open more (may_open_now). */
+            struct dest *first = site_next_ready(c->site);
+            if (first && first != d)
+                worker_mark_dirty(w, first);
+        }
     }
     conn_hand_job(w, c);
 }
@@ -605,6 +615,8 @@ struct conn *conn_open(struct worker *w, struct dest *d)
     buf_init(&c->ev, 0);
     c->tier = dest_start_tier(w, d);
     d->npre_tls++;
+    if (c->site)
+        c->site->npre_tls++;
     enum policy_level level = dest_level(d);
     struct smtp_client_config sc = {
         .helo_name = w->cfg->hostname,
@@ -631,6 +643,8 @@ struct conn *conn_open(struct worker *w, struct dest *d)
     d->conn_refs++;   /* until conn_free: c->d must outlive c */
     d->host->nconns++;
     d->nconnecting++;
+    if (c->site)
+        c->site->nconnecting++;
     d->n.conns++;
     d->counters_dirty = 1;
     w->st.conns_opened++;
@@ -681,14 +695,20 @@ static void conn_close(struct worker *w, struct conn *c)
         if (first)
             worker_mark_dirty(w, first);
     }
-    if (!c->established)
+    if (!c->established) {
         d->nconnecting--;
+        if (c->site)
+            c->site->nconnecting--;
+    }
     d->nconns--;
     d->host->nconns--;
     atomic_fetch_sub(d->host->all_conns, 1);   /* reserved by dest_schedule */
     host_wake(w, d->host);
-    if (!c->took_session)
+    if (!c->took_session) {
         d->npre_tls--;
+        if (c->site)
+            c->site->npre_tls--;
+    }
     w->nconns--;
     c->state = CONN_CLOSING;
     /* A send in flight (a last QUIT) may finish; reading stops now. */

@@ -131,6 +131,7 @@ struct site {
     socklen_t addrlen;
     struct dest_limits lim;
     int nconns;                      /* open connections of its destinations */
+    int nconnecting, npre_tls;       /* of those: not yet READY, not yet at STARTTLS */
     /* established connections that take mail (c->snext, c->sprev) */
     struct conn *avail;
     /* destinations with ready mail that their own connections did not
@@ -564,7 +565,9 @@ void worker_hosts_free(struct worker *w);
  * site's ready list when it changes. site_dest_detach: d leaves its site
  * (its host changes, or it is freed). site_offer: d's ready mail that its
  * own connections left waits on the site's list, and the site's
- * connections with room take it now. site_next_ready: the first
+ * connections with room take it now; returns how many of those
+ * connections are busy and may take more (they count, like d's own, as
+ * soon free: no connection opens for mail they will take). site_next_ready: the first
  * destination on the list with ready mail (those without leave it).
  * site_rotate: d to the back of the list (its rate holds it back).
  * site_conn_avail: c starts (on = 1) or stops taking the site's mail.
@@ -578,7 +581,7 @@ void worker_hosts_free(struct worker *w);
  * sites_free: a host's sites, with it. */
 void site_dest_update(struct worker *w, struct dest *d);
 void site_dest_detach(struct dest *d);
-void site_offer(struct worker *w, struct dest *d);
+size_t site_offer(struct worker *w, struct dest *d);
 struct dest *site_next_ready(struct site *s);
 void site_rotate(struct site *s, struct dest *d);
 void site_conn_avail(struct conn *c, int on);

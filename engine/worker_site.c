@@ -169,21 +169,28 @@ void site_conn_avail(struct conn *c, int on)
     c->savail = on;
 }
 
-void site_offer(struct worker *w, struct dest *d)
+size_t site_offer(struct worker *w, struct dest *d)
 {
     struct site *s = d->site;
+    size_t soon_free = 0;
     if (s == NULL || d->nready == 0)
-        return;
+        return 0;
     if (!d->slisted)
         list_tail(s, d);
     /* The connections take the list in order, so d's mail goes once the
      * destinations before it have had theirs. conn_hand_job may close c
      * (it can only leave the list then): the next is read first. */
-    for (struct conn *c = s->avail, *next; c && d->nready; c = next) {
+    for (struct conn *c = s->avail, *next; c; c = next) {
         next = c->snext;
-        if (c->d != d && c->state == CONN_SMTP && !c->quitting && smtp_client_room(&c->smtp))
+        if (c->d == d || c->state != CONN_SMTP || c->quitting)
+            continue;
+        if (d->nready && smtp_client_room(&c->smtp))
             conn_hand_job(w, c);
+        if (c->state == CONN_SMTP && c->job && !c->quitting &&
+            c->msgs + 1 < (uint64_t)c->d->lim.max_messages_per_connection)
+            soon_free++;
     }
+    return soon_free;
 }
 
 void sites_free(struct mxhost *h)
