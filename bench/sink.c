@@ -1,7 +1,9 @@
 /*
  * sink.c - tern-sink: an io_uring SMTP receiving server for benchmarks and
  * tests. It accepts every message (or answers a configured reply) and can
- * record what it received.
+ * record what it received. Without --record a body is parsed (dot
+ * unstuffing, BDAT chunks, the size limit) and counted, not kept, as a
+ * discarding sink such as Postfix's smtp-sink does.
  *
  * SYNOPSIS
  *   tern-sink --listen HOST:PORT [--port-file FILE] [--threads N]
@@ -603,6 +605,9 @@ int main(int argc, char **argv)
          * short: tests of the client. */
         sk.cfg.smtp.offer_starttls = 1;
     }
+    /* Without --record nothing reads a body: it is counted, not copied
+     * (as a discarding sink such as Postfix's smtp-sink does). */
+    sk.cfg.smtp.discard_data = sk.cfg.record_file == NULL;
     if (sk.cfg.record_file) {
         sk.record_fd = open(sk.cfg.record_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         if (sk.record_fd < 0) {

@@ -80,6 +80,18 @@ static void err_reply(struct smtp_server *s, const char *line)
     }
 }
 
+/* The message's body bytes so far: kept, or only counted. */
+static uint64_t msg_len(const struct smtp_server *s)
+{
+    return s->cfg.discard_data ? s->msg_counted : buf_used(&s->msg);
+}
+
+static void msg_reset(struct smtp_server *s)
+{
+    buf_reset(&s->msg);
+    s->msg_counted = 0;
+}
+
 static void reset_txn(struct smtp_server *s)
 {
     s->mail_done = 0;
@@ -90,6 +102,7 @@ static void reset_txn(struct smtp_server *s)
         buf_free(&s->msg);
     else
         buf_reset(&s->msg);
+    s->msg_counted = 0;
     s->too_big = 0;
     s->bdat_used = 0;
     s->bdat_last = 0;
@@ -410,7 +423,7 @@ static void cmd_data(struct smtp_server *s, size_t alen)
         err_reply(s, "554 5.5.1 Error: no valid recipients");
     } else {
         reply(s, "354 End data with <CR><LF>.<CR><LF>");
-        buf_reset(&s->msg);
+        msg_reset(s);
         s->too_big = 0;
         s->data_bol = 1;
         s->data_cr = 0;
@@ -450,7 +463,7 @@ static void cmd_bdat(struct smtp_server *s, const char *arg, size_t alen)
         s->bdat_fail = 3;
     if (!s->bdat_fail) {
         if (!s->bdat_used) {
-            buf_reset(&s->msg);
+            msg_reset(s);
             s->too_big = 0;
             s->strict_cr = 0;
             s->bare_seen = 0;
@@ -639,6 +652,12 @@ static void take(struct smtp_server *s, const uint8_t *p, size_t n)
 {
     if (n == 0 || s->too_big)
         return;
+    if (s->cfg.discard_data) {
+        s->msg_counted += n;
+        if (s->msg_counted > s->cfg.max_message_size)
+            s->too_big = 1;
+        return;
+    }
     if (buf_used(&s->msg) + n > s->cfg.max_message_size || !buf_append(&s->msg, p, n)) {
         /* Keep reading to the end so the stream stays in sync, but stop
          * holding memory for a message we will refuse. */
@@ -786,7 +805,7 @@ static enum smtp_server_event_kind bdat_step(struct smtp_server *s)
     if (s->bdat_last)
         return data_done(s);
     char line[64];
-    snprintf(line, sizeof(line), "250 2.0.0 %zu octets received", buf_used(&s->msg));
+    snprintf(line, sizeof(line), "250 2.0.0 %llu octets received", (unsigned long long)msg_len(s));
     reply(s, line);
     return SMTP_SRV_EV_NONE;
 }
@@ -881,7 +900,7 @@ int smtp_server_envelope(struct smtp_server *s, struct smtp_server_envelope *e)
     e->rcpts = s->rcpt_ptr;
     e->nrcpts = s->nrcpts;
     e->data = buf_used(&s->msg) ? buf_peek(&s->msg) : (const uint8_t *)"";
-    e->data_len = buf_used(&s->msg);
+    e->data_len = (size_t)msg_len(s);
     e->tls = s->tls_active;
     return 1;
 }

@@ -130,6 +130,9 @@ struct smtp_server_config {
     int offer_auth;
     int strict_data;
     int check_addrs;
+    /* The body is counted, not kept (a sink that does not record what it
+     * received): the envelope's data is empty, data_len the count. */
+    int discard_data;
     /* Test overrides (single reply lines without CRLF, NULL: normal): */
     const char *data_reply;     /* default final reply to every message */
     const char *starttls_reply; /* reply to STARTTLS instead of 220 */
@@ -199,6 +202,7 @@ struct smtp_server {
     size_t nrcpts;
     struct buf msg;             /* message data */
     int too_big;                /* data exceeded the limit; discarding */
+    uint64_t msg_counted;       /* body bytes, with discard_data */
     int data_bol;               /* DATA: at the start of a line */
     int data_cr;                /* DATA: last byte taken was CR */
     int strict_cr;              /* strict_data: last content byte was CR */

@@ -270,13 +270,9 @@ void srv_conn_finish(struct srv_io *io, struct srv_conn *c)
     srv_conn_close(io, c, SRV_CLOSE_GRACEFUL);
 }
 
-void srv_conn_tls_data(struct srv_io *io, struct srv_conn *c, const uint8_t *p, size_t n,
-                       struct buf *plain, const struct srv_tls_hooks *h, void *ctx)
+static void tls_data_lent(struct srv_io *io, struct srv_conn *c, struct buf *plain,
+                          const struct srv_tls_hooks *h, void *ctx)
 {
-    if (!tls_conn_feed(c->tls, p, n)) {
-        srv_conn_close(io, c, SRV_CLOSE_ABORT);
-        return;
-    }
     if (!c->tls_done) {
         enum tls_status st = tls_conn_handshake(c->tls);
         srv_conn_take_tls(c);
@@ -302,6 +298,20 @@ void srv_conn_tls_data(struct srv_io *io, struct srv_conn *c, const uint8_t *p, 
         srv_conn_finish(io, c);
     else if (st == TLS_ERROR)
         h->failed(ctx, c, 0);
+}
+
+void srv_conn_tls_data(struct srv_io *io, struct srv_conn *c, const uint8_t *p, size_t n,
+                       struct buf *plain, const struct srv_tls_hooks *h, void *ctx)
+{
+    /* Read in place: p is the ring's buffer, back in the ring once we
+     * return, so what TLS left unread is copied before (tls.h). */
+    if (!tls_conn_lend(c->tls, p, n)) {
+        srv_conn_close(io, c, SRV_CLOSE_ABORT);
+        return;
+    }
+    tls_data_lent(io, c, plain, h, ctx);
+    if (c->tls && !tls_conn_unlend(c->tls))
+        srv_conn_close(io, c, SRV_CLOSE_ABORT);
 }
 
 /* --- completions --------------------------------------------------------- */

@@ -522,10 +522,9 @@ static void conn_pump(struct worker *w, struct conn *c)
     }
 }
 
-static void on_bytes(struct worker *w, struct conn *c, const uint8_t *p, size_t n)
+static void on_bytes_lent(struct worker *w, struct conn *c, const uint8_t *p, size_t n)
 {
     if (c->tls) {
-        tls_conn_feed(c->tls, p, n);
         if (!c->tls_done) {
             enum tls_status st = tls_conn_handshake(c->tls);
             if (st == TLS_ERROR) {
@@ -577,6 +576,20 @@ static void on_bytes(struct worker *w, struct conn *c, const uint8_t *p, size_t 
     }
     if (conn_flush(w, c))
         conn_touch(w, c);
+}
+
+/* A receive's bytes: TLS reads them in place (p is a ring buffer, given
+ * back once this returns; tls.h, tls_conn_lend), the rest is copied. */
+static void on_bytes(struct worker *w, struct conn *c, const uint8_t *p, size_t n)
+{
+    struct tls_conn *t = c->tls;
+    if (t && !tls_conn_lend(t, p, n)) {
+        conn_fail(w, c, "out of memory", FAIL_TRANSIENT);
+        return;
+    }
+    on_bytes_lent(w, c, p, n);
+    if (t && !tls_conn_unlend(t) && c->state != CONN_CLOSING)
+        conn_fail(w, c, "out of memory", FAIL_TRANSIENT);
 }
 
 struct conn *conn_open(struct worker *w, struct dest *d)

@@ -534,6 +534,64 @@ static void test_message_reply(void)
     smtp_server_cleanup(&s);    /* twice is safe */
 }
 
+/* discard_data: the body is counted (as unstuffed), never kept; the limit
+ * still holds. */
+static void test_discard_data(void)
+{
+    struct smtp_server_config cfg = base_cfg;
+    cfg.discard_data = 1;
+    static const struct {
+        const char *in;
+        size_t want_len;    /* 0: refused (over the limit) */
+    } cases[] = {
+        {TXN "..x\r\nab\r\n.\r\n", 8},                        /* ".x\r\nab\r\n" */
+        {"EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nBDAT 3\r\nabcBDAT 2 LAST\r\nde", 5},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        for (size_t chunk = 0; chunk <= 2; chunk++) {
+            struct smtp_server s;
+            CHECK(smtp_server_init(&s, &cfg));
+            const char *in = cases[i].in;
+            size_t len = strlen(in), off = 0, step = chunk ? chunk : len;
+            int got = 0;
+            while (off < len || !got) {
+                size_t k = off < len ? (len - off < step ? len - off : step) : 0;
+                if (k)
+                    CHECK(smtp_server_feed(&s, (const uint8_t *)in + off, k));
+                off += k;
+                struct smtp_server_event ev = smtp_server_next(&s);
+                if (ev.kind == SMTP_SRV_EV_MESSAGE) {
+                    struct smtp_server_envelope e;
+                    CHECK(smtp_server_envelope(&s, &e));
+                    CHECK_INT(e.data_len, cases[i].want_len);
+                    CHECK(e.data != NULL && e.data[0] == '\0');
+                    smtp_server_message_reply(&s, NULL);
+                    got = 1;
+                }
+                size_t n;
+                smtp_server_output(&s, &n);
+                smtp_server_output_consume(&s, n);
+                if (off >= len && ev.kind == SMTP_SRV_EV_NONE)
+                    break;
+            }
+            CHECK(got);
+            smtp_server_cleanup(&s);
+        }
+    }
+    /* Over the limit: refused, as when kept. */
+    static char in[2048];
+    size_t n = (size_t)snprintf(in, sizeof(in), TXN);
+    for (size_t k = 0; k < 1001 - 2; k++)
+        in[n++] = 'x';
+    static const char tail[] = "\r\n.\r\n";
+    memcpy(in + n, tail, sizeof(tail));
+    struct run r;
+    talk(&cfg, in, 0, &r);
+    CHECK_INT(r.nmsgs, 0);
+    CHECK(strstr((const char *)r.out.data, "552 5.3.4 Error: message size exceeds fixed limit\r\n"));
+    run_free(&r);
+}
+
 int main(void)
 {
     RUN(test_ehlo_caps);
@@ -547,5 +605,6 @@ int main(void)
     RUN(test_bad_commands);
     RUN(test_line_too_long);
     RUN(test_message_reply);
+    RUN(test_discard_data);
     return check_finish();
 }

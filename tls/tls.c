@@ -107,6 +107,8 @@ struct tls_conn {
     BIO *rbio, *wbio;                   /* owned by ssl */
     struct buf out;                     /* ciphertext to send (the wbio appends) */
     struct buf in;                      /* ciphertext fed, not yet read (the rbio reads) */
+    const uint8_t *lent;                /* tls_conn_lend: the caller's bytes, read after in */
+    size_t lent_len;
     struct tls_client_ctx *cctx;        /* NULL for a server conn */
     enum tls_tier tier;
     enum tls_verify_mode mode;
@@ -624,17 +626,29 @@ static int buf_bio_write(BIO *b, const char *p, int n)
     return n;
 }
 
+/* The read BIO's data is the conn: the fed buffer first, then the bytes
+ * lent by the caller (tls_conn_lend), read in place. */
 static int buf_bio_read(BIO *b, char *p, int n)
 {
-    struct buf *in = BIO_get_data(b);
+    struct tls_conn *t = BIO_get_data(b);
     BIO_clear_retry_flags(b);
-    size_t k = buf_used(in) < (size_t)(n > 0 ? n : 0) ? buf_used(in) : (size_t)(n > 0 ? n : 0);
+    size_t want = (size_t)(n > 0 ? n : 0);
+    size_t k;
+    if (buf_used(&t->in)) {
+        k = buf_used(&t->in) < want ? buf_used(&t->in) : want;
+        memcpy(p, buf_peek(&t->in), k);
+        buf_consume(&t->in, k);
+    } else {
+        k = t->lent_len < want ? t->lent_len : want;
+        if (k)
+            memcpy(p, t->lent, k);
+        t->lent += k;
+        t->lent_len -= k;
+    }
     if (k == 0) {
         BIO_set_retry_read(b);   /* SSL_ERROR_WANT_READ: feed more */
         return -1;
     }
-    memcpy(p, buf_peek(in), k);
-    buf_consume(in, k);
     return (int)k;
 }
 
@@ -642,8 +656,10 @@ static long buf_bio_ctrl(BIO *b, int cmd, long larg, void *parg)
 {
     (void)larg;
     (void)parg;
-    if (cmd == BIO_CTRL_PENDING)
-        return (long)buf_used((const struct buf *)BIO_get_data(b));
+    if (cmd == BIO_CTRL_PENDING) {   /* only the read BIO is asked */
+        const struct tls_conn *t = BIO_get_data(b);
+        return (long)(buf_used(&t->in) + t->lent_len);
+    }
     return cmd == BIO_CTRL_FLUSH;   /* nothing is held back: flushed */
 }
 
@@ -1085,7 +1101,7 @@ static struct tls_conn *conn_new(SSL_CTX *ctx, const BIO_METHOD *buf_method)
     }
     BIO_set_data(t->wbio, &t->out);
     BIO_set_init(t->wbio, 1);
-    BIO_set_data(t->rbio, &t->in);   /* empty: reads as "retry" (buf_bio_read) */
+    BIO_set_data(t->rbio, t);   /* nothing fed: reads as "retry" (buf_bio_read) */
     BIO_set_init(t->rbio, 1);
     SSL_set_bio(t->ssl, t->rbio, t->wbio);
     SSL_set_app_data(t->ssl, t);
@@ -1190,6 +1206,24 @@ void tls_conn_free(struct tls_conn *t)
 int tls_conn_feed(struct tls_conn *t, const uint8_t *p, size_t n)
 {
     return buf_append(&t->in, p, n);   /* read through t->rbio */
+}
+
+int tls_conn_lend(struct tls_conn *t, const uint8_t *p, size_t n)
+{
+    if (t->lent_len || buf_used(&t->in))
+        return tls_conn_unlend(t) && buf_append(&t->in, p, n);   /* behind what waits */
+    t->lent = p;
+    t->lent_len = n;
+    return 1;
+}
+
+int tls_conn_unlend(struct tls_conn *t)
+{
+    size_t n = t->lent_len;
+    const uint8_t *p = t->lent;
+    t->lent = NULL;
+    t->lent_len = 0;
+    return n == 0 || buf_append(&t->in, p, n);
 }
 
 /* output_ok: everything BoringSSL wrote reached the output buffer (an
