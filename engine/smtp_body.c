@@ -149,6 +149,8 @@ static void walk(const uint8_t *d, size_t len, int dotted, emit_fn emit, void *c
  */
 static size_t line_dot(const uint8_t *d, size_t len, size_t i)
 {
+    if (i >= len)
+        return len;
     size_t k = i - 1;           /* candidate LF positions: k, k + 1, ... */
 #ifdef HAVE_AVX2_PATH
     if (have_avx2() && line_dot_avx2(d, len, &k))
@@ -326,4 +328,9 @@ int smtp_body_scan(const uint8_t *d, size_t len, int *eight_bit)
         bad = 1;
     *eight_bit = (high & 0x80) != 0;
     return bad == 0;
+}
+
+size_t smtp_body_line_dot(const uint8_t *data, size_t len, size_t i)
+{
+    return line_dot(data, len, i < 1 ? 1 : i);
 }

@@ -60,4 +60,10 @@ int smtp_body_encode_chunk(struct buf *out, const uint8_t *data, size_t len);
  * the caller may send data as it is, and its length is the chunk's. */
 int smtp_body_scan(const uint8_t *data, size_t len, int *eight_bit);
 
+/* smtp_body_line_dot returns the offset of the first '.' at or after i
+ * (i >= 1) whose previous byte is an LF, or len when there is none: in
+ * SMTP data the only bytes where dot-stuffing and the end marker can be.
+ * 32 or 16 bytes a step (the server's DATA reader jumps between them). */
+size_t smtp_body_line_dot(const uint8_t *data, size_t len, size_t i);
+
 #endif

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "engine/auth.h"
+#include "engine/smtp_body.h"
 #include "queue/queue.h"
 
 /* Above this a finished transaction gives its message memory back, so an
@@ -703,12 +704,19 @@ static void scan_line_ends(struct smtp_server *s, const uint8_t *p, size_t n)
 }
 
 /* DATA body: copies unstuffed data and returns 1 at CRLF "." CRLF, 0 when
- * it needs more input. Bytes are copied in spans between dot-lines. */
+ * it needs more input. Bytes are copied in spans between dot-lines. Only
+ * a '.' after an LF can change anything (a stuffed dot, the end), so the
+ * scan jumps from one to the next (smtp_body_line_dot, 32 bytes a step);
+ * a line-by-line memchr here was 8% of the sink's CPU with 100 KiB
+ * bodies. A line starts after CRLF only: a '.' after a bare LF is data
+ * (SMTP smuggling). data_bol: the next byte starts a line; data_cr: the
+ * last byte of the previous input was a CR. */
 static int data_step(struct smtp_server *s)
 {
     const uint8_t *start = buf_peek(&s->in);
     const uint8_t *end = start + buf_used(&s->in);
     const uint8_t *p = start, *span = start;
+    size_t len = (size_t)(end - start);
     int done = 0;
 
     while (p < end) {
@@ -736,15 +744,24 @@ static int data_step(struct smtp_server *s)
             if (p >= end)
                 break;
         }
-        const uint8_t *q = memchr(p, '\n', (size_t)(end - p));
-        if (q == NULL) {
-            s->data_cr = end[-1] == '\r';
-            p = end;
-            break;
+        size_t off = (size_t)(p - start);
+        size_t dot = smtp_body_line_dot(start, len, off + 1);
+        if (dot < len) {
+            size_t lf = dot - 1;    /* >= off */
+            s->data_bol = lf > 0 ? start[lf - 1] == '\r' : s->data_cr;
+            s->data_cr = 0;
+            p = start + dot;        /* a line's first byte, or data after a bare LF */
+            continue;
         }
-        s->data_bol = q > p ? q[-1] == '\r' : s->data_cr;
-        s->data_cr = 0;
-        p = q + 1;
+        /* No LF-dot left: what the next input starts with. */
+        if (end[-1] == '\n') {
+            s->data_bol = len > 1 ? end[-2] == '\r' : s->data_cr;
+            s->data_cr = 0;
+        } else {
+            s->data_bol = 0;
+            s->data_cr = end[-1] == '\r';
+        }
+        p = end;
     }
     take(s, span, (size_t)(p - span));
     scan_line_ends(s, start, (size_t)(p - start));

@@ -534,6 +534,64 @@ static void test_message_reply(void)
     smtp_server_cleanup(&s);    /* twice is safe */
 }
 
+/* ref_unstuff: the DATA rules byte by byte (a line starts after CRLF; a
+ * '.' starting a line is dropped, or with CRLF ends the data). Returns the
+ * unstuffed length written to out, or -1 without an end marker. */
+static long ref_unstuff(const char *b, size_t n, char *out)
+{
+    size_t o = 0;
+    int bol = 1;
+    for (size_t i = 0; i < n;) {
+        if (bol && b[i] == '.') {
+            if (i + 2 < n && b[i + 1] == '\r' && b[i + 2] == '\n')
+                return (long)o;
+            i++;
+            bol = 0;
+            continue;
+        }
+        out[o++] = b[i];
+        bol = b[i] == '\n' && i > 0 && b[i - 1] == '\r';
+        i++;
+    }
+    return -1;
+}
+
+/* The DATA reader (which jumps between LF-dot pairs) against ref_unstuff
+ * on random bodies of '.', CR, LF and letters, fed in pieces of every
+ * size from 1 to 9 and whole. */
+static void test_data_random(void)
+{
+    unsigned seed = 12345;
+    for (int round = 0; round < 300; round++) {
+        char body[700], want[700], in[1024];
+        size_t n = 0, len = 1 + (size_t)(seed % 600);
+        for (; n < len; n++) {
+            seed = seed * 1103515245u + 12345u;
+            static const char alpha[] = ".\r\n.ab\r\nx";
+            body[n] = alpha[(seed >> 16) % (sizeof(alpha) - 1)];
+        }
+        memcpy(body + n, "\r\n.\r\n", 5);
+        n += 5;
+        long wl = ref_unstuff(body, n, want);
+        CHECK(wl >= 0);
+        int k = snprintf(in, sizeof(in), TXN);
+        memcpy(in + k, body, n);
+        in[k + n] = '\0';
+        if (memchr(body, '\0', n))
+            continue;
+        for (size_t chunk = 0; chunk <= 9; chunk++) {
+            struct run r;
+            talk(&base_cfg, in, chunk, &r);
+            CHECK_INT(r.nmsgs, 1);
+            if (r.nmsgs == 1 && (buf_used(&r.data[0]) != (size_t)wl ||
+                                 memcmp(r.data[0].data, want, (size_t)wl) != 0))
+                CHECK_FAILF("round %d chunk %zu: %zu bytes, want %ld", round, chunk,
+                            buf_used(&r.data[0]), wl);
+            run_free(&r);
+        }
+    }
+}
+
 /* discard_data: the body is counted (as unstuffed), never kept; the limit
  * still holds. */
 static void test_discard_data(void)
@@ -606,5 +664,6 @@ int main(void)
     RUN(test_line_too_long);
     RUN(test_message_reply);
     RUN(test_discard_data);
+    RUN(test_data_random);
     return check_finish();
 }
