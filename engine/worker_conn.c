@@ -771,7 +771,7 @@ static void conn_fail(struct worker *w, struct conn *c, const char *reason, enum
              * possible duplicate, never a loss); count and log it. */
             w->st.in_doubt++;
             fprintf(stderr, "tern: %s: message %s: connection lost after the final dot (%s); "
-                            "retrying, possible duplicate\n", d->domain, j->m->id, reason);
+                            "retrying, possible duplicate\n", j->d->domain, j->m->id, reason);
         }
         /* A peer dropping a working connection costs a reconnect, not a
          * delivery attempt, unless this message keeps meeting it. */

@@ -103,6 +103,10 @@ static int forget_if_unused(void *ctx, struct age_node *a)
 {
     struct worker *w = ctx;
     struct dest *d = dest_of(a);
+    /* Left on its site's list with nothing ready (its own connections
+     * took the rest): only the list's head is ever taken off as empty. */
+    if (d->slisted && d->nready == 0)
+        site_unlist(d);
     if (w->now_ms - d->last_used_ms < w->cfg->destination_forget_ms || !dest_unused(w, d) ||
         !dest_counters_out(w, d))
         return 0;

@@ -610,7 +610,9 @@ static int load_store(struct tls_client_ctx *c, const char *ca_file,
 /*
  * The conn's BIOs are views of two struct bufs (BIO_get_data): the write
  * BIO appends each record BoringSSL writes straight to the output buffer,
- * the read BIO hands it what tls_conn_feed appended to the input buffer.
+ * the read BIO hands it what tls_conn_feed appended to the input buffer,
+ * then what tls_conn_lend lent (read where it lies, in the caller's
+ * receive buffer).
  * Mem BIOs cost more: one more copy of every byte sent (in on SSL_write,
  * out to our buffer; with 100 KiB bodies the engine spent a third of its
  * CPU in memmove), and on the receiving side a move of all unread bytes
