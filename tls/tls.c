@@ -1207,7 +1207,8 @@ void tls_conn_free(struct tls_conn *t)
 
 int tls_conn_feed(struct tls_conn *t, const uint8_t *p, size_t n)
 {
-    return buf_append(&t->in, p, n);   /* read through t->rbio */
+    /* behind anything still lent: the reader takes in before lent */
+    return tls_conn_unlend(t) && buf_append(&t->in, p, n);   /* read through t->rbio */
 }
 
 int tls_conn_lend(struct tls_conn *t, const uint8_t *p, size_t n)
