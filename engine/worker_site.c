@@ -55,7 +55,7 @@ static int may_share(const struct worker *w, const struct dest *d)
            d->cert_plaintext_until_ms <= w->now_ms;
 }
 
-static struct site *site_find(struct worker *w, const struct dest *d)
+static struct site *site_find(const struct dest *d)
 {
     struct mxhost *h = d->host;
     for (struct site *s = h->sites; s; s = s->next)
@@ -65,7 +65,6 @@ static struct site *site_find(struct worker *w, const struct dest *d)
     struct site *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return NULL;   /* d goes without one: its own connections only */
-    (void)w;
     s->pol = d->pol;
     memcpy(&s->addr, &d->hop.addr, d->hop.addrlen);
     s->addrlen = d->hop.addrlen;
@@ -123,7 +122,7 @@ void site_dest_detach(struct dest *d)
 
 void site_dest_update(struct worker *w, struct dest *d)
 {
-    struct site *s = may_share(w, d) ? site_find(w, d) : NULL;
+    struct site *s = may_share(w, d) ? site_find(d) : NULL;
     if (s == d->site)
         return;
     site_dest_detach(d);
