@@ -69,16 +69,6 @@ static struct job *conn_jobs_take(struct conn *c)
     return rev;
 }
 
-/* requeue: j goes back to the front of its destination's ready list, to
- * be sent again by c or another connection. A site's message (j->d is
- * not c->d) is scheduled again through its own destination. */
-static void requeue(struct worker *w, struct conn *c, struct job *j)
-{
-    dest_requeue_front(j->d, j);
-    if (j->d != c->d)
-        worker_mark_dirty(w, j->d);
-}
-
 /* body_unsent: bytes of this connection are still waiting to go out (in
  * state BODY: the body has not all been sent). */
 static int body_unsent(const struct conn *c)
@@ -471,7 +461,7 @@ static void conn_pump(struct worker *w, struct conn *c)
             if (jd != c->d)
                 w->st.txns_shared++;
             if (j && t->resend)
-                requeue(w, c, j);   /* never seen by the receiver: again, no attempt */
+                job_requeue(w, c, j);   /* never seen by the receiver: again, no attempt */
             else if (j)
                 outcome_txn(w, c, j);
             if (c->smtp.state == SMTP_ST_QUIT && !c->quitting) {
@@ -697,7 +687,7 @@ static void conn_close(struct worker *w, struct conn *c)
     /* a fallback: the messages go back without counting an attempt */
     for (struct job *j = conn_jobs_take(c), *n; j; j = n) {
         n = j->next;
-        requeue(w, c, j);
+        job_requeue(w, c, j);
     }
     site_conn_avail(c, 0);
     if (c->site) {
@@ -778,7 +768,7 @@ static void conn_fail(struct worker *w, struct conn *c, const char *reason, enum
         if (++j->lost_conns >= JOB_LOST_CONNS_MAX && lost_busy)
             outcome_defer(w, j, reason);
         else
-            requeue(w, c, j);
+            job_requeue(w, c, j);
     }
     w->st.conn_failures++;
     if (w->e->verbose)

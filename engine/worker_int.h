@@ -646,6 +646,11 @@ void outcome_fail(struct worker *w, struct job *j, const char *reason);
 /* outcome_bad: a malformed entry (m->bad) is set aside; frees m. */
 void outcome_bad(struct worker *w, struct queue_msg *m);
 void dest_requeue_front(struct dest *d, struct job *j);
+/* job_requeue: j, taken off connection c, goes back to the front of its
+ * own destination's ready list, to be sent again by c or another
+ * connection; a site's message (j->d is not c->d) has its destination
+ * scheduled again. */
+void job_requeue(struct worker *w, const struct conn *c, struct job *j);
 void dest_defer_all(struct worker *w, struct dest *d, const char *reason);
 /* job_new: a zeroed job, from the worker's pool when it has one; NULL
  * when out of memory. job_free: releases the job's message and keeps the

@@ -56,6 +56,13 @@ void dest_requeue_front(struct dest *d, struct job *j)
     d->nready++;
 }
 
+void job_requeue(struct worker *w, const struct conn *c, struct job *j)
+{
+    dest_requeue_front(j->d, j);
+    if (j->d != c->d)
+        worker_mark_dirty(w, j->d);   /* a site's message: scheduled through its own */
+}
+
 void stats_tls_mix(struct worker_stats *st, const char *name)
 {
     for (int i = 0; i < st->nmix; i++) {
@@ -404,9 +411,7 @@ void outcome_txn(struct worker *w, struct conn *c, struct job *j)
         /* Recipients left for a new transaction (452, or the limit per
          * transaction): first in line, so this connection sends them
          * next, or the next connection if this one goes. */
-        dest_requeue_front(j->d, j);
-        if (j->d != c->d)
-            worker_mark_dirty(w, j->d);
+        job_requeue(w, c, j);
         return;
     }
     record_outcome(w, c, j, reply, t->reply.esc, 0);
