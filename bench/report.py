@@ -182,6 +182,8 @@ def table(meta, workloads, peers, runs):
             rate += "; share_connections = no (each destination its own connections)"
         elif str(w.get("share")) == "1" and not str(w.get("workload")).startswith("sink"):
             rate += "; one site (all destinations on one MX address share connections)"
+        if w.get("sink_threads") and meta.get("sink_threads") == "per workload":
+            rate += "; sink threads %s" % w["sink_threads"]
         out.append("%-20s %8s %7s %6s %6s %9s  %s%s\n" % (w["workload"], w["messages"], w["size"], w["rcpts"],
                                                        w["destinations"], w["msgs_per_conn"], tls, rate))
     out.append("\n")
@@ -241,7 +243,7 @@ def main():
             "machine": {"cores": num(meta.get("cores")), "cpu": meta.get("cpu"),
                         "kernel": meta.get("kernel"), "load": meta.get("load")},
             "settings": {"aof": meta.get("aof"), "engine_threads": num(meta.get("threads")),
-                         "sink_threads": num(meta.get("sink_threads")), "runs": num(meta.get("runs")),
+                         "sink_threads": num(meta.get("sink_threads")) if meta.get("sink_threads") != "per workload" else "per workload", "runs": num(meta.get("runs")),
                          "sink_chunking": meta.get("sink_chunking") == "1",
                          "conns_per_dest": num(meta.get("conns_per_dest")) if meta.get("conns_per_dest") else None,
                          "tern_set": meta.get("tern_set").split(";") if meta.get("tern_set") else [],

@@ -68,6 +68,10 @@ for w in doc["workloads"]:
         assert r["sink_records"] == n and r["sha_ok"] == n, "%s: %s of %s SHA-256 equal" % (w["name"], r["sha_ok"], n)
         assert r["accepted_msgs_per_s"] > 0, w["name"] + ": no accepted rate"
         assert (r["listener_auth_ok"] > 0) == (w["name"] == "listener-auth"), w["name"] + ": AUTH"
+threads = {w["name"]: w["params"]["sink_threads"] for w in doc["workloads"]}
+cores = min(doc["machine"]["cores"], 64)
+assert threads["tail"] == threads["sink-tail"] == cores and threads["bulk"] == threads["large"] == 1, threads
+assert doc["settings"]["sink_threads"] == "per workload", doc["settings"]["sink_threads"]
 tail = [w for w in doc["workloads"] if w["name"] == "tail"][0]["runs"][0]
 assert tail["conns"] == tail["delivered"], "tail: one message per connection"
 assert tail["hs_resumed"] > 0, "tail: no resumed handshake"
