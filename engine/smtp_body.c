@@ -97,7 +97,7 @@ static size_t find_eol(const uint8_t *d, size_t len, size_t i,
  * walk is the general one, for a body with any line ends: a piece per
  * line. Bodies already canonical take walk_canonical below instead.
  */
-typedef void (*emit_fn)(void *ctx, const uint8_t *p, size_t n);
+typedef smtp_body_emit_fn emit_fn;
 
 static void walk(const uint8_t *d, size_t len, int dotted, emit_fn emit, void *ctx)
 {
@@ -214,6 +214,12 @@ static void walk_any(const uint8_t *d, size_t len, int dotted, int canonical,
         walk_canonical(d, len, emit, ctx);
     else if (len > 0)
         emit(ctx, d, len);
+}
+
+void smtp_body_walk(const uint8_t *data, size_t len, int dotted, int canonical,
+                    smtp_body_emit_fn emit, void *ctx)
+{
+    walk_any(data, len, dotted, canonical, emit, ctx);
 }
 
 static void emit_buf(void *ctx, const uint8_t *p, size_t n)

@@ -42,6 +42,19 @@ int smtp_body_encode(struct buf *out, const uint8_t *data, size_t len);
  * encoder's own scan. */
 int smtp_body_encode_scanned(struct buf *out, const uint8_t *data, size_t len, int canonical);
 
+/* smtp_body_walk hands the encoded form of data[0..len) to emit, in order,
+ * as runs instead of appending it to a buffer: the DATA form when dotted,
+ * else the BDAT form; canonical is smtp_body_scan's answer for data (a
+ * wrong 1 would send bare CRs and LFs). A canonical body comes as long
+ * runs that point into data itself (between stuffed dots, or the whole
+ * body), the rest as short pieces (a stuffed '.', a CRLF, the terminator)
+ * that may point into static storage: a caller that keeps a pointer
+ * rather than copying (smtp_client's output references) may keep only
+ * the ones inside data, which live as long as data does. */
+typedef void (*smtp_body_emit_fn)(void *ctx, const uint8_t *p, size_t n);
+void smtp_body_walk(const uint8_t *data, size_t len, int dotted, int canonical,
+                    smtp_body_emit_fn emit, void *ctx);
+
 /* smtp_body_encoded_len returns the exact number of bytes smtp_body_encode
  * would append for the same input. */
 size_t smtp_body_encoded_len(const uint8_t *data, size_t len);

@@ -70,6 +70,106 @@ static void fail(struct smtp_client *c, const char *reason,
     c->pending_starttls = 0;
 }
 
+/* ---- output: the buffer and the body references ---- */
+
+const uint8_t *smtp_client_output(const struct smtp_client *c, size_t *n)
+{
+    size_t used = buf_used(&c->out);
+    if (c->nrefs > 0) {
+        const struct smtp_out_ref *r = &c->refs[c->ref_head];
+        size_t before = (size_t)(r->at - c->out_taken);   /* out's bytes ahead of it */
+        if (before == 0) {
+            *n = r->n;
+            return r->p;
+        }
+        used = before;
+    }
+    *n = used;
+    /* Never form NULL + 0 (undefined) for a buffer that never grew. */
+    return used ? buf_peek(&c->out) : (const uint8_t *)"";
+}
+
+void smtp_client_output_consume(struct smtp_client *c, size_t n)
+{
+    if (c->nrefs > 0 && c->refs[c->ref_head].at == c->out_taken) {
+        struct smtp_out_ref *r = &c->refs[c->ref_head];
+        r->p += n;
+        r->n -= n;
+        if (r->n == 0) {
+            c->ref_head = (c->ref_head + 1) % SMTP_OUT_REFS_MAX;
+            c->nrefs--;
+        }
+        return;
+    }
+    buf_consume(&c->out, n);
+    c->out_taken += n;
+}
+
+/* out_body queues a piece of a body: a long run of m's data as a
+ * reference, anything else (and a run when the ring is full) as a copy. */
+struct body_out {
+    struct smtp_client *c;
+    const struct smtp_msg *m;
+};
+
+static void out_body(void *ctx, const uint8_t *p, size_t n)
+{
+    struct body_out *b = ctx;
+    struct smtp_client *c = b->c;
+    const uint8_t *d = b->m->data;
+    int inside = n > 0 && p >= d && n <= b->m->data_len && (size_t)(p - d) <= b->m->data_len - n;
+    if (n < SMTP_OUT_REF_MIN || !inside || c->nrefs == SMTP_OUT_REFS_MAX) {
+        buf_append(&c->out, p, n);      /* sticky error; the callers check it */
+        return;
+    }
+    struct smtp_out_ref *r = &c->refs[(c->ref_head + c->nrefs) % SMTP_OUT_REFS_MAX];
+    r->at = c->out_taken + buf_used(&c->out);
+    r->p = p;
+    r->n = n;
+    c->nrefs++;
+}
+
+static void queue_body(struct smtp_client *c, const struct smtp_msg *m, int dotted, int canonical)
+{
+    struct body_out b = {c, m};
+    smtp_body_walk(m->data, m->data_len, dotted, canonical, out_body, &b);
+}
+
+/* refs_into: a reference still unsent points into m's data. */
+static int refs_into(const struct smtp_client *c, const struct smtp_msg *m)
+{
+    if (m == NULL)
+        return 0;
+    for (size_t i = 0; i < c->nrefs; i++) {
+        const struct smtp_out_ref *r = &c->refs[(c->ref_head + i) % SMTP_OUT_REFS_MAX];
+        if (r->p >= m->data && (size_t)(r->p - m->data) < m->data_len)
+            return 1;
+    }
+    return 0;
+}
+
+/* refs_copy turns the whole output into bytes of its buffer, in order, so
+ * that no reference outlives its message. Returns 0 when out of memory
+ * (the output is then dropped: the session is failing anyway). */
+static int refs_copy(struct smtp_client *c)
+{
+    struct buf all;
+    buf_init(&all, 0);
+    size_t n;
+    const uint8_t *p;
+    while ((p = smtp_client_output(c, &n)), n > 0) {
+        buf_append(&all, p, n);
+        smtp_client_output_consume(c, n);
+    }
+    buf_free(&c->out);
+    c->out = all;
+    if (all.err) {
+        buf_reset(&c->out);
+        return 0;
+    }
+    return 1;
+}
+
 /* ---- commands ("enter state") ---- */
 
 static void send_ehlo(struct smtp_client *c, const char *verb)
@@ -165,6 +265,7 @@ static void finish_txn(struct smtp_client *c, int accepted)
      * transaction (PIPELINED TRANSACTIONS in the header). */
     c->after_failure = !accepted && c->nbehind > 0;
     c->promote = c->nbehind > 0;
+    c->done_msg = c->msg;
     c->msg = NULL;
     c->body_sent = 0;
     c->dot_only = 0;
@@ -405,8 +506,8 @@ static void on_reply(struct smtp_client *c, const struct smtp_reply *r)
     case SMTP_ST_DATA:
         if (r->code == 354) {
             if (c->mail_ok && c->rcpt_ok > 0) {
-                if (!smtp_body_encode_scanned(&c->out, c->msg->data, c->msg->data_len,
-                                              c->txn_canonical)) {
+                queue_body(c, c->msg, 1, c->txn_canonical);
+                if (c->out.err) {
                     fail(c, "out of memory", NULL, 0);
                     return;
                 }
@@ -561,6 +662,7 @@ void smtp_client_cleanup(struct smtp_client *c)
 {
     buf_free(&c->in);
     buf_free(&c->out);
+    c->nrefs = 0;
     c->msg = NULL;
 }
 
@@ -596,6 +698,13 @@ static struct smtp_event ev(enum smtp_event_kind kind, const char *reason,
 struct smtp_event smtp_client_next(struct smtp_client *c)
 {
     for (;;) {
+        /* No reference may outlive its message: copy what is unsent before
+         * the event after which the caller may free it. */
+        if (c->nrefs > 0 && ((c->pending_txn_done && refs_into(c, c->done_msg)) ||
+                             c->pending_error || c->pending_closed) && !refs_copy(c)) {
+            c->pending_txn_done = 0;   /* unsent: the caller requeues it after ERROR */
+            fail(c, "out of memory", NULL, 0);
+        }
         if (c->pending_txn_done) {
             c->pending_txn_done = 0;
             return ev(SMTP_EV_TXN_DONE, NULL, &c->txn.reply);
@@ -647,6 +756,8 @@ struct smtp_event smtp_client_next(struct smtp_client *c)
             return ev(SMTP_EV_NONE, NULL, NULL);
         if (c->state == SMTP_ST_QUIT) {
             c->state = SMTP_ST_CLOSED;
+            if (c->nrefs > 0)
+                refs_copy(c);   /* as above; without memory nothing more goes out */
             return ev(SMTP_EV_CLOSED, NULL, NULL);
         }
         fail(c, ERR_EOF, NULL, 0);
@@ -687,12 +798,13 @@ static int addr_ok(const char *a, int may_be_empty)
  * in doubt from here on. */
 static void send_bdat_last(struct smtp_client *c, const struct smtp_msg *m, int as_is)
 {
-    /* Mail in canonical form (the usual case) goes as it is: one copy. */
+    /* Mail in canonical form (the usual case) goes as it is: a large body
+     * as an output reference, no copy. */
     buf_append_str(&c->out, "BDAT ");
     buf_append_u64(&c->out, as_is ? m->data_len : smtp_body_chunk_len(m->data, m->data_len));
     buf_append_str(&c->out, " LAST\r\n");
     if (as_is)
-        buf_append(&c->out, m->data, m->data_len);         /* err checked by the caller */
+        queue_body(c, m, 0, 1);                            /* err checked by the caller */
     else
         smtp_body_encode_chunk(&c->out, m->data, m->data_len);
     c->body_sent = 1;

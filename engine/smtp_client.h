@@ -14,7 +14,7 @@
  *     loop:
  *       smtp_client_feed(bytes from peer)
  *       while ((ev = smtp_client_next()).kind != SMTP_EV_NONE) act on ev
- *       send smtp_client_output() then smtp_client_output_consume()
+ *       send each smtp_client_output() piece, smtp_client_output_consume()
  *
  *   Events:
  *     SMTP_EV_STARTTLS   the peer answered 220 to STARTTLS. The caller must
@@ -145,7 +145,9 @@
  *   call smtp_client_cleanup(). smtp_client_start_txn() copies nothing: the
  *   struct smtp_msg and everything it points to must stay valid until
  *   SMTP_EV_TXN_DONE (or ERROR) for that transaction. The body is encoded
- *   into the output buffer when the 354 arrives.
+ *   into the output when the 354 arrives (with BDAT: at once); its long
+ *   runs are output references into the message's data, not copies (see
+ *   smtp_client_output).
  */
 #ifndef TERN_ENGINE_SMTP_CLIENT_H
 #define TERN_ENGINE_SMTP_CLIENT_H
@@ -158,6 +160,13 @@
 
 #define SMTP_CLIENT_INPUT_MAX   (64 * 1024)
 #define SMTP_MAX_RCPTS_PER_TXN  100
+/* Body runs at least this long go out from the message itself (an output
+ * reference) instead of being copied into the output buffer. Shorter ones
+ * are copied: each output piece becomes its own TLS record (or records),
+ * and a record is up to 16 KiB, so a shorter reference would only add
+ * small records. */
+#define SMTP_OUT_REF_MIN        (16 * 1024)
+#define SMTP_OUT_REFS_MAX       32      /* references queued at once; more are copied */
 #define SMTP_ADDR_MAX           512   /* RFC 5321 path limit is 256; be lenient */
 #define SMTP_HELO_NAME_MAX      255
 #define SMTP_RCPT_TEXT_MAX      160   /* a refused recipient's reply text kept */
@@ -314,6 +323,19 @@ struct smtp_client {
     int behind_canonical;        /* its smtp_body_scan result */
     int quit_after;              /* smtp_client_quit_after: QUIT follows the
                                     last transaction once it is all queued */
+    /* Output references (smtp_client_output): runs of a message's body
+     * sent from the message itself, a ring in output order. at is the
+     * offset in the output stream (out_taken counts the bytes of out
+     * consumed so far) where the run goes, before what out holds from
+     * there on. */
+    struct smtp_out_ref {
+        uint64_t at;
+        const uint8_t *p;
+        size_t n;
+    } refs[SMTP_OUT_REFS_MAX];
+    size_t ref_head, nrefs;
+    uint64_t out_taken;
+    const struct smtp_msg *done_msg;    /* the transaction TXN_DONE ends */
 };
 
 /* smtp_client_init prepares a session in state GREETING. A helo_name that
@@ -381,17 +403,22 @@ int smtp_client_quit(struct smtp_client *c);
  * after an error. */
 int smtp_client_quit_after(struct smtp_client *c);
 
-/* Output: bytes the caller must send, in order. */
-static inline const uint8_t *smtp_client_output(const struct smtp_client *c, size_t *n)
-{
-    *n = buf_used(&c->out);
-    /* Never form NULL + 0 (undefined) for a buffer that never grew. */
-    return *n ? buf_peek(&c->out) : (const uint8_t *)"";
-}
-static inline void smtp_client_output_consume(struct smtp_client *c, size_t n)
-{
-    buf_consume(&c->out, n);
-}
+/* Output: bytes the caller must send, in order, one piece at a time.
+ * smtp_client_output returns the next piece (*n is 0 when there is none)
+ * and smtp_client_output_consume(n) says that n of its bytes (at most *n)
+ * went out; the caller loops until *n is 0:
+ *     while ((p = smtp_client_output(c, &n)), n > 0) { send p, n; consume n }
+ * A piece is either queued command bytes or a run of a message's body
+ * of at least SMTP_OUT_REF_MIN bytes that points into the message itself
+ * (struct smtp_msg's data: no copy of a large body). Such a pointer is
+ * valid until that transaction's TXN_DONE or ERROR: a caller must send (or
+ * copy) the output before it frees a message. smtp_client_next copies
+ * what is still unsent of a message's runs into the output buffer before
+ * it returns the event that ends it (a receiver that answers before the
+ * body was sent), so a caller that flushes after acting on the events
+ * never reads a freed body. */
+const uint8_t *smtp_client_output(const struct smtp_client *c, size_t *n);
+void smtp_client_output_consume(struct smtp_client *c, size_t n);
 
 static inline const struct smtp_caps *smtp_client_caps(const struct smtp_client *c) { return &c->caps; }
 static inline const struct smtp_txn_result *smtp_client_txn(const struct smtp_client *c) { return &c->txn; }

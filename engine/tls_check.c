@@ -494,10 +494,10 @@ static int receive(struct probe *p)
 static int flush(struct probe *p)
 {
     size_t n;
-    const uint8_t *d = smtp_client_output(&p->sc, &n);
+    const uint8_t *d;
     if (p->tls != NULL && !p->tls_up)
         return 1;
-    if (n > 0) {
+    while ((d = smtp_client_output(&p->sc, &n)), n > 0) {
         if (p->tls_up && tls_conn_write(p->tls, d, n) != TLS_OK) {
             tls_failure(p);
             return 0;

@@ -152,8 +152,11 @@ static void conn_arm_recv(struct worker *w, struct conn *c)
 static int conn_flush(struct worker *w, struct conn *c)
 {
     size_t n;
-    const uint8_t *p = smtp_client_output(&c->smtp, &n);
-    if (n && (c->tls == NULL || c->tls_done)) {
+    const uint8_t *p;
+    /* Pieces: queued commands, and long body runs that point into the
+     * job's body (smtp_client_output). Each is encrypted (or copied) now,
+     * while the job is surely alive. */
+    while ((c->tls == NULL || c->tls_done) && (p = smtp_client_output(&c->smtp, &n), n > 0)) {
         if (c->tls) {
             if (tls_conn_write(c->tls, p, n) != TLS_OK) {
                 conn_fail(w, c, tls_conn_error(c->tls), FAIL_TRANSIENT);

@@ -73,13 +73,15 @@ static inline void drv_init(struct drv *d, enum smtp_tls_mode tls,
 static inline void drv_collect(struct drv *d)
 {
     size_t n;
-    const uint8_t *p = smtp_client_output(&d->c, &n);
-    if (d->out_len + n < OUT_CAP) {
-        memcpy(d->out + d->out_len, p, n);
-        d->out_len += n;
-        d->out[d->out_len] = '\0';
+    const uint8_t *p;
+    while ((p = smtp_client_output(&d->c, &n)), n > 0) {
+        if (d->out_len + n < OUT_CAP) {
+            memcpy(d->out + d->out_len, p, n);
+            d->out_len += n;
+            d->out[d->out_len] = '\0';
+        }
+        smtp_client_output_consume(&d->c, n);
     }
-    smtp_client_output_consume(&d->c, n);
 }
 
 /* drv_quit_after: with d->quit_after, QUIT goes behind the last message
