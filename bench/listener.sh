@@ -164,6 +164,7 @@ listener_record_run() {   # workload run dir loadgen_out t0 t1
     {
         printf 'kind=tern workload=%s run=%s messages=%s delivered=%s ' "$w" "$r" "$N" "$(kv delivered "$sum")"
         awk -v a="$5" -v b="$6" -v n="${got:-0}" 'BEGIN{printf "wall_s=%.3f msgs_per_s=%.0f ", b - a, (b > a ? n / (b - a) : 0)}'
+        printf 'steady_msgs_per_s=%s ' "$(kv steady_msgs_per_s "$sum")"
         printf 'accepted=%s accepted_msgs_per_s=%s loadgen_us_per_msg=%s inject_us_per_msg=%s ' "$(kv sent "$4")" \
             "$(kv msgs_per_s "$4")" "$(kv cpu_us_per_msg "$4")" "$(kv cpu_us_per_msg "$4")"
         # tern's CPU over the messages the sink got (the run's idle start

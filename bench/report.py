@@ -58,7 +58,7 @@ def read_runs(path):
         return [{k: num(v) for k, v in parse_kv_line(l).items()} for l in f if l.strip()]
 
 
-MEDIAN_KEYS = ["msgs_per_s", "engine_us_per_msg", "engine_rss_mib", "redis_us_per_msg",
+MEDIAN_KEYS = ["msgs_per_s", "steady_msgs_per_s", "engine_us_per_msg", "engine_rss_mib", "redis_us_per_msg",
                "sink_us_per_msg", "inject_us_per_msg", "loadgen_us_per_msg", "hs_full",
                "hs_resumed", "sink_hs_full", "sink_hs_resumed", "p50_ms", "p99_ms", "max_ms",
                "conns", "peak_conns", "delivered", "accepted_msgs_per_s",
@@ -98,7 +98,7 @@ def fmt(v, f="%.1f"):
     return str(v)
 
 
-COLS = "%-20s %8s %8s %7s %7s %7s %7s %11s %8s %14s %7s %7s %7s %6s\n"
+COLS = "%-20s %8s %8s %8s %7s %7s %7s %7s %11s %8s %14s %7s %7s %7s %6s\n"
 
 
 def busy(r, cores):
@@ -119,7 +119,9 @@ def row(label, r, cores=None):
     if r.get("kind") == "sink":
         hs = "%s/%s" % (fmt(r.get("sink_hs_full"), "%.0f"), fmt(r.get("sink_hs_resumed"), "%.0f"))
     eng = r.get("engine_us_per_msg", r.get("loadgen_us_per_msg"))
-    return COLS % (label, fmt(r.get("msgs_per_s"), "%.0f"), fmt(eng), fmt(r.get("engine_rss_mib")),
+    steady = r.get("steady_msgs_per_s")
+    return COLS % (label, fmt(r.get("msgs_per_s"), "%.0f"), fmt(steady if steady else None, "%.0f"),
+                   fmt(eng), fmt(r.get("engine_rss_mib")),
                    fmt(r.get("redis_us_per_msg")), fmt(r.get("sink_us_per_msg")),
                    fmt(r.get("inject_us_per_msg")), hs, resumed_pct(r), tiers(r),
                    fmt(r.get("p50_ms"), "%.0f"), fmt(r.get("p99_ms"), "%.0f"), fmt(r.get("max_ms"), "%.0f"),
@@ -187,10 +189,10 @@ def table(meta, workloads, peers, runs):
         out.append("%-20s %8s %7s %6s %6s %9s  %s%s\n" % (w["workload"], w["messages"], w["size"], w["rcpts"],
                                                        w["destinations"], w["msgs_per_conn"], tls, rate))
     out.append("\n")
-    out.append(COLS % ("run", "msgs/s", "engine", "RSS", "redis", "sink", "inject", "handshakes", "resumed",
-                       "tiers", "p50", "p99", "max", "busy"))
-    out.append(COLS % ("", "", "us/msg", "MiB", "us/msg", "us/msg", "us/msg", "full/res", "", "p/s/l/plain",
-                       "ms", "ms", "ms", "cpu"))
+    out.append(COLS % ("run", "msgs/s", "steady", "engine", "RSS", "redis", "sink", "inject", "handshakes",
+                       "resumed", "tiers", "p50", "p99", "max", "busy"))
+    out.append(COLS % ("", "", "msgs/s", "us/msg", "MiB", "us/msg", "us/msg", "us/msg", "full/res", "",
+                       "p/s/l/plain", "ms", "ms", "ms", "cpu"))
     cores = num(meta.get("cores"))
     for w in workloads:
         name = w["workload"]
@@ -217,9 +219,10 @@ def table(meta, workloads, peers, runs):
             out.append("peer: %s\n" % p["describe"])
         if p.get("skipped"):
             out.append("peer %s on %s: skipped (%s)\n" % (p["peer"], p.get("workload"), p["skipped"]))
-    out.append("engine/redis/sink/inject: CPU (user+sys) per delivered message; sink row: tern-loadgen's CPU "
-               "in the engine column; latency: enqueue -> receiver's 250; busy: engine + redis + sink CPU "
-               "over the run, in % of all the machine's cores\n")
+    out.append("msgs/s: the whole run; steady: from the 10th to the 90th percentile of deliveries (tern's own "
+               "count, without the start-up and the drain's end); engine/redis/sink/inject: CPU (user+sys) per "
+               "delivered message; sink row: tern-loadgen's CPU in the engine column; latency: enqueue -> "
+               "receiver's 250; busy: engine + redis + sink CPU over the run, in % of all the machine's cores\n")
     if any(str(w.get("workload")).startswith("listener") for w in workloads):
         out.append("listener rows: msgs/s end to end (tern-loadgen's start -> the sink's N-th message), "
                    "inject = tern-loadgen's CPU, engine = the listener and the delivery together\n")

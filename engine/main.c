@@ -140,13 +140,18 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
                 t.mix[t.nmix++] = s->mix[m];
         }
         lat_hist_merge(&t.lat, &s->lat);
+        rate_window_merge(&t.deliveries, &s->deliveries);
     }
     double cpu = (double)ru->ru_utime.tv_sec + (double)ru->ru_utime.tv_usec / 1e6 +
                  (double)ru->ru_stime.tv_sec + (double)ru->ru_stime.tv_usec / 1e6;
     double rate = wall > 0 ? (double)t.delivered / wall : 0;
     double us_per = t.delivered ? cpu * 1e6 / (double)t.delivered : 0;
+    /* Without the start-up and the drain's end (rate_window.h). */
+    double steady = rate_window_steady(&t.deliveries, 0.1, 0.9);
     printf("tern run: %llu messages delivered (%llu recipients) in %.2f s: %.0f msg/s\n",
            (unsigned long long)t.delivered, (unsigned long long)t.rcpts_delivered, wall, rate);
+    if (steady > 0)
+        printf("  steady: %.0f msg/s (from the 10th to the 90th percentile of deliveries)\n", steady);
     printf("  deferred %llu, failed %llu, returned %llu, bounces queued %llu, "
            "in-doubt retries %llu\n",
            (unsigned long long)t.deferred, (unsigned long long)t.failed,
@@ -191,7 +196,7 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
            "wall_s=%.3f msgs_per_s=%.0f cpu_s=%.3f cpu_us_per_msg=%.1f conns=%llu "
            "hs_full=%llu hs_resumed=%llu resume_refused=%llu p50_ms=%u p99_ms=%u "
            "plaintext=%llu max_ms=%u maxrss_kb=%ld pipelined=%llu dests_forgotten=%llu "
-           "dests_live=%llu dests_peak=%llu hosts_forgotten=%llu shared=%llu\n",
+           "dests_live=%llu dests_peak=%llu hosts_forgotten=%llu shared=%llu steady_msgs_per_s=%.0f\n",
            (unsigned long long)t.delivered, (unsigned long long)t.deferred,
            (unsigned long long)t.failed, (unsigned long long)t.returned,
            (unsigned long long)t.in_doubt, wall, rate, cpu, us_per,
@@ -200,7 +205,7 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
            (unsigned long long)t.tier_msgs[TLS_TIER_PLAINTEXT], pmax, ru->ru_maxrss,
            (unsigned long long)t.txns_pipelined, (unsigned long long)t.dests_forgotten,
            (unsigned long long)t.dests_live, (unsigned long long)t.dests_peak,
-           (unsigned long long)t.hosts_forgotten, (unsigned long long)t.txns_shared);
+           (unsigned long long)t.hosts_forgotten, (unsigned long long)t.txns_shared, steady);
 }
 
 static void print_listener_summary(const struct listener *ls)
@@ -291,6 +296,7 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
         return 1;
     }
     double t0 = now_s();
+    e.start_ms = worker_clock_ms();   /* read by the workers only after pthread_create */
     for (int i = 0; i < e.nworkers; i++) {
         ta[i].w = ws[i];
         ta[i].main_thread = pthread_self();

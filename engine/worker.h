@@ -39,6 +39,7 @@
 
 #include "engine/config.h"
 #include "engine/lat_hist.h"
+#include "engine/rate_window.h"
 #include "engine/shaping.h"
 #include "queue/queue.h"
 #include "tls/tls.h"
@@ -61,6 +62,7 @@ struct engine {
     atomic_int *host_waiting;
     struct queue_scripts scripts;
     int drain;                /* exit when the queue is drained */
+    int64_t start_ms;         /* worker_clock_ms() when the workers started */
     int nworkers;
     int verbose;
 };
@@ -95,6 +97,8 @@ struct worker_stats {
     /* queue-to-final-reply latency of delivered messages, ms: a
      * histogram, not every sample (a long run would grow without end) */
     struct lat_hist lat;
+    /* deliveries by time since engine.start_ms (the steady rate) */
+    struct rate_window deliveries;
     double cpu_user_s, cpu_sys_s; /* this thread's CPU time */
     /* destinations held now (at exit: still held), the most at once, and
      * those freed after destination_forget unused (worker_forget.c) */
@@ -103,6 +107,10 @@ struct worker_stats {
 };
 
 struct worker;
+
+/* worker_clock_ms: the workers' clock, milliseconds since the epoch
+ * (CLOCK_REALTIME: the queue's timestamps in Redis are wall-clock). */
+int64_t worker_clock_ms(void);
 
 /* worker_new prepares worker `id`: ring, Redis connection, TLS context.
  * Returns NULL with err set on failure. */

@@ -435,7 +435,6 @@ struct worker {
 };
 
 /* worker.c */
-int64_t worker_clock_ms(void);
 /* worker_msg_release frees a message the worker held (in_memory and its
  * body bytes counted). */
 void worker_msg_release(struct worker *w, struct queue_msg *m);

@@ -363,6 +363,7 @@ static void record_outcome(struct worker *w, struct conn *c, struct job *j, cons
         } else {
             a->kind = QUEUE_DELIVERED;
             w->st.delivered++;
+            rate_window_add(&w->st.deliveries, w->now_ms - w->e->start_ms);
         }
         add_field(a, "reply", reply);
         if (esc[0])

@@ -56,7 +56,7 @@ for w in doc["workloads"]:
         assert r["sink_messages"] == n, "%s: the sink counted %s of %s" % (w["name"], r["sink_messages"], n)
         assert r["msgs_per_s"] > 0, w["name"] + ": no rate"
         if r["kind"] == "tern":
-            for k in ("engine_us_per_msg", "redis_us_per_msg", "sink_us_per_msg", "engine_rss_mib",
+            for k in ("steady_msgs_per_s", "engine_us_per_msg", "redis_us_per_msg", "sink_us_per_msg", "engine_rss_mib",
                       "p50_ms", "p99_ms", "max_ms", "hs_full", "hs_resumed", "tier_preferred"):
                 assert k in r, "%s: no %s" % (w["name"], k)
             assert (r["tier_plaintext"] == n) == (w["name"] == "plaintext"), w["name"] + ": tier mix"
