@@ -189,39 +189,66 @@ static void test_bdat_refs_partial_consume(void)
     free(b2);
 }
 
+/* A message whose caller frees (scribbles over) its body once the event
+ * that ends it has come: what still goes out must be the original. */
+struct freed_case {
+    uint8_t *body, *orig;
+    size_t len;
+    struct smtp_msg m;
+    struct smtp_client c;
+    struct out o;
+    size_t start;           /* where this transaction's output begins */
+};
+
+static void freed_begin(struct freed_case *f, size_t size, const char *ehlo)
+{
+    memset(f, 0, sizeof(*f));
+    f->body = body_make(size, 0, &f->len);
+    f->orig = malloc(f->len);
+    memcpy(f->orig, f->body, f->len);
+    f->m = (struct smtp_msg){"a@x.test", rcpts1, 1, f->body, f->len};
+    ready(&f->c, ehlo);
+    collect(&f->c, &f->o, NULL, NULL, 0);
+    f->start = f->o.n;
+}
+
+/* freed_end: the body is freed now; the rest of the output is drained and
+ * must be head, then the original body (its DATA form when dotted), nothing
+ * else. */
+static void freed_end(struct freed_case *f, const char *head, int dotted)
+{
+    memset(f->body, 'X', f->len);
+    const uint8_t *bodies[] = {f->body};
+    collect(&f->c, &f->o, bodies, &f->len, 1);
+    CHECK_INT(f->o.refs, 0);
+    struct buf want;
+    buf_init(&want, 0);
+    if (dotted)
+        CHECK(smtp_body_encode(&want, f->orig, f->len));
+    else
+        buf_append(&want, f->orig, f->len);
+    expect_prefix_suffix(&(struct out){.p = f->o.p + f->start, .n = f->o.n - f->start}, head, &want, "");
+    buf_free(&want);
+    smtp_client_cleanup(&f->c);
+    free(f->o.p);
+    free(f->orig);
+    free(f->body);
+}
+
 /* A receiver that gives its final reply right behind the 354, before the
  * body went out: TXN_DONE comes only after the unsent body was copied, so
  * the caller may free the message at TXN_DONE and still sends the right
- * bytes. The body is scribbled over after TXN_DONE. */
+ * bytes. */
 static void test_early_reply_copies(void)
 {
-    size_t len;
-    uint8_t *body = body_make(64 * 1024, 0, &len);
-    uint8_t *orig = malloc(len);
-    memcpy(orig, body, len);
-    struct smtp_msg m = {"a@x.test", rcpts1, 1, body, len};
-    struct smtp_client c;
-    ready(&c, "250-mx.test\r\n250 PIPELINING\r\n");
-    struct out o = {0};
-    collect(&c, &o, NULL, NULL, 0);
-    CHECK_INT(smtp_client_start_txn(&c, &m), 1);
-    collect(&c, &o, NULL, NULL, 0);
-    size_t start = o.n;
-    feed(&c, "250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n");
-    CHECK_INT(next_kind(&c), SMTP_EV_TXN_DONE);
-    memset(body, 'X', len);          /* the caller freed it */
-    const uint8_t *bodies[] = {body};
-    collect(&c, &o, bodies, &len, 1);
-    CHECK_INT(o.refs, 0);
-    struct buf want;
-    buf_init(&want, 0);
-    CHECK(smtp_body_encode(&want, orig, len));
-    expect_prefix_suffix(&(struct out){.p = o.p + start, .n = o.n - start}, "", &want, "");
-    buf_free(&want);
-    smtp_client_cleanup(&c);
-    free(o.p);
-    free(orig);
-    free(body);
+    struct freed_case f;
+    freed_begin(&f, 64 * 1024, "250-mx.test\r\n250 PIPELINING\r\n");
+    CHECK_INT(smtp_client_start_txn(&f.c, &f.m), 1);
+    collect(&f.c, &f.o, NULL, NULL, 0);
+    f.start = f.o.n;
+    feed(&f.c, "250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n");
+    CHECK_INT(next_kind(&f.c), SMTP_EV_TXN_DONE);
+    freed_end(&f, "", 1);
 }
 
 /* ERROR (here a 421 right behind BDAT's group, before the output was
@@ -229,37 +256,17 @@ static void test_early_reply_copies(void)
  * and may free them, then sends what is queued (QUIT is not: 421). */
 static void test_error_copies(void)
 {
-    size_t len;
-    uint8_t *body = body_make(32 * 1024, 0, &len);
-    uint8_t *orig = malloc(len);
-    memcpy(orig, body, len);
-    struct smtp_msg m = {"a@x.test", rcpts1, 1, body, len};
-    struct smtp_client c;
-    ready(&c, "250-mx.test\r\n250-PIPELINING\r\n250 CHUNKING\r\n");
-    struct out o = {0};
-    collect(&c, &o, NULL, NULL, 0);
-    size_t start = o.n;
-    CHECK_INT(smtp_client_start_txn(&c, &m), 1);
-    feed(&c, "421 4.3.2 going down\r\n");
+    struct freed_case f;
+    freed_begin(&f, 32 * 1024, "250-mx.test\r\n250-PIPELINING\r\n250 CHUNKING\r\n");
+    CHECK_INT(smtp_client_start_txn(&f.c, &f.m), 1);
+    feed(&f.c, "421 4.3.2 going down\r\n");
     enum smtp_event_kind k;
-    while ((k = next_kind(&c)) != SMTP_EV_ERROR && k != SMTP_EV_NONE)
+    while ((k = next_kind(&f.c)) != SMTP_EV_ERROR && k != SMTP_EV_NONE)
         ;
     CHECK_INT(k, SMTP_EV_ERROR);
-    memset(body, 'X', len);
-    const uint8_t *bodies[] = {body};
-    collect(&c, &o, bodies, &len, 1);
-    CHECK_INT(o.refs, 0);
     char head[128];
-    snprintf(head, sizeof(head), "MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nBDAT %zu LAST\r\n", len);
-    struct buf want;
-    buf_init(&want, 0);
-    buf_append(&want, orig, len);
-    expect_prefix_suffix(&(struct out){.p = o.p + start, .n = o.n - start}, head, &want, "");
-    buf_free(&want);
-    smtp_client_cleanup(&c);
-    free(o.p);
-    free(orig);
-    free(body);
+    snprintf(head, sizeof(head), "MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nBDAT %zu LAST\r\n", f.len);
+    freed_end(&f, head, 0);
 }
 
 /* A body just under SMTP_OUT_REF_MIN is copied: small pieces would only
