@@ -263,11 +263,6 @@ int smtp_body_encode(struct buf *out, const uint8_t *data, size_t len)
     return encode(out, data, len, 1, smtp_body_scan(data, len, &eight));
 }
 
-int smtp_body_encode_scanned(struct buf *out, const uint8_t *data, size_t len, int canonical)
-{
-    return encode(out, data, len, 1, canonical);
-}
-
 size_t smtp_body_chunk_len(const uint8_t *data, size_t len)
 {
     return count(data, len, 0);

@@ -36,12 +36,6 @@
  * is 0. */
 int smtp_body_encode(struct buf *out, const uint8_t *data, size_t len);
 
-/* smtp_body_encode_scanned is smtp_body_encode for a caller that has
- * already called smtp_body_scan on the same bytes: canonical must be what
- * it returned (a wrong 1 would send bare CRs and LFs). It saves the
- * encoder's own scan. */
-int smtp_body_encode_scanned(struct buf *out, const uint8_t *data, size_t len, int canonical);
-
 /* smtp_body_walk hands the encoded form of data[0..len) to emit, in order,
  * as runs instead of appending it to a buffer: the DATA form when dotted,
  * else the BDAT form; canonical is smtp_body_scan's answer for data (a
