@@ -451,10 +451,14 @@ static void conn_pump(struct worker *w, struct conn *c)
             break;
         case SMTP_EV_TXN_DONE: {
             const struct smtp_txn_result *t = smtp_client_txn(&c->smtp);
-            if (t->reply.code != 421)   /* a 421 also ends the session: seen there */
-                dest_reply_seen(w, c->d, t->reply.code, t->reply.text);
             struct job *j = conn_job_pop(c);
             struct dest *jd = j ? j->d : c->d;   /* the message's, maybe not c's (a site's) */
+            /* A transaction's reply (a backoff pattern, a 250 that lifts a
+             * backoff) counts for the message's destination, as it would
+             * on a connection of its own; a 421 also ends the session and
+             * counts for the connection's, at ERROR. */
+            if (t->reply.code != 421)
+                dest_reply_seen(w, jd, t->reply.code, t->reply.text);
             c->body_start_ms = 0;
             c->msgs++;
             jd->n.msgs++;

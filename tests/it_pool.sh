@@ -23,7 +23,9 @@
 #  j. sites: three domains on one MX address with one policy share
 #     connections (max_connections counts for the three together), each
 #     event names its own message's domain; share_connections = no gives
-#     each its own; a domain with another policy never rides the others'.
+#     each its own; a domain with another policy never rides the others';
+#     a transaction's reply that matches a backoff_pattern backs off the
+#     message's destination, not the one whose connection carried it.
 # Every tern run is under `timeout`; everything started is stopped by PID.
 set -u
 cd "$(dirname "$0")/.."
@@ -466,5 +468,41 @@ if site_case pol "policy s3.test = encrypt"; then
 else
     fail site_policy_apart "sink did not start"
 fi
+
+# s2.test's mail rides s1.test's connection (max_connections = 1 for the
+# site; s1.test opened it and is still sending), and the receiver answers
+# its recipients 451 "mailbox busy", a backoff_pattern: s2.test backs off,
+# s1.test, whose connection it was, does not. shared >= 1 shows s2.test
+# rode (on a connection of its own this would prove nothing).
+rcli flushall >/dev/null
+mkdir -p "$dir/mail"
+/usr/bin/python3 tests/rcpt_peer.py "$dir/bo.port" "$dir/mail" 2>"$dir/bo.peer.err" &
+PEER_PID=$!
+TERN_PIDS="$TERN_PIDS $PEER_PID"
+if tern_wait_file "$dir/bo.port" 100; then
+    SINK_PORT=$(cat "$dir/bo.port")
+    printf '%s\n' "tls = may" "max_connections = 1" 'backoff_pattern = "mailbox busy"' "retry_base = 1h" | conf bo
+    inject bo 200 s1.test
+    start_tern bo
+    n=100
+    while [ "$n" -gt 0 ] && [ "$(ls "$dir/mail" | wc -l)" -lt 3 ]; do sleep 0.1; n=$((n - 1)); done
+    printf 'Subject: busy\r\n\r\nbody\r\n' |
+        "$TERN" inject -c "$dir/bo.conf" --from a@x.test --to defer1@s2.test,defer2@s2.test - >/dev/null
+    n=150
+    while [ "$n" -gt 0 ] && ! grep -q 'backing off' "$dir/bo.rerr"; do sleep 0.1; n=$((n - 1)); done
+    n=100
+    while [ "$n" -gt 0 ] && [ "$(ls "$dir/mail" | wc -l)" -lt 200 ]; do sleep 0.1; n=$((n - 1)); done
+    stop_tern
+    sh=$(summ bo shared)
+    grep -q 's2.test: backing off' "$dir/bo.rerr" && ! grep -q 's1.test: backing off' "$dir/bo.rerr" &&
+        [ -n "$sh" ] && [ "$sh" -ge 1 ] && [ "$(ls "$dir/mail" | wc -l)" = 200 ] &&
+        pass site_backoff_is_the_messages ||
+        fail site_backoff_is_the_messages "shared=$sh, $(ls "$dir/mail" | wc -l) of 200 s1.test delivered; $(grep 'backing off' "$dir/bo.rerr" | head -n 2 | tr '\n' ' ')"
+else
+    fail site_backoff_is_the_messages "rcpt_peer did not start: $(cat "$dir/bo.peer.err")"
+fi
+kill "$PEER_PID" 2>/dev/null
+wait "$PEER_PID" 2>/dev/null
+tern_forget_pid "$PEER_PID"
 
 exit "$TERN_FAILS"
