@@ -7,7 +7,10 @@
 #  c. after its notice connection is killed (CLIENT KILL TYPE pubsub) the
 #     engine says so, reconnects, and mail queued afterwards is again
 #     delivered without waiting for the poll;
-#  d. `tern queue retry` (scheduled -> ready) notifies too.
+#  d. `tern queue retry` (scheduled -> ready) notifies too;
+#  e. mail queued while the notice connection is down (its notices reach
+#     nobody, and every partition's last take came back empty) is taken as
+#     soon as the subscription is back, not at the poll.
 set -u
 cd "$(dirname "$0")/.."
 . tests/queue_lib.sh
@@ -49,10 +52,19 @@ rcli zadd "tern:{0}:sched" 9999999999999 late >/dev/null
 qwait_ids s 41 100 && pass notice_after_retry ||
     fail notice_after_retry "$(qids s) of 41 delivered, $(qleft s) left"
 
+rcli client kill type pubsub >/dev/null
+n=0
+until [ "$(rcli pubsub numsub "tern:{0}:ready" | tail -n 1)" = 0 ] || [ $n -ge 50 ]; do
+    sleep 0.1; n=$((n + 1))
+done
+qinject s --generate 20 --domains g.test,h.test,i.test
+qwait_ids s 61 100 && pass notice_mail_queued_while_unsubscribed ||
+    fail notice_mail_queued_while_unsubscribed "$(qids s) of 61 delivered, $(qleft s) left"
+
 tern_stop "$QPID" || fail notice_clean_exit "$(tail -n 3 "$dir/s.rerr")"
 notices=$(sed -n 's/^queue .*notices=\([0-9]*\).*/\1/p' "$dir/s.run")
 echo "info: notices=$notices"
 [ "${notices:-0}" -gt 0 ] && pass notice_counted || fail notice_counted "notices=$notices"
 lines=$(qlines s)
-[ "$lines" -eq 41 ] && pass notice_each_message_once || fail notice_each_message_once "$lines deliveries of 41"
+[ "$lines" -eq 61 ] && pass notice_each_message_once || fail notice_each_message_once "$lines deliveries of 61"
 [ "$TERN_FAILS" -eq 0 ]
