@@ -105,6 +105,13 @@ void smtp_client_output_consume(struct smtp_client *c, size_t n)
     c->out_taken += n;
 }
 
+/* inside: p[0..n) lies within m's data (n >= 1). */
+static int inside(const struct smtp_msg *m, const uint8_t *p, size_t n)
+{
+    return m != NULL && n > 0 && p >= m->data && n <= m->data_len &&
+           (size_t)(p - m->data) <= m->data_len - n;
+}
+
 /* out_body queues a piece of a body: a long run of m's data as a
  * reference, anything else (and a run when the ring is full) as a copy. */
 struct body_out {
@@ -116,9 +123,7 @@ static void out_body(void *ctx, const uint8_t *p, size_t n)
 {
     struct body_out *b = ctx;
     struct smtp_client *c = b->c;
-    const uint8_t *d = b->m->data;
-    int inside = n > 0 && p >= d && n <= b->m->data_len && (size_t)(p - d) <= b->m->data_len - n;
-    if (n < SMTP_OUT_REF_MIN || !inside || c->nrefs == SMTP_OUT_REFS_MAX) {
+    if (n < SMTP_OUT_REF_MIN || !inside(b->m, p, n) || c->nrefs == SMTP_OUT_REFS_MAX) {
         buf_append(&c->out, p, n);      /* sticky error; the callers check it */
         return;
     }
@@ -138,11 +143,9 @@ static void queue_body(struct smtp_client *c, const struct smtp_msg *m, int dott
 /* refs_into: a reference still unsent points into m's data. */
 static int refs_into(const struct smtp_client *c, const struct smtp_msg *m)
 {
-    if (m == NULL)
-        return 0;
     for (size_t i = 0; i < c->nrefs; i++) {
         const struct smtp_out_ref *r = &c->refs[(c->ref_head + i) % SMTP_OUT_REFS_MAX];
-        if (r->p >= m->data && (size_t)(r->p - m->data) < m->data_len)
+        if (inside(m, r->p, r->n))
             return 1;
     }
     return 0;
