@@ -108,7 +108,8 @@ run_listener() {   # workload run
         fi
         sleep 0.1
     done
-    R0=$(ticks "$REDIS_PID"); S0=$(ticks "$SINK_PID")
+    AOF_RW0=$(aof_rewrites)
+    R0=$(redis_ticks "$REDIS_PID"); S0=$(ticks "$SINK_PID")
     t0=$(date +%s.%N)
     "$TERN_BUILD/tern-loadgen" --host 127.0.0.1 --port "$port" --messages "$N" --conns "$LISTENER_CONNS" \
         --size "$SIZE" --starttls --ca-file "$CERTS/ca.pem" --to-domain listener.bench.test "${auth_args[@]}" \
@@ -133,7 +134,8 @@ run_listener() {   # workload run
         n=$((n - 1))
     done
     t1=$(date +%s.%N)
-    R1=$(ticks "$REDIS_PID"); S1=$(ticks "$SINK_PID"); L1=$(listener_thread_ticks "$tpid")
+    R1=$(redis_ticks "$REDIS_PID"); S1=$(ticks "$SINK_PID"); L1=$(listener_thread_ticks "$tpid")
+    AOF_RW=$(( $(aof_rewrites) - AOF_RW0 ))
     kill "$PROGRESS_PID" 2>/dev/null || true
     wait "$PROGRESS_PID" 2>/dev/null || true
     PROGRESS_PID=""
@@ -173,6 +175,7 @@ listener_record_run() {   # workload run dir loadgen_out t0 t1
         awk -v l="$L1" -v n="${got:-0}" -v hz="$HZ" 'BEGIN{printf "listener_us_per_msg=%.1f ", (n > 0 ? l / hz * 1e6 / n : 0)}'
         printf 'engine_rss_mib=%s ' "$(awk -v k="$(kv maxrss_kb "$sum")" 'BEGIN{printf "%.1f", k / 1024}')"
         awk -v a="$R0" -v b="$R1" -v n="${got:-0}" -v hz="$HZ" 'BEGIN{printf "redis_us_per_msg=%.1f ", (n > 0 ? (b - a) / hz * 1e6 / n : 0)}'
+        printf 'aof_rewrites=%s ' "$AOF_RW"
         awk -v a="$S0" -v b="$S1" -v n="${got:-0}" -v hz="$HZ" 'BEGIN{printf "sink_us_per_msg=%.1f ", (n > 0 ? (b - a) / hz * 1e6 / n : 0)}'
         printf 'hs_full=%s hs_resumed=%s sink_hs_full=%s sink_hs_resumed=%s ' "$(kv hs_full "$sum")" \
             "$(kv hs_resumed "$sum")" "$(stat_of tls_full "$dir/sink.stats")" "$(stat_of tls_resumed "$dir/sink.stats")"

@@ -168,6 +168,11 @@ def table(meta, workloads, peers, runs):
                   + ("; max_connections %s" % meta.get("conns_per_dest") if meta.get("conns_per_dest") else "")
                   + ("; tern config: %s" % meta.get("tern_set") if meta.get("tern_set") else ""),
                   meta.get("runs"), "; QUICK MODE (smoke test, not figures)" if meta.get("quick") == "1" else ""))
+    if meta.get("aof") not in (None, "off"):
+        rw = sum(int(r.get("aof_rewrites") or 0) for r in runs if r.get("kind") == "tern")
+        out.append("redis AOF: appendfsync %s; the injection's AOF is rewritten (compacted) before each drain; "
+                   "rewrites during the drains: %d (a forked child's CPU is in the redis column)\n"
+                   % (meta.get("aof"), rw))
     out.append("\n%-20s %8s %7s %6s %6s %9s  %s\n" % ("workload", "messages", "size", "rcpts", "dests", "msgs/conn", "TLS"))
     for w in workloads:
         tls = ("STARTTLS, tls = encrypt, TLS 1.3 preferred tier, resumption on, sink tickets on"

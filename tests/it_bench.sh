@@ -4,7 +4,8 @@
 #  a. `bench/run all --quick --json F`: exits 0, prints the table (header
 #     with machine and commit, a row per workload), progress on stderr,
 #     valid JSON in which every workload's runs delivered every message and
-#     the sink counted each one; --aof always is said in the report;
+#     the sink counted each one; --aof always is said in the report, the
+#     injection's AOF is compacted before the drain;
 #     the listener workloads: tern-loadgen's N messages accepted by the
 #     listener (with and without AUTH), every one at the sink with the
 #     SHA-256 of the message sent, an accepted rate reported;
@@ -82,12 +83,21 @@ else
     fail "JSON" "$(tail -3 "$dir/json.out" | paste -sd' ' -)"
 fi
 
-# a2. redis durability is an option and the report says which
+# a2. redis durability is an option and the report says which; the
+#     injection's AOF is rewritten before the drain (redis logged a
+#     rewrite), and the rewrites during the drain are counted
 if timeout 120 bench/run bulk --quick --aof always --out "$dir/aof" >"$dir/aof.out" 2>"$dir/aof.err" &&
     grep -q '^redis: AOF always' "$dir/aof.out" && grep -q '^bulk 1 ' "$dir/aof.out"; then
     pass "bench run --aof always"
 else
     fail "bench run --aof always" "$(tail -3 "$dir/aof.err" | paste -sd' ' -)"
+fi
+if grep -q '^redis AOF: appendfsync always; the injection.s AOF is rewritten (compacted) before each drain; rewrites during the drains: [0-9]' "$dir/aof.out" &&
+    grep -q 'Background append only file rewriting started' "$dir/aof/work/bulk-1/redis.log" &&
+    grep -q 'aof_rewrites=[0-9]' "$dir/aof/work/runs.kv"; then
+    pass "bench --aof: AOF compacted before the drain, rewrites counted"
+else
+    fail "bench --aof compaction" "$(grep '^redis' "$dir/aof.out" | paste -sd' ' -)"
 fi
 
 # b. the load generator
