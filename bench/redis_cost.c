@@ -84,8 +84,9 @@ static int on_take(void *ctx, redisReply *r)
     struct taken *t = ctx;
     struct queue_msg **msgs = NULL;
     size_t n = 0;
+    long long left;
     const char *err = NULL;
-    int ok = queue_parse_take(r, t->partition, &msgs, &n, &err);
+    int ok = queue_parse_take(r, t->partition, &msgs, &n, &left, &err);
     freeReplyObject(r);
     if (!ok) {
         fprintf(stderr, "tern-redis-cost: take: %s\n", err);

@@ -222,12 +222,13 @@ static void print_listener_summary(const struct listener *ls)
 
 /* One line on the queue side: the most messages and body bytes any moment
  * held in memory (per-worker peaks summed: upper bounds of the engine's),
- * the ready notices received (worker_notice.c), the bounce and delay
+ * the take calls and the ready notices received (worker_notice.c), the
+ * bounce and delay
  * report enqueues that found their report queued already (dsn_report_id) and
  * how often the Redis link was lost and restored. */
 static void print_queue_line(struct worker **ws, int n)
 {
-    unsigned long long peak = 0, peak_bytes = 0, lost = 0, back = 0, notices = 0, repeated = 0;
+    unsigned long long peak = 0, peak_bytes = 0, lost = 0, back = 0, notices = 0, repeated = 0, takes = 0;
     for (int i = 0; i < n; i++) {
         const struct worker_stats *s = worker_stats(ws[i]);
         peak += s->peak_in_memory;
@@ -236,9 +237,10 @@ static void print_queue_line(struct worker **ws, int n)
         back += s->redis_reconnects;
         notices += s->notices;
         repeated += s->reports_repeated;
+        takes += s->takes;
     }
     printf("queue peak_in_memory=%llu peak_bytes_in_memory=%llu redis_losses=%llu redis_reconnects=%llu "
-           "notices=%llu reports_repeated=%llu\n", peak, peak_bytes, lost, back, notices, repeated);
+           "takes=%llu notices=%llu reports_repeated=%llu\n", peak, peak_bytes, lost, back, takes, notices, repeated);
 }
 
 static int cmd_run(const struct tern_config *cfg, int drain, int verbose)

@@ -756,8 +756,9 @@ static void on_take(struct worker *w, int partition, redisReply *r)
     p->take_asked = 0;
     struct queue_msg **msgs = NULL;
     size_t n = 0;
+    long long ready_left = 0;
     const char *err = NULL;
-    if (!queue_parse_take(r, partition, &msgs, &n, &err)) {
+    if (!queue_parse_take(r, partition, &msgs, &n, &ready_left, &err)) {
         fprintf(stderr, "tern: worker %d: take on partition %d failed: %s\n", w->id, partition, err);
         if (err && strcmp(err, "NOSCRIPT") == 0)
             redis_reload_scripts(w);
@@ -765,9 +766,13 @@ static void on_take(struct worker *w, int partition, redisReply *r)
         return;
     }
     w->st.taken += n;
-    /* A take sent before a bounce or a return was stored may come back
-     * empty: that does not make the partition empty. */
-    p->empty = n == 0 && !p->refilled;
+    w->st.takes++;
+    /* A take that left ready empty needs no second take to find that out
+     * (in a steady stream every message cost two takes, the second
+     * empty): mail queued after it comes with a ready notice. One that
+     * was refilled while in flight (a notice, a bounce, a return) may
+     * have missed that mail, and takes again. */
+    p->empty = ready_left == 0 && !p->refilled;
     if (p->empty)   /* until then, or a ready notice (worker_notice.c) */
         p->next_poll_ms = w->now_ms + w->cfg->idle_poll_ms;
     for (size_t i = 0; i < n; i++) {

@@ -78,6 +78,7 @@ struct worker_stats {
     uint64_t in_doubt;            /* lost after the final dot: retried */
     uint64_t redis_losses, redis_reconnects;
     uint64_t notices;             /* ready notices for its partitions */
+    uint64_t takes;               /* take calls answered (taken: messages) */
     uint64_t reports_repeated;    /* bounce/delay report enqueues found queued already */
     uint64_t peak_in_memory;      /* most messages held at once */
     uint64_t peak_bytes_in_memory; /* most body bytes held at once */

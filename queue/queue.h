@@ -36,8 +36,9 @@
  *          then pops up to N ids from ready and leases them (now +
  *          lease_ms), all in one EVALSHA. Entries without a body or with
  *          one over max_message_size are moved to the bad set instead. The
- *          reply is the lease's expiry, then QUEUE_TAKE_FIELDS elements
- *          per message: id, data length. Each message's metadata and body
+ *          reply is the lease's expiry and the ready list's length left
+ *          (QUEUE_TAKE_HEADER), then QUEUE_TAKE_FIELDS elements per
+ *          message: id, data length. Each message's metadata and body
  *          follow with one plain HMGET (queue_cmd_take_data): fields read
  *          inside Lua cost Redis ~3.5 us per message more.
  *   ack:   one EVALSHA per batch of outcomes for one partition: delivered,
@@ -90,8 +91,9 @@
 #define QUEUE_ACK_MAX         4096   /* outcomes per ack call */
 #define QUEUE_MOVE_MAX        1000   /* sched/leased entries moved per take */
 #define QUEUE_MOVES_EVERY_MS  100    /* the engine's takes move them this often */
+#define QUEUE_TAKE_HEADER     2      /* a take's reply: lease expiry, ready left */
 #define QUEUE_TAKE_FIELDS     2      /* reply elements per message in a take,
-                                        after the lease's expiry */
+                                        after the header */
 #define QUEUE_TAKE_DATA_FIELDS 7     /* fields of queue_cmd_take_data's HMGET */
 #define QUEUE_FIELDS_MAX      64     /* event field strings per outcome */
 #define QUEUE_ENQUEUE_CMDS    2      /* commands (and replies) per queue_cmd_enqueue:
@@ -279,11 +281,14 @@ int queue_cmd_event(struct buf *out, const struct queue_config *qc, int partitio
  * their id, partition, lease and the body's size (data_len) as the take
  * reported it; queue_take_data fills in the rest. On success *msgs is a
  * malloc'd array of *n pointers (free each with queue_msg_free and the
- * array with free). Returns 0 on a malformed or error reply, with *err
- * set to a static string; an error reply beginning with "NOSCRIPT" sets
- * *err to "NOSCRIPT" so the caller can reload the scripts. */
+ * array with free), and *ready_left the entries the ready list held
+ * right after the take (0: the take emptied it, so mail queued after it
+ * comes with a ready notice; the taker need not take again to find out).
+ * Returns 0 on a malformed or error reply, with *err set to a static
+ * string; an error reply beginning with "NOSCRIPT" sets *err to
+ * "NOSCRIPT" so the caller can reload the scripts. */
 int queue_parse_take(const redisReply *r, int partition,
-                     struct queue_msg ***msgs, size_t *n, const char **err);
+                     struct queue_msg ***msgs, size_t *n, long long *ready_left, const char **err);
 
 /* A taken message's metadata and body are read with one plain command,
  * pipelined behind the take: fields read inside the take script would

@@ -672,10 +672,11 @@ static struct queue_msg *msg_from_reply(redisReply **f, int partition, int64_t l
 }
 
 int queue_parse_take(const redisReply *r, int partition,
-                     struct queue_msg ***msgs, size_t *n, const char **err)
+                     struct queue_msg ***msgs, size_t *n, long long *ready_left, const char **err)
 {
     *msgs = NULL;
     *n = 0;
+    *ready_left = 0;
     if (r == NULL) {
         *err = "no reply";
         return 0;
@@ -688,8 +689,8 @@ int queue_parse_take(const redisReply *r, int partition,
     }
     if (r->elements == 0)
         return 1;   /* nothing was ready */
-    if ((r->elements - 1) % QUEUE_TAKE_FIELDS != 0 ||
-        (r->elements - 1) / QUEUE_TAKE_FIELDS > QUEUE_TAKE_MAX) {
+    if (r->elements < QUEUE_TAKE_HEADER || (r->elements - QUEUE_TAKE_HEADER) % QUEUE_TAKE_FIELDS != 0 ||
+        (r->elements - QUEUE_TAKE_HEADER) / QUEUE_TAKE_FIELDS > QUEUE_TAKE_MAX) {
         *err = "take: bad element count";
         return 0;
     }
@@ -699,7 +700,13 @@ int queue_parse_take(const redisReply *r, int partition,
         *err = "take: bad lease";
         return 0;
     }
-    size_t count = (r->elements - 1) / QUEUE_TAKE_FIELDS;
+    const redisReply *left = r->element[1];
+    if (left == NULL || left->type != REDIS_REPLY_INTEGER || left->integer < 0) {
+        *err = "take: bad ready length";
+        return 0;
+    }
+    *ready_left = left->integer;
+    size_t count = (r->elements - QUEUE_TAKE_HEADER) / QUEUE_TAKE_FIELDS;
     if (count == 0)
         return 1;
     struct queue_msg **arr = calloc(count, sizeof(*arr));
@@ -708,7 +715,7 @@ int queue_parse_take(const redisReply *r, int partition,
         return 0;
     }
     for (size_t i = 0; i < count; i++) {
-        arr[i] = msg_from_reply(r->element + 1 + i * QUEUE_TAKE_FIELDS, partition, lease, err);
+        arr[i] = msg_from_reply(r->element + QUEUE_TAKE_HEADER + i * QUEUE_TAKE_FIELDS, partition, lease, err);
         if (arr[i] == NULL) {
             for (size_t j = 0; j < i; j++)
                 queue_msg_free(arr[j]);

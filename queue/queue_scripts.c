@@ -87,9 +87,16 @@ static const char report_src[] =
  *   ARGV    msg_prefix ("<pfx>:{p}:m:"), now_ms, lease_ms, max,
  *           max_message_size, events_maxlen, [moves: "0" skips moving
  *           due and expired entries to ready; default "1"]
- *   Reply   flat array: the lease's expiry (ms), then QUEUE_TAKE_FIELDS
- *           strings per message: id, data length. Empty when nothing
- *           was taken.
+ *   Reply   flat array: the lease's expiry (ms) and the length of ready
+ *           after the pop (QUEUE_TAKE_HEADER), then QUEUE_TAKE_FIELDS
+ *           strings per message: id, data length. Empty when ready was
+ *           empty.
+ *
+ * The length left tells the engine whether to take again at once: a take
+ * that emptied ready needs no second one to find that out (in a steady
+ * stream every message would otherwise cost two takes, the second empty),
+ * since mail queued after it publishes a ready notice. Popping fewer
+ * than max is no proof: entries set aside as bad were popped too.
  *
  * Only ids are popped and leased here. Every string that passes through
  * Lua is interned, which hashes its bytes, and copied in and out: the
@@ -142,7 +149,7 @@ static const char take_src[] =
     "local ids = redis.call('LPOP', KEYS[1], max)\n"
     "if not ids then return {} end\n"
     "local until_s = string.format('%.0f', now + lease)\n"
-    "local out = {until_s}\n"
+    "local out = {until_s, 0}\n"
     "local leases = {}\n"
     "for _, id in ipairs(ids) do\n"
     "  local key = pfx .. id\n"
@@ -171,6 +178,7 @@ static const char take_src[] =
     "end\n"
     /* One ZADD for the batch: a command dispatch per message saved. */
     "if #leases > 0 then redis.call('ZADD', KEYS[2], unpack(leases)) end\n"
+    "out[2] = redis.call('LLEN', KEYS[1])\n"
     "return out\n";
 
 /*

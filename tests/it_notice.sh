@@ -10,7 +10,10 @@
 #  d. `tern queue retry` (scheduled -> ready) notifies too;
 #  e. mail queued while the notice connection is down (its notices reach
 #     nobody, and every partition's last take came back empty) is taken as
-#     soon as the subscription is back, not at the poll.
+#     soon as the subscription is back, not at the poll;
+#  f. a take that empties ready is not followed by another: mail queued
+#     one message at a time costs one take (one LPOP in Redis) each, not
+#     two with the second empty.
 set -u
 cd "$(dirname "$0")/.."
 . tests/queue_lib.sh
@@ -61,10 +64,20 @@ qinject s --generate 20 --domains g.test,h.test,i.test
 qwait_ids s 61 100 && pass notice_mail_queued_while_unsubscribed ||
     fail notice_mail_queued_while_unsubscribed "$(qids s) of 61 delivered, $(qleft s) left"
 
+sleep 0.3   # the resubscription's takes are over
+rcli config resetstat >/dev/null
+for k in 1 2 3 4 5; do
+    qinject s --generate 1 --domains j.test
+    qwait_ids s $((61 + k)) 100 || break
+done
+lpops=$(rcli info commandstats | tr -d '\r' | sed -n 's/^cmdstat_lpop:calls=\([0-9]*\),.*/\1/p')
+[ "$(qids s)" -eq 66 ] && [ "${lpops:-0}" -eq 5 ] && pass notice_one_take_per_message ||
+    fail notice_one_take_per_message "$(qids s) of 66 delivered; $lpops takes (LPOP) for 5 messages"
+
 tern_stop "$QPID" || fail notice_clean_exit "$(tail -n 3 "$dir/s.rerr")"
 notices=$(sed -n 's/^queue .*notices=\([0-9]*\).*/\1/p' "$dir/s.run")
 echo "info: notices=$notices"
 [ "${notices:-0}" -gt 0 ] && pass notice_counted || fail notice_counted "notices=$notices"
 lines=$(qlines s)
-[ "$lines" -eq 61 ] && pass notice_each_message_once || fail notice_each_message_once "$lines deliveries of 61"
+[ "$lines" -eq 66 ] && pass notice_each_message_once || fail notice_each_message_once "$lines deliveries of 66"
 [ "$TERN_FAILS" -eq 0 ]

@@ -566,23 +566,28 @@ static void test_parse(void)
     const char *err = NULL;
     struct queue_msg **m = NULL;
     size_t n = 99;
+    long long left = 99;
 
     redisReply *r = reply_of("*0\r\n");
-    CHECK_INT(queue_parse_take(r, 1, &m, &n, &err), 1);
+    CHECK_INT(queue_parse_take(r, 1, &m, &n, &left, &err), 1);
     CHECK_INT(n, 0);
+    CHECK_INT(left, 0);   /* ready was empty */
     CHECK(m == NULL);
     freeReplyObject(r);
-    /* Ids popped but all set aside or dropped: the lease alone. */
-    r = reply_of("*1\r\n$3\r\n900\r\n");
-    CHECK_INT(queue_parse_take(r, 1, &m, &n, &err), 1);
+    /* Ids popped but all set aside or dropped: the header alone, and
+     * ready may still hold more (the taker takes again). */
+    r = reply_of("*2\r\n$3\r\n900\r\n:12\r\n");
+    CHECK_INT(queue_parse_take(r, 1, &m, &n, &left, &err), 1);
     CHECK_INT(n, 0);
+    CHECK_INT(left, 12);
     CHECK(m == NULL);
     freeReplyObject(r);
 
-    r = reply_of("*5\r\n$3\r\n900\r\n$2\r\nid\r\n:5\r\n$3\r\nid2\r\n:0\r\n");
-    CHECK_INT(queue_parse_take(r, 4, &m, &n, &err), 1);
+    r = reply_of("*6\r\n$3\r\n900\r\n:0\r\n$2\r\nid\r\n:5\r\n$3\r\nid2\r\n:0\r\n");
+    CHECK_INT(queue_parse_take(r, 4, &m, &n, &left, &err), 1);
     freeReplyObject(r);
     CHECK_INT(n, 2);
+    CHECK_INT(left, 0);
     if (n == 2) {
         CHECK_STR(m[0]->id, "id");
         CHECK_INT(m[0]->partition, 4);
@@ -658,26 +663,29 @@ static void test_parse(void)
         {"-NOSCRIPT No matching script. Please use EVAL.\r\n", "NOSCRIPT"},
         {"-ERR something\r\n", "error reply"},
         {":1\r\n", "take: reply is not an array"},
-        {"*2\r\n$1\r\n9\r\n$1\r\na\r\n", "take: bad element count"},
-        {"*3\r\n$1\r\nx\r\n$1\r\na\r\n:1\r\n", "take: bad lease"},
-        {"*3\r\n:9\r\n$1\r\na\r\n:1\r\n", "take: bad lease"},
-        {"*3\r\n$1\r\n9\r\n:1\r\n:1\r\n", "take: id is not a string"},
-        {"*3\r\n$1\r\n9\r\n$0\r\n\r\n:1\r\n", "take: bad id"},
-        {"*3\r\n$1\r\n9\r\n$1\r\na\r\n$1\r\n5\r\n", "take: bad data length"},
-        {"*3\r\n$1\r\n9\r\n$1\r\na\r\n:-1\r\n", "take: bad data length"},
+        {"*1\r\n$3\r\n900\r\n", "take: bad element count"},
+        {"*3\r\n$1\r\n9\r\n:0\r\n$1\r\na\r\n", "take: bad element count"},
+        {"*4\r\n$1\r\nx\r\n:0\r\n$1\r\na\r\n:1\r\n", "take: bad lease"},
+        {"*4\r\n:9\r\n:0\r\n$1\r\na\r\n:1\r\n", "take: bad lease"},
+        {"*4\r\n$1\r\n9\r\n$1\r\n0\r\n$1\r\na\r\n:1\r\n", "take: bad ready length"},
+        {"*2\r\n$1\r\n9\r\n:-1\r\n", "take: bad ready length"},
+        {"*4\r\n$1\r\n9\r\n:0\r\n:1\r\n:1\r\n", "take: id is not a string"},
+        {"*4\r\n$1\r\n9\r\n:0\r\n$0\r\n\r\n:1\r\n", "take: bad id"},
+        {"*4\r\n$1\r\n9\r\n:0\r\n$1\r\na\r\n$1\r\n5\r\n", "take: bad data length"},
+        {"*4\r\n$1\r\n9\r\n:0\r\n$1\r\na\r\n:-1\r\n", "take: bad data length"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         r = reply_of(bad[i].resp);
         CHECK(r != NULL);
         err = NULL;
         m = (struct queue_msg **)&err;
-        CHECK_INT(queue_parse_take(r, 0, &m, &n, &err), 0);
+        CHECK_INT(queue_parse_take(r, 0, &m, &n, &left, &err), 0);
         CHECK_STR(err, bad[i].want_err);
         CHECK(m == NULL);
         CHECK_INT(n, 0);
         freeReplyObject(r);
     }
-    CHECK_INT(queue_parse_take(NULL, 0, &m, &n, &err), 0);
+    CHECK_INT(queue_parse_take(NULL, 0, &m, &n, &left, &err), 0);
 
     /* A malformed entry is a message marked bad (to be set aside), not a
      * failed read: the others of the take still go out. */
@@ -699,8 +707,8 @@ static void test_parse(void)
         {"*7\r\n$0\r\n\r\n$3\r\nr@D\r\n$1\r\nD\r\n$1\r\n1\r\n$1\r\n1\r\n$-1\r\n$0\r\n\r\n", "domain not lower-case"},
     };
     for (size_t i = 0; i < sizeof(malformed) / sizeof(malformed[0]); i++) {
-        r = reply_of("*3\r\n$1\r\n7\r\n$1\r\na\r\n:0\r\n");
-        CHECK_INT(queue_parse_take(r, 2, &m, &n, &err), 1);
+        r = reply_of("*4\r\n$1\r\n7\r\n:0\r\n$1\r\na\r\n:0\r\n");
+        CHECK_INT(queue_parse_take(r, 2, &m, &n, &left, &err), 1);
         freeReplyObject(r);
         CHECK_INT(n, 1);
         if (n != 1)

@@ -142,6 +142,9 @@ static int run_enqueue(struct buf *b, int *wrote, const char **err, char *text, 
     return ok;
 }
 
+/* What the last take said ready still held after it (-1: it failed). */
+static long long take_left;
+
 /* take_moves: a take as the engine sends it; moves 0 leaves due retries
  * and expired leases where they are. */
 static size_t take_moves(int p, int max, int64_t now, int moves, struct queue_msg ***m, const char **err)
@@ -153,8 +156,10 @@ static size_t take_moves(int p, int max, int64_t now, int moves, struct queue_ms
     if (!queue_cmd_take(&b, &T.q.qc, &T.q.scripts, p, max, now, moves))
         *err = "build failed";
     redisReply *r = run_buf(&b);
-    if (!queue_parse_take(r, p, m, &n, err))
+    if (!queue_parse_take(r, p, m, &n, &take_left, err)) {
         n = 0;
+        take_left = -1;
+    }
     freeReplyObject(r);
     /* Metadata and body, one HMGET each, as the engine fetches them. */
     for (size_t i = 0; i < n; i++) {
@@ -450,6 +455,47 @@ static void test_generate_from(void)
         CHECK(strstr((const char *)m[0]->data, "\r\nFrom: <generator@tern.test>\r\n") != NULL);
         free_msgs(m, n);
     }
+}
+
+/* A take says how many entries ready still holds after it: 0 only when
+ * it emptied the list, whatever it returned (ids it popped but dropped
+ * count as popped), so the engine takes again only when there is more. */
+static void test_take_ready_left(void)
+{
+    flush();
+    char err[256] = "";
+    const char *doms[] = {"left.example"};
+    int p = part(doms[0]);
+    struct queue_msg **m;
+    const char *perr;
+    CHECK_INT(queue_generate(&T.q, 3, doms, 1, 200, err, sizeof(err)), 3);
+    size_t n = take(p, 2, 1, &m, &perr);
+    CHECK_INT(n, 2);
+    CHECK_INT(take_left, 1);
+    if (n)
+        free_msgs(m, n);
+    n = take(p, 2, 1, &m, &perr);
+    CHECK_INT(n, 1);
+    CHECK_INT(take_left, 0);   /* fewer than asked, and none left */
+    if (n)
+        free_msgs(m, n);
+    n = take(p, 2, 1, &m, &perr);
+    CHECK_INT(n, 0);
+    CHECK_INT(take_left, 0);
+    /* Two ids without a message in front of a real one: both popped and
+     * dropped, so the take returns none, yet ready is not empty. */
+    CHECK_INT(queue_generate(&T.q, 1, doms, 1, 200, err, sizeof(err)), 1);
+    char key[64];
+    snprintf(key, sizeof(key), "%s:{%d}:ready", T.q.qc.prefix, p);
+    freeReplyObject(cmd("LPUSH %s gone1 gone2", key));
+    n = take(p, 2, 1, &m, &perr);
+    CHECK_INT(n, 0);
+    CHECK_INT(take_left, 1);
+    n = take(p, 2, 1, &m, &perr);
+    CHECK_INT(n, 1);
+    CHECK_INT(take_left, 0);
+    if (n)
+        free_msgs(m, n);
 }
 
 /* tern queue delete takes ready ids off the ready list at once (so the
@@ -842,6 +888,7 @@ int main(void)
     RUN(test_generate_from);
     RUN(test_delete_leaves_ready);
     RUN(test_take_ack);
+    RUN(test_take_ready_left);
     RUN(test_lease_expiry_and_schedule);
     RUN(test_noscript);
     RUN(test_open_errors);

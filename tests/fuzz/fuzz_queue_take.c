@@ -103,10 +103,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     struct queue_msg **msgs = NULL;
     size_t n = 0;
+    long long left = -1;
     const char *err = NULL;
-    int ok = queue_parse_take(reply, 3, &msgs, &n, &err);
+    int ok = queue_parse_take(reply, 3, &msgs, &n, &left, &err);
     freeReplyObject(reply);
     if (!ok && (err == NULL || msgs != NULL || n != 0))
+        abort();
+    if (ok && left < 0)
         abort();
     if (n > QUEUE_TAKE_MAX)
         abort();
