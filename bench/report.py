@@ -210,6 +210,13 @@ def table(meta, workloads, peers, runs):
             out.append(row("%s median" % name, m, cores))
         if str(name).startswith("listener"):
             out.extend(listener_lines(name, rs))
+        for r in rs:
+            # a paced run whose injector could not keep its pace measured a
+            # lower rate than the one in its header: say so
+            if r.get("rate") and r.get("enqueue_rate") and r["enqueue_rate"] < 0.95 * r["rate"]:
+                out.append("  %s run %s: the injector fell behind: it enqueued %s msg/s of the %s asked (Redis "
+                           "could not take the enqueues faster); the latencies are those of %s msg/s\n"
+                           % (name, r.get("run"), r["enqueue_rate"], r["rate"], r["enqueue_rate"]))
         for p in [r for r in runs if r.get("workload") == name and r.get("kind") == "peer"]:
             out.append(row("%s %s" % (name, p.get("peer")), p, cores))
             tm = medians(rs)

@@ -5,7 +5,8 @@
 #     with machine and commit, a row per workload), progress on stderr,
 #     valid JSON in which every workload's runs delivered every message and
 #     the sink counted each one; --aof always is said in the report, the
-#     injection's AOF is compacted before the drain;
+#     injection's AOF is compacted before the drain; a paced run whose
+#     injector fell behind is called out;
 #     the listener workloads: tern-loadgen's N messages accepted by the
 #     listener (with and without AUTH), every one at the sink with the
 #     SHA-256 of the message sent, an accepted rate reported;
@@ -98,6 +99,19 @@ if grep -q '^redis AOF: appendfsync always; the injection.s AOF is rewritten (co
     pass "bench --aof: AOF compacted before the drain, rewrites counted"
 else
     fail "bench --aof compaction" "$(grep '^redis' "$dir/aof.out" | paste -sd' ' -)"
+fi
+
+# a3. a paced run whose injector fell behind its rate says so (report.py
+#     on a made-up run file: one run at its pace, one at 60% of it)
+printf 'date=x\ncommit=x\ncores=2\naof=always\nruns=2\nquick=0\nsink_threads=1\n' >"$dir/pace.meta"
+printf 'workload=transactional messages=0 size=4096 rcpts=1 destinations=100 msgs_per_conn=10000 tls=starttls rate=1000\n' >>"$dir/pace.meta"
+printf 'kind=tern workload=transactional run=%s msgs_per_s=%s rate=1000 enqueue_rate=%s\n' 1 995 998 2 600 601 >"$dir/pace.runs"
+$PY bench/report.py --meta "$dir/pace.meta" --runs "$dir/pace.runs" >"$dir/pace.out" 2>&1
+if grep -q '^  transactional run 2: the injector fell behind: it enqueued 601 msg/s of the 1000 asked' "$dir/pace.out" &&
+    ! grep -q 'run 1: the injector fell behind' "$dir/pace.out"; then
+    pass "report: a paced run that fell behind its rate is called out"
+else
+    fail "report: paced run behind" "$(tail -3 "$dir/pace.out" | paste -sd' ' -)"
 fi
 
 # b. the load generator
