@@ -619,8 +619,11 @@ static void flush_acks(struct worker *w)
         struct partition *p = &w->parts[i];
         if (p->nacks == 0)
             continue;
-        /* Bigger batches: the script call's fixed cost is paid per call. */
-        if (!w->stopping && p->nacks < ACK_FLUSH_MIN && w->now_ms - p->first_ack_ms < ACK_FLUSH_MS)
+        /* Bigger batches: the script call's fixed cost is paid per call.
+         * A drain holding no message has nothing more to add: its last
+         * acks go at once (the drain ends when they are answered). */
+        if (!w->stopping && !(w->e->drain && w->in_memory == 0) && p->nacks < ACK_FLUSH_MIN &&
+            w->now_ms - p->first_ack_ms < ACK_FLUSH_MS)
             continue;
         struct queue_outcome *o = calloc(p->nacks, sizeof(*o));
         if (o == NULL)
@@ -1095,6 +1098,21 @@ static int drained(struct worker *w)
     return 1;
 }
 
+/* How long the loop may sleep when nothing completes: until the next
+ * tick, or until the oldest held outcome is due to be acked (ACK_FLUSH_MS
+ * is a promise; the tick alone kept the last outcomes of a burst ~50 ms). */
+static int64_t wait_ms(const struct worker *w, int64_t next_tick)
+{
+    int64_t due = next_tick;
+    if (w->redis_down || w->redis_warming)
+        return TICK_MS;   /* the acks wait for Redis (flush_acks) */
+    for (int i = 0; i < w->nparts; i++)
+        if (w->parts[i].nacks && w->parts[i].first_ack_ms + ACK_FLUSH_MS < due)
+            due = w->parts[i].first_ack_ms + ACK_FLUSH_MS;
+    int64_t ms = due - w->now_ms;
+    return ms < 1 ? 1 : ms > TICK_MS ? TICK_MS : ms;
+}
+
 static void on_tick(struct worker *w)
 {
     if (atomic_load(&w->stop_requested) && !w->stopping)
@@ -1218,7 +1236,7 @@ int worker_run(struct worker *w)
                 break;
             }
         }
-        struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = TICK_MS * 1000000LL};
+        struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = wait_ms(w, next_tick) * 1000000LL};
         struct io_uring_cqe *cqe;
         int rc = io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
         if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY) {
