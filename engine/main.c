@@ -222,13 +222,16 @@ static void print_listener_summary(const struct listener *ls)
 
 /* One line on the queue side: the most messages and body bytes any moment
  * held in memory (per-worker peaks summed: upper bounds of the engine's),
- * the take calls and the ready notices received (worker_notice.c), the
+ * the most body bytes a worker had asked for and not received yet
+ * (FETCH_WINDOW_BYTES), the take calls and the ready notices received
+ * (worker_notice.c), the
  * bounce and delay
  * report enqueues that found their report queued already (dsn_report_id) and
  * how often the Redis link was lost and restored. */
 static void print_queue_line(struct worker **ws, int n)
 {
     unsigned long long peak = 0, peak_bytes = 0, lost = 0, back = 0, notices = 0, repeated = 0, takes = 0;
+    unsigned long long peak_fetch = 0;
     for (int i = 0; i < n; i++) {
         const struct worker_stats *s = worker_stats(ws[i]);
         peak += s->peak_in_memory;
@@ -238,9 +241,12 @@ static void print_queue_line(struct worker **ws, int n)
         notices += s->notices;
         repeated += s->reports_repeated;
         takes += s->takes;
+        if (s->peak_fetch_bytes > peak_fetch)
+            peak_fetch = s->peak_fetch_bytes;
     }
-    printf("queue peak_in_memory=%llu peak_bytes_in_memory=%llu redis_losses=%llu redis_reconnects=%llu "
-           "takes=%llu notices=%llu reports_repeated=%llu\n", peak, peak_bytes, lost, back, takes, notices, repeated);
+    printf("queue peak_in_memory=%llu peak_bytes_in_memory=%llu peak_fetch_bytes=%llu redis_losses=%llu "
+           "redis_reconnects=%llu takes=%llu notices=%llu reports_repeated=%llu\n", peak, peak_bytes, peak_fetch, lost,
+           back, takes, notices, repeated);
 }
 
 static int cmd_run(const struct tern_config *cfg, int drain, int verbose)

@@ -111,6 +111,7 @@ void worker_rq_drop(struct worker *w)
     }
     w->rq_head = 0;
     w->rq_len = 0;
+    w->fetch_inflight = 0;
 }
 
 /* The command builders append to whichever buffer is not being sent. */
@@ -731,6 +732,15 @@ static void fetch_waiting(struct worker *w)
         if (!w->stopping && w->bytes_in_memory > 0 &&
             (w->bytes_in_memory >= budget || m->data_len > budget - w->bytes_in_memory))
             return;
+        /* A few MiB asked for at a time, not the whole budget: Redis
+         * builds every reply of the commands it has read before it
+         * writes any, so 64 MiB of HMGETs made it copy 64 MiB into fresh
+         * reply buffers (page faults, then freed) before the first body
+         * left, and the start of a run of 100 KiB messages waited ~50 ms
+         * for it (bench/README.md, Optimisations). One body larger than
+         * the window goes alone. */
+        if (w->fetch_inflight > 0 && w->fetch_inflight + m->data_len > FETCH_WINDOW_BYTES)
+            return;
         w->fetch_wait_head++;
         w->fetch_wait_len--;
         /* Its metadata and body follow in the HMGET sent now
@@ -744,6 +754,9 @@ static void fetch_waiting(struct worker *w)
         }
         rq_push(w, RQ_DATA, m->partition, m);
         w->bytes_in_memory += m->data_len;
+        w->fetch_inflight += m->data_len;
+        if (w->fetch_inflight > w->st.peak_fetch_bytes)
+            w->st.peak_fetch_bytes = w->fetch_inflight;
         if (w->bytes_in_memory > w->st.peak_bytes_in_memory)
             w->st.peak_bytes_in_memory = w->bytes_in_memory;
     }
@@ -849,6 +862,7 @@ static void on_redis_reply(struct worker *w, redisReply *r)
         on_take(w, pr.partition, r);
         break;
     case RQ_DATA:
+        w->fetch_inflight -= pr.msg->data_len;   /* as asked for: on_take_data may change it */
         on_take_data(w, pr.msg, r);
         break;
     case RQ_ACK:

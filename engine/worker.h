@@ -82,6 +82,7 @@ struct worker_stats {
     uint64_t reports_repeated;    /* bounce/delay report enqueues found queued already */
     uint64_t peak_in_memory;      /* most messages held at once */
     uint64_t peak_bytes_in_memory; /* most body bytes held at once */
+    uint64_t peak_fetch_bytes;    /* most body bytes asked for and not come yet */
     uint64_t bad;                 /* malformed queue entries set aside */
     uint64_t delay_warnings;      /* delay reports sent (Action: delayed) */
     uint64_t conns_opened, conn_failures, txns;

@@ -28,6 +28,7 @@
 #include "tls/tls.h"
 
 #define RECV_BUF_SIZE        (16 * 1024)
+#define FETCH_WINDOW_BYTES   (2 * 1024 * 1024)   /* body bytes asked for at once (fetch_waiting) */
 #define REDIS_RECV_SIZE      (256 * 1024)
 #define TICK_MS              50
 #define CONN_LINGER_MS       1000    /* wait for the peer's FIN after 221 */
@@ -419,6 +420,7 @@ struct worker {
      * and the messages taken whose body is not asked for yet because that
      * would pass max_bytes_in_memory: a FIFO, emptied before the next take. */
     size_t bytes_in_memory;
+    size_t fetch_inflight;     /* of those: asked for, not come yet (FETCH_WINDOW_BYTES) */
     struct queue_msg **fetch_wait;
     size_t fetch_wait_head, fetch_wait_len, fetch_wait_cap;
 

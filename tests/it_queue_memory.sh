@@ -13,6 +13,12 @@
 #     share too (each goes alone);
 #  f. the body bytes held never passed the cap, except by those larger
 #     bodies (`peak_bytes_in_memory`: per-worker peaks summed).
+# Then the fetch window: 200 x 100 KiB drained by one worker whose byte cap
+# would hold them all (max_bytes_in_memory = 256m):
+#  g. every message is delivered, and the bodies were asked for a window
+#     (FETCH_WINDOW_BYTES, 2 MiB) at a time, not 20 MB at once, which
+#     Redis would have copied into replies before sending the first
+#     (`peak_fetch_bytes`: the most a worker had asked for, not received).
 # (bench/queue_cost.sh measures the same with 1,000,000 messages.)
 set -u
 cd "$(dirname "$0")/.."
@@ -61,4 +67,17 @@ echo "info: peak_bytes_in_memory=$bpeak cap=2097152"
 [ -n "$bpeak" ] && [ "$bpeak" -ge 102400 ] && [ "$bpeak" -le $((2 * 1536000)) ] &&
     pass bytes_cap_never_exceeded || fail bytes_cap_never_exceeded "peak_bytes_in_memory=$bpeak"
 [ "$(qleft b)" = 0 ] && pass bytes_cap_queue_empty || fail bytes_cap_queue_empty "$(qleft b) left"
+
+qsink f --threads 2 || exit 1
+QTHREADS=1 qconf f <<EOC
+max_bytes_in_memory = 256m
+EOC
+qinject f --generate 200 --domains a.test,b.test --size 100k
+qdrain f ||
+    fail window_drain "tern run --drain: exit $?: $(tail -n 3 "$dir/f.rerr")"
+fpeak=$(sed -n 's/^queue .*peak_fetch_bytes=\([0-9]*\).*/\1/p' "$dir/f.run")
+echo "info: peak_fetch_bytes=$fpeak (window 2 MiB, bodies 100 KiB)"
+[ "$(qids f)" -eq 200 ] && [ -n "$fpeak" ] && [ "$fpeak" -ge 102400 ] && [ "$fpeak" -le $((2 * 1024 * 1024)) ] &&
+    pass fetch_window_bounds_redis_replies ||
+    fail fetch_window_bounds_redis_replies "$(qids f) of 200 delivered; peak_fetch_bytes=$fpeak"
 [ "$TERN_FAILS" -eq 0 ]
