@@ -222,12 +222,11 @@ static void print_listener_summary(const struct listener *ls)
 
 /* One line on the queue side: the most messages and body bytes any moment
  * held in memory (per-worker peaks summed: upper bounds of the engine's),
- * the most body bytes a worker had asked for and not received yet
- * (FETCH_WINDOW_BYTES), the take calls and the ready notices received
- * (worker_notice.c), the
- * bounce and delay
- * report enqueues that found their report queued already (dsn_report_id) and
- * how often the Redis link was lost and restored. */
+ * the most body bytes one worker had asked for and not received yet
+ * (FETCH_WINDOW_BYTES), the take calls, the ready notices received
+ * (worker_notice.c), the bounce and delay report enqueues that found their
+ * report queued already (dsn_report_id) and how often the Redis link was
+ * lost and restored. */
 static void print_queue_line(struct worker **ws, int n)
 {
     unsigned long long peak = 0, peak_bytes = 0, lost = 0, back = 0, notices = 0, repeated = 0, takes = 0;

@@ -13,12 +13,13 @@
 #     share too (each goes alone);
 #  f. the body bytes held never passed the cap, except by those larger
 #     bodies (`peak_bytes_in_memory`: per-worker peaks summed).
-# Then the fetch window: 200 x 100 KiB drained by one worker whose byte cap
-# would hold them all (max_bytes_in_memory = 256m):
+# Then the fetch window: 200 x 100 KiB and 2 x 3 MB drained by one worker
+# whose byte cap would hold them all (max_bytes_in_memory = 256m):
 #  g. every message is delivered, and the bodies were asked for a window
-#     (FETCH_WINDOW_BYTES, 2 MiB) at a time, not 20 MB at once, which
-#     Redis would have copied into replies before sending the first
-#     (`peak_fetch_bytes`: the most a worker had asked for, not received).
+#     (FETCH_WINDOW_BYTES, 2 MiB) at a time, not 26 MB at once, which
+#     Redis would have copied into replies before sending the first; a
+#     body over the window was asked for alone (`peak_fetch_bytes`: the
+#     most a worker had asked for and not received: one 3 MB body).
 # (bench/queue_cost.sh measures the same with 1,000,000 messages.)
 set -u
 cd "$(dirname "$0")/.."
@@ -73,11 +74,12 @@ QTHREADS=1 qconf f <<EOC
 max_bytes_in_memory = 256m
 EOC
 qinject f --generate 200 --domains a.test,b.test --size 100k
+qinject f --generate 2 --domains a.test --size 3000k
 qdrain f ||
     fail window_drain "tern run --drain: exit $?: $(tail -n 3 "$dir/f.rerr")"
 fpeak=$(sed -n 's/^queue .*peak_fetch_bytes=\([0-9]*\).*/\1/p' "$dir/f.run")
-echo "info: peak_fetch_bytes=$fpeak (window 2 MiB, bodies 100 KiB)"
-[ "$(qids f)" -eq 200 ] && [ -n "$fpeak" ] && [ "$fpeak" -ge 102400 ] && [ "$fpeak" -le $((2 * 1024 * 1024)) ] &&
+echo "info: peak_fetch_bytes=$fpeak (window 2 MiB, bodies of 100 KiB and 3 MB)"
+[ "$(qids f)" -eq 202 ] && [ -n "$fpeak" ] && [ "$fpeak" -ge 3000000 ] && [ "$fpeak" -le 3200000 ] &&
     pass fetch_window_bounds_redis_replies ||
-    fail fetch_window_bounds_redis_replies "$(qids f) of 200 delivered; peak_fetch_bytes=$fpeak"
+    fail fetch_window_bounds_redis_replies "$(qids f) of 202 delivered; peak_fetch_bytes=$fpeak"
 [ "$TERN_FAILS" -eq 0 ]
