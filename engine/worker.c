@@ -612,6 +612,14 @@ static void ack_item_free(struct ack_item *a)
     free(a->remaining);
 }
 
+/* When a partition's held outcomes are due for their ack call at the
+ * latest: the oldest has waited ACK_FLUSH_MS (flush_acks sends them then;
+ * wait_ms wakes the loop for it). */
+static int64_t ack_due_ms(const struct partition *p)
+{
+    return p->first_ack_ms + ACK_FLUSH_MS;
+}
+
 static void flush_acks(struct worker *w)
 {
     if (w->redis_down || w->redis_warming)
@@ -624,7 +632,7 @@ static void flush_acks(struct worker *w)
          * A drain holding no message has nothing more to add: its last
          * acks go at once (the drain ends when they are answered). */
         if (!w->stopping && !(w->e->drain && w->in_memory == 0) && p->nacks < ACK_FLUSH_MIN &&
-            w->now_ms - p->first_ack_ms < ACK_FLUSH_MS)
+            w->now_ms < ack_due_ms(p))
             continue;
         struct queue_outcome *o = calloc(p->nacks, sizeof(*o));
         if (o == NULL)
@@ -1121,8 +1129,8 @@ static int64_t wait_ms(const struct worker *w, int64_t next_tick)
     if (w->redis_down || w->redis_warming)
         return TICK_MS;   /* the acks wait for Redis (flush_acks) */
     for (int i = 0; i < w->nparts; i++)
-        if (w->parts[i].nacks && w->parts[i].first_ack_ms + ACK_FLUSH_MS < due)
-            due = w->parts[i].first_ack_ms + ACK_FLUSH_MS;
+        if (w->parts[i].nacks && ack_due_ms(&w->parts[i]) < due)
+            due = ack_due_ms(&w->parts[i]);
     int64_t ms = due - w->now_ms;
     return ms < 1 ? 1 : ms > TICK_MS ? TICK_MS : ms;
 }
