@@ -275,7 +275,9 @@ static void finish_txn(struct smtp_client *c, int accepted)
     c->replies_due = 0;
     c->state = SMTP_ST_READY;
     c->pending_txn_done = 1;
-    c->pending_ready = 1;
+    /* Once QUIT went behind the last transaction there is no room again:
+     * no READY, also while those behind this one are still in flight. */
+    c->pending_ready = !c->quit_sent;
     if (c->nbehind > 0)
         return;
     if (c->quit_sent) {

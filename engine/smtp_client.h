@@ -392,9 +392,9 @@ int smtp_client_quit(struct smtp_client *c);
  * last. With PIPELINING, QUIT goes out right behind the last of them,
  * once all of it is queued (RFC 2920 3.1: QUIT may end a group): with
  * BDAT at once, with DATA after the body (or the "." alone) that its 354
- * brings. The replies then end with QUIT's: TXN_DONE for each, and no
- * READY after the last but CLOSED at QUIT's reply (state QUIT in
- * between). One send and one round trip less for a connection that
+ * brings. The replies then end with QUIT's: TXN_DONE for each, no READY
+ * once QUIT has gone (not even between transactions still in flight),
+ * and CLOSED at QUIT's reply (state QUIT in between). One send and one round trip less for a connection that
  * carries one message. Nothing more may be started (smtp_client_room
  * says no). When the last transaction ends before its body was sent (a
  * DATA refused, a local refusal) no QUIT went: READY follows as usual

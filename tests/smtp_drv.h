@@ -136,6 +136,8 @@ static inline void drv_pump(struct drv *d)
                 smtp_client_tls_started(&d->c);
             break;
         case SMTP_EV_READY:
+            if (d->c.quit_sent)
+                logf_(d, "READY-AFTER-QUIT");   /* never: no room once QUIT went */
             if (d->fill) {
                 drv_fill(d);
                 break;
