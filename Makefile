@@ -26,7 +26,7 @@ UNIT_SRC  := $(wildcard tests/unit_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/%.c=$(BUILD)/tests/%)
 
 all: $(BUILD)/tern $(BUILD)/tern-sink $(BUILD)/tern-loadgen $(BUILD)/tern-bench-inject \
-     $(BUILD)/tern-crypto-cost $(BUILD)/tern-body-cost $(BUILD)/tern-resp-cost $(BUILD)/tern-redis-cost $(UNIT_BIN)
+     $(BUILD)/tern-crypto-cost $(BUILD)/tern-byte-cost $(BUILD)/tern-body-cost $(BUILD)/tern-resp-cost $(BUILD)/tern-redis-cost $(UNIT_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -43,7 +43,8 @@ $(BUILD)/tern-sink: $(SINK_OBJ) $(BUILD)/libtern.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # Benchmark tools (bench/README.md): the direct SMTP load generator, the
-# paced, multi-recipient injector, and the key exchange's cost.
+# paced, multi-recipient injector, and what the key exchange and a large
+# body's steps cost.
 $(BUILD)/tern-loadgen: $(BUILD)/bench/loadgen.o $(BUILD)/libtern.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -51,6 +52,9 @@ $(BUILD)/tern-bench-inject: $(BUILD)/bench/inject.o $(BUILD)/libtern.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tern-crypto-cost: $(BUILD)/bench/crypto_cost.o $(BUILD)/libtern.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tern-byte-cost: $(BUILD)/bench/byte_cost.o $(BUILD)/libtern.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tern-body-cost: $(BUILD)/bench/body_cost.o $(BUILD)/libtern.a
@@ -90,4 +94,4 @@ clean:
 	rm -rf build
 
 .PHONY: all test demo clean fuzz bench
--include $(LIB_OBJ:.o=.d) $(SINK_OBJ:.o=.d) $(BUILD)/bench/loadgen.d $(BUILD)/bench/inject.d $(BUILD)/bench/crypto_cost.d $(BUILD)/bench/body_cost.d $(BUILD)/bench/resp_cost.d $(BUILD)/bench/redis_cost.d $(UNIT_BIN:=.d) $(BUILD)/engine/main.d
+-include $(LIB_OBJ:.o=.d) $(SINK_OBJ:.o=.d) $(BUILD)/bench/loadgen.d $(BUILD)/bench/inject.d $(BUILD)/bench/crypto_cost.d $(BUILD)/bench/byte_cost.d $(BUILD)/bench/body_cost.d $(BUILD)/bench/resp_cost.d $(BUILD)/bench/redis_cost.d $(UNIT_BIN:=.d) $(BUILD)/engine/main.d

@@ -16,6 +16,7 @@
 #  c. tern-loadgen against a sink that refuses every message: refused=N,
 #     exit 1;
 #  d. tern-crypto-cost prints its three figures, and exits 2 on bad input;
+#     tern-byte-cost likewise its six;
 #  e. bench/redis_cost.sh (tern-redis-cost on a private redis-server)
 #     prints its six figures, and the tool exits 2 without an address.
 set -u
@@ -157,6 +158,15 @@ out=$(timeout 60 "$TERN_BUILD/tern-crypto-cost" 50)
     fail "crypto-cost" "$out"
 "$TERN_BUILD/tern-crypto-cost" 0 >/dev/null 2>&1
 [ $? = 2 ] && pass "crypto-cost: bad iterations, exit 2" || fail "crypto-cost usage" "exit not 2"
+
+# d. a body's cost per step: six figures, each a number (their sizes are
+# the machine's, not checked)
+out=$(timeout 60 "$TERN_BUILD/tern-byte-cost" 20)
+num='[0-9]+\.[0-9]+'
+[[ $out =~ ^memcpy_cold_us=$num\ memcpy_hot_us=$num\ seal_us=$num\ open_us=$num\ unix_us=$num\ tcp_us=$num$ ]] &&
+    pass "byte-cost: figures printed" || fail "byte-cost" "$out"
+"$TERN_BUILD/tern-byte-cost" 10 0 >/dev/null 2>&1
+[ $? = 2 ] && pass "byte-cost: bad size, exit 2" || fail "byte-cost usage" "exit not 2"
 
 # e. Redis's cost per step: six positive figures, the event's share is the difference,
 # and an event's memory is in the hundreds of bytes (its fields alone are ~250)
