@@ -10,6 +10,8 @@
 #     the listener workloads: tern-loadgen's N messages accepted by the
 #     listener (with and without AUTH), every one at the sink with the
 #     SHA-256 of the message sent, an accepted rate reported;
+#  a4. --size: every workload's messages at that size; bad sizes and runs
+#     too big for memory refused before anything starts;
 #  b. tern-loadgen: its one result line, pipelined and not, many
 #     recipients, STARTTLS verified against the test CA, a new connection
 #     every K messages resuming TLS;
@@ -113,6 +115,44 @@ if grep -q '^  transactional run 2: the injector fell behind: it enqueued 601 ms
     pass "report: a paced run that fell behind its rate is called out"
 else
     fail "report: paced run behind" "$(tail -3 "$dir/pace.out" | paste -sd' ' -)"
+fi
+
+# a4. --size sets every workload's message size: the JSON's params and
+#     the sink's byte count say so; sizes out of range, and runs whose
+#     bodies would not fit in memory, are refused before anything starts
+if timeout 120 bench/run bulk large --quick --size 20000 --json "$dir/size.json" --out "$dir/size" \
+        >"$dir/size.out" 2>"$dir/size.err" &&
+    "$PY" - "$dir/size.json" >"$dir/size.py" 2>&1 <<'EOF2'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+for w in doc["workloads"]:
+    assert w["params"]["size"] == 20000, (w["name"], w["params"]["size"])
+    for r in w["runs"]:
+        n = w["params"]["messages"]
+        assert r["delivered"] == n and r["sink_messages"] == n, w["name"]
+EOF2
+then
+    pass "bench --size: every workload at that size, every message delivered"
+else
+    fail "bench --size" "$(tail -3 "$dir/size.err" "$dir/size.py" 2>/dev/null | paste -sd' ' -)"
+fi
+sink_bytes=$(sed -n 's/^bytes=//p' "$dir/size/work/large-1/sink.stats" 2>/dev/null)
+n_large=$(sed -n 's/^messages=//p' "$dir/size/work/large-1/sink.stats" 2>/dev/null)
+if [ -n "$sink_bytes" ] && [ -n "$n_large" ] && [ "$n_large" -gt 0 ] &&
+    awk -v b="$sink_bytes" -v n="$n_large" 'BEGIN { exit !(b / n > 19000 && b / n < 21000) }'; then
+    pass "bench --size: the sink received ~20,000 bytes a message"
+else
+    fail "bench --size bytes" "sink bytes=$sink_bytes messages=$n_large"
+fi
+bench/run bulk --size 63 >/dev/null 2>&1
+rc1=$?
+bench/run large --messages 100000000 --out "$dir/size-big" >/dev/null 2>"$dir/size-big.err"
+rc2=$?
+if [ $rc1 = 2 ] && [ $rc2 = 2 ] && grep -q 'do not fit in half the available memory' "$dir/size-big.err" &&
+    [ ! -e "$dir/size-big/work/large-1" ]; then
+    pass "bench --size: out of range and too much for memory refused up front"
+else
+    fail "bench --size limits" "exits $rc1 $rc2: $(head -2 "$dir/size-big.err" | paste -sd' ' -)"
 fi
 
 # b. the load generator
