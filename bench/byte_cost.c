@@ -199,6 +199,7 @@ static double transfer_us(const struct body_set *s, int tcp)
         if (off < s->bytes)
             break;
     }
+    shutdown(fd[0], SHUT_WR);   /* a send that failed must not leave the reader waiting */
     pthread_join(th, NULL);
     double us = (cpu_s() - c) / s->iterations * 1e6;
     close(fd[0]);
