@@ -82,6 +82,13 @@ static double memcpy_us(const struct body_set *s, int cold)
     return (bench_now_s() - t) / s->iterations * 1e6;
 }
 
+/* The plaintext length of record r of a body. */
+static size_t record_len(const struct body_set *s, size_t r)
+{
+    size_t left = s->bytes - r * RECORD_MAX;
+    return left < RECORD_MAX ? left : RECORD_MAX;
+}
+
 /* Seal (or open what was sealed) each body in records of RECORD_MAX. */
 static double aead_us(const struct body_set *s, int open)
 {
@@ -98,9 +105,8 @@ static double aead_us(const struct body_set *s, int open)
         goto out;
     size_t off = 0;
     for (size_t r = 0; r < nrec; r++) {   /* one body sealed, for the opens */
-        size_t n = s->bytes - r * RECORD_MAX < RECORD_MAX ? s->bytes - r * RECORD_MAX : RECORD_MAX;
         if (!EVP_AEAD_CTX_seal(&ctx, sealed + off, &len[r], cap - off, nonce, sizeof(nonce),
-                               s->pool + r * RECORD_MAX, n, NULL, 0))
+                               s->pool + r * RECORD_MAX, record_len(s, r), NULL, 0))
             goto out;
         off += len[r];
     }
@@ -109,7 +115,7 @@ static double aead_us(const struct body_set *s, int open)
         const uint8_t *in = s->pool + body_at(s, i);
         off = 0;
         for (size_t r = 0; r < nrec; r++) {
-            size_t n = s->bytes - r * RECORD_MAX < RECORD_MAX ? s->bytes - r * RECORD_MAX : RECORD_MAX, got;
+            size_t n = record_len(s, r), got;
             int ok = open ? EVP_AEAD_CTX_open(&ctx, plain + r * RECORD_MAX, &got, n, nonce,
                                               sizeof(nonce), sealed + off, len[r], NULL, 0)
                           : EVP_AEAD_CTX_seal(&ctx, sealed + off, &got, cap - off, nonce,
