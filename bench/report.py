@@ -114,6 +114,27 @@ def busy(r, cores):
     return "%.0f%%" % (sum(parts) * rate / (cores * 1e6) * 100)
 
 
+# redis-server runs the queue on one thread: past this share of one core,
+# and above the share of the machine the run used, the queue is the limit
+# nearest to running out, not the cores.
+REDIS_BOUND_PCT = 75
+
+
+def redis_bound(name, r, cores):
+    """A line saying that redis-server's one thread was the tighter limit
+    of run r (its CPU per message x msgs/s, in % of one core), or None."""
+    rate, red = r.get("msgs_per_s"), r.get("redis_us_per_msg")
+    parts = [r.get("engine_us_per_msg"), red, r.get("sink_us_per_msg")]
+    if not cores or not all(isinstance(p, (int, float)) for p in parts + [rate]):
+        return None
+    redis_pct = red * rate / 1e6 * 100
+    machine_pct = sum(parts) * rate / (cores * 1e6) * 100
+    if redis_pct < REDIS_BOUND_PCT or redis_pct <= machine_pct:
+        return None
+    return ("  %s: redis-server's one thread was busy %.0f%% of the run (redis us/msg x msgs/s), the machine "
+            "%.0f%%: the queue, not the cores, bounds this run\n" % (name, redis_pct, machine_pct))
+
+
 def row(label, r, cores=None):
     hs = "%s/%s" % (fmt(r.get("hs_full"), "%.0f"), fmt(r.get("hs_resumed"), "%.0f"))
     if r.get("kind") == "sink":
@@ -208,6 +229,11 @@ def table(meta, workloads, peers, runs):
             m = medians(rs)
             m["kind"] = rs[0].get("kind")
             out.append(row("%s median" % name, m, cores))
+        if rs and rs[0].get("kind") == "tern":
+            note = redis_bound(name if len(rs) == 1 else "%s median" % name, medians(rs) if len(rs) > 1 else rs[0],
+                               cores)
+            if note:
+                out.append(note)
         if str(name).startswith("listener"):
             out.extend(listener_lines(name, rs))
         for r in rs:

@@ -10,6 +10,8 @@
 #     the listener workloads: tern-loadgen's N messages accepted by the
 #     listener (with and without AUTH), every one at the sink with the
 #     SHA-256 of the message sent, an accepted rate reported;
+#  a3. report.py: a paced run behind its rate, and a run bounded by
+#     redis-server's one thread, are called out;
 #  a4. --size: every workload's messages at that size; bad sizes and runs
 #     too big for memory refused before anything starts;
 #  b. tern-loadgen: its one result line, pipelined and not, many
@@ -115,6 +117,22 @@ if grep -q '^  transactional run 2: the injector fell behind: it enqueued 601 ms
     pass "report: a paced run that fell behind its rate is called out"
 else
     fail "report: paced run behind" "$(tail -3 "$dir/pace.out" | paste -sd' ' -)"
+fi
+
+# a3. a run whose redis-server thread was busier (in % of one core) than
+#     the machine (in % of all cores) says the queue bounded it; one that
+#     was not says nothing (made-up runs: 1 KiB with BDAT and with DATA)
+printf 'date=x\ncommit=x\ncores=2\naof=off\nruns=1\nquick=0\nsink_threads=1\n' >"$dir/rb.meta"
+printf 'workload=%s messages=100000 size=1024 rcpts=1 destinations=100 msgs_per_conn=10000 tls=starttls rate=\n' \
+    bulk multi >>"$dir/rb.meta"
+printf 'kind=tern workload=%s run=1 msgs_per_s=%s engine_us_per_msg=%s redis_us_per_msg=%s sink_us_per_msg=%s\n' \
+    bulk 64506 6.9 14.9 3.4 multi 58404 11.7 13.7 6.7 >"$dir/rb.runs"
+$PY bench/report.py --meta "$dir/rb.meta" --runs "$dir/rb.runs" >"$dir/rb.out" 2>&1
+if grep -q "^  bulk: redis-server's one thread was busy 96% of the run .*, the machine 81%: the queue" "$dir/rb.out" &&
+    ! grep -q "^  multi: redis-server" "$dir/rb.out"; then
+    pass "report: a run bounded by redis-server's one thread is called out"
+else
+    fail "report: redis-bound" "$(tail -4 "$dir/rb.out" | paste -sd' ' -)"
 fi
 
 # a4. --size sets every workload's message size: the JSON's params and
