@@ -78,6 +78,8 @@ smtpd_peername_lookup = no
 biff = no
 append_dot_mydomain = no
 smtputf8_enable = no
+# above bench/run's largest --size (its default, 10,240,000, would refuse some)
+message_size_limit = 40000000
 relayhost = [127.0.0.1]:$sport
 default_destination_concurrency_limit = $PF_CONCURRENCY
 default_process_limit = $((PF_CONCURRENCY + 100))
