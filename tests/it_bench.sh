@@ -106,34 +106,43 @@ else
     fail "bench --aof compaction" "$(grep '^redis' "$dir/aof.out" | paste -sd' ' -)"
 fi
 
-# a3. a paced run whose injector fell behind its rate says so (report.py
-#     on a made-up run file: one run at its pace, one at 60% of it)
-printf 'date=x\ncommit=x\ncores=2\naof=always\nruns=2\nquick=0\nsink_threads=1\n' >"$dir/pace.meta"
+# a3. report.py on made-up run files: made_up_meta NAME AOF RUNS starts
+#     $dir/NAME.meta (the workload lines follow), made_up_report NAME
+#     reads it with $dir/NAME.runs into $dir/NAME.out
+made_up_meta() { printf 'date=x\ncommit=x\ncores=2\naof=%s\nruns=%s\nquick=0\nsink_threads=1\n' "$2" "$3" >"$dir/$1.meta"; }
+made_up_report() { $PY bench/report.py --meta "$dir/$1.meta" --runs "$dir/$1.runs" >"$dir/$1.out" 2>&1; }
+# called_out NAME TEST YES NO: $dir/NAME.out has a line matching YES and
+# none matching NO
+called_out() {
+    if grep -q "$3" "$dir/$1.out" && ! grep -q "$4" "$dir/$1.out"; then
+        pass "report: $2 is called out"
+    else
+        fail "report: $2" "$(tail -4 "$dir/$1.out" | paste -sd' ' -)"
+    fi
+}
+
+# a3. a paced run whose injector fell behind its rate says so (one run at
+#     its pace, one at 60% of it)
+made_up_meta pace always 2
 printf 'workload=transactional messages=0 size=4096 rcpts=1 destinations=100 msgs_per_conn=10000 tls=starttls rate=1000\n' >>"$dir/pace.meta"
 printf 'kind=tern workload=transactional run=%s msgs_per_s=%s rate=1000 enqueue_rate=%s\n' 1 995 998 2 600 601 >"$dir/pace.runs"
-$PY bench/report.py --meta "$dir/pace.meta" --runs "$dir/pace.runs" >"$dir/pace.out" 2>&1
-if grep -q '^  transactional run 2: the injector fell behind: it enqueued 601 msg/s of the 1000 asked' "$dir/pace.out" &&
-    ! grep -q 'run 1: the injector fell behind' "$dir/pace.out"; then
-    pass "report: a paced run that fell behind its rate is called out"
-else
-    fail "report: paced run behind" "$(tail -3 "$dir/pace.out" | paste -sd' ' -)"
-fi
+made_up_report pace
+called_out pace "a paced run that fell behind its rate" \
+    '^  transactional run 2: the injector fell behind: it enqueued 601 msg/s of the 1000 asked' \
+    'run 1: the injector fell behind'
 
 # a3. a run whose redis-server thread was busier (in % of one core) than
 #     the machine (in % of all cores) says the queue bounded it; one that
 #     was not says nothing (made-up runs: 1 KiB with BDAT and with DATA)
-printf 'date=x\ncommit=x\ncores=2\naof=off\nruns=1\nquick=0\nsink_threads=1\n' >"$dir/rb.meta"
+made_up_meta rb off 1
 printf 'workload=%s messages=100000 size=1024 rcpts=1 destinations=100 msgs_per_conn=10000 tls=starttls rate=\n' \
     bulk multi >>"$dir/rb.meta"
 printf 'kind=tern workload=%s run=1 msgs_per_s=%s engine_us_per_msg=%s redis_us_per_msg=%s sink_us_per_msg=%s\n' \
     bulk 64506 6.9 14.9 3.4 multi 58404 11.7 13.7 6.7 >"$dir/rb.runs"
-$PY bench/report.py --meta "$dir/rb.meta" --runs "$dir/rb.runs" >"$dir/rb.out" 2>&1
-if grep -q "^  bulk: redis-server's one thread was busy 96% of the run .*, the machine 81%: the queue" "$dir/rb.out" &&
-    ! grep -q "^  multi: redis-server" "$dir/rb.out"; then
-    pass "report: a run bounded by redis-server's one thread is called out"
-else
-    fail "report: redis-bound" "$(tail -4 "$dir/rb.out" | paste -sd' ' -)"
-fi
+made_up_report rb
+called_out rb "a run bounded by redis-server's one thread" \
+    "^  bulk: redis-server's one thread was busy 96% of the run .*, the machine 81%: the queue" \
+    "^  multi: redis-server"
 
 # a4. --size sets every workload's message size: the JSON's params and
 #     the sink's byte count say so; sizes out of range, and runs whose
