@@ -101,17 +101,22 @@ def fmt(v, f="%.1f"):
 COLS = "%-20s %8s %8s %8s %7s %7s %7s %7s %11s %8s %14s %7s %7s %7s %6s\n"
 
 
-def busy(r, cores):
+def machine_pct(r, cores):
     """The machine's CPU the measured processes used during the run, in % of
-    all its cores: (engine + redis + sink) CPU per message x msgs/s. What is
-    left to 100 is time they all waited (or other load)."""
+    all its cores: (engine + redis + sink) CPU per message x msgs/s, or None.
+    What is left to 100 is time they all waited (or other load)."""
     rate = r.get("msgs_per_s")
     parts = [r.get("engine_us_per_msg", r.get("loadgen_us_per_msg")), r.get("redis_us_per_msg"),
              r.get("sink_us_per_msg")]
     parts = [p for p in parts if isinstance(p, (int, float))]
     if not isinstance(rate, (int, float)) or not cores or not parts:
-        return "-"
-    return "%.0f%%" % (sum(parts) * rate / (cores * 1e6) * 100)
+        return None
+    return sum(parts) * rate / (cores * 1e6) * 100
+
+
+def busy(r, cores):
+    pct = machine_pct(r, cores)
+    return "-" if pct is None else "%.0f%%" % pct
 
 
 # redis-server runs the queue on one thread: past this share of one core,
@@ -124,15 +129,14 @@ def redis_bound(name, r, cores):
     """A line saying that redis-server's one thread was the tighter limit
     of run r (its CPU per message x msgs/s, in % of one core), or None."""
     rate, red = r.get("msgs_per_s"), r.get("redis_us_per_msg")
-    parts = [r.get("engine_us_per_msg"), red, r.get("sink_us_per_msg")]
-    if not cores or not all(isinstance(p, (int, float)) for p in parts + [rate]):
+    machine = machine_pct(r, cores)
+    if machine is None or not isinstance(red, (int, float)):
         return None
     redis_pct = red * rate / 1e6 * 100
-    machine_pct = sum(parts) * rate / (cores * 1e6) * 100
-    if redis_pct < REDIS_BOUND_PCT or redis_pct <= machine_pct:
+    if redis_pct < REDIS_BOUND_PCT or redis_pct <= machine:
         return None
     return ("  %s: redis-server's one thread was busy %.0f%% of the run (redis us/msg x msgs/s), the machine "
-            "%.0f%%: the queue, not the cores, bounds this run\n" % (name, redis_pct, machine_pct))
+            "%.0f%%: the queue, not the cores, bounds this run\n" % (name, redis_pct, machine))
 
 
 def row(label, r, cores=None):
