@@ -107,6 +107,7 @@ struct conn {
     int sent_cmds;              /* commands of this transaction sent */
     int failed;                 /* connection-level failure */
     long msgs;                  /* messages taken on this connection */
+    long quota;                 /* messages reserved for it (see open_conn) */
     struct tls_conn *tls;
     uint8_t *rbuf;              /* LG_RECV_SIZE, the recv's target */
     struct buf in;              /* plaintext replies not yet parsed */
@@ -123,6 +124,8 @@ struct gen {
     struct conn *conns;
     int live;                   /* connections not yet closed */
     long taken, sent, refused;
+    long reserved;              /* sum of the open connections' quotas and
+                                   of the messages closed ones took */
     long conn_failures;
     char first_error[256];
     struct buf txn;             /* MAIL, RCPT x R, DATA (CRLF-terminated lines) */
@@ -258,7 +261,7 @@ static void send_cmd(struct gen *g, struct conn *c, int i)
 /* Take the next message, or say goodbye when none is left. */
 static void start_txn(struct gen *g, struct conn *c)
 {
-    if (g->taken >= g->o.messages || (g->o.per_conn && c->msgs >= g->o.per_conn)) {
+    if (g->taken >= g->o.messages || c->msgs >= c->quota) {
         out_str(g, c, "QUIT\r\n");
         c->phase = PH_QUIT;
         return;
@@ -481,10 +484,20 @@ static void on_send(struct gen *g, struct conn *c, int res)
     }
 }
 
+/* With --msgs-per-conn a connection reserves its K messages (or what is
+ * left) when it opens, so that a replacement never opens while its
+ * siblings are about to take the last messages: it would open, find none
+ * and QUIT, one connection more than N / K. Without it a connection may
+ * take any message left, and none is replaced. */
+static long unreserved(const struct gen *g)
+{
+    return g->o.messages - g->reserved;
+}
+
 static int open_conn(struct gen *g, struct conn *c)
 {
     const struct addrinfo *ai = g->ai;
-    *c = (struct conn){.fd = -1};
+    *c = (struct conn){.fd = -1, .quota = g->o.messages};
     c->fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
     if (c->fd < 0 || connect(c->fd, ai->ai_addr, ai->ai_addrlen) != 0) {
         note_error(g, "connect", strerror(errno));
@@ -503,6 +516,10 @@ static int open_conn(struct gen *g, struct conn *c)
     buf_init(&c->sending, 0);
     buf_init(&c->pending, 0);
     c->phase = PH_GREETING;
+    if (g->o.per_conn) {
+        c->quota = g->o.per_conn < unreserved(g) ? g->o.per_conn : unreserved(g);
+        g->reserved += c->quota;
+    }
     arm_recv(g, c);
     g->live++;
     return 1;
@@ -512,6 +529,8 @@ static void close_conn(struct gen *g, struct conn *c)
 {
     close(c->fd);
     c->fd = -1;
+    if (g->o.per_conn)
+        g->reserved -= c->quota - c->msgs;   /* a failed one's unused share */
     if (c->tls) {
         SSL_SESSION *s, *newest = NULL;
         while ((s = tls_conn_take_session(c->tls)) != NULL) {
@@ -663,7 +682,8 @@ static void run_loop(struct gen *g)
                 on_send(g, c, cqe->res);
             flush_out(g, c);
             if (c->phase == PH_CLOSING && !c->recv_inflight && !c->send_inflight && c->fd >= 0) {
-                int again = !c->failed && g->taken < g->o.messages;
+                int again = !c->failed && g->taken < g->o.messages &&
+                            (!g->o.per_conn || unreserved(g) > 0);
                 close_conn(g, c);
                 if (again && !open_conn(g, c))
                     g->conn_failures++;
@@ -713,7 +733,7 @@ int main(int argc, char **argv)
         return 1;
     double t0 = bench_now_s();
     g.ai = ai;
-    for (int i = 0; i < g.o.conns; i++)
+    for (int i = 0; i < g.o.conns && (!g.o.per_conn || unreserved(&g) > 0); i++)
         if (!open_conn(&g, &g.conns[i]))
             g.conn_failures++;
     run_loop(&g);

@@ -16,7 +16,7 @@
 #     too big for memory refused before anything starts;
 #  b. tern-loadgen: its one result line, pipelined and not, many
 #     recipients, STARTTLS verified against the test CA, a new connection
-#     every K messages resuming TLS;
+#     every K messages resuming TLS, exactly ceil(N / K) of them;
 #  c. tern-loadgen against a sink that refuses every message: refused=N,
 #     exit 1;
 #  d. tern-crypto-cost prints its three figures, and exits 2 on bad input;
@@ -211,6 +211,15 @@ if [[ $out == "sent=30 refused=0 "* ]] && [ "$conns" = 15 ] && [ "${resumed:-0}"
 else
     fail "loadgen msgs-per-conn" "$out; connections $conns, resumed $resumed"
 fi
+# 7 messages, 2 a connection: 4 connections, never a fifth that finds none
+# left (each reserves its share when it opens)
+out=$(timeout 60 "$LG" --host 127.0.0.1 --port "$SINK_PORT" --messages 7 --conns 3 --msgs-per-conn 2 \
+    --starttls --ca-file "$CERTS/ca.pem")
+sleep 0.3
+conns=$(sed -n 's/^connections=//p' "$dir/lgm.stats")
+[[ $out == "sent=7 refused=0 "* ]] && [ "$conns" = 19 ] &&
+    pass "loadgen: --msgs-per-conn: no connection opens with no message left for it" ||
+    fail "loadgen msgs-per-conn remainder" "$out; connections $((conns - 15)) for 7 messages"
 
 # c. a refusing receiver
 tern_sink refuse --no-starttls --data-reply "554 5.7.1 no thanks" --quiet
