@@ -63,6 +63,23 @@ tern_wait_file() {   # file, tenths of a second
     [ -s "$1" ]
 }
 
+# tern_stat FILE KEY: KEY's value in a tern-sink --stats-file (empty if none).
+tern_stat() { sed -n "s/^$2=//p" "$1" 2>/dev/null; }
+
+# tern_wait_stat FILE KEY MIN [TENTHS]: wait until the stats file shows KEY
+# >= MIN (default 10 s). The sink rewrites the file about every 200 ms, and
+# later on a loaded machine: a fixed sleep before reading it is a race.
+tern_wait_stat() {
+    local n=${4:-100} v
+    while [ "$n" -gt 0 ]; do
+        v=$(tern_stat "$1" "$2")
+        [ -n "$v" ] && [ "$v" -ge "$3" ] && return 0
+        sleep 0.1
+        n=$((n - 1))
+    done
+    return 1
+}
+
 tern_redis() {
     local extra=${1:-}
     REDIS_SOCK=$TERN_DIR/redis.sock

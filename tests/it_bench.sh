@@ -196,16 +196,19 @@ out=$(timeout 60 "$LG" --host 127.0.0.1 --port "$SINK_PORT" --messages 20 --conn
     --no-pipeline --starttls --size 20000 --from a@b.test --to-domain c.test)
 [[ $out == "sent=20 refused=0 "* ]] && pass "loadgen: --no-pipeline, 7 recipients, 20 KB" ||
     fail "loadgen no-pipeline" "$out"
-sleep 0.3   # the stats file is rewritten about every 200 ms
-got=$(sed -n 's/^messages=//p' "$dir/lg.stats")
+tern_wait_stat "$dir/lg.stats" messages 320
+got=$(tern_stat "$dir/lg.stats" messages)
 [ "$got" = 320 ] && pass "loadgen: the sink counted every message" || fail "loadgen count" "sink counted $got of 320"
 
 tern_sink lgm --cert "$CERTS/server.pem" --key "$CERTS/server.key" --quiet --stats-file "$dir/lgm.stats"
 out=$(timeout 60 "$LG" --host 127.0.0.1 --port "$SINK_PORT" --messages 30 --conns 3 --msgs-per-conn 2 \
     --starttls --ca-file "$CERTS/ca.pem")
-sleep 0.3
-conns=$(sed -n 's/^connections=//p' "$dir/lgm.stats")
-resumed=$(sed -n 's/^tls_resumed=//p' "$dir/lgm.stats")
+# the count is final once it is reached (the sink counts at accept, and
+# tern-loadgen has closed every connection): one more rewrite shows any
+# connection too many
+tern_wait_stat "$dir/lgm.stats" connections 15 && sleep 0.3
+conns=$(tern_stat "$dir/lgm.stats" connections)
+resumed=$(tern_stat "$dir/lgm.stats" tls_resumed)
 if [[ $out == "sent=30 refused=0 "* ]] && [ "$conns" = 15 ] && [ "${resumed:-0}" -gt 0 ]; then
     pass "loadgen: --msgs-per-conn 2: 15 connections, TLS resumed"
 else
@@ -215,8 +218,8 @@ fi
 # left (each reserves its share when it opens)
 out=$(timeout 60 "$LG" --host 127.0.0.1 --port "$SINK_PORT" --messages 7 --conns 3 --msgs-per-conn 2 \
     --starttls --ca-file "$CERTS/ca.pem")
-sleep 0.3
-conns=$(sed -n 's/^connections=//p' "$dir/lgm.stats")
+tern_wait_stat "$dir/lgm.stats" connections 19 && sleep 0.3
+conns=$(tern_stat "$dir/lgm.stats" connections)
 [[ $out == "sent=7 refused=0 "* ]] && [ "$conns" = 19 ] &&
     pass "loadgen: --msgs-per-conn: no connection opens with no message left for it" ||
     fail "loadgen msgs-per-conn remainder" "$out; connections $((conns - 15)) for 7 messages"

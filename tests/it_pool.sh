@@ -52,19 +52,10 @@ sink_stop() {
 }
 # kv KEY: the value of KEY=... in the words on stdin (first one).
 kv() { tr ' ' '\n' | sed -n "s/^$1=//p" | head -n 1; }
-sink_stat() { sed -n "s/^$2=//p" "$dir/$1.stats" 2>/dev/null; }
+sink_stat() { tern_stat "$dir/$1.stats" "$2"; }
 sink_sum() { tail -n 1 "$dir/$1.out" | kv "$2"; }
 # wait_sink NAME KEY MIN [TENTHS]: the stats file shows KEY >= MIN.
-wait_sink() {
-    local n=${4:-150} v
-    while [ "$n" -gt 0 ]; do
-        v=$(sink_stat "$1" "$2")
-        [ -n "$v" ] && [ "$v" -ge "$3" ] && return 0
-        sleep 0.1
-        n=$((n - 1))
-    done
-    return 1
-}
+wait_sink() { tern_wait_stat "$dir/$1.stats" "$2" "$3" "${4:-150}"; }
 # conf NAME: NAME.conf from stdin (after hostname and redis).
 # conf NAME: a config for the current sink (one worker, the test CA, every
 # domain routed to the sink as "localhost", a name its certificate has),
