@@ -19,30 +19,17 @@
 #   pf_stop                      stops the instance if it runs (idempotent)
 #
 # CPU: Postfix is a family of short- and long-lived processes (master,
-# smtpd, cleanup, qmgr, smtp, tlsproxy, tlsmgr, scache, ...). When the
-# cgroup-v1 cpuacct controller is writable the instance is started inside
-# its own cgroup and cpuacct.usage (ns, every process that ever ran in it) is
-# read before and after. Otherwise /proc is sampled: utime+stime+cutime+
-# cstime of the master (which reaps its exited children) plus those of its
-# live children; exited grandchildren are covered by their parents' cutime.
-# PF_CPU_FORCE=proc in the environment selects /proc sampling regardless.
+# smtpd, cleanup, qmgr, smtp, tlsproxy, tlsmgr, scache, ...), measured as
+# bench/peer_lib.sh describes, the master being the family's root.
+. bench/peer_lib.sh
 
 PF_CONCURRENCY=20                     # default_destination_concurrency_limit
 PF_TIMEOUT_S=${PF_TIMEOUT_S:-540}     # one command must stay under 10 minutes
-PF_INJECT_PROCS=4                     # parallel smtp-source processes...
-PF_INJECT_SESSIONS=5                  # ...each with this many SMTP sessions
-PF_HEADER_BYTES=200                   # smtp-source -l counts the body only
-PF_CGROUP_ROOT=/sys/fs/cgroup/cpuacct
 PF_DIR=""
-PF_CGROUP=""
 
 pf_available() {
     command -v postfix >/dev/null 2>&1 && command -v smtp-source >/dev/null 2>&1 &&
         command -v postconf >/dev/null 2>&1
-}
-
-pf_free_port() {
-    /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
 # pf_write_config DIR SMTPD_PORT SINK_PORT CA MSGS_PER_CONN
@@ -132,25 +119,8 @@ pf_master_pid() {
     [ -s "$f" ] && tr -d ' \n' <"$f"
 }
 
-# Clock ticks of the instance by /proc sampling (see the header).
-pf_proc_ticks() {
-    local m p t=0 s
-    m=$(pf_master_pid) || { echo 0; return; }
-    for p in $m $(ps -o pid= --ppid "$m" 2>/dev/null); do
-        s=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12+$13+$14+$15}')
-        t=$((t + ${s:-0}))
-    done
-    echo "$t"
-}
-
 # CPU seconds used by the instance so far, per PF_CPU_METHOD.
-pf_cpu_s() {
-    if [ "$PF_CPU_METHOD" = cgroup ]; then
-        awk '{printf "%.6f\n", $1 / 1e9}' "$PF_CGROUP/cpuacct.usage"
-    else
-        awk -v t="$(pf_proc_ticks)" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.6f\n", t / hz}'
-    fi
-}
+pf_cpu_s() { peerlib_cpu_s "$(pf_master_pid)"; }
 
 pf_stop() {
     [ -n "$PF_DIR" ] || return 0
@@ -162,14 +132,7 @@ pf_stop() {
         done
         postfix -c "$PF_DIR/etc" abort >/dev/null 2>&1 || true
     fi
-    if [ -n "$PF_CGROUP" ] && [ -d "$PF_CGROUP" ]; then
-        local n=50
-        while [ $n -gt 0 ] && [ -s "$PF_CGROUP/cgroup.procs" ]; do
-            sleep 0.1; n=$((n - 1))
-        done
-        rmdir "$PF_CGROUP" 2>/dev/null || true
-    fi
-    PF_CGROUP=""
+    peerlib_cpu_end
 }
 
 pf_sink_ticks() {
@@ -189,21 +152,17 @@ pf_start() {
     PF_ERROR=""
     PF_DIR=$1
     rm -rf "$PF_DIR"
-    PF_PORT=$(pf_free_port) || { PF_ERROR="no free port"; return 1; }
+    PF_PORT=$(peerlib_free_port) || { PF_ERROR="no free port"; return 1; }
     pf_write_config "$PF_DIR" "$PF_PORT" "$sport" "$ca" "$mpc"
     postfix -c "$PF_DIR/etc" check >"$PF_DIR/log/check.out" 2>&1 ||
         { PF_ERROR="postfix check failed: $(tail -3 "$PF_DIR/log/check.out" | paste -sd' ' -)"; return 1; }
 
-    PF_CPU_METHOD=proc
-    PF_CGROUP=""
-    if [ "${PF_CPU_FORCE:-}" != proc ] && [ -w "$PF_CGROUP_ROOT" ] && mkdir "$PF_CGROUP_ROOT/tern-bench-postfix-$$" 2>/dev/null; then
-        PF_CGROUP=$PF_CGROUP_ROOT/tern-bench-postfix-$$
-        PF_CPU_METHOD=cgroup
-    fi
+    peerlib_cpu_begin postfix
+    PF_CPU_METHOD=$PEERLIB_CPU_METHOD
     # The subshell joins the cgroup first, so the master and every process
     # it ever forks are accounted there; this shell stays outside.
     (
-        [ -n "$PF_CGROUP" ] && echo "$BASHPID" >"$PF_CGROUP/cgroup.procs"
+        peerlib_cpu_join
         exec postfix -c "$PF_DIR/etc" start
     ) >"$PF_DIR/log/start.out" 2>&1 ||
         { PF_ERROR="postfix start failed: $(tail -3 "$PF_DIR/log/start.out" | paste -sd' ' -)"; return 1; }
@@ -216,50 +175,23 @@ pf_start() {
 }
 
 # pf_inject N SIZE DOMAINS [RCPTS]: smtp-source into the instance, in the
-# background (PF_INJECT_PID): one smtp-source per domain bench<i>.test,
-# PF_INJECT_PROCS at a time, each keeping its connections (-d) to
-# PF_INJECT_SESSIONS parallel sessions; RCPTS recipients per message.
-pf_inject() {
-    local n=$1 size=$2 domains=$3 rcpts=${4:-1} per rem i k payload
-    payload=$((size > PF_HEADER_BYTES ? size - PF_HEADER_BYTES : 1))
-    per=$((n / domains)); rem=$((n % domains))
-    # shellcheck disable=SC2016  # $0, $1 belong to the inner sh
-    for i in $(seq 1 "$domains"); do
-        k=$per; [ "$i" -le "$rem" ] && k=$((k + 1))
-        [ "$k" -gt 0 ] && echo "$k bench$i.test"
-    done | xargs -P "$PF_INJECT_PROCS" -L 1 sh -c \
-        'exec smtp-source -d -N -s '"$PF_INJECT_SESSIONS"' -m "$0" -r '"$rcpts"' -l '"$payload"' -f bench@tern.test -t "user@$1" 127.0.0.1:'"$PF_PORT" \
-        >"$PF_DIR/log/inject.out" 2>&1 &
-    PF_INJECT_PID=$!
-}
+# background (peerlib_inject).
+pf_inject() { peerlib_inject "$PF_PORT" "$PF_DIR/log/inject.out" "$@"; }
 
 # pf_wait N SINK_STATS BASE: until the sink's stats file counts BASE + N
 # messages or PF_TIMEOUT_S pass; sets PF_DELIVERED, non-zero on timeout.
 pf_wait() {
-    local n=$1 sstats=$2 base=$3 deadline got
-    deadline=$(( $(date +%s) + PF_TIMEOUT_S ))
-    while :; do
-        got=$(pf_stat_messages "$sstats"); got=$(( ${got:-0} - base ))
-        [ "$got" -ge "$n" ] && break
-        if [ "$(date +%s)" -ge "$deadline" ]; then
-            PF_ERROR="timeout after ${PF_TIMEOUT_S}s: sink counted $got of $n"
-            break
-        fi
-        sleep 0.05
-    done
-    PF_DELIVERED=$got
-    wait "$PF_INJECT_PID" 2>/dev/null || true
-    [ -z "$PF_ERROR" ]
+    peerlib_wait "$1" "$2" "$3" "$PF_TIMEOUT_S"
+    local rc=$?
+    PF_DELIVERED=$PEERLIB_DELIVERED PF_ERROR=$PEERLIB_ERROR
+    return $rc
 }
 
 # pf_latency: "p50_ms p99_ms max_ms" from delay= in the maillog (arrival in
 # Postfix to the sink's 250), or "- - -".
 pf_latency() {
     grep -h 'status=sent' "$PF_DIR/log/maillog" 2>/dev/null |
-        sed -n 's/.* delay=\([0-9.]*\),.*/\1/p' | sort -n |
-        awk '{v[NR]=$1} END{if(NR==0){print "- - -"; exit}
-             i=int(NR*0.5); if(i<1)i=1; j=int(NR*0.99); if(j<1)j=1;
-             printf "%.0f %.0f %.0f\n", v[i]*1000, v[j]*1000, v[NR]*1000}'
+        sed -n 's/.* delay=\([0-9.]*\),.*/\1/p' | peerlib_percentiles
 }
 
 pf_run() {

@@ -14,6 +14,8 @@
 #     redis-server's one thread, are called out;
 #  a4. --size: every workload's messages at that size; bad sizes and runs
 #     too big for memory refused before anything starts;
+#  a5. the peers installed here (Postfix, Exim): every message through
+#     each to the sink, connections reused, TLS resumed, nothing left;
 #  b. tern-loadgen: its one result line, pipelined and not, many
 #     recipients, STARTTLS verified against the test CA, a new connection
 #     every K messages resuming TLS, exactly ceil(N / K) of them;
@@ -180,6 +182,48 @@ if [ $rc1 = 2 ] && [ $rc2 = 2 ] && grep -q 'do not fit in half the available mem
     pass "bench --size: out of range and too much for memory refused up front"
 else
     fail "bench --size limits" "exits $rc1 $rc2: $(head -2 "$dir/size-big.err" | paste -sd' ' -)"
+fi
+
+# a5. the peers (bench/peers/*.sh), each that is installed here: the same
+#     workload through a private Postfix and a private Exim to the same
+#     sink; every message arrives, connections are reused and TLS sessions
+#     resumed, and nothing of theirs is left running
+peers=""
+for p in postfix exim; do
+    if why=$(. "bench/peers/$p.sh" && peer_available); then peers="$peers $p"; else echo "SKIP peer $p: $why"; fi
+done
+if [ -n "$peers" ]; then
+    # the peers drop to their own users, which must reach the run's files:
+    # not under $dir (mode 700)
+    peerdir=$(mktemp -d /tmp/tern-peers.XXXXXX)
+    chmod 755 "$peerdir"
+    trap 'tern_cleanup; rm -rf "$dir" "$peerdir"' EXIT
+    peer_args=()
+    for p in $peers; do peer_args+=(--peer "$p"); done
+    if timeout 300 bench/run bulk --quick "${peer_args[@]}" --json "$dir/peers.json" --out "$peerdir" \
+        >"$dir/peers.out" 2>"$dir/peers.err" &&
+        "$PY" - "$dir/peers.json" $peers >"$dir/peers.check" 2>&1 <<'EOF2'
+import json, sys
+doc, want = json.load(open(sys.argv[1])), sys.argv[2:]
+w = doc["workloads"][0]
+got = [r["peer"] for r in w["peer_runs"]]
+assert got == want, "peer rows %s, want %s" % (got, want)
+for r in w["peer_runs"]:
+    n = r["messages"]
+    assert r["delivered"] == n and r["sink_messages"] == n, "%s: delivered %s of %s" % (r["peer"], r["delivered"], n)
+    assert r["msgs_per_s"] > 0 and r["engine_us_per_msg"] > 0, r["peer"] + ": no rate or CPU"
+    conns = r["sink_hs_full"] + r["sink_hs_resumed"]
+    assert 0 < conns < n, "%s: %s connections for %s messages" % (r["peer"], conns, n)
+    assert r["sink_hs_resumed"] > 0, r["peer"] + ": no TLS session resumed"
+EOF2
+    then
+        pass "bench --peer$(printf ' %s' $peers): every message through each, connections reused, TLS resumed"
+    else
+        fail "bench peers" "$(tail -q -n 3 "$dir/peers.err" "$dir/peers.check" 2>/dev/null | paste -sd' ' -)"
+    fi
+    left=$(pgrep -f "$peerdir/" | paste -sd' ' -)
+    [ -z "$left" ] && ! ls -d /sys/fs/cgroup/cpuacct/tern-bench-* >/dev/null 2>&1 &&
+        pass "bench peers: no process or cgroup of theirs left" || fail "bench peers left" "processes: $left"
 fi
 
 # b. the load generator

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # PEER_ERROR is read by bench/run
 # peers/postfix.sh - Postfix as a peer of bench/run: a private instance
 # (bench/postfix.sh: own config, queue and data directories, loopback only,
 # nothing system-wide changed) relaying the workload to the same tern-sink
@@ -38,5 +38,5 @@ peer_cpu_s() { pf_cpu_s; }
 peer_latency() { pf_latency; }
 peer_stop() { pf_stop; }
 peer_describe() {
-    echo "postfix $(postconf -d -h mail_version 2>/dev/null): smtp-source (${PF_INJECT_PROCS}x${PF_INJECT_SESSIONS} sessions) -> smtpd -> queue (fsync) -> smtp, destination concurrency $PF_CONCURRENCY, TLS connection reuse, CPU by $PF_CPU_METHOD"
+    echo "postfix $(postconf -d -h mail_version 2>/dev/null): smtp-source (${PEERLIB_INJECT_PROCS}x${PEERLIB_INJECT_SESSIONS} sessions) -> smtpd -> queue (fsync) -> smtp, destination concurrency $PF_CONCURRENCY, TLS connection reuse, CPU by $PF_CPU_METHOD"
 }
