@@ -21,7 +21,8 @@
 #   peerlib_cpu_join              in the subshell that execs the peer: join it
 #   peerlib_cpu_s ROOT_PID        CPU seconds of the family so far
 #   peerlib_cpu_end               waits (5 s at most) for the cgroup to
-#                                 empty, removes it (idempotent)
+#                                 empty, kills what is left in it, removes
+#                                 it (idempotent)
 #   peerlib_inject PORT LOG N SIZE DOMAINS [RCPTS]
 #                                 smtp-source into 127.0.0.1:PORT in the
 #                                 background (PEERLIB_INJECT_PID)
@@ -36,6 +37,7 @@ PEERLIB_CGROUP_ROOT=/sys/fs/cgroup/cpuacct
 PEERLIB_INJECT_PROCS=4                # parallel smtp-source processes...
 PEERLIB_INJECT_SESSIONS=5             # ...each with this many SMTP sessions
 PEERLIB_HEADER_BYTES=200              # smtp-source -l counts the body only
+PEERLIB_WIDE_SHORT_SESSIONS=0
 PEERLIB_CGROUP=""
 PEERLIB_CPU_METHOD=proc
 
@@ -77,7 +79,14 @@ peerlib_cpu_s() {
 
 peerlib_cpu_end() {
     if [ -n "$PEERLIB_CGROUP" ] && [ -d "$PEERLIB_CGROUP" ]; then
-        local n=50
+        local n=50 p
+        while [ $n -gt 0 ] && [ -s "$PEERLIB_CGROUP/cgroup.procs" ]; do
+            sleep 0.1; n=$((n - 1))
+        done
+        # whatever of the peer did not stop (every process in the group is
+        # one it started)
+        while read -r p; do kill -KILL "$p" 2>/dev/null; done <"$PEERLIB_CGROUP/cgroup.procs"
+        n=20
         while [ $n -gt 0 ] && [ -s "$PEERLIB_CGROUP/cgroup.procs" ]; do
             sleep 0.1; n=$((n - 1))
         done
@@ -88,16 +97,24 @@ peerlib_cpu_end() {
 
 # One smtp-source per domain bench<i>.test, PEERLIB_INJECT_PROCS at a time,
 # each keeping its connections (-d) to PEERLIB_INJECT_SESSIONS parallel
-# sessions; RCPTS recipients per message.
+# sessions; RCPTS recipients per message. When a domain has fewer messages
+# than that (tail: one each) a process holds one session; with
+# PEERLIB_WIDE_SHORT_SESSIONS=1 (a peer whose sessions are slow to end,
+# bench/exim.sh) more processes run at once then, so that
+# PEERLIB_INJECT_PROCS x PEERLIB_INJECT_SESSIONS sessions are open at a
+# time in every workload.
 peerlib_inject() {
-    local port=$1 log=$2 n=$3 size=$4 domains=$5 rcpts=${6:-1} per rem i k payload
+    local port=$1 log=$2 n=$3 size=$4 domains=$5 rcpts=${6:-1} per rem i k payload procs
     payload=$((size > PEERLIB_HEADER_BYTES ? size - PEERLIB_HEADER_BYTES : 1))
     per=$((n / domains)); rem=$((n % domains))
+    procs=$PEERLIB_INJECT_PROCS
+    [ "$PEERLIB_WIDE_SHORT_SESSIONS" = 0 ] || [ "$per" -ge "$PEERLIB_INJECT_SESSIONS" ] ||
+        procs=$((PEERLIB_INJECT_PROCS * PEERLIB_INJECT_SESSIONS))
     # shellcheck disable=SC2016  # $0, $1 belong to the inner sh
     for i in $(seq 1 "$domains"); do
         k=$per; [ "$i" -le "$rem" ] && k=$((k + 1))
         [ "$k" -gt 0 ] && echo "$k bench$i.test"
-    done | xargs -P "$PEERLIB_INJECT_PROCS" -L 1 sh -c \
+    done | xargs -P "$procs" -L 1 sh -c \
         'exec smtp-source -d -N -s '"$PEERLIB_INJECT_SESSIONS"' -m "$0" -r '"$rcpts"' -l '"$payload"' -f bench@tern.test -t "user@$1" 127.0.0.1:'"$port" \
         >"$log" 2>&1 &
     PEERLIB_INJECT_PID=$!
@@ -112,6 +129,9 @@ peerlib_wait() {
         [ "$got" -ge "$n" ] && break
         if [ "$(date +%s)" -ge "$deadline" ]; then
             PEERLIB_ERROR="timeout after ${timeout}s: sink counted $got of $n"
+            # injectors stuck on a peer that stopped answering: ours to end
+            pkill -P "$PEERLIB_INJECT_PID" 2>/dev/null
+            kill "$PEERLIB_INJECT_PID" 2>/dev/null
             break
         fi
         sleep 0.05

@@ -124,13 +124,14 @@ pf_cpu_s() { peerlib_cpu_s "$(pf_master_pid)"; }
 
 pf_stop() {
     [ -n "$PF_DIR" ] || return 0
-    if [ -f "$PF_DIR/etc/main.cf" ] && postfix -c "$PF_DIR/etc" status >/dev/null 2>&1; then
-        postfix -c "$PF_DIR/etc" stop >/dev/null 2>&1 || true
+    # timeouts: a Postfix whose logging is stuck (postlogd) hangs these too
+    if [ -f "$PF_DIR/etc/main.cf" ] && timeout 10 postfix -c "$PF_DIR/etc" status >/dev/null 2>&1; then
+        timeout 20 postfix -c "$PF_DIR/etc" stop >/dev/null 2>&1 || true
         local n=50
-        while [ $n -gt 0 ] && postfix -c "$PF_DIR/etc" status >/dev/null 2>&1; do
+        while [ $n -gt 0 ] && timeout 10 postfix -c "$PF_DIR/etc" status >/dev/null 2>&1; do
             sleep 0.1; n=$((n - 1))
         done
-        postfix -c "$PF_DIR/etc" abort >/dev/null 2>&1 || true
+        timeout 20 postfix -c "$PF_DIR/etc" abort >/dev/null 2>&1 || true
     fi
     peerlib_cpu_end
 }
