@@ -14,5 +14,5 @@ peer_cpu_s() { ex_cpu_s; }
 peer_latency() { ex_latency; }
 peer_stop() { ex_stop; }
 peer_describe() {
-    echo "exim $(ex_version) (Debian exim4-daemon-light, GnuTLS): smtp-source (${PEERLIB_INJECT_PROCS}x${PEERLIB_INJECT_SESSIONS} sessions) -> exim (queue_only, spool fsync) -> -qq queue runners (${EX_RUNNERS} at most, one a second), connections carried on, TLS resumption, CPU by $EX_CPU_METHOD"
+    echo "exim $(ex_version) (Debian exim4-daemon-light, GnuTLS): smtp-source (${PEERLIB_INJECT_PROCS}x${PEERLIB_INJECT_SESSIONS} sessions) -> exim (queue_only, spool fsync) -> -qq queue runners (${EX_RUNNERS} at most, one a second), connections carried on (a message per connection: each delivered as it arrives), TLS resumption, CPU by $EX_CPU_METHOD"
 }
