@@ -10,7 +10,9 @@
 # Exim: Debian's exim4-daemon-light conflicts with postfix (both are the
 # system's mail-transport-agent), so its package is downloaded and unpacked
 # into EXIM_ROOT instead of installed (bench/exim.sh runs that binary with
-# a private configuration), with the libraries it links installed as
+# a private configuration; its setuid bit is removed: that copy gets no
+# security updates, and the benchmark starts it as root), with the
+# libraries it links installed as
 # packages and the user it was built to run as (Debian-exim, a system user
 # as the package would make). Exim failing to install is reported and
 # leaves the exit status alone: only `bench/run --peer exim` needs it.
@@ -42,6 +44,7 @@ EXIM_LIBS="libdb5.3 libgnutls-dane0 libgnutls30 libidn12 libidn2-0 libnsl2 libpc
 
 install_exim() {
     if [ -x "$EXIM_ROOT/usr/sbin/exim4" ] && getent passwd Debian-exim >/dev/null; then
+        $SUDO chmod u-s "$EXIM_ROOT/usr/sbin/exim4"
         echo "install-bench-deps: exim present ($EXIM_ROOT)"
         return 0
     fi
@@ -60,6 +63,9 @@ install_exim() {
     $SUDO mkdir -p "$EXIM_ROOT"
     $SUDO dpkg-deb -x "$dl"/exim4-daemon-light_*.deb "$EXIM_ROOT" || { rm -rf "$dl"; return 1; }
     rm -rf "$dl"
+    # The package's binary is setuid root; the benchmark starts it as root
+    # and needs no setuid copy outside the package manager's care.
+    $SUDO chmod u-s "$EXIM_ROOT/usr/sbin/exim4"
     if ! getent passwd Debian-exim >/dev/null; then
         if command -v adduser >/dev/null 2>&1; then
             $SUDO adduser --system --group --quiet --allow-bad-names --no-create-home \

@@ -9,9 +9,9 @@
 #   TERN_FUZZ_SECS  seconds per fuzz target (default 6; one target per core at a time)
 # The sanitizer pass skips it_bench (the benchmark harness's quick mode),
 # it_shaping (25 s of waiting out rates whose code unit_shaping covers
-# under the sanitizers too) and it_postfix (Postfix interop: the SMTP and
-# TLS paths it drives are the other scripts' too), to keep the suite well
-# under 10 minutes on two cores.
+# under the sanitizers too), it_postfix and it_exim (interop with Postfix
+# and Exim: the SMTP and TLS paths they drive are the other scripts' too),
+# to keep the suite well under 10 minutes on two cores.
 set -u
 cd "$(dirname "$0")/.."
 top=$PWD
@@ -75,7 +75,7 @@ suite() {   # build dir, label prefix
         [ -f "$t" ] || continue
         # skipped under the sanitizers: see the top of this file
         case "$pfx$(basename "$t")" in
-            asan/it_bench.sh | asan/it_shaping.sh | asan/it_postfix.sh) continue ;;
+            asan/it_bench.sh | asan/it_shaping.sh | asan/it_postfix.sh | asan/it_exim.sh) continue ;;
         esac
         run_one "$pfx$(basename "$t" .sh)" env TERN_BUILD="$b" bash "$t"
     done
