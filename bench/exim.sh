@@ -149,7 +149,7 @@ EOC
 # when cpuacct is writable: bench/peer_lib.sh), wait until it listens;
 # non-zero with EX_ERROR set.
 ex_start() {
-    local sport=$2 ca=$3 mpc=${4:-} i
+    local sport=$2 ca=$3 mpc=${4:-}
     EX_ERROR=""
     EX_DIR=$1
     rm -rf "$EX_DIR"
@@ -166,11 +166,7 @@ ex_start() {
         exec setsid "$EX_BIN" -C "$EX_DIR/exim.conf" -bdf -qq1s
     ) >"$EX_DIR/log/daemon.out" 2>&1 &
     EX_DAEMON_PID=$!
-    i=100
-    while [ $i -gt 0 ] && ! (exec 3<>"/dev/tcp/127.0.0.1/$EX_PORT") 2>/dev/null; do
-        sleep 0.1; i=$((i - 1))
-    done
-    [ $i -gt 0 ] || { EX_ERROR="exim did not listen on 127.0.0.1:$EX_PORT: $(tail -3 "$EX_DIR/log/daemon.out" | paste -sd' ' -)"; return 1; }
+    peerlib_listening "$EX_PORT" || { EX_ERROR="exim did not listen on 127.0.0.1:$EX_PORT: $(tail -3 "$EX_DIR/log/daemon.out" | paste -sd' ' -)"; return 1; }
 }
 
 ex_inject() { peerlib_inject "$EX_PORT" "$EX_DIR/log/inject.out" "$@"; }

@@ -16,6 +16,7 @@
 # selects /proc sampling regardless.
 #
 #   peerlib_free_port             a free TCP port on 127.0.0.1
+#   peerlib_listening PORT        0 once 127.0.0.1:PORT accepts (10 s at most)
 #   peerlib_cpu_begin NAME        picks PEERLIB_CPU_METHOD (cgroup or proc)
 #                                 and makes the cgroup NAME-PID for cgroup
 #   peerlib_cpu_join              in the subshell that execs the peer: join it
@@ -40,6 +41,15 @@ PEERLIB_HEADER_BYTES=200              # smtp-source -l counts the body only
 PEERLIB_WIDE_SHORT_SESSIONS=0
 PEERLIB_CGROUP=""
 PEERLIB_CPU_METHOD=proc
+
+# peerlib_listening PORT: wait (10 s at most) until 127.0.0.1:PORT accepts.
+peerlib_listening() {
+    local i=100
+    while [ $i -gt 0 ] && ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
+        sleep 0.1; i=$((i - 1))
+    done
+    [ $i -gt 0 ]
+}
 
 peerlib_free_port() {
     /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'

@@ -149,7 +149,7 @@ pf_stat_messages() {
 # header), wait until smtpd listens; sets PF_PORT and PF_CPU_METHOD.
 # Returns non-zero with PF_ERROR set.
 pf_start() {
-    local sport=$2 ca=$3 mpc=${4:-} i
+    local sport=$2 ca=$3 mpc=${4:-}
     PF_ERROR=""
     PF_DIR=$1
     rm -rf "$PF_DIR"
@@ -167,11 +167,7 @@ pf_start() {
         exec postfix -c "$PF_DIR/etc" start
     ) >"$PF_DIR/log/start.out" 2>&1 ||
         { PF_ERROR="postfix start failed: $(tail -3 "$PF_DIR/log/start.out" | paste -sd' ' -)"; return 1; }
-    i=100
-    while [ $i -gt 0 ] && ! (exec 3<>"/dev/tcp/127.0.0.1/$PF_PORT") 2>/dev/null; do
-        sleep 0.1; i=$((i - 1))
-    done
-    [ $i -gt 0 ] || { PF_ERROR="postfix smtpd did not listen on 127.0.0.1:$PF_PORT"; return 1; }
+    peerlib_listening "$PF_PORT" || { PF_ERROR="postfix smtpd did not listen on 127.0.0.1:$PF_PORT"; return 1; }
     sleep 1   # let qmgr, tlsmgr and friends settle before the baseline
 }
 
