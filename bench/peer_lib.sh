@@ -135,7 +135,7 @@ peerlib_wait() {
     PEERLIB_ERROR=""
     deadline=$(( $(date +%s) + timeout ))
     while :; do
-        got=$(sed -n 's/^messages=//p' "$sstats" 2>/dev/null | head -1); got=$(( ${got:-0} - base ))
+        got=$(tern_stat "$sstats" messages); got=$(( ${got:-0} - base ))
         [ "$got" -ge "$n" ] && break
         if [ "$(date +%s)" -ge "$deadline" ]; then
             PEERLIB_ERROR="timeout after ${timeout}s: sink counted $got of $n"

@@ -140,10 +140,6 @@ pf_sink_ticks() {
     sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12+$13}'
 }
 
-pf_stat_messages() {
-    sed -n 's/^messages=//p' "$1" 2>/dev/null | head -1
-}
-
 # pf_start DIR SINK_PORT CA MSGS_PER_CONN: write the config under DIR, start
 # the instance (inside its own cgroup when cpuacct is writable: see the
 # header), wait until smtpd listens; sets PF_PORT and PF_CPU_METHOD.
@@ -196,7 +192,7 @@ pf_run() {
     local t0 t1 c0 c1 s0 s1 hz base
     pf_start "$TERN_DIR/postfix" "$sport" "$ca" "$mpc" || return 1
     hz=$(getconf CLK_TCK)
-    base=$(pf_stat_messages "$sstats"); base=${base:-0}
+    base=$(tern_stat "$sstats" messages); base=${base:-0}
     c0=$(pf_cpu_s); s0=$(pf_sink_ticks "$spid")
     t0=$(date +%s.%N)
     pf_inject "$n" "$size" "$domains"
