@@ -15,7 +15,9 @@
 #  a4. --size: every workload's messages at that size; bad sizes and runs
 #     too big for memory refused before anything starts;
 #  a5. the peers installed here (Postfix, Exim): every message through
-#     each to the sink, connections reused, TLS resumed, nothing left;
+#     each to the sink, connections reused, TLS resumed, latency read,
+#     nothing left;
+#  a6. the peers' latency parsers on made-up logs;
 #  b. tern-loadgen: its one result line, pipelined and not, many
 #     recipients, STARTTLS verified against the test CA, a new connection
 #     every K messages resuming TLS, exactly ceil(N / K) of them;
@@ -215,6 +217,7 @@ for r in w["peer_runs"]:
     conns = r["sink_hs_full"] + r["sink_hs_resumed"]
     assert 0 < conns < n, "%s: %s connections for %s messages" % (r["peer"], conns, n)
     assert r["sink_hs_resumed"] > 0, r["peer"] + ": no TLS session resumed"
+    assert isinstance(r["p50_ms"], (int, float)) and r["max_ms"] >= r["p50_ms"], r["peer"] + ": no latency"
 EOF2
     then
         pass "bench --peer$(printf ' %s' $peers): every message through each, connections reused, TLS resumed"
@@ -225,6 +228,18 @@ EOF2
     [ -z "$left" ] && ! ls -d /sys/fs/cgroup/cpuacct/tern-bench-* >/dev/null 2>&1 &&
         pass "bench peers: no process or cgroup of theirs left" || fail "bench peers left" "processes: $left"
 fi
+
+# a6. the peers' latency parsers on made-up logs (no peer needed): Exim's
+#     QT= (1m2.5s is 62,500 ms) and Postfix's delay=
+mkdir -p "$dir/exlog/log" "$dir/pflog/log"
+printf '%s\n' "t 1 => a@b R=r T=t QT=0.25s DT=0.1s" "t 2 <= x@y S=1" "t 3 => c@d R=r T=t QT=1m2.5s DT=0s" \
+    "t 4 => e@f R=r T=t QT=2s" >"$dir/exlog/log/mainlog"
+printf '%s\n' "x: to=<a@b>, relay=r, delay=0.3, delays=0/0/0/0, dsn=2.0.0, status=sent (250)" \
+    "x: to=<c@d>, relay=r, delay=1.5, delays=0/0/0/0, dsn=4.0.0, status=deferred (451)" >"$dir/pflog/log/maillog"
+ex=$(. bench/exim.sh && EX_DIR=$dir/exlog && ex_latency)
+pf=$(. bench/postfix.sh && PF_DIR=$dir/pflog && pf_latency)
+[ "$ex" = "250 2000 62500" ] && [ "$pf" = "300 300 300" ] && pass "peer latency parsers (Exim QT=, Postfix delay=)" ||
+    fail "peer latency parsers" "exim '$ex', postfix '$pf'"
 
 # b. the load generator
 tern_sink lg --cert "$CERTS/server.pem" --key "$CERTS/server.key" --quiet --stats-file "$dir/lg.stats"

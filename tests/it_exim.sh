@@ -48,8 +48,8 @@ received() { grep -c ' <= ' "$EX_DIR/log/mainlog"; }
 tern_sink relay --cert "$CERTS/server.pem" --key "$CERTS/server.key" --quiet \
     --stats-file "$dir/relay.stats" || { fail exim_started "sink"; exit 1; }
 
-# run NAME CONFIG-LINES...: inject, drain to Exim (tls = verify), wait
-# until the sink has what Exim accepted.
+# run NAME CONFIG-LINES...: inject N messages and drain them to Exim
+# (tls = verify); the checks wait for the sink themselves.
 run() {
     local name=$1; shift
     {
