@@ -12,11 +12,19 @@
 # under the sanitizers too), it_postfix and it_exim (interop with Postfix
 # and Exim: the SMTP and TLS paths they drive are the other scripts' too),
 # to keep the suite well under 10 minutes on two cores.
+#   TERN_TEST_JOBS  integration scripts run at a time (default: the number of
+#                   cores, at least 2). They spend most of their time waiting
+#                   on sockets and child processes, and each takes its own
+#                   free ports and temporary directories, so two run side by
+#                   side without meeting; their results print in the usual
+#                   order once all are done.
 set -u
 cd "$(dirname "$0")/.."
 top=$PWD
 passed=0
 failed=0
+test_jobs=${TERN_TEST_JOBS:-$(nproc)}
+[ "$test_jobs" -ge 2 ] 2>/dev/null || test_jobs=2
 failures=()
 logdir=$(mktemp -d /tmp/tern-tests.XXXXXX)
 trap 'rm -rf "$logdir"' EXIT
@@ -65,20 +73,64 @@ fuzz_one() {
     fi
 }
 
+# run_bg LABEL COMMAND...: run_one's work in the background; collect_bg
+# tallies the results in the order the jobs were started.
+bg_labels=()
+bg_pids=()
+run_bg() {
+    local label=$1; shift
+    local log="$logdir/$(echo "$label" | tr '/ ' '__').log"
+    bg_labels+=("$label")
+    ( t0=$SECONDS; "$@" >"$log" 2>&1
+      echo "$? $((SECONDS - t0))" >"$log.rc" ) &
+    bg_pids+=($!)
+    # Count only these jobs: the sanitizer build may be running beside them.
+    while [ "$(bg_running)" -ge "$test_jobs" ]; do wait -n; done
+}
+
+bg_running() {
+    local p n=0
+    for p in "${bg_pids[@]}"; do kill -0 "$p" 2>/dev/null && n=$((n + 1)); done
+    echo "$n"
+}
+
+collect_bg() {
+    local label log rc took p
+    for p in "${bg_pids[@]}"; do wait "$p"; done
+    for label in "${bg_labels[@]}"; do
+        log="$logdir/$(echo "$label" | tr '/ ' '__').log"
+        read -r rc took <"$log.rc"
+        tally "$label" "$log" "$rc" "$took s"
+    done
+    bg_labels=()
+    bg_pids=()
+}
+
+# The integration scripts, the longest first (so that the last to finish
+# are short ones), the rest in name order.
+scripts_longest_first() {
+    local slow="tests/it_bench.sh tests/it_pool.sh tests/it_shaping.sh tests/it_deliver.sh tests/it_sink.sh" t
+    for t in $slow; do [ -f "$t" ] && echo "$t"; done
+    for t in tests/it_*.sh; do
+        case " $slow " in *" $t "*) ;; *) echo "$t" ;; esac
+    done
+}
+
 suite() {   # build dir, label prefix
     local b=$1 pfx=$2
     for t in "$b"/tests/unit_*; do
         [ -x "$t" ] || continue
         run_one "$pfx$(basename "$t")" "$t"
     done
-    for t in tests/it_*.sh; do
-        [ -f "$t" ] || continue
+    local t
+    for t in $(scripts_longest_first); do
         # skipped under the sanitizers: see the top of this file
         case "$pfx$(basename "$t")" in
             asan/it_bench.sh | asan/it_shaping.sh | asan/it_postfix.sh | asan/it_exim.sh) continue ;;
         esac
-        run_one "$pfx$(basename "$t" .sh)" env TERN_BUILD="$b" bash "$t"
+        run_bg "$pfx$(basename "$t" .sh)" env TERN_BUILD="$b" bash "$t"
     done
+    collect_bg
 }
 
 # The fuzz and sanitizer builds compile (niced) while the first pass runs:
