@@ -3,12 +3,16 @@
  * reply: one receive's worth of pipelined replies fed whole against
  * engine/resp_feed.c's RESP_FEED_SLICE slices. hiredis moves the unread
  * rest of its buffer after each reply taken out, so fed whole the cost
- * grows with the receive size. Two shapes: `fields`, what the engine
+ * grows with the receive size. A third figure, `engine_ns`, is the engine's
+ * own reader: resp_feed with a pool reader (engine/resp_pool.h), which also
+ * takes bodies of RESP_SPLICE_MIN_TAKE or more out of the stream
+ * (engine/resp_splice.h; the engine's receives straight into a body are
+ * not counted here). Two shapes: `fields`, what the engine
  * reads after a take (queue_cmd_take_data's HMGET: an array of six short
  * fields and the body), and `bulk`, a body alone (an HGET, as before).
  *
  *   build/tern-resp-cost [ROUNDS]     (default 300)
- *   shape=fields body=4096 recv=262144 slice=S whole_ns=N sliced_ns=N
+ *   shape=fields body=4096 recv=262144 slice=S whole_ns=N sliced_ns=N engine_ns=N
  *                                    (per reply; one line per shape and size)
  */
 #include <stdio.h>
@@ -16,6 +20,7 @@
 #include <string.h>
 
 #include "engine/resp_feed.h"
+#include "engine/resp_pool.h"
 #include "bench/bench_clock.h"
 
 #define RECV_BYTES (256 * 1024)   /* the engine's Redis receive (REDIS_RECV_SIZE) */
@@ -53,15 +58,18 @@ static int count_reply(void *ctx, redisReply *r)
     return 1;
 }
 
-/* ns per reply over rounds receives; sliced: through resp_feed. */
-static double run(const char *b, size_t len, size_t per, int rounds, int sliced)
+enum how { WHOLE, SLICED, ENGINE };
+
+/* ns per reply over rounds receives: fed whole to a plain reader, through
+ * resp_feed to a plain reader, or through resp_feed to a pool reader. */
+static double run(const char *b, size_t len, size_t per, int rounds, enum how how)
 {
-    redisReader *rd = redisReaderCreate();
+    redisReader *rd = how == ENGINE ? resp_pool_reader_new() : redisReaderCreate();
     rd->maxbuf = 0;   /* as the engine keeps it */
     size_t got = 0;
     double t = (bench_now_s() * 1e9);
     for (int i = 0; i < rounds; i++) {
-        if (sliced) {
+        if (how != WHOLE) {
             resp_feed(rd, b, len, count_reply, &got);
             continue;
         }
@@ -73,7 +81,10 @@ static double run(const char *b, size_t len, size_t per, int rounds, int sliced)
         }
     }
     t = (bench_now_s() * 1e9) - t;
-    redisReaderFree(rd);
+    if (how == ENGINE)
+        resp_pool_reader_free(rd);
+    else
+        redisReaderFree(rd);
     if (got != per * (size_t)rounds)
         fprintf(stderr, "tern-resp-cost: %zu replies, expected %zu\n", got, per * (size_t)rounds);
     return t / (double)got;
@@ -97,15 +108,18 @@ int main(int argc, char **argv)
     for (int fields = 1; fields >= 0; fields--) {
     for (size_t k = 0; k < sizeof(bodies) / sizeof(bodies[0]); k++) {
         size_t len, per = fill(b, bodies[k], fields, &len);
-        double whole[RUNS], sliced[RUNS];
+        double whole[RUNS], sliced[RUNS], engine[RUNS];
         for (int i = 0; i < RUNS; i++) {   /* interleaved; medians */
-            whole[i] = run(b, len, per, rounds, 0);
-            sliced[i] = run(b, len, per, rounds, 1);
+            whole[i] = run(b, len, per, rounds, WHOLE);
+            sliced[i] = run(b, len, per, rounds, SLICED);
+            engine[i] = run(b, len, per, rounds, ENGINE);
         }
         qsort(whole, RUNS, sizeof(double), cmp);
         qsort(sliced, RUNS, sizeof(double), cmp);
-        printf("shape=%s body=%zu recv=%d slice=%d whole_ns=%.0f sliced_ns=%.0f\n", fields ? "fields" : "bulk",
-               bodies[k], RECV_BYTES, RESP_FEED_SLICE, whole[RUNS / 2], sliced[RUNS / 2]);
+        qsort(engine, RUNS, sizeof(double), cmp);
+        printf("shape=%s body=%zu recv=%d slice=%d whole_ns=%.0f sliced_ns=%.0f engine_ns=%.0f\n",
+               fields ? "fields" : "bulk", bodies[k], RECV_BYTES, RESP_FEED_SLICE, whole[RUNS / 2],
+               sliced[RUNS / 2], engine[RUNS / 2]);
     }
     }
     free(b);

@@ -47,4 +47,13 @@ typedef int (*resp_reply_fn)(void *ctx, redisReply *reply);
  * (reader->err / errstr say which when the reader set them). */
 int resp_feed(redisReader *reader, const void *p, size_t len, resp_reply_fn on_reply, void *ctx);
 
+/* resp_feed_direct: where the next receive may write to land in the long
+ * bulk string being taken, and how much of it is still to come; returns 0
+ * when the next bytes should go through resp_feed (resp_splice_direct).
+ * The place stays valid until the string is complete or the reader is
+ * freed. resp_feed_direct_done(reader, got) accounts for what a receive
+ * wrote there. */
+int resp_feed_direct(redisReader *reader, void **dst, size_t *len);
+void resp_feed_direct_done(redisReader *reader, size_t got);
+
 #endif

@@ -8,6 +8,9 @@
 struct resp_pool {
     struct pooled *free;   /* recycled objects */
     size_t nfree;
+    struct resp_splice splice;   /* long bulk strings bypass the reader */
+    char *stash;                 /* a taken payload for the next string */
+    size_t stash_len;
 };
 
 struct pooled {
@@ -82,16 +85,27 @@ static void *attach(const redisReadTask *task, redisReply *r)
 
 static void *create_string(const redisReadTask *task, char *str, size_t len)
 {
-    char *s = malloc(len + 1);
-    if (s == NULL)
-        return NULL;
+    struct resp_pool *p = task->privdata;
+    char *s;
+    if (p->stash != NULL) {
+        /* The zero-length stand-in for a taken payload (resp_pool_stash). */
+        if (len != 0 || task->type != REDIS_REPLY_STRING)
+            return NULL;
+        s = p->stash;
+        len = p->stash_len;
+        p->stash = NULL;
+    } else {
+        s = malloc(len + 1);
+        if (s == NULL)
+            return NULL;
+        memcpy(s, str, len);
+        s[len] = '\0';
+    }
     redisReply *r = obj_get(task, task->type);
     if (r == NULL) {
         free(s);
         return NULL;
     }
-    memcpy(s, str, len);
-    s[len] = '\0';
     r->str = s;
     r->len = len;
     return attach(task, r);
@@ -148,8 +162,30 @@ redisReader *resp_pool_reader_new(void)
         free(p);
         return NULL;
     }
+    resp_splice_init(&p->splice, RESP_SPLICE_MIN_TAKE);
     r->privdata = p;
     return r;
+}
+
+/* A reader is ours when it calls our functions: only then is its privdata
+ * a struct resp_pool. */
+static struct resp_pool *pool_of(redisReader *r)
+{
+    return r != NULL && r->fn == &pool_functions ? r->privdata : NULL;
+}
+
+struct resp_splice *resp_pool_splice(redisReader *r)
+{
+    struct resp_pool *p = pool_of(r);
+    return p ? &p->splice : NULL;
+}
+
+void resp_pool_stash(redisReader *r, char *payload, size_t len)
+{
+    struct resp_pool *p = pool_of(r);
+    free(p->stash);
+    p->stash = payload;
+    p->stash_len = len;
 }
 
 void resp_pool_reader_free(redisReader *r)
@@ -160,6 +196,8 @@ void resp_pool_reader_free(redisReader *r)
     redisReaderFree(r);   /* a partial reply goes back to the pool first */
     if (p == NULL)
         return;
+    resp_splice_reset(&p->splice);
+    free(p->stash);
     for (struct pooled *o = p->free, *n; o != NULL; o = n) {
         n = o->next;
         free(o);

@@ -29,6 +29,8 @@
 
 #include <hiredis/hiredis.h>
 
+#include "engine/resp_splice.h"
+
 #define RESP_POOL_ELEMS 8      /* arrays this long keep their element list inline */
 #define RESP_POOL_KEEP  1024   /* free objects kept per reader; more are freed */
 
@@ -38,5 +40,16 @@ void resp_pool_reader_free(redisReader *r);
 /* resp_reply_free frees a reply of reader r: through r's own functions,
  * so it serves readers made by hiredis too. */
 void resp_reply_free(redisReader *r, void *reply);
+
+/* resp_pool_splice: the splice state of a reader made by
+ * resp_pool_reader_new; NULL for any other reader (resp_feed then feeds it
+ * everything). */
+struct resp_splice *resp_pool_splice(redisReader *r);
+
+/* resp_pool_stash: payload (malloc'd, len + 1 bytes, NUL-terminated;
+ * ownership passes) becomes the string of the next string reply the reader
+ * creates, which must be an empty bulk string fed right after: any other
+ * string reply fails the reader (REDIS_ERR_OOM). r must be a pool reader. */
+void resp_pool_stash(redisReader *r, char *payload, size_t len);
 
 #endif

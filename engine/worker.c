@@ -138,7 +138,16 @@ static void redis_arm_recv(struct worker *w)
     if (w->rrecv_armed || w->redis_dead || w->redis_down)
         return;
     struct io_uring_sqe *sqe = worker_sqe(w);
-    io_uring_prep_recv(sqe, w->rfd, w->rrecv, REDIS_RECV_SIZE, 0);
+    void *dst;
+    size_t len;
+    /* Inside a long body the bytes go straight into its string (one copy
+     * fewer; resp_feed.h). The reader stays until this receive completes:
+     * worker_redis_tick replaces it only with no receive armed. */
+    w->rrecv_direct = resp_feed_direct(w->reader, &dst, &len);
+    if (w->rrecv_direct)
+        io_uring_prep_recv(sqe, w->rfd, dst, len, 0);
+    else
+        io_uring_prep_recv(sqe, w->rfd, w->rrecv, REDIS_RECV_SIZE, 0);
     io_uring_sqe_set_data(sqe, &w->op_rrecv);
     w->rrecv_armed = 1;
 }
@@ -919,6 +928,11 @@ static void redis_on_recv(struct worker *w, int res)
         worker_redis_lost(w, res == 0 ? "EOF" : strerror(-res));
         return;
     }
+    if (w->rrecv_direct) {
+        resp_feed_direct_done(w->reader, (size_t)res);
+        redis_arm_recv(w);
+        return;
+    }
     int rc = resp_feed(w->reader, w->rrecv, (size_t)res, redis_reply_cb, w);
     if (w->redis_down)
         return;
@@ -1290,6 +1304,11 @@ void worker_free(struct worker *w)
     if (w == NULL)
         return;
     worker_dns_free(w);   /* before the destinations its lookups name */
+    /* The ring first: a receive still armed (Redis's, perhaps straight
+     * into a body being taken) must not outlive the memory it writes. */
+    if (w->ring_ok)
+        io_uring_queue_exit(&w->ring);
+    w->ring_ok = 0;
     for (struct dest *d = w->dests, *n; d; d = n) {
         n = d->dnext;
         for (struct job *j = d->ready_head, *jn; j; j = jn) {
@@ -1329,8 +1348,6 @@ void worker_free(struct worker *w)
         tls_session_cache_free(w->sessions);
     free_tls(w);
     worker_hosts_free(w);
-    if (w->ring_ok)
-        io_uring_queue_exit(&w->ring);
     worker_bufs_free(w);
     worker_notice_free(w);
     if (w->rfd >= 0)

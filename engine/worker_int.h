@@ -375,6 +375,7 @@ struct worker {
     uint8_t *rrecv;
     struct op op_rrecv, op_rsend;
     int rrecv_armed;
+    int rrecv_direct;   /* the armed receive writes into a body being taken */
     struct redis_pending *rq;
     size_t rq_head, rq_len, rq_cap;
     struct queue_scripts scripts;
