@@ -25,6 +25,7 @@
 . scripts/lib.sh
 
 QRUN_LIMIT=${QRUN_LIMIT:-50}   # seconds, any one tern run
+QKILL_AFTER=20                 # seconds from a stop's SIGTERM to SIGKILL (qstart)
 
 qsetup() {
     tern_test_setup
@@ -61,8 +62,11 @@ qdrain() {
 qstart() {
     local tag=${2:+.$2}
     # -k: tern blocks SIGTERM while it stops; a run stuck at exit (seen once
-    # under LeakSanitizer) must not hang the suite.
-    timeout -k 5 "$QRUN_LIMIT" "$TERN" run -c "$dir/$1.conf" >"$dir/$1$tag.run" 2>"$dir/$1$tag.rerr" &
+    # under LeakSanitizer) must not hang the suite. Also counted from the
+    # test's own SIGTERM: a stop takes ~10 ms, but once under the sanitizers,
+    # with the suite's scripts two at a time, a tern that had printed its
+    # stop was still not gone after 5 s; 20 s leaves room for such a stall.
+    timeout -k "$QKILL_AFTER" "$QRUN_LIMIT" "$TERN" run -c "$dir/$1.conf" >"$dir/$1$tag.run" 2>"$dir/$1$tag.rerr" &
     QPID=$!
     TERN_PIDS="$TERN_PIDS $QPID"
 }
