@@ -82,26 +82,36 @@ grep -q '^summary ' "$dir/s.run" && echo "info: $(grep '^summary ' "$dir/s.run")
 echo "info: $(qlines s) deliveries for $N messages"
 
 # --- d. Redis SIGKILL --------------------------------------------------------------
-rcli flushall >/dev/null
-qsink k --reply-delay 2 || exit 1
-loadconf k 3s
-qinject k --generate $N --domains a.test,b.test,c.test --size 1k
-sleep 1.5   # everysec: the enqueues are on disk
-qstart k
-KPID=$QPID
-qwait_lines k 200
-kill -KILL "$REDIS_PID"
-wait "$REDIS_PID" 2>/dev/null
-tern_forget_pid "$REDIS_PID"
-sleep 1
-tern_redis "$REDIS_EXTRA" || { fail redis_restart "redis-server did not start again"; exit 1; }
-if qwait_ids k $N 450; then
-    pass redis_sigkill_nothing_lost
-else
-    fail redis_sigkill_nothing_lost "$(qids k) of $N delivered, $(qleft k) left"
-fi
+# sigkill_run NAME N SIZE LINES TEST: N messages of SIZE queued (on disk
+# by everysec) and a run started; once LINES deliveries are in, Redis is
+# SIGKILLed and started again; TEST passes when all N are delivered and the
+# queue is empty. Leaves the run going (SPID). A hook between the inject
+# and the run: sigkill_queued NAME, when defined.
+sigkill_run() {
+    local name=$1 n=$2 size=$3 lines=$4 test=$5
+    rcli flushall >/dev/null
+    qsink "$name" --reply-delay 2 || exit 1
+    loadconf "$name" 3s
+    qinject "$name" --generate "$n" --domains a.test,b.test,c.test --size "$size"
+    declare -F sigkill_queued >/dev/null && sigkill_queued "$name"
+    sleep 1.5   # everysec: the enqueues are on disk
+    qstart "$name"
+    SPID=$QPID
+    qwait_lines "$name" "$lines"
+    kill -KILL "$REDIS_PID"
+    wait "$REDIS_PID" 2>/dev/null
+    tern_forget_pid "$REDIS_PID"
+    sleep 1
+    tern_redis "$REDIS_EXTRA" || { fail redis_restart "redis-server did not start again"; exit 1; }
+    if qwait_ids "$name" "$n" 450; then
+        pass "$test"
+    else
+        fail "$test" "$(qids "$name") of $n delivered, $(qleft "$name") left"
+    fi
+}
+sigkill_run k $N 1k 200 redis_sigkill_nothing_lost
 echo "info: after SIGKILL: $(qlines k) deliveries for $N messages"
-tern_stop "$KPID" && pass engine_stops_cleanly_after_sigkill ||
+tern_stop "$SPID" && pass engine_stops_cleanly_after_sigkill ||
     fail engine_stops_cleanly_after_sigkill "$(tail -n 3 "$dir/k.rerr")"
 
 # --- e. Redis still loading after a restart -------------------------------------
@@ -141,33 +151,17 @@ echo "info: loading restart: $(qlines l) deliveries for $N messages"
 # strings (engine/resp_splice.h); the connection dies in the middle of
 # that stream, and the reader with its half-received body is replaced once
 # the receive has come back.
-rcli flushall >/dev/null
 NF=300
-qsink f --reply-delay 2 || exit 1
-loadconf f 3s
-qinject f --generate $NF --domains a.test,b.test,c.test --size 128k
-# The SHA-256 of each queued body, as the sink hashes what it receives
-# (redis-cli --raw ends the value with a newline of its own).
-rcli --scan --pattern '*:m:*' | while read -r k; do
-    rcli --raw hget "$k" data | head -c -1 | sha256sum | cut -d' ' -f1
-done | sort -u >"$dir/f.want"
-sleep 1.5   # everysec: the enqueues are on disk
-qstart f
-FPID=$QPID
-qwait_lines f 30
-kill -KILL "$REDIS_PID"
-wait "$REDIS_PID" 2>/dev/null
-tern_forget_pid "$REDIS_PID"
-sleep 1
-tern_redis "$REDIS_EXTRA" || { fail redis_restart "redis-server did not start again"; exit 1; }
-if qwait_ids f $NF 450; then
-    pass redis_sigkill_long_bodies_nothing_lost
-else
-    fail redis_sigkill_long_bodies_nothing_lost "$(qids f) of $NF delivered, $(qleft f) left"
-fi
+sigkill_queued() {   # the SHA-256 of each queued body, as the sink hashes it
+    # (redis-cli --raw ends the value with a newline of its own)
+    rcli --scan --pattern '*:m:*' | while read -r k; do
+        rcli --raw hget "$k" data | head -c -1 | sha256sum | cut -d' ' -f1
+    done | sort -u >"$dir/$1.want"
+}
+sigkill_run f $NF 128k 30 redis_sigkill_long_bodies_nothing_lost
 cut -f4 "$dir/f.rec" | sort -u >"$dir/f.got"
 [ "$(wc -l <"$dir/f.want")" = $NF ] && cmp -s "$dir/f.want" "$dir/f.got" && pass long_bodies_intact ||
     fail long_bodies_intact "$(wc -l <"$dir/f.want") queued bodies, $(comm -13 "$dir/f.want" "$dir/f.got" | wc -l) delivered hashes not among them, $(comm -23 "$dir/f.want" "$dir/f.got" | wc -l) not delivered"
-tern_stop "$FPID" && grep -q 'Redis reconnected' "$dir/f.rerr" && pass engine_stops_cleanly_after_long_body_loss ||
+tern_stop "$SPID" && grep -q 'Redis reconnected' "$dir/f.rerr" && pass engine_stops_cleanly_after_long_body_loss ||
     fail engine_stops_cleanly_after_long_body_loss "$(tail -n 3 "$dir/f.rerr")"
 [ "$TERN_FAILS" -eq 0 ]
