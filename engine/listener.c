@@ -37,6 +37,7 @@
 #include "engine/auth.h"
 #include "engine/auth_pool.h"
 #include "engine/resp_feed.h"
+#include "engine/resp_pool.h"
 #include "engine/smtp_server.h"
 #include "engine/srv_io.h"
 #include "engine/worker.h"
@@ -267,8 +268,8 @@ static void redis_down(struct listener *l, const char *why)
     l->rfd = -1;
     l->rgen++;
     l->rrecv_armed = 0;
-    redisReaderFree(l->reader);
-    l->reader = redisReaderCreate();
+    resp_pool_reader_free(l->reader);
+    l->reader = resp_pool_reader_new();   /* its resp_splice bounds arrays (resp_splice.h) */
     if (l->reader)
         l->reader->maxbuf = 0;
     buf_reset(&l->rpending);
@@ -994,7 +995,7 @@ struct listener *listener_new(const struct tern_config *cfg, const struct queue_
     buf_init(&l->rsending, 0);
     buf_init(&l->rpending, 0);
     l->rrecv = malloc(LS_REDIS_RECV);
-    l->reader = redisReaderCreate();
+    l->reader = resp_pool_reader_new();
     if (l->rrecv == NULL || l->reader == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
@@ -1107,7 +1108,7 @@ void listener_free(struct listener *l)
     if (l->wake_fd >= 0)
         close(l->wake_fd);
     if (l->reader)
-        redisReaderFree(l->reader);
+        resp_pool_reader_free(l->reader);
     free(l->rrecv);
     for (size_t i = 0; i < l->rq_len; i++)
         free(l->rq[(l->rq_head + i) % l->rq_cap].entries);

@@ -17,11 +17,11 @@ void resp_splice_reset(struct resp_splice *s)
     resp_splice_init(s, s->min_take);
 }
 
-/* A bulk length line, "$" to LF inclusive: "-1" (nil) or 1..10 digits not
- * over RESP_SPLICE_BULK_MAX. Sets *len (-1 for nil). */
-static int parse_bulk_len(const char *line, size_t n, long long *len)
+/* A length line, its type byte to LF inclusive: "-1" (nil) or 1..10
+ * digits without a leading zero, not over max. Sets *len (-1 for nil). */
+static int parse_len(const char *line, size_t n, unsigned long long max, long long *len)
 {
-    if (n < 4 || line[0] != '$' || line[n - 2] != '\r' || line[n - 1] != '\n')
+    if (n < 4 || line[n - 2] != '\r' || line[n - 1] != '\n')
         return 0;
     const char *d = line + 1;
     size_t nd = n - 3;
@@ -37,7 +37,7 @@ static int parse_bulk_len(const char *line, size_t n, long long *len)
             return 0;
         v = v * 10 + (unsigned long long)(d[i] - '0');
     }
-    if (v > RESP_SPLICE_BULK_MAX)
+    if (v > max)
         return 0;
     *len = (long long)v;
     return 1;
@@ -48,23 +48,24 @@ static int pass_range(const struct resp_splice_sink *out, const char *a, const c
     return b > a ? out->pass(out->ctx, a, (size_t)(b - a)) : 1;
 }
 
-/* The bulk length line is complete in s->line. held: how many of its
- * bytes came in earlier inputs (not passed yet; the rest lies at the start
- * of this input's run). *run / line_at: see resp_splice_feed. */
-static int bulk_line_done(struct resp_splice *s, const struct resp_splice_sink *out,
-                          size_t held, const char **run, const char *line_at, const char *p)
+/* The length line is complete in s->line. held: how many of its bytes
+ * came in earlier inputs (not passed yet; the rest lies at the start of
+ * this input's run). *run / line_at: see resp_splice_feed. */
+static int len_line_done(struct resp_splice *s, const struct resp_splice_sink *out,
+                         size_t held, const char **run, const char *line_at, const char *p)
 {
+    int array = s->line[0] == '*';
     long long len;
-    if (!parse_bulk_len(s->line, s->line_len, &len))
+    if (!parse_len(s->line, s->line_len, array ? RESP_SPLICE_ARRAY_MAX : RESP_SPLICE_BULK_MAX, &len))
         return -1;
-    if (len < 0 || (unsigned long long)len < s->min_take) {
+    if (array || len < 0 || (unsigned long long)len < s->min_take) {
         /* Passed on like any item: the held bytes first, then the run. */
         if (held > 0) {
             int rc = out->pass(out->ctx, s->line, held);
             if (rc != 1)
                 return rc;
         }
-        s->pass_left = len < 0 ? 0 : (uint64_t)len + 2;
+        s->pass_left = array || len < 0 ? 0 : (uint64_t)len + 2;
         s->state = s->pass_left ? RESP_SPLICE_BULK_PASS : RESP_SPLICE_ITEM;
         return 1;
     }
@@ -87,37 +88,43 @@ int resp_splice_feed(struct resp_splice *s, const char *p, size_t n,
 {
     const char *end = p + n;
     /* run: the first byte of this input not passed on yet. line_at: where
-     * the bulk length line being read began in this input (its start, if
-     * the line began in an earlier one; held is then its bytes from there). */
+     * the length line being read began in this input (its start, if the
+     * line began in an earlier one; held is then its bytes from there). */
     const char *run = p, *line_at = p;
-    size_t held = s->state == RESP_SPLICE_BULK_LINE ? s->line_len : 0;
+    size_t held = s->state == RESP_SPLICE_LEN_LINE ? s->line_len : 0;
     int rc;
     while (p < end) {
         switch (s->state) {
         case RESP_SPLICE_ITEM:
-            if (*p == '$') {
-                s->state = RESP_SPLICE_BULK_LINE;
+            if (*p == '$' || *p == '*') {
+                s->state = RESP_SPLICE_LEN_LINE;
                 s->line_len = 0;
                 line_at = p;
                 held = 0;
-            } else if (*p == '*' || *p == '+' || *p == '-' || *p == ':') {
+            } else if (*p == '+' || *p == '-' || *p == ':') {
                 s->state = RESP_SPLICE_LINE;
+                s->line_cr = 0;
                 p++;
             } else {
                 s->state = RESP_SPLICE_OPAQUE;
             }
             break;
         case RESP_SPLICE_LINE: {
+            /* Ends at CRLF, as the reader's lines do: a bare LF is text. */
             const char *lf = memchr(p, '\n', (size_t)(end - p));
             if (lf == NULL) {
+                s->line_cr = end[-1] == '\r';
                 p = end;
-            } else {
-                p = lf + 1;
-                s->state = RESP_SPLICE_ITEM;
+                break;
             }
+            int crlf = lf > p ? lf[-1] == '\r' : s->line_cr;
+            s->line_cr = 0;
+            p = lf + 1;
+            if (crlf)
+                s->state = RESP_SPLICE_ITEM;
             break;
         }
-        case RESP_SPLICE_BULK_LINE:
+        case RESP_SPLICE_LEN_LINE:
             while (p < end && s->line_len < RESP_SPLICE_LINE_MAX) {
                 char c = *p++;
                 s->line[s->line_len++] = c;
@@ -129,7 +136,7 @@ int resp_splice_feed(struct resp_splice *s, const char *p, size_t n,
                     return -1;
                 break;   /* the input ended inside the line */
             }
-            rc = bulk_line_done(s, out, held, &run, line_at, p);
+            rc = len_line_done(s, out, held, &run, line_at, p);
             if (rc != 1)
                 return rc;
             held = 0;
@@ -177,7 +184,7 @@ int resp_splice_feed(struct resp_splice *s, const char *p, size_t n,
         }
     }
     switch (s->state) {
-    case RESP_SPLICE_BULK_LINE:
+    case RESP_SPLICE_LEN_LINE:
         return pass_range(out, run, line_at);   /* the line's bytes wait in s->line */
     case RESP_SPLICE_TAKE:
     case RESP_SPLICE_TAKE_CR:

@@ -11,18 +11,22 @@
  *   the `large` benchmark (bench/README.md). This scanner follows the
  *   stream's framing (RESP2: each item a type byte and a line; a bulk
  *   string's line gives the length of the payload and its CRLF that
- *   follow) and hands everything through unchanged, except a bulk string
+ *   follow; lines end at CRLF, as the reader reads them) and hands
+ *   everything through unchanged, except a bulk string
  *   of at least min_take bytes: its payload is collected into a buffer of
  *   its own (or received straight into it: resp_splice_direct) and handed
  *   over whole, in place of its bytes. The caller gives the reader a
  *   zero-length bulk string in its place and attaches the buffer to that
  *   reply (resp_pool.h, resp_feed.h).
  *
- *   The scanner checks only what it needs to keep its place: a bulk
- *   string's length line (digits, or -1) and the CRLF after a taken
- *   payload. Everything else, and any type byte it does not know, it
- *   passes on for the reader to judge; after an unknown type byte it
- *   passes the rest of the stream as it is (the reader fails on it).
+ *   The scanner checks only what it needs to keep its place, and the one
+ *   bound the reader lacks: a bulk string's length line (digits, or -1),
+ *   the CRLF after a taken payload, and an array's count, which must not
+ *   pass RESP_SPLICE_ARRAY_MAX (hiredis allocates an element list of the
+ *   count it reads before any element arrives: "*999999999" was 8 GB).
+ *   Everything else, and any type byte it does not know, it passes on for
+ *   the reader to judge; after an unknown type byte it passes the rest of
+ *   the stream as it is (the reader fails on it).
  *
  * OWNERSHIP
  *   A struct resp_splice is owned by its reader's pool; it owns the
@@ -32,9 +36,10 @@
  *   same resp_splice.
  *
  * ERRORS
- *   resp_splice_feed returns -1 on a malformed bulk length line (not
- *   digits or -1, a leading zero, more than RESP_SPLICE_LINE_MAX bytes,
- *   over RESP_SPLICE_BULK_MAX)
+ *   resp_splice_feed returns -1 on a malformed length line of a bulk
+ *   string or an array (not digits or -1, a leading zero, more than
+ *   RESP_SPLICE_LINE_MAX bytes, over RESP_SPLICE_BULK_MAX or
+ *   RESP_SPLICE_ARRAY_MAX)
  *   or a taken payload not followed by CRLF, and on a failed allocation;
  *   the stream is then unusable (the caller drops the connection).
  */
@@ -47,10 +52,13 @@
 /* Bulk strings this long or longer are taken out: message bodies of a few
  * KiB stay with the reader, where the slices keep its moves short. */
 #define RESP_SPLICE_MIN_TAKE     (16 * 1024)
-/* A bulk length line, "$" to LF: "$536870912\r\n" is 12 bytes. */
+/* A length line, "$" or "*" to LF: "$536870912\r\n" is 12 bytes. */
 #define RESP_SPLICE_LINE_MAX     24
 /* Redis's own limit on a bulk string (proto-max-bulk-len's default). */
 #define RESP_SPLICE_BULK_MAX     (512ULL * 1024 * 1024)
+/* Elements of one array: the engine's longest replies are takes, at most
+ * QUEUE_TAKE_MAX messages of a few fields each (queue/queue.h). */
+#define RESP_SPLICE_ARRAY_MAX    65536
 /* resp_splice_direct offers the payload's buffer to a receive only for at
  * least this much: below it one receive into the usual buffer is as
  * cheap, and brings the bytes after the payload too. */
@@ -58,8 +66,9 @@
 
 enum resp_splice_state {
     RESP_SPLICE_ITEM,        /* at the start of an item: its type byte */
-    RESP_SPLICE_LINE,        /* in a line passed through, up to its LF */
-    RESP_SPLICE_BULK_LINE,   /* in a bulk length line, held back in line[] */
+    RESP_SPLICE_LINE,        /* in a line passed through, up to its CRLF */
+    RESP_SPLICE_LEN_LINE,    /* in a bulk's or an array's length line,
+                                held back in line[] */
     RESP_SPLICE_BULK_PASS,   /* in a short payload (and its CRLF), passed */
     RESP_SPLICE_TAKE,        /* in a long payload, collected into take */
     RESP_SPLICE_TAKE_CR,     /* after a taken payload: its CR, then LF */
@@ -70,8 +79,9 @@ enum resp_splice_state {
 struct resp_splice {
     enum resp_splice_state state;
     size_t min_take;                 /* RESP_SPLICE_MIN_TAKE unless a test says */
-    char line[RESP_SPLICE_LINE_MAX]; /* the bulk length line so far */
+    char line[RESP_SPLICE_LINE_MAX]; /* the length line so far */
     size_t line_len;
+    int line_cr;                     /* LINE: the last byte seen was a CR */
     uint64_t pass_left;              /* BULK_PASS: payload + CRLF bytes left */
     char *take;                      /* TAKE..TAKE_LF: the payload */
     size_t take_len, take_got;

@@ -6,8 +6,9 @@
  *   - a pool reader fed through resp_feed gives the same replies as a
  *     plain hiredis reader, also when receives write straight into the
  *     string being taken (resp_feed_direct);
- *   - malformed length lines and a taken payload without its CRLF are
- *     errors; a stop from a callback stops; a reset frees a partial take.
+ *   - malformed length lines, arrays longer than RESP_SPLICE_ARRAY_MAX and
+ *     a taken payload without its CRLF are errors; a stop from a callback
+ *     stops; a reset frees a partial take.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -293,6 +294,10 @@ static void test_bad_lines(void)
         "$00000000000000000000000000000\r\n",   /* longer than a line may be */
         "$5\r\nhelloXX",                        /* a taken payload without CRLF */
         "$5\r\nhello\rX",
+        "*65537\r\n",                          /* more elements than RESP_SPLICE_ARRAY_MAX */
+        "*999999991\r\n",                      /* hiredis would allocate 8 GB for its list */
+        "*abc\r\n",
+        "*-3\r\n",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct resp_splice s;
@@ -309,6 +314,35 @@ static void test_bad_lines(void)
     struct out o = {0};
     CHECK_INT(feed_all(&s, "$0\r\n\r\n$-1\r\n", &o), 1);
     CHECK_MEM(o.passed.data, buf_used(&o.passed), "$0\r\n\r\n$-1\r\n");
+    buf_free(&o.passed);
+    /* The longest array allowed, and a nil one, are passed on. */
+    struct out o2 = {0};
+    CHECK_INT(feed_all(&s, "*-1\r\n*65536\r\n", &o2), 1);
+    CHECK_MEM(o2.passed.data, buf_used(&o2.passed), "*-1\r\n*65536\r\n");
+    buf_free(&o2.passed);
+}
+
+/* Lines end at CRLF, as the reader's do: a bare LF inside a status or an
+ * error line is text, so what follows it is no item of its own, while an
+ * array after the CRLF is one (and is checked), also split anywhere. */
+static void test_lines_end_at_crlf(void)
+{
+    static const char text[] = "+x\n*999999\r\n-a\rb\n\r\n:5\r\n";
+    for (size_t cut = 0; cut <= strlen(text); cut++) {
+        struct resp_splice s;
+        resp_splice_init(&s, 1);
+        struct out o = {0};
+        const struct resp_splice_sink sink = {on_pass, on_took, &o};
+        CHECK_INT(resp_splice_feed(&s, text, cut, &sink), 1);
+        CHECK_INT(resp_splice_feed(&s, text + cut, strlen(text) - cut, &sink), 1);
+        CHECK_INT(s.state, RESP_SPLICE_ITEM);
+        CHECK_MEM(o.passed.data, buf_used(&o.passed), text);
+        buf_free(&o.passed);
+    }
+    struct resp_splice s;
+    resp_splice_init(&s, 1);
+    struct out o = {0};
+    CHECK_INT(feed_all(&s, "-ERR a\nb\r\n*70000\r\n", &o), -1);
     buf_free(&o.passed);
 }
 
@@ -366,6 +400,7 @@ int main(void)
     RUN(test_scanner_random_streams);
     RUN(test_pool_reader_same_replies);
     RUN(test_bad_lines);
+    RUN(test_lines_end_at_crlf);
     RUN(test_unknown_type_passes_through);
     RUN(test_stop_after_take);
     RUN(test_free_mid_take);
