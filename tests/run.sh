@@ -109,7 +109,7 @@ collect_bg() {
 # The integration scripts, the longest first (so that the last to finish
 # are short ones), the rest in name order.
 scripts_longest_first() {
-    local slow="tests/it_bench.sh tests/it_pool.sh tests/it_shaping.sh tests/it_deliver.sh tests/it_sink.sh" t
+    local slow="tests/it_bench.sh tests/it_pool.sh tests/it_shaping.sh tests/it_multishot.sh tests/it_deliver.sh tests/it_sink.sh tests/it_queue_redis.sh tests/it_hostile.sh" t
     for t in $slow; do [ -f "$t" ] && echo "$t"; done
     for t in tests/it_*.sh; do
         case " $slow " in *" $t "*) ;; *) echo "$t" ;; esac
