@@ -1,6 +1,8 @@
 /* resp_feed.c - slice-wise feeding of a hiredis reader; see resp_feed.h. */
 #include "engine/resp_feed.h"
 
+#include <stdio.h>
+
 #include "engine/resp_pool.h"
 #include "engine/resp_splice.h"
 
@@ -53,7 +55,14 @@ int resp_feed(redisReader *reader, const void *p, size_t len, resp_reply_fn on_r
     if (sp == NULL)
         return feed_slices(&f, p, len);
     const struct resp_splice_sink sink = {feed_slices, feed_taken, &f};
-    return resp_splice_feed(sp, p, len, &sink);
+    sp->err = NULL;
+    int rc = resp_splice_feed(sp, p, len, &sink);
+    if (rc < 0 && !reader->err && sp->err) {
+        /* Said where callers look for a reader's errors. */
+        reader->err = REDIS_ERR_PROTOCOL;
+        snprintf(reader->errstr, sizeof(reader->errstr), "Protocol error: %s", sp->err);
+    }
+    return rc;
 }
 
 int resp_feed_direct(redisReader *reader, void **dst, size_t *len)

@@ -44,7 +44,8 @@ typedef int (*resp_reply_fn)(void *ctx, redisReply *reply);
  * to on_reply, in order. Returns 1 when all bytes were fed, 0 when
  * on_reply asked to stop (the bytes not fed yet are dropped: the caller
  * is abandoning the connection), -1 on a protocol error or out of memory
- * (reader->err / errstr say which when the reader set them). */
+ * (reader->err / errstr say which; for a pool reader also when its
+ * resp_splice refused the stream). */
 int resp_feed(redisReader *reader, const void *p, size_t len, resp_reply_fn on_reply, void *ctx);
 
 /* resp_feed_direct: where the next receive may write to land in the long

@@ -56,8 +56,11 @@ static int len_line_done(struct resp_splice *s, const struct resp_splice_sink *o
 {
     int array = s->line[0] == '*';
     long long len;
-    if (!parse_len(s->line, s->line_len, array ? RESP_SPLICE_ARRAY_MAX : RESP_SPLICE_BULK_MAX, &len))
+    if (!parse_len(s->line, s->line_len, array ? RESP_SPLICE_ARRAY_MAX : RESP_SPLICE_BULK_MAX, &len)) {
+        s->err = array ? "array count malformed or over RESP_SPLICE_ARRAY_MAX"
+                       : "bulk string length malformed or over RESP_SPLICE_BULK_MAX";
         return -1;
+    }
     if (array || len < 0 || (unsigned long long)len < s->min_take) {
         /* Passed on like any item: the held bytes first, then the run. */
         if (held > 0) {
@@ -74,8 +77,10 @@ static int len_line_done(struct resp_splice *s, const struct resp_splice_sink *o
     if (rc != 1)
         return rc;
     s->take = malloc((size_t)len + 1);
-    if (s->take == NULL)
+    if (s->take == NULL) {
+        s->err = "out of memory for a bulk string";
         return -1;
+    }
     s->take_len = (size_t)len;
     s->take_got = 0;
     s->state = len > 0 ? RESP_SPLICE_TAKE : RESP_SPLICE_TAKE_CR;
@@ -132,8 +137,10 @@ int resp_splice_feed(struct resp_splice *s, const char *p, size_t n,
                     break;
             }
             if (s->line[s->line_len - 1] != '\n') {
-                if (s->line_len >= RESP_SPLICE_LINE_MAX)
+                if (s->line_len >= RESP_SPLICE_LINE_MAX) {
+                    s->err = "length line longer than RESP_SPLICE_LINE_MAX";
                     return -1;
+                }
                 break;   /* the input ended inside the line */
             }
             rc = len_line_done(s, out, held, &run, line_at, p);
@@ -160,13 +167,17 @@ int resp_splice_feed(struct resp_splice *s, const char *p, size_t n,
             break;
         }
         case RESP_SPLICE_TAKE_CR:
-            if (*p++ != '\r')
+            if (*p++ != '\r') {
+                s->err = "bulk string not followed by CRLF";
                 return -1;
+            }
             s->state = RESP_SPLICE_TAKE_LF;
             break;
         case RESP_SPLICE_TAKE_LF: {
-            if (*p++ != '\n')
+            if (*p++ != '\n') {
+                s->err = "bulk string not followed by CRLF";
                 return -1;
+            }
             char *payload = s->take;
             size_t len = s->take_len;
             payload[len] = '\0';

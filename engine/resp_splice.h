@@ -41,7 +41,8 @@
  *   RESP_SPLICE_LINE_MAX bytes, over RESP_SPLICE_BULK_MAX or
  *   RESP_SPLICE_ARRAY_MAX)
  *   or a taken payload not followed by CRLF, and on a failed allocation;
- *   the stream is then unusable (the caller drops the connection).
+ *   the stream is then unusable (the caller drops the connection). s->err
+ *   then says why (a static string); a callback's own error leaves it NULL.
  */
 #ifndef TERN_ENGINE_RESP_SPLICE_H
 #define TERN_ENGINE_RESP_SPLICE_H
@@ -85,6 +86,8 @@ struct resp_splice {
     uint64_t pass_left;              /* BULK_PASS: payload + CRLF bytes left */
     char *take;                      /* TAKE..TAKE_LF: the payload */
     size_t take_len, take_got;
+    const char *err;                 /* why the last feed returned -1, if
+                                        the scanner itself refused (static) */
 };
 
 /* pass hands on n bytes of the stream, in order; took hands over a taken

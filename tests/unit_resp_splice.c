@@ -362,6 +362,13 @@ static void test_unknown_type_passes_through(void)
     struct against a = {NULL, 0, 0, 0};
     CHECK_INT(resp_feed(rd, "!x\r\n", 4, check_against, &a), -1);
     resp_pool_reader_free(rd);
+
+    /* and the scanner's own refusal, where callers read a reader's errors */
+    rd = resp_pool_reader_new();
+    CHECK_INT(resp_feed(rd, "*70000\r\n", 8, check_against, &a), -1);
+    CHECK_INT(rd->err, REDIS_ERR_PROTOCOL);
+    CHECK(strstr(rd->errstr, "array count") != NULL);
+    resp_pool_reader_free(rd);
 }
 
 static void test_stop_after_take(void)
