@@ -6,14 +6,14 @@
 # Every test program prints "PASS name" / "FAIL name" lines; a program that
 # exits non-zero without printing a FAIL line counts as one failure.
 #   TERN_FAST=1     skip the sanitizer pass and the fuzz run
-#   TERN_FUZZ_SECS  seconds per fuzz target (default 6; one target per core at a time)
+#   TERN_FUZZ_SECS  seconds per fuzz target (default 6; TERN_TEST_JOBS targets at a time)
 # The sanitizer pass skips it_bench (the benchmark harness's quick mode),
 # it_shaping (25 s of waiting out rates whose code unit_shaping covers
 # under the sanitizers too), it_postfix and it_exim (interop with Postfix
 # and Exim: the SMTP and TLS paths they drive are the other scripts' too),
 # to keep the suite well under 10 minutes on two cores.
-#   TERN_TEST_JOBS  integration scripts run at a time (default: the number of
-#                   cores, at least 2). They spend most of their time waiting
+#   TERN_TEST_JOBS  integration scripts (and fuzz targets) run at a time
+#                   (default: the number of cores, at least 2). They spend most of their time waiting
 #                   on sockets and child processes, and each takes its own
 #                   free ports and temporary directories, so two run side by
 #                   side without meeting; their results print in the usual
@@ -29,9 +29,14 @@ failures=()
 logdir=$(mktemp -d /tmp/tern-tests.XXXXXX)
 trap 'rm -rf "$logdir"' EXIT
 
+log_of() {   # label: its log file
+    echo "$logdir/$(echo "$1" | tr '/ ' '__').log"
+}
+
 run_one() {   # label, command...
     local label=$1; shift
-    local log="$logdir/$(echo "$label" | tr '/ ' '__').log"
+    local log
+    log=$(log_of "$label")
     local t0=$SECONDS
     "$@" >"$log" 2>&1
     tally "$label" "$log" $? "$((SECONDS - t0)) s"
@@ -79,7 +84,8 @@ bg_labels=()
 bg_pids=()
 run_bg() {
     local label=$1; shift
-    local log="$logdir/$(echo "$label" | tr '/ ' '__').log"
+    local log
+    log=$(log_of "$label")
     bg_labels+=("$label")
     ( t0=$SECONDS; "$@" >"$log" 2>&1
       echo "$? $((SECONDS - t0))" >"$log.rc" ) &
@@ -98,7 +104,7 @@ collect_bg() {
     local label log rc took p
     for p in "${bg_pids[@]}"; do wait "$p"; done
     for label in "${bg_labels[@]}"; do
-        log="$logdir/$(echo "$label" | tr '/ ' '__').log"
+        log=$(log_of "$label")
         read -r rc took <"$log.rc"
         tally "$label" "$log" "$rc" "$took s"
     done
@@ -147,23 +153,13 @@ suite build ""
 
 if [ "${TERN_FAST:-0}" != 1 ]; then
     secs=${TERN_FUZZ_SECS:-6}
-    jobs=$(nproc)
     wait "$builds"
     if [ "$(cat "$logdir/fuzz-build.rc")" = 0 ]; then
-        # The targets are CPU-bound and independent: one per core at a time.
-        names=()
+        # The targets are CPU-bound and independent: TERN_TEST_JOBS at a time.
         for f in build/fuzz/fuzz_*; do
-            name=$(basename "$f")
-            names+=("$name")
-            ( t0=$SECONDS; fuzz_one "$name" "$f" >"$logdir/$name.log" 2>&1
-              echo "$? $((SECONDS - t0))" >"$logdir/$name.rc" ) &
-            while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
+            run_bg "$(basename "$f")" fuzz_one "$(basename "$f")" "$f"
         done
-        wait
-        for name in "${names[@]}"; do
-            read -r rc took <"$logdir/$name.rc"
-            tally "$name" "$logdir/$name.log" "$rc" "$took s"
-        done
+        collect_bg
     else
         cat "$logdir/fuzz-build.log" | tail -n 20
         failed=$((failed + 1)); failures+=("fuzz build")
