@@ -100,7 +100,9 @@ if [ ! -e "$policy" ]; then
     $SUDO chmod 755 "$policy"
     own_policy=1
 fi
-cleanup() { [ "$own_policy" -eq 1 ] && $SUDO rm -f "$policy"; }
+# An if, not "&&": under set -e a false test as the trap's last command
+# would make the whole script exit 1 when policy-rc.d was already there.
+cleanup() { if [ "$own_policy" -eq 1 ]; then $SUDO rm -f "$policy"; fi; }
 trap cleanup EXIT
 $SUDO apt-get update -qq || echo "install-bench-deps: apt-get update failed; trying the existing lists" >&2
 $SUDO apt-get install -y -qq --no-install-recommends postfix
