@@ -95,6 +95,7 @@ run_listener() {   # workload run
         auth_args=(--auth 'bench:bench pass')
     fi
     listener_write_config "$dir/tern.conf" "$port" "$auth"
+    calibrate
     "$TERN_BUILD/tern" run -c "$dir/tern.conf" >"$dir/run.out" 2>&1 &
     tpid=$!
     TERN_PIDS="$TERN_PIDS $tpid"
@@ -143,6 +144,7 @@ run_listener() {   # workload run
     kill -TERM "$tpid" 2>/dev/null || true
     wait "$tpid" || rc=$?
     tern_forget_pid "$tpid"
+    CAL=$(calibrated)
     if [ $rc -ne 0 ] || ! grep -q '^summary ' "$dir/run.out"; then
         echo "bench/run: tern run failed (exit $rc):" >&2
         tail -20 "$dir/run.out" >&2
@@ -164,7 +166,7 @@ listener_record_run() {   # workload run dir loadgen_out t0 t1
     recs=$(wc -l <"$dir/sink.rec")
     sha_ok=$(awk -F'\t' -v s="$LISTENER_REF_SHA" '$4 == s' "$dir/sink.rec" | wc -l)
     {
-        printf 'kind=tern workload=%s run=%s messages=%s delivered=%s ' "$w" "$r" "$N" "$(kv delivered "$sum")"
+        printf 'kind=tern workload=%s run=%s %smessages=%s delivered=%s ' "$w" "$r" "$CAL" "$N" "$(kv delivered "$sum")"
         awk -v a="$5" -v b="$6" -v n="${got:-0}" 'BEGIN{printf "wall_s=%.3f msgs_per_s=%.0f ", b - a, (b > a ? n / (b - a) : 0)}'
         printf 'steady_msgs_per_s=%s ' "$(kv steady_msgs_per_s "$sum")"
         printf 'accepted=%s accepted_msgs_per_s=%s loadgen_us_per_msg=%s inject_us_per_msg=%s ' "$(kv sent "$4")" \

@@ -62,7 +62,7 @@ MEDIAN_KEYS = ["msgs_per_s", "steady_msgs_per_s", "engine_us_per_msg", "engine_r
                "sink_us_per_msg", "inject_us_per_msg", "loadgen_us_per_msg", "hs_full",
                "hs_resumed", "sink_hs_full", "sink_hs_resumed", "p50_ms", "p99_ms", "max_ms",
                "conns", "peak_conns", "delivered", "accepted_msgs_per_s",
-               "listener_us_per_msg"]
+               "listener_us_per_msg", "cal_x25519_us", "cal_aes_us"]
 
 
 def medians(runs):
@@ -98,7 +98,7 @@ def fmt(v, f="%.1f"):
     return str(v)
 
 
-COLS = "%-20s %8s %8s %8s %7s %7s %7s %7s %11s %8s %14s %7s %7s %7s %6s\n"
+COLS = "%-20s %8s %8s %8s %7s %7s %7s %7s %11s %8s %14s %7s %7s %7s %6s %7s\n"
 
 
 def machine_pct(r, cores):
@@ -150,7 +150,7 @@ def row(label, r, cores=None):
                    fmt(r.get("redis_us_per_msg")), fmt(r.get("sink_us_per_msg")),
                    fmt(r.get("inject_us_per_msg")), hs, resumed_pct(r), tiers(r),
                    fmt(r.get("p50_ms"), "%.0f"), fmt(r.get("p99_ms"), "%.0f"), fmt(r.get("max_ms"), "%.0f"),
-                   busy(r, cores))
+                   busy(r, cores), fmt(r.get("cal_x25519_us")))
 
 
 def rest(r):
@@ -220,9 +220,9 @@ def table(meta, workloads, peers, runs):
                                                        w["destinations"], w["msgs_per_conn"], tls, rate))
     out.append("\n")
     out.append(COLS % ("run", "msgs/s", "steady", "engine", "RSS", "redis", "sink", "inject", "handshakes",
-                       "resumed", "tiers", "p50", "p99", "max", "busy"))
+                       "resumed", "tiers", "p50", "p99", "max", "busy", "x25519"))
     out.append(COLS % ("", "", "msgs/s", "us/msg", "MiB", "us/msg", "us/msg", "us/msg", "full/res", "",
-                       "p/s/l/plain", "ms", "ms", "ms", "cpu"))
+                       "p/s/l/plain", "ms", "ms", "ms", "cpu", "us"))
     cores = num(meta.get("cores"))
     for w in workloads:
         name = w["workload"]
@@ -264,7 +264,10 @@ def table(meta, workloads, peers, runs):
     out.append("msgs/s: the whole run; steady: from the 10th to the 90th percentile of deliveries (tern's own "
                "count, without the start-up and the drain's end); engine/redis/sink/inject: CPU (user+sys) per "
                "delivered message; sink row: tern-loadgen's CPU in the engine column; latency: enqueue -> "
-               "receiver's 250; busy: engine + redis + sink CPU over the run, in % of all the machine's cores\n")
+               "receiver's 250; busy: engine + redis + sink CPU over the run, in % of all the machine's cores; "
+               "x25519: one X25519 key pair and shared secret timed just before the run (build/tern-crypto-cost), "
+               "the machine's speed at that moment: on a shared virtual machine it moves by tens of percent within "
+               "minutes, so compare runs (and recordings) whose x25519 figures agree\n")
     if any(str(w.get("workload")).startswith("listener") for w in workloads):
         out.append("listener rows: msgs/s end to end (tern-loadgen's start -> the sink's N-th message), "
                    "inject = tern-loadgen's CPU, engine = the listener and the delivery together\n")

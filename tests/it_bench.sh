@@ -4,7 +4,8 @@
 #  a. `bench/run all --quick --json F`: exits 0, prints the table (header
 #     with machine and commit, a row per workload), progress on stderr,
 #     valid JSON in which every workload's runs delivered every message and
-#     the sink counted each one; --aof always is said in the report, the
+#     the sink counted each one, and the machine's speed (x25519 us) was
+#     timed around each run; --aof always is said in the report, the
 #     injection's AOF is compacted before the drain; a paced run whose
 #     injector fell behind is called out;
 #     the listener workloads: tern-loadgen's N messages accepted by the
@@ -66,6 +67,11 @@ for w in doc["workloads"]:
         assert r["delivered"] == n, "%s: delivered %s of %s" % (w["name"], r["delivered"], n)
         assert r["sink_messages"] == n, "%s: the sink counted %s of %s" % (w["name"], r["sink_messages"], n)
         assert r["msgs_per_s"] > 0, w["name"] + ": no rate"
+        # the machine's speed around every run, before and after
+        assert r["cal_x25519_before"] > 0 and r["cal_x25519_after"] > 0 and r["cal_aes_us"] > 0, \
+            w["name"] + ": no calibration"
+        assert abs(r["cal_x25519_us"] - (r["cal_x25519_before"] + r["cal_x25519_after"]) / 2) < 0.1, \
+            w["name"] + ": calibration mean"
         if r["kind"] == "tern":
             for k in ("steady_msgs_per_s", "engine_us_per_msg", "redis_us_per_msg", "sink_us_per_msg", "engine_rss_mib",
                       "p50_ms", "p99_ms", "max_ms", "hs_full", "hs_resumed", "tier_preferred"):
