@@ -27,7 +27,10 @@
 #  d. tern-crypto-cost prints its three figures, and exits 2 on bad input;
 #     tern-byte-cost likewise its six;
 #  e. bench/redis_cost.sh (tern-redis-cost on a private redis-server)
-#     prints its six figures, and the tool exits 2 without an address.
+#     prints its six figures, and the tool exits 2 without an address;
+#  f. bench/ab: two pairs run in alternating order, every message of each
+#     run delivered, the summary's ratios; ab_report.py's ratios and counts
+#     on made-up runs; what it refuses.
 set -u
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -324,5 +327,63 @@ else
 fi
 "$TERN_BUILD/tern-redis-cost" >/dev/null 2>&1
 [ $? = 2 ] && pass "redis-cost: no address, exit 2" || fail "redis-cost usage" "exit not 2"
+
+# f. bench/ab with the same build on both sides (no revision to build):
+#    the order alternates, every run delivered everything, ratios are there
+if timeout 300 bench/ab "$TERN_BUILD" "$TERN_BUILD" --pairs 2 --json "$dir/ab.json" --out "$dir/ab" -- bulk --quick \
+    >"$dir/ab.out" 2>"$dir/ab.err"; then
+    pass "bench/ab: two pairs exit 0"
+else
+    fail "bench/ab" "exit $?: $(tail -3 "$dir/ab.err" | paste -sd' ' -)"
+fi
+order=$(sed -n 's/^bench\/ab: pair \([0-9]\), \([ab]\)$/\1\2/p' "$dir/ab.err" | paste -sd' ' -)
+[ "$order" = "1a 1b 2b 2a" ] && pass "bench/ab: the order alternates" || fail "bench/ab order" "$order"
+if "$PY" - "$dir/ab.json" "$dir/ab" >"$dir/ab.check" 2>&1 <<'EOF'
+import glob, json, sys
+doc = json.load(open(sys.argv[1]))
+s = doc["summary"]["bulk"]
+assert s["msgs_per_s"]["pairs"] == 2 and s["msgs_per_s"]["ratio_median"] > 0, s["msgs_per_s"]
+assert 0 <= s["engine_us_per_msg"]["b_better"] <= 2, s["engine_us_per_msg"]
+runs = glob.glob(sys.argv[2] + "/pair-*.json")
+assert len(runs) == 4, runs
+for f in runs:
+    w = json.load(open(f))["workloads"][0]
+    assert w["runs"][0]["delivered"] == w["params"]["messages"], f
+EOF
+then
+    pass "bench/ab: JSON summary, every run delivered everything"
+else
+    fail "bench/ab JSON" "$(tail -3 "$dir/ab.check" | paste -sd' ' -)"
+fi
+# ab_report.py on made-up runs: B faster in two pairs of three, its engine
+# cheaper in all three; the medians and the ratios' medians are exact
+mkdir -p "$dir/abfake"
+i=0
+for v in "1000 10.0" "1100 9.0" "1000 10.0" "900 9.5" "1000 10.0" "1050 8.0"; do
+    i=$((i + 1))
+    read -r rate eng <<<"$v"
+    printf '{"workloads": [{"name": "bulk", "runs": [{"msgs_per_s": %s, "engine_us_per_msg": %s}]}]}\n' "$rate" "$eng" \
+        >"$dir/abfake/$i.json"
+done
+if "$PY" bench/ab_report.py --a x --b y --json "$dir/abfake/sum.json" a="$dir/abfake/1.json" b="$dir/abfake/2.json" \
+    b="$dir/abfake/4.json" a="$dir/abfake/3.json" a="$dir/abfake/5.json" b="$dir/abfake/6.json" >"$dir/abfake/out" 2>&1 &&
+    "$PY" - "$dir/abfake/sum.json" >>"$dir/abfake/out" 2>&1 <<'EOF'
+import json, sys
+s = json.load(open(sys.argv[1]))["summary"]["bulk"]
+assert abs(s["msgs_per_s"]["ratio_median"] - 1.05) < 1e-9 and s["msgs_per_s"]["b_better"] == 2, s["msgs_per_s"]
+assert abs(s["engine_us_per_msg"]["ratio_median"] - 0.9) < 1e-9 and s["engine_us_per_msg"]["b_better"] == 3, s
+assert s["msgs_per_s"]["a_median"] == 1000 and s["msgs_per_s"]["b_median"] == 1050, s["msgs_per_s"]
+EOF
+then
+    pass "ab_report: ratios, medians and counts of made-up pairs"
+else
+    fail "ab_report" "$(tail -3 "$dir/abfake/out" | paste -sd' ' -)"
+fi
+"$PY" bench/ab_report.py --a x --b y a="$dir/abfake/1.json" >/dev/null 2>&1 &&
+    fail "ab_report: an unpaired run" "accepted" || pass "ab_report: an unpaired run refused"
+bench/ab no-such-revision-or-dir -- bulk --quick >/dev/null 2>&1 &&
+    fail "bench/ab: unknown A" "accepted" || pass "bench/ab: an unknown revision refused"
+bench/ab "$TERN_BUILD" -- bulk --runs 2 >/dev/null 2>&1
+[ $? = 2 ] && pass "bench/ab: --runs after -- refused (exit 2)" || fail "bench/ab --runs" "exit not 2"
 
 exit $((TERN_FAILS > 0))
