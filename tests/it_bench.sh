@@ -29,7 +29,7 @@
 #  e. bench/redis_cost.sh (tern-redis-cost on a private redis-server)
 #     prints its six figures, and the tool exits 2 without an address;
 #  f. bench/ab: two pairs run in alternating order, every message of each
-#     run delivered, the summary's ratios; ab_report.py's ratios and counts
+#     run delivered, B's own options on B's runs, the summary's ratios; ab_report.py's ratios and counts
 #     on made-up runs; what it refuses.
 set -u
 cd "$(dirname "$0")/.."
@@ -330,11 +330,17 @@ fi
 
 # f. bench/ab with the same build on both sides (no revision to build):
 #    the order alternates, every run delivered everything, ratios are there
+#    and B's own option (--b) reached B's runs only
 if timeout 300 bench/ab "$TERN_BUILD" "$TERN_BUILD" --pairs 2 --json "$dir/ab.json" --out "$dir/ab" -- bulk --quick \
-    >"$dir/ab.out" 2>"$dir/ab.err"; then
+    --b --threads 1 >"$dir/ab.out" 2>"$dir/ab.err"; then
     pass "bench/ab: two pairs exit 0"
 else
     fail "bench/ab" "exit $?: $(tail -3 "$dir/ab.err" | paste -sd' ' -)"
+fi
+if grep -q "engine threads 0 (one per core)" "$dir/ab/pair-1-a.out" && grep -q "engine threads 1;" "$dir/ab/pair-2-b.out"; then
+    pass "bench/ab: --b options on B's runs only"
+else
+    fail "bench/ab --b" "$(grep -h 'engine threads' "$dir"/ab/pair-*.out | paste -sd' ' -)"
 fi
 order=$(sed -n 's/^bench\/ab: pair \([0-9]\), \([ab]\)$/\1\2/p' "$dir/ab.err" | paste -sd' ' -)
 [ "$order" = "1a 1b 2b 2a" ] && pass "bench/ab: the order alternates" || fail "bench/ab order" "$order"
