@@ -139,6 +139,23 @@ def redis_bound(name, r, cores):
             "%.0f%%: the queue, not the cores, bounds this run\n" % (name, redis_pct, machine))
 
 
+# Past this change of the machine's speed between the timings before and
+# after a run, the run itself measured a machine that changed under it.
+SPEED_MOVED = 0.25
+
+
+def speed_moved(name, r):
+    """A line saying that the machine's speed (x25519 us) moved by more than
+    SPEED_MOVED between the timings before and after run r, or None."""
+    a, b = r.get("cal_x25519_before"), r.get("cal_x25519_after")
+    if not isinstance(a, (int, float)) or not isinstance(b, (int, float)) or a <= 0 or b <= 0:
+        return None
+    if abs(a - b) / ((a + b) / 2) <= SPEED_MOVED:
+        return None
+    return ("  %s run %s: the machine's speed moved during the run (x25519 %.1f us before, %.1f after): "
+            "its figures are not comparable with other runs'\n" % (name, r.get("run"), a, b))
+
+
 def row(label, r, cores=None):
     hs = "%s/%s" % (fmt(r.get("hs_full"), "%.0f"), fmt(r.get("hs_resumed"), "%.0f"))
     if r.get("kind") == "sink":
@@ -247,6 +264,9 @@ def table(meta, workloads, peers, runs):
                 out.append("  %s run %s: the injector fell behind: it enqueued %s msg/s of the %s asked (Redis "
                            "could not take the enqueues faster); the latencies are those of %s msg/s\n"
                            % (name, r.get("run"), r["enqueue_rate"], r["rate"], r["enqueue_rate"]))
+            note = speed_moved(name, r)
+            if note:
+                out.append(note)
         for p in [r for r in runs if r.get("workload") == name and r.get("kind") == "peer"]:
             out.append(row("%s %s" % (name, p.get("peer")), p, cores))
             tm = medians(rs)

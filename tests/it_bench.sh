@@ -11,8 +11,9 @@
 #     the listener workloads: tern-loadgen's N messages accepted by the
 #     listener (with and without AUTH), every one at the sink with the
 #     SHA-256 of the message sent, an accepted rate reported;
-#  a3. report.py: a paced run behind its rate, and a run bounded by
-#     redis-server's one thread, are called out;
+#  a3. report.py: a paced run behind its rate, a run bounded by
+#     redis-server's one thread, and one during which the machine's speed
+#     moved, are called out;
 #  a4. --size: every workload's messages at that size; bad sizes and runs
 #     too big for memory refused before anything starts;
 #  a5. the peers installed here (Postfix, Exim): every message through
@@ -156,6 +157,17 @@ made_up_report rb
 called_out rb "a run bounded by redis-server's one thread" \
     "^  bulk: redis-server's one thread was busy 96% of the run .*, the machine 81%: the queue" \
     "^  multi: redis-server"
+
+# a3. a run during which the machine's speed moved by more than a quarter
+#     (x25519 before and after) says so; one that moved less does not
+made_up_meta speed off 2
+printf 'workload=bulk messages=100 size=4096 rcpts=1 destinations=100 msgs_per_conn=10000 tls=starttls rate=\n' >>"$dir/speed.meta"
+printf 'kind=tern workload=bulk run=%s msgs_per_s=1000 cal_x25519_us=%s cal_x25519_before=%s cal_x25519_after=%s\n' \
+    1 70 66 74 2 100 70 130 >"$dir/speed.runs"
+made_up_report speed
+called_out speed "a run on a machine whose speed moved" \
+    "^  bulk run 2: the machine's speed moved during the run (x25519 70.0 us before, 130.0 after)" \
+    "^  bulk run 1: the machine's speed moved"
 
 # a4. --size sets every workload's message size: the JSON's params and
 #     the sink's byte count say so; sizes out of range, and runs whose
