@@ -285,9 +285,10 @@ def table(meta, workloads, peers, runs):
                "count, without the start-up and the drain's end); engine/redis/sink/inject: CPU (user+sys) per "
                "delivered message; sink row: tern-loadgen's CPU in the engine column; latency: enqueue -> "
                "receiver's 250; busy: engine + redis + sink CPU over the run, in % of all the machine's cores; "
-               "x25519: one X25519 key pair and shared secret timed just before the run (build/tern-crypto-cost), "
-               "the machine's speed at that moment: on a shared virtual machine it moves by tens of percent within "
-               "minutes, so compare runs (and recordings) whose x25519 figures agree\n")
+               "x25519: one X25519 key pair and shared secret (build/tern-crypto-cost on every core at once), the mean "
+               "of its timings just before and just after the run: the machine's speed then; on a shared virtual "
+               "machine it moves by tens of percent within minutes, so compare runs (and recordings) whose x25519 "
+               "figures agree\n")
     if any(str(w.get("workload")).startswith("listener") for w in workloads):
         out.append("listener rows: msgs/s end to end (tern-loadgen's start -> the sink's N-th message), "
                    "inject = tern-loadgen's CPU, engine = the listener and the delivery together\n")
