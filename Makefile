@@ -69,14 +69,25 @@ $(BUILD)/tern-redis-cost: $(BUILD)/bench/redis_cost.o $(BUILD)/libtern.a
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libtern.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-# libFuzzer targets need clang; built on demand by the test runner.
-FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
-FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+# libFuzzer targets need clang; built on demand by the test runner. The
+# library is compiled once, with the fuzzer's coverage instrumentation
+# (fuzzer-no-link), and each target links against it: compiling it into
+# every target made the fuzz build ten times the work (4m44s of the suite's
+# time, serially, on the 2-core machine).
+FUZZ_SRC    := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN    := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+FUZZ_OBJ    := $(LIB_SRC:%.c=$(BUILD)/fuzz/obj/%.o)
+FUZZ_CFLAGS := -std=c17 -D_GNU_SOURCE -O1 -g -I. -I$(BSSL_INC)
 fuzz: $(FUZZ_BIN)
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
+$(BUILD)/fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	clang -std=c17 -D_GNU_SOURCE -O1 -g -I. -I$(BSSL_INC) -fsanitize=fuzzer,address,undefined \
-	    -o $@ $< $(LIB_SRC) $(LDFLAGS) $(LDLIBS)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -MMD -MP -c $< -o $@
+$(BUILD)/fuzz/libtern.a: $(FUZZ_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+$(FUZZ_BIN): $(BUILD)/fuzz/%: tests/fuzz/%.c $(BUILD)/fuzz/libtern.a
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(BUILD)/fuzz/libtern.a $(LDFLAGS) $(LDLIBS)
 
 test: all
 	@tests/run.sh
@@ -94,4 +105,4 @@ clean:
 	rm -rf build
 
 .PHONY: all test demo clean fuzz bench
--include $(LIB_OBJ:.o=.d) $(SINK_OBJ:.o=.d) $(BUILD)/bench/loadgen.d $(BUILD)/bench/inject.d $(BUILD)/bench/crypto_cost.d $(BUILD)/bench/byte_cost.d $(BUILD)/bench/body_cost.d $(BUILD)/bench/resp_cost.d $(BUILD)/bench/redis_cost.d $(UNIT_BIN:=.d) $(BUILD)/engine/main.d
+-include $(FUZZ_OBJ:.o=.d) $(LIB_OBJ:.o=.d) $(SINK_OBJ:.o=.d) $(BUILD)/bench/loadgen.d $(BUILD)/bench/inject.d $(BUILD)/bench/crypto_cost.d $(BUILD)/bench/byte_cost.d $(BUILD)/bench/body_cost.d $(BUILD)/bench/resp_cost.d $(BUILD)/bench/redis_cost.d $(UNIT_BIN:=.d) $(BUILD)/engine/main.d
