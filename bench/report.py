@@ -269,6 +269,9 @@ def table(meta, workloads, peers, runs):
                 out.append(note)
         for p in [r for r in runs if r.get("workload") == name and r.get("kind") == "peer"]:
             out.append(row("%s %s" % (name, p.get("peer")), p, cores))
+            note = speed_moved("%s %s" % (name, p.get("peer")), p)
+            if note:
+                out.append(note)
             tm = medians(rs)
             if p.get("msgs_per_s") and p.get("engine_us_per_msg") and tm.get("msgs_per_s") and tm.get("engine_us_per_msg"):
                 out.append("  ratio tern/%s (%s, medians): throughput %.1fx, engine CPU per message %.1fx less\n"
