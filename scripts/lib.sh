@@ -45,7 +45,14 @@ tern_forget_pid() {
 }
 
 # tern_stop PID: SIGTERM a process started in the background, wait for it
-# and forget it; returns its exit status.
+# and forget it; returns its exit status. A tern run under `timeout` that
+# is stopped so must be started with `timeout --foreground`: timeout then
+# relays the signal to tern alone. Without it, timeout also sends SIGCONT
+# to its process group right after the signal, and under ASan a SIGCONT
+# that lands while LeakSanitizer's exit check attaches to the process
+# cancels the attach's SIGSTOP: the check's tracer then waits forever
+# (asan/it_startup stalled so until timeout -k killed it; /proc showed the
+# tracer in wait4 with SIGCONT pending and tern running, never stopped).
 tern_stop() {
     kill -TERM "$1" 2>/dev/null
     wait "$1"

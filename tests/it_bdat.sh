@@ -133,7 +133,7 @@ retry_base = 1s
 retry_max = 2s
 EOC
     "$TERN" inject -c "$dir/drop.conf" --generate 200 --domains x.test --size 800 >/dev/null
-    timeout "$RUN_LIMIT" "$TERN" run -c "$dir/drop.conf" >"$dir/drop.run" 2>"$dir/drop.rerr" &
+    timeout --foreground "$RUN_LIMIT" "$TERN" run -c "$dir/drop.conf" >"$dir/drop.run" 2>"$dir/drop.rerr" &
     TERN_PID=$!
     TERN_PIDS="$TERN_PIDS $TERN_PID"
     n=250

@@ -70,7 +70,7 @@ doms() { { seq -f "d%g.fz.test" 1 "$1"; seq -f "s%g.s.test" 1 "$2"; } | paste -s
 
 qinject f --generate $((NDNS + NSTATIC)) --domains "$(doms $NDNS $NSTATIC)" --size 500
 qinject f --generate 1 --domains dead.test --size 500
-timeout -k "$QKILL_AFTER" "$QRUN_LIMIT" "$TERN" run -c "$dir/f.conf" -v >"$dir/f.run" 2>"$dir/f.rerr" &
+timeout --foreground -k "$QKILL_AFTER" "$QRUN_LIMIT" "$TERN" run -c "$dir/f.conf" -v >"$dir/f.run" 2>"$dir/f.rerr" &
 QPID=$!
 TERN_PIDS="$TERN_PIDS $QPID"
 

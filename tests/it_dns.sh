@@ -116,7 +116,7 @@ q=$(( $(tern_nsd_queries) - q0 ))
 rcli flushall >/dev/null
 conf "$dir/ttl.conf" "127.0.0.1:$DNS_PORT"
 printf 'dns_ttl_min = 1s\ndns_ttl_max = 1s\ntimeout idle = 100ms\n' >>"$dir/ttl.conf"
-timeout 60 $TERN run -c "$dir/ttl.conf" >"$dir/ttl.out" 2>"$dir/ttl.err" &
+timeout --foreground 60 $TERN run -c "$dir/ttl.conf" >"$dir/ttl.out" 2>"$dir/ttl.err" &
 tpid=$!
 TERN_PIDS="$TERN_PIDS $tpid"
 q0=$(tern_nsd_queries)

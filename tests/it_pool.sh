@@ -73,7 +73,7 @@ inject() { "$TERN" inject -c "$dir/$1.conf" --generate "$2" --domains "$3" --siz
 drain() { timeout "$RUN_LIMIT" "$TERN" run -c "$dir/$1.conf" --drain >"$dir/$1.run" 2>"$dir/$1.rerr"; }
 # start_tern NAME / stop_tern: tern run in the background until SIGTERM.
 start_tern() {
-    timeout "$RUN_LIMIT" "$TERN" run -c "$dir/$1.conf" >"$dir/$1.run" 2>"$dir/$1.rerr" &
+    timeout --foreground "$RUN_LIMIT" "$TERN" run -c "$dir/$1.conf" >"$dir/$1.run" 2>"$dir/$1.rerr" &
     TERN_PID=$!
     TERN_PIDS="$TERN_PIDS $TERN_PID"
 }

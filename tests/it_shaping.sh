@@ -89,7 +89,7 @@ tern_sink conc --per-client --stats-file "$dir/conc.stats" --quiet --reply-delay
   echo "max_connections = 8"; echo "backoff_pause = 3s"; echo "retry_base = 1h"; } |
     tern_config "$dir/conc.conf"
 $TERN inject -c "$dir/conc.conf" --generate 300 --domains conc.test --size 300 >/dev/null
-timeout 60 $TERN run -c "$dir/conc.conf" --drain >"$dir/conc.out" 2>"$dir/conc.err" &
+timeout --foreground 60 $TERN run -c "$dir/conc.conf" --drain >"$dir/conc.out" 2>"$dir/conc.err" &
 CPID=$!
 TERN_PIDS="$TERN_PIDS $CPID"
 n=200

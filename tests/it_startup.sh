@@ -61,7 +61,7 @@ tern_stop "$TPID" && pass run_stops_cleanly || fail run_stops_cleanly "exit $?"
 "$TERN" inject -c "$dir/s.conf" --generate $N --domains c.test --size 1k >/dev/null ||
     fail inject "tern inject failed"
 stop_redis
-timeout -k "$QKILL_AFTER" 60 "$TERN" run -c "$dir/s.conf" --drain >"$dir/b.run" 2>"$dir/b.rerr" &
+timeout --foreground -k "$QKILL_AFTER" 60 "$TERN" run -c "$dir/s.conf" --drain >"$dir/b.run" 2>"$dir/b.rerr" &
 DPID=$!
 TERN_PIDS="$TERN_PIDS $DPID"
 waitlog "$dir/b.rerr" "waiting for Redis" || fail drain_waits "$(cat "$dir/b.rerr")"

@@ -66,7 +66,7 @@ qstart() {
     # test's own SIGTERM: a stop takes ~10 ms, but once under the sanitizers,
     # with the suite's scripts two at a time, a tern that had printed its
     # stop was still not gone after 5 s; 20 s leaves room for such a stall.
-    timeout -k "$QKILL_AFTER" "$QRUN_LIMIT" "$TERN" run -c "$dir/$1.conf" >"$dir/$1$tag.run" 2>"$dir/$1$tag.rerr" &
+    timeout --foreground -k "$QKILL_AFTER" "$QRUN_LIMIT" "$TERN" run -c "$dir/$1.conf" >"$dir/$1$tag.run" 2>"$dir/$1$tag.rerr" &
     QPID=$!
     TERN_PIDS="$TERN_PIDS $QPID"
 }
