@@ -44,15 +44,27 @@ tern_forget_pid() {
     TERN_PIDS=$keep
 }
 
+# tern_bg LIMIT OUT ERR CMD...: CMD (a tern run) in the background under
+# `timeout LIMIT`, its output to OUT and ERR; sets TERN_BG_PID (timeout's
+# PID, which tern_stop signals) and adds it to TERN_PIDS. A stop's SIGTERM
+# becomes a SIGKILL after TERN_KILL_AFTER seconds. --foreground: timeout
+# relays a signal to tern alone. Without it, timeout also sends SIGCONT to
+# its process group right after the signal, and under ASan a SIGCONT that
+# lands while LeakSanitizer's exit check attaches to the process cancels
+# the attach's SIGSTOP: the check's tracer then waits forever
+# (asan/it_startup stalled so until the kill; /proc showed the tracer in
+# wait4 with SIGCONT pending and tern running, never stopped).
+TERN_KILL_AFTER=20
+tern_bg() {
+    local limit=$1 out=$2 err=$3
+    shift 3
+    timeout --foreground -k "$TERN_KILL_AFTER" "$limit" "$@" >"$out" 2>"$err" &
+    TERN_BG_PID=$!
+    TERN_PIDS="$TERN_PIDS $TERN_BG_PID"
+}
+
 # tern_stop PID: SIGTERM a process started in the background, wait for it
-# and forget it; returns its exit status. A tern run under `timeout` that
-# is stopped so must be started with `timeout --foreground`: timeout then
-# relays the signal to tern alone. Without it, timeout also sends SIGCONT
-# to its process group right after the signal, and under ASan a SIGCONT
-# that lands while LeakSanitizer's exit check attaches to the process
-# cancels the attach's SIGSTOP: the check's tracer then waits forever
-# (asan/it_startup stalled so until timeout -k killed it; /proc showed the
-# tracer in wait4 with SIGCONT pending and tern running, never stopped).
+# and forget it; returns its exit status.
 tern_stop() {
     kill -TERM "$1" 2>/dev/null
     wait "$1"

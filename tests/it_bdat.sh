@@ -133,9 +133,8 @@ retry_base = 1s
 retry_max = 2s
 EOC
     "$TERN" inject -c "$dir/drop.conf" --generate 200 --domains x.test --size 800 >/dev/null
-    timeout --foreground "$RUN_LIMIT" "$TERN" run -c "$dir/drop.conf" >"$dir/drop.run" 2>"$dir/drop.rerr" &
-    TERN_PID=$!
-    TERN_PIDS="$TERN_PIDS $TERN_PID"
+    tern_bg "$RUN_LIMIT" "$dir/drop.run" "$dir/drop.rerr" "$TERN" run -c "$dir/drop.conf"
+    TERN_PID=$TERN_BG_PID
     n=250
     while [ "$n" -gt 0 ]; do
         got=$(awk -F'\t' 'NF == 9 { print $9 }' "$dir/drop.rec" 2>/dev/null | sort -u | wc -l)

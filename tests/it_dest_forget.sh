@@ -70,9 +70,8 @@ doms() { { seq -f "d%g.fz.test" 1 "$1"; seq -f "s%g.s.test" 1 "$2"; } | paste -s
 
 qinject f --generate $((NDNS + NSTATIC)) --domains "$(doms $NDNS $NSTATIC)" --size 500
 qinject f --generate 1 --domains dead.test --size 500
-timeout --foreground -k "$QKILL_AFTER" "$QRUN_LIMIT" "$TERN" run -c "$dir/f.conf" -v >"$dir/f.run" 2>"$dir/f.rerr" &
-QPID=$!
-TERN_PIDS="$TERN_PIDS $QPID"
+tern_bg "$QRUN_LIMIT" "$dir/f.run" "$dir/f.rerr" "$TERN" run -c "$dir/f.conf" -v
+QPID=$TERN_BG_PID
 
 N1=$((NDNS + NSTATIC))
 qwait_lines f $N1 300

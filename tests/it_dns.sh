@@ -116,9 +116,8 @@ q=$(( $(tern_nsd_queries) - q0 ))
 rcli flushall >/dev/null
 conf "$dir/ttl.conf" "127.0.0.1:$DNS_PORT"
 printf 'dns_ttl_min = 1s\ndns_ttl_max = 1s\ntimeout idle = 100ms\n' >>"$dir/ttl.conf"
-timeout --foreground 60 $TERN run -c "$dir/ttl.conf" >"$dir/ttl.out" 2>"$dir/ttl.err" &
-tpid=$!
-TERN_PIDS="$TERN_PIDS $tpid"
+tern_bg 60 "$dir/ttl.out" "$dir/ttl.err" $TERN run -c "$dir/ttl.conf"
+tpid=$TERN_BG_PID
 q0=$(tern_nsd_queries)
 $TERN inject -c "$dir/ttl.conf" --generate 1 --domains order.dns.test --size 300 >/dev/null
 for _ in $(seq 100); do [ "$(stat "$dir/ttl.conf" delivered)" = 1 ] && break; sleep 0.1; done

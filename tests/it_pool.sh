@@ -73,9 +73,8 @@ inject() { "$TERN" inject -c "$dir/$1.conf" --generate "$2" --domains "$3" --siz
 drain() { timeout "$RUN_LIMIT" "$TERN" run -c "$dir/$1.conf" --drain >"$dir/$1.run" 2>"$dir/$1.rerr"; }
 # start_tern NAME / stop_tern: tern run in the background until SIGTERM.
 start_tern() {
-    timeout --foreground "$RUN_LIMIT" "$TERN" run -c "$dir/$1.conf" >"$dir/$1.run" 2>"$dir/$1.rerr" &
-    TERN_PID=$!
-    TERN_PIDS="$TERN_PIDS $TERN_PID"
+    tern_bg "$RUN_LIMIT" "$dir/$1.run" "$dir/$1.rerr" "$TERN" run -c "$dir/$1.conf"
+    TERN_PID=$TERN_BG_PID
 }
 stop_tern() { tern_stop "$TERN_PID"; }
 summ() { grep '^summary ' "$dir/$1.run" | kv "$2"; }

@@ -89,9 +89,8 @@ tern_sink conc --per-client --stats-file "$dir/conc.stats" --quiet --reply-delay
   echo "max_connections = 8"; echo "backoff_pause = 3s"; echo "retry_base = 1h"; } |
     tern_config "$dir/conc.conf"
 $TERN inject -c "$dir/conc.conf" --generate 300 --domains conc.test --size 300 >/dev/null
-timeout --foreground 60 $TERN run -c "$dir/conc.conf" --drain >"$dir/conc.out" 2>"$dir/conc.err" &
-CPID=$!
-TERN_PIDS="$TERN_PIDS $CPID"
+tern_bg 60 "$dir/conc.out" "$dir/conc.err" $TERN run -c "$dir/conc.conf" --drain
+CPID=$TERN_BG_PID
 n=200
 until grep -q 'conc.test: backing off.*at most 4 connections' "$dir/conc.err" || [ $n = 0 ]; do
     sleep 0.1; n=$((n - 1)); done

@@ -61,9 +61,8 @@ tern_stop "$TPID" && pass run_stops_cleanly || fail run_stops_cleanly "exit $?"
 "$TERN" inject -c "$dir/s.conf" --generate $N --domains c.test --size 1k >/dev/null ||
     fail inject "tern inject failed"
 stop_redis
-timeout --foreground -k "$QKILL_AFTER" 60 "$TERN" run -c "$dir/s.conf" --drain >"$dir/b.run" 2>"$dir/b.rerr" &
-DPID=$!
-TERN_PIDS="$TERN_PIDS $DPID"
+tern_bg 60 "$dir/b.run" "$dir/b.rerr" "$TERN" run -c "$dir/s.conf" --drain
+DPID=$TERN_BG_PID
 waitlog "$dir/b.rerr" "waiting for Redis" || fail drain_waits "$(cat "$dir/b.rerr")"
 sleep 0.5
 tern_redis "$REDIS_EXTRA" || exit 1

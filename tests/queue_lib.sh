@@ -25,7 +25,6 @@
 . scripts/lib.sh
 
 QRUN_LIMIT=${QRUN_LIMIT:-50}   # seconds, any one tern run
-QKILL_AFTER=20                 # seconds from a stop's SIGTERM to SIGKILL (qstart)
 
 qsetup() {
     tern_test_setup
@@ -66,9 +65,8 @@ qstart() {
     # test's own SIGTERM: a stop takes ~10 ms, but once under the sanitizers,
     # with the suite's scripts two at a time, a tern that had printed its
     # stop was still not gone after 5 s; 20 s leaves room for such a stall.
-    timeout --foreground -k "$QKILL_AFTER" "$QRUN_LIMIT" "$TERN" run -c "$dir/$1.conf" >"$dir/$1$tag.run" 2>"$dir/$1$tag.rerr" &
-    QPID=$!
-    TERN_PIDS="$TERN_PIDS $QPID"
+    tern_bg "$QRUN_LIMIT" "$dir/$1$tag.run" "$dir/$1$tag.rerr" "$TERN" run -c "$dir/$1.conf"
+    QPID=$TERN_BG_PID
 }
 
 qleft() {
