@@ -207,6 +207,8 @@ def table(meta, workloads, peers, runs):
                % (meta.get("aof"), (", %s" % meta.get("redis_set").replace(";", ", ")) if meta.get("redis_set") else "",
                   meta.get("threads"), " (one per core)" if meta.get("threads") == "0" else "",
                   meta.get("sink_threads"), (", sink offers CHUNKING" if meta.get("sink_chunking") == "1" else "")
+                  + (", every exchange with the sink %s ms round trip (tern-sink --latency)" % meta.get("rtt_ms")
+                     if meta.get("rtt_ms") not in (None, "0") else "")
                   + ("; max_connections %s" % meta.get("conns_per_dest") if meta.get("conns_per_dest") else "")
                   + ("; tern config: %s" % meta.get("tern_set") if meta.get("tern_set") else ""),
                   meta.get("runs"), "; QUICK MODE (smoke test, not figures)" if meta.get("quick") == "1" else ""))
@@ -317,6 +319,7 @@ def main():
             "settings": {"aof": meta.get("aof"), "engine_threads": num(meta.get("threads")),
                          "sink_threads": num(meta.get("sink_threads")) if meta.get("sink_threads") != "per workload" else "per workload", "runs": num(meta.get("runs")),
                          "sink_chunking": meta.get("sink_chunking") == "1",
+                         "rtt_ms": num(meta.get("rtt_ms") or "0"),
                          "conns_per_dest": num(meta.get("conns_per_dest")) if meta.get("conns_per_dest") else None,
                          "tern_set": meta.get("tern_set").split(";") if meta.get("tern_set") else [],
                          "redis_set": meta.get("redis_set").split(";") if meta.get("redis_set") else [],

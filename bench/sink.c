@@ -13,7 +13,7 @@
  *             [--data-reply "451 4.3.0 busy"] [--starttls-reply "454 ..."]
  *             [--no-pipelining] [--chunking] [--max-size BYTES]
  *             [--hostname NAME] [--record FILE] [--stats-file FILE] [--quiet]
- *             [--drop-rate P [--drop-seed S]] [--reply-delay MS]
+ *             [--drop-rate P [--drop-seed S]] [--reply-delay MS] [--latency MS]
  *             [--abort-handshake] [--track-tickets]
  *
  * DESCRIPTION
@@ -71,6 +71,13 @@
  *   --reply-delay MS answers each final dot MS milliseconds late (an
  *   io_uring timeout: the thread goes on serving other connections), so a
  *   client's connections overlap.
+ *
+ *   --latency MS holds everything the sink sends (greeting, replies, TLS
+ *   handshake messages, alerts) MS milliseconds before sending it, in
+ *   order, as a network with that round-trip time would: each exchange
+ *   the client waits on takes MS longer. The client's bytes and the TCP
+ *   handshake are not delayed. Output queued in one batch of completions
+ *   is held as one piece (sink.h, sink_pace.c).
  *
  *   --reply-first N gives --data-reply to the first N messages (all threads
  *   together) and 250 to the rest: a receiver that says "421 rate limited"
@@ -134,6 +141,7 @@
 #define SINK_HOST_MAX         256
 #define SINK_PATH_MAX         4096
 #define SINK_DELAY_MAX_MS     600000    /* --reply-delay: ten minutes */
+#define SINK_LATENCY_MAX_MS   10000     /* --latency: ten seconds */
 #define SINK_KV_MAX           24        /* counters in the summary/stats */
 
 static void usage(void)
@@ -148,6 +156,7 @@ static void usage(void)
             "  [--drop-rate P [--drop-seed S]]   drop a fraction P (0..1) of transactions\n"
             "                                    at greeting, mail, data or dot\n"
             "  [--reply-delay MS]                answer each final dot MS ms late\n"
+            "  [--latency MS]                    send everything MS ms late (a round trip)\n"
             "  [--abort-handshake]               close after the ClientHello, no alert\n"
             "  [--track-tickets]                 count tickets issued, reused, rejected\n"
             "  [--reply-first N]                 --data-reply to the first N messages, then 250\n"
@@ -215,7 +224,7 @@ static int parse_args(int argc, char **argv, struct sink_cfg *cfg, const char **
         O_LISTEN = 256, O_PORT_FILE, O_THREADS, O_CERT, O_KEY, O_NO_STARTTLS, O_TLS_MIN,
         O_TLS_MAX, O_CIPHERS, O_NO_TICKETS, O_CLIENT_CA, O_DATA_REPLY, O_STARTTLS_REPLY,
         O_NO_PIPELINING, O_CHUNKING, O_RECORD, O_MAX_SIZE, O_QUIET, O_STATS, O_HOSTNAME,
-        O_DROP_RATE, O_DROP_SEED, O_REPLY_DELAY, O_ABORT_HS, O_TRACK_TICKETS,
+        O_DROP_RATE, O_DROP_SEED, O_REPLY_DELAY, O_LATENCY, O_ABORT_HS, O_TRACK_TICKETS,
         O_PER_CLIENT, O_REPLY_FIRST,
     };
     static const struct option opts[] = {
@@ -242,6 +251,7 @@ static int parse_args(int argc, char **argv, struct sink_cfg *cfg, const char **
         {"drop-rate", required_argument, NULL, O_DROP_RATE},
         {"drop-seed", required_argument, NULL, O_DROP_SEED},
         {"reply-delay", required_argument, NULL, O_REPLY_DELAY},
+        {"latency", required_argument, NULL, O_LATENCY},
         {"abort-handshake", no_argument, NULL, O_ABORT_HS},
         {"track-tickets", no_argument, NULL, O_TRACK_TICKETS},
         {"per-client", no_argument, NULL, O_PER_CLIENT},
@@ -321,6 +331,13 @@ static int parse_args(int argc, char **argv, struct sink_cfg *cfg, const char **
                 return 0;
             }
             cfg->reply_delay_ms = v;
+            break;
+        case O_LATENCY:
+            if (!parse_u64_arg(optarg, &v) || v > SINK_LATENCY_MAX_MS) {
+                fprintf(stderr, "tern-sink: --latency must be 0..%d ms\n", SINK_LATENCY_MAX_MS);
+                return 0;
+            }
+            cfg->latency_ms = v;
             break;
         case O_ABORT_HS: cfg->abort_handshake = 1; break;
         case O_TRACK_TICKETS: cfg->tls.track_tickets = 1; break;

@@ -14,6 +14,7 @@
 
 #include "engine/buf.h"
 #include "engine/smtp_server.h"
+#include "engine/srv_io.h"
 #include "tls/tls.h"
 
 #define SINK_MAX_THREADS   64
@@ -71,6 +72,7 @@ struct sink_cfg {
     double drop_rate;           /* 0..1, per transaction */
     uint64_t drop_seed;
     uint64_t reply_delay_ms;    /* before the reply to the final dot */
+    uint64_t latency_ms;        /* --latency: every byte sent this late */
     int abort_handshake;        /* close after the ClientHello */
     int per_client;             /* --per-client counters */
     uint64_t reply_first;       /* --reply-first N: data_reply only to the
@@ -151,6 +153,52 @@ void *sink_thread_main(void *arg);
 void sink_record_line(struct buf *out, const struct smtp_server_envelope *e,
                       const char *proto, const char *cipher, int resumed,
                       const char *peer, int dropped);
+
+/* --latency (sink_pace.c): what a connection queues for the client is
+ * held latency_ms before it is sent, as across a network with that round
+ * trip; the client's bytes arrive at once. The output one batch queued
+ * on a connection is one mark (its length and its time); marks are let go
+ * in order by raising the connection's may_send (srv_io.h). Marks beyond
+ * SINK_PACE_MARKS join the last one (they leave a little early). */
+#define SINK_PACE_MARKS 16
+
+struct sink_pace_conn {
+    size_t bytes[SINK_PACE_MARKS];
+    int64_t due_ns[SINK_PACE_MARKS];
+    unsigned head, n;
+    size_t seen;                /* bytes of pending already marked */
+};
+
+/* The thread's marks in the order they were made, which is the order they
+ * fall due (the latency is one constant). An entry names its connection
+ * by slot and generation: one closed since is skipped. */
+struct sink_pace_entry {
+    uint32_t slot, gen;
+    int64_t due_ns;
+};
+struct sink_pace_queue {
+    struct sink_pace_entry *e;
+    size_t cap, head, n;        /* a ring of cap entries */
+};
+
+/* sink_pace_mark: the bytes c->pending gained since the last call form a
+ * mark falling due at due_ns. Returns 1 when a new mark was made (queue
+ * it: sink_pace_push), 0 when there was nothing new or it joined the last
+ * mark. */
+int sink_pace_mark(struct sink_pace_conn *p, const struct srv_conn *c, int64_t due_ns);
+/* sink_pace_release lets the marks due by now go (c->may_send). */
+void sink_pace_release(struct sink_pace_conn *p, struct srv_conn *c, int64_t now_ns);
+/* sink_pace_sent: call after srv_conn_service, which may have moved the
+ * released head of pending out. */
+void sink_pace_sent(struct sink_pace_conn *p, const struct srv_conn *c);
+
+/* 0 when out of memory. */
+int sink_pace_push(struct sink_pace_queue *q, uint32_t slot, uint32_t gen, int64_t due_ns);
+/* The earliest due time queued; -1 when empty. */
+int64_t sink_pace_next(const struct sink_pace_queue *q);
+/* Take the first entry if it is due by now: 1 and *e, else 0. */
+int sink_pace_pop_due(struct sink_pace_queue *q, int64_t now_ns, struct sink_pace_entry *e);
+void sink_pace_queue_free(struct sink_pace_queue *q);
 
 /* A small deterministic generator (splitmix64), one per thread. */
 struct sink_rng {

@@ -20,7 +20,10 @@
  * transaction (sink_drop.c) checked where the session reaches it;
  * --reply-delay holds the final reply behind an io_uring timeout, one
  * more op in flight; --abort-handshake reads the ClientHello record and
- * closes. The wake eventfd also pauses the thread for SIGUSR1 (sink.h,
+ * closes. --latency holds each batch's output for a connection until its
+ * time (sink_pace.c): the loop's wait ends at the first mark due, which
+ * marks its connection dirty, and the service at the end of the batch
+ * lets the due bytes go. The wake eventfd also pauses the thread for SIGUSR1 (sink.h,
  * struct sink_pause).
  */
 #include <arpa/inet.h>
@@ -31,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <liburing.h>
@@ -64,6 +68,7 @@ struct conn {
     struct __kernel_timespec delay_ts;  /* read by the kernel at submit */
     uint8_t hello_hdr[SINK_TLS_HEADER];
     size_t hello_got;           /* ClientHello bytes read */
+    struct sink_pace_conn pace; /* --latency: output waiting its time */
 };
 
 struct loop {
@@ -75,6 +80,9 @@ struct loop {
     uint64_t wake_val;
     uint64_t seen_round;        /* last sink_pause round we joined */
     struct sink_rng rng;        /* --drop-rate draws */
+    int64_t latency_ns;         /* --latency; 0: off */
+    int64_t now_ns;             /* this batch's time (with --latency) */
+    struct sink_pace_queue pace;    /* marks waiting, in due order */
     int accept_armed;
     int stop;
 };
@@ -382,6 +390,7 @@ static void on_accept(struct loop *l, int fd)
            !atomic_compare_exchange_weak_explicit(&sk->peak, &peak, now, memory_order_relaxed,
                                                   memory_order_relaxed))
         ;
+    c->io.paced = l->latency_ns > 0;
     if (sk->record_fd >= 0 || !sk->cfg.quiet || sk->cfg.per_client)
         peer_name(fd, c->peer, sizeof(c->peer));
     if (sk->cfg.per_client)
@@ -484,7 +493,18 @@ static void service_conn(void *ctx, struct srv_conn *b)
 {
     struct loop *l = ctx;
     struct conn *c = conn_from(b);
-    if (srv_conn_service(&l->io, b)) {
+    if (b->paced) {
+        if (sink_pace_mark(&c->pace, b, l->now_ns + l->latency_ns) &&
+            !sink_pace_push(&l->pace, b->slot, b->gen, l->now_ns + l->latency_ns)) {
+            logf_err(l, "latency", "out of memory");
+            srv_conn_close(&l->io, b, SRV_CLOSE_ABORT);
+        }
+        sink_pace_release(&c->pace, b, l->now_ns);
+    }
+    int shut = srv_conn_service(&l->io, b);
+    if (b->paced)
+        sink_pace_sent(&c->pace, b);
+    if (shut) {
         conn_shut(l, c);
         if (c->delay_armed) {   /* close now, not when the delay ends */
             struct io_uring_sqe *sqe = srv_io_sqe(&l->io);
@@ -517,9 +537,45 @@ static void write_records(struct loop *l)
     buf_reset(&l->rec);
 }
 
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* --latency: the connections whose marks fell due get serviced. */
+static void pace_due(struct loop *l)
+{
+    struct sink_pace_entry e;
+    l->now_ns = mono_ns();
+    while (sink_pace_pop_due(&l->pace, l->now_ns, &e)) {
+        struct srv_conn *b = srv_conn_at(&l->io, e.slot, e.gen);
+        if (b)
+            srv_conn_dirty(&l->io, b);
+    }
+}
+
+/* Wait for a completion, with --latency no later than the first mark due. */
+static int wait_batch(struct loop *l)
+{
+    int64_t due = l->latency_ns ? sink_pace_next(&l->pace) : -1;
+    if (due < 0)
+        return io_uring_submit_and_wait(&l->io.ring, 1);
+    int64_t wait = due - mono_ns();
+    if (wait < 0)
+        wait = 0;
+    struct __kernel_timespec ts = {.tv_sec = wait / 1000000000, .tv_nsec = wait % 1000000000};
+    struct io_uring_cqe *cqe;
+    int ret = io_uring_submit_and_wait_timeout(&l->io.ring, &cqe, 1, &ts, NULL);
+    return ret == -ETIME ? 0 : ret;
+}
+
 static void finish_batch(struct loop *l)
 {
     srv_io_return_bufs(&l->io);
+    if (l->latency_ns)
+        pace_due(l);
     /* Records first: a client never sees 250 before its record line is
      * in the file. */
     if (buf_used(&l->rec))
@@ -556,6 +612,7 @@ static void loop_teardown(struct loop *l)
     if (buf_used(&l->rec))
         write_records(l);
     buf_free(&l->rec);
+    sink_pace_queue_free(&l->pace);
 }
 
 void *sink_thread_main(void *arg)
@@ -568,6 +625,7 @@ void *sink_thread_main(void *arg)
     buf_init(&l.plain, 0);
     buf_init(&l.rec, 0);
     sink_rng_seed(&l.rng, l.sk->cfg.drop_seed, th->id);
+    l.latency_ns = (int64_t)l.sk->cfg.latency_ms * 1000000;
     if (!ring_setup(&l)) {
         loop_teardown(&l);
         atomic_store(&th->ready, -1);
@@ -580,7 +638,7 @@ void *sink_thread_main(void *arg)
     pthread_mutex_unlock(&l.sk->pause.mu);
     atomic_store(&th->ready, 1);
     while (!l.stop) {
-        int ret = io_uring_submit_and_wait(&l.io.ring, 1);
+        int ret = wait_batch(&l);
         if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
             snprintf(th->err, sizeof(th->err), "io_uring_submit_and_wait: %s", strerror(-ret));
             break;

@@ -389,12 +389,35 @@ void srv_io_return_bufs(struct srv_io *io)
     }
 }
 
+/* Move what may go from pending to sending: all of it by swapping the
+ * two, or (paced) the released head by copying it. */
+static void take_pending(struct srv_io *io, struct srv_conn *c)
+{
+    size_t n = buf_used(&c->pending);
+    if (c->paced && c->may_send < n) {
+        if (c->may_send == 0)
+            return;
+        buf_append(&c->sending, buf_peek(&c->pending), c->may_send);
+        if (c->sending.err) {
+            srv_conn_close(io, c, SRV_CLOSE_ABORT);
+            return;
+        }
+        buf_consume(&c->pending, c->may_send);
+        c->may_send = 0;
+        return;
+    }
+    struct buf t = c->sending;
+    c->sending = c->pending;
+    c->pending = t;
+    c->may_send = c->paced ? c->may_send - n : 0;
+}
+
 static void start_send(struct srv_io *io, struct srv_conn *c)
 {
     if (buf_used(&c->sending) == 0 && buf_used(&c->pending) > 0) {
-        struct buf t = c->sending;
-        c->sending = c->pending;
-        c->pending = t;
+        take_pending(io, c);
+        if (c->closing == SRV_CLOSE_ABORT)
+            return;
     }
     if (buf_used(&c->sending) == 0)
         return;
@@ -414,8 +437,10 @@ int srv_conn_service(struct srv_io *io, struct srv_conn *c)
     int shut_now = 0;
     /* c->dirty stays set until the end: srv_conn_close below must not put
      * the connection on the list a second time. */
-    if (c->closing == SRV_CLOSE_ABORT)
+    if (c->closing == SRV_CLOSE_ABORT) {
         buf_reset(&c->pending);
+        c->may_send = 0;
+    }
     if (!c->send_inflight && c->closing != SRV_CLOSE_ABORT)
         start_send(io, c);
     if (c->closing && !c->shut &&

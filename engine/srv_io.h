@@ -21,6 +21,8 @@
  *   touched while the kernel reads it; new output goes to `pending` and
  *   the two swap when the send completes (srv_conn_service, once a batch,
  *   so that replies to everything pipelined in one batch leave together).
+ *   A paced connection sends only the head of `pending` its server has
+ *   released (may_send); only appends change `pending` between services.
  *
  * OWNERSHIP
  *   A server embeds struct srv_conn as the FIRST member of its own
@@ -72,9 +74,14 @@ struct srv_conn {
     unsigned shut : 1;          /* shutdown() done */
     unsigned in_use : 1;
     unsigned tls_done : 1;      /* handshake finished */
+    unsigned paced : 1;         /* send only may_send bytes of pending */
     enum srv_close closing;
     struct buf sending;         /* bytes of the send in flight: read-only */
     struct buf pending;         /* output queued behind it */
+    /* With paced set (the test sink's --latency; the listener never sets
+     * it), only the first may_send bytes of pending may be sent: the
+     * server raises it as their time comes, and each send lowers it. */
+    size_t may_send;
     struct tls_conn *tls;       /* after STARTTLS */
 };
 

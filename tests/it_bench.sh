@@ -6,7 +6,8 @@
 #     valid JSON in which every workload's runs delivered every message and
 #     the sink counted each one, and the machine's speed (x25519 us) was
 #     timed around each run; --aof always is said in the report, the
-#     injection's AOF is compacted before the drain; a paced run whose
+#     injection's AOF is compacted before the drain; --rtt is said in the
+#     report and the JSON, and no delivery beats the round trip; a paced run whose
 #     injector fell behind is called out;
 #     the listener workloads: tern-loadgen's N messages accepted by the
 #     listener (with and without AUTH), every one at the sink with the
@@ -118,6 +119,24 @@ if grep -q '^redis AOF: appendfsync always; the injection.s AOF is rewritten (co
     pass "bench --aof: AOF compacted before the drain, rewrites counted"
 else
     fail "bench --aof compaction" "$(grep '^redis' "$dir/aof.out" | paste -sd' ' -)"
+fi
+
+# a2b. --rtt: the sink holds what it sends (tern-sink --latency), the report
+#     and the JSON say so, and no message is delivered in less than one
+#     round trip after its enqueue (a lower bound, not a timing threshold)
+if timeout 120 bench/run bulk --quick --rtt 30 --json "$dir/rtt.json" --out "$dir/rtt" >"$dir/rtt.out" 2>"$dir/rtt.err" &&
+    grep -q 'every exchange with the sink 30 ms round trip' "$dir/rtt.out" &&
+    "$PY" - "$dir/rtt.json" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+r = d["workloads"][0]["runs"][0]
+assert d["settings"]["rtt_ms"] == 30, d["settings"]
+assert int(r["delivered"]) == int(r["messages"]) and float(r["p50_ms"]) >= 30, r
+EOF
+then
+    pass "bench run --rtt: held sends, said in the report and the JSON"
+else
+    fail "bench run --rtt" "$(grep -E '^(redis|bulk)' "$dir/rtt.out" | paste -sd' ' -) $(tail -3 "$dir/rtt.err" | paste -sd' ' -)"
 fi
 
 # a3. report.py on made-up run files: made_up_meta NAME AOF RUNS starts

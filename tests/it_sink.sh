@@ -4,7 +4,8 @@
 # record lines (SHA-256 of the data), stats file, SIGTERM summary; and the
 # test knobs: --drop-rate/--drop-seed (every drop point, counted, recorded
 # after the dot, deterministic per seed), --reply-delay (late reply, the
-# thread keeps serving), --abort-handshake (EOF, no alert), SIGUSR1 (ticket
+# thread keeps serving), --latency (every send held, in order, TLS flights
+# included), --abort-handshake (EOF, no alert), SIGUSR1 (ticket
 # keys rotated, also under load on two threads), conns_open/peak_conns.
 #
 # Prints PASS/FAIL lines; exits non-zero when anything failed.
@@ -437,7 +438,7 @@ else
     fail drop_runs "sink did not start or stop: $(cat "$TMP"/drop*.err)"
 fi
 BAD=""
-for a in "--drop-rate 1.5" "--drop-rate -0.1" "--drop-rate x" "--drop-seed -1" "--reply-delay 999999999"; do
+for a in "--drop-rate 1.5" "--drop-rate -0.1" "--drop-rate x" "--drop-seed -1" "--reply-delay 999999999" "--latency 10001"; do
     # shellcheck disable=SC2086
     timeout 5 "$SINK" --listen 127.0.0.1:0 $a >/dev/null 2>&1
     [ $? -eq 2 ] || BAD="$BAD [$a]"
@@ -505,6 +506,74 @@ EOF
         pass reply_delay_cancelled_on_close ||
         fail reply_delay_cancelled_on_close "$(cat "$TMP/delay_gone.stats")"
     stop_sink delay_gone
+fi
+
+# --- 4b. --latency --------------------------------------------------------
+# Everything the sink sends is held 300 ms: the greeting, each reply, each
+# TLS flight (a STARTTLS session's first EHLO reply after TLS comes five
+# holds after the connect), and each batch apart: two NOOPs sent 150 ms
+# apart are answered 300 ms after each, in order. Another connection on the
+# same thread is served meanwhile (its greeting is not queued behind A's
+# replies), and QUIT's 221 is followed by the close.
+cat >"$TMP/latency_client.py" <<'EOF'
+import json, socket, ssl, sys, time
+port, ca = int(sys.argv[1]), sys.argv[2]
+def reply(f):
+    while True:
+        l = f.readline()
+        if not l:
+            raise EOFError("closed")
+        if len(l) < 4 or l[3:4] != b"-":
+            return int(l[:3])
+out = {}
+t0 = time.monotonic()
+a = socket.create_connection(("127.0.0.1", port), timeout=10)
+fa = a.makefile("rb")
+out["greet"] = (reply(fa), time.monotonic() - t0)
+a.sendall(b"EHLO a.test\r\n")
+t1 = time.monotonic()
+b = socket.create_connection(("127.0.0.1", port), timeout=10)
+fb = b.makefile("rb")
+out["b_greet"] = (reply(fb), time.monotonic() - t1)
+out["ehlo"] = (reply(fa), time.monotonic() - t1)
+t2 = time.monotonic()
+a.sendall(b"NOOP\r\n")
+time.sleep(0.15)
+a.sendall(b"NOOP\r\n")
+out["noop1"] = (reply(fa), time.monotonic() - t2)
+out["noop2"] = (reply(fa), time.monotonic() - t2)
+t3 = time.monotonic()
+a.sendall(b"QUIT\r\n")
+out["quit"] = (reply(fa), time.monotonic() - t3)
+out["eof"] = fa.read() == b""
+t4 = time.monotonic()
+ctx = ssl.create_default_context(cafile=ca)
+ctx.check_hostname = False
+c = socket.create_connection(("127.0.0.1", port), timeout=10)
+fc = c.makefile("rb")
+reply(fc)
+c.sendall(b"EHLO c.test\r\n"); reply(fc)
+c.sendall(b"STARTTLS\r\n"); code = reply(fc)
+t = ctx.wrap_socket(c)
+ft = t.makefile("rb")
+t.sendall(b"EHLO c.test\r\n")
+out["tls_ehlo"] = (reply(ft), time.monotonic() - t4, code, t.version())
+print(json.dumps(out))
+EOF
+if start_sink latency --quiet --threads 1 --cert "$CERT" --key "$KEY" --latency 300; then
+    OUT=$("$PY" "$TMP/latency_client.py" "$PORT" "$CA" 2>&1)
+    R=$(echo "$OUT" | jget '[d["greet"][0] == 220 and d["greet"][1] >= 0.29,
+        d["ehlo"][0] == 250 and d["ehlo"][1] >= 0.29,
+        d["b_greet"][0] == 220 and d["b_greet"][1] < 0.55,
+        d["noop1"][0] == 250 and d["noop1"][1] >= 0.29,
+        d["noop2"][0] == 250 and d["noop2"][1] >= 0.44,
+        d["quit"][0] == 221 and d["quit"][1] >= 0.29 and d["eof"],
+        d["tls_ehlo"][0] == 250 and d["tls_ehlo"][2] == 220 and d["tls_ehlo"][3] == "TLSv1.3" and d["tls_ehlo"][1] >= 1.45]' 2>&1)
+    [ "$R" = "[True, True, True, True, True, True, True]" ] && pass latency_holds_every_send ||
+        fail latency_holds_every_send "$R $OUT"
+    stop_sink latency
+else
+    fail latency_holds_every_send "sink did not start: $(cat "$TMP/latency.err")"
 fi
 
 # --- 5. --abort-handshake -----------------------------------------------
