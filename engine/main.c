@@ -116,6 +116,7 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
         t.txns += s->txns;
         t.txns_pipelined += s->txns_pipelined;
         t.txns_shared += s->txns_shared;
+        t.site_grown += s->site_grown;
         t.recv_ring_bufs += s->recv_ring_bufs;
         t.recv_bufs_used += s->recv_bufs_used;
         t.recv_nobufs += s->recv_nobufs;
@@ -159,11 +160,12 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
            (unsigned long long)t.in_doubt);
     printf("  connections: %llu opened, %llu failed; %llu transactions (%.1f per connection, "
            "%llu pipelined behind another, %llu on a connection opened for another destination "
-           "of its site)\n",
+           "of its site); sites let open more %llu times (the round trip held them)\n",
            (unsigned long long)t.conns_opened, (unsigned long long)t.conn_failures,
            (unsigned long long)t.txns,
            t.conns_opened ? (double)t.txns / (double)t.conns_opened : 0.0,
-           (unsigned long long)t.txns_pipelined, (unsigned long long)t.txns_shared);
+           (unsigned long long)t.txns_pipelined, (unsigned long long)t.txns_shared,
+           (unsigned long long)t.site_grown);
     printf("  TLS handshakes: %llu full, %llu resumed (%llu resumption offers, %llu refused)\n",
            (unsigned long long)t.hs_full, (unsigned long long)t.hs_resumed,
            (unsigned long long)t.resume_offered, (unsigned long long)t.resume_refused);
@@ -196,7 +198,7 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
            "wall_s=%.3f msgs_per_s=%.0f cpu_s=%.3f cpu_us_per_msg=%.1f conns=%llu "
            "hs_full=%llu hs_resumed=%llu resume_refused=%llu p50_ms=%u p99_ms=%u "
            "plaintext=%llu max_ms=%u maxrss_kb=%ld pipelined=%llu dests_forgotten=%llu "
-           "dests_live=%llu dests_peak=%llu hosts_forgotten=%llu shared=%llu steady_msgs_per_s=%.0f\n",
+           "dests_live=%llu dests_peak=%llu hosts_forgotten=%llu shared=%llu steady_msgs_per_s=%.0f site_grown=%llu\n",
            (unsigned long long)t.delivered, (unsigned long long)t.deferred,
            (unsigned long long)t.failed, (unsigned long long)t.returned,
            (unsigned long long)t.in_doubt, wall, rate, cpu, us_per,
@@ -205,7 +207,8 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
            (unsigned long long)t.tier_msgs[TLS_TIER_PLAINTEXT], pmax, ru->ru_maxrss,
            (unsigned long long)t.txns_pipelined, (unsigned long long)t.dests_forgotten,
            (unsigned long long)t.dests_live, (unsigned long long)t.dests_peak,
-           (unsigned long long)t.hosts_forgotten, (unsigned long long)t.txns_shared, steady);
+           (unsigned long long)t.hosts_forgotten, (unsigned long long)t.txns_shared, steady,
+           (unsigned long long)t.site_grown);
 }
 
 static void print_listener_summary(const struct listener *ls)

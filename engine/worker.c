@@ -30,6 +30,13 @@ int64_t worker_clock_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t worker_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 /* worker_sqe returns a submission entry, flushing the queue when full. */
 struct io_uring_sqe *worker_sqe(struct worker *w)
 {
@@ -430,8 +437,13 @@ static void dest_schedule_ready(struct worker *w, struct dest *d)
     /* New connections only while the ready list outgrows the ones being
      * set up and the busy ones that will take more. */
     long sessions = -1;
-    while (d->nready > (size_t)d->nconnecting + soon_free && d->nconns < dest_max_conns(d) &&
-           (d->site == NULL || d->site->nconns < dest_max_conns(d)) && may_open_now(w, d, &sessions)) {
+    while (d->nready > (size_t)d->nconnecting + soon_free && d->nconns < dest_max_conns(d)) {
+        if (d->site && d->site->nconns >= site_max_conns(d)) {
+            d->site->waited = 1;   /* mail without room: worker_site.c */
+            break;
+        }
+        if (!may_open_now(w, d, &sessions))
+            break;
         /* A freed host slot is for the destinations waiting without a
          * connection (in any worker), not for a busy one that would take
          * it first. */
@@ -1236,12 +1248,14 @@ int worker_run(struct worker *w)
     if (!ring_init(w))
         return 1;
     w->now_ms = worker_clock_ms();
+    w->now_us = worker_mono_us();
     arm_wake(w);
     redis_arm_recv(w);
     worker_notice_open(w);
     int64_t next_tick = w->now_ms + TICK_MS;
     while (!w->done) {
         w->now_ms = worker_clock_ms();
+        w->now_us = worker_mono_us();
         if (w->now_ms >= next_tick) {
             on_tick(w);
             next_tick = w->now_ms + TICK_MS;
@@ -1280,6 +1294,7 @@ int worker_run(struct worker *w)
             return 1;
         }
         w->now_ms = worker_clock_ms();
+        w->now_us = worker_mono_us();
         unsigned head, seen = 0;
         io_uring_for_each_cqe(&w->ring, head, cqe)
         {

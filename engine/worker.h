@@ -88,6 +88,7 @@ struct worker_stats {
     uint64_t conns_opened, conn_failures, txns;
     uint64_t txns_pipelined;      /* started while others were in flight */
     uint64_t txns_shared;         /* carried for another destination of the site */
+    uint64_t site_grown;          /* times a site was let open more (worker_site.c) */
     /* receive buffer ring (worker_bufs.c): its size (0: single-shot
      * receives), completions that carried a buffer, times a multishot
      * receive ended because the ring ran dry, buffers not back at exit */
@@ -113,6 +114,8 @@ struct worker;
 /* worker_clock_ms: the workers' clock, milliseconds since the epoch
  * (CLOCK_REALTIME: the queue's timestamps in Redis are wall-clock). */
 int64_t worker_clock_ms(void);
+/* worker_mono_us: CLOCK_MONOTONIC in microseconds, for durations. */
+int64_t worker_mono_us(void);
 
 /* worker_new prepares worker `id`: ring, Redis connection, TLS context.
  * Returns NULL with err set on failure. */

@@ -459,6 +459,8 @@ static void conn_pump(struct worker *w, struct conn *c)
              * counts for the connection's, at ERROR. */
             if (t->reply.code != 421)
                 dest_reply_seen(w, jd, t->reply.code, t->reply.text);
+            if (j && c->site)
+                site_txn_time(w, c->site, w->now_us - j->started_us);
             c->body_start_ms = 0;
             c->msgs++;
             jd->n.msgs++;
@@ -850,6 +852,7 @@ static enum take_stop conn_take_from(struct worker *w, struct conn *c, struct de
         }
         if (c->njobs)
             w->st.txns_pipelined++;
+        j->started_us = w->now_us;
         conn_job_push(c, j);
         c->idle = 0;
         *started = 1;

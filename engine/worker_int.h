@@ -104,6 +104,7 @@ struct job {
     struct job *next;
     struct smtp_msg sm;
     size_t ntx;            /* recipients in this transaction (<= limit) */
+    int64_t started_us;    /* its transaction was started (w->now_us) */
     int lost_conns;        /* connections lost with this message in flight */
     /* Set up by the first job_next_batch (NULL before): per recipient of
      * m, and this transaction's recipients with their index in m. They
@@ -138,6 +139,17 @@ struct site {
     /* destinations with ready mail that their own connections did not
      * take, oldest first (d->snext, d->sprev) */
     struct dest *ready_head, *ready_tail;
+    int ndests;                      /* destinations attached (d->site) */
+    /* Connections beyond max_connections while the round trip, not a
+     * queue, holds the site back (worker_site.c, site_txn_time): the
+     * transaction times seen, their least over two windows, and this
+     * period's sum; waited: mail found no room and the limit stopped a
+     * connection from opening in this period. */
+    int extra;
+    int waited;
+    int64_t min_cur_us, min_prev_us, min_since_us;
+    int64_t period_since_us, period_sum_us;
+    int period_n;
 };
 
 /* An MX host:port, shared by every destination routed to it: the
@@ -434,6 +446,7 @@ struct worker {
     int done;
 
     int64_t now_ms;
+    int64_t now_us;                  /* monotonic, read with now_ms */
     struct worker_stats st;
 };
 
@@ -576,7 +589,7 @@ void worker_hosts_free(struct worker *w);
  * site_unlist: d leaves the list (a connection of its own will take its
  * mail). site_slot_wait: d, without a connection of its own, waits on
  * the list for one of the site's connections to close (the site is at
- * max_connections; nothing else holds it back): like a destination
+ * site_max_conns; nothing else holds it back): like a destination
  * waiting for a host slot, it is off the tick's list, and conn_close
  * wakes the first in line. (One with connections stays on the tick's
  * list: its limit may climb back after a backoff.)
@@ -589,6 +602,12 @@ void site_rotate(struct site *s, struct dest *d);
 void site_conn_avail(struct conn *c, int on);
 void site_unlist(struct dest *d);
 int site_slot_wait(const struct worker *w, const struct dest *d);
+/* site_max_conns: the connections d's site may hold now (max_connections,
+ * plus what the round trip earned it: site_txn_time). site_txn_time: one
+ * transaction of the site took us microseconds from its start to its
+ * final reply. */
+int site_max_conns(const struct dest *d);
+void site_txn_time(struct worker *w, struct site *s, int64_t us);
 void sites_free(struct mxhost *h);
 
 /* worker_dns.c - c-ares on the worker's ring, and a destination's next

@@ -19,6 +19,22 @@
  * each write, TLS record and read, on both sides (bench/README.md,
  * "Optimisations").
  *
+ * Counting as one destination suits a receiver that answers at once, as
+ * on loopback, where the CPU is what limits and every further connection
+ * costs a handshake and smaller writes. Across a network each connection
+ * carries a message (DATA), or a pipeline's worth (BDAT), per round trip:
+ * 40 connections to a receiver 20 ms away carried 2,000 messages a second
+ * with DATA, where the same destinations with connections of their own
+ * carried 4,600 (bench/run --rtt 20, bench/README.md "Round trips"). So a
+ * site whose mail waits for room, while its transactions take no longer
+ * than its quickest (the round trip, not a queue at either end, is what
+ * holds them), may open more: half as many again per period (about a
+ * round trip), up to max_connections for each of its destinations and
+ * this worker's share of the host's limit; and max_connections / 4 fewer per period once its transactions
+ * take twice their least (a queue has formed: more connections would only
+ * lengthen it). This is TCP Vegas's reading of delay, applied to
+ * connections.
+ *
  * What stays per destination: its ready list and routing, its message
  * rate (checked for each message handed to a connection, whosever it
  * is), its counters (job->d), the domain in each event. What stays per
@@ -37,6 +53,16 @@
 #include <string.h>
 
 #include "engine/worker_int.h"
+
+/* A verdict on the extra connections once per least transaction time
+ * (a round trip, as TCP adjusts its window once per round trip), but no
+ * more often than SITE_PERIOD_MIN_US, and over SITE_PERIOD_TXNS at least. */
+#define SITE_PERIOD_MIN_US  10000
+#define SITE_PERIOD_TXNS    8
+#define SITE_MIN_WINDOW_US  10000000    /* the least time: of the last 10-20 s */
+/* A transaction within this of its least counts as unqueued: loopback's
+ * round trip, and the engine's own loop, are tens of microseconds. */
+#define SITE_RTT_SLACK_US   200
 
 static int limits_same(const struct dest_limits *a, const struct dest_limits *b)
 {
@@ -108,15 +134,24 @@ void site_unlist(struct dest *d)
     unlist(d);
 }
 
+int site_max_conns(const struct dest *d)
+{
+    int max = dest_max_conns(d);
+    /* a backoff lowered d's limit: the site keeps to it */
+    return max < d->lim.max_connections ? max : max + d->site->extra;
+}
+
 int site_slot_wait(const struct worker *w, const struct dest *d)
 {
-    return d->slisted && d->nconns == 0 && d->site->nconns >= dest_max_conns(d) &&
+    return d->slisted && d->nconns == 0 && d->site->nconns >= site_max_conns(d) &&
            !d->msg_limited && !dest_paused(w, d);
 }
 
 void site_dest_detach(struct dest *d)
 {
     unlist(d);
+    if (d->site)
+        d->site->ndests--;
     d->site = NULL;
 }
 
@@ -127,6 +162,69 @@ void site_dest_update(struct worker *w, struct dest *d)
         return;
     site_dest_detach(d);
     d->site = s;
+    if (s)
+        s->ndests++;
+}
+
+/* The verdict of one period (site_txn_time). */
+static void site_period(struct worker *w, struct site *s)
+{
+    int64_t least = s->min_cur_us;
+    if (s->min_prev_us >= 0 && s->min_prev_us < least)
+        least = s->min_prev_us;
+    int64_t mean = s->period_sum_us / s->period_n;
+    int step = s->lim.max_connections / 4 > 0 ? s->lim.max_connections / 4 : 1;
+    /* The host's limit is shared by the workers (each has its own sites):
+     * a site's share of it, so that two workers' sites do not take slots
+     * from each other (a surplus idle connection gives its slot to a
+     * destination waiting for one: a close and a handshake each time). */
+    int nw = w->e->nworkers > 0 ? w->e->nworkers : 1;
+    int host_share = (s->lim.max_connections_per_host + nw - 1) / nw;
+    int cap = s->lim.max_connections * (s->ndests > 0 ? s->ndests : 1);
+    if (cap > host_share)
+        cap = host_share;
+    cap = cap > s->lim.max_connections ? cap - s->lim.max_connections : 0;
+    if (s->waited && mean <= least + least / 2 + SITE_RTT_SLACK_US && s->extra < cap) {
+        /* half as many again: from 20, 60 takes three periods */
+        int grow = (s->lim.max_connections + s->extra) / 2 > step ? (s->lim.max_connections + s->extra) / 2 : step;
+        s->extra = s->extra + grow < cap ? s->extra + grow : cap;
+        w->st.site_grown++;
+        /* Destinations waiting for a slot of the site are woken only by a
+         * close (site_slot_wait): those on the list may open the new ones
+         * now. (The first is often the one whose connection took the
+         * site's mail, already at its own max_connections.) */
+        for (struct dest *d = site_next_ready(s); d; d = d->snext)
+            if (d->nready)
+                worker_mark_dirty(w, d);
+    } else if (mean > 2 * least + SITE_RTT_SLACK_US && s->extra > 0) {
+        s->extra = s->extra > step ? s->extra - step : 0;
+    }
+    s->period_since_us = w->now_us;
+    s->period_sum_us = 0;
+    s->period_n = 0;
+    s->waited = 0;
+}
+
+void site_txn_time(struct worker *w, struct site *s, int64_t us)
+{
+    if (us < 0)
+        return;
+    if (s->min_since_us == 0 || w->now_us - s->min_since_us >= SITE_MIN_WINDOW_US) {
+        /* the least of the last two windows: a route that got slower is
+         * believed within 20 s */
+        s->min_prev_us = s->min_since_us ? s->min_cur_us : -1;
+        s->min_cur_us = us;
+        s->min_since_us = w->now_us;
+    } else if (us < s->min_cur_us) {
+        s->min_cur_us = us;
+    }
+    if (s->period_n == 0)
+        s->period_since_us = w->now_us;
+    s->period_sum_us += us;
+    s->period_n++;
+    int64_t period = s->min_cur_us > SITE_PERIOD_MIN_US ? s->min_cur_us : SITE_PERIOD_MIN_US;
+    if (w->now_us - s->period_since_us >= period && s->period_n >= SITE_PERIOD_TXNS)
+        site_period(w, s);
 }
 
 struct dest *site_next_ready(struct site *s)

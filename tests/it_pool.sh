@@ -22,7 +22,8 @@
 #  a2. TLS 1.2 sessions resume too (reused, not single use);
 #  j. sites: three domains on one MX address with one policy share
 #     connections (max_connections counts for the three together), each
-#     event names its own message's domain; share_connections = no gives
+#     event names its own message's domain; behind a round trip (the sink's
+#     --latency) the site opens more, up to one per domain; share_connections = no gives
 #     each its own; a domain with another policy never rides the others';
 #     a transaction's reply that matches a backoff_pattern backs off the
 #     message's destination, not the one whose connection carried it.
@@ -446,6 +447,24 @@ if site_case solo "share_connections = no"; then
 else
     fail site_sharing_off "sink did not start"
 fi
+# The same three domains behind a 30 ms round trip (tern-sink --latency):
+# the site's mail waits for room while its transactions take no longer
+# than its quickest, so it opens more than max_connections, never more than
+# one per domain (worker_site.c).
+if sink rtt "${TLS[@]}" --latency 30; then
+    echo "max_connections = 1" | conf rtt
+    inject rtt 150 s1.test,s2.test,s3.test
+    drain rtt
+    sink_stop rtt
+    p=$(sink_sum rtt peak_conns) g=$(summ rtt site_grown) sh=$(summ rtt shared)
+    [ "$(summ rtt delivered)" = 150 ] && [ -n "$p" ] && [ "$p" -ge 2 ] && [ "$p" -le 3 ] &&
+        [ -n "$g" ] && [ "$g" -ge 1 ] && [ -n "$sh" ] && [ "$sh" -ge 1 ] &&
+        pass site_grows_with_round_trip ||
+        fail site_grows_with_round_trip "want 150 delivered, peak 2..3, site_grown >= 1: peak $p grown $g shared $sh; $(why rtt)"
+else
+    fail site_grows_with_round_trip "sink did not start"
+fi
+
 # s3.test under its own policy entry (encrypt: no name checked, yet another
 # entry) never rides s1/s2's connections, nor they its: each event's policy
 # is its own domain's.
