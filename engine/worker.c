@@ -358,9 +358,13 @@ static int may_open_now(struct worker *w, struct dest *d, long *sessions)
 {
     /* A site's destinations share its sessions: the slow start is the
      * site's (a burst to a hundred destinations on one host opened a
-     * full handshake each). */
-    int connecting = d->site ? d->site->nconnecting : d->nconnecting;
-    int pre_tls = d->site ? d->site->npre_tls : d->npre_tls;
+     * full handshake each). Destinations on one host that are not a site
+     * (share_connections = no, another policy entry) mostly share them
+     * too: the host's count (behind a 20 ms round trip, `tail` with the
+     * host's limit lifted opened 1,938 full handshakes for 3,000
+     * messages, one per destination before any ticket came back). */
+    int connecting = d->site ? d->site->nconnecting : d->host->nconnecting;
+    int pre_tls = d->site ? d->site->npre_tls : d->host->npre_tls;
     if (connecting == 0 || d->no_sessions || !w->cfg->tls_resumption ||
         !dest_tls_expected(w, d))
         return 1;
@@ -416,10 +420,11 @@ static void dest_schedule_ready(struct worker *w, struct dest *d)
     /* Idle connections take ready mail now; busy ones that may carry
      * another message will take the next one as soon as they finish. */
     size_t soon_free = 0;
-    /* (The walk is over every connection of the worker: skipped for a
-     * destination with none, as most are with many destinations.) */
-    for (struct conn *c = d->nconns ? w->conns : NULL; c; c = c->next) {
-        if (c->d != d || c->state != CONN_SMTP)
+    /* (Its own list: a walk over every connection of the worker, ~5,000
+     * open at once for `tail` behind a 20 ms round trip, was 30% of the
+     * engine's CPU.) */
+    for (struct conn *c = d->conns; c; c = c->dnext) {
+        if (c->state != CONN_SMTP)
             continue;
         if ((c->idle || c->njobs) && d->nready)   /* busy ones may take pipelined mail */
             conn_hand_job(w, c);

@@ -329,6 +329,7 @@ static void start_tls(struct worker *w, struct conn *c)
     dest_session_key(w, d, c->tier, c->cache_key, sizeof(c->cache_key));
     c->took_session = 1;
     d->npre_tls--;
+    d->host->npre_tls--;
     if (c->site)
         c->site->npre_tls--;
     if (w->cfg->tls_resumption)
@@ -400,6 +401,7 @@ static void on_ready(struct worker *w, struct conn *c)
     if (!c->established) {
         c->established = 1;
         d->nconnecting--;
+        d->host->nconnecting--;
         if (c->site)
             c->site->nconnecting--;
         d->hops_tried = 0;   /* this address works */
@@ -627,6 +629,7 @@ struct conn *conn_open(struct worker *w, struct dest *d)
     buf_init(&c->ev, 0);
     c->tier = dest_start_tier(w, d);
     d->npre_tls++;
+    d->host->npre_tls++;
     if (c->site)
         c->site->npre_tls++;
     enum policy_level level = dest_level(d);
@@ -650,11 +653,16 @@ struct conn *conn_open(struct worker *w, struct dest *d)
     if (w->conns)
         w->conns->prev = c;
     w->conns = c;
+    c->dnext = d->conns;
+    if (d->conns)
+        d->conns->dprev = c;
+    d->conns = c;
     w->nconns++;
     d->nconns++;
     d->conn_refs++;   /* until conn_free: c->d must outlive c */
     d->host->nconns++;
     d->nconnecting++;
+    d->host->nconnecting++;
     if (c->site)
         c->site->nconnecting++;
     d->n.conns++;
@@ -674,6 +682,12 @@ static void conn_free(struct worker *w, struct conn *c)
         w->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    if (c->dprev)
+        c->dprev->dnext = c->dnext;
+    else
+        c->d->conns = c->dnext;
+    if (c->dnext)
+        c->dnext->dprev = c->dprev;
     close(c->fd);
     if (c->tls)
         tls_conn_free(c->tls);
@@ -709,6 +723,7 @@ static void conn_close(struct worker *w, struct conn *c)
     }
     if (!c->established) {
         d->nconnecting--;
+        d->host->nconnecting--;
         if (c->site)
             c->site->nconnecting--;
     }
@@ -718,11 +733,14 @@ static void conn_close(struct worker *w, struct conn *c)
     host_wake(w, d->host);
     if (!c->took_session) {
         d->npre_tls--;
+        d->host->npre_tls--;
         if (c->site)
             c->site->npre_tls--;
     }
     w->nconns--;
     c->state = CONN_CLOSING;
+    c->cnext = w->closing;
+    w->closing = c;
     /* A send in flight (a last QUIT) may finish; reading stops now. */
     shutdown(c->fd, c->out.inflight ? SHUT_RD : SHUT_RDWR);
     if (c->ops) {
@@ -891,7 +909,7 @@ void conn_hand_job(struct worker *w, struct conn *c)
      * finish, so the receiver sees fewer sessions, not just no new ones.
      * (One with transactions in flight leaves when they are done.) */
     if (w->stopping || c->msgs + c->njobs >= (uint64_t)d->lim.max_messages_per_connection ||
-        dest_surplus_conn(w, d)) {
+        dest_surplus_conn(d)) {
         if (c->njobs == 0)
             conn_quit_or_close(w, c);
         return;
@@ -1112,9 +1130,12 @@ void conn_on_cqe(struct worker *w, struct op *op, int res, unsigned flags)
 void conn_reap(struct worker *w)
 {
     w->reap_pending = 0;
-    for (struct conn *c = w->conns, *n; c; c = n) {
-        n = c->next;
-        if (c->state == CONN_CLOSING && c->ops == 0)
+    for (struct conn **pp = &w->closing, *c; (c = *pp) != NULL;) {
+        if (c->ops == 0) {
+            *pp = c->cnext;
             conn_free(w, c);
+        } else {
+            pp = &c->cnext;
+        }
     }
 }

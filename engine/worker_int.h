@@ -157,6 +157,7 @@ struct site {
 struct mxhost {
     char key[CONFIG_HOST_MAX + 8];   /* "host:port" */
     int nconns;                      /* this worker's */
+    int nconnecting, npre_tls;       /* of those: not yet READY, not yet at STARTTLS */
     atomic_int *all_conns;           /* every worker's (struct engine) */
     atomic_int *all_waiting;         /* destinations on every worker's wait list */
     /* what worked at level may, remembered until *_until_ms */
@@ -220,6 +221,8 @@ struct dest {
     struct job *ready_head, *ready_tail;
     size_t nready;
     int nconns;                /* open (connecting, busy or idle) */
+    struct conn *conns;        /* its connections until conn_free, closing
+                                  ones too (c->dnext, c->dprev) */
     int nconnecting;           /* not yet READY */
     int consecutive_failures;
     int64_t next_connect_ms;   /* reconnect backoff */
@@ -289,6 +292,8 @@ struct conn {
     struct buf ev;
     size_t ev_nfields;
     struct conn *next, *prev;  /* worker's connection list */
+    struct conn *dnext, *dprev;   /* c->d's (d->conns) */
+    struct conn *cnext;        /* w->closing, once CONN_CLOSING */
     /* its destination's site when opened (NULL: none), and whether it is
      * on the site's list of connections that take mail */
     struct site *site;
@@ -427,6 +432,8 @@ struct worker {
     struct conn *conns;
     int nconns;
     int reap_pending;          /* a closed connection may be freeable */
+    struct conn *closing;      /* closed, not yet freed (c->cnext): what
+                                  conn_reap walks, not every connection */
     size_t in_memory;          /* jobs held */
     size_t in_take;            /* room promised to takes in flight */
     /* Body bytes held (sizes the takes reported, counted from the HMGET on)
@@ -646,7 +653,7 @@ int dest_paused(const struct worker *w, const struct dest *d);
 /* dest_surplus_conn: d has more live connections (not closing, not
  * saying QUIT) than dest_max_conns allows: a backoff lowered the limit,
  * and a connection finishing a message should leave. */
-int dest_surplus_conn(const struct worker *w, const struct dest *d);
+int dest_surplus_conn(const struct dest *d);
 /* dest_reply_seen: a reply from d's host: a 421 or a backoff pattern
  * backs off; a 2xx after a backoff steps back up. */
 void dest_reply_seen(struct worker *w, struct dest *d, int code, const char *text);

@@ -68,14 +68,14 @@ int dest_paused(const struct worker *w, const struct dest *d)
     return d->bo.paused_until_ms > w->now_ms;
 }
 
-int dest_surplus_conn(const struct worker *w, const struct dest *d)
+int dest_surplus_conn(const struct dest *d)
 {
     int max = dest_max_conns(d);
     if (d->nconns <= max)
         return 0;   /* the common case: no walk */
     int live = 0;
-    for (const struct conn *c = w->conns; c; c = c->next)
-        live += c->d == d && c->state != CONN_CLOSING && !c->quitting;
+    for (const struct conn *c = d->conns; c; c = c->dnext)
+        live += c->state != CONN_CLOSING && !c->quitting;
     return live > max;
 }
 
