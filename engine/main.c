@@ -198,7 +198,8 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
            "wall_s=%.3f msgs_per_s=%.0f cpu_s=%.3f cpu_us_per_msg=%.1f conns=%llu "
            "hs_full=%llu hs_resumed=%llu resume_refused=%llu p50_ms=%u p99_ms=%u "
            "plaintext=%llu max_ms=%u maxrss_kb=%ld pipelined=%llu dests_forgotten=%llu "
-           "dests_live=%llu dests_peak=%llu hosts_forgotten=%llu shared=%llu steady_msgs_per_s=%.0f site_grown=%llu\n",
+           "dests_live=%llu dests_peak=%llu hosts_forgotten=%llu shared=%llu steady_msgs_per_s=%.0f "
+           "site_grown=%llu\n",
            (unsigned long long)t.delivered, (unsigned long long)t.deferred,
            (unsigned long long)t.failed, (unsigned long long)t.returned,
            (unsigned long long)t.in_doubt, wall, rate, cpu, us_per,

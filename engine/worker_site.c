@@ -30,10 +30,10 @@
  * than its quickest (the round trip, not a queue at either end, is what
  * holds them), may open more: half as many again per period (about a
  * round trip), up to max_connections for each of its destinations and
- * this worker's share of the host's limit; and max_connections / 4 fewer per period once its transactions
- * take twice their least (a queue has formed: more connections would only
- * lengthen it). This is TCP Vegas's reading of delay, applied to
- * connections.
+ * this worker's share of the host's limit; and max_connections / 4 fewer
+ * per period once its transactions take twice their least (a queue has
+ * formed: more connections would only lengthen it). This is TCP Vegas's
+ * reading of delay, applied to connections.
  *
  * What stays per destination: its ready list and routing, its message
  * rate (checked for each message handed to a connection, whosever it
@@ -186,7 +186,9 @@ static void site_period(struct worker *w, struct site *s)
     cap = cap > s->lim.max_connections ? cap - s->lim.max_connections : 0;
     if (s->waited && mean <= least + least / 2 + SITE_RTT_SLACK_US && s->extra < cap) {
         /* half as many again: from 20, 60 takes three periods */
-        int grow = (s->lim.max_connections + s->extra) / 2 > step ? (s->lim.max_connections + s->extra) / 2 : step;
+        int grow = (s->lim.max_connections + s->extra) / 2;
+        if (grow < step)
+            grow = step;
         s->extra = s->extra + grow < cap ? s->extra + grow : cap;
         w->st.site_grown++;
         /* Destinations waiting for a slot of the site are woken only by a
