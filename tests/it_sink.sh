@@ -449,19 +449,28 @@ done
 # A's final dot (with QUIT pipelined behind it) waits 500 ms for its 250;
 # meanwhile B, on the same single thread, gets its greeting and EHLO
 # reply at once.
-cat >"$TMP/delay_client.py" <<'EOF'
-import json, socket, sys, time
-port = int(sys.argv[1])
-def conn():
+# smtp_lines.py: what the timing clients below share.
+cat >"$TMP/smtp_lines.py" <<'EOF'
+import socket
+def conn(port):
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     return s, s.makefile("rb")
 def reply(f):
+    """The code of the next whole reply (its last line)."""
     while True:
         l = f.readline()
         if not l:
             raise EOFError("closed")
         if len(l) < 4 or l[3:4] != b"-":
             return int(l[:3])
+EOF
+cat >"$TMP/delay_client.py" <<'EOF'
+import json, sys, time
+from smtp_lines import reply
+import smtp_lines
+port = int(sys.argv[1])
+def conn():
+    return smtp_lines.conn(port)
 a, fa = conn()
 reply(fa)
 a.sendall(b"EHLO a.test\r\n"); reply(fa)
@@ -516,24 +525,16 @@ fi
 # same thread is served meanwhile (its greeting is not queued behind A's
 # replies), and QUIT's 221 is followed by the close.
 cat >"$TMP/latency_client.py" <<'EOF'
-import json, socket, ssl, sys, time
+import json, ssl, sys, time
+from smtp_lines import conn, reply
 port, ca = int(sys.argv[1]), sys.argv[2]
-def reply(f):
-    while True:
-        l = f.readline()
-        if not l:
-            raise EOFError("closed")
-        if len(l) < 4 or l[3:4] != b"-":
-            return int(l[:3])
 out = {}
 t0 = time.monotonic()
-a = socket.create_connection(("127.0.0.1", port), timeout=10)
-fa = a.makefile("rb")
+a, fa = conn(port)
 out["greet"] = (reply(fa), time.monotonic() - t0)
 a.sendall(b"EHLO a.test\r\n")
 t1 = time.monotonic()
-b = socket.create_connection(("127.0.0.1", port), timeout=10)
-fb = b.makefile("rb")
+b, fb = conn(port)
 out["b_greet"] = (reply(fb), time.monotonic() - t1)
 out["ehlo"] = (reply(fa), time.monotonic() - t1)
 t2 = time.monotonic()
@@ -549,8 +550,7 @@ out["eof"] = fa.read() == b""
 t4 = time.monotonic()
 ctx = ssl.create_default_context(cafile=ca)
 ctx.check_hostname = False
-c = socket.create_connection(("127.0.0.1", port), timeout=10)
-fc = c.makefile("rb")
+c, fc = conn(port)
 reply(fc)
 c.sendall(b"EHLO c.test\r\n"); reply(fc)
 c.sendall(b"STARTTLS\r\n"); code = reply(fc)
