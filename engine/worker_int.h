@@ -124,8 +124,8 @@ struct job {
  * for them: one MX host and address, one TLS policy entry (that does not
  * check the domain's own name), the same limits, no egress binding. Its
  * connections carry any of its destinations' mail, and it counts as one
- * destination for max_connections. Per worker; owned by its host, freed
- * with it. */
+ * destination for max_connections, plus what the round trip earns it
+ * (extra; worker_site.c). Per worker; owned by its host, freed with it. */
 struct site {
     struct site *next;               /* the host's list */
     const struct policy_entry *pol;
