@@ -117,6 +117,7 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
         t.txns_pipelined += s->txns_pipelined;
         t.txns_shared += s->txns_shared;
         t.site_grown += s->site_grown;
+        t.site_deepened += s->site_deepened;
         t.recv_ring_bufs += s->recv_ring_bufs;
         t.recv_bufs_used += s->recv_bufs_used;
         t.recv_nobufs += s->recv_nobufs;
@@ -160,12 +161,13 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
            (unsigned long long)t.in_doubt);
     printf("  connections: %llu opened, %llu failed; %llu transactions (%.1f per connection, "
            "%llu pipelined behind another, %llu on a connection opened for another destination "
-           "of its site); sites let open more %llu times (the round trip held them)\n",
+           "of its site); sites let open more %llu times, stack more %llu times (the round trip "
+           "held them)\n",
            (unsigned long long)t.conns_opened, (unsigned long long)t.conn_failures,
            (unsigned long long)t.txns,
            t.conns_opened ? (double)t.txns / (double)t.conns_opened : 0.0,
            (unsigned long long)t.txns_pipelined, (unsigned long long)t.txns_shared,
-           (unsigned long long)t.site_grown);
+           (unsigned long long)t.site_grown, (unsigned long long)t.site_deepened);
     printf("  TLS handshakes: %llu full, %llu resumed (%llu resumption offers, %llu refused)\n",
            (unsigned long long)t.hs_full, (unsigned long long)t.hs_resumed,
            (unsigned long long)t.resume_offered, (unsigned long long)t.resume_refused);
@@ -199,7 +201,7 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
            "hs_full=%llu hs_resumed=%llu resume_refused=%llu p50_ms=%u p99_ms=%u "
            "plaintext=%llu max_ms=%u maxrss_kb=%ld pipelined=%llu dests_forgotten=%llu "
            "dests_live=%llu dests_peak=%llu hosts_forgotten=%llu shared=%llu steady_msgs_per_s=%.0f "
-           "site_grown=%llu\n",
+           "site_grown=%llu site_deepened=%llu\n",
            (unsigned long long)t.delivered, (unsigned long long)t.deferred,
            (unsigned long long)t.failed, (unsigned long long)t.returned,
            (unsigned long long)t.in_doubt, wall, rate, cpu, us_per,
@@ -209,7 +211,7 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
            (unsigned long long)t.txns_pipelined, (unsigned long long)t.dests_forgotten,
            (unsigned long long)t.dests_live, (unsigned long long)t.dests_peak,
            (unsigned long long)t.hosts_forgotten, (unsigned long long)t.txns_shared, steady,
-           (unsigned long long)t.site_grown);
+           (unsigned long long)t.site_grown, (unsigned long long)t.site_deepened);
 }
 
 static void print_listener_summary(const struct listener *ls)

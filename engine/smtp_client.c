@@ -622,6 +622,11 @@ static int stackable(const struct smtp_client *c)
     return (int)c->nbehind + 1 < depth;
 }
 
+void smtp_client_set_depth(struct smtp_client *c, int depth)
+{
+    c->cfg.pipeline_depth = depth > SMTP_PIPELINE_MAX ? SMTP_PIPELINE_MAX : depth;
+}
+
 int smtp_client_room(struct smtp_client *c)
 {
     promote(c);

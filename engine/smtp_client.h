@@ -382,6 +382,10 @@ int smtp_client_start_txn(struct smtp_client *c, const struct smtp_msg *m);
  * use and fewer than cfg.pipeline_depth are in flight (with DATA: the
  * current one's body and final dot are queued and none waits behind). */
 int smtp_client_room(struct smtp_client *c);
+/* smtp_client_set_depth: cfg.pipeline_depth from now on (at most
+ * SMTP_PIPELINE_MAX); transactions already in flight stay, a lower depth
+ * only stops new ones from stacking. */
+void smtp_client_set_depth(struct smtp_client *c, int depth);
 /* smtp_client_in_flight: transactions started whose TXN_DONE has not
  * been returned yet (0 when idle). */
 size_t smtp_client_in_flight(const struct smtp_client *c);

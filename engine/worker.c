@@ -443,10 +443,8 @@ static void dest_schedule_ready(struct worker *w, struct dest *d)
      * set up and the busy ones that will take more. */
     long sessions = -1;
     while (d->nready > (size_t)d->nconnecting + soon_free && d->nconns < dest_max_conns(d)) {
-        if (d->site && d->site->nconns >= site_max_conns(d)) {
-            d->site->waited = 1;   /* mail without room: worker_site.c */
+        if (d->site && d->site->nconns >= site_max_conns(d))
             break;
-        }
         if (!may_open_now(w, d, &sessions))
             break;
         /* A freed host slot is for the destinations waiting without a
@@ -487,6 +485,11 @@ static void dest_schedule_ready(struct worker *w, struct dest *d)
         if (d->consecutive_failures)
             break;   /* probe with one connection while failing */
     }
+    /* Mail without room that a limit keeps from a new connection: its
+     * own max_connections or its site's (worker_site.c, site_txn_time). */
+    if (d->site && d->nready > (size_t)d->nconnecting + soon_free &&
+        (d->nconns >= dest_max_conns(d) || d->site->nconns >= site_max_conns(d)))
+        d->site->waited = 1;
 }
 
 static void dest_schedule(struct worker *w, struct dest *d)

@@ -89,6 +89,7 @@ struct worker_stats {
     uint64_t txns_pipelined;      /* started while others were in flight */
     uint64_t txns_shared;         /* carried for another destination of the site */
     uint64_t site_grown;          /* times a site was let open more (worker_site.c) */
+    uint64_t site_deepened;       /* times its connections were let stack more */
     /* receive buffer ring (worker_bufs.c): its size (0: single-shot
      * receives), completions that carried a buffer, times a multishot
      * receive ended because the ring ran dry, buffers not back at exit */

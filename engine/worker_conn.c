@@ -635,7 +635,7 @@ struct conn *conn_open(struct worker *w, struct dest *d)
     enum policy_level level = dest_level(d);
     struct smtp_client_config sc = {
         .helo_name = w->cfg->hostname,
-        .pipeline_depth = d->lim.max_txns_in_flight,
+        .pipeline_depth = d->site ? site_depth(d->site) : d->lim.max_txns_in_flight,
         .tls = level == POLICY_NONE ? SMTP_TLS_NONE
              : level == POLICY_MAY  ? SMTP_TLS_MAY : SMTP_TLS_REQUIRED,
     };
@@ -845,6 +845,11 @@ enum take_stop { TAKE_EMPTY, TAKE_FULL, TAKE_SHAPED };
 static enum take_stop conn_take_from(struct worker *w, struct conn *c, struct dest *src, int *started)
 {
     uint64_t max_msgs = (uint64_t)c->d->lim.max_messages_per_connection;
+    if (c->site) {   /* the site's depth moves with its round trip */
+        smtp_client_set_depth(&c->smtp, site_depth(c->site));
+        if (smtp_client_caps(&c->smtp)->chunking && smtp_client_caps(&c->smtp)->pipelining)
+            c->site->chunking = 1;
+    }
     while (src->ready_head) {
         if (!smtp_client_room(&c->smtp) || c->msgs + c->njobs >= max_msgs)
             return TAKE_FULL;

@@ -146,6 +146,11 @@ struct site {
      * period's sum; waited: mail found no room and the limit stopped a
      * connection from opening in this period. */
     int extra;
+    /* Transactions in flight beyond max_transactions_in_flight on each of
+     * its connections, once it holds all it may open (with CHUNKING: DATA
+     * stacks one at most); chunking: one of its sessions offered it. */
+    int depth_extra;
+    int chunking;
     int waited;
     int64_t min_cur_us, min_prev_us, min_since_us;
     int64_t period_since_us, period_sum_us;
@@ -614,6 +619,8 @@ int site_slot_wait(const struct worker *w, const struct dest *d);
  * transaction of the site took us microseconds from its start to its
  * final reply. */
 int site_max_conns(const struct dest *d);
+/* site_depth: the transactions a connection of s may have in flight. */
+int site_depth(const struct site *s);
 void site_txn_time(struct worker *w, struct site *s, int64_t us);
 void sites_free(struct mxhost *h);
 

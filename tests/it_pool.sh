@@ -23,7 +23,8 @@
 #  j. sites: three domains on one MX address with one policy share
 #     connections (max_connections counts for the three together), each
 #     event names its own message's domain; behind a round trip (the sink's
-#     --latency) the site opens more, up to one per domain; share_connections = no gives
+#     --latency) the site opens more, up to one per domain, then (CHUNKING)
+#     stacks more transactions on each; share_connections = no gives
 #     each its own; a domain with another policy never rides the others';
 #     a transaction's reply that matches a backoff_pattern backs off the
 #     message's destination, not the one whose connection carried it.
@@ -463,6 +464,22 @@ if sink rtt "${TLS[@]}" --latency 30; then
         fail site_grows_with_round_trip "want 150 delivered, peak 2..3, site_grown >= 1: peak $p grown $g shared $sh; $(why rtt)"
 else
     fail site_grows_with_round_trip "sink did not start"
+fi
+
+# One domain at max_connections = 1 behind the same round trip, with a
+# receiver offering CHUNKING: the site already holds all it may open, so
+# it stacks more transactions on its connection instead.
+if sink deep "${TLS[@]}" --chunking --latency 30; then
+    echo "max_connections = 1" | conf deep
+    inject deep 300 d1.test
+    drain deep
+    sink_stop deep
+    p=$(sink_sum deep peak_conns) dp=$(summ deep site_deepened)
+    [ "$(summ deep delivered)" = 300 ] && [ "$p" = 1 ] && [ -n "$dp" ] && [ "$dp" -ge 1 ] &&
+        pass site_deepens_at_its_cap ||
+        fail site_deepens_at_its_cap "want 300 delivered, peak 1, site_deepened >= 1: peak $p deepened $dp; $(why deep)"
+else
+    fail site_deepens_at_its_cap "sink did not start"
 fi
 
 # s3.test under its own policy entry (encrypt: no name checked, yet another

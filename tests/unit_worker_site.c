@@ -6,6 +6,8 @@
  * its quickest (a round trip); a queue (times twice the least) takes them
  * back; never more than max_connections per destination nor the worker's
  * share of the host's limit; a backoff's lower limit holds for the site.
+ * At its connection cap, with CHUNKING, it stacks more transactions on
+ * each connection instead (site_depth).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,11 +115,41 @@ static void test_caps(void)
     CHECK(dest_max_conns(&f.d) < 20);
 }
 
+/* At its connection cap, with CHUNKING, the site stacks deeper instead,
+ * up to SMTP_PIPELINE_MAX; without CHUNKING it does not (DATA stacks one
+ * at most); a queue halves the extra depth before it gives connections
+ * back. */
+static void test_depth_after_cap(void)
+{
+    struct fixture f;
+    setup(&f, 20, 100, 100, 2);
+    f.s.lim.max_txns_in_flight = 4;
+    for (int i = 0; i < 10; i++)
+        period(&f, 20000, 1);
+    CHECK_INT(site_max_conns(&f.d), 50);
+    CHECK_INT(site_depth(&f.s), 4);   /* no CHUNKING seen */
+    CHECK_INT(f.w.st.site_deepened, 0);
+    f.s.chunking = 1;
+    period(&f, 20000, 1);
+    CHECK_INT(site_depth(&f.s), 6);
+    for (int i = 0; i < 10; i++)
+        period(&f, 20000, 1);
+    CHECK_INT(site_depth(&f.s), SMTP_PIPELINE_MAX);
+    period(&f, 45000, 1);   /* a queue: depth first */
+    CHECK(site_depth(&f.s) < SMTP_PIPELINE_MAX);
+    CHECK_INT(site_max_conns(&f.d), 50);
+    for (int i = 0; i < 10; i++)
+        period(&f, 45000, 1);
+    CHECK_INT(site_depth(&f.s), 4);
+    CHECK(site_max_conns(&f.d) < 50);
+}
+
 int main(void)
 {
     RUN(test_round_trip_grows);
     RUN(test_no_wait_no_growth);
     RUN(test_queue_no_growth_and_shrinks);
     RUN(test_caps);
+    RUN(test_depth_after_cap);
     return check_finish();
 }
