@@ -566,6 +566,12 @@ static void on_bytes_lent(struct worker *w, struct conn *c, const uint8_t *p, si
         return;
     if (c->smtp.state == SMTP_ST_BODY && c->body_start_ms == 0) {
         c->body_start_ms = w->now_ms;   /* the 354 came: the body goes now */
+        /* With DATA the site's clock (worker_site.c) starts again here:
+         * the one behind waited for the final reply before it, and a
+         * receiver slow to answer the dot would read as a queue. (BDAT's
+         * whole transaction went out when it was taken.) */
+        if (c->job && !c->smtp.chunking)
+            c->job->started_us = w->now_us;
         c->body_bytes = 0;
         /* With DATA, the next transaction may follow the final dot in the
          * same write (smtp_client.h, PIPELINED TRANSACTIONS). */

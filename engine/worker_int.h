@@ -104,7 +104,8 @@ struct job {
     struct job *next;
     struct smtp_msg sm;
     size_t ntx;            /* recipients in this transaction (<= limit) */
-    int64_t started_us;    /* its transaction was started (w->now_us) */
+    int64_t started_us;    /* its transaction's last write: taken (BDAT), or
+                              its 354 came and the body went (DATA) */
     int lost_conns;        /* connections lost with this message in flight */
     /* Set up by the first job_next_batch (NULL before): per recipient of
      * m, and this transaction's recipients with their index in m. They
