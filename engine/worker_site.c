@@ -210,12 +210,12 @@ static void site_period(struct worker *w, struct site *s)
         for (struct dest *d = site_next_ready(s); d; d = d->snext)
             if (d->nready)
                 worker_mark_dirty(w, d);
-    } else if (rtt_bound && s->chunking && site_depth(s) < SMTP_PIPELINE_MAX) {
-        /* all the connections it may open: deeper pipelines, half as
-         * many transactions again on each */
-        int base = s->lim.max_txns_in_flight > 0 ? s->lim.max_txns_in_flight : 1;
-        int more = (base + s->depth_extra) / 2 > 0 ? (base + s->depth_extra) / 2 : 1;
-        s->depth_extra += more;
+    } else if (rtt_bound && s->chunking && s->lim.max_txns_in_flight > 1 &&
+               site_depth(s) < SMTP_PIPELINE_MAX) {
+        /* All the connections it may open: deeper pipelines, half as
+         * many transactions again on each. (max_transactions_in_flight
+         * = 1 says one at a time, and is kept.) */
+        s->depth_extra += (s->lim.max_txns_in_flight + s->depth_extra) / 2;
         w->st.site_deepened++;
     } else if (mean > 2 * least + SITE_RTT_SLACK_US && (s->depth_extra > 0 || s->extra > 0)) {
         /* a queue: the pipelines give back first, then the connections */

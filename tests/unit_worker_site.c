@@ -142,6 +142,15 @@ static void test_depth_after_cap(void)
         period(&f, 45000, 1);
     CHECK_INT(site_depth(&f.s), 4);
     CHECK(site_max_conns(&f.d) < 50);
+
+    /* max_transactions_in_flight = 1: one at a time, kept */
+    setup(&f, 1, 100, 1, 1);
+    f.s.lim.max_txns_in_flight = 1;
+    f.s.chunking = 1;
+    for (int i = 0; i < 10; i++)
+        period(&f, 20000, 1);
+    CHECK_INT(site_depth(&f.s), 1);
+    CHECK_INT(f.w.st.site_deepened, 0);
 }
 
 int main(void)
