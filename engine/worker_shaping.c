@@ -10,14 +10,6 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
-
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 void dest_shaping_init(struct worker *w, struct dest *d)
 {
@@ -32,7 +24,7 @@ void dest_shaping_init(struct worker *w, struct dest *d)
 static int take_both(struct rate_bucket *mine, struct rate my_rate, struct rate_bucket *host,
                      struct rate host_rate)
 {
-    int64_t t = now_us();
+    int64_t t = worker_mono_us();
     if (host && rate_take(host, host_rate, t) != 0)
         return 0;
     return rate_take(mine, my_rate, t) == 0;
@@ -111,7 +103,7 @@ int dest_shaping_idle(const struct worker *w, const struct dest *d)
 {
     /* A bucket whose time is not ahead of now allows the next event just
      * as a fresh one (zero) does (rate_take). */
-    int64_t t = now_us();
+    int64_t t = worker_mono_us();
     return !dest_paused(w, d) && atomic_load(&d->msg_bucket.tat_us) <= t &&
            atomic_load(&d->conn_bucket.tat_us) <= t;
 }
