@@ -23,8 +23,8 @@
  * closes. --latency holds each batch's output for a connection until its
  * time (sink_pace.c): the loop's wait ends at the first mark due, which
  * marks its connection dirty, and the service at the end of the batch
- * lets the due bytes go. The wake eventfd also pauses the thread for SIGUSR1 (sink.h,
- * struct sink_pause).
+ * lets the due bytes go. The wake eventfd also pauses the thread for
+ * SIGUSR1 (sink.h, struct sink_pause).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -34,11 +34,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <liburing.h>
 
+#include "bench/bench_clock.h"
 #include "bench/sink.h"
 #include "engine/srv_io.h"
 
@@ -537,18 +537,11 @@ static void write_records(struct loop *l)
     buf_reset(&l->rec);
 }
 
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* --latency: the connections whose marks fell due get serviced. */
 static void pace_due(struct loop *l)
 {
     struct sink_pace_entry e;
-    l->now_ns = mono_ns();
+    l->now_ns = bench_now_ns();
     while (sink_pace_pop_due(&l->pace, l->now_ns, &e)) {
         struct srv_conn *b = srv_conn_at(&l->io, e.slot, e.gen);
         if (b)
@@ -562,7 +555,7 @@ static int wait_batch(struct loop *l)
     int64_t due = l->latency_ns ? sink_pace_next(&l->pace) : -1;
     if (due < 0)
         return io_uring_submit_and_wait(&l->io.ring, 1);
-    int64_t wait = due - mono_ns();
+    int64_t wait = due - bench_now_ns();
     if (wait < 0)
         wait = 0;
     struct __kernel_timespec ts = {.tv_sec = wait / 1000000000, .tv_nsec = wait % 1000000000};

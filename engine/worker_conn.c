@@ -402,8 +402,12 @@ static void on_ready(struct worker *w, struct conn *c)
         c->established = 1;
         d->nconnecting--;
         d->host->nconnecting--;
-        if (c->site)
+        if (c->site) {
             c->site->nconnecting--;
+            /* the site may stack deeper pipelines (worker_site.c) */
+            if (smtp_client_caps(&c->smtp)->chunking && smtp_client_caps(&c->smtp)->pipelining)
+                c->site->chunking = 1;
+        }
         d->hops_tried = 0;   /* this address works */
         /* No session to cache from this one (no STARTTLS, no tickets):
          * opening connections need not wait for sessions. */
@@ -851,11 +855,8 @@ enum take_stop { TAKE_EMPTY, TAKE_FULL, TAKE_SHAPED };
 static enum take_stop conn_take_from(struct worker *w, struct conn *c, struct dest *src, int *started)
 {
     uint64_t max_msgs = (uint64_t)c->d->lim.max_messages_per_connection;
-    if (c->site) {   /* the site's depth moves with its round trip */
+    if (c->site)   /* the site's depth moves with its round trip */
         smtp_client_set_depth(&c->smtp, site_depth(c->site));
-        if (smtp_client_caps(&c->smtp)->chunking && smtp_client_caps(&c->smtp)->pipelining)
-            c->site->chunking = 1;
-    }
     while (src->ready_head) {
         if (!smtp_client_room(&c->smtp) || c->msgs + c->njobs >= max_msgs)
             return TAKE_FULL;
