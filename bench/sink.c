@@ -76,8 +76,10 @@
  *   handshake messages, alerts) MS milliseconds before sending it, in
  *   order, as a network with that round-trip time would: each exchange
  *   the client waits on takes MS longer. The client's bytes and the TCP
- *   handshake are not delayed. Output queued in one batch of completions
- *   is held as one piece (sink.h, sink_pace.c).
+ *   handshake are not delayed; instead a connection's first send (the
+ *   greeting) is held 2 x MS, the round trip the connect would have cost.
+ *   Output queued in one batch of completions is held as one piece
+ *   (sink.h, sink_pace.c).
  *
  *   --reply-first N gives --data-reply to the first N messages (all threads
  *   together) and 250 to the rest: a receiver that says "421 rate limited"

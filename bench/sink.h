@@ -156,7 +156,9 @@ void sink_record_line(struct buf *out, const struct smtp_server_envelope *e,
 
 /* --latency (sink_pace.c): what a connection queues for the client is
  * held latency_ms before it is sent, as across a network with that round
- * trip; the client's bytes arrive at once. The output one batch queued
+ * trip; the client's bytes arrive at once. A connection's first mark is
+ * held twice that: the round trip of the TCP handshake, which the kernel
+ * completes at once on loopback. The output one batch queued
  * on a connection is one mark (its length and its time); marks are let go
  * in order by raising the connection's may_send (srv_io.h). Marks beyond
  * SINK_PACE_MARKS join the last one (they leave a little early). */
@@ -167,6 +169,7 @@ struct sink_pace_conn {
     int64_t due_ns[SINK_PACE_MARKS];
     unsigned head, n;
     size_t seen;                /* bytes of pending already marked */
+    unsigned marked : 1;        /* the first mark (held two holds) is made */
 };
 
 /* The thread's marks in the order they were made, which is the order they

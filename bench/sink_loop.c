@@ -83,6 +83,7 @@ struct loop {
     int64_t latency_ns;         /* --latency; 0: off */
     int64_t now_ns;             /* this batch's time (with --latency) */
     struct sink_pace_queue pace;    /* marks waiting, in due order */
+    struct sink_pace_queue pace_open;   /* connections' first marks (two holds) */
     int accept_armed;
     int stop;
 };
@@ -494,8 +495,14 @@ static void service_conn(void *ctx, struct srv_conn *b)
     struct loop *l = ctx;
     struct conn *c = conn_from(b);
     if (b->paced) {
-        if (sink_pace_mark(&c->pace, b, l->now_ns + l->latency_ns) &&
-            !sink_pace_push(&l->pace, b->slot, b->gen, l->now_ns + l->latency_ns)) {
+        /* A connection's first send (the greeting) is held two round
+         * trips: across a network the client's connect would have taken
+         * one before the server could send anything. Every first mark has
+         * the same offset, so they have a queue of their own in due order. */
+        int first = !c->pace.marked;
+        int64_t due = l->now_ns + l->latency_ns * (first ? 2 : 1);
+        if (sink_pace_mark(&c->pace, b, due) &&
+            !sink_pace_push(first ? &l->pace_open : &l->pace, b->slot, b->gen, due)) {
             logf_err(l, "latency", "out of memory");
             srv_conn_close(&l->io, b, SRV_CLOSE_ABORT);
         }
@@ -542,7 +549,8 @@ static void pace_due(struct loop *l)
 {
     struct sink_pace_entry e;
     l->now_ns = bench_now_ns();
-    while (sink_pace_pop_due(&l->pace, l->now_ns, &e)) {
+    while (sink_pace_pop_due(&l->pace, l->now_ns, &e) ||
+           sink_pace_pop_due(&l->pace_open, l->now_ns, &e)) {
         struct srv_conn *b = srv_conn_at(&l->io, e.slot, e.gen);
         if (b)
             srv_conn_dirty(&l->io, b);
@@ -552,7 +560,11 @@ static void pace_due(struct loop *l)
 /* Wait for a completion, with --latency no later than the first mark due. */
 static int wait_batch(struct loop *l)
 {
-    int64_t due = l->latency_ns ? sink_pace_next(&l->pace) : -1;
+    int64_t due = -1;
+    if (l->latency_ns) {
+        int64_t a = sink_pace_next(&l->pace), b = sink_pace_next(&l->pace_open);
+        due = a < 0 || (b >= 0 && b < a) ? b : a;
+    }
     if (due < 0)
         return io_uring_submit_and_wait(&l->io.ring, 1);
     int64_t wait = due - bench_now_ns();
@@ -606,6 +618,7 @@ static void loop_teardown(struct loop *l)
         write_records(l);
     buf_free(&l->rec);
     sink_pace_queue_free(&l->pace);
+    sink_pace_queue_free(&l->pace_open);
 }
 
 void *sink_thread_main(void *arg)

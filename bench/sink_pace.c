@@ -5,7 +5,8 @@
  * Only the server's side is delayed, which is enough to give every
  * exchange the client waits on (greeting, EHLO, each TLS flight, each
  * reply) one more round trip of latency_ms. The client's TCP handshake is
- * the kernel's and stays instant.
+ * the kernel's and stays instant, so a connection's first send is held
+ * twice as long: the round trip the connect would have cost.
  */
 #include <stdlib.h>
 
@@ -20,6 +21,7 @@ int sink_pace_mark(struct sink_pace_conn *p, const struct srv_conn *c, int64_t d
     if (fresh == 0)
         return 0;
     p->seen = used;
+    p->marked = 1;
     if (p->n == SINK_PACE_MARKS) {
         p->bytes[(p->head + p->n - 1) % SINK_PACE_MARKS] += fresh;
         return 0;
