@@ -6,6 +6,7 @@
 #include "engine/worker_int.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -371,9 +372,11 @@ static int may_open_now(struct worker *w, struct dest *d, long *sessions)
     if (*sessions < 0) {   /* once per schedule: opening takes none yet */
         char key[TLS_CACHE_KEY_MAX];
         dest_session_key(w, d, dest_start_tier(w, d), key, sizeof(key));
-        *sessions = (long)tls_session_cache_count(w->sessions, key, (uint64_t)(w->now_ms / 1000));
+        size_t n = tls_session_cache_count(w->sessions, key, (uint64_t)(w->now_ms / 1000));
+        *sessions = n > LONG_MAX ? LONG_MAX : (long)n;
     }
-    /* each connection not yet at STARTTLS will take one session */
+    /* each connection not yet at STARTTLS will take one session (a
+     * TLS 1.2 session resumes any number: LONG_MAX) */
     return *sessions > pre_tls;
 }
 

@@ -204,10 +204,26 @@ static void test_total_bound_and_count(void)
     tls_session_cache_free(c);
 }
 
+/* A reusable (TLS 1.2) session resumes any number of connections: count
+ * says so (the slow start held a route to one connection per tick when
+ * it counted it as one), also behind single-use ones, and not once it
+ * has expired. */
+static void test_count_reusable(void)
+{
+    struct tls_session_cache *c = tls_session_cache_new(8, 0);
+    tls_session_cache_put(c, "k", mk(TLS1_2_VERSION, NOW, 3600), NOW);
+    CHECK(tls_session_cache_count(c, "k", NOW) == SIZE_MAX);
+    tls_session_cache_put(c, "k", mk(TLS1_3_VERSION, NOW, 7200), NOW);
+    CHECK(tls_session_cache_count(c, "k", NOW) == SIZE_MAX);
+    CHECK_INT(tls_session_cache_count(c, "k", NOW + 4000), 1);   /* the 1.2 one expired */
+    tls_session_cache_free(c);
+}
+
 int main(void)
 {
     g_ctx = SSL_CTX_new(TLS_method());
     RUN(test_put_get_tls12_reused);
+    RUN(test_count_reusable);
     RUN(test_tls13_single_use);
     RUN(test_per_key_bound);
     RUN(test_lru_eviction);

@@ -8,6 +8,7 @@
  */
 #include "tls/session_cache.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -221,6 +222,9 @@ size_t tls_session_cache_count(struct tls_session_cache *c, const char *key, uin
     if (e == NULL)
         return 0;
     prune(c, e, now_s);
+    for (size_t i = 0; i < e->n; i++)
+        if (!SSL_SESSION_should_be_single_use(e->s[i]))
+            return SIZE_MAX;
     return e->n;
 }
 

@@ -69,8 +69,11 @@ void tls_session_cache_put(struct tls_session_cache *c, const char *key,
  * others stay. Marks the key most recently used. */
 SSL_SESSION *tls_session_cache_get(struct tls_session_cache *c, const char *key,
                                    uint64_t now_s);
-/* tls_session_cache_count: unexpired sessions under key (expired ones are
- * dropped); does not change the LRU order. */
+/* tls_session_cache_count: how many connections the unexpired sessions
+ * under key can resume (expired ones are dropped): one per single-use
+ * (TLS 1.3) session, and SIZE_MAX when a reusable one (TLS 1.2) is among
+ * them, since get hands that one out again and again. Does not change
+ * the LRU order. */
 size_t tls_session_cache_count(struct tls_session_cache *c, const char *key, uint64_t now_s);
 /* drop every session under key (resumption refused, certificate changed). */
 void tls_session_cache_drop(struct tls_session_cache *c, const char *key);
