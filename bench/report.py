@@ -198,6 +198,19 @@ def listener_lines(name, rs):
     return out
 
 
+def versions(rs):
+    """The TLS versions the sink's handshakes negotiated over runs rs, as a
+    phrase: "; negotiated TLS 1.3 100%"."""
+    n = {k: sum(int(r.get(k) or 0) for r in rs) for k in ("sink_tls13", "sink_tls12", "sink_tls_older")}
+    total = sum(n.values())
+    if total == 0:
+        return ""
+    parts = ["%s %.0f%%" % (name, 100.0 * n[k] / total)
+             for k, name in (("sink_tls13", "TLS 1.3"), ("sink_tls12", "TLS 1.2"), ("sink_tls_older", "older"))
+             if n[k]]
+    return "; negotiated " + ", ".join(parts)
+
+
 def table(meta, workloads, peers, runs):
     out = []
     out.append("tern delivery benchmark: %s, commit %s\n" % (meta.get("date"), meta.get("commit")))
@@ -218,13 +231,15 @@ def table(meta, workloads, peers, runs):
                    "rewrites during the drains: %d (a forked child's CPU is in the redis column)\n"
                    % (meta.get("aof"), rw))
     out.append("\n%-20s %8s %7s %6s %6s %9s  %s\n" % ("workload", "messages", "size", "rcpts", "dests", "msgs/conn", "TLS"))
+    receiver = "receiver up to TLS %s, resumption %s" % (meta.get("tls_max") or "1.3", meta.get("resumption") or "on")
     for w in workloads:
-        tls = ("STARTTLS, tls = encrypt, TLS 1.3 preferred tier, resumption on, sink tickets on"
-               if w.get("tls") == "starttls" else "none (plaintext)")
+        got = versions([r for r in runs if r.get("workload") == w["workload"] and r.get("kind") in ("tern", "sink")])
+        tls = ("STARTTLS, tls = encrypt, %s%s" % (receiver, got) if w.get("tls") == "starttls" else "none (plaintext)")
         if w.get("workload") == "sink":
-            tls = "STARTTLS (tern-loadgen, 20 connections, pipelining)"
+            tls = "STARTTLS (tern-loadgen, 20 connections, pipelining), %s%s" % (receiver, got)
         if w.get("workload") == "sink-tail":
-            tls = "STARTTLS (tern-loadgen, 100 connections at a time, a new one per message, resumed)"
+            tls = ("STARTTLS (tern-loadgen, 100 connections at a time, a new one per message%s), %s%s"
+                   % (", resumed" if meta.get("resumption") != "off" else "", receiver, got))
         if str(w.get("workload")).startswith("listener"):
             tls = ("tern-loadgen -> tern's listener: STARTTLS (tls=required), pipelining, 20 connections, %s; "
                    "-> sink: tls = encrypt" % ("AUTH PLAIN" if w["workload"] == "listener-auth" else "listen_allow"))
@@ -320,6 +335,8 @@ def main():
                          "sink_threads": num(meta.get("sink_threads")) if meta.get("sink_threads") != "per workload" else "per workload", "runs": num(meta.get("runs")),
                          "sink_chunking": meta.get("sink_chunking") == "1",
                          "rtt_ms": num(meta.get("rtt_ms") or "0"),
+                         "tls_max": meta.get("tls_max") or "1.3",
+                         "resumption": meta.get("resumption") != "off",
                          "conns_per_dest": num(meta.get("conns_per_dest")) if meta.get("conns_per_dest") else None,
                          "tern_set": meta.get("tern_set").split(";") if meta.get("tern_set") else [],
                          "redis_set": meta.get("redis_set").split(";") if meta.get("redis_set") else [],

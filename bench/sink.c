@@ -28,7 +28,8 @@
  *   and exits 0:
  *     tern-sink: messages=N rejected=N bytes=N connections=N tls_full=N
  *     tls_resumed=N tls_failed=N peak_conns=N drops_greeting=N
- *     drops_mail=N drops_data=N drops_dot=N pipelined=N   (one line)
+ *     drops_mail=N drops_data=N drops_dot=N pipelined=N tls_v13=N
+ *     tls_v12=N tls_v_older=N   (one line)
  *   followed, with --track-tickets, by tickets_issued=N tickets_reused=N
  *   tickets_rejected=N.
  *   --stats-file FILE is rewritten (temp + rename) about every 200 ms and at
@@ -40,6 +41,8 @@
  *   (--abort-handshake) aborted handshakes. pipelined counts messages that
  *   came in the same read as the one before them on their connection: the
  *   client sent them before that one's reply (pipelined transactions).
+ *   tls_v13, tls_v12 and tls_v_older count the handshakes that completed
+ *   by the version they negotiated (1.0 and 1.1 are older).
  *
  *   On SIGUSR1 the session-ticket keys of the TLS context (one, shared by
  *   every thread) are replaced and its session cache flushed: no session
@@ -450,6 +453,7 @@ static int write_atomic(const char *path, const char *text)
 
 struct totals {
     uint64_t messages, rejected, bytes, connections, tls_full, tls_resumed, tls_failed, pipelined;
+    uint64_t tls_v13, tls_v12, tls_v_older;
     uint64_t drops[SINK_DROP_COUNT];
     uint64_t active, peak;
     int tickets_tracked;            /* the tickets_* below mean something */
@@ -469,6 +473,9 @@ static void sum(const struct sink *sk, const struct sink_thread *th, int n, stru
         t->tls_resumed += atomic_load_explicit(&c->tls_resumed, memory_order_relaxed);
         t->tls_failed += atomic_load_explicit(&c->tls_failed, memory_order_relaxed);
         t->pipelined += atomic_load_explicit(&c->pipelined, memory_order_relaxed);
+        t->tls_v13 += atomic_load_explicit(&c->tls_v13, memory_order_relaxed);
+        t->tls_v12 += atomic_load_explicit(&c->tls_v12, memory_order_relaxed);
+        t->tls_v_older += atomic_load_explicit(&c->tls_v_older, memory_order_relaxed);
         for (int d = 0; d < SINK_DROP_COUNT; d++)
             t->drops[d] += atomic_load_explicit(&c->drops[d], memory_order_relaxed);
     }
@@ -501,6 +508,7 @@ static size_t totals_kv(const struct totals *t, int with_open, struct kv *kv, si
         {"peak_conns", t->peak}, {"drops_greeting", t->drops[SINK_DROP_GREETING]},
         {"drops_mail", t->drops[SINK_DROP_MAIL]}, {"drops_data", t->drops[SINK_DROP_DATA]},
         {"drops_dot", t->drops[SINK_DROP_DOT]}, {"pipelined", t->pipelined},
+        {"tls_v13", t->tls_v13}, {"tls_v12", t->tls_v12}, {"tls_v_older", t->tls_v_older},
     };
     size_t n = 0;
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]) && n < cap; i++)

@@ -92,6 +92,7 @@ struct sink_counters {
     _Atomic uint64_t tls_full;
     _Atomic uint64_t tls_resumed;
     _Atomic uint64_t tls_failed;    /* includes --abort-handshake */
+    _Atomic uint64_t tls_v13, tls_v12, tls_v_older;    /* handshakes by version */
     _Atomic uint64_t pipelined;     /* messages whose commands came before the
                                        reply to the one before them (pipelined
                                        transactions: one read, several messages) */

@@ -318,6 +318,10 @@ static void tls_hook_up(void *ctx, struct srv_conn *b)
     struct conn *c = conn_from(b);
     tls_conn_info(c->io.tls, &c->tinfo);
     count(c->tinfo.resumed ? &l->th->c.tls_resumed : &l->th->c.tls_full, 1);
+    count(strcmp(c->tinfo.protocol, "TLSv1.3") == 0   ? &l->th->c.tls_v13
+          : strcmp(c->tinfo.protocol, "TLSv1.2") == 0 ? &l->th->c.tls_v12
+                                                      : &l->th->c.tls_v_older,
+          1);
     smtp_server_tls_started(&c->smtp);
 }
 
