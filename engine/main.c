@@ -126,6 +126,8 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
         t.hs_resumed += s->hs_resumed;
         t.resume_offered += s->resume_offered;
         t.resume_refused += s->resume_refused;
+        t.verify_cached += s->verify_cached;
+        t.verify_checked += s->verify_checked;
         t.dests_live += s->dests_live;
         t.dests_peak += s->dests_peak;
         t.dests_forgotten += s->dests_forgotten;
@@ -168,9 +170,11 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
            t.conns_opened ? (double)t.txns / (double)t.conns_opened : 0.0,
            (unsigned long long)t.txns_pipelined, (unsigned long long)t.txns_shared,
            (unsigned long long)t.site_grown, (unsigned long long)t.site_deepened);
-    printf("  TLS handshakes: %llu full, %llu resumed (%llu resumption offers, %llu refused)\n",
+    printf("  TLS handshakes: %llu full, %llu resumed (%llu resumption offers, %llu refused); "
+           "certificate chains checked %llu, verdict remembered %llu\n",
            (unsigned long long)t.hs_full, (unsigned long long)t.hs_resumed,
-           (unsigned long long)t.resume_offered, (unsigned long long)t.resume_refused);
+           (unsigned long long)t.resume_offered, (unsigned long long)t.resume_refused,
+           (unsigned long long)t.verify_checked, (unsigned long long)t.verify_cached);
     printf("  tiers: preferred %llu, sufficient %llu, legacy %llu, plaintext %llu\n",
            (unsigned long long)t.tier_msgs[TLS_TIER_PREFERRED],
            (unsigned long long)t.tier_msgs[TLS_TIER_SUFFICIENT],
@@ -201,7 +205,7 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
            "hs_full=%llu hs_resumed=%llu resume_refused=%llu p50_ms=%u p99_ms=%u "
            "plaintext=%llu max_ms=%u maxrss_kb=%ld pipelined=%llu dests_forgotten=%llu "
            "dests_live=%llu dests_peak=%llu hosts_forgotten=%llu shared=%llu steady_msgs_per_s=%.0f "
-           "site_grown=%llu site_deepened=%llu\n",
+           "site_grown=%llu site_deepened=%llu verify_cached=%llu\n",
            (unsigned long long)t.delivered, (unsigned long long)t.deferred,
            (unsigned long long)t.failed, (unsigned long long)t.returned,
            (unsigned long long)t.in_doubt, wall, rate, cpu, us_per,
@@ -211,7 +215,8 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
            (unsigned long long)t.txns_pipelined, (unsigned long long)t.dests_forgotten,
            (unsigned long long)t.dests_live, (unsigned long long)t.dests_peak,
            (unsigned long long)t.hosts_forgotten, (unsigned long long)t.txns_shared, steady,
-           (unsigned long long)t.site_grown, (unsigned long long)t.site_deepened);
+           (unsigned long long)t.site_grown, (unsigned long long)t.site_deepened,
+           (unsigned long long)t.verify_cached);
 }
 
 static void print_listener_summary(const struct listener *ls)

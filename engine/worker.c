@@ -1317,6 +1317,12 @@ int worker_run(struct worker *w)
             conn_reap(w);
     }
     w->st.recv_bufs_held = w->bufs.held;   /* every connection gone: 0 */
+    for (int i = 0; i < CONFIG_TLS_CTX_MAX; i++) {
+        uint64_t cached, checked;
+        tls_client_ctx_verify_stats(w->tls[i], &cached, &checked);
+        w->st.verify_cached += cached;
+        w->st.verify_checked += checked;
+    }
     struct rusage ru;
     if (getrusage(RUSAGE_THREAD, &ru) == 0) {
         w->st.cpu_user_s = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6;

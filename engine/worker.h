@@ -95,6 +95,9 @@ struct worker_stats {
      * receive ended because the ring ran dry, buffers not back at exit */
     uint64_t recv_ring_bufs, recv_bufs_used, recv_nobufs, recv_bufs_held;
     uint64_t hs_full, hs_resumed, resume_offered, resume_refused;
+    /* full handshakes whose chain verdict came from the TLS context's
+     * cache of chains that verified, and those whose chain was checked */
+    uint64_t verify_cached, verify_checked;
     uint64_t tier_msgs[TLS_TIER_COUNT];
     struct tls_mix_entry mix[TLS_MIX_MAX];
     int nmix;

@@ -303,7 +303,14 @@ static void test_verification_table(void)
     };
     struct tls_server_ctx *sctx[16] = {0};
     const char *sname[16] = {0};
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    /* Twice over the table with one client context: the second pass finds
+     * the chains that verified in its cache (tls/verify_cache.h), and every
+     * outcome must be the same as the first time. */
+    uint64_t cached0, checked0, cached1, checked1;
+    tls_client_ctx_verify_stats(g_client, &cached0, &checked0);
+    const size_t ncases = sizeof(cases) / sizeof(cases[0]);
+    for (size_t pass = 0; pass < 2 * ncases; pass++) {
+        size_t i = pass % ncases;
         struct tls_server_ctx *sc = NULL;
         for (size_t k = 0; k < 16; k++) {
             if (sname[k] == NULL) {
@@ -355,8 +362,66 @@ static void test_verification_table(void)
         }
         hs_free(&h);
     }
+    tls_client_ctx_verify_stats(g_client, &cached1, &checked1);
+    if (cached1 - cached0 < 5)   /* the verified cases with a name, again */
+        CHECK_FAILF("second pass: %llu verdicts from the cache, want >= 5",
+                    (unsigned long long)(cached1 - cached0));
     for (size_t k = 0; k < 16; k++)
         tls_server_ctx_free(sctx[k]);
+}
+
+/* The verdict cache (tls/verify_cache.h) on a fresh context: a chain that
+ * verified for a name is not checked again for that name; for another
+ * name it is, and a failure is checked every time and never remembered. */
+static void test_verify_cache(void)
+{
+    char err[256] = "";
+    struct tls_client_config cfg = {.ca_file = cert_path("ca.pem")};
+    struct tls_client_ctx *cc = tls_client_ctx_new(&cfg, err, sizeof(err));
+    struct tls_server_ctx *good = server_ctx("server", 0, 0, NULL, 0, 0);
+    struct tls_server_ctx *bad = server_ctx("wrongname", 0, 0, NULL, 0, 0);
+    if (cc == NULL || good == NULL || bad == NULL) {
+        CHECK_FAILF("setup: %s", err);
+        goto out;
+    }
+    const struct {
+        struct tls_server_ctx **sc;
+        enum tls_verify_mode mode;
+        const char *sni;
+        int verified;
+        uint64_t cached, checked;   /* the context's counts after it */
+    } steps[] = {
+        { &good, TLS_VERIFY_RECORD, "mx.test", 1, 0, 1 },
+        { &good, TLS_VERIFY_RECORD, "mx.test", 1, 1, 1 },
+        { &good, TLS_VERIFY_PKIX, "mx.test", 1, 2, 1 },     /* same verdict */
+        { &good, TLS_VERIFY_RECORD, "other.test", 0, 2, 2 },
+        { &good, TLS_VERIFY_RECORD, "other.test", 0, 2, 3 },
+        { &bad, TLS_VERIFY_RECORD, "mx.test", 0, 2, 4 },
+        { &bad, TLS_VERIFY_RECORD, "mx.test", 0, 2, 5 },
+        { &good, TLS_VERIFY_RECORD, "a.wild.test", 1, 2, 6 },
+        { &good, TLS_VERIFY_RECORD, "a.wild.test", 1, 3, 6 },
+    };
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        struct tls_client_params p = params(TLS_TIER_PREFERRED, steps[i].mode, steps[i].sni);
+        struct hs h;
+        hs_run(&h, cc, *steps[i].sc, &p);
+        uint64_t cached, checked;
+        tls_client_ctx_verify_stats(cc, &cached, &checked);
+        if (h.cr != TLS_OK || h.ci.verified != steps[i].verified || cached != steps[i].cached ||
+            checked != steps[i].checked)
+            CHECK_FAILF("step %zu (%s): client %d verified %d (%s), cached %llu checked %llu; "
+                        "want ok, %d, %llu, %llu", i, steps[i].sni, h.cr, h.ci.verified,
+                        h.ci.verify_detail, (unsigned long long)cached, (unsigned long long)checked,
+                        steps[i].verified, (unsigned long long)steps[i].cached,
+                        (unsigned long long)steps[i].checked);
+        if (steps[i].verified && strcmp(h.ci.verify_detail, "ok") != 0)
+            CHECK_FAILF("step %zu: detail \"%s\"", i, h.ci.verify_detail);
+        hs_free(&h);
+    }
+out:
+    tls_server_ctx_free(good);
+    tls_server_ctx_free(bad);
+    tls_client_ctx_free(cc);
 }
 
 /* SHA-256 of a PEM certificate's DER (spki=0) or of its SPKI (spki=1). */
@@ -1201,6 +1266,7 @@ int main(void)
     RUN(test_tier_negotiation);
     RUN(test_min_version_override);
     RUN(test_verification_table);
+    RUN(test_verify_cache);
     RUN(test_fingerprint);
     RUN(test_weak_keys);
     RUN(test_data_and_close);

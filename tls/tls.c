@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/aead.h>
@@ -39,6 +40,7 @@
 
 #include "tls/tls_tiers.h"
 #include "tls/tls_hello.h"
+#include "tls/verify_cache.h"
 
 #define TLS_SYSTEM_CA_BUNDLE  "/etc/ssl/certs/ca-certificates.crt"
 #define TLS_NAME_MAX          253   /* a DNS name, RFC 1035 */
@@ -71,6 +73,7 @@ struct tls_client_ctx {
     char store_note[TLS_DETAIL_MAX];    /* why not usable */
     int has_client_cert;
     int sess_idx;                       /* SSL_SESSION ex_data index */
+    struct verify_cache *verified;      /* chains that verified (NULL: none kept) */
 };
 
 /* One remembered ticket id, in a ring; chained into its hash bucket. */
@@ -225,10 +228,15 @@ static uint8_t x509_alert(int err)
  * such names BoringSSL's matcher and tls_name_matches follow the same
  * rule (tests/unit_tls_names.c checks both over one table). IP literal
  * names are used only when no DNS name is given. Returns 1 if verified;
- * otherwise writes the reason and the alert to send. */
+ * otherwise writes the reason and the alert to send. When verified,
+ * *keep_until is how long the verdict may be remembered (verify_cache.h):
+ * VERIFY_CACHE_TTL_S from now, or 0 when a certificate of the path built
+ * expires before then (it is checked again each time). */
 static int pkix_check(const struct tls_conn *t, X509 *leaf,
-                      STACK_OF(X509) *chain, char *detail, uint8_t *alert)
+                      STACK_OF(X509) *chain, char *detail, uint8_t *alert,
+                      int64_t now_s, int64_t *keep_until)
 {
+    *keep_until = 0;
     const struct tls_client_ctx *c = t->cctx;
     *alert = SSL_AD_BAD_CERTIFICATE;
     if (!c->store_usable) {
@@ -271,6 +279,13 @@ static int pkix_check(const struct tls_conn *t, X509 *leaf,
     int verified = X509_verify_cert(sc) == 1;
     if (verified) {
         copy_str(detail, TLS_DETAIL_MAX, "ok");
+        time_t until = (time_t)(now_s + VERIFY_CACHE_TTL_S);
+        STACK_OF(X509) *path = X509_STORE_CTX_get0_chain(sc);
+        int lasts = path != NULL && sk_X509_num(path) > 0;
+        for (size_t i = 0; lasts && i < sk_X509_num(path); i++)
+            lasts = X509_cmp_time(X509_get0_notAfter(sk_X509_value(path, i)), &until) > 0;
+        if (lasts)
+            *keep_until = now_s + VERIFY_CACHE_TTL_S;
     } else {
         int e = X509_STORE_CTX_get_error(sc);
         copy_str(detail, TLS_DETAIL_MAX, x509_detail(e));
@@ -416,6 +431,43 @@ static int weak_key(X509 *leaf, char *detail)
 /* verify_cb runs once per full client handshake and decides per mode:
  * RECORD and PKIX check the key strength, then chain and names (RECORD
  * only records the result); FINGERPRINT checks the pins alone. */
+static void put_be32(uint8_t out[4], uint32_t v)
+{
+    out[0] = (uint8_t)(v >> 24);
+    out[1] = (uint8_t)(v >> 16);
+    out[2] = (uint8_t)(v >> 8);
+    out[3] = (uint8_t)v;
+}
+
+/* chain_key: the verify cache's key for this conn's reference names and
+ * the certificates the peer sent (verify_cache.h), length-prefixed so no
+ * two inputs share a hash. 0 when there is nothing to key. */
+static int chain_key(const struct tls_conn *t, const STACK_OF(CRYPTO_BUFFER) *certs,
+                     uint8_t key[VERIFY_CACHE_KEY_LEN])
+{
+    if (certs == NULL || sk_CRYPTO_BUFFER_num(certs) == 0 || t->nnames == 0)
+        return 0;
+    SHA256_CTX h;
+    uint8_t len[4];
+    SHA256_Init(&h);
+    SHA256_Update(&h, "tern pkix 1", 12);
+    for (size_t i = 0; i < t->nnames; i++) {
+        size_t n = strlen(t->names[i]);
+        put_be32(len, (uint32_t)n);
+        SHA256_Update(&h, len, sizeof(len));
+        SHA256_Update(&h, t->names[i], n);
+    }
+    SHA256_Update(&h, "", 1);   /* names end: no name counts as a cert */
+    for (size_t i = 0; i < sk_CRYPTO_BUFFER_num(certs); i++) {
+        const CRYPTO_BUFFER *b = sk_CRYPTO_BUFFER_value(certs, i);
+        put_be32(len, (uint32_t)CRYPTO_BUFFER_len(b));
+        SHA256_Update(&h, len, sizeof(len));
+        SHA256_Update(&h, CRYPTO_BUFFER_data(b), CRYPTO_BUFFER_len(b));
+    }
+    SHA256_Final(key, &h);
+    return 1;
+}
+
 static enum ssl_verify_result_t verify_cb(SSL *ssl, uint8_t *out_alert)
 {
     struct tls_conn *t = SSL_get_app_data(ssl);
@@ -425,6 +477,18 @@ static enum ssl_verify_result_t verify_cb(SSL *ssl, uint8_t *out_alert)
     t->vr.verified = 0;
 
     const STACK_OF(CRYPTO_BUFFER) *certs = SSL_get0_peer_certificates(ssl);
+    /* A chain that verified for these names before is not checked again
+     * (verify_cache.h: the peer's proof of its key still is, by BoringSSL).
+     * Pins are compared every time: they are cheap and their own check. */
+    uint8_t key[VERIFY_CACHE_KEY_LEN];
+    int64_t now_s = (int64_t)time(NULL);
+    int keyed = t->mode != TLS_VERIFY_FINGERPRINT && t->cctx->verified != NULL &&
+                t->cctx->store_usable && chain_key(t, certs, key);
+    if (keyed && verify_cache_get(t->cctx->verified, key, now_s)) {
+        t->vr.verified = 1;
+        copy_str(t->vr.detail, TLS_DETAIL_MAX, "ok");
+        return ssl_verify_ok;
+    }
     X509 *leaf = NULL;
     STACK_OF(X509) *chain = sk_X509_new_null();
     int parsed = chain != NULL && certs != NULL && sk_CRYPTO_BUFFER_num(certs) > 0;
@@ -453,8 +517,11 @@ static enum ssl_verify_result_t verify_cb(SSL *ssl, uint8_t *out_alert)
                  t->vr.verified ? "ok" : "fingerprint mismatch");
         pass = t->vr.verified;
     } else {
+        int64_t keep_until = 0;
         t->vr.verified = !weak_key(leaf, t->vr.detail) &&
-                         pkix_check(t, leaf, chain, t->vr.detail, &alert);
+                         pkix_check(t, leaf, chain, t->vr.detail, &alert, now_s, &keep_until);
+        if (t->vr.verified && keyed && keep_until)
+            verify_cache_put(t->cctx->verified, key, now_s, keep_until);
         pass = t->vr.verified || t->mode == TLS_VERIFY_RECORD;
     }
     X509_free(leaf);
@@ -721,6 +788,7 @@ struct tls_client_ctx *tls_client_ctx_new(const struct tls_client_config *cfg,
             c->has_client_cert = 1;
         }
     }
+    c->verified = verify_cache_new();
     return c;
 fail:
     tls_client_ctx_free(c);
@@ -736,7 +804,16 @@ void tls_client_ctx_free(struct tls_client_ctx *c)
     X509_STORE_free(c->store);
     if (c->buf_method)
         BIO_meth_free(c->buf_method);
+    verify_cache_free(c->verified);
     free(c);
+}
+
+void tls_client_ctx_verify_stats(const struct tls_client_ctx *c, uint64_t *cached, uint64_t *checked)
+{
+    struct verify_cache_stats st;
+    verify_cache_stats(c ? c->verified : NULL, &st);
+    *cached = st.hits;
+    *checked = st.misses;
 }
 
 int tls_client_ctx_store_usable(const struct tls_client_ctx *c)

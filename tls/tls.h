@@ -48,6 +48,12 @@
  *   fallback); IP-literal match names are used only when no DNS name is
  *   given. With no match name and no SNI nothing can be verified.
  *   In FINGERPRINT mode `verified` means a pin matched.
+ *   A chain that verified is remembered by its context for the same names
+ *   (tls/verify_cache.h: at most VERIFY_CACHE_TTL_S, never past the expiry
+ *   of a certificate of its path), and the next full handshake that
+ *   presents exactly that chain skips X509_verify_cert; the handshake still
+ *   checks the peer's signature with the leaf's key. Failures are not
+ *   remembered.
  *   verify_detail is "ok" or why not: X509 texts such as "unable to get
  *   local issuer certificate", "certificate has expired", "certificate is
  *   not yet valid", "self signed certificate", and our own "hostname
@@ -186,6 +192,10 @@ void tls_client_ctx_free(struct tls_client_ctx *c);
  * the system bundle was missing (every PKIX check then fails and RECORD
  * reports verified=0 with detail "no trust store (...)"). */
 int tls_client_ctx_store_usable(const struct tls_client_ctx *c);
+/* tls_client_ctx_verify_stats: PKIX verdicts taken from the context's
+ * cache of chains that verified (cached; tls/verify_cache.h), and chains
+ * checked because none was there (checked). */
+void tls_client_ctx_verify_stats(const struct tls_client_ctx *c, uint64_t *cached, uint64_t *checked);
 
 struct tls_server_ctx *tls_server_ctx_new(const struct tls_server_config *cfg,
                                           char *err, size_t errlen);
