@@ -9,6 +9,7 @@
  *   tern-sink --listen HOST:PORT [--port-file FILE] [--threads N]
  *             [--cert FILE --key FILE] [--no-starttls]
  *             [--tls-min V] [--tls-max V] [--ciphers LIST] [--no-tickets]
+ *             [--no-session-ids]
  *             [--require-client-cert CAFILE]
  *             [--data-reply "451 4.3.0 busy"] [--starttls-reply "454 ..."]
  *             [--no-pipelining] [--chunking] [--max-size BYTES]
@@ -154,7 +155,8 @@ static void usage(void)
     fprintf(stderr,
             "usage: tern-sink --listen HOST:PORT [--port-file FILE] [--threads N]\n"
             "  [--cert FILE --key FILE] [--no-starttls] [--tls-min V] [--tls-max V]\n"
-            "  [--ciphers LIST] [--no-tickets] [--require-client-cert CAFILE]\n"
+            "  [--ciphers LIST] [--no-tickets] [--no-session-ids]\n"
+            "  [--require-client-cert CAFILE]\n"
             "  [--data-reply REPLY] [--starttls-reply REPLY] [--no-pipelining]\n"
             "  [--chunking] [--max-size BYTES] [--hostname NAME] [--record FILE]\n"
             "  [--stats-file FILE] [--quiet]\n"
@@ -230,7 +232,7 @@ static int parse_args(int argc, char **argv, struct sink_cfg *cfg, const char **
         O_TLS_MAX, O_CIPHERS, O_NO_TICKETS, O_CLIENT_CA, O_DATA_REPLY, O_STARTTLS_REPLY,
         O_NO_PIPELINING, O_CHUNKING, O_RECORD, O_MAX_SIZE, O_QUIET, O_STATS, O_HOSTNAME,
         O_DROP_RATE, O_DROP_SEED, O_REPLY_DELAY, O_LATENCY, O_ABORT_HS, O_TRACK_TICKETS,
-        O_PER_CLIENT, O_REPLY_FIRST,
+        O_PER_CLIENT, O_REPLY_FIRST, O_NO_SESSION_IDS,
     };
     static const struct option opts[] = {
         {"listen", required_argument, NULL, O_LISTEN},
@@ -243,6 +245,7 @@ static int parse_args(int argc, char **argv, struct sink_cfg *cfg, const char **
         {"tls-max", required_argument, NULL, O_TLS_MAX},
         {"ciphers", required_argument, NULL, O_CIPHERS},
         {"no-tickets", no_argument, NULL, O_NO_TICKETS},
+        {"no-session-ids", no_argument, NULL, O_NO_SESSION_IDS},
         {"require-client-cert", required_argument, NULL, O_CLIENT_CA},
         {"data-reply", required_argument, NULL, O_DATA_REPLY},
         {"starttls-reply", required_argument, NULL, O_STARTTLS_REPLY},
@@ -289,6 +292,7 @@ static int parse_args(int argc, char **argv, struct sink_cfg *cfg, const char **
             break;
         case O_CIPHERS: cfg->tls.cipher_list = optarg; break;
         case O_NO_TICKETS: cfg->tls.tickets = 0; break;
+        case O_NO_SESSION_IDS: cfg->tls.no_session_ids = 1; break;
         case O_CLIENT_CA:
             cfg->tls.require_client_cert = 1;
             cfg->tls.client_ca_file = optarg;

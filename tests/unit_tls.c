@@ -826,6 +826,18 @@ static void test_tickets_off(void)
     SSL_SESSION_free(s);
     hs_free(&h);
     tls_server_ctx_free(sc);
+
+    /* TLS 1.2 without tickets resumes by session id (test_resumption),
+     * unless the server keeps no sessions either: then it gives the client
+     * no session id, and nothing to resume. */
+    struct tls_server_config cfg = {.max_version = TLS1_2_VERSION, .no_session_ids = 1};
+    sc = server_ctx_cfg("server", cfg);
+    s = first_session(sc, &p, &h, NULL);
+    CHECK(s == NULL);
+    CHECK_STR(h.ci.protocol, "TLSv1.2");
+    SSL_SESSION_free(s);
+    hs_free(&h);
+    tls_server_ctx_free(sc);
 }
 
 /* ---- server-side ticket tracking ---------------------------------------- */

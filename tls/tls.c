@@ -1098,6 +1098,8 @@ struct tls_server_ctx *tls_server_ctx_new(const struct tls_server_config *cfg,
     }
     if (!cfg->tickets)
         SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    if (cfg->no_session_ids)
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_app_data(ctx, s);
     if (cfg->track_tickets) {
         if ((s->book = ticket_book_new()) == NULL) {

@@ -128,6 +128,8 @@ struct tls_server_config {
     uint16_t max_version;   /* 0: TLS1_3_VERSION */
     const char *cipher_list;/* TLS <= 1.2 list, NULL: BoringSSL default */
     int tickets;            /* issue session tickets */
+    int no_session_ids;     /* keep no sessions for TLS 1.2 session-ID
+                               resumption (with tickets = 0: nothing resumes) */
     int require_client_cert;/* request and require a client certificate */
     const char *client_ca_file; /* CA for client certs */
     int track_tickets;      /* seal tickets ourselves and count them, see
