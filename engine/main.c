@@ -128,6 +128,7 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
         t.resume_refused += s->resume_refused;
         t.verify_cached += s->verify_cached;
         t.verify_checked += s->verify_checked;
+        t.slow_start_woken += s->slow_start_woken;
         t.dests_live += s->dests_live;
         t.dests_peak += s->dests_peak;
         t.dests_forgotten += s->dests_forgotten;
@@ -171,10 +172,12 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
            (unsigned long long)t.txns_pipelined, (unsigned long long)t.txns_shared,
            (unsigned long long)t.site_grown, (unsigned long long)t.site_deepened);
     printf("  TLS handshakes: %llu full, %llu resumed (%llu resumption offers, %llu refused); "
-           "certificate chains checked %llu, verdict remembered %llu\n",
+           "certificate chains checked %llu, verdict remembered %llu; destinations the "
+           "resumption slow start held back woken by a session %llu times\n",
            (unsigned long long)t.hs_full, (unsigned long long)t.hs_resumed,
            (unsigned long long)t.resume_offered, (unsigned long long)t.resume_refused,
-           (unsigned long long)t.verify_checked, (unsigned long long)t.verify_cached);
+           (unsigned long long)t.verify_checked, (unsigned long long)t.verify_cached,
+           (unsigned long long)t.slow_start_woken);
     printf("  tiers: preferred %llu, sufficient %llu, legacy %llu, plaintext %llu\n",
            (unsigned long long)t.tier_msgs[TLS_TIER_PREFERRED],
            (unsigned long long)t.tier_msgs[TLS_TIER_SUFFICIENT],
@@ -205,7 +208,7 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
            "hs_full=%llu hs_resumed=%llu resume_refused=%llu p50_ms=%u p99_ms=%u "
            "plaintext=%llu max_ms=%u maxrss_kb=%ld pipelined=%llu dests_forgotten=%llu "
            "dests_live=%llu dests_peak=%llu hosts_forgotten=%llu shared=%llu steady_msgs_per_s=%.0f "
-           "site_grown=%llu site_deepened=%llu verify_cached=%llu\n",
+           "site_grown=%llu site_deepened=%llu verify_cached=%llu slow_start_woken=%llu\n",
            (unsigned long long)t.delivered, (unsigned long long)t.deferred,
            (unsigned long long)t.failed, (unsigned long long)t.returned,
            (unsigned long long)t.in_doubt, wall, rate, cpu, us_per,
@@ -216,7 +219,7 @@ static void print_summary(struct worker **ws, int n, double wall, const struct r
            (unsigned long long)t.dests_live, (unsigned long long)t.dests_peak,
            (unsigned long long)t.hosts_forgotten, (unsigned long long)t.txns_shared, steady,
            (unsigned long long)t.site_grown, (unsigned long long)t.site_deepened,
-           (unsigned long long)t.verify_cached);
+           (unsigned long long)t.verify_cached, (unsigned long long)t.slow_start_woken);
 }
 
 static void print_listener_summary(const struct listener *ls)

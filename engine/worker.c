@@ -6,7 +6,6 @@
 #include "engine/worker_int.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -350,36 +349,6 @@ void host_wake(struct worker *w, struct mxhost *h)
     worker_mark_dirty(w, d);
 }
 
-/* Slow start for resumption: while no cached session is left for the
- * connections being opened, open one at a time, so that a busy route
- * pays for one full handshake and resumes the rest with the tickets it
- * brings back (about two per handshake), instead of opening twenty full
- * handshakes at once. Routes that yield no sessions are not held back. */
-static int may_open_now(struct worker *w, struct dest *d, long *sessions)
-{
-    /* A site's destinations share its sessions: the slow start is the
-     * site's (a burst to a hundred destinations on one host opened a
-     * full handshake each). Destinations on one host that are not a site
-     * (share_connections = no, another policy entry) mostly share them
-     * too: the host's count (behind a 20 ms round trip, `tail` with the
-     * host's limit lifted opened 1,938 full handshakes for 3,000
-     * messages, one per destination before any ticket came back). */
-    int connecting = d->site ? d->site->nconnecting : d->host->nconnecting;
-    int pre_tls = d->site ? d->site->npre_tls : d->host->npre_tls;
-    if (connecting == 0 || d->no_sessions || !w->cfg->tls_resumption ||
-        !dest_tls_expected(w, d))
-        return 1;
-    if (*sessions < 0) {   /* once per schedule: opening takes none yet */
-        char key[TLS_CACHE_KEY_MAX];
-        dest_session_key(w, d, dest_start_tier(w, d), key, sizeof(key));
-        size_t n = tls_session_cache_count(w->sessions, key, (uint64_t)(w->now_ms / 1000));
-        *sessions = n > LONG_MAX ? LONG_MAX : (long)n;
-    }
-    /* each connection not yet at STARTTLS will take one session (a
-     * TLS 1.2 session resumes any number: LONG_MAX) */
-    return *sessions > pre_tls;
-}
-
 /* Hand ready jobs to idle connections, open new ones as the ready list
  * outgrows the connections that will soon be free, within the limits. */
 static void dest_schedule_ready(struct worker *w, struct dest *d)
@@ -448,8 +417,10 @@ static void dest_schedule_ready(struct worker *w, struct dest *d)
     while (d->nready > (size_t)d->nconnecting + soon_free && d->nconns < dest_max_conns(d)) {
         if (d->site && d->site->nconns >= site_max_conns(d))
             break;
-        if (!may_open_now(w, d, &sessions))
+        if (!slow_start_may_open(w, d, &sessions)) {
+            slow_start_wait(d);   /* woken as sessions come back */
             break;
+        }
         /* A freed host slot is for the destinations waiting without a
          * connection (in any worker), not for a busy one that would take
          * it first. */
@@ -483,6 +454,7 @@ static void dest_schedule_ready(struct worker *w, struct dest *d)
         }
         if (d->host_waiting)
             host_unwait(w, d);
+        slow_start_unwait(d);
         if (d->nready <= (size_t)d->nconnecting)
             site_unlist(d);   /* its own connections will take the rest */
         if (d->consecutive_failures)

@@ -98,6 +98,7 @@ struct worker_stats {
     /* full handshakes whose chain verdict came from the TLS context's
      * cache of chains that verified, and those whose chain was checked */
     uint64_t verify_cached, verify_checked;
+    uint64_t slow_start_woken;    /* destinations woken by a session come back */
     uint64_t tier_msgs[TLS_TIER_COUNT];
     struct tls_mix_entry mix[TLS_MIX_MAX];
     int nmix;

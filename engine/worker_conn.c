@@ -232,13 +232,22 @@ void dest_session_key(const struct worker *w, const struct dest *d, enum tls_tie
 static void collect_sessions(struct worker *w, struct conn *c)
 {
     SSL_SESSION *s;
+    int single_use = 0, reusable = 0;
     while ((s = tls_conn_take_session(c->tls)) != NULL) {
         c->got_session = 1;
-        if (w->cfg->tls_resumption)
+        if (w->cfg->tls_resumption) {
+            if (SSL_SESSION_should_be_single_use(s))
+                single_use++;
+            else
+                reusable = 1;
             tls_session_cache_put(w->sessions, c->cache_key, s, (uint64_t)(w->now_ms / 1000));
-        else
+        } else {
             SSL_SESSION_free(s);
+        }
     }
+    /* destinations the slow start held back may open with them */
+    if ((single_use || reusable) && c->d->host)
+        slow_start_sessions(w, c->d->host, single_use, reusable);
 }
 
 /* TLS failed during the handshake (or right after it, where TLS 1.3
@@ -417,7 +426,7 @@ static void on_ready(struct worker *w, struct conn *c)
         if (!c->quitting && c->site) {
             site_conn_avail(c, 1);   /* it takes its site's mail from now */
             /* Its sessions are cached now: the first destination waiting
-             * on the site may open more (may_open_now). */
+             * on the site may open more (slow_start_may_open). */
             struct dest *first = site_next_ready(c->site);
             if (first && first != d)
                 worker_mark_dirty(w, first);

@@ -92,6 +92,7 @@ void dest_set_host(struct worker *w, struct dest *d, struct mxhost *h)
         return;
     struct mxhost *old = d->host;
     site_dest_detach(d);   /* a site is a host's: d finds its new one */
+    slow_start_unwait(d);  /* so is its slow-start list */
     d->host = h;
     if (h != NULL && h->refs++ == 0)
         age_list_remove(&w->host_ages, &h->age);

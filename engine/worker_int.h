@@ -174,6 +174,9 @@ struct mxhost {
     /* destinations held back by max_connections_per_host, woken in
      * order as this host's connections close */
     struct dest *wait_head, *wait_tail;
+    /* destinations held back by the resumption slow start, woken in
+     * order as sessions come back (worker_slowstart.c) */
+    struct dest *ss_head, *ss_tail;
     int slot;                        /* index into struct engine's per-host arrays */
     struct mxhost *next;             /* table chain */
     uint64_t hash;                   /* of key */
@@ -200,6 +203,8 @@ struct dest {
     int host_waiting;          /* on its host's wait list */
     struct dest *host_wait_next, *host_wait_prev;   /* doubly linked: unwait is O(1) */
     struct mxhost *wait_host;  /* the host whose wait list holds it (d->host may move on) */
+    int ss_waiting;            /* on its host's slow-start list (worker_slowstart.c) */
+    struct dest *ss_next, *ss_prev;
     int64_t cert_plaintext_until_ms;   /* at may: our client certificate was the problem */
     uint8_t leaf_sha256[32];   /* the peer's certificate, to notice a change */
     int have_leaf;
@@ -572,7 +577,19 @@ int worker_dest_stats_event(struct worker *w, struct dest *d);
 void dest_forget_track(struct worker *w, struct dest *d);
 void worker_forget_tick(struct worker *w);
 
-/* worker.c: the MX host record for a next hop (NULL: out of memory). */
+/* worker_slowstart.c - the resumption slow start. slow_start_may_open:
+ * may d open one more connection now (sessions: -1 at the start of a
+ * schedule, then the cached sessions counted once)? slow_start_wait puts a
+ * destination it held back on its host's list, slow_start_unwait takes
+ * it off (it opened, its host changes, it is freed); slow_start_sessions:
+ * a connection to h cached single_use TLS 1.3 sessions (and reusable: a
+ * TLS 1.2 one), so as many waiting destinations are woken (all for a
+ * reusable one). */
+int slow_start_may_open(struct worker *w, struct dest *d, long *sessions);
+void slow_start_wait(struct dest *d);
+void slow_start_unwait(struct dest *d);
+void slow_start_sessions(struct worker *w, struct mxhost *h, int single_use, int reusable);
+
 /* worker_hosts.c - MX hosts. host_get: the host of hop, made on first
  * use (NULL: out of memory). dest_set_host: d->host = h (either may be
  * NULL), keeping h->refs; the only way d->host changes. A host's wait
