@@ -601,8 +601,9 @@ static void promote(struct smtp_client *c)
     c->chunking = !data;
     if (data)
         c->txn_canonical = c->behind_canonical;   /* DATA's encoder, after 354 */
-    c->replies_due = m->nrcpts + 2;   /* MAIL, each RCPT, DATA or BDAT */
-    c->state = SMTP_ST_MAIL;
+    /* MAIL, each RCPT, DATA or BDAT; BDAT's group starts with RSET */
+    c->replies_due = m->nrcpts + 2 + !data;
+    c->state = data ? SMTP_ST_MAIL : SMTP_ST_RSET;
 }
 
 /* stackable: one more transaction may go out behind those in flight. */
@@ -617,7 +618,9 @@ static int stackable(const struct smtp_client *c)
          * and only one: its body must wait for its own 354. A dot alone
          * (no recipient took it) is a failure: nothing goes behind it. */
         return depth > 1 && c->nbehind == 0 && c->state == SMTP_ST_BODY && c->body_sent;
-    if (c->state != SMTP_ST_MAIL && c->state != SMTP_ST_RCPT && c->state != SMTP_ST_BODY)
+    /* (RSET: the current one was sent behind another, RSET first) */
+    if (c->state != SMTP_ST_RSET && c->state != SMTP_ST_MAIL && c->state != SMTP_ST_RCPT &&
+        c->state != SMTP_ST_BODY)
         return 0;
     return (int)c->nbehind + 1 < depth;
 }
@@ -894,7 +897,16 @@ int smtp_client_start_txn(struct smtp_client *c, const struct smtp_msg *m)
     if (stack) {
         /* RFC 2920 3.1: MAIL, RCPT and BDAT may stand anywhere in a group;
          * the message content after 354 may start one (the group then
-         * ends with DATA, whose 354 the body waits for). */
+         * ends with DATA, whose 354 the body waits for). Behind a BDAT
+         * transaction RSET comes first: one that failed (no recipient
+         * taken, the chunk refused) may leave the receiver in it (Exim
+         * does, RFC 3030 lets it), and it would take this MAIL as out of
+         * sequence (503) and these RCPTs and this body into that
+         * transaction: delivered under the other's sender, then again
+         * when resent. After a final dot the receiver's transaction is
+         * over whatever its reply. */
+        if (c->chunking)
+            buf_append_str(&c->out, "RSET\r\n");
         send_mail(c, m, e8, utf8);
         for (size_t i = 0; i < m->nrcpts; i++)
             send_rcpt(c, m, i);

@@ -94,8 +94,12 @@
  *   With PIPELINING and CHUNKING, and cfg.pipeline_depth > 1, the next
  *   transaction may be started while earlier ones wait for their replies
  *   (RFC 2920 3.1 lets BDAT, MAIL and RCPT stand anywhere in a group):
- *   MAIL, RCPT, BDAT LAST and body of several messages go out in one
- *   write, and the receiver's replies come back together. Replies are
+ *   RSET, MAIL, RCPT, BDAT LAST and body of several messages go out in
+ *   one write, and the receiver's replies come back together. Each
+ *   transaction behind another starts with RSET: a receiver may stay in a
+ *   transaction whose BDAT it refused (RFC 3030; Exim does), and without
+ *   it would take the next one's MAIL as out of sequence (503) and its
+ *   RCPTs and body into the failed one, under the wrong sender. Replies are
  *   read strictly in order; TXN_DONE comes once per transaction, in the
  *   order they were started. smtp_client_room() says whether
  *   smtp_client_start_txn() would be taken now. A transaction that would

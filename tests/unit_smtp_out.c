@@ -173,12 +173,12 @@ static void test_bdat_refs_partial_consume(void)
     snprintf(head, sizeof(head), "MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nBDAT %zu LAST\r\n", len1);
     buf_append_str(&want, head);
     buf_append(&want, b1, len1);
-    snprintf(head, sizeof(head), "MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nBDAT %zu LAST\r\n", len2);
+    snprintf(head, sizeof(head), "RSET\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nBDAT %zu LAST\r\n", len2);
     buf_append_str(&want, head);
     buf_append(&want, b2, len2);
     CHECK_INT(o.n - start, buf_used(&want));
     CHECK(memcmp(o.p + start, buf_peek(&want), buf_used(&want)) == 0);
-    feed(&c, "250 ok\r\n250 ok\r\n250 queued\r\n250 ok\r\n250 ok\r\n250 queued\r\n");
+    feed(&c, "250 ok\r\n250 ok\r\n250 queued\r\n250 reset\r\n250 ok\r\n250 ok\r\n250 queued\r\n");
     CHECK_INT(next_kind(&c), SMTP_EV_TXN_DONE);
     CHECK_INT(next_kind(&c), SMTP_EV_READY);
     CHECK_INT(next_kind(&c), SMTP_EV_TXN_DONE);

@@ -43,6 +43,9 @@ static const uint8_t body8[] = "Subject: hi\r\n\r\n\xc3\xa9t\xc3\xa9\r\n";
 #define BDAT_BODY "BDAT 22 LAST\r\nSubject: hi\r\n\r\nhello\r\n"
 #define GROUP1 "MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\n" BDAT_BODY
 #define GROUP2 "MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nRCPT TO:<c@y.test>\r\n" BDAT_BODY
+/* a group stacked behind another BDAT transaction starts with RSET */
+#define BEHIND1 "RSET\r\n" GROUP1
+#define BEHIND2 "RSET\r\n" GROUP2
 #define EHLO_PC "220 mx\r\n250-mx\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 CHUNKING\r\n"
 
 static const struct smtp_msg m1 = {"a@x.test", rcpt_b, 1, body, sizeof(body) - 1};
@@ -71,18 +74,18 @@ static void test_three_in_flight(void)
         struct drv d;
         pinit(&d, 4, msgs, 3);
         feed(&d, EHLO_PC);
-        CHECK_STR(d.out, "EHLO client.test\r\n" GROUP1 GROUP2 GROUP1);
+        CHECK_STR(d.out, "EHLO client.test\r\n" GROUP1 BEHIND2 BEHIND1);
         CHECK_INT(smtp_client_in_flight(&d.c), 3);
         CHECK_INT(smtp_client_in_doubt(&d.c), 1);
         const char *replies = "250 ok\r\n250 ok\r\n250 2.0.0 one\r\n"
-                              "250 ok\r\n250 ok\r\n550 5.1.1 no c\r\n250 2.0.0 two\r\n"
-                              "250 ok\r\n250 ok\r\n250 2.0.0 three\r\n221 bye\r\n";
+                              "250 reset\r\n250 ok\r\n250 ok\r\n550 5.1.1 no c\r\n250 2.0.0 two\r\n"
+                              "250 reset\r\n250 ok\r\n250 ok\r\n250 2.0.0 three\r\n221 bye\r\n";
         if (bytes)
             feed_bytes(&d, replies);
         else
             feed(&d, replies);
         CHECK_STR(d.log, "START1 START2 START3 TXN(1,BODY,250) TXN(1,BODY,250) TXN(1,BODY,250) CLOSED");
-        CHECK_STR(d.out, "EHLO client.test\r\n" GROUP1 GROUP2 GROUP1 "QUIT\r\n");
+        CHECK_STR(d.out, "EHLO client.test\r\n" GROUP1 BEHIND2 BEHIND1 "QUIT\r\n");
         check_three_results(&d);
         drv_free(&d);
     }
@@ -95,11 +98,12 @@ static void test_depth_limit(void)
     struct drv d;
     pinit(&d, 2, msgs, 3);
     feed(&d, EHLO_PC);
-    CHECK_STR(d.out, "EHLO client.test\r\n" GROUP1 GROUP1);
+    CHECK_STR(d.out, "EHLO client.test\r\n" GROUP1 BEHIND1);
     CHECK_INT(smtp_client_room(&d.c), 0);
     feed(&d, "250 ok\r\n250 ok\r\n250 2.0.0 one\r\n");
-    CHECK_STR(d.out, "EHLO client.test\r\n" GROUP1 GROUP1 GROUP1);
-    feed(&d, "250 ok\r\n250 ok\r\n250 2.0.0 two\r\n250 ok\r\n250 ok\r\n250 2.0.0 three\r\n221 bye\r\n");
+    CHECK_STR(d.out, "EHLO client.test\r\n" GROUP1 BEHIND1 BEHIND1);
+    feed(&d, "250 reset\r\n250 ok\r\n250 ok\r\n250 2.0.0 two\r\n"
+             "250 reset\r\n250 ok\r\n250 ok\r\n250 2.0.0 three\r\n221 bye\r\n");
     CHECK_STR(d.log, "START1 START2 TXN(1,BODY,250) START3 TXN(1,BODY,250) TXN(1,BODY,250) CLOSED");
     drv_free(&d);
 
@@ -115,28 +119,48 @@ static void test_depth_limit(void)
     drv_free(&d);
 }
 
-/* The first fails with the receiver still in its transaction: the second,
- * already sent, meets 503 at MAIL and comes back marked resend; nothing
- * more is queued until RSET has gone out on an idle session. */
+/* The first fails: its recipient refused, so its BDAT too, and the
+ * receiver stays in its transaction (Exim does). The second, already
+ * sent, starts with RSET, so its MAIL, RCPT and body make a transaction of
+ * their own. Without the RSET the receiver answered its MAIL 503 and took
+ * its RCPT and body into the first, under the first's sender, and the
+ * second was resent: delivered twice (tests/it_exim.sh found it). */
+static void test_failure_then_reset(void)
+{
+    const struct smtp_msg msgs[] = {m1, m1, m1};
+    struct drv d;
+    pinit(&d, 4, msgs, 3);
+    feed(&d, EHLO_PC);
+    CHECK_STR(d.out, "EHLO client.test\r\n" GROUP1 BEHIND1 BEHIND1);
+    feed(&d, "250 ok\r\n550 5.1.1 no b\r\n554 5.5.1 no valid recipients\r\n"
+             "250 reset\r\n250 ok\r\n250 ok\r\n250 2.0.0 two\r\n"
+             "250 reset\r\n250 ok\r\n250 ok\r\n250 2.0.0 three\r\n");
+    CHECK_STR(d.log, "START1 START2 START3 TXN(0,RCPT,550) TXN(1,BODY,250) TXN(1,BODY,250)");
+    drv_free(&d);
+}
+
+/* A receiver that still answers the MAIL behind a failed one with 503
+ * (after RSET: it should not) gets that message back marked resend;
+ * nothing more is queued until RSET has gone out on an idle session. */
 static void test_failure_resend(void)
 {
     const struct smtp_msg msgs[] = {m1, m1, m1};
     struct drv d;
     pinit(&d, 4, msgs, 3);
     feed(&d, EHLO_PC);
-    CHECK_STR(d.out, "EHLO client.test\r\n" GROUP1 GROUP1 GROUP1);
+    CHECK_STR(d.out, "EHLO client.test\r\n" GROUP1 BEHIND1 BEHIND1);
     feed(&d, "250 ok\r\n250 ok\r\n451 4.3.0 try later\r\n"
-             "503 5.5.1 nested MAIL\r\n503 5.5.1 bad sequence\r\n503 5.5.1 bad sequence\r\n"
-             "250 ok\r\n250 ok\r\n250 2.0.0 three\r\n");
+             "250 reset\r\n503 5.5.1 nested MAIL\r\n503 5.5.1 bad sequence\r\n503 5.5.1 bad sequence\r\n"
+             "250 reset\r\n250 ok\r\n250 ok\r\n250 2.0.0 three\r\n");
     CHECK_STR(d.log, "START1 START2 START3 TXN(0,BODY,451) TXN(0,MAIL,503,resend) TXN(1,BODY,250)");
     /* A MAIL refusal that is not 503 is the receiver's word: no resend.
      * Both failed: RSET before the third, which goes alone. */
     drv_free(&d);
     pinit(&d, 2, msgs, 3);
-    feed(&d, EHLO_PC "250 ok\r\n250 ok\r\n451 4.3.0 later\r\n550 5.7.1 sender denied\r\n"
+    feed(&d, EHLO_PC "250 ok\r\n250 ok\r\n451 4.3.0 later\r\n250 reset\r\n550 5.7.1 sender denied\r\n"
              "503 5.5.1 no\r\n503 5.5.1 no\r\n");
     CHECK_STR(d.log, "START1 START2 TXN(0,BODY,451) TXN(0,MAIL,550) START3");
-    CHECK_STR(d.out, "EHLO client.test\r\n" GROUP1 GROUP1 "RSET\r\n" GROUP1);
+    CHECK_STR(d.out, "EHLO client.test\r\n" GROUP1 BEHIND1 "RSET\r\n" GROUP1);
     CHECK_INT(smtp_client_room(&d.c), 0);   /* nothing behind the RSET */
     drv_free(&d);
 }
@@ -164,7 +188,7 @@ static void test_lost_in_flight(void)
     const struct smtp_msg msgs[] = {m1, m1, m1};
     struct drv d;
     pinit(&d, 4, msgs, 3);
-    feed(&d, EHLO_PC "250 ok\r\n250 ok\r\n250 2.0.0 one\r\n250 ok\r\n");
+    feed(&d, EHLO_PC "250 ok\r\n250 ok\r\n250 2.0.0 one\r\n250 reset\r\n250 ok\r\n");
     CHECK_INT(smtp_client_in_flight(&d.c), 2);
     smtp_client_eof(&d.c);
     drv_pump(&d);
@@ -343,6 +367,7 @@ int main(void)
 {
     RUN(test_three_in_flight);
     RUN(test_depth_limit);
+    RUN(test_failure_then_reset);
     RUN(test_failure_resend);
     RUN(test_local_refusal_waits);
     RUN(test_lost_in_flight);

@@ -71,12 +71,12 @@ static void test_bdat_pipelined(void)
     struct drv d;
     qinit(&d, 4, msgs, 3);
     drv_feed_str(&d, EHLO_PC);
-    CHECK_STR(d.out, "EHLO client.test\r\n" BGROUP BGROUP BGROUP "QUIT\r\n");
-    drv_feed_str(&d, "250 ok\r\n250 ok\r\n250 2.0.0 one\r\n250 ok\r\n250 ok\r\n250 2.0.0 two\r\n"
-                     "250 ok\r\n250 ok\r\n250 2.0.0 three\r\n221 bye\r\n");
+    CHECK_STR(d.out, "EHLO client.test\r\n" BGROUP "RSET\r\n" BGROUP "RSET\r\n" BGROUP "QUIT\r\n");
+    drv_feed_str(&d, "250 ok\r\n250 ok\r\n250 2.0.0 one\r\n250 reset\r\n250 ok\r\n250 ok\r\n"
+                     "250 2.0.0 two\r\n250 reset\r\n250 ok\r\n250 ok\r\n250 2.0.0 three\r\n221 bye\r\n");
     CHECK_STR(d.log, "START1 START2 START3 QA TXN(1,BODY,250) TXN(1,BODY,250) "
                      "TXN(1,BODY,250) CLOSED");
-    CHECK_STR(d.out, "EHLO client.test\r\n" BGROUP BGROUP BGROUP "QUIT\r\n");
+    CHECK_STR(d.out, "EHLO client.test\r\n" BGROUP "RSET\r\n" BGROUP "RSET\r\n" BGROUP "QUIT\r\n");
     drv_free(&d);
 }
 
