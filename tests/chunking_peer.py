@@ -8,7 +8,10 @@ goes to LOG as received; after "BDAT <n> [LAST]" the n chunk bytes are read
 exactly and logged as one line "CHUNK <hex of the bytes>". A DATA body is
 logged as "BODY <hex>" (up to and including the final ".\r\n"). RCPT to a
 local part starting with "reject" gets 550; a BDAT or DATA with no accepted
-recipient gets 554. Runs until SIGTERM.
+recipient gets 554. Like Exim, a refused BDAT LAST leaves the transaction
+open: a MAIL before RSET gets 503, and RCPTs join that transaction. Each
+message taken is logged as "ACCEPT <sender> <recipients>". Runs until
+SIGTERM.
 """
 import os
 import signal
@@ -36,7 +39,8 @@ def serve(conn):
         out.flush()
 
     reply("220 chunking.test ESMTP")
-    rcpts = 0
+    rcpts = []
+    sender = None
     while True:
         line = f.readline(MAX_LINE)
         if not line:
@@ -47,13 +51,19 @@ def serve(conn):
         if verb == "EHLO":
             reply("250-chunking.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 CHUNKING")
         elif verb == "MAIL":
-            rcpts = 0
+            if sender is not None:
+                reply("503 5.5.1 sender already given")
+                continue
+            sender = cmd[len("MAIL FROM:"):].split(" ", 1)[0]
+            rcpts = []
             reply("250 2.1.0 ok")
         elif verb == "RCPT":
-            if cmd.upper().startswith("RCPT TO:<REJECT"):
+            if sender is None:
+                reply("503 5.5.1 sender first")
+            elif cmd.upper().startswith("RCPT TO:<REJECT"):
                 reply("550 5.1.1 no such user")
             else:
-                rcpts += 1
+                rcpts.append(cmd[len("RCPT TO:"):].split(" ", 1)[0])
                 reply("250 2.1.5 ok")
         elif verb == "BDAT":
             n = int(cmd.split()[1])
@@ -61,7 +71,12 @@ def serve(conn):
                 return
             data = f.read(n)
             log("CHUNK " + data.hex())
-            reply("250 2.0.0 queued" if rcpts else "554 5.5.1 no valid recipients")
+            if rcpts:
+                log("ACCEPT %s %s" % (sender, ",".join(rcpts)))
+                sender, rcpts = None, []
+                reply("250 2.0.0 queued")
+            else:
+                reply("554 5.5.1 no valid recipients")   # the transaction stays open
         elif verb == "DATA":
             reply("354 go")
             body = b""
@@ -71,9 +86,14 @@ def serve(conn):
                     return
                 body += chunk
             log("BODY " + body.hex())
+            if not rcpts:
+                reply("554 5.5.1 no valid recipients")
+                continue
+            log("ACCEPT %s %s" % (sender, ",".join(rcpts)))
+            sender, rcpts = None, []
             reply("250 2.0.0 queued")
         elif verb == "RSET":
-            rcpts = 0
+            sender, rcpts = None, []
             reply("250 2.0.0 reset")
         elif verb == "QUIT":
             reply("221 2.0.0 bye")

@@ -3,7 +3,10 @@
 #  a. the exact commands (tests/chunking_peer.py, plaintext): one
 #     "BDAT <n> LAST" per message, no DATA, n is the chunk's length, the
 #     chunk has CRLF line ends, no dot-stuffing and no terminator; a
-#     refused recipient is reported, the accepted one delivered;
+#     refused recipient is reported, the accepted one delivered; behind a
+#     transaction whose every recipient was refused (the peer, like Exim,
+#     stays in it after refusing its BDAT), the stacked ones start with
+#     RSET and are taken once each, under their own sender;
 #  b. tern-sink --chunking over STARTTLS: 500 messages, every one received
 #     once and byte-identical to what was queued, transactions pipelined
 #     (several in flight on a connection); with max_transactions_in_flight
@@ -74,6 +77,24 @@ EOC
     # ok2 delivered beside the refused recipient, who gets a DSN (by BDAT too).
     [ "$(summ wire delivered)" = 2 ] && grep -q '^RCPT TO:<a@src.test>$' "$dir/peer.log" &&
         pass bdat_delivered_refusal_reported || fail bdat_delivered_refusal_reported "$(why wire)"
+    # A message whose only recipient is refused, three behind it on the
+    # same connection. Without the RSET the peer answered the second's MAIL
+    # 503 and took its RCPT and chunk into the first transaction, under
+    # f@src.test, and tern sent it again.
+    cp "$dir/wire.conf" "$dir/stack.conf"
+    "$TERN" inject -c "$dir/stack.conf" --from f@src.test --to reject@dst.test "$dir/m1.eml" >/dev/null
+    for i in 5 6 7; do
+        "$TERN" inject -c "$dir/stack.conf" --from a@src.test --to "ok$i@dst.test" "$dir/m1.eml" >/dev/null
+    done
+    drain stack
+    ok=1
+    for i in 5 6 7; do
+        [ "$(grep -c "^ACCEPT <a@src.test> <ok$i@dst.test>\$" "$dir/peer.log")" = 1 ] || ok=0
+    done
+    [ "$ok" = 1 ] && ! grep -q '^ACCEPT <f@src.test>' "$dir/peer.log" &&
+        [ "$(grep -c '^RSET$' "$dir/peer.log")" -ge 2 ] && [ "$(summ stack failed)" = 1 ] &&
+        pass bdat_stacked_behind_refused_txn ||
+        fail bdat_stacked_behind_refused_txn "$(grep -E '^(ACCEPT|RSET|MAIL)' "$dir/peer.log" | tail -12 | paste -sd' ' -); $(why stack)"
 else
     fail bdat_used_not_data "chunking_peer did not start: $(cat "$dir/peer.err")"
 fi
