@@ -82,10 +82,13 @@ void slow_start_unwait(struct dest *d)
 void slow_start_sessions(struct worker *w, struct mxhost *h, int single_use, int reusable)
 {
     int n = reusable ? INT_MAX : single_use;
-    while (h->ss_head && n-- > 0) {
+    while (h->ss_head && n > 0) {
         struct dest *d = h->ss_head;
         slow_start_unwait(d);
+        if (d->nready == 0)
+            continue;   /* its mail went another way: the session is for the next */
         worker_mark_dirty(w, d);
         w->st.slow_start_woken++;
+        n--;
     }
 }
