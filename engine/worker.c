@@ -418,7 +418,7 @@ static void dest_schedule_ready(struct worker *w, struct dest *d)
         if (d->site && d->site->nconns >= site_max_conns(d))
             break;
         if (!slow_start_may_open(w, d, &sessions)) {
-            slow_start_wait(d);   /* woken as sessions come back */
+            slow_start_wait(w, d);   /* woken as sessions come back */
             break;
         }
         /* A freed host slot is for the destinations waiting without a

@@ -176,7 +176,7 @@ struct mxhost {
     struct dest *wait_head, *wait_tail;
     /* destinations held back by the resumption slow start, woken in
      * order as sessions come back (worker_slowstart.c) */
-    struct dest *ss_head, *ss_tail;
+    struct age_list ss_wait;
     int slot;                        /* index into struct engine's per-host arrays */
     struct mxhost *next;             /* table chain */
     uint64_t hash;                   /* of key */
@@ -203,8 +203,7 @@ struct dest {
     int host_waiting;          /* on its host's wait list */
     struct dest *host_wait_next, *host_wait_prev;   /* doubly linked: unwait is O(1) */
     struct mxhost *wait_host;  /* the host whose wait list holds it (d->host may move on) */
-    int ss_waiting;            /* on its host's slow-start list (worker_slowstart.c) */
-    struct dest *ss_next, *ss_prev;
+    struct age_node ss_node;   /* on its host's slow-start list (worker_slowstart.c) */
     int64_t cert_plaintext_until_ms;   /* at may: our client certificate was the problem */
     uint8_t leaf_sha256[32];   /* the peer's certificate, to notice a change */
     int have_leaf;
@@ -586,7 +585,7 @@ void worker_forget_tick(struct worker *w);
  * TLS 1.2 one), so as many waiting destinations are woken (all for a
  * reusable one). */
 int slow_start_may_open(struct worker *w, struct dest *d, long *sessions);
-void slow_start_wait(struct dest *d);
+void slow_start_wait(struct worker *w, struct dest *d);
 void slow_start_unwait(struct dest *d);
 void slow_start_sessions(struct worker *w, struct mxhost *h, int single_use, int reusable);
 

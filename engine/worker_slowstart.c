@@ -6,9 +6,9 @@
  * two tickets per handshake), instead of opening twenty full handshakes at
  * once. Routes that yield no sessions are not held back.
  *
- * Held-back destinations wait on their host's list (h->ss_head, d->ss_next
- * and d->ss_prev, doubly linked), and sessions arriving on the host wake
- * them in order: one per TLS 1.3 session (each resumes one connection),
+ * Held-back destinations wait on their host's list (h->ss_wait, an
+ * age_list.h queue: oldest first, O(1) removal), and sessions arriving on
+ * the host wake them in order: one per TLS 1.3 session (each resumes one connection),
  * all for a TLS 1.2 one (it resumes any number). Before the list they
  * waited for the 50 ms tick: a burst to a hundred new destinations on one
  * host climbed to its connections one doubling per tick, ~350 ms (a
@@ -21,6 +21,7 @@
 #include "engine/worker_int.h"
 
 #include <limits.h>
+#include <stddef.h>
 
 int slow_start_may_open(struct worker *w, struct dest *d, long *sessions)
 {
@@ -47,44 +48,32 @@ int slow_start_may_open(struct worker *w, struct dest *d, long *sessions)
     return *sessions > pre_tls;
 }
 
-void slow_start_wait(struct dest *d)
+/* The destination whose ss_node this is. */
+static struct dest *waiting_dest(struct age_node *a)
 {
-    struct mxhost *h = d->host;
-    if (d->ss_waiting || h == NULL)
-        return;
-    d->ss_waiting = 1;
-    d->ss_next = NULL;
-    d->ss_prev = h->ss_tail;
-    if (h->ss_tail)
-        h->ss_tail->ss_next = d;
-    else
-        h->ss_head = d;
-    h->ss_tail = d;
+    return (struct dest *)(void *)((char *)a - offsetof(struct dest, ss_node));
+}
+
+void slow_start_wait(struct worker *w, struct dest *d)
+{
+    if (!d->ss_node.listed && d->host != NULL)
+        age_list_push(&d->host->ss_wait, &d->ss_node, w->now_ms);
 }
 
 void slow_start_unwait(struct dest *d)
 {
-    if (!d->ss_waiting)
-        return;
-    struct mxhost *h = d->host;   /* unchanged while listed: dest_set_host unlists */
-    if (d->ss_prev)
-        d->ss_prev->ss_next = d->ss_next;
-    else
-        h->ss_head = d->ss_next;
-    if (d->ss_next)
-        d->ss_next->ss_prev = d->ss_prev;
-    else
-        h->ss_tail = d->ss_prev;
-    d->ss_next = d->ss_prev = NULL;
-    d->ss_waiting = 0;
+    /* d->host is the one it waits on: dest_set_host unlists it first */
+    if (d->ss_node.listed)
+        age_list_remove(&d->host->ss_wait, &d->ss_node);
 }
 
 void slow_start_sessions(struct worker *w, struct mxhost *h, int single_use, int reusable)
 {
     int n = reusable ? INT_MAX : single_use;
-    while (h->ss_head && n > 0) {
-        struct dest *d = h->ss_head;
-        slow_start_unwait(d);
+    struct age_node *a;
+    while (n > 0 && (a = age_list_oldest(&h->ss_wait)) != NULL) {
+        struct dest *d = waiting_dest(a);
+        age_list_remove(&h->ss_wait, a);
         if (d->nready == 0)
             continue;   /* its mail went another way: the session is for the next */
         worker_mark_dirty(w, d);
