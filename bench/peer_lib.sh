@@ -17,7 +17,8 @@
 #
 #   peerlib_free_port             a free TCP port on 127.0.0.1
 #   peerlib_listening PORT        0 once 127.0.0.1:PORT accepts (10 s at most)
-#   peerlib_cpu_begin NAME        picks PEERLIB_CPU_METHOD (cgroup or proc)
+#   peerlib_cpu_begin NAME        picks PEERLIB_CPU_METHOD (cgroup or proc),
+#                                 removes stale empty groups of dead runs,
 #                                 and makes the cgroup NAME-PID for cgroup
 #   peerlib_cpu_join              in the subshell that execs the peer: join it
 #   peerlib_cpu_s ROOT_PID        CPU seconds of the family so far
@@ -58,11 +59,26 @@ peerlib_free_port() {
 peerlib_cpu_begin() {
     PEERLIB_CPU_METHOD=proc
     PEERLIB_CGROUP=""
+    peerlib_cgroup_sweep
     if [ "${PF_CPU_FORCE:-}" != proc ] && [ -w "$PEERLIB_CGROUP_ROOT" ] &&
         mkdir "$PEERLIB_CGROUP_ROOT/tern-bench-$1-$$" 2>/dev/null; then
         PEERLIB_CGROUP=$PEERLIB_CGROUP_ROOT/tern-bench-$1-$$
         PEERLIB_CPU_METHOD=cgroup
     fi
+}
+
+# A benchmark killed with SIGKILL runs no trap, so its cgroup stays: an
+# empty tern-bench-NAME-PID whose PID is gone is removed here. A group
+# that still holds processes is left alone (they are not this run's).
+peerlib_cgroup_sweep() {
+    local g pid
+    for g in "$PEERLIB_CGROUP_ROOT"/tern-bench-*-*; do
+        [ -d "$g" ] || continue
+        pid=${g##*-}
+        case $pid in '' | *[!0-9]*) continue ;; esac
+        kill -0 "$pid" 2>/dev/null && continue
+        [ -s "$g/cgroup.procs" ] || rmdir "$g" 2>/dev/null || true
+    done
 }
 
 peerlib_cpu_join() {
