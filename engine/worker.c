@@ -277,14 +277,8 @@ static void host_wait(struct worker *w, struct dest *d)
         return;
     d->host_waiting = 1;
     atomic_fetch_add(h->all_waiting, 1);
-    d->host_wait_next = NULL;
-    d->host_wait_prev = h->wait_tail;
     d->wait_host = h;
-    if (h->wait_tail)
-        h->wait_tail->host_wait_next = d;
-    else
-        h->wait_head = d;
-    h->wait_tail = d;
+    age_list_push(&h->wait, &d->host_wait_node, w->now_ms);
     host_waiters_changed(w, h);
 }
 
@@ -318,15 +312,7 @@ static void host_unwait(struct worker *w, struct dest *d)
     struct mxhost *h = d->wait_host;
     if (!d->host_waiting)
         return;
-    if (d->host_wait_prev)
-        d->host_wait_prev->host_wait_next = d->host_wait_next;
-    else
-        h->wait_head = d->host_wait_next;
-    if (d->host_wait_next)
-        d->host_wait_next->host_wait_prev = d->host_wait_prev;
-    else
-        h->wait_tail = d->host_wait_prev;
-    d->host_wait_next = d->host_wait_prev = NULL;
+    age_list_remove(&h->wait, &d->host_wait_node);
     d->host_waiting = 0;
     atomic_fetch_sub(h->all_waiting, 1);
     host_waiters_changed(w, h);
@@ -334,15 +320,10 @@ static void host_unwait(struct worker *w, struct dest *d)
 
 void host_wake(struct worker *w, struct mxhost *h)
 {
-    struct dest *d = h->wait_head;
+    struct dest *d = host_first_waiting(h);
     if (d == NULL)
         return;
-    h->wait_head = d->host_wait_next;
-    if (h->wait_head == NULL)
-        h->wait_tail = NULL;
-    else
-        h->wait_head->host_wait_prev = NULL;
-    d->host_wait_next = NULL;
+    age_list_remove(&h->wait, &d->host_wait_node);
     d->host_waiting = 0;
     atomic_fetch_sub(h->all_waiting, 1);
     host_waiters_changed(w, h);
@@ -481,7 +462,7 @@ static void dest_schedule(struct worker *w, struct dest *d)
     /* Room left on the host that this destination did not use (it may
      * have been woken with nothing left to send): pass it on. */
     struct mxhost *h = d->host;
-    if (h && h->wait_head && atomic_load(h->all_conns) < d->lim.max_connections_per_host)
+    if (h && host_first_waiting(h) && atomic_load(h->all_conns) < d->lim.max_connections_per_host)
         host_wake(w, h);
 }
 

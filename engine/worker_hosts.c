@@ -102,7 +102,7 @@ void dest_set_host(struct worker *w, struct dest *d, struct mxhost *h)
 
 void host_waiters_changed(struct worker *w, struct mxhost *h)
 {
-    int want = h->wait_head != NULL;
+    int want = host_first_waiting(h) != NULL;
     if (want == h->wlisted)
         return;
     if (want) {
@@ -134,9 +134,11 @@ void host_waiters_changed(struct worker *w, struct mxhost *h)
  * it passes any room left on to the next (dest_schedule). */
 void hosts_wake_waiting(struct worker *w)
 {
-    for (struct mxhost *h = w->waiting_hosts; h; h = h->wnext)
-        if (h->wait_head && atomic_load(h->all_conns) < h->wait_head->lim.max_connections_per_host)
-            worker_mark_dirty(w, h->wait_head);
+    for (struct mxhost *h = w->waiting_hosts; h; h = h->wnext) {
+        struct dest *d = host_first_waiting(h);
+        if (d && atomic_load(h->all_conns) < d->lim.max_connections_per_host)
+            worker_mark_dirty(w, d);
+    }
 }
 
 static int host_unused(const struct worker *w, const struct mxhost *h)
@@ -144,7 +146,7 @@ static int host_unused(const struct worker *w, const struct mxhost *h)
     for (const struct site *s = h->sites; s; s = s->next)
         if (s->nconns || s->ready_head)
             return 0;
-    return h->refs == 0 && h->nconns == 0 && h->wait_head == NULL && !h->wlisted &&
+    return h->refs == 0 && h->nconns == 0 && host_first_waiting(h) == NULL && !h->wlisted &&
            h->tier_until_ms <= w->now_ms && h->plaintext_until_ms <= w->now_ms;
 }
 

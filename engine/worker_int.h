@@ -172,8 +172,8 @@ struct mxhost {
     int plaintext;                   /* TLS failed altogether */
     int64_t plaintext_until_ms;
     /* destinations held back by max_connections_per_host, woken in
-     * order as this host's connections close */
-    struct dest *wait_head, *wait_tail;
+     * order as this host's connections close (host_wait, host_wake) */
+    struct age_list wait;
     /* destinations held back by the resumption slow start, woken in
      * order as sessions come back (worker_slowstart.c) */
     struct age_list ss_wait;
@@ -201,7 +201,7 @@ struct dest {
     int no_sessions;           /* the last connection yielded no TLS session */
     int npre_tls;              /* connections open, not yet at STARTTLS */
     int host_waiting;          /* on its host's wait list */
-    struct dest *host_wait_next, *host_wait_prev;   /* doubly linked: unwait is O(1) */
+    struct age_node host_wait_node;   /* on wait_host's wait list */
     struct mxhost *wait_host;  /* the host whose wait list holds it (d->host may move on) */
     struct age_node ss_node;   /* on its host's slow-start list (worker_slowstart.c) */
     int64_t cert_plaintext_until_ms;   /* at may: our client certificate was the problem */
@@ -479,6 +479,12 @@ void worker_mark_dirty(struct worker *w, struct dest *d);
 /* host_wake: a connection to h closed; the longest-waiting destination
  * held back by the per-host limit gets to schedule. */
 void host_wake(struct worker *w, struct mxhost *h);
+/* host_first_waiting: the destination first in h's wait line (NULL: none). */
+static inline struct dest *host_first_waiting(const struct mxhost *h)
+{
+    struct age_node *a = age_list_oldest(&h->wait);
+    return a ? (struct dest *)(void *)((char *)a - offsetof(struct dest, host_wait_node)) : NULL;
+}
 struct io_uring_sqe *worker_sqe(struct worker *w);
 struct buf *outq_tail(struct outq *q);
 void outq_append(struct outq *q, const void *p, size_t n);
