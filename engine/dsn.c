@@ -16,16 +16,43 @@ static void append_clean(struct buf *out, const char *s, size_t max)
     }
 }
 
-/* Length of the original's header section (up to the blank line). */
-static size_t header_len(const uint8_t *p, size_t n)
+/* The original's header section (up to its first empty line), one line
+ * at a time: each ends in CRLF (a bare LF ends a line too, a bare CR
+ * becomes a space), a line longer than DSN_LINE_MAX is cut there (the
+ * report would otherwise carry a line receivers may refuse, RFC 5322
+ * 2.1.1), a line that could read as one of the report's MIME boundaries
+ * is indented, and the section stops at the last whole line within
+ * DSN_HEADERS_MAX bytes. */
+static void append_headers(struct buf *out, const uint8_t *p, size_t n, const char *boundary)
 {
-    for (size_t i = 0; i + 1 < n; i++) {
-        if (p[i] == '\n' && p[i + 1] == '\n')
-            return i + 1;
-        if (i + 3 < n && p[i] == '\r' && p[i + 1] == '\n' && p[i + 2] == '\r' && p[i + 3] == '\n')
-            return i + 2;
+    size_t blen = strlen(boundary), used = 0, i = 0;
+    while (i < n) {
+        size_t end = i;
+        while (end < n && p[end] != '\n')
+            end++;
+        size_t len = end - i;
+        if (len > 0 && p[end - 1] == '\r' && end < n)
+            len--;                          /* the CR of CRLF */
+        if (len == 0)
+            return;                         /* the end of the header section */
+        if (len > DSN_LINE_MAX)
+            len = DSN_LINE_MAX;
+        int guard = len >= 2 + blen && p[i] == '-' && p[i + 1] == '-' &&
+                    memcmp(p + i + 2, boundary, blen) == 0;
+        if (used + (size_t)guard + len + 2 > DSN_HEADERS_MAX)
+            return;
+        if (guard)
+            buf_append(out, " ", 1);
+        uint8_t *dst = buf_reserve(out, len);
+        if (dst == NULL)
+            return;
+        for (size_t k = 0; k < len; k++)
+            dst[k] = p[i + k] == '\r' ? ' ' : p[i + k];
+        buf_commit(out, len);
+        buf_append(out, "\r\n", 2);
+        used += (size_t)guard + len + 2;
+        i = end + 1;
     }
-    return n;
 }
 
 int dsn_build(struct buf *out, const char *reporting_mta, const char *sender,
@@ -43,7 +70,7 @@ int dsn_build(struct buf *out, const char *reporting_mta, const char *sender,
     buf_append_str(out, "From: Mail Delivery System <MAILER-DAEMON@");
     buf_append_str(out, reporting_mta);
     buf_append_str(out, ">\r\nTo: <");
-    append_clean(out, sender, 512);
+    append_clean(out, sender, DSN_ADDR_MAX);
     int delayed = n > 0 && r[0].action && strcmp(r[0].action, "delayed") == 0;
     buf_append_str(out, delayed ? ">\r\nSubject: Delayed Mail (still being retried)\r\nDate: "
                                 : ">\r\nSubject: Undelivered Mail Returned to Sender\r\nDate: ");
@@ -59,10 +86,12 @@ int dsn_build(struct buf *out, const char *reporting_mta, const char *sender,
                                   "Delivery is still being attempted; you need not resend it.\r\n\r\n"
                                 : "Your message could not be delivered to the following recipients:\r\n\r\n");
     for (size_t i = 0; i < n; i++) {
+        /* the reply on a line of its own: both at their longest would
+         * make one line longer than DSN_LINE_MAX */
         buf_append_str(out, "  <");
-        append_clean(out, r[i].rcpt, 512);
-        buf_append_str(out, ">: ");
-        append_clean(out, r[i].diagnostic, 900);
+        append_clean(out, r[i].rcpt, DSN_ADDR_MAX);
+        buf_append_str(out, ">:\r\n    ");
+        append_clean(out, r[i].diagnostic, DSN_DIAG_MAX);
         buf_append_str(out, "\r\n");
     }
     buf_append_str(out, "\r\n--");
@@ -76,22 +105,19 @@ int dsn_build(struct buf *out, const char *reporting_mta, const char *sender,
     buf_append_str(out, "\r\n");
     for (size_t i = 0; i < n; i++) {
         buf_append_str(out, "\r\nFinal-Recipient: rfc822; ");
-        append_clean(out, r[i].rcpt, 512);
+        append_clean(out, r[i].rcpt, DSN_ADDR_MAX);
         buf_append_str(out, "\r\nAction: ");
         buf_append_str(out, delayed ? "delayed" : "failed");
         buf_append_str(out, "\r\nStatus: ");
         append_clean(out, r[i].status && r[i].status[0] ? r[i].status : delayed ? "4.0.0" : "5.0.0", 16);
         buf_append_str(out, "\r\nDiagnostic-Code: smtp; ");
-        append_clean(out, r[i].diagnostic, 900);
+        append_clean(out, r[i].diagnostic, DSN_DIAG_MAX);
         buf_append_str(out, "\r\n");
     }
     buf_append_str(out, "\r\n--");
     buf_append_str(out, boundary);
     buf_append_str(out, "\r\nContent-Type: text/rfc822-headers\r\n\r\n");
-    size_t hl = header_len(orig, orig_len);
-    if (hl > DSN_HEADERS_MAX)
-        hl = DSN_HEADERS_MAX;
-    buf_append(out, orig, hl);
+    append_headers(out, orig, orig_len, boundary);
     buf_append_str(out, "\r\n--");
     buf_append_str(out, boundary);
     buf_append_str(out, "--\r\n");

@@ -6,7 +6,9 @@
  *   The report has three parts: a human-readable explanation, the
  *   message/delivery-status part (one per-recipient block with Action:
  *   failed or delayed, Status and Diagnostic-Code), and the original message's header
- *   (text/rfc822-headers, capped at DSN_HEADERS_MAX bytes). The engine
+ *   (text/rfc822-headers, whole lines up to DSN_HEADERS_MAX bytes). Every
+ *   line of the report ends in CRLF and is at most DSN_LINE_MAX octets,
+ *   whatever the original and the replies held. The engine
  *   enqueues it with the null reverse path "<>", so a bounce never bounces.
  *
  * OWNERSHIP
@@ -20,7 +22,10 @@
 
 #include "engine/buf.h"
 
-#define DSN_HEADERS_MAX (16 * 1024)
+#define DSN_HEADERS_MAX (16 * 1024)  /* the original's header section, at most */
+#define DSN_LINE_MAX    998          /* octets of a line before its CRLF (RFC 5322) */
+#define DSN_ADDR_MAX    512          /* an address as the report shows it */
+#define DSN_DIAG_MAX    900          /* a receiver's reply as the report shows it */
 
 struct dsn_rcpt {
     const char *rcpt;
