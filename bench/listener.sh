@@ -7,7 +7,8 @@
 # Per run: a fresh redis and sink (recording every message), `tern run`
 # with a listener (STARTTLS, test certificate; `listen_allow 127.0.0.1/32`,
 # or for listener-auth AUTH PLAIN over TLS against a one-user auth_file,
-# with no listen_allow), `route * =` the sink. Measured: tern-loadgen's
+# with no listen_allow; listener-auth-conn the same with a new connection
+# for each message), `route * =` the sink, and bench/run's --set lines. Measured: tern-loadgen's
 # accepted rate (its msgs_per_s: the 250 after each message's data), the
 # end-to-end rate (loadgen's start to the sink counting the N-th message),
 # tern's CPU (listener + workers, getrusage) per message, redis's and the
@@ -75,14 +76,16 @@ listener_write_config() {   # file port auth(0|1)
         echo "listen = 127.0.0.1:$2 tls=required cert=$CERTS/server.pem key=$CERTS/server.key"
         if [ "$3" = 1 ]; then echo "auth_file = $TERN_DIR/users"; else echo "listen_allow = 127.0.0.1/32"; fi
         echo "listen_received = no"
+        for l in ${TERN_SET[@]+"${TERN_SET[@]}"}; do echo "$l"; done
     } >"$1"
     "$TERN_BUILD/tern" check-config -c "$1" >/dev/null
 }
 
 run_listener() {   # workload run
     local w=$1 r=$2 dir=$WORK/$1-$2 rc=0 auth=0 port out tpid lg_pid t0 t1 got n
-    local auth_args=()
-    [ "$w" = listener-auth ] && auth=1
+    local auth_args=() conn_args=()
+    case $w in listener-auth*) auth=1 ;; esac
+    [ "$w" = listener-auth-conn ] && conn_args=(--msgs-per-conn 1)
     listener_ref_sha
     mkdir -p "$dir"
     TERN_DIR=$dir
@@ -113,7 +116,7 @@ run_listener() {   # workload run
     R0=$(redis_ticks "$REDIS_PID"); S0=$(ticks "$SINK_PID")
     t0=$(date +%s.%N)
     "$TERN_BUILD/tern-loadgen" --host 127.0.0.1 --port "$port" --messages "$N" --conns "$LISTENER_CONNS" \
-        --size "$SIZE" --starttls --ca-file "$CERTS/ca.pem" --to-domain listener.bench.test "${auth_args[@]}" \
+        --size "$SIZE" --starttls --ca-file "$CERTS/ca.pem" --to-domain listener.bench.test "${auth_args[@]}" "${conn_args[@]}" \
         >"$dir/loadgen.out" 2>"$dir/loadgen.err" &
     lg_pid=$!
     TERN_PIDS="$TERN_PIDS $lg_pid"
@@ -186,9 +189,9 @@ listener_record_run() {   # workload run dir loadgen_out t0 t1
             "$(sed -n 's/.*legacy \([0-9]*\).*/\1/p' <<<"$tiers")" "$(sed -n 's/.*plaintext \([0-9]*\).*/\1/p' <<<"$tiers")"
         printf 'p50_ms=%s p99_ms=%s max_ms=%s conns=%s peak_conns=%s sink_messages=%s ' "$(kv p50_ms "$sum")" \
             "$(kv p99_ms "$sum")" "$(kv max_ms "$sum")" "$(kv conns "$sum")" "$(stat_of peak_conns "$dir/sink.stats")" "${got:-0}"
-        printf 'listener_conns=%s listener_messages=%s listener_queue_failures=%s listener_tls=%s listener_auth_ok=%s ' \
+        printf 'listener_conns=%s listener_messages=%s listener_queue_failures=%s listener_tls=%s listener_auth_ok=%s listener_auth_cached=%s listener_auth_checks=%s ' \
             "$(kv connections "$lsum")" "$(kv messages "$lsum")" "$(kv queue_failures "$lsum")" "$(kv tls "$lsum")" \
-            "$(kv auth_ok "$lsum")"
+            "$(kv auth_ok "$lsum")" "$(kv auth_cached "$lsum")" "$(kv auth_checks "$lsum")"
         printf 'sink_records=%s sha_checked=%s sha_ok=%s\n' "$recs" "$recs" "$sha_ok"
     } >>"$RUNS_FILE"
     echo "  $w run $r: loadgen $4; sink $got messages, $sha_ok of $recs SHA-256 equal to the reference" >&2

@@ -185,11 +185,14 @@ def listener_lines(name, rs):
     for r in rs:
         out.append("  %s %s: accepted %s msg/s (tern-loadgen, its CPU %s us/msg), delivered end to end %s msg/s; "
                    "engine %s us/msg = listener thread %s + the rest %s; "
-                   "sink %s of %s messages, SHA-256 %s of %s equal to the sent message\n"
+                   "sink %s of %s messages, SHA-256 %s of %s equal to the sent message%s\n"
                    % (name, r.get("run"), fmt(r.get("accepted_msgs_per_s"), "%.0f"), fmt(r.get("loadgen_us_per_msg")),
                       fmt(r.get("msgs_per_s"), "%.0f"), fmt(r.get("engine_us_per_msg")),
                       fmt(r.get("listener_us_per_msg")), rest(r), r.get("sink_messages"), r.get("messages"),
-                      r.get("sha_ok"), r.get("sha_checked")))
+                      r.get("sha_ok"), r.get("sha_checked"),
+                      "; AUTH %s: %s from the auth cache, password checks %s" % (
+                          r.get("listener_auth_ok"), r.get("listener_auth_cached"), r.get("listener_auth_checks"))
+                      if r.get("listener_auth_ok") else ""))
     if len(rs) > 1:
         m = medians(rs)
         out.append("  %s median: accepted %s msg/s, delivered end to end %s msg/s, listener thread %s us/msg\n"
@@ -241,8 +244,10 @@ def table(meta, workloads, peers, runs):
             tls = ("STARTTLS (tern-loadgen, 100 connections at a time, a new one per message%s), %s%s"
                    % (", resumed" if meta.get("resumption") != "off" else "", receiver, got))
         if str(w.get("workload")).startswith("listener"):
-            tls = ("tern-loadgen -> tern's listener: STARTTLS (tls=required), pipelining, 20 connections, %s; "
-                   "-> sink: tls = encrypt" % ("AUTH PLAIN" if w["workload"] == "listener-auth" else "listen_allow"))
+            conn = w["workload"] == "listener-auth-conn"
+            tls = ("tern-loadgen -> tern's listener: STARTTLS (tls=required), pipelining, 20 connections%s, %s; "
+                   "-> sink: tls = encrypt" % (", a new connection (TLS resumed, AUTH) per message" if conn else "",
+                                              "AUTH PLAIN" if w["workload"].startswith("listener-auth") else "listen_allow"))
         rate = (", paced at %s msg/s" % w["rate"]) if w.get("rate") else ""
         if str(w.get("share")) == "0":
             rate += "; share_connections = no (each destination its own connections)"

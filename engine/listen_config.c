@@ -23,6 +23,7 @@ void listen_config_defaults(struct listen_config *lc)
     lc->command_timeout_ms = 300000;
     lc->data_timeout_ms = 600000;
     lc->received = 1;
+    lc->auth_cache_ms = 300000;
 }
 
 /* "127.0.0.1:2525", "[::1]:2525", "*:2525" into a numeric address. */
@@ -143,7 +144,7 @@ static const char *apply_allow(struct listen_config *lc, const char *val)
 }
 
 enum { SEEN_AUTH, SEEN_PROFILE, SEEN_MAXC, SEEN_PERIP, SEEN_RCPTS, SEEN_SIZE, SEEN_ERRORS,
-       SEEN_CMD_TO, SEEN_DATA_TO, SEEN_RECEIVED };
+       SEEN_CMD_TO, SEEN_DATA_TO, SEEN_RECEIVED, SEEN_AUTH_CACHE };
 
 static const char *apply_single(struct listen_config *lc, int bit, const char *val)
 {
@@ -184,6 +185,11 @@ static const char *apply_single(struct listen_config *lc, int bit, const char *v
             return "bad duration (use e.g. 30s, 5m)";
         *(bit == SEEN_CMD_TO ? &lc->command_timeout_ms : &lc->data_timeout_ms) = v64;
         return NULL;
+    case SEEN_AUTH_CACHE:
+        if (!config_parse_duration_ms(val, &v64) || v64 > 86400000)
+            return "bad duration (0 for off, at most 1d; e.g. 5m)";
+        lc->auth_cache_ms = v64;
+        return NULL;
     case SEEN_RECEIVED:
         if (strcmp(val, "yes") == 0)
             lc->received = 1;
@@ -210,6 +216,7 @@ const char *listen_config_apply(struct listen_config *lc, const char *key, const
         {"listen_command_timeout", SEEN_CMD_TO},
         {"listen_data_timeout", SEEN_DATA_TO},
         {"listen_received", SEEN_RECEIVED},
+        {"listen_auth_cache", SEEN_AUTH_CACHE},
     };
     int is_listen = strcmp(key, "listen") == 0, is_allow = strcmp(key, "listen_allow") == 0;
     int bit = -1;

@@ -17,6 +17,7 @@
  *     listen_command_timeout = 5m              # waiting for a command
  *     listen_data_timeout = 10m                # between DATA/BDAT bytes
  *     listen_received = yes                    # prepend a Received: header
+ *     listen_auth_cache = 5m                   # a verified AUTH is remembered (0: off)
  *
  *   ADDR is an IPv4 address, [IPv6] or "*" (every IPv4 and IPv6
  *   address). tls defaults to optional when a certificate is given, none
@@ -69,6 +70,7 @@ struct listen_config {
     int64_t command_timeout_ms;
     int64_t data_timeout_ms;
     int received;                   /* prepend Received: */
+    int64_t auth_cache_ms;          /* verified credentials kept (auth_cache.h); 0: off */
     unsigned seen;                  /* single-valued keys already set */
 };
 

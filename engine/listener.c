@@ -35,6 +35,7 @@
 #include <liburing.h>
 
 #include "engine/auth.h"
+#include "engine/auth_cache.h"
 #include "engine/auth_pool.h"
 #include "engine/resp_feed.h"
 #include "engine/resp_pool.h"
@@ -68,6 +69,8 @@ struct lconn {
     unsigned counted : 1;       /* counts against the connection limits */
     unsigned redis_wait : 1;    /* message handed to Redis, reply pending */
     unsigned auth_wait : 1;     /* password handed to the auth pool */
+    unsigned auth_follow : 1;   /* ...by another session: waits for that check */
+    uint8_t auth_digest[AUTH_CACHE_DIGEST];   /* while auth_wait: its cache key */
     int lidx;                   /* which listen line */
     struct smtp_server smtp;
     char ip[INET6_ADDRSTRLEN];
@@ -101,6 +104,15 @@ struct listener {
     struct auth_creds creds;
     int has_creds;
     struct auth_pool *pool;     /* password checks, off this thread */
+    struct auth_cache *auth_cache;   /* checks that passed (NULL: listen_auth_cache = 0) */
+    /* checks in the pool, by the digest of what they check: a session
+     * with the same credentials waits for that check instead of adding
+     * one (AUTH_POOL_QUEUE_MAX of them at most, the pool's own bound) */
+    struct auth_flight {
+        uint64_t tag;
+        uint8_t digest[AUTH_CACHE_DIGEST];
+    } *flights;
+    size_t nflights;
     uint64_t auth_val;
     int lfd[LISTEN_MAX];
     struct tls_server_ctx *tls[LISTEN_MAX];
@@ -111,7 +123,7 @@ struct listener {
     _Atomic int stop_asked;
     struct listener_stats_atomic {
         _Atomic uint64_t connections, refused_conns, messages, rejected_redis, tls, auth_ok,
-            auth_failed;
+            auth_failed, auth_cached, auth_checks;
     } st;
 
     /* thread state */
@@ -600,19 +612,64 @@ static void auth_answer(struct listener *l, struct lconn *c, int ok)
     smtp_server_auth_result(&c->smtp, ok);
 }
 
-/* The password goes to the auth pool; the session waits (paused in
- * AUTH_PENDING) for on_auth_results. */
+static struct auth_flight *flight_of(struct listener *l, const uint8_t *digest)
+{
+    for (size_t i = 0; i < l->nflights; i++)
+        if (memcmp(l->flights[i].digest, digest, AUTH_CACHE_DIGEST) == 0)
+            return &l->flights[i];
+    return NULL;
+}
+
+/* Credentials that passed within listen_auth_cache are accepted at once;
+ * credentials a check in the pool is already checking wait for it (a
+ * hundred clients that reconnect at once with one account cost one
+ * check, not a hundred); others go to the auth pool. The session waits
+ * (paused in AUTH_PENDING) for on_auth_results. */
 static void on_auth(struct listener *l, struct lconn *c)
 {
     const char *user, *pass;
     if (!smtp_server_auth_creds(&c->smtp, &user, &pass))
         return;
-    if (l->pool && auth_pool_submit(l->pool, (uint64_t)c->io.slot << 32 | c->io.gen, user, pass)) {
+    if (l->auth_cache) {
+        auth_cache_digest(l->auth_cache, user, pass, c->auth_digest);
+        if (auth_cache_hit(l->auth_cache, c->auth_digest, l->now_ms)) {
+            explicit_bzero(c->auth_digest, sizeof(c->auth_digest));
+            count(&l->st.auth_cached);
+            auth_answer(l, c, 1);
+            return;
+        }
+        if (flight_of(l, c->auth_digest)) {
+            c->auth_wait = c->auth_follow = 1;
+            set_deadline(l, c);
+            return;
+        }
+    }
+    uint64_t tag = (uint64_t)c->io.slot << 32 | c->io.gen;
+    if (l->pool && (!l->auth_cache || l->nflights < AUTH_POOL_QUEUE_MAX) &&
+        auth_pool_submit(l->pool, tag, user, pass)) {
+        count(&l->st.auth_checks);
+        if (l->auth_cache) {
+            l->flights[l->nflights].tag = tag;
+            memcpy(l->flights[l->nflights++].digest, c->auth_digest, AUTH_CACHE_DIGEST);
+        }
         c->auth_wait = 1;
         set_deadline(l, c);
         return;
     }
+    explicit_bzero(c->auth_digest, sizeof(c->auth_digest));
     auth_answer(l, c, 0);   /* no credentials, or the pool is full */
+}
+
+/* A check came back: the session that asked, and those that waited for
+ * the same credentials, get its answer. */
+static void auth_done(struct listener *l, struct lconn *c, int ok)
+{
+    c->auth_wait = c->auth_follow = 0;
+    explicit_bzero(c->auth_digest, sizeof(c->auth_digest));
+    auth_answer(l, c, ok);
+    set_deadline(l, c);
+    if (!c->io.closing)
+        run_smtp(l, c);
 }
 
 static void arm_auth_read(struct listener *l)
@@ -629,13 +686,27 @@ static void on_auth_results(struct listener *l)
     while ((n = auth_pool_take(l->pool, r, LS_AUTH_TAKE)) > 0) {
         for (size_t i = 0; i < n; i++) {
             struct lconn *c = conn_at(l, (uint32_t)(r[i].tag >> 32), (uint32_t)r[i].tag);
-            if (c == NULL || !c->auth_wait)
-                continue;   /* the client left */
-            c->auth_wait = 0;
-            auth_answer(l, c, r[i].ok);
-            set_deadline(l, c);
-            if (!c->io.closing)
-                run_smtp(l, c);
+            if (c != NULL && c->auth_wait && !c->auth_follow)
+                auth_done(l, c, r[i].ok);
+            size_t f = 0;
+            while (f < l->nflights && l->flights[f].tag != r[i].tag)
+                f++;
+            if (f == l->nflights)
+                continue;   /* no cache: nobody else waits */
+            uint8_t digest[AUTH_CACHE_DIGEST];
+            memcpy(digest, l->flights[f].digest, sizeof(digest));
+            l->flights[f] = l->flights[--l->nflights];
+            if (r[i].ok)
+                auth_cache_put(l->auth_cache, digest, l->now_ms);
+            /* the sessions that waited for it (even if the one that asked
+             * has left) */
+            for (uint32_t k = 0; k < l->io.nconns; k++) {
+                struct lconn *w = lconn_from(l->io.conns[k]);
+                if (w->io.in_use && w->auth_follow &&
+                    memcmp(w->auth_digest, digest, sizeof(digest)) == 0)
+                    auth_done(l, w, r[i].ok);
+            }
+            explicit_bzero(digest, sizeof(digest));
         }
     }
     arm_auth_read(l);
@@ -1010,6 +1081,12 @@ struct listener *listener_new(const struct tern_config *cfg, const struct queue_
             snprintf(err, errlen, "cannot start the password-check thread");
             goto fail;
         }
+        if (l->lc->auth_cache_ms > 0 &&
+            ((l->auth_cache = auth_cache_new(l->lc->auth_cache_ms)) == NULL ||
+             (l->flights = calloc(AUTH_POOL_QUEUE_MAX, sizeof(*l->flights))) == NULL)) {
+            snprintf(err, errlen, "out of memory (auth cache)");
+            goto fail;
+        }
     }
     for (int i = 0; i < l->lc->n; i++) {
         const struct listen_addr *a = &l->lc->addrs[i];
@@ -1089,6 +1166,8 @@ void listener_get_stats(const struct listener *l, struct listener_stats *o)
     o->tls = atomic_load(&l->st.tls);
     o->auth_ok = atomic_load(&l->st.auth_ok);
     o->auth_failed = atomic_load(&l->st.auth_failed);
+    o->auth_cached = atomic_load(&l->st.auth_cached);
+    o->auth_checks = atomic_load(&l->st.auth_checks);
 }
 
 void listener_free(struct listener *l)
@@ -1098,6 +1177,8 @@ void listener_free(struct listener *l)
     listener_stop(l);
     srv_io_free(&l->io, drop_conn, l);   /* the ring first, then the connections */
     auth_pool_free(l->pool);
+    auth_cache_free(l->auth_cache);
+    free(l->flights);
     for (int i = 0; i < LISTEN_MAX; i++) {
         if (l->lfd[i] >= 0)
             close(l->lfd[i]);

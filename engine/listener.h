@@ -27,7 +27,10 @@
  *
  *   AUTH verification (crypt_r, tens of milliseconds for yescrypt) runs
  *   on a helper thread (engine/auth_pool.h); the session waits for the
- *   result, the others go on.
+ *   result, the others go on. Credentials that verified are remembered
+ *   for listen_auth_cache (engine/auth_cache.h) and accepted at once when
+ *   they come again: a client that authenticates on every connection
+ *   would otherwise be held to what one thread can check.
  *
  * OWNERSHIP
  *   listener_new binds the sockets and loads certificates and the
@@ -50,6 +53,8 @@ struct listener;
 
 struct listener_stats {
     uint64_t connections, refused_conns, messages, rejected_redis, tls, auth_ok, auth_failed;
+    uint64_t auth_cached;   /* of auth_ok: accepted from the auth cache (auth_cache.h) */
+    uint64_t auth_checks;   /* password checks run (sessions with the same credentials share one) */
 };
 
 struct listener *listener_new(const struct tern_config *cfg, const struct queue_scripts *scripts,

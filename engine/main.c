@@ -227,11 +227,12 @@ static void print_listener_summary(const struct listener *ls)
     struct listener_stats st;
     listener_get_stats(ls, &st);
     printf("listener: connections=%llu refused=%llu messages=%llu queue_failures=%llu tls=%llu "
-           "auth_ok=%llu auth_failed=%llu\n",
+           "auth_ok=%llu auth_failed=%llu auth_cached=%llu auth_checks=%llu\n",
            (unsigned long long)st.connections, (unsigned long long)st.refused_conns,
            (unsigned long long)st.messages, (unsigned long long)st.rejected_redis,
            (unsigned long long)st.tls, (unsigned long long)st.auth_ok,
-           (unsigned long long)st.auth_failed);
+           (unsigned long long)st.auth_failed, (unsigned long long)st.auth_cached,
+           (unsigned long long)st.auth_checks);
 }
 
 /* One line on the queue side: the most messages and body bytes any moment

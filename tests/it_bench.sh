@@ -13,7 +13,9 @@
 #     injector fell behind is called out;
 #     the listener workloads: tern-loadgen's N messages accepted by the
 #     listener (with and without AUTH), every one at the sink with the
-#     SHA-256 of the message sent, an accepted rate reported;
+#     SHA-256 of the message sent, an accepted rate reported; with a new
+#     connection per message (listener-auth-conn) one connection and one
+#     AUTH each, all but the first few from the auth cache;
 #  a3. report.py: a paced run behind its rate, a run bounded by
 #     redis-server's one thread, and one during which the machine's speed
 #     moved, are called out;
@@ -54,7 +56,7 @@ else
     fail "table header" "$(head -3 "$dir/run.out" | paste -sd' ' -)"
 fi
 missing=""
-for w in sink sink-tail bulk large tail multi plaintext transactional listener listener-auth; do
+for w in sink sink-tail bulk large tail multi plaintext transactional listener listener-auth listener-auth-conn; do
     grep -q "^$w 1 " "$dir/run.out" || missing="$missing $w"
 done
 [ -z "$missing" ] && pass "a table row per workload" || fail "table rows" "missing:$missing"
@@ -66,7 +68,7 @@ doc = json.load(open(sys.argv[1]))
 assert doc["machine"]["cores"] >= 1 and doc["commit"] and doc["date"], "machine/commit/date"
 names = [w["name"] for w in doc["workloads"]]
 assert names == ["sink", "sink-tail", "bulk", "large", "tail", "multi", "plaintext", "transactional",
-                 "listener", "listener-auth"], names
+                 "listener", "listener-auth", "listener-auth-conn"], names
 for w in doc["workloads"]:
     assert w["runs"], w["name"] + ": no runs"
     for r in w["runs"]:
@@ -94,7 +96,13 @@ for w in doc["workloads"]:
         assert r["listener_queue_failures"] == 0, w["name"] + ": queue failures"
         assert r["sink_records"] == n and r["sha_ok"] == n, "%s: %s of %s SHA-256 equal" % (w["name"], r["sha_ok"], n)
         assert r["accepted_msgs_per_s"] > 0, w["name"] + ": no accepted rate"
-        assert (r["listener_auth_ok"] > 0) == (w["name"] == "listener-auth"), w["name"] + ": AUTH"
+        assert (r["listener_auth_ok"] > 0) == w["name"].startswith("listener-auth"), w["name"] + ": AUTH"
+        if w["name"] == "listener-auth-conn":
+            assert r["listener_conns"] >= n and r["listener_auth_ok"] == n, "%s: %s connections, %s AUTHs for %s" % (
+                w["name"], r["listener_conns"], r["listener_auth_ok"], n)
+            # the first sessions (tern-loadgen's 20 at once) wait for one check
+            assert 1 <= r["listener_auth_checks"] <= 20 and r["listener_auth_cached"] >= n - 20, \
+                "%s: %s checks, %s from the cache" % (w["name"], r["listener_auth_checks"], r["listener_auth_cached"])
 threads = {w["name"]: w["params"]["sink_threads"] for w in doc["workloads"]}
 cores = min(doc["machine"]["cores"], 64)
 assert threads["tail"] == threads["sink-tail"] == cores and threads["bulk"] == threads["large"] == 1, threads

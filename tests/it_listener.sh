@@ -6,6 +6,9 @@
 #    delivered to the sink with identical bytes;
 #  - AUTH PLAIN and LOGIN over TLS from outside the allowed networks: 250;
 #    AUTH without TLS: 538; relay without AUTH: 530; bad password: 535;
+#  - the auth cache: alice's second AUTH (LOGIN, same password) is accepted
+#    from it; a wrong password after that, and alice's password for a user
+#    who does not exist, are still 535 (the summary counts auth_cached=1);
 #  - no open-relay path: every order of commands from the outsider
 #    (tests/listener_probe.py relay), and nothing queued;
 #  - tls=required listener: MAIL before STARTTLS 530;
@@ -93,6 +96,10 @@ grep -q 'Ok: queued' "$dir/sw6" && fail auth_not_offered_without_tls "queued" ||
 sw --to badpw@dst.test --tls --auth PLAIN --auth-user alice --auth-password wrong \
     --local-interface 127.0.0.2 >"$dir/sw7"
 grep -qE '^<~?\*+ 535 5.7.8' "$dir/sw7" && pass auth_bad_password_535 || fail auth_bad_password_535 "$(replies "$dir/sw7" | tail -3)"
+sw --to bob@dst.test --tls --auth PLAIN --auth-user bob --auth-password 's3cret pass' \
+    --local-interface 127.0.0.2 >"$dir/sw7b"
+grep -qE '^<~?\*+ 535 5.7.8' "$dir/sw7b" && pass auth_cache_keyed_by_user_535 ||
+    fail auth_cache_keyed_by_user_535 "$(replies "$dir/sw7b" | tail -3)"
 swaks --server "127.0.0.1:$PORT2" --ehlo client.test --from a@src.test --to req@dst.test \
     --data "$dir/msg.eml" >"$dir/sw8" 2>&1
 grep -q '<\*\* 530 5.7.0 Must issue a STARTTLS' "$dir/sw8" && pass tls_required_530 || fail tls_required_530 "$(replies "$dir/sw8" | tail -3)"
@@ -183,6 +190,8 @@ tern_stop "$RUN_PID"; rc=$?
 [ $rc -eq 0 ] && ! grep -qE 'Sanitizer|runtime error' "$dir/run.err" && pass run_exit0_clean ||
     fail run_exit0_clean "rc=$rc $(grep -E -m3 'Sanitizer|runtime error|SUMMARY' "$dir/run.err")"
 grep -q '^listener: connections=' "$dir/run.out" && pass listener_summary || fail listener_summary "$(tail -3 "$dir/run.out")"
+grep -qE '^listener: .* auth_ok=2 auth_failed=[0-9]+ auth_cached=1 auth_checks=[0-9]+$' "$dir/run.out" && pass auth_cache_second_login ||
+    fail auth_cache_second_login "$(grep '^listener:' "$dir/run.out")"
 DEAD=$(free_port)
 rcli flushall >/dev/null
 sed -e "s/^listen_received = no/listen_received = yes/" -e "s/^route \* = .*/route * = 127.0.0.1:$DEAD/" \

@@ -25,6 +25,8 @@ struct verify_cache *verify_cache_new(void)
 
 void verify_cache_free(struct verify_cache *vc)
 {
+    if (vc)
+        explicit_bzero(vc, sizeof(*vc));   /* the listener keeps credential digests here */
     free(vc);
 }
 
