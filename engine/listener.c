@@ -603,12 +603,13 @@ static void on_message(struct listener *l, struct lconn *c)
     set_deadline(l, c);
 }
 
+/* ok: 1, 0, or SMTP_SERVER_AUTH_UNAVAILABLE (the check could not run) */
 static void auth_answer(struct listener *l, struct lconn *c, int ok)
 {
-    count(ok ? &l->st.auth_ok : &l->st.auth_failed);
-    if (!ok)
-        fprintf(stderr, "tern: listener: AUTH failed for \"%s\" from %s\n", c->smtp.auth_user,
-                c->ip);
+    count(ok == 1 ? &l->st.auth_ok : &l->st.auth_failed);
+    if (ok != 1)
+        fprintf(stderr, "tern: listener: AUTH %s for \"%s\" from %s\n",
+                ok ? "not checked (password checks queue full)" : "failed", c->smtp.auth_user, c->ip);
     smtp_server_auth_result(&c->smtp, ok);
 }
 
@@ -657,7 +658,8 @@ static void on_auth(struct listener *l, struct lconn *c)
         return;
     }
     explicit_bzero(c->auth_digest, sizeof(c->auth_digest));
-    auth_answer(l, c, 0);   /* no credentials, or the pool is full */
+    /* no credentials file: refused; the checks' queue full: try later */
+    auth_answer(l, c, l->pool ? SMTP_SERVER_AUTH_UNAVAILABLE : 0);
 }
 
 /* A check came back: the session that asked, and those that waited for

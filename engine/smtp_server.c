@@ -985,12 +985,16 @@ int smtp_server_auth_result(struct smtp_server *s, int ok)
         return 0;
     explicit_bzero(s->auth_pass, sizeof(s->auth_pass));
     s->state = SMTP_SRV_ST_CMD;
-    if (ok) {
+    if (ok == 1) {
         s->authed = 1;
         reply(s, "235 2.7.0 Authentication successful");
         return 1;
     }
     s->auth_user[0] = '\0';
+    if (ok == SMTP_SERVER_AUTH_UNAVAILABLE) {
+        reply(s, "454 4.7.0 Temporary authentication failure, try again later");
+        return 1;
+    }
     err_reply(s, "535 5.7.8 Error: authentication failed");
     if (++s->auth_fails >= SMTP_SERVER_MAX_AUTH_FAILS && s->state != SMTP_SRV_ST_CLOSED) {
         buf_append_str(&s->out, "421 4.7.0 ");

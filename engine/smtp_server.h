@@ -253,8 +253,13 @@ void smtp_server_set_relay(struct smtp_server *s, int ok);
 /* After SMTP_SRV_EV_AUTH: the user and password the client sent (valid
  * until smtp_server_auth_result). Returns 0 when no AUTH is pending. */
 int smtp_server_auth_creds(const struct smtp_server *s, const char **user, const char **pass);
-/* smtp_server_auth_result answers the pending AUTH (235 or 535), wipes
- * the password and resumes the session. Returns 0 when none is pending. */
+/* smtp_server_auth_result answers the pending AUTH, wipes the password and
+ * resumes the session: ok 1 is 235, 0 is 535 (counted towards the
+ * SMTP_SERVER_MAX_AUTH_FAILS that close the session), and
+ * SMTP_SERVER_AUTH_UNAVAILABLE is 454 4.7.0, "try again later", for a
+ * check that could not run (not counted: the client did nothing wrong).
+ * Returns 0 when none is pending. */
+#define SMTP_SERVER_AUTH_UNAVAILABLE (-1)
 int smtp_server_auth_result(struct smtp_server *s, int ok);
 
 /* smtp_server_close_reason: why the session closed, or NULL. */

@@ -4,7 +4,8 @@
  * itself; every message is answered, STARTTLS is acknowledged at once.
  * The first byte's low bit turns the listener rules on (relay check,
  * require TLS, AUTH, strict data, address checks); AUTH succeeds for the
- * user "u" only, and the relay permission follows the second bit.
+ * user "u" only, cannot be checked for "t" (454), and the relay
+ * permission follows the second bit.
  * Checks: no crash, no leak, no unbounded output (ASan/UBSan).
  */
 #include "engine/smtp_server.h"
@@ -50,7 +51,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
             if (ev.kind == SMTP_SRV_EV_AUTH) {
                 const char *u, *p;
                 smtp_server_auth_creds(&s, &u, &p);
-                smtp_server_auth_result(&s, strcmp(u, "u") == 0);
+                smtp_server_auth_result(&s, strcmp(u, "u") == 0   ? 1
+                                            : strcmp(u, "t") == 0 ? SMTP_SERVER_AUTH_UNAVAILABLE
+                                                                  : 0);
             }
             if (ev.kind == SMTP_SRV_EV_CLOSE)
                 break;
