@@ -72,9 +72,21 @@ struct lconn {
     unsigned auth_follow : 1;   /* ...by another session: waits for that check */
     uint8_t auth_digest[AUTH_CACHE_DIGEST];   /* while auth_wait: its cache key */
     int lidx;                   /* which listen line */
+    struct tls_gen *tls_gen;    /* the contexts its TLS came from (NULL: none yet) */
     struct smtp_server smtp;
     char ip[INET6_ADDRSTRLEN];
     int64_t deadline_ms;        /* monotonic */
+};
+
+/* One set of the listen lines' TLS contexts (certificates, keys, ticket
+ * keys). listener_reload (SIGHUP) makes a new set from the same files; a
+ * connection keeps the set it started TLS with (its BIOs and SSL use it),
+ * and a replaced set is freed with its last connection. Only the
+ * listener's thread counts and frees. */
+struct tls_gen {
+    struct tls_server_ctx *tls[LISTEN_MAX];
+    int conns;                  /* connections whose TLS came from it */
+    int retired;                /* replaced: freed at conns == 0 */
 };
 
 /* One queue entry of a message in flight: enough to remove its body
@@ -115,7 +127,9 @@ struct listener {
     size_t nflights;
     uint64_t auth_val;
     int lfd[LISTEN_MAX];
-    struct tls_server_ctx *tls[LISTEN_MAX];
+    struct tls_gen *gen;        /* the TLS contexts new connections get */
+    pthread_mutex_t reload_mu;  /* guards reload_next */
+    struct tls_gen *reload_next;   /* made by listener_reload, taken by the thread */
     struct smtp_server_config scfg[LISTEN_MAX];
     int wake_fd;
     pthread_t thread;
@@ -123,7 +137,7 @@ struct listener {
     _Atomic int stop_asked;
     struct listener_stats_atomic {
         _Atomic uint64_t connections, refused_conns, messages, rejected_redis, tls, auth_ok,
-            auth_failed, auth_cached, auth_checks;
+            auth_failed, auth_cached, auth_checks, tls_reloads;
     } st;
 
     /* thread state */
@@ -728,7 +742,11 @@ static void run_smtp(struct listener *l, struct lconn *c)
             on_auth(l, c);
         } else if (ev.kind == SMTP_SRV_EV_STARTTLS) {
             flush_smtp(l, c);       /* the 220 goes out in plaintext */
-            c->io.tls = tls_conn_server_new(l->tls[c->lidx]);
+            c->io.tls = tls_conn_server_new(l->gen->tls[c->lidx]);
+            if (c->io.tls) {
+                c->tls_gen = l->gen;
+                l->gen->conns++;
+            }
             if (c->io.tls == NULL)
                 srv_conn_close(&l->io, &c->io, SRV_CLOSE_ABORT);
             return;
@@ -783,12 +801,43 @@ static const struct srv_tls_hooks tls_hooks = {tls_hook_up, tls_hook_failed, tls
 
 /* --- connection slots ---------------------------------------------------- */
 
+static void gen_free(struct tls_gen *g)
+{
+    if (g == NULL)
+        return;
+    for (int i = 0; i < LISTEN_MAX; i++)
+        tls_server_ctx_free(g->tls[i]);
+    free(g);
+}
+
 static void conn_free(struct listener *l, struct lconn *c)
 {
     smtp_server_cleanup(&c->smtp);
     if (c->counted)
         l->live--;
-    srv_conn_release(&l->io, &c->io);
+    srv_conn_release(&l->io, &c->io);   /* the TLS connection first: it uses its set */
+    struct tls_gen *g = c->tls_gen;
+    c->tls_gen = NULL;
+    if (g && --g->conns == 0 && g->retired)
+        gen_free(g);
+}
+
+/* On the thread, at a wake: the set listener_reload made replaces the
+ * current one for connections from now on. */
+static void take_reload(struct listener *l)
+{
+    pthread_mutex_lock(&l->reload_mu);
+    struct tls_gen *g = l->reload_next;
+    l->reload_next = NULL;
+    pthread_mutex_unlock(&l->reload_mu);
+    if (g == NULL)
+        return;
+    struct tls_gen *old = l->gen;
+    l->gen = g;
+    old->retired = 1;
+    if (old->conns == 0)
+        gen_free(old);
+    count(&l->st.tls_reloads);
 }
 
 static int same_ip_count(struct listener *l, const char *ip)
@@ -940,6 +989,7 @@ static void handle_cqe(struct listener *l, struct io_uring_cqe *cqe)
         redis_on_send(l, cqe);
         break;
     case OP_WAKE:
+        take_reload(l);
         if (atomic_load(&l->stop_asked))
             begin_stop(l);
         else
@@ -1048,6 +1098,50 @@ static int open_listen_socket(const struct listen_addr *a, char *err, size_t err
     return fd;
 }
 
+/* The listen lines' TLS contexts, read from their files now. */
+static struct tls_gen *gen_new(const struct listen_config *lc, char *err, size_t errlen)
+{
+    struct tls_gen *g = calloc(1, sizeof(*g));
+    if (g == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    for (int i = 0; i < lc->n; i++) {
+        const struct listen_addr *a = &lc->addrs[i];
+        if (a->tls == LISTEN_TLS_NONE)
+            continue;
+        struct tls_server_config tc = {
+            .cert_file = a->cert, .key_file = a->key, .tickets = 1,
+            .use_tier = 1, .tier = (enum tls_tier)lc->tls_profile,
+            .cert2_file = a->cert2[0] ? a->cert2 : NULL,
+            .key2_file = a->key2[0] ? a->key2 : NULL,
+        };
+        char terr[256];
+        if ((g->tls[i] = tls_server_ctx_new(&tc, terr, sizeof(terr))) == NULL) {
+            snprintf(err, errlen, "listen %s: %s", a->text, terr);
+            gen_free(g);
+            return NULL;
+        }
+    }
+    return g;
+}
+
+int listener_reload(struct listener *l, char *err, size_t errlen)
+{
+    struct tls_gen *g = gen_new(l->lc, err, errlen);
+    if (g == NULL)
+        return 0;
+    pthread_mutex_lock(&l->reload_mu);
+    struct tls_gen *unused = l->reload_next;   /* an earlier reload not taken yet */
+    l->reload_next = g;
+    pthread_mutex_unlock(&l->reload_mu);
+    gen_free(unused);
+    uint64_t one = 1;
+    if (l->started && write(l->wake_fd, &one, sizeof(one)) < 0)
+        logf_ls("reload", strerror(errno));
+    return 1;
+}
+
 struct listener *listener_new(const struct tern_config *cfg, const struct queue_scripts *scripts,
                               char *err, size_t errlen)
 {
@@ -1061,6 +1155,7 @@ struct listener *listener_new(const struct tern_config *cfg, const struct queue_
     l->scripts = *scripts;
     l->rfd = -1;
     l->wake_fd = -1;
+    pthread_mutex_init(&l->reload_mu, NULL);
     for (int i = 0; i < LISTEN_MAX; i++)
         l->lfd[i] = -1;
     buf_init(&l->plain, 0);
@@ -1090,22 +1185,10 @@ struct listener *listener_new(const struct tern_config *cfg, const struct queue_
             goto fail;
         }
     }
+    if ((l->gen = gen_new(l->lc, err, errlen)) == NULL)
+        goto fail;
     for (int i = 0; i < l->lc->n; i++) {
         const struct listen_addr *a = &l->lc->addrs[i];
-        if (a->tls != LISTEN_TLS_NONE) {
-            struct tls_server_config tc = {
-                .cert_file = a->cert, .key_file = a->key, .tickets = 1,
-                .use_tier = 1, .tier = (enum tls_tier)l->lc->tls_profile,
-                .cert2_file = a->cert2[0] ? a->cert2 : NULL,
-                .key2_file = a->key2[0] ? a->key2 : NULL,
-            };
-            char terr[256];
-            l->tls[i] = tls_server_ctx_new(&tc, terr, sizeof(terr));
-            if (l->tls[i] == NULL) {
-                snprintf(err, errlen, "listen %s: %s", a->text, terr);
-                goto fail;
-            }
-        }
         l->scfg[i] = (struct smtp_server_config){
             .hostname = cfg->hostname,
             .offer_starttls = a->tls != LISTEN_TLS_NONE,
@@ -1170,6 +1253,7 @@ void listener_get_stats(const struct listener *l, struct listener_stats *o)
     o->auth_failed = atomic_load(&l->st.auth_failed);
     o->auth_cached = atomic_load(&l->st.auth_cached);
     o->auth_checks = atomic_load(&l->st.auth_checks);
+    o->tls_reloads = atomic_load(&l->st.tls_reloads);
 }
 
 void listener_free(struct listener *l)
@@ -1181,11 +1265,12 @@ void listener_free(struct listener *l)
     auth_pool_free(l->pool);
     auth_cache_free(l->auth_cache);
     free(l->flights);
-    for (int i = 0; i < LISTEN_MAX; i++) {
+    for (int i = 0; i < LISTEN_MAX; i++)
         if (l->lfd[i] >= 0)
             close(l->lfd[i]);
-        tls_server_ctx_free(l->tls[i]);
-    }
+    gen_free(l->gen);           /* every connection is gone: no set is still in use */
+    gen_free(l->reload_next);
+    pthread_mutex_destroy(&l->reload_mu);
     if (l->rfd >= 0)
         close(l->rfd);
     if (l->wake_fd >= 0)
