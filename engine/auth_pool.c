@@ -16,9 +16,11 @@ struct auth_job {
 
 struct auth_pool {
     const struct auth_creds *creds;
+    const struct auth_creds *checking;   /* the creds a check is running with (NULL: none) */
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
+    pthread_cond_t idle;        /* a check ended (auth_pool_set_creds waits for it) */
     int stop;
     int efd;
     /* jobs: a ring of AUTH_POOL_QUEUE_MAX */
@@ -43,10 +45,13 @@ static void *pool_main(void *arg)
         explicit_bzero(p->jobs[p->jhead].pass, sizeof(job.pass));
         p->jhead = (p->jhead + 1) % AUTH_POOL_QUEUE_MAX;
         p->jlen--;
+        const struct auth_creds *c = p->checking = p->creds;
         pthread_mutex_unlock(&p->mu);
-        int ok = auth_creds_check(p->creds, job.user, job.pass);
+        int ok = auth_creds_check(c, job.user, job.pass);
         explicit_bzero(job.pass, sizeof(job.pass));
         pthread_mutex_lock(&p->mu);
+        p->checking = NULL;
+        pthread_cond_broadcast(&p->idle);
         /* rlen < QUEUE_MAX: every result had a queued job, and jobs +
          * results never exceed the queue (submit checks both). */
         p->res[(p->rhead + p->rlen) % AUTH_POOL_QUEUE_MAX] = (struct auth_result){job.tag, ok};
@@ -69,6 +74,7 @@ static void pool_release(struct auth_pool *p)
     free(p->res);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
+    pthread_cond_destroy(&p->idle);
     free(p);
 }
 
@@ -83,12 +89,22 @@ struct auth_pool *auth_pool_new(const struct auth_creds *creds)
     p->res = calloc(AUTH_POOL_QUEUE_MAX, sizeof(*p->res));
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
+    pthread_cond_init(&p->idle, NULL);
     if (p->efd < 0 || p->jobs == NULL || p->res == NULL ||
         pthread_create(&p->thread, NULL, pool_main, p) != 0) {
         pool_release(p);
         return NULL;
     }
     return p;
+}
+
+void auth_pool_set_creds(struct auth_pool *p, const struct auth_creds *creds)
+{
+    pthread_mutex_lock(&p->mu);
+    p->creds = creds;
+    while (p->checking != NULL && p->checking != creds)
+        pthread_cond_wait(&p->idle, &p->mu);
+    pthread_mutex_unlock(&p->mu);
 }
 
 int auth_pool_fd(const struct auth_pool *p)

@@ -13,7 +13,8 @@
  *   as they are checked.
  *
  * OWNERSHIP
- *   auth_pool_new borrows creds (it must outlive the pool). auth_pool_free
+ *   auth_pool_new borrows creds (it must outlive the pool, or its
+ *   replacement by auth_pool_set_creds). auth_pool_free
  *   stops and joins the thread; jobs not yet run are dropped.
  */
 #ifndef TERN_ENGINE_AUTH_POOL_H
@@ -34,6 +35,11 @@ struct auth_result {
 
 /* Returns NULL on failure (thread, eventfd, memory). */
 struct auth_pool *auth_pool_new(const struct auth_creds *creds);
+/* auth_pool_set_creds: checks that start from now on use creds (a reload
+ * of the credentials file). Returns once no check uses the old ones, so
+ * the caller may free them: at most one check's time (tens of ms). Not
+ * from the pool's thread. */
+void auth_pool_set_creds(struct auth_pool *p, const struct auth_creds *creds);
 /* auth_pool_fd: the eventfd that becomes readable when results wait. */
 int auth_pool_fd(const struct auth_pool *p);
 /* auth_pool_submit queues one check. Returns 0 when the queue is full or

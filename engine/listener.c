@@ -113,7 +113,7 @@ struct listener {
     const struct tern_config *cfg;
     const struct listen_config *lc;
     struct queue_scripts scripts;
-    struct auth_creds creds;
+    struct auth_creds *creds;   /* the pool's (auth_pool_set_creds replaces them) */
     int has_creds;
     struct auth_pool *pool;     /* password checks, off this thread */
     struct auth_cache *auth_cache;   /* checks that passed (NULL: listen_auth_cache = 0) */
@@ -122,14 +122,17 @@ struct listener {
      * one (AUTH_POOL_QUEUE_MAX of them at most, the pool's own bound) */
     struct auth_flight {
         uint64_t tag;
+        uint64_t gen;           /* creds_gen when it was asked */
         uint8_t digest[AUTH_CACHE_DIGEST];
     } *flights;
     size_t nflights;
+    uint64_t creds_gen;         /* credentials files read (listener_reload) */
     uint64_t auth_val;
     int lfd[LISTEN_MAX];
     struct tls_gen *gen;        /* the TLS contexts new connections get */
     pthread_mutex_t reload_mu;  /* guards reload_next */
     struct tls_gen *reload_next;   /* made by listener_reload, taken by the thread */
+    int reload_creds;           /* ...and the pool has new credentials: forget the old */
     struct smtp_server_config scfg[LISTEN_MAX];
     int wake_fd;
     pthread_t thread;
@@ -137,7 +140,7 @@ struct listener {
     _Atomic int stop_asked;
     struct listener_stats_atomic {
         _Atomic uint64_t connections, refused_conns, messages, rejected_redis, tls, auth_ok,
-            auth_failed, auth_cached, auth_checks, tls_reloads;
+            auth_failed, auth_cached, auth_checks, reloads;
     } st;
 
     /* thread state */
@@ -630,7 +633,8 @@ static void auth_answer(struct listener *l, struct lconn *c, int ok)
 static struct auth_flight *flight_of(struct listener *l, const uint8_t *digest)
 {
     for (size_t i = 0; i < l->nflights; i++)
-        if (memcmp(l->flights[i].digest, digest, AUTH_CACHE_DIGEST) == 0)
+        if (l->flights[i].gen == l->creds_gen &&
+            memcmp(l->flights[i].digest, digest, AUTH_CACHE_DIGEST) == 0)
             return &l->flights[i];
     return NULL;
 }
@@ -665,6 +669,7 @@ static void on_auth(struct listener *l, struct lconn *c)
         count(&l->st.auth_checks);
         if (l->auth_cache) {
             l->flights[l->nflights].tag = tag;
+            l->flights[l->nflights].gen = l->creds_gen;
             memcpy(l->flights[l->nflights++].digest, c->auth_digest, AUTH_CACHE_DIGEST);
         }
         c->auth_wait = 1;
@@ -711,8 +716,11 @@ static void on_auth_results(struct listener *l)
                 continue;   /* no cache: nobody else waits */
             uint8_t digest[AUTH_CACHE_DIGEST];
             memcpy(digest, l->flights[f].digest, sizeof(digest));
+            /* a check asked for before the credentials were read again
+             * answers its sessions but is not remembered */
+            int current = l->flights[f].gen == l->creds_gen;
             l->flights[f] = l->flights[--l->nflights];
-            if (r[i].ok)
+            if (r[i].ok && current)
                 auth_cache_put(l->auth_cache, digest, l->now_ms);
             /* the sessions that waited for it (even if the one that asked
              * has left) */
@@ -828,8 +836,20 @@ static void take_reload(struct listener *l)
 {
     pthread_mutex_lock(&l->reload_mu);
     struct tls_gen *g = l->reload_next;
+    int creds = l->reload_creds;
     l->reload_next = NULL;
+    l->reload_creds = 0;
     pthread_mutex_unlock(&l->reload_mu);
+    if (creds) {
+        /* what verified against the old file is forgotten (a password
+         * changed or a user removed must not pass from the cache) */
+        l->creds_gen++;
+        if (l->auth_cache) {
+            auth_cache_free(l->auth_cache);
+            if ((l->auth_cache = auth_cache_new(l->lc->auth_cache_ms)) == NULL)
+                logf_ls("reload", "out of memory: AUTH is checked every time from now on");
+        }
+    }
     if (g == NULL)
         return;
     struct tls_gen *old = l->gen;
@@ -837,7 +857,7 @@ static void take_reload(struct listener *l)
     old->retired = 1;
     if (old->conns == 0)
         gen_free(old);
-    count(&l->st.tls_reloads);
+    count(&l->st.reloads);
 }
 
 static int same_ip_count(struct listener *l, const char *ip)
@@ -1131,9 +1151,29 @@ int listener_reload(struct listener *l, char *err, size_t errlen)
     struct tls_gen *g = gen_new(l->lc, err, errlen);
     if (g == NULL)
         return 0;
+    struct auth_creds *creds = NULL;
+    if (l->has_creds) {
+        if ((creds = calloc(1, sizeof(*creds))) == NULL) {
+            snprintf(err, errlen, "out of memory");
+            gen_free(g);
+            return 0;
+        }
+        if (!auth_creds_load(creds, l->lc->auth_file, err, errlen)) {
+            free(creds);
+            gen_free(g);
+            return 0;
+        }
+        /* the pool checks against the new file from its next check on;
+         * the old one is ours again once no check uses it */
+        auth_pool_set_creds(l->pool, creds);
+        auth_creds_free(l->creds);
+        free(l->creds);
+        l->creds = creds;
+    }
     pthread_mutex_lock(&l->reload_mu);
     struct tls_gen *unused = l->reload_next;   /* an earlier reload not taken yet */
     l->reload_next = g;
+    l->reload_creds |= creds != NULL;
     pthread_mutex_unlock(&l->reload_mu);
     gen_free(unused);
     uint64_t one = 1;
@@ -1170,10 +1210,14 @@ struct listener *listener_new(const struct tern_config *cfg, const struct queue_
     }
     l->reader->maxbuf = 0;
     if (l->lc->auth_file[0]) {
-        if (!auth_creds_load(&l->creds, l->lc->auth_file, err, errlen))
+        if ((l->creds = calloc(1, sizeof(*l->creds))) == NULL) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+        if (!auth_creds_load(l->creds, l->lc->auth_file, err, errlen))
             goto fail;
         l->has_creds = 1;
-        l->pool = auth_pool_new(&l->creds);
+        l->pool = auth_pool_new(l->creds);
         if (l->pool == NULL) {
             snprintf(err, errlen, "cannot start the password-check thread");
             goto fail;
@@ -1253,7 +1297,7 @@ void listener_get_stats(const struct listener *l, struct listener_stats *o)
     o->auth_failed = atomic_load(&l->st.auth_failed);
     o->auth_cached = atomic_load(&l->st.auth_cached);
     o->auth_checks = atomic_load(&l->st.auth_checks);
-    o->tls_reloads = atomic_load(&l->st.tls_reloads);
+    o->reloads = atomic_load(&l->st.reloads);
 }
 
 void listener_free(struct listener *l)
@@ -1285,6 +1329,9 @@ void listener_free(struct listener *l)
     buf_free(&l->msg);
     buf_free(&l->rsending);
     buf_free(&l->rpending);
-    auth_creds_free(&l->creds);
+    if (l->creds) {
+        auth_creds_free(l->creds);
+        free(l->creds);
+    }
     free(l);
 }

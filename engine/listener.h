@@ -32,9 +32,10 @@
  *   they come again: a client that authenticates on every connection
  *   would otherwise be held to what one thread can check.
  *
- *   Certificates can be replaced while it runs: listener_reload (SIGHUP)
- *   reads them again, new connections get the new ones, and a connection
- *   keeps the set it started TLS with until it closes (struct tls_gen).
+ *   Certificates and credentials can be replaced while it runs:
+ *   listener_reload (SIGHUP) reads them again, new connections get the
+ *   new certificates, a connection keeps the set it started TLS with until
+ *   it closes (struct tls_gen), and the auth cache starts empty.
  *
  * OWNERSHIP
  *   listener_new binds the sockets and loads certificates and the
@@ -59,18 +60,21 @@ struct listener_stats {
     uint64_t connections, refused_conns, messages, rejected_redis, tls, auth_ok, auth_failed;
     uint64_t auth_cached;   /* of auth_ok: accepted from the auth cache (auth_cache.h) */
     uint64_t auth_checks;   /* password checks run (sessions with the same credentials share one) */
-    uint64_t tls_reloads;   /* certificate sets taken from listener_reload */
+    uint64_t reloads;       /* listener_reload's certificates (and credentials) taken */
 };
 
 struct listener *listener_new(const struct tern_config *cfg, const struct queue_scripts *scripts,
                               char *err, size_t errlen);
 int listener_start(struct listener *l, char *err, size_t errlen);
-/* listener_reload reads the listen lines' certificates and keys again (the
- * same files; `tern run` calls it on SIGHUP) and hands them to the thread,
- * which gives them to connections from its next wake on; connections in
- * progress keep theirs. On failure (a file missing, a key that does not
- * match) it returns 0 with the reason in err, and nothing changes. Called
- * from one thread at a time (the main thread). */
+/* listener_reload reads the listen lines' certificates and keys, and the
+ * auth_file, again (the same files; `tern run` calls it on SIGHUP). The
+ * password thread checks against the new credentials from its next check
+ * (this call waits for a check in progress: at most one check's time);
+ * the listener's thread gives the new certificates to connections from its
+ * next wake on (connections in progress keep theirs) and forgets the auth
+ * cache. On failure (a file missing, a key that does not match, a bad
+ * credentials line) it returns 0 with the reason in err, and nothing
+ * changes. Called from one thread at a time (the main thread). */
 int listener_reload(struct listener *l, char *err, size_t errlen);
 void listener_stop(struct listener *l);
 void listener_get_stats(const struct listener *l, struct listener_stats *out);

@@ -227,12 +227,12 @@ static void print_listener_summary(const struct listener *ls)
     struct listener_stats st;
     listener_get_stats(ls, &st);
     printf("listener: connections=%llu refused=%llu messages=%llu queue_failures=%llu tls=%llu "
-           "auth_ok=%llu auth_failed=%llu auth_cached=%llu auth_checks=%llu tls_reloads=%llu\n",
+           "auth_ok=%llu auth_failed=%llu auth_cached=%llu auth_checks=%llu reloads=%llu\n",
            (unsigned long long)st.connections, (unsigned long long)st.refused_conns,
            (unsigned long long)st.messages, (unsigned long long)st.rejected_redis,
            (unsigned long long)st.tls, (unsigned long long)st.auth_ok,
            (unsigned long long)st.auth_failed, (unsigned long long)st.auth_cached,
-           (unsigned long long)st.auth_checks, (unsigned long long)st.tls_reloads);
+           (unsigned long long)st.auth_checks, (unsigned long long)st.reloads);
 }
 
 /* One line on the queue side: the most messages and body bytes any moment
@@ -293,7 +293,7 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);    /* the listener's certificates are read again */
+    sigaddset(&set, SIGHUP);    /* the listener's certificates and credentials are read again */
     sigaddset(&set, SIGUSR1);   /* a worker ended (thread_main) */
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
@@ -347,9 +347,10 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
                 fprintf(stderr, "tern: SIGHUP: no listener, nothing to reload (the configuration "
                                 "itself is read at start)\n");
             else if (listener_reload(ls, err, sizeof(err)))
-                fprintf(stderr, "tern: SIGHUP: listener certificates reloaded\n");
+                fprintf(stderr, "tern: SIGHUP: listener certificates and credentials reloaded\n");
             else
-                fprintf(stderr, "tern: SIGHUP: %s; the listener keeps its certificates\n", err);
+                fprintf(stderr, "tern: SIGHUP: %s; the listener keeps its certificates and "
+                                "credentials\n", err);
         }
         if (stopping && ls) {
             listener_stop(ls);  /* no new mail while the workers finish */

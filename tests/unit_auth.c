@@ -136,7 +136,32 @@ static void test_creds(void)
         CHECK_INT(r[0].ok, 1);
         CHECK_INT(r[1].tag, 8);
         CHECK_INT(r[1].ok, 0);
+
+        /* Credentials replaced (a reload): checks from then on use the
+         * new ones, and the old may be freed as soon as the call returns. */
+        char hash2[AUTH_HASH_MAX + 1];
+        CHECK(auth_hash_password("new horse", hash2, sizeof(hash2)));
+        snprintf(text, sizeof(text), "alice:%s\n", hash2);
+        write_file(path, text);
+        struct auth_creds c2;
+        CHECK(auth_creds_load(&c2, path, err, sizeof(err)));
+        CHECK(auth_pool_submit(pool, 9, "alice", "right horse"));   /* may run with either */
+        auth_pool_set_creds(pool, &c2);
+        auth_creds_free(&c);                  /* ASan: no check may still read it */
+        CHECK(auth_pool_submit(pool, 10, "alice", "right horse"));
+        CHECK(auth_pool_submit(pool, 11, "alice", "new horse"));
+        got = 0;
+        while (got < 3) {
+            uint64_t v;
+            CHECK_INT(read(auth_pool_fd(pool), &v, sizeof(v)), sizeof(v));
+            got += auth_pool_take(pool, r + got, 4 - got);
+        }
+        CHECK_INT(r[1].tag, 10);
+        CHECK_INT(r[1].ok, 0);
+        CHECK_INT(r[2].tag, 11);
+        CHECK_INT(r[2].ok, 1);
         auth_pool_free(pool);
+        auth_creds_free(&c2);
     }
     auth_creds_free(&c);
 
