@@ -147,6 +147,11 @@ TERN_FAILS=0
 pass() { echo "PASS $1"; }
 fail() { echo "FAIL $1: $2"; TERN_FAILS=$((TERN_FAILS + 1)); }
 
+# tern_free_port: a free TCP port on 127.0.0.1, for a server the test starts.
+tern_free_port() {
+    python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'
+}
+
 # rcli ARGS...: redis-cli on the private redis-server.
 rcli() { redis-cli -s "$REDIS_SOCK" "$@"; }
 

@@ -26,17 +26,14 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 tern_test_env
 
-free_port() {
-    python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'
-}
 enqueued() {
     $TERN queue -c "$dir/t.conf" stats | awk '$1=="enqueued"{print $2}'
 }
 
 tern_sink s --cert "$CERTS/server.pem" --key "$CERTS/server.key" --record "$dir/s.rec" --quiet || exit 1
-PORT=$(free_port)
-PORT2=$(free_port)
-PORT3=$(free_port)
+PORT=$(tern_free_port)
+PORT2=$(tern_free_port)
+PORT3=$(tern_free_port)
 PORT6=$(python3 -c 'import socket;s=socket.socket(socket.AF_INET6);s.bind(("::1",0));print(s.getsockname()[1])')
 echo -n 's3cret pass' | $TERN passwd >"$dir/hash" || fail passwd "tern passwd failed"
 { echo "# test users"; echo "alice:$(cat "$dir/hash")"; } >"$dir/users"
@@ -192,7 +189,7 @@ tern_stop "$RUN_PID"; rc=$?
 grep -q '^listener: connections=' "$dir/run.out" && pass listener_summary || fail listener_summary "$(tail -3 "$dir/run.out")"
 grep -qE '^listener: .* auth_ok=2 auth_failed=[0-9]+ auth_cached=1 auth_checks=[0-9]+ reloads=0$' "$dir/run.out" && pass auth_cache_second_login ||
     fail auth_cache_second_login "$(grep '^listener:' "$dir/run.out")"
-DEAD=$(free_port)
+DEAD=$(tern_free_port)
 rcli flushall >/dev/null
 sed -e "s/^listen_received = no/listen_received = yes/" -e "s/^route \* = .*/route * = 127.0.0.1:$DEAD/" \
     "$dir/t.conf" >"$dir/r.conf"

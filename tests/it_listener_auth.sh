@@ -15,9 +15,6 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 tern_test_env
 
-free_port() {
-    python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'
-}
 
 # yescrypt at cost 10 (tern passwd uses libxcrypt's default, 5: ~20 ms)
 hash=$(python3 - <<'EOP' 2>/dev/null
@@ -32,7 +29,7 @@ case $hash in '$y$'*) ;; *) fail costly_hash "python3 could not make a yescrypt 
 echo "carol:$hash" >"$dir/users"
 
 tern_sink s --cert "$CERTS/server.pem" --key "$CERTS/server.key" --quiet || exit 1
-PORT=$(free_port)
+PORT=$(tern_free_port)
 tern_config "$dir/t.conf" <<EOC
 threads = 1
 route * = 127.0.0.1:$SINK_PORT

@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 tern_test_env
 
-PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+PORT=$(tern_free_port)
 cp "$CERTS/server.pem" "$dir/cur.pem"
 cp "$CERTS/server.key" "$dir/cur.key"
 hash() { echo -n "$1" | $TERN passwd; }

@@ -100,6 +100,17 @@ static void write_file(const char *path, const char *text)
     }
 }
 
+/* Wait for n results of the pool (its eventfd), in order, into r. */
+static void take_results(struct auth_pool *pool, struct auth_result *r, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        uint64_t v;
+        CHECK_INT(read(auth_pool_fd(pool), &v, sizeof(v)), sizeof(v));
+        got += auth_pool_take(pool, r + got, n - got);
+    }
+}
+
 static void test_creds(void)
 {
     char hash[AUTH_HASH_MAX + 1], text[1024], err[256];
@@ -126,12 +137,7 @@ static void test_creds(void)
         CHECK(auth_pool_submit(pool, 7, "alice", "right horse"));
         CHECK(auth_pool_submit(pool, 8, "alice", "wrong"));
         struct auth_result r[4];
-        size_t got = 0;
-        while (got < 2) {
-            uint64_t v;
-            CHECK_INT(read(auth_pool_fd(pool), &v, sizeof(v)), sizeof(v));
-            got += auth_pool_take(pool, r + got, 4 - got);
-        }
+        take_results(pool, r, 2);
         CHECK_INT(r[0].tag, 7);
         CHECK_INT(r[0].ok, 1);
         CHECK_INT(r[1].tag, 8);
@@ -150,12 +156,7 @@ static void test_creds(void)
         auth_creds_free(&c);                  /* ASan: no check may still read it */
         CHECK(auth_pool_submit(pool, 10, "alice", "right horse"));
         CHECK(auth_pool_submit(pool, 11, "alice", "new horse"));
-        got = 0;
-        while (got < 3) {
-            uint64_t v;
-            CHECK_INT(read(auth_pool_fd(pool), &v, sizeof(v)), sizeof(v));
-            got += auth_pool_take(pool, r + got, 4 - got);
-        }
+        take_results(pool, r, 3);
         CHECK_INT(r[1].tag, 10);
         CHECK_INT(r[1].ok, 0);
         CHECK_INT(r[2].tag, 11);

@@ -75,6 +75,19 @@ static int lines_ok(const struct buf *b)
     return 1;
 }
 
+/* The report for one recipient and the original orig[0..n), into b (the
+ * caller frees it), its lines checked; returned as a C string. */
+static const char *build_checked(struct buf *b, const struct dsn_rcpt *r, const char *orig, size_t n)
+{
+    buf_init(b, 0);
+    CHECK_INT(dsn_build(b, "mx.tern.test", "a@a.test", "q1", r, 1, (const uint8_t *)orig, n,
+                        1764400000),
+              1);
+    CHECK(lines_ok(b));
+    buf_append(b, "", 1);
+    return (const char *)buf_peek(b);
+}
+
 static void test_lines_bounded(void)
 {
     static char rcpt[DSN_ADDR_MAX + 1], diag[DSN_DIAG_MAX + 1];
@@ -91,13 +104,7 @@ static void test_lines_bounded(void)
     n += (size_t)snprintf(orig + n, sizeof(orig) - n,
                           "\r\n--tern-dsn-q1\r\nX-Last: z\r\n\r\nbody\r\n");
     struct buf b;
-    buf_init(&b, 0);
-    CHECK_INT(dsn_build(&b, "mx.tern.test", "a@a.test", "q1", &r, 1, (const uint8_t *)orig, n,
-                        1764400000),
-              1);
-    CHECK(lines_ok(&b));
-    buf_append(&b, "", 1);
-    const char *s = (const char *)buf_peek(&b);
+    const char *s = build_checked(&b, &r, orig, n);
     CHECK(strstr(s, "\r\nSubject: hi\r\nX-A: a b\r\nX-Long: LLL") != NULL);
     CHECK(strstr(s, "\r\n --tern-dsn-q1\r\nX-Last: z\r\n\r\n--tern-dsn-q1--\r\n") != NULL);
     CHECK(strstr(s, "body") == NULL);                /* the header section only */
@@ -118,13 +125,7 @@ static void test_headers_whole_lines(void)
     }
     struct dsn_rcpt r = {.rcpt = "x@b.test", .status = "5.1.1", .diagnostic = "550 no"};
     struct buf b;
-    buf_init(&b, 0);
-    CHECK_INT(dsn_build(&b, "mx.tern.test", "a@a.test", "q1", &r, 1, (const uint8_t *)orig, n,
-                        1764400000),
-              1);
-    CHECK(lines_ok(&b));
-    buf_append(&b, "", 1);
-    const char *s = (const char *)buf_peek(&b);
+    const char *s = build_checked(&b, &r, orig, n);
     const char *h = strstr(s, "text/rfc822-headers\r\n\r\n");
     const char *end = strstr(s, "\r\n--tern-dsn-q1--");
     CHECK(h != NULL && end != NULL);
