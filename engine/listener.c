@@ -707,21 +707,26 @@ static void on_auth_results(struct listener *l)
     while ((n = auth_pool_take(l->pool, r, LS_AUTH_TAKE)) > 0) {
         for (size_t i = 0; i < n; i++) {
             struct lconn *c = conn_at(l, (uint32_t)(r[i].tag >> 32), (uint32_t)r[i].tag);
-            if (c != NULL && c->auth_wait && !c->auth_follow)
-                auth_done(l, c, r[i].ok);
+            /* The check's flight first, and the cache: answering a
+             * session runs it on, and what it pipelined behind may be
+             * another AUTH (after a 535) that must not join this flight. */
             size_t f = 0;
             while (f < l->nflights && l->flights[f].tag != r[i].tag)
                 f++;
-            if (f == l->nflights)
-                continue;   /* no cache: nobody else waits */
+            int flown = f < l->nflights;
             uint8_t digest[AUTH_CACHE_DIGEST];
-            memcpy(digest, l->flights[f].digest, sizeof(digest));
-            /* a check asked for before the credentials were read again
-             * answers its sessions but is not remembered */
-            int current = l->flights[f].gen == l->creds_gen;
-            l->flights[f] = l->flights[--l->nflights];
-            if (r[i].ok && current)
-                auth_cache_put(l->auth_cache, digest, l->now_ms);
+            if (flown) {
+                memcpy(digest, l->flights[f].digest, sizeof(digest));
+                /* a check asked for before the credentials were read
+                 * again answers its sessions but is not remembered */
+                if (r[i].ok && l->auth_cache && l->flights[f].gen == l->creds_gen)
+                    auth_cache_put(l->auth_cache, digest, l->now_ms);
+                l->flights[f] = l->flights[--l->nflights];
+            }
+            if (c != NULL && c->auth_wait && !c->auth_follow)
+                auth_done(l, c, r[i].ok);
+            if (!flown)
+                continue;   /* no cache: nobody else waits */
             /* the sessions that waited for it (even if the one that asked
              * has left) */
             for (uint32_t k = 0; k < l->io.nconns; k++) {
