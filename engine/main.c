@@ -263,6 +263,8 @@ static void print_queue_line(struct worker **ws, int n)
            back, takes, notices, repeated);
 }
 
+static int check_listen_certificates(const struct tern_config *cfg, FILE *out, int notes);
+
 static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
 {
     char err[512];
@@ -346,6 +348,12 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
             if (ls == NULL)
                 fprintf(stderr, "tern: SIGHUP: no listener, nothing to reload (the configuration "
                                 "itself is read at start)\n");
+            else if (check_listen_certificates(cfg, stderr, 0) > 0)
+                /* what `tern run` refuses to start with, a reload does
+                 * not take either: expired, weak, a key that does not
+                 * match (warnings, e.g. expiring soon, are printed) */
+                fprintf(stderr, "tern: SIGHUP: certificate errors above; the listener keeps its "
+                                "certificates and credentials\n");
             else if (listener_reload(ls, err, sizeof(err)))
                 fprintf(stderr, "tern: SIGHUP: listener certificates and credentials reloaded\n");
             else

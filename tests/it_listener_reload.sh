@@ -8,8 +8,9 @@
 #  - the credentials file read again with the certificates: a password
 #    that changed no longer passes (not even from the auth cache, where it
 #    was), the new one does, and a user added can log in;
-#  - SIGHUP with a broken certificate file, then with a broken credentials
-#    file: the reason is logged, the listener keeps what it had;
+#  - SIGHUP with a broken certificate file, an expired certificate, then a
+#    broken credentials file: the reason is logged, the listener keeps
+#    what it had;
 #  - tern stops cleanly (exit 0, no sanitizer report); the summary counts
 #    one reload.
 set -u
@@ -121,7 +122,16 @@ kill -HUP "$RUN_PID"
 tern_wait_file_grep "$dir/run.err" 'keeps its certificates' && pass bad_reload_refused ||
     fail bad_reload_refused "$(tail -3 "$dir/run.err")"
 [ "$(fp)" = "$new" ] && pass bad_reload_keeps_certificate || fail bad_reload_keeps_certificate "certificate changed"
+# an expired certificate: the check `tern run` starts with refuses it
+cp "$CERTS/expired.pem" "$dir/cur.pem"
+cp "$CERTS/expired.key" "$dir/cur.key"
+n0=$(grep -c 'keeps its certificates' "$dir/run.err")
+kill -HUP "$RUN_PID"
+for _ in $(seq 50); do [ "$(grep -c 'keeps its certificates' "$dir/run.err")" -gt "$n0" ] && break; sleep 0.1; done
+grep -q 'expired' "$dir/run.err" && [ "$(grep -c 'keeps its certificates' "$dir/run.err")" -gt "$n0" ] &&
+    [ "$(fp)" = "$new" ] && pass expired_certificate_refused || fail expired_certificate_refused "$(tail -3 "$dir/run.err")"
 cp "$CERTS/rsa2048.pem" "$dir/cur.pem"
+cp "$CERTS/rsa2048.key" "$dir/cur.key"
 echo "no colon here" >"$dir/users"
 n0=$(grep -c 'keeps its certificates' "$dir/run.err")
 kill -HUP "$RUN_PID"
