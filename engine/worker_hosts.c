@@ -103,24 +103,12 @@ void dest_set_host(struct worker *w, struct dest *d, struct mxhost *h)
 void host_waiters_changed(struct worker *w, struct mxhost *h)
 {
     int want = host_first_waiting(h) != NULL;
-    if (want == h->wlisted)
+    if (want == h->wnode.listed)
         return;
-    if (want) {
-        h->wprev = NULL;
-        h->wnext = w->waiting_hosts;
-        if (w->waiting_hosts)
-            w->waiting_hosts->wprev = h;
-        w->waiting_hosts = h;
-    } else {
-        if (h->wprev)
-            h->wprev->wnext = h->wnext;
-        else
-            w->waiting_hosts = h->wnext;
-        if (h->wnext)
-            h->wnext->wprev = h->wprev;
-        h->wnext = h->wprev = NULL;
-    }
-    h->wlisted = want;
+    if (want)
+        age_list_push(&w->waiting_hosts, &h->wnode, w->now_ms);
+    else
+        age_list_remove(&w->waiting_hosts, &h->wnode);
 }
 
 /* hosts_wake_waiting, on the tick, walks only the hosts with waiters.
@@ -134,7 +122,8 @@ void host_waiters_changed(struct worker *w, struct mxhost *h)
  * it passes any room left on to the next (dest_schedule). */
 void hosts_wake_waiting(struct worker *w)
 {
-    for (struct mxhost *h = w->waiting_hosts; h; h = h->wnext) {
+    for (struct age_node *a = age_list_oldest(&w->waiting_hosts); a; a = a->younger) {
+        struct mxhost *h = (struct mxhost *)(void *)((char *)a - offsetof(struct mxhost, wnode));
         struct dest *d = host_first_waiting(h);
         if (d && atomic_load(h->all_conns) < d->lim.max_connections_per_host)
             worker_mark_dirty(w, d);
@@ -146,7 +135,7 @@ static int host_unused(const struct worker *w, const struct mxhost *h)
     for (const struct site *s = h->sites; s; s = s->next)
         if (s->nconns || s->ready_head)
             return 0;
-    return h->refs == 0 && h->nconns == 0 && host_first_waiting(h) == NULL && !h->wlisted &&
+    return h->refs == 0 && h->nconns == 0 && host_first_waiting(h) == NULL && !h->wnode.listed &&
            h->tier_until_ms <= w->now_ms && h->plaintext_until_ms <= w->now_ms;
 }
 

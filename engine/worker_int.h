@@ -182,8 +182,7 @@ struct mxhost {
     uint64_t hash;                   /* of key */
     int refs;                        /* destinations with d->host == this (dest_set_host) */
     /* on the worker's list of hosts with waiters (host_waiters_changed) */
-    struct mxhost *wnext, *wprev;
-    int wlisted;
+    struct age_node wnode;
     struct age_node age;             /* listed while no destination uses it (worker_hosts.c) */
     struct site *sites;              /* this worker's sites on the host (worker_site.c) */
 };
@@ -382,7 +381,7 @@ struct worker {
      * destinations waiting for a slot, those no destination uses */
     struct mxhost **htab;
     size_t htab_size, nhosts;
-    struct mxhost *waiting_hosts;
+    struct age_list waiting_hosts;
     struct age_list host_ages;
     struct worker_dns *dns;    /* c-ares on this ring (worker_dns.c) */
     int64_t next_dest_stats_ms;

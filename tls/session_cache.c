@@ -1,22 +1,25 @@
 /*
  * session_cache.c - per-thread TLS client session cache; see session_cache.h.
  *
- * A chained hash table (FNV-1a over the key) finds entries; a doubly
- * linked list orders them by use, most recent at the head, so eviction
- * takes the tail. Each entry holds up to TLS_CACHE_SESSIONS_PER_KEY
+ * A chained hash table (FNV-1a over the key) finds entries; an age_list
+ * (engine/age_list.h) orders them by use, least recent first, so eviction
+ * takes the oldest. Each entry holds up to TLS_CACHE_SESSIONS_PER_KEY
  * sessions, newest at index 0.
  */
 #include "tls/session_cache.h"
 
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "engine/age_list.h"
 
 #define CACHE_MAX_KEYS_LIMIT (1u << 20)   /* bounds the bucket array */
 
 struct entry {
     struct entry *hnext;            /* hash chain */
-    struct entry *prev, *next;      /* LRU list */
+    struct age_node lru;            /* on the cache's use order */
     uint64_t hash;
     SSL_SESSION *s[TLS_CACHE_SESSIONS_PER_KEY];
     size_t n;
@@ -30,7 +33,7 @@ struct tls_session_cache {
     size_t nbuckets;                /* power of two */
     size_t max_keys;
     size_t max_sessions, nsessions;
-    struct entry *head, *tail;      /* LRU: head is most recent */
+    struct age_list lru;            /* entries by last use, least recent first */
     struct tls_cache_stats st;
 };
 
@@ -77,28 +80,23 @@ struct tls_session_cache *tls_session_cache_new(size_t max_keys, size_t max_sess
     return c;
 }
 
-static void lru_unlink(struct tls_session_cache *c, struct entry *e)
+/* The entry whose lru node this is. */
+static struct entry *entry_of(struct age_node *a)
 {
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        c->head = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
-    else
-        c->tail = e->prev;
-    e->prev = e->next = NULL;
+    return a ? (struct entry *)(void *)((char *)a - offsetof(struct entry, lru)) : NULL;
 }
 
-static void lru_push_front(struct tls_session_cache *c, struct entry *e)
+/* The least recently used entry (NULL: none). */
+static struct entry *lru_oldest(const struct tls_session_cache *c)
 {
-    e->prev = NULL;
-    e->next = c->head;
-    if (c->head)
-        c->head->prev = e;
-    c->head = e;
-    if (c->tail == NULL)
-        c->tail = e;
+    return entry_of(age_list_oldest(&c->lru));
+}
+
+/* e was used at now_s: to the young end. */
+static void lru_touch(struct tls_session_cache *c, struct entry *e, uint64_t now_s)
+{
+    age_list_remove(&c->lru, &e->lru);
+    age_list_push(&c->lru, &e->lru, (int64_t)(now_s * 1000));
 }
 
 static struct entry *lookup(const struct tls_session_cache *c, const char *key,
@@ -117,7 +115,7 @@ static void entry_remove(struct tls_session_cache *c, struct entry *e)
     while (*pp != e)
         pp = &(*pp)->hnext;
     *pp = e->hnext;
-    lru_unlink(c, e);
+    age_list_remove(&c->lru, &e->lru);
     for (size_t i = 0; i < e->n; i++)
         SSL_SESSION_free(e->s[i]);
     c->nsessions -= e->n;
@@ -170,8 +168,8 @@ void tls_session_cache_put(struct tls_session_cache *c, const char *key,
     uint64_t h = fnv1a(key, n);
     struct entry *e = lookup(c, key, n, h);
     if (e == NULL) {
-        if (c->st.keys >= c->max_keys && c->tail) {
-            entry_remove(c, c->tail);
+        if (c->st.keys >= c->max_keys && lru_oldest(c)) {
+            entry_remove(c, lru_oldest(c));
             c->st.evictions++;
         }
         e = calloc(1, sizeof(*e) + n + 1);
@@ -187,10 +185,9 @@ void tls_session_cache_put(struct tls_session_cache *c, const char *key,
         *b = e;
         c->st.keys++;
     } else {
-        lru_unlink(c, e);
         prune(c, e, now_s);
     }
-    lru_push_front(c, e);
+    lru_touch(c, e, now_s);
     if (e->n == TLS_CACHE_SESSIONS_PER_KEY) {
         SSL_SESSION_free(e->s[--e->n]);   /* oldest goes */
         c->nsessions--;
@@ -203,8 +200,8 @@ void tls_session_cache_put(struct tls_session_cache *c, const char *key,
     c->st.puts++;
     /* Over the total: the least recently used keys give up their oldest
      * sessions (never the key just stored, unless it is the only one). */
-    while (c->nsessions > c->max_sessions && c->tail) {
-        struct entry *t = c->tail != e ? c->tail : e;
+    while (c->nsessions > c->max_sessions && lru_oldest(c)) {
+        struct entry *t = lru_oldest(c);   /* e is the youngest: last */
         SSL_SESSION_free(t->s[--t->n]);
         c->nsessions--;
         c->st.evictions++;
@@ -256,8 +253,7 @@ SSL_SESSION *tls_session_cache_get(struct tls_session_cache *c, const char *key,
     if (e->n == 0) {
         entry_remove(c, e);
     } else {
-        lru_unlink(c, e);
-        lru_push_front(c, e);
+        lru_touch(c, e, now_s);
     }
     return s;
 }
@@ -286,8 +282,8 @@ void tls_session_cache_free(struct tls_session_cache *c)
 {
     if (c == NULL)
         return;
-    while (c->head)
-        entry_remove(c, c->head);
+    while (lru_oldest(c))
+        entry_remove(c, lru_oldest(c));
     free(c->buckets);
     free(c);
 }
