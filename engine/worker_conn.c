@@ -588,7 +588,7 @@ static void on_bytes_lent(struct worker *w, struct conn *c, const uint8_t *p, si
         c->body_bytes = 0;
         /* With DATA, the next transaction may follow the final dot in the
          * same write (smtp_client.h, PIPELINED TRANSACTIONS). */
-        if ((c->d->ready_head || (c->savail && c->site->ready_head)) && smtp_client_room(&c->smtp)) {
+        if ((c->d->ready_head || (c->snode.listed && age_list_oldest(&c->site->ready))) && smtp_client_room(&c->smtp)) {
             conn_hand_job(w, c);
             if (c->state == CONN_CLOSING)
                 return;
@@ -937,7 +937,7 @@ void conn_hand_job(struct worker *w, struct conn *c)
     }
     int started = 0;
     enum take_stop stop = conn_take_from(w, c, d, &started);
-    if (stop != TAKE_FULL && c->savail)
+    if (stop != TAKE_FULL && c->snode.listed)
         conn_site_mail(w, c, &started);
     if (started) {
         conn_touch(w, c);

@@ -20,7 +20,7 @@
  * What may point to a destination, and the test that it no longer does:
  *   jobs (job->d)            ready ones: nready; in flight (on any
  *                            connection: a site's carry others' mail): inflight
- *   its site's ready list    slisted
+ *   its site's ready list    snode.listed
  *   connections (c->d)       conn_refs, counted from conn_open to conn_free,
  *                            so closing and lingering ones count too
  *   the tick list            tick_listed
@@ -65,7 +65,7 @@ void dest_forget_track(struct worker *w, struct dest *d)
 static int dest_unused(const struct worker *w, const struct dest *d)
 {
     return d->conn_refs == 0 && d->nconns == 0 && d->nready == 0 && d->ready_head == NULL &&
-           d->inflight == 0 && !d->slisted &&
+           d->inflight == 0 && !d->snode.listed &&
            !d->tick_listed && !d->host_waiting && !d->dirty && d->dns_refs == 0 &&
            !d->dns_waiting && d->next_connect_ms <= w->now_ms &&
            d->backoff_until_ms <= w->now_ms && d->cert_plaintext_until_ms <= w->now_ms &&
@@ -105,7 +105,7 @@ static int forget_if_unused(void *ctx, struct age_node *a)
     struct dest *d = dest_of(a);
     /* Left on its site's list with nothing ready (its own connections
      * took the rest): only the list's head is ever taken off as empty. */
-    if (d->slisted && d->nready == 0)
+    if (d->snode.listed && d->nready == 0)
         site_unlist(d);
     if (w->now_ms - d->last_used_ms < w->cfg->destination_forget_ms || !dest_unused(w, d) ||
         !dest_counters_out(w, d))

@@ -133,7 +133,7 @@ void hosts_wake_waiting(struct worker *w)
 static int host_unused(const struct worker *w, const struct mxhost *h)
 {
     for (const struct site *s = h->sites; s; s = s->next)
-        if (s->nconns || s->ready_head)
+        if (s->nconns || age_list_oldest(&s->ready))
             return 0;
     return h->refs == 0 && h->nconns == 0 && host_first_waiting(h) == NULL && !h->wnode.listed &&
            h->tier_until_ms <= w->now_ms && h->plaintext_until_ms <= w->now_ms;

@@ -135,11 +135,12 @@ struct site {
     struct dest_limits lim;
     int nconns;                      /* open connections of its destinations */
     int nconnecting, npre_tls;       /* of those: not yet READY, not yet at STARTTLS */
-    /* established connections that take mail (c->snext, c->sprev) */
-    struct conn *avail;
+    /* established connections that take mail (c->snode), the most
+     * recent to become available youngest */
+    struct age_list avail;
     /* destinations with ready mail that their own connections did not
-     * take, oldest first (d->snext, d->sprev) */
-    struct dest *ready_head, *ready_tail;
+     * take, oldest first (d->snode) */
+    struct age_list ready;
     int ndests;                      /* destinations attached (d->site) */
     /* Connections beyond max_connections while the round trip, not a
      * queue, holds the site back (worker_site.c, site_txn_time): the
@@ -253,8 +254,7 @@ struct dest {
      * own connections), whether it is on the site's ready list, and its
      * jobs in flight on any connection (job->d points here) */
     struct site *site;
-    struct dest *snext, *sprev;
-    int slisted;
+    struct age_node snode;     /* on site->ready (snode.listed) */
     size_t inflight;
 };
 
@@ -306,8 +306,7 @@ struct conn {
     /* its destination's site when opened (NULL: none), and whether it is
      * on the site's list of connections that take mail */
     struct site *site;
-    struct conn *snext, *sprev;
-    int savail;
+    struct age_node snode;     /* on site->avail (snode.listed) */
 };
 
 struct ack_item {

@@ -105,33 +105,25 @@ static struct site *site_find(const struct dest *d)
     return s;
 }
 
+static struct dest *dest_of(struct age_node *a)
+{
+    return a ? (struct dest *)(void *)((char *)a - offsetof(struct dest, snode)) : NULL;
+}
+
+static struct conn *conn_of(struct age_node *a)
+{
+    return a ? (struct conn *)(void *)((char *)a - offsetof(struct conn, snode)) : NULL;
+}
+
+/* The site's lists keep their order only: the times are not used. */
 static void unlist(struct dest *d)
 {
-    struct site *s = d->site;
-    if (!d->slisted)
-        return;
-    if (d->sprev)
-        d->sprev->snext = d->snext;
-    else
-        s->ready_head = d->snext;
-    if (d->snext)
-        d->snext->sprev = d->sprev;
-    else
-        s->ready_tail = d->sprev;
-    d->snext = d->sprev = NULL;
-    d->slisted = 0;
+    age_list_remove(&d->site->ready, &d->snode);
 }
 
 static void list_tail(struct site *s, struct dest *d)
 {
-    d->snext = NULL;
-    d->sprev = s->ready_tail;
-    if (s->ready_tail)
-        s->ready_tail->snext = d;
-    else
-        s->ready_head = d;
-    s->ready_tail = d;
-    d->slisted = 1;
+    age_list_push(&s->ready, &d->snode, 0);
 }
 
 void site_unlist(struct dest *d)
@@ -154,7 +146,7 @@ int site_depth(const struct site *s)
 
 int site_slot_wait(const struct worker *w, const struct dest *d)
 {
-    return d->slisted && d->nconns == 0 && d->site->nconns >= site_max_conns(d) &&
+    return d->snode.listed && d->nconns == 0 && d->site->nconns >= site_max_conns(d) &&
            !d->msg_limited && !dest_paused(w, d);
 }
 
@@ -207,7 +199,7 @@ static void site_period(struct worker *w, struct site *s)
          * close (site_slot_wait): those on the list may open the new ones
          * now. (The first is often the one whose connection took the
          * site's mail, already at its own max_connections.) */
-        for (struct dest *d = site_next_ready(s); d; d = d->snext)
+        for (struct dest *d = site_next_ready(s); d; d = dest_of(d->snode.younger))
             if (d->nready)
                 worker_mark_dirty(w, d);
     } else if (rtt_bound && s->chunking && s->lim.max_txns_in_flight > 1 &&
@@ -255,14 +247,14 @@ void site_txn_time(struct worker *w, struct site *s, int64_t us)
 struct dest *site_next_ready(struct site *s)
 {
     struct dest *d;
-    while ((d = s->ready_head) != NULL && d->nready == 0)
+    while ((d = dest_of(age_list_oldest(&s->ready))) != NULL && d->nready == 0)
         unlist(d);
     return d;
 }
 
 void site_rotate(struct site *s, struct dest *d)
 {
-    if (!d->slisted || s->ready_tail == d)
+    if (!d->snode.listed || s->ready.youngest == &d->snode)
         return;
     unlist(d);
     list_tail(s, d);
@@ -271,24 +263,12 @@ void site_rotate(struct site *s, struct dest *d)
 void site_conn_avail(struct conn *c, int on)
 {
     struct site *s = c->site;
-    if (s == NULL || c->savail == on)
+    if (s == NULL || c->snode.listed == on)
         return;
-    if (on) {
-        c->sprev = NULL;
-        c->snext = s->avail;
-        if (s->avail)
-            s->avail->sprev = c;
-        s->avail = c;
-    } else {
-        if (c->sprev)
-            c->sprev->snext = c->snext;
-        else
-            s->avail = c->snext;
-        if (c->snext)
-            c->snext->sprev = c->sprev;
-        c->snext = c->sprev = NULL;
-    }
-    c->savail = on;
+    if (on)
+        age_list_push(&s->avail, &c->snode, 0);
+    else
+        age_list_remove(&s->avail, &c->snode);
 }
 
 size_t site_offer(struct worker *w, struct dest *d)
@@ -297,13 +277,13 @@ size_t site_offer(struct worker *w, struct dest *d)
     size_t soon_free = 0;
     if (s == NULL || d->nready == 0)
         return 0;
-    if (!d->slisted)
+    if (!d->snode.listed)
         list_tail(s, d);
     /* The connections take the list in order, so d's mail goes once the
      * destinations before it have had theirs. conn_hand_job may close c
      * (it can only leave the list then): the next is read first. */
-    for (struct conn *c = s->avail, *next; c; c = next) {
-        next = c->snext;
+    for (struct conn *c = conn_of(s->avail.youngest), *next; c; c = next) {
+        next = conn_of(c->snode.older);   /* the most recently available first */
         if (c->d == d || c->state != CONN_SMTP || c->quitting)
             continue;
         if (d->nready && smtp_client_room(&c->smtp))
