@@ -118,7 +118,8 @@ static struct conn *conn_of(struct age_node *a)
 /* The site's lists keep their order only: the times are not used. */
 static void unlist(struct dest *d)
 {
-    age_list_remove(&d->site->ready, &d->snode);
+    if (d->snode.listed)   /* only a listed destination is sure to have a site */
+        age_list_remove(&d->site->ready, &d->snode);
 }
 
 static void list_tail(struct site *s, struct dest *d)
