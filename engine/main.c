@@ -348,10 +348,11 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
             if (ls == NULL)
                 fprintf(stderr, "tern: SIGHUP: no listener, nothing to reload (the configuration "
                                 "itself is read at start)\n");
-            else if (check_listen_certificates(cfg, stderr, 0) > 0)
+            else if (check_listen_certificates(cfg, stderr, 1) > 0)
                 /* what `tern run` refuses to start with, a reload does
                  * not take either: expired, weak, a key that does not
-                 * match (warnings, e.g. expiring soon, are printed) */
+                 * match. Notes too (subject, key, expiry): the operator
+                 * sees which certificate the listener now presents. */
                 fprintf(stderr, "tern: SIGHUP: certificate errors above; the listener keeps its "
                                 "certificates and credentials\n");
             else if (listener_reload(ls, err, sizeof(err)))

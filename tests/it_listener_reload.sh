@@ -1,8 +1,9 @@
 #!/bin/bash
 # it_listener_reload.sh - the listener's certificates and credentials
 # replaced while it runs (SIGHUP, listener_reload), end to end:
-#  - after the files change and tern gets SIGHUP, a new STARTTLS session is
-#    given the new certificate (its SHA-256 compared with the file's);
+#  - after the files change and tern gets SIGHUP, the new certificate's
+#    subject, key and expiry are logged, and a new STARTTLS session is
+#    given it (its SHA-256 compared with the file's);
 #  - a session that started TLS before the reload goes on with the old
 #    context and has its message queued (the old set is kept for it);
 #  - the credentials file read again with the certificates: a password
@@ -105,7 +106,8 @@ cp "$CERTS/rsa2048.key" "$dir/cur.key"
 { echo "dave:$(hash 'new pass')"; echo "erin:$(hash 'erin pass')"; } >"$dir/users"
 kill -HUP "$RUN_PID"
 tern_wait_file_grep() { for _ in $(seq 50); do grep -q "$2" "$1" && return 0; sleep 0.1; done; return 1; }
-tern_wait_file_grep "$dir/run.err" 'SIGHUP: listener certificates and credentials reloaded' && pass sighup_logged ||
+tern_wait_file_grep "$dir/run.err" 'SIGHUP: listener certificates and credentials reloaded' &&
+    grep -q 'cur.pem: note: key RSA 2048 bits' "$dir/run.err" && pass sighup_logged ||
     fail sighup_logged "$(tail -3 "$dir/run.err")"
 got=""
 for _ in $(seq 20); do got=$(fp); [ "$got" = "$new" ] && break; sleep 0.1; done
