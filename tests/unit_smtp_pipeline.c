@@ -119,6 +119,15 @@ static void test_depth_limit(void)
     drv_free(&d);
 }
 
+/* Three messages on a session four deep: the first group and two stacked
+ * behind it leave in the EHLO reply's write. */
+static void stack_three(struct drv *d, const struct smtp_msg msgs[3])
+{
+    pinit(d, 4, msgs, 3);
+    feed(d, EHLO_PC);
+    CHECK_STR(d->out, "EHLO client.test\r\n" GROUP1 BEHIND1 BEHIND1);
+}
+
 /* The first fails: its recipient refused, so its BDAT too, and the
  * receiver stays in its transaction (Exim does). The second, already
  * sent, starts with RSET, so its MAIL, RCPT and body make a transaction of
@@ -129,9 +138,7 @@ static void test_failure_then_reset(void)
 {
     const struct smtp_msg msgs[] = {m1, m1, m1};
     struct drv d;
-    pinit(&d, 4, msgs, 3);
-    feed(&d, EHLO_PC);
-    CHECK_STR(d.out, "EHLO client.test\r\n" GROUP1 BEHIND1 BEHIND1);
+    stack_three(&d, msgs);
     feed(&d, "250 ok\r\n550 5.1.1 no b\r\n554 5.5.1 no valid recipients\r\n"
              "250 reset\r\n250 ok\r\n250 ok\r\n250 2.0.0 two\r\n"
              "250 reset\r\n250 ok\r\n250 ok\r\n250 2.0.0 three\r\n");
@@ -146,9 +153,7 @@ static void test_failure_resend(void)
 {
     const struct smtp_msg msgs[] = {m1, m1, m1};
     struct drv d;
-    pinit(&d, 4, msgs, 3);
-    feed(&d, EHLO_PC);
-    CHECK_STR(d.out, "EHLO client.test\r\n" GROUP1 BEHIND1 BEHIND1);
+    stack_three(&d, msgs);
     feed(&d, "250 ok\r\n250 ok\r\n451 4.3.0 try later\r\n"
              "250 reset\r\n503 5.5.1 nested MAIL\r\n503 5.5.1 bad sequence\r\n503 5.5.1 bad sequence\r\n"
              "250 reset\r\n250 ok\r\n250 ok\r\n250 2.0.0 three\r\n");
