@@ -26,7 +26,8 @@ UNIT_SRC  := $(wildcard tests/unit_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/%.c=$(BUILD)/tests/%)
 
 all: $(BUILD)/tern $(BUILD)/tern-sink $(BUILD)/tern-loadgen $(BUILD)/tern-bench-inject \
-     $(BUILD)/tern-crypto-cost $(BUILD)/tern-byte-cost $(BUILD)/tern-body-cost $(BUILD)/tern-resp-cost $(BUILD)/tern-redis-cost $(UNIT_BIN)
+     $(BUILD)/tern-crypto-cost $(BUILD)/tern-byte-cost $(BUILD)/tern-body-cost $(BUILD)/tern-resp-cost $(BUILD)/tern-redis-cost $(UNIT_BIN) \
+     $(BUILD)/tests/queue_cluster_probe
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -66,6 +67,8 @@ $(BUILD)/tern-resp-cost: $(BUILD)/bench/resp_cost.o $(BUILD)/libtern.a
 $(BUILD)/tern-redis-cost: $(BUILD)/bench/redis_cost.o $(BUILD)/libtern.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# Unit tests, and tests/queue_cluster_probe.c (run by it_queue_cluster.sh
+# against the cluster it starts: not a unit_* binary, which run.sh runs bare).
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libtern.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -105,4 +108,4 @@ clean:
 	rm -rf build
 
 .PHONY: all test demo clean fuzz bench
--include $(FUZZ_OBJ:.o=.d) $(LIB_OBJ:.o=.d) $(SINK_OBJ:.o=.d) $(BUILD)/bench/loadgen.d $(BUILD)/bench/inject.d $(BUILD)/bench/crypto_cost.d $(BUILD)/bench/byte_cost.d $(BUILD)/bench/body_cost.d $(BUILD)/bench/resp_cost.d $(BUILD)/bench/redis_cost.d $(UNIT_BIN:=.d) $(BUILD)/engine/main.d
+-include $(FUZZ_OBJ:.o=.d) $(LIB_OBJ:.o=.d) $(SINK_OBJ:.o=.d) $(BUILD)/bench/loadgen.d $(BUILD)/bench/inject.d $(BUILD)/bench/crypto_cost.d $(BUILD)/bench/byte_cost.d $(BUILD)/bench/body_cost.d $(BUILD)/bench/resp_cost.d $(BUILD)/bench/redis_cost.d $(UNIT_BIN:=.d) $(BUILD)/tests/queue_cluster_probe.d $(BUILD)/engine/main.d

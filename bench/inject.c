@@ -53,12 +53,6 @@ struct inj_opts {
     long messages, domains, rcpts, rate, size;
 };
 
-struct batch {
-    struct buf cmds;
-    size_t offs[INJ_WINDOW_MSGS + 1];
-    size_t n;
-};
-
 static double mono_s(void)
 {
     struct timespec ts;
@@ -123,7 +117,7 @@ static void make_body(struct buf *b, long size)
 }
 
 /* Append message i's enqueue command to the batch. */
-static int add_message(struct batch *bt, const struct queue_conn *q, const struct inj_opts *o,
+static int add_message(struct queue_batch *bt, const struct queue_conn *q, const struct inj_opts *o,
                        long i, const struct buf *body, struct buf *msg, char (*rcpt)[QUEUE_ADDR_MAX + 1],
                        const char **rp, int64_t now)
 {
@@ -144,45 +138,28 @@ static int add_message(struct batch *bt, const struct queue_conn *q, const struc
     if (msg->err || !queue_cmd_enqueue(&bt->cmds, &q->qc, &q->scripts, id, INJ_FROM, rp,
                                        (size_t)o->rcpts, dom, buf_peek(msg), buf_used(msg), now))
         return 0;
-    bt->offs[++bt->n] = bt->cmds.len;
-    return 1;
+    /* One unit per enqueue, sent to its partition's node (a cluster's). */
+    return queue_batch_add(bt, queue_partition_of(&q->qc, dom, strlen(dom)), QUEUE_ENQUEUE_CMDS);
 }
 
-/* Send the batch, read every reply. Returns 1, or 0 with err set. */
-static int flush(struct queue_conn *q, struct batch *bt, char *err, size_t errlen)
+/* Send the batch (queue_batch_run: each enqueue to its partition's
+ * node, all nodes' commands written before the replies are read), check
+ * every reply. Returns 1, or 0 with err set. */
+static int flush(struct queue_conn *q, struct queue_batch *bt, char *err, size_t errlen)
 {
-    const char *base = (const char *)bt->cmds.data;
-    for (size_t i = 0; i < bt->n; i++) {
-        if (redisAppendFormattedCommand(q->rc, base + bt->offs[i], bt->offs[i + 1] - bt->offs[i]) != REDIS_OK) {
-            snprintf(err, errlen, "redis: %s", q->rc->errstr);
-            return 0;
-        }
-    }
-    int ok = 1;
-    for (size_t i = 0; i < bt->n; i++) {
-        redisReply *r[QUEUE_ENQUEUE_CMDS];
-        for (size_t k = 0; k < QUEUE_ENQUEUE_CMDS; k++) {
-            void *rv = NULL;
-            if (redisGetReply(q->rc, &rv) != REDIS_OK) {
-                snprintf(err, errlen, "redis: %s", q->rc->errstr);
-                for (size_t j = 0; j < k; j++)
-                    freeReplyObject(r[j]);
-                return 0;
-            }
-            r[k] = rv;
-        }
+    int ok = queue_batch_run(q, bt, err, errlen);
+    for (size_t i = 0; ok && i < bt->n; i++) {
+        const redisReply *r[QUEUE_ENQUEUE_CMDS];
+        for (size_t k = 0; k < QUEUE_ENQUEUE_CMDS; k++)
+            r[k] = queue_batch_reply(bt, i, k);
         const char *why, *text;
         int wrote;
-        if (!queue_parse_enqueue((const redisReply *const *)r, &wrote, &why, &text) && ok) {
+        if (!queue_parse_enqueue(r, &wrote, &why, &text)) {
             snprintf(err, errlen, "enqueue: %s %s", why, text);
             ok = 0;
         }
-        for (size_t k = 0; k < QUEUE_ENQUEUE_CMDS; k++)
-            freeReplyObject(r[k]);
     }
-    buf_reset(&bt->cmds);
-    bt->n = 0;
-    bt->offs[0] = 0;
+    queue_batch_reset(bt);
     return ok;
 }
 
@@ -215,7 +192,7 @@ int main(int argc, char **argv)
     }
     char (*rcpt)[QUEUE_ADDR_MAX + 1] = calloc((size_t)o.rcpts, sizeof(*rcpt));
     const char **rp = calloc((size_t)o.rcpts, sizeof(*rp));
-    struct batch *bt = calloc(1, sizeof(*bt));
+    struct queue_batch *bt = calloc(1, sizeof(*bt));
     struct buf body, msg;
     buf_init(&body, 0);
     buf_init(&msg, 0);
@@ -224,7 +201,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "tern-bench-inject: out of memory\n");
         return 1;
     }
-    buf_init(&bt->cmds, 0);
+    queue_batch_init(bt);
 
     int rc = 0;
     long done = 0;
@@ -257,7 +234,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "tern-bench-inject: %s\n", err);
     printf("enqueued=%ld seconds=%.3f rate=%.0f\n", rc ? 0 : done, dt, dt > 0 ? (double)done / dt : 0.0);
     queue_close(&q);
-    buf_free(&bt->cmds);
+    queue_batch_free(bt);
     buf_free(&body);
     buf_free(&msg);
     free(bt);

@@ -8,6 +8,7 @@
  * sizing events_maxlen. Run it through bench/redis_cost.sh,
  * which starts a private redis-server: the tool enqueues its own messages
  * and leaves the queue empty, but it is not meant for a Redis in use.
+ * A standalone Redis only: it refuses a Redis Cluster node (exit 2).
  *
  *   build/tern-redis-cost REDIS_ADDR [--messages N] [--size BYTES] [--rounds R]
  *   take_us=N hmget_us=N ack_us=N ack_no_event_us=N event_us=N total_us=N event_bytes=N
@@ -263,7 +264,8 @@ int main(int argc, char **argv)
             bad = 1;
     }
     if (bad || addr == NULL || n < 1 || size < 1 || rounds < 1 || rounds > ROUNDS_MAX) {
-        fprintf(stderr, "usage: tern-redis-cost REDIS_ADDR [--messages N] [--size BYTES] [--rounds 1..%d]\n",
+        fprintf(stderr, "usage: tern-redis-cost REDIS_ADDR [--messages N] [--size BYTES] [--rounds 1..%d]\n"
+                        "       (REDIS_ADDR: a standalone Redis, not a Redis Cluster)\n",
                 ROUNDS_MAX);
         return 2;
     }
@@ -275,6 +277,15 @@ int main(int argc, char **argv)
     if (!queue_open(&q, &qc, addr, err, sizeof(err))) {
         fprintf(stderr, "tern-redis-cost: %s\n", err);
         return 1;
+    }
+    if (q.map != NULL) {
+        /* It measures one server's CPU (INFO cpu) and sends every
+         * partition's commands over one connection: a cluster would
+         * answer MOVED, and its CPU is spread over nodes. */
+        fprintf(stderr, "tern-redis-cost: %s is a Redis Cluster node; give a standalone Redis\n",
+                addr);
+        queue_close(&q);
+        return 2;
     }
     double take[ROUNDS_MAX], hmget[ROUNDS_MAX], ack[ROUNDS_MAX], ack0[ROUNDS_MAX];
     for (int r = 0; r < rounds; r++) {   /* with and without events, alternating */

@@ -81,10 +81,11 @@ int redis_wait_open(struct queue_conn *q, const struct tern_config *cfg, int64_t
 }
 
 /* The maxmemory_policy line of INFO memory (INFO works where CONFIG is
- * renamed away, as managed Redis services often do). */
-static int warn_eviction(struct queue_conn *q, FILE *out)
+ * renamed away, as managed Redis services often do). `who` names the
+ * server: "Redis", or "Redis node host:port" in a cluster. */
+static int warn_eviction(redisContext *c, const char *who, FILE *out)
 {
-    redisReply *r = redisCommand(q->rc, "INFO memory");
+    redisReply *r = redisCommand(c, "INFO memory");
     int n = 0;
     if (r && r->type == REDIS_REPLY_STRING) {
         const char *p = strstr(r->str, "\nmaxmemory_policy:");
@@ -92,10 +93,10 @@ static int warn_eviction(struct queue_conn *q, FILE *out)
             p += strlen("\nmaxmemory_policy:");
             size_t len = strcspn(p, "\r\n");
             if (len > 8 && strncmp(p, "allkeys-", 8) == 0) {
-                fprintf(out, "tern: warning: Redis maxmemory-policy is %.*s: when Redis reaches "
+                fprintf(out, "tern: warning: %s maxmemory-policy is %.*s: when Redis reaches "
                              "maxmemory it evicts keys, queued messages among them, lost without a "
                              "trace; set maxmemory-policy noeviction (docs/queue.md, \"Redis "
-                             "settings\")\n", (int)len, p);
+                             "settings\")\n", who, (int)len, p);
                 n = 1;
             }
         }
@@ -106,34 +107,52 @@ static int warn_eviction(struct queue_conn *q, FILE *out)
 
 /* INFO persistence's aof_enabled: without the AOF, what Redis holds lives
  * until its next snapshot at best. */
-static int note_no_aof(struct queue_conn *q, FILE *out)
+static int note_no_aof(redisContext *c, const char *who, FILE *out)
 {
-    redisReply *r = redisCommand(q->rc, "INFO persistence");
+    redisReply *r = redisCommand(c, "INFO persistence");
     int n = 0;
     if (r && r->type == REDIS_REPLY_STRING && strstr(r->str, "\naof_enabled:0") != NULL) {
-        fprintf(out, "tern: note: Redis appendonly is off: a Redis crash or restart loses the mail "
+        fprintf(out, "tern: note: %s appendonly is off: a Redis crash or restart loses the mail "
                      "queued since its last RDB snapshot, if it takes any (docs/queue.md, "
-                     "\"Durability\": appendonly yes with appendfsync everysec or always)\n");
+                     "\"Durability\": appendonly yes with appendfsync everysec or always)\n", who);
         n = 1;
     }
     freeReplyObject(r);
     return n;
 }
 
-int redis_start_notes(struct queue_conn *q, FILE *out)
+static int note_listpack(redisContext *c, const char *who, FILE *out)
 {
-    int notes = warn_eviction(q, out) + note_no_aof(q, out);
-    redisReply *r = redisCommand(q->rc, "CONFIG GET hash-max-listpack-value");
-    int v = 0;
+    redisReply *r = redisCommand(c, "CONFIG GET hash-max-listpack-value");
+    int v = 0, n = 0;
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
         r->element[1]->type == REDIS_REPLY_STRING &&
         config_parse_int(r->element[1]->str, 0, 1 << 30, &v) && v < REDIS_NOTE_LISTPACK_MIN) {
-        fprintf(out, "tern: note: Redis hash-max-listpack-value is %d: each queued message larger "
+        fprintf(out, "tern: note: %s hash-max-listpack-value is %d: each queued message larger "
                      "than that is stored as a hash table, which costs Redis about 3 us more per "
                      "message; docs/queue.md suggests a value a little above your usual message "
-                     "size (CONFIG SET hash-max-listpack-value 8192)\n", v);
-        notes++;
+                     "size (CONFIG SET hash-max-listpack-value 8192)\n", who, v);
+        n = 1;
     }
     freeReplyObject(r);
+    return n;
+}
+
+/* Every server holding queue data is looked at: the one Redis, or each
+ * master of a cluster (each line then names its node). */
+int redis_start_notes(struct queue_conn *q, FILE *out)
+{
+    int notes = 0;
+    for (int i = 0; i < queue_conn_nnodes(q); i++) {
+        char addr[QUEUE_CLUSTER_ADDR_MAX], who[QUEUE_CLUSTER_ADDR_MAX + 16];
+        redisContext *c = queue_conn_node(q, i, addr, sizeof(addr));
+        if (c == NULL)
+            continue;
+        if (addr[0])
+            snprintf(who, sizeof(who), "Redis node %s", addr);
+        else
+            snprintf(who, sizeof(who), "Redis");
+        notes += warn_eviction(c, who, out) + note_no_aof(c, who, out) + note_listpack(c, who, out);
+    }
     return notes;
 }

@@ -46,6 +46,8 @@ int redis_wait_open(struct queue_conn *q, const struct tern_config *cfg, int64_t
  * below REDIS_NOTE_LISTPACK_MIN, which makes every queued message bigger
  * than it a hash table (measured: ~3 us more Redis CPU per message;
  * docs/queue.md). A Redis that refuses INFO or CONFIG GET gets no line.
+ * In a Redis Cluster every master is asked, and each line names its node
+ * ("Redis node 127.0.0.1:7001 appendonly is off: ...").
  * Returns the number of lines written. */
 #define REDIS_NOTE_LISTPACK_MIN 1024
 int redis_start_notes(struct queue_conn *q, FILE *out);

@@ -59,7 +59,10 @@
  * CLI SIDE (blocking)
  *   queue_open() connects with hiredis' blocking API and loads the
  *   scripts; queue_enqueue() and queue_generate() add messages;
- *   queue_stats() reads counts.
+ *   queue_stats() reads counts. Against a Redis Cluster it holds one
+ *   connection per master and routes each partition's commands to its
+ *   slot's node, following MOVED and ASK (queue_conn_command_argv,
+ *   queue_batch_run); against a standalone Redis, one connection.
  *
  * ERRORS
  *   Functions returning int return 1 on success and 0 on failure, with a
@@ -79,6 +82,7 @@
 #include <hiredis/hiredis.h>
 
 #include "engine/buf.h"
+#include "queue/queue_cluster.h"
 
 #define QUEUE_PREFIX_MAX      32
 #define QUEUE_ID_MAX          40
@@ -375,24 +379,149 @@ int queue_addr_bare(const char *a, size_t len, int is_recipient,
 
 /* --- CLI side: blocking --- */
 
+/*
+ * A queue_conn talks to a standalone Redis over one connection (rc), or
+ * to a Redis Cluster over one connection per master (nodes[], by the
+ * index of the node in *map), routing each partition's commands to the
+ * node serving its slot (queue_cluster.h). queue_open tells the two apart
+ * by CLUSTER SLOTS. Every command tern sends names keys of one partition
+ * only, so a command goes to exactly one node.
+ *
+ * OWNERSHIP: queue_open allocates map and opens the contexts; queue_close
+ * frees them all. rc stays "the connection queue_open made" (to the
+ * address it was given) in both cases, for commands that belong to no
+ * partition (INFO, CONFIG GET); in a cluster nothing per partition goes
+ * there.
+ */
 struct queue_conn {
     redisContext *rc;
     struct queue_config qc;
     struct queue_scripts scripts;
+    struct queue_cluster_map *map;   /* NULL: standalone */
+    /* Cluster: the context of map node i, opened by queue_open for every
+     * master and later for a node a MOVED or ASK names (NULL until then). */
+    redisContext *nodes[QUEUE_CLUSTER_NODES_MAX];
+    char host[QUEUE_CLUSTER_HOST_MAX]; /* the host queue_open connected to
+                                        ("" for a unix socket): CLUSTER
+                                        SLOTS' stand-in for a node that
+                                        announces no address */
 };
 
 /* queue_open connects to "host:port", "host" (port 6379), "[v6]:port" or
  * "unix:/path" with a 10 s connect/IO timeout, checks qc
- * (queue_config_check) and loads the four scripts (SCRIPT LOAD), storing
- * their SHAs in q->scripts. On failure returns 0 with err set and leaves
- * nothing open. */
+ * (queue_config_check), asks CLUSTER SLOTS, and loads the four scripts
+ * (SCRIPT LOAD), storing their SHAs in q->scripts. CLUSTER SLOTS answered
+ * by an error (a standalone Redis, "cluster support disabled", or CLUSTER
+ * renamed away) keeps the one connection; answered by the slot map, every
+ * master is connected (same timeouts) and given the scripts, and every
+ * partition's slot must be served. On failure returns 0 with err set and
+ * leaves nothing open. */
 int queue_open(struct queue_conn *q, const struct queue_config *qc,
                const char *redis_addr, char *err, size_t errlen);
-/* queue_close closes the connection; safe on a zeroed or closed conn. */
+/* queue_close closes every connection and frees the map; safe on a
+ * zeroed or closed conn. */
 void queue_close(struct queue_conn *q);
 /* queue_reload_scripts runs SCRIPT LOAD again (after NOSCRIPT, e.g. a
- * Redis restart or SCRIPT FLUSH). Returns 1, or 0 with err set. */
+ * Redis restart or SCRIPT FLUSH), on every open node of a cluster.
+ * Returns 1, or 0 with err set. */
 int queue_reload_scripts(struct queue_conn *q, char *err, size_t errlen);
+
+/* queue_conn_rc: the context serving partition (q->rc when standalone).
+ * Never NULL on an open conn: queue_open checks that every partition's
+ * slot is served, and a MOVED only ever points it at an open node. For
+ * callers that pipeline their own commands to one partition; they must
+ * follow no redirection themselves (use the calls below for that). */
+redisContext *queue_conn_rc(struct queue_conn *q, int partition);
+
+/* queue_conn_nnodes / queue_conn_node: the connections a per-server check
+ * (INFO, CONFIG GET) should ask: 1 standalone (q->rc, addr ""), else every
+ * open master with its "host:port" in addr (QUEUE_CLUSTER_ADDR_MAX). */
+int queue_conn_nnodes(const struct queue_conn *q);
+redisContext *queue_conn_node(struct queue_conn *q, int i, char *addr, size_t addrlen);
+
+/* queue_conn_command_argv sends one command (argv/lens as hiredis takes
+ * them; lens NULL: strlen) for partition to the node serving it and
+ * returns its reply (the caller frees it; it may be an error reply:
+ * "EXISTS ...", "TRYAGAIN ...", "CLUSTERDOWN ..." are for the caller to
+ * report). In a cluster a MOVED reply updates the map, opens the new node
+ * if needed (scripts loaded there) and the command is sent there once; an
+ * ASK reply sends ASKING and the command to the node named, once, the map
+ * unchanged. A second redirection is returned as the error it is. A
+ * redirected command did not run, so nothing runs twice. NULL with err
+ * set on a connection error or when the node named cannot be reached. */
+redisReply *queue_conn_command_argv(struct queue_conn *q, int partition, int argc,
+                                    const char **argv, const size_t *lens, char *err,
+                                    size_t errlen);
+
+/* queue_conn_unit: the same for k RESP-formatted commands cmd[0..len)
+ * (arrays of bulk strings, as the builders write) to one partition, sent
+ * together; their k replies go to r[0..k) (the caller frees each). Each
+ * command whose reply is a redirection is resent alone, in order, where
+ * it points, as above; the others' replies are kept (during a slot's
+ * migration a unit's commands may be answered by two nodes). 1, or 0
+ * with err set and r[] empty. */
+int queue_conn_unit(struct queue_conn *q, int partition, const char *cmd, size_t len,
+                    size_t k, redisReply **r, char *err, size_t errlen);
+
+/* queue_reply_redirect: r is a MOVED or ASK error. */
+int queue_reply_redirect(const redisReply *r);
+
+/*
+ * A pipelined batch: units of commands, each unit k commands for one
+ * partition, built into cmds (the queue_cmd_* builders append there,
+ * queue_batch_append_argv too) and closed with queue_batch_add.
+ * queue_batch_run hands each unit to its partition's connection, writes
+ * every connection's commands before reading any reply (the nodes of a
+ * cluster work at once), then reads each unit's replies from its node:
+ * replies come back in order per connection, and units are read in the
+ * order added. Then each command answered MOVED or ASK is resent alone,
+ * synchronously, where the reply points (as queue_conn_unit does; a
+ * redirected command did not run).
+ *
+ * OWNERSHIP: the batch owns cmds, its unit table and, after a run, the
+ * replies (queue_batch_reply; valid until the next reset or free).
+ */
+struct queue_batch_unit {
+    size_t off, len;      /* its commands: cmds bytes [off, off + len) */
+    size_t first;         /* its first reply's index in r */
+    int partition;
+    int node;             /* where it was sent */
+    unsigned k;           /* commands (and replies) */
+};
+
+struct queue_batch {
+    struct buf cmds;
+    struct queue_batch_unit *u;
+    size_t n, cap;
+    redisReply **r;       /* after queue_batch_run: every reply, in order */
+    size_t nr, rcap;
+    size_t closed;        /* bytes of cmds in units already */
+    int oom;              /* the unit table could not grow */
+};
+
+void queue_batch_init(struct queue_batch *b);
+/* queue_batch_add closes a unit: the commands appended to cmds since the
+ * last add (k of them) are for partition. 0 when out of memory (run then
+ * fails too). */
+int queue_batch_add(struct queue_batch *b, int partition, unsigned k);
+/* queue_batch_append_argv appends one RESP command (lens NULL: strlen)
+ * to cmds; queue_batch_add_argv appends it and adds it as a unit of 1. */
+int queue_batch_append_argv(struct queue_batch *b, int argc, const char **argv,
+                            const size_t *lens);
+int queue_batch_add_argv(struct queue_batch *b, int partition, int argc, const char **argv,
+                         const size_t *lens);
+/* queue_batch_run: as above. 1 with every reply read, or 0 with err set
+ * (out of memory, a connection error: the conn is then out of step, close
+ * it). */
+int queue_batch_run(struct queue_conn *q, struct queue_batch *b, char *err, size_t errlen);
+/* queue_batch_reply: reply j of unit i after a run (the batch keeps it;
+ * queue_batch_take hands it over to the caller, leaving NULL). */
+redisReply *queue_batch_reply(const struct queue_batch *b, size_t i, size_t j);
+redisReply *queue_batch_take(struct queue_batch *b, size_t i, size_t j);
+/* queue_batch_reset frees the replies and empties the batch, keeping its
+ * allocations; queue_batch_free frees everything. */
+void queue_batch_reset(struct queue_batch *b);
+void queue_batch_free(struct queue_batch *b);
 
 /* queue_enqueue stores one message for rcpts (split by domain), atomically
  * per domain entry; every address is checked first, so bad input leaves

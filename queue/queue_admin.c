@@ -1,7 +1,9 @@
 /*
  * queue_admin.c - `tern queue` subcommands (see queue_admin.h): blocking
- * hiredis calls on one connection, reads pipelined in chunks, changes
- * made by Lua scripts so each is atomic per partition.
+ * hiredis calls, each sent to the partition's node (one connection to a
+ * standalone Redis; a Redis Cluster's are routed by queue_conn_command_argv
+ * and queue_batch_run), reads pipelined in chunks, changes made by Lua
+ * scripts so each is atomic per partition.
  *
  * The admin scripts are sent with EVAL (their text each time): they run
  * rarely, and Redis caches a script by its SHA anyway.
@@ -119,44 +121,32 @@ static void pkey(const struct admin *a, int p, const char *name, char key[KEY_MA
         key[0] = '\0';
 }
 
-static redisReply *cmd(struct admin *a, int argc, const char **argv)
+/* cmd: one command for partition p, sent to the node serving it
+ * (queue_conn_command_argv follows a cluster's redirections). Errors are
+ * printed; an error reply is returned for the caller to see too. */
+static redisReply *cmd(struct admin *a, int p, int argc, const char **argv)
 {
-    size_t lens[ADMIN_ARGS_MAX];
+    char err[256];
     if (argc > ADMIN_ARGS_MAX)
         return NULL;
-    for (int i = 0; i < argc; i++)
-        lens[i] = strlen(argv[i]);
-    redisReply *r = redisCommandArgv(a->q.rc, argc, argv, lens);
+    redisReply *r = queue_conn_command_argv(&a->q, p, argc, argv, NULL, err, sizeof(err));
     if (r == NULL)
-        fprintf(stderr, "tern: redis: %s\n", a->q.rc->errstr);
+        fprintf(stderr, "tern: redis: %s\n", err);
     else if (r->type == REDIS_REPLY_ERROR)
         fprintf(stderr, "tern: redis: %s\n", r->str);
     return r;
 }
 
-/* Append one command (argv strings) to the pipeline. */
-static int append(struct admin *a, int argc, const char **argv)
+/* run_batch: the batch's commands sent, each partition's to its node, and
+ * every reply read (queue_batch_run). */
+static int run_batch(struct admin *a, struct queue_batch *b)
 {
-    size_t lens[ADMIN_ARGS_MAX];
-    if (argc > ADMIN_ARGS_MAX)
-        return 0;
-    for (int i = 0; i < argc; i++)
-        lens[i] = strlen(argv[i]);
-    if (redisAppendCommandArgv(a->q.rc, argc, argv, lens) != REDIS_OK) {
-        fprintf(stderr, "tern: redis: %s\n", a->q.rc->errstr);
+    char err[256];
+    if (!queue_batch_run(&a->q, b, err, sizeof(err))) {
+        fprintf(stderr, "tern: redis: %s\n", err);
         return 0;
     }
     return 1;
-}
-
-static redisReply *next_reply(struct admin *a)
-{
-    void *r = NULL;
-    if (redisGetReply(a->q.rc, &r) != REDIS_OK) {
-        fprintf(stderr, "tern: redis: %s\n", a->q.rc->errstr);
-        return NULL;
-    }
-    return r;
 }
 
 static int64_t reply_i64(const redisReply *r)
@@ -179,21 +169,22 @@ static int find_partition(struct admin *a, const char *id)
 {
     char key[KEY_MAX], name[2 + QUEUE_ID_MAX];
     snprintf(name, sizeof(name), "m:%s", id);
+    struct queue_batch b;
+    queue_batch_init(&b);
     for (int p = 0; p < a->q.qc.partitions; p++) {
         pkey(a, p, name, key);
-        if (!append(a, 2, (const char *[]){"EXISTS", key}))
-            return -2;
+        queue_batch_add_argv(&b, p, 2, (const char *[]){"EXISTS", key}, NULL);
     }
-    int found = -1, bad = 0;
-    for (int p = 0; p < a->q.qc.partitions; p++) {
-        redisReply *r = next_reply(a);
-        if (r == NULL)
-            return -2;
+    int found = -1, bad = !run_batch(a, &b);
+    for (int p = 0; !bad && p < a->q.qc.partitions; p++) {
+        const redisReply *r = queue_batch_reply(&b, (size_t)p, 0);
         if (r->type == REDIS_REPLY_INTEGER && r->integer == 1 && found < 0)
             found = p;
+        if (r->type == REDIS_REPLY_ERROR)
+            fprintf(stderr, "tern: redis: %s\n", r->str);
         bad |= r->type != REDIS_REPLY_INTEGER;
-        freeReplyObject(r);
     }
+    queue_batch_free(&b);
     return bad ? -2 : found;
 }
 
@@ -257,16 +248,15 @@ static int count_ids(struct admin *a, int p, const redisReply *ids, int state, s
 {
     char pfx[KEY_MAX], key[KEY_MAX + QUEUE_ID_MAX];
     pkey(a, p, "m:", pfx);
+    struct queue_batch b;
+    queue_batch_init(&b);
     for (size_t i = 0; i < ids->elements; i++) {
         snprintf(key, sizeof(key), "%s%s", pfx, ids->element[i]->str ? ids->element[i]->str : "");
-        if (!append(a, 4, (const char *[]){"HMGET", key, "domain", "created"}))
-            return 0;
+        queue_batch_add_argv(&b, p, 4, (const char *[]){"HMGET", key, "domain", "created"}, NULL);
     }
-    int ok = 1;
-    for (size_t i = 0; i < ids->elements; i++) {
-        redisReply *r = next_reply(a);
-        if (r == NULL)
-            return 0;
+    int ok = run_batch(a, &b);
+    for (size_t i = 0; ok && i < ids->elements; i++) {
+        const redisReply *r = queue_batch_reply(&b, i, 0);
         if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
             r->element[0]->type == REDIS_REPLY_STRING) {
             struct dstat *s = dtable_get(t, r->element[0]->str, r->element[0]->len);
@@ -281,8 +271,8 @@ static int count_ids(struct admin *a, int p, const redisReply *ids, int state, s
                     *oldest = c;
             }
         }
-        freeReplyObject(r);
     }
+    queue_batch_free(&b);
     return ok;
 }
 
@@ -299,11 +289,11 @@ static int scan_state(struct admin *a, int p, int state, struct dtable *t, int64
         snprintf(stop, sizeof(stop), "%lld", at + ADMIN_CHUNK - 1);
         redisReply *r;
         if (state == ST_READY)
-            r = cmd(a, 4, (const char *[]){"LRANGE", key, start, stop});
+            r = cmd(a, p, 4, (const char *[]){"LRANGE", key, start, stop});
         else if (state == ST_BAD)
-            r = cmd(a, 5, (const char *[]){"SSCAN", key, cursor, "COUNT", QUEUE_STR(ADMIN_CHUNK)});
+            r = cmd(a, p, 5, (const char *[]){"SSCAN", key, cursor, "COUNT", QUEUE_STR(ADMIN_CHUNK)});
         else
-            r = cmd(a, 4, (const char *[]){"ZRANGE", key, start, stop});
+            r = cmd(a, p, 4, (const char *[]){"ZRANGE", key, start, stop});
         if (r == NULL)
             return 0;
         const redisReply *ids = r;
@@ -480,19 +470,23 @@ static int cmd_show(struct admin *a, const char *id)
     snprintf(mkey, sizeof(mkey), "%s%s", pfx, id);
     for (int s = 0; s < ST_COUNT; s++)
         pkey(a, p, state_keys[s], k[s]);
-    int ok = append(a, 9, (const char *[]){"HMGET", mkey, "from", "rcpts", "domain", "attempts",
-                                           "created", "last", "bad_reason"}) &&
-             append(a, 3, (const char *[]){"HSTRLEN", mkey, "data"}) &&
-             append(a, 3, (const char *[]){"LPOS", k[ST_READY], id}) &&
-             append(a, 3, (const char *[]){"ZSCORE", k[ST_LEASED], id}) &&
-             append(a, 3, (const char *[]){"ZSCORE", k[ST_SCHED], id}) &&
-             append(a, 3, (const char *[]){"SISMEMBER", k[ST_BAD], id});
-    if (!ok)
-        return ADMIN_EXIT_RUNTIME;
+    /* Six reads of one partition: one unit, sent together to its node. */
+    struct queue_batch b;
+    queue_batch_init(&b);
+    queue_batch_append_argv(&b, 9, (const char *[]){"HMGET", mkey, "from", "rcpts", "domain",
+                                                    "attempts", "created", "last", "bad_reason"},
+                            NULL);
+    queue_batch_append_argv(&b, 3, (const char *[]){"HSTRLEN", mkey, "data"}, NULL);
+    queue_batch_append_argv(&b, 3, (const char *[]){"LPOS", k[ST_READY], id}, NULL);
+    queue_batch_append_argv(&b, 3, (const char *[]){"ZSCORE", k[ST_LEASED], id}, NULL);
+    queue_batch_append_argv(&b, 3, (const char *[]){"ZSCORE", k[ST_SCHED], id}, NULL);
+    queue_batch_append_argv(&b, 3, (const char *[]){"SISMEMBER", k[ST_BAD], id}, NULL);
+    queue_batch_add(&b, p, 6);
+    int ok = run_batch(a, &b);
     redisReply *r[6] = {0};
-    for (int i = 0; i < 6; i++)
-        if ((r[i] = next_reply(a)) == NULL)
-            ok = 0;
+    for (int i = 0; ok && i < 6; i++)
+        r[i] = queue_batch_take(&b, 0, (size_t)i);
+    queue_batch_free(&b);
     if (ok && (r[0]->type != REDIS_REPLY_ARRAY || r[0]->elements != 7)) {
         /* e.g. WRONGTYPE: a producer wrote something other than a hash
          * at the message's key (the take sets such an id aside). */
@@ -548,8 +542,8 @@ static int retry_partition(struct admin *a, int p, const char *domain, long long
     pkey(a, p, "m:", pfx);
     for (long long at = 0;;) {
         snprintf(start, sizeof(start), "%lld", at);
-        redisReply *r = cmd(a, 9, (const char *[]){"EVAL", retry_src, "2", sched, ready, pfx, start,
-                                                   QUEUE_STR(ADMIN_CHUNK), domain});
+        redisReply *r = cmd(a, p, 9, (const char *[]){"EVAL", retry_src, "2", sched, ready, pfx,
+                                                      start, QUEUE_STR(ADMIN_CHUNK), domain});
         if (r == NULL)
             return 0;
         int ok = r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
@@ -616,14 +610,15 @@ static int remove_ids(struct admin *a, int p, const char *status, const char *re
         argv[i] = i < 13 ? head[i] : ids[i - 13];
         lens[i] = strlen(argv[i]);
     }
-    redisReply *r = redisCommandArgv(a->q.rc, (int)argc, argv, lens);
+    char err[256];
+    redisReply *r = queue_conn_command_argv(&a->q, p, (int)argc, argv, lens, err, sizeof(err));
     free(argv);
     free(lens);
     int ok = r != NULL && r->type == REDIS_REPLY_INTEGER;
     if (ok)
         *removed += r->integer;
     else
-        fprintf(stderr, "tern: redis: %s\n", r ? (r->str ? r->str : "bad reply") : a->q.rc->errstr);
+        fprintf(stderr, "tern: redis: %s\n", r ? (r->str ? r->str : "bad reply") : err);
     freeReplyObject(r);
     return ok;
 }
@@ -635,7 +630,7 @@ static int bounce_one(struct admin *a, int p, const char *id)
     char mkey[KEY_MAX + QUEUE_ID_MAX], pfx[KEY_MAX], err[256];
     pkey(a, p, "m:", pfx);
     snprintf(mkey, sizeof(mkey), "%s%s", pfx, id);
-    redisReply *r = cmd(a, 5, (const char *[]){"HMGET", mkey, "from", "rcpts", "data"});
+    redisReply *r = cmd(a, p, 5, (const char *[]){"HMGET", mkey, "from", "rcpts", "data"});
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
         r->element[0]->type != REDIS_REPLY_STRING) {
         freeReplyObject(r);

@@ -48,11 +48,10 @@ int queue_cluster_find_node(const struct queue_cluster_map *m, const char *host,
     return -1;
 }
 
-int queue_cluster_set_slot(struct queue_cluster_map *m, unsigned slot, const char *host, int port)
+int queue_cluster_add_node(struct queue_cluster_map *m, const char *host, int port)
 {
     size_t hlen = strlen(host);
-    if (slot >= QUEUE_CLUSTER_SLOTS || hlen == 0 || hlen >= QUEUE_CLUSTER_HOST_MAX || port <= 0 ||
-        port > 65535)
+    if (hlen == 0 || hlen >= QUEUE_CLUSTER_HOST_MAX || port <= 0 || port > 65535)
         return -1;
     int i = queue_cluster_find_node(m, host, port);
     if (i < 0) {
@@ -62,7 +61,16 @@ int queue_cluster_set_slot(struct queue_cluster_map *m, unsigned slot, const cha
         memcpy(m->nodes[i].host, host, hlen + 1);
         m->nodes[i].port = port;
     }
-    m->slot_node[slot] = (int8_t)i;
+    return i;
+}
+
+int queue_cluster_set_slot(struct queue_cluster_map *m, unsigned slot, const char *host, int port)
+{
+    if (slot >= QUEUE_CLUSTER_SLOTS)
+        return -1;
+    int i = queue_cluster_add_node(m, host, port);
+    if (i >= 0)
+        m->slot_node[slot] = (int8_t)i;
     return i;
 }
 

@@ -75,6 +75,11 @@ int queue_cluster_node_of(const struct queue_cluster_map *m, int partition);
 /* queue_cluster_find_node: the index of host:port in m, or -1. */
 int queue_cluster_find_node(const struct queue_cluster_map *m, const char *host, int port);
 
+/* queue_cluster_add_node: the index of host:port, added (serving no slot
+ * yet) when new: for a node an ASK names, which serves the slot for one
+ * command only. -1 when the map is full or host or port is out of range. */
+int queue_cluster_add_node(struct queue_cluster_map *m, const char *host, int port);
+
 /* queue_cluster_set_slot records that host:port serves slot, adding the
  * node when new. Returns its index, or -1 when the map is full or the
  * slot or host is out of range. */

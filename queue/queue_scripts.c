@@ -151,12 +151,21 @@ static const char take_src[] =
     "local until_s = string.format('%.0f', now + lease)\n"
     "local out = {until_s, 0}\n"
     "local leases = {}\n"
-    "for _, id in ipairs(ids) do\n"
+    "local moving = nil\n"
+    "for k, id in ipairs(ids) do\n"
     "  local key = pfx .. id\n"
     /* pcall: a key of another type (a producer's mistake) is set
      * aside, not an error that would fail every take of the partition. */
     "  local dlen = redis.pcall('HSTRLEN', key, 'data')\n"
     "  local why = nil\n"
+    /* Redis Cluster, slot being migrated: this message's hash is on the
+     * other master already and cannot be read here. Its id and the ones
+     * after it go back to the front of ready, in order, and the take
+     * ends; the lost ids of an aborted script would be lost mail. */
+    "  if type(dlen) == 'table' and dlen.err and not string.find(dlen.err, 'WRONGTYPE', 1, true) then\n"
+    "    moving = k\n"
+    "    break\n"
+    "  end\n"
     "  if type(dlen) ~= 'number' then why = 'not a hash'; dlen = 0\n"
     "  elseif #id >= " QUEUE_STR(QUEUE_ID_MAX) " then why = 'id too long'\n"
     "  elseif dlen > maxsize then why = 'oversized data'\n"
@@ -178,7 +187,15 @@ static const char take_src[] =
     "end\n"
     /* One ZADD for the batch: a command dispatch per message saved. */
     "if #leases > 0 then redis.call('ZADD', KEYS[2], unpack(leases)) end\n"
-    "out[2] = redis.call('LLEN', KEYS[1])\n"
+    /* Put back what could not be read, last first; report ready empty so
+     * the engine waits a poll interval instead of taking it again at
+     * once while the migration goes on. */
+    "if moving then\n"
+    "  for k = #ids, moving, -1 do redis.call('LPUSH', KEYS[1], ids[k]) end\n"
+    "  out[2] = 0\n"
+    "else\n"
+    "  out[2] = redis.call('LLEN', KEYS[1])\n"
+    "end\n"
     "return out\n";
 
 /*
@@ -231,12 +248,20 @@ static const char ack_src[] =
     "  i = i + 6 + nf\n"
     "  local score = scores[k]\n"
     /* Stale: not leased any more, or leased again under another lease. */
+    "  local key = pfx .. id\n"
+    "  local fin = kind == 'delivered' or kind == 'failed' or kind == 'expired'\n"
+    /* Redis Cluster, slot being migrated: a message hash already on the
+     * other master cannot be touched here (an error that would abort the
+     * script halfway). Such an outcome is skipped whole: it stays leased
+     * and comes back with its lease. */
+    "  local ex = 0\n"
+    "  if score and not fin then ex = redis.pcall('EXISTS', key) end\n"
+    "  if type(ex) ~= 'number' then score = nil end\n"
     "  if score and (lease == '0' or tonumber(score) == tonumber(lease)) then\n"
     "    unleased[#unleased+1] = id\n"
-    "    local key = pfx .. id\n"
-    "    if kind == 'delivered' or kind == 'failed' or kind == 'expired' then\n"
+    "    if fin then\n"
     "      gone[#gone+1] = key\n"
-    "    elseif redis.call('EXISTS', key) == 1 then\n"
+    "    elseif ex == 1 then\n"
     "      if kind == 'deferred' or kind == 'bad' then\n"
     "        local rf = kind == 'bad' and 'bad_reason' or 'last'\n"
     "        for j = fstart, fstart + nf - 2, 2 do\n"
@@ -268,7 +293,12 @@ static const char ack_src[] =
      * counters once per kind: not a command per outcome. An id appears
      * once per batch (the engine acks a lease once). */
     "if #unleased > 0 then redis.call('ZREM', KEYS[1], unpack(unleased)) end\n"
-    "if #gone > 0 then redis.call('DEL', unpack(gone)) end\n"
+    /* A DEL refused because a hash moved to another master (a slot
+     * being migrated) is done key by key: those still here go; one
+     * already moved stays there, delivered, in no list. */
+    "if #gone > 0 and type(redis.pcall('DEL', unpack(gone))) == 'table' then\n"
+    "  for _, g in ipairs(gone) do redis.pcall('DEL', g) end\n"
+    "end\n"
     "for kind, c in pairs(counts) do redis.call('HINCRBY', KEYS[4], kind, c) end\n"
     "return done\n";
 

@@ -3,6 +3,7 @@
  * malformed ones refused), MOVED and ASK redirections. */
 #include "queue/queue_cluster.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -174,6 +175,21 @@ static void test_set_slot(void)
     CHECK_INT(queue_cluster_set_slot(m, 1, "", 1), -1);
     CHECK_INT(queue_cluster_set_slot(m, 1, "a", 0), -1);
     CHECK_INT(m->nnodes, 2);
+    /* add_node (an ASK's target): a node, no slot. */
+    CHECK_INT(queue_cluster_add_node(m, "c", 3), 2);
+    CHECK_INT(queue_cluster_add_node(m, "a", 1), 0);
+    CHECK_INT(queue_cluster_add_node(m, "", 3), -1);
+    CHECK_INT(queue_cluster_add_node(m, "c", 65536), -1);
+    CHECK_INT(m->nnodes, 3);
+    CHECK_INT(m->slot_node[5], 1);
+    for (int i = 3; i < QUEUE_CLUSTER_NODES_MAX; i++) {
+        char h[8];
+        snprintf(h, sizeof(h), "n%d", i);
+        CHECK_INT(queue_cluster_add_node(m, h, 1), i);
+    }
+    CHECK_INT(queue_cluster_add_node(m, "full", 1), -1);   /* the map is full */
+    CHECK_INT(queue_cluster_set_slot(m, 7, "full", 1), -1);
+    CHECK_INT(m->slot_node[7], -1);
     free(m);
 }
 
