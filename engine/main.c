@@ -245,7 +245,7 @@ static void print_listener_summary(const struct listener *ls)
 static void print_queue_line(struct worker **ws, int n)
 {
     unsigned long long peak = 0, peak_bytes = 0, lost = 0, back = 0, notices = 0, repeated = 0, takes = 0;
-    unsigned long long peak_fetch = 0;
+    unsigned long long peak_fetch = 0, redirects = 0, maps = 0;
     for (int i = 0; i < n; i++) {
         const struct worker_stats *s = worker_stats(ws[i]);
         peak += s->peak_in_memory;
@@ -255,12 +255,15 @@ static void print_queue_line(struct worker **ws, int n)
         notices += s->notices;
         repeated += s->reports_repeated;
         takes += s->takes;
+        redirects += s->cluster_redirects;
+        maps += s->cluster_maps;
         if (s->peak_fetch_bytes > peak_fetch)
             peak_fetch = s->peak_fetch_bytes;
     }
     printf("queue peak_in_memory=%llu peak_bytes_in_memory=%llu peak_fetch_bytes=%llu redis_losses=%llu "
-           "redis_reconnects=%llu takes=%llu notices=%llu reports_repeated=%llu\n", peak, peak_bytes, peak_fetch, lost,
-           back, takes, notices, repeated);
+           "redis_reconnects=%llu takes=%llu notices=%llu reports_repeated=%llu cluster_redirects=%llu "
+           "cluster_maps=%llu\n", peak, peak_bytes, peak_fetch, lost, back, takes, notices, repeated,
+           redirects, maps);
 }
 
 static int check_listen_certificates(const struct tern_config *cfg, FILE *out, int notes);
@@ -279,6 +282,30 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
     redis_start_notes(&q, stderr);
     struct engine e = {.cfg = cfg, .scripts = q.scripts, .drain = drain,
                        .nworkers = cfg->threads, .verbose = verbose};
+    /* A cluster's slot map outlives the connection that read it: each
+     * worker starts from a copy (engine/worker_redis.c). */
+    struct queue_cluster_map *cluster = NULL;
+    if (q.map) {
+        if ((cluster = malloc(sizeof(*cluster))) == NULL) {
+            fprintf(stderr, "tern: out of memory\n");
+            queue_close(&q);
+            return 1;
+        }
+        memcpy(cluster, q.map, sizeof(*cluster));
+        if (cfg->listen.n > 0) {
+            /* Its enqueues would go to one master and be refused (MOVED)
+             * for most partitions: refused here, plainly, instead. */
+            fprintf(stderr, "tern: listen: the SMTP listener cannot enqueue into a Redis Cluster "
+                            "yet (it talks to one Redis); run it against a standalone Redis, or "
+                            "inject with tern inject (docs/queue.md, \"Redis Cluster\")\n");
+            free(cluster);
+            queue_close(&q);
+            return 1;
+        }
+        e.cluster = cluster;
+        fprintf(stderr, "tern: Redis Cluster: %d masters serve the queue's %d partitions\n",
+                cluster->nnodes, cfg->queue.partitions);
+    }
     queue_close(&q);
     e.host_conns = calloc(ENGINE_HOST_SLOTS, sizeof(*e.host_conns));
     e.host_waiting = calloc(ENGINE_HOST_SLOTS, sizeof(*e.host_waiting));
@@ -287,6 +314,7 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
     if (e.host_conns == NULL || e.host_waiting == NULL || e.host_msg_rate == NULL ||
         e.host_conn_rate == NULL) {
         fprintf(stderr, "tern: out of memory\n");
+        free(cluster);
         return 1;
     }
 
@@ -400,6 +428,7 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
     free(e.host_msg_rate);
     free(e.host_conn_rate);
     free(e.host_waiting);
+    free(cluster);
     return rc;
 }
 

@@ -72,31 +72,32 @@ struct buf *outq_next(struct outq *q)
     return buf_used(&q->active) ? &q->active : NULL;
 }
 
-/* ---- Redis connection --------------------------------------------------- */
+/* ---- Redis links (worker_redis.c makes and mends them) ------------------ */
 
-static void rq_push(struct worker *w, enum redis_req kind, int partition, struct queue_msg *msg)
+void worker_link_push(struct worker *w, struct redis_link *l, enum redis_req kind, int partition,
+                      int hold, struct queue_msg *msg)
 {
-    if (w->rq_len == w->rq_cap) {
-        size_t ncap = w->rq_cap ? w->rq_cap * 2 : 64;
+    if (l->rq_len == l->rq_cap) {
+        size_t ncap = l->rq_cap ? l->rq_cap * 2 : 64;
         struct redis_pending *n = malloc(ncap * sizeof(*n));
         if (n == NULL) {
             fprintf(stderr, "tern: worker %d: out of memory\n", w->id);
             abort();
         }
-        for (size_t i = 0; i < w->rq_len; i++)
-            n[i] = w->rq[(w->rq_head + i) % w->rq_cap];
-        free(w->rq);
-        w->rq = n;
-        w->rq_head = 0;
-        w->rq_cap = ncap;
+        for (size_t i = 0; i < l->rq_len; i++)
+            n[i] = l->rq[(l->rq_head + i) % l->rq_cap];
+        free(l->rq);
+        l->rq = n;
+        l->rq_head = 0;
+        l->rq_cap = ncap;
     }
-    w->rq[(w->rq_head + w->rq_len) % w->rq_cap] = (struct redis_pending){kind, partition, msg};
-    w->rq_len++;
+    l->rq[(l->rq_head + l->rq_len) % l->rq_cap] = (struct redis_pending){kind, partition, hold, msg};
+    l->rq_len++;
 }
 
 void worker_rq_push(struct worker *w, enum redis_req kind, int partition)
 {
-    rq_push(w, kind, partition, NULL);
+    worker_link_push(w, worker_link_of(w, partition), kind, partition, -1, NULL);
 }
 
 void worker_msg_release(struct worker *w, struct queue_msg *m)
@@ -106,43 +107,80 @@ void worker_msg_release(struct worker *w, struct queue_msg *m)
     queue_msg_free(m);
 }
 
-/* worker_rq_drop forgets every reply still expected (the connection is
- * gone). A body not fetched yet frees its message: the lease brings it
- * back. */
-void worker_rq_drop(struct worker *w)
+static struct partition *part_of(struct worker *w, int id);
+
+/* bounce_released: a reply a partition's ack waited for came (ok) or
+ * will never come (the link was lost, or Redis refused the report). */
+static void bounce_released(struct worker *w, int hold, int ok)
 {
-    for (size_t i = 0; i < w->rq_len; i++) {
-        struct redis_pending *pr = &w->rq[(w->rq_head + i) % w->rq_cap];
-        if (pr->kind == RQ_DATA && pr->msg)
+    struct partition *p = hold >= 0 ? part_of(w, hold) : NULL;
+    if (p == NULL)
+        return;
+    p->bounce_holds--;
+    if (!ok)
+        p->bounce_failed = 1;
+}
+
+void worker_rq_drop(struct worker *w, struct redis_link *l)
+{
+    for (size_t i = 0; i < l->rq_len; i++) {
+        struct redis_pending *pr = &l->rq[(l->rq_head + i) % l->rq_cap];
+        if (pr->kind == RQ_DATA && pr->msg) {
+            w->fetch_inflight -= pr->msg->data_len;
             worker_msg_release(w, pr->msg);
+        }
+        if (pr->kind == RQ_ENQUEUE)
+            bounce_released(w, pr->hold, 0);
     }
-    w->rq_head = 0;
-    w->rq_len = 0;
-    w->fetch_inflight = 0;
+    l->rq_head = 0;
+    l->rq_len = 0;
+}
+
+size_t worker_rq_pending(const struct worker *w)
+{
+    size_t n = 0;
+    for (int i = 0; i < w->nlinks; i++)
+        n += w->links[i]->rq_len;
+    return n;
+}
+
+int worker_redis_idle(const struct worker *w)
+{
+    for (int i = 0; i < w->nlinks; i++) {
+        const struct redis_link *l = w->links[i];
+        if (l->rq_len || l->out.inflight || buf_used(&l->out.active) || buf_used(&l->out.pending))
+            return 0;
+    }
+    return 1;
 }
 
 /* The command builders append to whichever buffer is not being sent. */
-struct buf *worker_redis_buf(struct worker *w)
+struct buf *worker_redis_buf(struct worker *w, int partition)
 {
-    return outq_tail(&w->rout);
+    return outq_tail(&worker_link_of(w, partition)->out);
 }
 
 static void redis_kick(struct worker *w)
 {
-    if (w->redis_dead || w->redis_down)
+    if (w->redis_dead)
         return;
-    struct buf *b = outq_next(&w->rout);
-    if (b == NULL)
-        return;
-    struct io_uring_sqe *sqe = worker_sqe(w);
-    io_uring_prep_send(sqe, w->rfd, buf_peek(b), buf_used(b), MSG_NOSIGNAL);
-    io_uring_sqe_set_data(sqe, &w->op_rsend);
-    w->rout.inflight = 1;
+    for (int i = 0; i < w->nlinks; i++) {
+        struct redis_link *l = w->links[i];
+        if (l->down)
+            continue;
+        struct buf *b = outq_next(&l->out);
+        if (b == NULL)
+            continue;
+        struct io_uring_sqe *sqe = worker_sqe(w);
+        io_uring_prep_send(sqe, l->fd, buf_peek(b), buf_used(b), MSG_NOSIGNAL);
+        io_uring_sqe_set_data(sqe, &l->op_send);
+        l->out.inflight = 1;
+    }
 }
 
-static void redis_arm_recv(struct worker *w)
+void worker_redis_arm_recv(struct worker *w, struct redis_link *l)
 {
-    if (w->rrecv_armed || w->redis_dead || w->redis_down)
+    if (l->recv_armed || w->redis_dead || l->down)
         return;
     struct io_uring_sqe *sqe = worker_sqe(w);
     void *dst;
@@ -150,30 +188,27 @@ static void redis_arm_recv(struct worker *w)
     /* Inside a long body the bytes go straight into its string (one copy
      * fewer; resp_feed.h). The reader stays until this receive completes:
      * worker_redis_tick replaces it only with no receive armed. */
-    w->rrecv_direct = resp_feed_direct(w->reader, &dst, &len);
-    if (w->rrecv_direct)
-        io_uring_prep_recv(sqe, w->rfd, dst, len, 0);
+    l->recv_direct = resp_feed_direct(l->reader, &dst, &len);
+    if (l->recv_direct)
+        io_uring_prep_recv(sqe, l->fd, dst, len, 0);
     else
-        io_uring_prep_recv(sqe, w->rfd, w->rrecv, REDIS_RECV_SIZE, 0);
-    io_uring_sqe_set_data(sqe, &w->op_rrecv);
-    w->rrecv_armed = 1;
+        io_uring_prep_recv(sqe, l->fd, l->recv, REDIS_RECV_SIZE, 0);
+    io_uring_sqe_set_data(sqe, &l->op_recv);
+    l->recv_armed = 1;
 }
 
-/* Returns the number of SCRIPT LOADs queued (replies to come). */
-static int redis_reload_scripts(struct worker *w)
+/* Returns the number of SCRIPT LOADs queued on l (replies to come). */
+int worker_redis_load_scripts(struct worker *w, struct redis_link *l)
 {
     const char *const src[] = {queue_script_enqueue_src(), queue_script_take_src(),
                                queue_script_ack_src(), queue_script_report_src()};
     int n = (int)(sizeof(src) / sizeof(src[0]));
     for (int i = 0; i < n; i++) {
-        queue_cmd_script_load(worker_redis_buf(w), src[i]);
-        worker_rq_push(w, RQ_SCRIPT, -1);
+        queue_cmd_script_load(outq_tail(&l->out), src[i]);
+        worker_link_push(w, l, RQ_SCRIPT, -1, -1, NULL);
     }
     return n;
 }
-
-void worker_redis_arm_recv(struct worker *w) { redis_arm_recv(w); }
-int worker_redis_load_scripts(struct worker *w) { return redis_reload_scripts(w); }
 
 /* ---- destinations ------------------------------------------------------- */
 
@@ -489,7 +524,8 @@ int worker_dest_stats_event(struct worker *w, struct dest *d)
     f[10] = "domain";
     f[11] = d->domain;
     int p = queue_partition_of(&w->cfg->queue, d->domain, strlen(d->domain));
-    if (!queue_cmd_event(worker_redis_buf(w), &w->cfg->queue, p, "dest-stats", f, 12))
+    if (!worker_redis_ready(w, p) ||
+        !queue_cmd_event(worker_redis_buf(w, p), &w->cfg->queue, p, "dest-stats", f, 12))
         return 0;
     worker_rq_push(w, RQ_EVENT, p);
     d->counters_dirty = 0;
@@ -500,8 +536,6 @@ int worker_dest_stats_event(struct worker *w, struct dest *d)
  * last one (every DEST_STATS_EVERY_MS and at exit). */
 static void worker_dest_stats_events(struct worker *w)
 {
-    if (w->redis_dead || w->redis_down || w->redis_warming)
-        return;
     for (struct dest *d = w->dests; d; d = d->dnext)
         if (d->counters_dirty)
             worker_dest_stats_event(w, d);
@@ -551,14 +585,14 @@ void worker_dest_report(const struct worker *w, FILE *out, size_t max)
 
 static void take_batches(struct worker *w)
 {
-    if (w->stopping || w->redis_dead || w->redis_down || w->redis_warming)
+    if (w->stopping || w->redis_dead || w->slots_stale)
         return;
     /* Bodies first: a take's bodies are all asked for before the next. */
     if (w->fetch_wait_len > 0 || w->bytes_in_memory >= (size_t)w->cfg->max_bytes_in_memory_worker)
         return;
     for (int i = 0; i < w->nparts; i++) {
         struct partition *p = &w->parts[i];
-        if (p->take_inflight || p->next_poll_ms > w->now_ms)
+        if (p->take_inflight || p->next_poll_ms > w->now_ms || !worker_redis_ready(w, p->id))
             continue;
         long room = (long)w->cfg->max_in_memory - (long)w->in_memory - (long)w->in_take;
         if (room < w->cfg->batch / 2 + 1)
@@ -567,7 +601,7 @@ static void take_batches(struct worker *w)
         /* Due retries and expired leases need not move on every take: a
          * take of one message after a notice would pay two range queries. */
         int moves = w->now_ms - p->moved_ms >= QUEUE_MOVES_EVERY_MS;
-        if (!queue_cmd_take(worker_redis_buf(w), &w->cfg->queue, &w->scripts, p->id, n, w->now_ms, moves)) {
+        if (!queue_cmd_take(worker_redis_buf(w, p->id), &w->cfg->queue, &w->scripts, p->id, n, w->now_ms, moves)) {
             fprintf(stderr, "tern: worker %d: cannot build take (out of memory); stopping\n", w->id);
             w->redis_dead = 1;
             worker_stop(w);
@@ -605,19 +639,90 @@ static int64_t ack_due_ms(const struct partition *p)
     return p->first_ack_ms + ACK_FLUSH_MS;
 }
 
+/* The report's partition is delivered by this worker: with --drain it
+ * must take again to find it. */
+static void bounce_refill(struct worker *w, int partition)
+{
+    struct partition *bp = part_of(w, partition);
+    if (bp) {
+        bp->empty = 0;
+        bp->refilled = 1;
+        bp->next_poll_ms = 0;
+    }
+}
+
+/* send_cross_bounces: a bounce must be stored before the ack that
+ * removes its message. On the ack's own link the order of the commands
+ * sees to it; a bounce for a partition on another link (another cluster
+ * master) is sent ahead, and p's ack waits for its replies
+ * (p->bounce_holds). Returns 0 while one of them cannot be sent yet. */
+static int send_cross_bounces(struct worker *w, struct partition *p, const struct redis_link *al)
+{
+    int all = 1;
+    for (size_t k = 0; k < p->nacks; k++) {
+        struct ack_item *a = &p->acks[k];
+        if (a->bounce == NULL || a->bounce_sent)
+            continue;
+        struct redis_link *bl = worker_link_of(w, a->bounce_partition);
+        if (bl == al)
+            continue;   /* goes just before the ack */
+        if (!worker_link_ready(w, bl)) {
+            all = 0;
+            continue;
+        }
+        outq_append(&bl->out, a->bounce, a->bounce_len);
+        for (int b = 0; b < a->bounce_cmds * QUEUE_REPORT_CMDS; b++) {
+            worker_link_push(w, bl, RQ_ENQUEUE, a->bounce_partition, p->id, NULL);
+            p->bounce_holds++;
+        }
+        a->bounce_sent = 1;
+        bounce_refill(w, a->bounce_partition);
+    }
+    return all;
+}
+
+/* drop_unbounced: a bounce sent ahead failed or its link was lost, and
+ * which one is not known: the outcomes whose bounce went ahead are not
+ * acked. Their messages stay leased and come back when the lease ends;
+ * the bounce made again then has the same id, so one that did get
+ * stored is not stored twice (dsn_report_id). */
+static void drop_unbounced(struct worker *w, struct partition *p)
+{
+    size_t keep = 0, dropped = 0;
+    for (size_t k = 0; k < p->nacks; k++) {
+        if (p->acks[k].bounce_sent) {
+            ack_item_free(&p->acks[k]);
+            dropped++;
+        } else {
+            p->acks[keep++] = p->acks[k];
+        }
+    }
+    p->nacks = keep;
+    p->bounce_failed = 0;
+    fprintf(stderr, "tern: worker %d: partition %d: %zu report(s) not stored; their messages are "
+                    "left to their leases\n", w->id, p->id, dropped);
+}
+
 static void flush_acks(struct worker *w)
 {
-    if (w->redis_down || w->redis_warming)
-        return;   /* held until Redis is back and ready (worker_redis.c) */
     for (int i = 0; i < w->nparts; i++) {
         struct partition *p = &w->parts[i];
         if (p->nacks == 0)
             continue;
+        struct redis_link *al = worker_link_of(w, p->id);
+        if (!worker_link_ready(w, al))
+            continue;   /* held until Redis is back and ready (worker_redis.c) */
         /* Bigger batches: the script call's fixed cost is paid per call.
          * A drain holding no message has nothing more to add: its last
          * acks go at once (the drain ends when they are answered). */
         if (!w->stopping && !(w->e->drain && w->in_memory == 0) && p->nacks < ACK_FLUSH_MIN &&
             w->now_ms < ack_due_ms(p))
+            continue;
+        if (!send_cross_bounces(w, p, al) || p->bounce_holds > 0)
+            continue;
+        if (p->bounce_failed)
+            drop_unbounced(w, p);
+        if (p->nacks == 0)
             continue;
         struct queue_outcome *o = calloc(p->nacks, sizeof(*o));
         if (o == NULL)
@@ -631,19 +736,14 @@ static void flush_acks(struct worker *w)
                 .nfields = a->nfields, .raw = a->raw, .raw_len = a->raw_len, .raw_nfields = a->raw_nfields,
             };
             returned |= a->kind == QUEUE_RETURNED;
-            if (a->bounce) {   /* the bounce is stored before the ack removes the message */
-                outq_append(&w->rout, a->bounce, a->bounce_len);
+            if (a->bounce && !a->bounce_sent) {   /* stored before the ack removes the message */
+                outq_append(&al->out, a->bounce, a->bounce_len);
                 for (int b = 0; b < a->bounce_cmds * QUEUE_REPORT_CMDS; b++)
-                    worker_rq_push(w, RQ_ENQUEUE, a->bounce_partition);
-                struct partition *bp = part_of(w, a->bounce_partition);
-                if (bp) {   /* --drain: deliver the report too */
-                    bp->empty = 0;
-                    bp->refilled = 1;
-                    bp->next_poll_ms = 0;
-                }
+                    worker_link_push(w, al, RQ_ENQUEUE, a->bounce_partition, -1, NULL);
+                bounce_refill(w, a->bounce_partition);
             }
         }
-        if (queue_cmd_ack(worker_redis_buf(w), &w->cfg->queue, &w->scripts, p->id, o, p->nacks, w->now_ms)) {
+        if (queue_cmd_ack(outq_tail(&al->out), &w->cfg->queue, &w->scripts, p->id, o, p->nacks, w->now_ms)) {
             worker_rq_push(w, RQ_ACK, p->id);
             for (size_t k = 0; k < p->nacks; k++)
                 ack_item_free(&p->acks[k]);
@@ -720,8 +820,10 @@ static int fetch_wait_push(struct worker *w, struct queue_msg *m)
 static void fetch_waiting(struct worker *w)
 {
     size_t budget = (size_t)w->cfg->max_bytes_in_memory_worker;
-    while (w->fetch_wait_len > 0 && !w->redis_down && !w->redis_warming && !w->redis_dead) {
+    while (w->fetch_wait_len > 0) {
         struct queue_msg *m = w->fetch_wait[w->fetch_wait_head];
+        if (!worker_redis_ready(w, m->partition))
+            return;   /* in take order: the rest wait with it */
         if (!w->stopping && w->bytes_in_memory > 0 &&
             (w->bytes_in_memory >= budget || m->data_len > budget - w->bytes_in_memory))
             return;
@@ -738,14 +840,14 @@ static void fetch_waiting(struct worker *w)
         w->fetch_wait_len--;
         /* Its metadata and body follow in the HMGET sent now
          * (queue.h: queue_cmd_take_data). */
-        if (!queue_cmd_take_data(worker_redis_buf(w), &w->cfg->queue, m)) {
+        if (!queue_cmd_take_data(worker_redis_buf(w, m->partition), &w->cfg->queue, m)) {
             fprintf(stderr, "tern: worker %d: cannot ask for message %s (out of memory); left to its lease\n",
                     w->id, m->id);
             queue_msg_free(m);
             w->in_memory--;
             continue;
         }
-        rq_push(w, RQ_DATA, m->partition, m);
+        worker_link_push(w, worker_link_of(w, m->partition), RQ_DATA, m->partition, -1, m);
         w->bytes_in_memory += m->data_len;
         w->fetch_inflight += m->data_len;
         if (w->fetch_inflight > w->st.peak_fetch_bytes)
@@ -767,10 +869,14 @@ static void on_take(struct worker *w, int partition, redisReply *r)
     size_t n = 0;
     long long ready_left = 0;
     const char *err = NULL;
+    if (worker_redis_redirected(w, r)) {
+        p->next_poll_ms = 0;   /* taken again once the map is read */
+        return;
+    }
     if (!queue_parse_take(r, partition, &msgs, &n, &ready_left, &err)) {
         fprintf(stderr, "tern: worker %d: take on partition %d failed: %s\n", w->id, partition, err);
         if (err && strcmp(err, "NOSCRIPT") == 0)
-            redis_reload_scripts(w);
+            worker_redis_load_scripts(w, worker_link_of(w, partition));
         p->next_poll_ms = w->now_ms + 1000;
         return;
     }
@@ -807,6 +913,15 @@ static void on_take_data(struct worker *w, struct queue_msg *m, redisReply *r)
 {
     const char *err = NULL;
     size_t charged = m->data_len;
+    if (worker_redis_redirected(w, r)) {
+        /* Asked of the wrong master: asked again once the map is read. */
+        w->bytes_in_memory -= charged;
+        if (!fetch_wait_push(w, m)) {
+            w->in_memory--;
+            queue_msg_free(m);   /* left to its lease */
+        }
+        return;
+    }
     if (!queue_take_data(r, &m, &err)) {
         /* Deleted since the take, or Redis failed: the lease settles it. */
         if (err != queue_err_deleted)
@@ -840,15 +955,15 @@ static void on_take_data(struct worker *w, struct queue_msg *m, redisReply *r)
     dest_push(w, d, j);
 }
 
-static void on_redis_reply(struct worker *w, redisReply *r)
+static void on_redis_reply(struct worker *w, struct redis_link *l, redisReply *r)
 {
-    if (w->rq_len == 0) {
+    if (l->rq_len == 0) {
         fprintf(stderr, "tern: worker %d: unexpected reply from Redis\n", w->id);
         return;
     }
-    struct redis_pending pr = w->rq[w->rq_head];
-    w->rq_head = (w->rq_head + 1) % w->rq_cap;
-    w->rq_len--;
+    struct redis_pending pr = l->rq[l->rq_head];
+    l->rq_head = (l->rq_head + 1) % l->rq_cap;
+    l->rq_len--;
     const char *err = NULL;
     switch (pr.kind) {
     case RQ_TAKE:
@@ -864,8 +979,10 @@ static void on_redis_reply(struct worker *w, redisReply *r)
          * finds itself queued: done already. */
         if (pr.kind == RQ_ENQUEUE && queue_reply_exists(r)) {
             w->st.reports_repeated++;
+            bounce_released(w, pr.hold, 1);
             break;
         }
+        worker_redis_redirected(w, r);
         if (!queue_parse_simple(r, &err)) {
             /* The messages stay leased and are delivered again when the
              * lease expires: at-least-once, never lost. Redis's own words
@@ -875,58 +992,73 @@ static void on_redis_reply(struct worker *w, redisReply *r)
                     r->type == REDIS_REPLY_ERROR && r->str ? ": " : "",
                     r->type == REDIS_REPLY_ERROR && r->str ? r->str : "");
             if (err && strcmp(err, "NOSCRIPT") == 0)
-                redis_reload_scripts(w);
+                worker_redis_load_scripts(w, l);
+            if (pr.kind == RQ_ENQUEUE)
+                bounce_released(w, pr.hold, 0);
+        } else if (pr.kind == RQ_ENQUEUE) {
+            bounce_released(w, pr.hold, 1);
         }
         break;
     case RQ_SCRIPT:
-        worker_redis_script_reply(w, r);
+        worker_redis_script_reply(w, l, r);
         break;
     case RQ_EVENT:
+        worker_redis_redirected(w, r);
         if (r->type == REDIS_REPLY_ERROR)
             fprintf(stderr, "tern: worker %d: events XADD failed: %s\n", w->id, r->str);
         break;
+    case RQ_SLOTS:
+        worker_redis_slots_reply(w, l, r);
+        break;
     }
 }
+
+/* resp_feed's callback: the worker and the link the reply came on. */
+struct reply_ctx {
+    struct worker *w;
+    struct redis_link *l;
+};
 
 static int redis_reply_cb(void *ctx, redisReply *r)
 {
-    struct worker *w = ctx;
-    on_redis_reply(w, r);
-    return !w->redis_down;   /* lost while handling it: the rest is moot */
+    struct reply_ctx *c = ctx;
+    on_redis_reply(c->w, c->l, r);
+    return !c->l->down;   /* lost while handling it: the rest is moot */
 }
 
-static void redis_on_recv(struct worker *w, int res)
+static void redis_on_recv(struct worker *w, struct redis_link *l, int res)
 {
-    w->rrecv_armed = 0;
-    if (w->redis_down)
+    l->recv_armed = 0;
+    if (l->down)
         return;   /* the lost connection's last receive */
     if (res <= 0) {
-        worker_redis_lost(w, res == 0 ? "EOF" : strerror(-res));
+        worker_redis_lost(w, l, res == 0 ? "EOF" : strerror(-res));
         return;
     }
-    if (w->rrecv_direct) {
-        resp_feed_direct_done(w->reader, (size_t)res);
-        redis_arm_recv(w);
+    if (l->recv_direct) {
+        resp_feed_direct_done(l->reader, (size_t)res);
+        worker_redis_arm_recv(w, l);
         return;
     }
-    int rc = resp_feed(w->reader, w->rrecv, (size_t)res, redis_reply_cb, w);
-    if (w->redis_down)
+    struct reply_ctx c = {w, l};
+    int rc = resp_feed(l->reader, l->recv, (size_t)res, redis_reply_cb, &c);
+    if (l->down)
         return;
     if (rc < 0) {
-        worker_redis_lost(w, w->reader->err ? w->reader->errstr : "protocol error");
+        worker_redis_lost(w, l, l->reader->err ? l->reader->errstr : "protocol error");
         return;
     }
-    redis_arm_recv(w);
+    worker_redis_arm_recv(w, l);
 }
 
-static void redis_on_send(struct worker *w, int res)
+static void redis_on_send(struct worker *w, struct redis_link *l, int res)
 {
-    struct outq *q = &w->rout;
+    struct outq *q = &l->out;
     q->inflight = 0;
-    if (w->redis_down)
+    if (l->down)
         return;   /* its bytes are dropped at reconnect */
     if (res < 0) {
-        worker_redis_lost(w, strerror(-res));
+        worker_redis_lost(w, l, strerror(-res));
         return;
     }
     buf_consume(&q->active, (size_t)res);
@@ -951,30 +1083,22 @@ struct worker *worker_new(const struct engine *e, int id, char *err, size_t errl
     w->e = e;
     w->cfg = e->cfg;
     w->id = id;
-    w->rfd = -1;
     w->wake_fd = -1;
     w->notice_fd = -1;
     w->op_notice.kind = OP_NOTICE_RECV;
     w->resolver.cfg = e->cfg;
     w->scripts = e->scripts;
-    w->op_rrecv.kind = OP_REDIS_RECV;
-    w->op_rsend.kind = OP_REDIS_SEND;
     w->op_wake.kind = OP_WAKE;
-    buf_init(&w->rout.active, 0);
-    buf_init(&w->rout.pending, 0);
     buf_init(&w->rcpts_ok, 0);
     buf_init(&w->rcpts_later, 0);
     buf_init(&w->rcpts_failed, 0);
     buf_init(&w->plain, SMTP_CLIENT_INPUT_MAX);
     w->dtab_size = 1024;
     w->dtab = calloc(w->dtab_size, sizeof(*w->dtab));
-    w->rrecv = malloc(REDIS_RECV_SIZE);
-    w->reader = resp_pool_reader_new();
-    if (w->dtab == NULL || w->rrecv == NULL || w->reader == NULL) {
+    if (w->dtab == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    w->reader->maxbuf = 0;   /* keep the read buffer: replies are large */
 
     int nparts = 0;
     for (int p = id; p < w->cfg->queue.partitions; p += e->nworkers)
@@ -993,11 +1117,10 @@ struct worker *worker_new(const struct engine *e, int id, char *err, size_t errl
         snprintf(err, errlen, "eventfd: %s", strerror(errno));
         goto fail;
     }
-    w->rfd = worker_redis_connect(w->cfg->redis, err, errlen);
-    if (w->rfd < 0) {   /* gone again since tern run saw it: reconnect from the loop */
-        fprintf(stderr, "tern: worker %d: waiting for Redis: %s\n", id, err);
-        w->redis_down = 1;
-    }
+    /* A link whose Redis is gone again since tern run saw it reconnects
+     * from the loop. */
+    if (!worker_links_init(w, err, errlen))
+        goto fail;
 
     for (int i = 0; i < w->cfg->ntls_ctx; i++) {
         const struct tls_ctx_spec *sp = &w->cfg->tls_ctx[i];
@@ -1022,14 +1145,10 @@ fail:
     worker_dns_free(w);
     if (w->sessions)
         tls_session_cache_free(w->sessions);
-    if (w->rfd >= 0)
-        close(w->rfd);
+    worker_links_free(w);
     if (w->wake_fd >= 0)
         close(w->wake_fd);
     free_tls(w);
-    if (w->reader)
-        resp_pool_reader_free(w->reader);
-    free(w->rrecv);
     free(w->dtab);
     free(w->parts);
     free(w);
@@ -1116,8 +1235,9 @@ static int drained(struct worker *w)
 static int64_t wait_ms(const struct worker *w, int64_t next_tick)
 {
     int64_t due = next_tick;
-    if (w->redis_down || w->redis_warming)
-        return TICK_MS;   /* the acks wait for Redis (flush_acks) */
+    for (int i = 0; i < w->nlinks; i++)
+        if (w->links[i]->down || w->links[i]->warming)
+            return TICK_MS;   /* the acks wait for Redis (flush_acks) */
     for (int i = 0; i < w->nparts; i++)
         if (w->parts[i].nacks && ack_due_ms(&w->parts[i]) < due)
             due = ack_due_ms(&w->parts[i]);
@@ -1166,10 +1286,12 @@ static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
         conn_on_cqe(w, op, cqe->res, cqe->flags);
         break;
     case OP_REDIS_RECV:
-        redis_on_recv(w, cqe->res);
+        redis_on_recv(w, (struct redis_link *)(void *)((char *)op - offsetof(struct redis_link, op_recv)),
+                      cqe->res);
         break;
     case OP_REDIS_SEND:
-        redis_on_send(w, cqe->res);
+        redis_on_send(w, (struct redis_link *)(void *)((char *)op - offsetof(struct redis_link, op_send)),
+                      cqe->res);
         break;
     case OP_DNS:
         worker_dns_on_cqe(w, op, cqe->res);
@@ -1214,7 +1336,8 @@ int worker_run(struct worker *w)
     w->now_ms = worker_clock_ms();
     w->now_us = worker_mono_us();
     arm_wake(w);
-    redis_arm_recv(w);
+    for (int i = 0; i < w->nlinks; i++)
+        worker_redis_arm_recv(w, w->links[i]);
     worker_notice_open(w);
     int64_t next_tick = w->now_ms + TICK_MS;
     while (!w->done) {
@@ -1233,11 +1356,11 @@ int worker_run(struct worker *w)
             dest_schedule(w, d);
         }
         flush_acks(w);
+        worker_redis_refresh(w);
         redis_kick(w);
-        if (w->e->drain && !w->stopping && drained(w) && w->rq_len == 0)
+        if (w->e->drain && !w->stopping && drained(w) && worker_rq_pending(w) == 0)
             begin_stop(w);
-        if (w->stopping && w->conns == NULL && (w->in_memory == 0 || w->redis_dead) && w->rq_len == 0 && !w->rout.inflight &&
-            buf_used(&w->rout.active) == 0 && buf_used(&w->rout.pending) == 0) {
+        if (w->stopping && w->conns == NULL && (w->in_memory == 0 || w->redis_dead) && worker_redis_idle(w)) {
             int pending_acks = 0;
             for (int i = 0; i < w->nparts; i++)
                 pending_acks |= w->parts[i].nacks != 0;
@@ -1294,6 +1417,8 @@ void worker_free(struct worker *w)
     if (w->ring_ok)
         io_uring_queue_exit(&w->ring);
     w->ring_ok = 0;
+    /* Before the partitions: a dropped bounce reply releases its hold. */
+    worker_links_free(w);
     for (struct dest *d = w->dests, *n; d; d = n) {
         n = d->dnext;
         for (struct job *j = d->ready_head, *jn; j; j = jn) {
@@ -1315,28 +1440,19 @@ void worker_free(struct worker *w)
     free(w->parts);
     job_pool_free(w);
     free(w->dtab);
-    worker_rq_drop(w);
     for (size_t i = 0; i < w->fetch_wait_len; i++)
         queue_msg_free(w->fetch_wait[w->fetch_wait_head + i]);
     free(w->fetch_wait);
-    free(w->rq);
-    free(w->rrecv);
     buf_free(&w->rcpts_ok);
     buf_free(&w->rcpts_later);
     buf_free(&w->rcpts_failed);
-    buf_free(&w->rout.active);
-    buf_free(&w->rout.pending);
     buf_free(&w->plain);
-    if (w->reader)
-        resp_pool_reader_free(w->reader);
     if (w->sessions)
         tls_session_cache_free(w->sessions);
     free_tls(w);
     worker_hosts_free(w);
     worker_bufs_free(w);
     worker_notice_free(w);
-    if (w->rfd >= 0)
-        close(w->rfd);
     if (w->wake_fd >= 0)
         close(w->wake_fd);
     free(w);

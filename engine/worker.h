@@ -42,6 +42,7 @@
 #include "engine/rate_window.h"
 #include "engine/shaping.h"
 #include "queue/queue.h"
+#include "queue/queue_cluster.h"
 #include "tls/tls.h"
 
 #define STOP_GRACE_MS      30000
@@ -61,6 +62,10 @@ struct engine {
      * (same index): while any wait, busy destinations give slots back */
     atomic_int *host_waiting;
     struct queue_scripts scripts;
+    /* The Redis Cluster's slot map when `redis =` names a cluster node
+     * (queue_open found it), else NULL: each worker starts from a copy
+     * and keeps it current itself (worker_redis.c). */
+    const struct queue_cluster_map *cluster;
     int drain;                /* exit when the queue is drained */
     int64_t start_ms;         /* worker_clock_ms() when the workers started */
     int nworkers;
@@ -77,6 +82,8 @@ struct worker_stats {
     uint64_t rcpts_delivered;
     uint64_t in_doubt;            /* lost after the final dot: retried */
     uint64_t redis_losses, redis_reconnects;
+    uint64_t cluster_redirects;   /* MOVED/ASK replies (Redis Cluster resharding) */
+    uint64_t cluster_maps;        /* slot maps read again after one */
     uint64_t notices;             /* ready notices for its partitions */
     uint64_t takes;               /* take calls answered (taken: messages) */
     uint64_t reports_repeated;    /* bounce/delay report enqueues found queued already */

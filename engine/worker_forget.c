@@ -77,8 +77,6 @@ static int dest_counters_out(struct worker *w, struct dest *d)
 {
     if (!d->counters_dirty)
         return 1;
-    if (w->redis_dead || w->redis_down || w->redis_warming)
-        return 0;
     return worker_dest_stats_event(w, d);
 }
 

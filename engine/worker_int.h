@@ -24,6 +24,7 @@
 #include "engine/shaping.h"
 #include "engine/smtp_client.h"
 #include "engine/worker.h"
+#include "queue/queue_cluster.h"
 #include "tls/session_cache.h"
 #include "tls/tls.h"
 
@@ -327,6 +328,7 @@ struct ack_item {
     int bounce_partition;
     int bounce_cmds;           /* queue_cmd_enqueue_report calls in bounce:
                                   each gets QUEUE_REPORT_CMDS replies */
+    int bounce_sent;           /* sent ahead on another link (flush_acks) */
 };
 
 struct partition {
@@ -340,17 +342,51 @@ struct partition {
     struct ack_item *acks;
     size_t nacks, acks_cap;
     struct arena ack_strs;     /* the event fields of acks[] */
+    int bounce_holds;          /* replies to bounces sent ahead, awaited before the ack */
+    int bounce_failed;         /* one of those failed or was lost */
     int64_t first_ack_ms;      /* when the oldest unsent outcome was recorded */
 };
 
 /* RQ_DATA: the HMGET of one taken message (queue_cmd_take_data);
  * msg is that message, owned by the entry until the reply comes. */
-enum redis_req { RQ_TAKE, RQ_DATA, RQ_ACK, RQ_ENQUEUE, RQ_SCRIPT, RQ_EVENT };
+/* RQ_SLOTS: CLUSTER SLOTS, asked after a MOVED or ASK (worker_redis.c). */
+enum redis_req { RQ_TAKE, RQ_DATA, RQ_ACK, RQ_ENQUEUE, RQ_SCRIPT, RQ_EVENT, RQ_SLOTS };
 
 struct redis_pending {
     enum redis_req kind;
     int partition;
+    /* RQ_ENQUEUE of a bounce sent on another link than its message's ack
+     * (a cluster): the partition whose ack waits for this reply, else -1
+     * (flush_acks, worker.c). */
+    int hold;
     struct queue_msg *msg;
+};
+
+/* One Redis connection of a worker (worker_redis.c): to the Redis of
+ * `redis =`, or, with a Redis Cluster, to one master. Commands for a
+ * partition go to the link that serves it (worker.part_link); each
+ * link's replies come in the order of its commands (rq). The worker owns
+ * its links; a link is never freed before the worker (a cluster node
+ * that serves nothing any more keeps an idle link). */
+struct redis_link {
+    int idx;                   /* in worker.links */
+    char addr[CONFIG_PATH_MAX];   /* for worker_redis_connect */
+    int fd;
+    struct outq out;
+    redisReader *reader;
+    uint8_t *recv;
+    struct op op_recv, op_send;
+    int recv_armed;
+    int recv_direct;           /* the armed receive writes into a body being taken */
+    struct redis_pending *rq;
+    size_t rq_head, rq_len, rq_cap;
+    int down;                  /* lost; reconnecting */
+    int warming;               /* reconnected, scripts not loaded yet (Redis may be LOADING) */
+    int scripts_pending;       /* SCRIPT LOAD replies awaited while warming */
+    int scripts_failed;        /* one of them was an error */
+    int reopened;              /* connected again after a loss (the log says when it is ready) */
+    int64_t retry_ms;          /* next reconnect attempt */
+    int64_t backoff_ms;
 };
 
 /* The worker's provided buffer ring (worker_bufs.c): nbufs buffers of
@@ -393,20 +429,15 @@ struct worker {
     struct job *job_pool;
     size_t job_pool_n;
 
-    /* Redis */
-    int rfd;
-    struct outq rout;
-    redisReader *reader;
-    uint8_t *rrecv;
-    struct op op_rrecv, op_rsend;
-    int rrecv_armed;
-    int rrecv_direct;   /* the armed receive writes into a body being taken */
-    struct redis_pending *rq;
-    size_t rq_head, rq_len, rq_cap;
+    /* Redis: one link, or one per cluster master (worker_redis.c) */
+    struct redis_link **links;
+    int nlinks;
+    int *part_link;            /* every partition's link (queue.partitions) */
+    struct queue_cluster_map *cluster;   /* NULL: one Redis */
+    int slots_stale;           /* a MOVED/ASK came: the map is refreshed first */
+    int slots_asked;           /* CLUSTER SLOTS in flight */
     struct queue_scripts scripts;
     int redis_dead;            /* given up: the worker stops */
-    int redis_down;            /* lost; reconnecting (worker_redis.c) */
-    int redis_warming;         /* reconnected, scripts not loaded yet (Redis may be LOADING) */
     /* Ready notices (worker_notice.c): a subscribed connection of its own. */
     int notice_fd;
     redisReader *notice_reader;
@@ -414,10 +445,6 @@ struct worker {
     int notice_armed;
     int64_t notice_retry_ms;
     uint8_t notice_recv[NOTICE_RECV_SIZE];
-    int scripts_pending;       /* SCRIPT LOAD replies awaited while warming */
-    int scripts_failed;        /* one of them was an error */
-    int64_t redis_retry_ms;    /* next reconnect attempt */
-    int64_t redis_backoff_ms;
 
     struct partition *parts;
     int nparts;
@@ -469,9 +496,34 @@ struct worker {
 /* worker_msg_release frees a message the worker held (in_memory and its
  * body bytes counted). */
 void worker_msg_release(struct worker *w, struct queue_msg *m);
-struct buf *worker_redis_buf(struct worker *w);
+/* The link serving partition (any partition of the queue, not only this
+ * worker's), and whether commands for it may be sent now: the link is
+ * up with its scripts loaded and no cluster map refresh is pending. */
+static inline struct redis_link *worker_link_of(const struct worker *w, int partition)
+{
+    return w->links[w->part_link[partition]];
+}
+static inline int worker_link_ready(const struct worker *w, const struct redis_link *l)
+{
+    return !w->redis_dead && !w->slots_stale && !l->down && !l->warming;
+}
+static inline int worker_redis_ready(const struct worker *w, int partition)
+{
+    return worker_link_ready(w, worker_link_of(w, partition));
+}
+/* The command buffer of partition's link: builders append one command,
+ * then worker_rq_push records the reply it expects. */
+struct buf *worker_redis_buf(struct worker *w, int partition);
 void worker_rq_push(struct worker *w, enum redis_req kind, int partition);
-void worker_rq_drop(struct worker *w);
+/* worker_link_push: the same on a given link (SCRIPT LOAD, CLUSTER SLOTS). */
+void worker_link_push(struct worker *w, struct redis_link *l, enum redis_req kind, int partition,
+                      int hold, struct queue_msg *msg);
+/* worker_rq_drop forgets every reply l still expects (it is lost). */
+void worker_rq_drop(struct worker *w, struct redis_link *l);
+/* Replies still expected on any link, and whether every link is idle
+ * (nothing queued or in flight). */
+size_t worker_rq_pending(const struct worker *w);
+int worker_redis_idle(const struct worker *w);
 struct ack_item *worker_ack_slot(struct worker *w, int partition);
 void worker_mark_dirty(struct worker *w, struct dest *d);
 /* host_wake: a connection to h closed; the longest-waiting destination
@@ -490,10 +542,10 @@ void outq_append(struct outq *q, const void *p, size_t n);
  * nothing is queued), swapping in the pending bytes once active is sent. */
 struct buf *outq_next(struct outq *q);
 
-void worker_redis_arm_recv(struct worker *w);
-/* worker_redis_load_scripts queues SCRIPT LOAD for every queue script and
- * returns how many (the replies to wait for). */
-int worker_redis_load_scripts(struct worker *w);
+void worker_redis_arm_recv(struct worker *w, struct redis_link *l);
+/* worker_redis_load_scripts queues SCRIPT LOAD for every queue script on
+ * l and returns how many (the replies to wait for). */
+int worker_redis_load_scripts(struct worker *w, struct redis_link *l);
 
 /* worker_bufs.c - the provided buffer ring.
  * worker_bufs_init registers it on w->ring (after the ring exists); 0 when
@@ -518,13 +570,29 @@ void worker_notice_on_recv(struct worker *w, int res);
 void worker_notice_free(struct worker *w);
 
 /* worker_redis.c */
-/* worker_redis_lost: the link failed (why: for the log); the worker keeps
+/* worker_links_init makes the worker's links: one to `redis =`, or with a
+ * cluster map (engine.cluster) one per master, and every partition's
+ * link. A link that cannot connect yet starts down and is reconnected
+ * from worker_redis_tick. Returns 0 with err when out of memory. */
+int worker_links_init(struct worker *w, char *err, size_t errlen);
+void worker_links_free(struct worker *w);
+/* worker_redis_lost: l failed (why: for the log); the worker keeps
  * delivering, holds its outcomes and reconnects from worker_redis_tick. */
-void worker_redis_lost(struct worker *w, const char *why);
+void worker_redis_lost(struct worker *w, struct redis_link *l, const char *why);
 void worker_redis_tick(struct worker *w);
-/* worker_redis_script_reply: the reply to a SCRIPT LOAD. After a
- * reconnect, the worker sends nothing else until all three loaded. */
-void worker_redis_script_reply(struct worker *w, const redisReply *r);
+/* worker_redis_script_reply: the reply to a SCRIPT LOAD on l. After a
+ * reconnect, nothing else is sent on l until all of them loaded. */
+void worker_redis_script_reply(struct worker *w, struct redis_link *l, const redisReply *r);
+/* worker_redis_redirected: r (any reply) is checked for MOVED or ASK;
+ * one makes the worker hold its commands and refresh its cluster map
+ * (CLUSTER SLOTS). Returns 1 when r was a redirection. */
+int worker_redis_redirected(struct worker *w, const redisReply *r);
+/* worker_redis_slots_reply: the reply to CLUSTER SLOTS asked on l: the
+ * map is replaced, partitions moved to the links of their new nodes
+ * (made when new), and commands flow again. */
+void worker_redis_slots_reply(struct worker *w, struct redis_link *l, const redisReply *r);
+/* worker_redis_refresh asks for the map when one is due (tick and loop). */
+void worker_redis_refresh(struct worker *w);
 
 /* worker_conn.c */
 struct conn *conn_open(struct worker *w, struct dest *d);

@@ -100,7 +100,7 @@ void worker_notice_open(struct worker *w)
      * REDIS_CONNECT_TIMEOUT_MS for a black-holed host), and so would this
      * one, stalling the worker's SMTP connections once a second. */
     if (w->notice_fd >= 0 || w->notice_armed || w->now_ms < w->notice_retry_ms || w->stopping ||
-        w->redis_down || w->redis_warming || w->redis_dead)
+        w->redis_dead || w->links[0]->down || w->links[0]->warming)
         return;
     char err[256];
     w->notice_fd = worker_redis_connect(w->cfg->redis, err, sizeof(err));

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# it_cluster_deliver.sh - the engine on a Redis Cluster (three masters, no
+# proxy): each partition's takes, body fetches and acks go to the master
+# serving its slot; and slots moved from one master to another while the
+# engine delivers (resharding) lose no message.
+#
+#   cluster_spread            the queue's keys sit on more than one master
+#   cluster_drain_all         --drain delivers every message once, from every master
+#   cluster_drain_empty       nothing is left queued on any master
+#   cluster_bounce            a bounce for a sender whose partition is on another
+#                             master than the failed message's is stored, then the
+#                             message removed
+#   cluster_reshard_all       two partitions' slots migrated key by key mid-run:
+#                             every message delivered at least once
+#   cluster_reshard_empty     and none left queued anywhere afterwards
+#   cluster_reshard_redirects the engine saw the MOVED/ASK replies and read the map again
+set -u
+cd "$(dirname "$0")/.."
+. tests/queue_lib.sh
+TERN_FAILS=0
+tern_test_setup
+trap tern_cleanup EXIT
+tern_redis_cluster 3 || { fail cluster_start "no cluster"; exit 1; }
+
+# Messages (hashes) still queued, summed over the masters.
+left_all() {
+    local p n=0
+    for p in $REDIS_CLUSTER_PORTS; do
+        n=$((n + $(redis-cli -p "$p" --scan --pattern 'tern:*:m:*' | wc -l)))
+    done
+    echo "$n"
+}
+
+# The port of the master serving slot $1.
+slot_owner() {
+    local p
+    for p in $REDIS_CLUSTER_PORTS; do
+        if redis-cli -p "$p" cluster nodes | awk -v s="$1" '/myself/ {
+                for (i = 9; i <= NF; i++) { n = split($i, r, "-"); if (n == 1) r[2] = r[1];
+                    if (s + 0 >= r[1] + 0 && s + 0 <= r[2] + 0) found = 1 } }
+                END { exit !found }'; then
+            echo "$p"
+            return
+        fi
+    done
+}
+
+# migrate_slot SLOT DST_PORT: the steps redis-cli --cluster reshard takes
+# for one slot, slowly (50 keys, then a pause), so that the engine works
+# against a half-moved slot: ASK for keys gone, MOVED once it is done.
+migrate_slot() {
+    local s=$1 dst=$2 src sid did keys p
+    src=$(slot_owner "$s")
+    [ -n "$src" ] && [ "$src" != "$dst" ] || return 0
+    sid=$(redis-cli -p "$src" cluster myid)
+    did=$(redis-cli -p "$dst" cluster myid)
+    redis-cli -p "$dst" cluster setslot "$s" importing "$sid" >/dev/null
+    redis-cli -p "$src" cluster setslot "$s" migrating "$did" >/dev/null
+    while :; do
+        keys=$(redis-cli -p "$src" cluster getkeysinslot "$s" 50)
+        [ -n "$keys" ] || break
+        # shellcheck disable=SC2086
+        redis-cli -p "$src" migrate 127.0.0.1 "$dst" "" 0 5000 keys $keys >/dev/null
+        sleep 0.05
+    done
+    for p in $REDIS_CLUSTER_PORTS; do
+        redis-cli -p "$p" cluster setslot "$s" node "$did" >/dev/null
+    done
+}
+
+DOMAINS=d1.test,d2.test,d3.test,d4.test,d5.test,d6.test,d7.test,d8.test
+
+# --- a drain ---------------------------------------------------------------
+qsink s
+QTHREADS=2 qconf s <<<""
+qinject s --generate 2000 --domains "$DOMAINS"
+used=0
+for p in $REDIS_CLUSTER_PORTS; do
+    [ "$(redis-cli -p "$p" --scan --pattern 'tern:*:m:*' | wc -l)" -gt 0 ] && used=$((used + 1))
+done
+[ "$used" -ge 2 ] && pass cluster_spread || fail cluster_spread "queue keys on $used master(s)"
+qdrain s
+[ "$(qids s)" = 2000 ] && [ "$(qlines s)" = 2000 ] && pass cluster_drain_all ||
+    fail cluster_drain_all "ids $(qids s), lines $(qlines s): $(tail -n 3 "$dir/s.rerr")"
+[ "$(left_all)" = 0 ] && pass cluster_drain_empty || fail cluster_drain_empty "$(left_all) left"
+
+# --- a bounce across masters ---------------------------------------------------
+# The receiver refuses every message for good (5xx at the dot); each bounce
+# goes to the partition of the sender's domain, on another master than
+# the message for most of the domains (the ack then waits for the
+# bounce's reply: engine/worker.c, send_cross_bounces).
+qsink b --data-reply "550 5.7.1 refused"
+QTHREADS=1 qconf b <<<""
+"$TERN" inject -c "$dir/b.conf" --generate 40 --domains "$DOMAINS" --from "app@sender.test" >/dev/null ||
+    fail cluster_bounce "inject failed"
+qdrain b
+# Each bounce was stored, taken and refused in turn (a bounce of a bounce
+# is never sent): 40 messages and their 40 bounces failed, nothing left.
+grep -q 'failed=80 ' "$dir/b.run" && [ "$(left_all)" = 0 ] && pass cluster_bounce ||
+    fail cluster_bounce "$(left_all) left; $(grep '^summary' "$dir/b.run" | head -c 200)"
+for p in $REDIS_CLUSTER_PORTS; do redis-cli -p "$p" flushall >/dev/null; done
+
+# --- resharding while delivering ----------------------------------------------
+# Each send 10 ms late and 4 connections: the run takes a few seconds,
+# long enough to move slots under it. A short lease brings back what an
+# ack refused during the move could not settle.
+qsink r --latency 10
+QTHREADS=2 qconf r <<'EOF'
+lease = 2s
+max_connections = 4
+EOF
+qinject r --generate 2000 --domains "$DOMAINS"
+qstart r
+qwait_lines r 200 200
+# Two partitions that hold mail, on different masters if they can be.
+moved=0
+parts=""
+for port in $REDIS_CLUSTER_PORTS; do
+    parts="$parts $(redis-cli -p "$port" --scan --pattern 'tern:*:m:*' | head -n 200 | sed 's/^tern:{\([0-9]*\)}.*/\1/' | sort -u | head -n 1)"
+done
+for part in $(echo "$parts" | tr ' ' '\n' | grep . | sort -u | head -n 2); do
+    slot=$(redis-cli -p "${REDIS_CLUSTER_PORTS%% *}" cluster keyslot "{$part}")
+    owner=$(slot_owner "$slot")
+    for dst in $REDIS_CLUSTER_PORTS; do
+        [ "$dst" != "$owner" ] && break
+    done
+    migrate_slot "$slot" "$dst" && moved=$((moved + 1))
+done
+qwait_ids r 2000 300
+tern_stop "$QPID" >/dev/null 2>&1
+[ "$(qids r)" = 2000 ] && pass cluster_reshard_all ||
+    fail cluster_reshard_all "ids $(qids r) of 2000 after moving $moved slot(s): $(grep -v '^tern: note' "$dir/r.rerr" | tail -n 5)"
+[ "$(left_all)" = 0 ] && pass cluster_reshard_empty || fail cluster_reshard_empty "$(left_all) left"
+redirects=$(sed -n 's/.*cluster_redirects=\([0-9]*\).*/\1/p' "$dir/r.run")
+maps=$(sed -n 's/.*cluster_maps=\([0-9]*\).*/\1/p' "$dir/r.run")
+[ "$moved" -ge 1 ] && [ "${redirects:-0}" -ge 1 ] && [ "${maps:-0}" -ge 1 ] && pass cluster_reshard_redirects ||
+    fail cluster_reshard_redirects "moved $moved, redirects ${redirects:-?}, maps ${maps:-?}"
+echo "info: reshard run: $(qlines r) deliveries for 2000 messages; $(grep -o 'cluster_redirects=[0-9]* cluster_maps=[0-9]*' "$dir/r.run")"
+
+exit $((TERN_FAILS > 0))
