@@ -36,6 +36,7 @@
 
 #include "engine/auth.h"
 #include "engine/auth_cache.h"
+#include "engine/fifo.h"
 #include "engine/auth_pool.h"
 #include "engine/resp_feed.h"
 #include "engine/resp_pool.h"
@@ -237,18 +238,10 @@ static void set_deadline(struct listener *l, struct lconn *c)
 
 static struct rexp *rq_push(struct listener *l)
 {
-    if (l->rq_len == l->rq_cap) {
-        size_t ncap = l->rq_cap ? l->rq_cap * 2 : 64;
-        struct rexp *n = malloc(ncap * sizeof(*n));
-        if (n == NULL)
-            return NULL;
-        for (size_t i = 0; i < l->rq_len; i++)
-            n[i] = l->rq[(l->rq_head + i) % l->rq_cap];
-        free(l->rq);
-        l->rq = n;
-        l->rq_head = 0;
-        l->rq_cap = ncap;
-    }
+    void *rq = l->rq;
+    if (!fifo_make_room(&rq, sizeof(*l->rq), &l->rq_head, l->rq_len, &l->rq_cap))
+        return NULL;
+    l->rq = rq;
     struct rexp *e = &l->rq[(l->rq_head + l->rq_len) % l->rq_cap];
     memset(e, 0, sizeof(*e));
     l->rq_len++;

@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include <netinet/tcp.h>
 
+#include "engine/fifo.h"
 #include "engine/resp_feed.h"
 #include "engine/resp_pool.h"
 #include "engine/text.h"
@@ -77,20 +78,12 @@ struct buf *outq_next(struct outq *q)
 void worker_link_push(struct worker *w, struct redis_link *l, enum redis_req kind, int partition,
                       int hold, struct queue_msg *msg)
 {
-    if (l->rq_len == l->rq_cap) {
-        size_t ncap = l->rq_cap ? l->rq_cap * 2 : 64;
-        struct redis_pending *n = malloc(ncap * sizeof(*n));
-        if (n == NULL) {
-            fprintf(stderr, "tern: worker %d: out of memory\n", w->id);
-            abort();
-        }
-        for (size_t i = 0; i < l->rq_len; i++)
-            n[i] = l->rq[(l->rq_head + i) % l->rq_cap];
-        free(l->rq);
-        l->rq = n;
-        l->rq_head = 0;
-        l->rq_cap = ncap;
+    void *rq = l->rq;
+    if (!fifo_make_room(&rq, sizeof(*l->rq), &l->rq_head, l->rq_len, &l->rq_cap)) {
+        fprintf(stderr, "tern: worker %d: out of memory\n", w->id);
+        abort();
     }
+    l->rq = rq;
     l->rq[(l->rq_head + l->rq_len) % l->rq_cap] = (struct redis_pending){kind, partition, hold, msg};
     l->rq_len++;
 }
