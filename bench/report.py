@@ -219,8 +219,10 @@ def table(meta, workloads, peers, runs):
     out.append("tern delivery benchmark: %s, commit %s\n" % (meta.get("date"), meta.get("commit")))
     out.append("machine: %s cores, %s, kernel %s, load average at start %s\n"
                % (meta.get("cores"), meta.get("cpu"), meta.get("kernel"), meta.get("load")))
-    out.append("redis: AOF %s%s; engine threads %s%s; sink threads %s%s; %s run(s) per workload%s\n"
-               % (meta.get("aof"), (", %s" % meta.get("redis_set").replace(";", ", ")) if meta.get("redis_set") else "",
+    out.append("redis: %sAOF %s%s; engine threads %s%s; sink threads %s%s; %s run(s) per workload%s\n"
+               % ("Redis Cluster of %s master(s) on loopback TCP, " % meta.get("redis_cluster")
+                  if meta.get("redis_cluster") not in (None, "", "0") else "",
+                  meta.get("aof"), (", %s" % meta.get("redis_set").replace(";", ", ")) if meta.get("redis_set") else "",
                   meta.get("threads"), " (one per core)" if meta.get("threads") == "0" else "",
                   meta.get("sink_threads"), (", sink offers CHUNKING" if meta.get("sink_chunking") == "1" else "")
                   + (", every exchange with the sink %s ms round trip (tern-sink --latency)" % meta.get("rtt_ms")
@@ -345,6 +347,7 @@ def main():
                          "conns_per_dest": num(meta.get("conns_per_dest")) if meta.get("conns_per_dest") else None,
                          "tern_set": meta.get("tern_set").split(";") if meta.get("tern_set") else [],
                          "redis_set": meta.get("redis_set").split(";") if meta.get("redis_set") else [],
+                         "redis_cluster": num(meta.get("redis_cluster") or "0"),
                          "quick": meta.get("quick") == "1"},
             "workloads": [],
             "peers": peers,

@@ -5,8 +5,8 @@
 #   . scripts/lib.sh
 #   tern_init DIR             working directory (created); sets TERN_DIR
 #   tern_redis                starts redis on DIR/redis.sock; sets REDIS_ADDR
-#   tern_redis_cluster N      starts an N-master Redis Cluster on loopback ports;
-#                             sets REDIS_ADDR (the first) and REDIS_CLUSTER_PORTS
+#   tern_redis_cluster N [ARGS]  starts an N-master Redis Cluster on loopback ports;
+#                             sets REDIS_ADDR (the first), REDIS_CLUSTER_PORTS, REDIS_PID
 #   tern_sink NAME ARGS...    starts build/tern-sink; sets SINK_PORT, SINK_PID
 #   tern_certs                test certificates into DIR/certs; sets CERTS
 #   tern_cleanup              stops everything started (call from a trap)
@@ -120,32 +120,41 @@ tern_redis() {
     [ "$n" -gt 0 ] || { echo "redis-server did not start" >&2; return 1; }
 }
 
-# tern_redis_cluster N: N redis-servers with cluster-enabled (each in its
-# own directory DIR/cluster.I, bound to 127.0.0.1 on a free port, its
-# cluster bus on another: cluster-port, since port+10000 may be taken or
-# past 65535), joined by `redis-cli --cluster create` as N masters and no
-# replicas (redis-cli wants N >= 3). Waits, at most 10 s, until every
-# node's CLUSTER INFO says cluster_state:ok. Sets REDIS_ADDR=127.0.0.1:P1
-# and REDIS_CLUSTER_PORTS="P1 P2 ...". Every server is in TERN_PIDS.
+# tern_redis_cluster N [ARGS]: N redis-servers with cluster-enabled (each
+# in its own directory DIR/cluster.I, bound to 127.0.0.1 on a free port,
+# its cluster bus on another: cluster-port, since port+10000 may be taken
+# or past 65535), ARGS added to each command line. They become N masters
+# and no replicas: node I is given the I-th of N equal slot ranges
+# (CLUSTER ADDSLOTSRANGE) and meets the first, which, unlike redis-cli
+# --cluster create, works for any N >= 1. Waits, at most 10 s, until every
+# node's CLUSTER INFO says cluster_state:ok. Sets REDIS_ADDR=127.0.0.1:P1,
+# REDIS_CLUSTER_PORTS="P1 P2 ..." and REDIS_PID (their PIDs, space
+# separated). Every server is in TERN_PIDS.
 tern_redis_cluster() {
-    local n=$1 i d port bus addrs="" waited=0
+    local n=$1 extra=${2:-} i d port bus first="" first_bus="" waited lo hi
     REDIS_CLUSTER_PORTS=""
+    REDIS_PID=""
     for i in $(seq 1 "$n"); do
         d=$TERN_DIR/cluster.$i
         mkdir -p "$d"
         port=$(tern_free_port)
         bus=$(tern_free_port)
-        # no RDB, no AOF: a test's data dies with it; a short node timeout
-        # so a test that stops a node sees the cluster notice it soon.
+        # no RDB, no AOF (unless ARGS ask): a test's data dies with it; a
+        # short node timeout so a test that stops a node sees the cluster
+        # notice it soon.
+        # shellcheck disable=SC2086
         redis-server --port "$port" --cluster-port "$bus" --bind 127.0.0.1 \
             --cluster-enabled yes --cluster-config-file "$d/nodes.conf" \
             --cluster-node-timeout 1000 --dir "$d" --save '' --appendonly no \
-            --daemonize no --logfile "$d/redis.log" &
+            --daemonize no --logfile "$d/redis.log" $extra &
         TERN_PIDS="$TERN_PIDS $!"
+        REDIS_PID="$REDIS_PID $!"
         REDIS_CLUSTER_PORTS="$REDIS_CLUSTER_PORTS $port"
-        addrs="$addrs 127.0.0.1:$port"
+        [ -n "$first_bus" ] || first_bus=$bus
     done
     REDIS_CLUSTER_PORTS=${REDIS_CLUSTER_PORTS# }
+    REDIS_PID=${REDIS_PID# }
+    i=0
     for port in $REDIS_CLUSTER_PORTS; do
         waited=100
         until redis-cli -p "$port" ping >/dev/null 2>&1; do
@@ -153,20 +162,29 @@ tern_redis_cluster() {
             [ "$waited" -gt 0 ] || { echo "redis-server on port $port did not start" >&2; return 1; }
             sleep 0.1
         done
+        lo=$((16384 * i / n))
+        hi=$((16384 * (i + 1) / n - 1))
+        redis-cli -p "$port" cluster addslotsrange "$lo" "$hi" >/dev/null ||
+            { echo "Redis Cluster node $port: ADDSLOTSRANGE $lo $hi failed" >&2; return 1; }
+        if [ -z "$first" ]; then
+            first=$port
+        else
+            # the bus port too: it is not port + 10000 here
+            redis-cli -p "$port" cluster meet 127.0.0.1 "$first" "$first_bus" >/dev/null ||
+                { echo "Redis Cluster node $port: MEET failed" >&2; return 1; }
+        fi
+        i=$((i + 1))
     done
-    # shellcheck disable=SC2086
-    redis-cli --cluster create $addrs --cluster-replicas 0 --cluster-yes \
-        >"$TERN_DIR/cluster-create.log" 2>&1 ||
-        { echo "redis-cli --cluster create failed:" >&2; tail -n 5 "$TERN_DIR/cluster-create.log" >&2; return 1; }
     for port in $REDIS_CLUSTER_PORTS; do
         waited=100
-        until redis-cli -p "$port" cluster info 2>/dev/null | grep -q '^cluster_state:ok'; do
+        until redis-cli -p "$port" cluster info 2>/dev/null | grep -q '^cluster_state:ok' &&
+            [ "$(redis-cli -p "$port" cluster nodes 2>/dev/null | grep -c master)" = "$n" ]; do
             waited=$((waited - 1))
             [ "$waited" -gt 0 ] || { echo "Redis Cluster node $port: cluster_state not ok after 10 s" >&2; return 1; }
             sleep 0.1
         done
     done
-    REDIS_ADDR=127.0.0.1:${REDIS_CLUSTER_PORTS%% *}
+    REDIS_ADDR=127.0.0.1:$first
 }
 
 tern_certs() {
