@@ -84,7 +84,7 @@ void worker_link_push(struct worker *w, struct redis_link *l, enum redis_req kin
         abort();
     }
     l->rq = rq;
-    l->rq[(l->rq_head + l->rq_len) % l->rq_cap] = (struct redis_pending){kind, partition, hold, msg};
+    l->rq[(l->rq_head + l->rq_len) % l->rq_cap] = (struct redis_pending){kind, partition, hold, msg, NULL, 0};
     l->rq_len++;
 }
 
@@ -101,6 +101,45 @@ void worker_msg_release(struct worker *w, struct queue_msg *m)
 }
 
 static struct partition *part_of(struct worker *w, int id);
+
+/* ack_resend_later keeps cmd (taking it over) to send again at due_ms.
+ * Out of memory it is dropped: its messages come back with their leases. */
+static void ack_resend_later(struct worker *w, int partition, uint8_t *cmd, size_t len, int64_t due_ms)
+{
+    if (w->nresend == w->resend_cap) {
+        size_t ncap = w->resend_cap ? w->resend_cap * 2 : 16;
+        struct ack_resend *n = realloc(w->resend, ncap * sizeof(*n));
+        if (n == NULL) {
+            free(cmd);
+            return;
+        }
+        w->resend = n;
+        w->resend_cap = ncap;
+    }
+    w->resend[w->nresend++] = (struct ack_resend){partition, cmd, len, due_ms};
+    w->st.acks_resent++;
+}
+
+/* acks_resend sends the acks kept by ack_resend_later that are due, each
+ * to its partition's link as the map now has it. */
+static void acks_resend(struct worker *w)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < w->nresend; i++) {
+        struct ack_resend *r = &w->resend[i];
+        struct redis_link *l = worker_link_of(w, r->partition);
+        if (r->due_ms > w->now_ms || !worker_link_ready(w, l)) {
+            w->resend[keep++] = *r;
+            continue;
+        }
+        buf_append(outq_tail(&l->out), r->cmd, r->cmd_len);
+        worker_link_push(w, l, RQ_ACK, r->partition, -1, NULL);
+        struct redis_pending *pr = &l->rq[(l->rq_head + l->rq_len - 1) % l->rq_cap];
+        pr->cmd = r->cmd;
+        pr->cmd_len = r->cmd_len;
+    }
+    w->nresend = keep;
+}
 
 /* bounce_released: a reply a partition's ack waited for came (ok) or
  * will never come (the link was lost, or Redis refused the report). */
@@ -124,6 +163,10 @@ void worker_rq_drop(struct worker *w, struct redis_link *l)
         }
         if (pr->kind == RQ_ENQUEUE)
             bounce_released(w, pr->hold, 0);
+        if (pr->cmd) {   /* it may or may not have run: send it again */
+            ack_resend_later(w, pr->partition, pr->cmd, pr->cmd_len, w->now_ms);
+            pr->cmd = NULL;
+        }
     }
     l->rq_head = 0;
     l->rq_len = 0;
@@ -657,7 +700,7 @@ static int send_cross_bounces(struct worker *w, struct partition *p, const struc
         if (a->bounce == NULL || a->bounce_sent)
             continue;
         struct redis_link *bl = worker_link_of(w, a->bounce_partition);
-        if (bl == al)
+        if (bl == al && w->cluster == NULL)
             continue;   /* goes just before the ack */
         if (!worker_link_ready(w, bl)) {
             all = 0;
@@ -698,6 +741,8 @@ static void drop_unbounced(struct worker *w, struct partition *p)
 
 static void flush_acks(struct worker *w)
 {
+    if (w->nresend)
+        acks_resend(w);
     for (int i = 0; i < w->nparts; i++) {
         struct partition *p = &w->parts[i];
         if (p->nacks == 0)
@@ -736,8 +781,16 @@ static void flush_acks(struct worker *w)
                 bounce_refill(w, a->bounce_partition);
             }
         }
-        if (queue_cmd_ack(outq_tail(&al->out), &w->cfg->queue, &w->scripts, p->id, o, p->nacks, w->now_ms)) {
+        struct buf *out = outq_tail(&al->out);
+        size_t start = buf_used(out);
+        if (queue_cmd_ack(out, &w->cfg->queue, &w->scripts, p->id, o, p->nacks, w->now_ms)) {
             worker_rq_push(w, RQ_ACK, p->id);
+            if (w->cluster) {   /* kept in case a resharding redirects it */
+                struct redis_pending *pr = &al->rq[(al->rq_head + al->rq_len - 1) % al->rq_cap];
+                pr->cmd_len = buf_used(out) - start;
+                if ((pr->cmd = malloc(pr->cmd_len)) != NULL)
+                    memcpy(pr->cmd, buf_peek(out) + start, pr->cmd_len);
+            }
             for (size_t k = 0; k < p->nacks; k++)
                 ack_item_free(&p->acks[k]);
             arena_reset(&p->ack_strs);
@@ -974,6 +1027,17 @@ static void on_redis_reply(struct worker *w, struct redis_link *l, redisReply *r
             w->st.reports_repeated++;
             bounce_released(w, pr.hold, 1);
             break;
+        }
+        if (pr.cmd) {
+            int moved = worker_redis_redirected(w, r);
+            if (moved || worker_redis_not_run(r)) {
+                /* Not run: sent again, to the master the map names once it
+                 * is read again, or a tick later while a slot migrates. */
+                ack_resend_later(w, pr.partition, pr.cmd, pr.cmd_len,
+                                 w->now_ms + (moved && r->str[0] == 'M' ? 0 : TICK_MS));
+                break;
+            }
+            free(pr.cmd);
         }
         worker_redis_redirected(w, r);
         if (!queue_parse_simple(r, &err)) {
@@ -1214,7 +1278,7 @@ static void tick_dests(struct worker *w)
 
 static int drained(struct worker *w)
 {
-    if (w->in_memory)
+    if (w->in_memory || w->nresend)
         return 0;
     for (int i = 0; i < w->nparts; i++)
         if (w->parts[i].take_inflight || !w->parts[i].empty || w->parts[i].nacks)
@@ -1243,6 +1307,13 @@ static void on_tick(struct worker *w)
     if (atomic_load(&w->stop_requested) && !w->stopping)
         begin_stop(w);
     if (w->stopping && w->now_ms > w->stop_deadline_ms) {
+        if (w->nresend) {
+            fprintf(stderr, "tern: worker %d: %zu ack(s) still refused at the end of the grace period; "
+                            "their messages are left to their leases\n", w->id, w->nresend);
+            for (size_t i = 0; i < w->nresend; i++)
+                free(w->resend[i].cmd);
+            w->nresend = 0;
+        }
         for (struct conn *c = w->conns, *n; c; c = n) {
             n = c->next;
             if (c->state != CONN_CLOSING)
@@ -1353,7 +1424,8 @@ int worker_run(struct worker *w)
         redis_kick(w);
         if (w->e->drain && !w->stopping && drained(w) && worker_rq_pending(w) == 0)
             begin_stop(w);
-        if (w->stopping && w->conns == NULL && (w->in_memory == 0 || w->redis_dead) && worker_redis_idle(w)) {
+        if (w->stopping && w->conns == NULL && (w->in_memory == 0 || w->redis_dead) && worker_redis_idle(w) &&
+            (w->nresend == 0 || w->redis_dead)) {
             int pending_acks = 0;
             for (int i = 0; i < w->nparts; i++)
                 pending_acks |= w->parts[i].nacks != 0;
@@ -1446,6 +1518,9 @@ void worker_free(struct worker *w)
     worker_hosts_free(w);
     worker_bufs_free(w);
     worker_notice_free(w);
+    for (size_t i = 0; i < w->nresend; i++)   /* those links_free gave back too */
+        free(w->resend[i].cmd);
+    free(w->resend);
     if (w->wake_fd >= 0)
         close(w->wake_fd);
     free(w);

@@ -360,6 +360,20 @@ struct redis_pending {
      * (flush_acks, worker.c). */
     int hold;
     struct queue_msg *msg;
+    /* RQ_ACK on a cluster: a copy of the command, owned, sent again if
+     * Redis redirects or refuses it before running it (MOVED, ASK,
+     * TRYAGAIN, CLUSTERDOWN) or the link is lost: an ack sent twice is
+     * harmless, the second finds its ids no longer leased. NULL: none. */
+    uint8_t *cmd;
+    size_t cmd_len;
+};
+
+/* An ack waiting to be sent again (worker.c, acks_resend), at due_ms. */
+struct ack_resend {
+    int partition;
+    uint8_t *cmd;
+    size_t cmd_len;
+    int64_t due_ms;
 };
 
 /* One Redis connection of a worker (worker_redis.c): to the Redis of
@@ -436,6 +450,8 @@ struct worker {
     struct queue_cluster_map *cluster;   /* NULL: one Redis */
     int slots_stale;           /* a MOVED/ASK came: the map is refreshed first */
     int slots_asked;           /* CLUSTER SLOTS in flight */
+    struct ack_resend *resend; /* acks to send again (cluster only) */
+    size_t nresend, resend_cap;
     struct queue_scripts scripts;
     int redis_dead;            /* given up: the worker stops */
     /* Ready notices (worker_notice.c): a subscribed connection of its own. */
@@ -587,6 +603,9 @@ void worker_redis_script_reply(struct worker *w, struct redis_link *l, const red
  * one makes the worker hold its commands and refresh its cluster map
  * (CLUSTER SLOTS). Returns 1 when r was a redirection. */
 int worker_redis_redirected(struct worker *w, const redisReply *r);
+/* worker_redis_not_run: r is an error Redis gives a command it did not
+ * run for the cluster's sake (MOVED, ASK, TRYAGAIN, CLUSTERDOWN). */
+int worker_redis_not_run(const redisReply *r);
 /* worker_redis_slots_reply: the reply to CLUSTER SLOTS asked on l: the
  * map is replaced, partitions moved to the links of their new nodes
  * (made when new), and commands flow again. */

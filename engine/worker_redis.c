@@ -380,6 +380,13 @@ int worker_redis_redirected(struct worker *w, const redisReply *r)
     return 1;
 }
 
+int worker_redis_not_run(const redisReply *r)
+{
+    return r->type == REDIS_REPLY_ERROR && r->str &&
+           (strncmp(r->str, "TRYAGAIN", 8) == 0 || strncmp(r->str, "CLUSTERDOWN", 11) == 0 ||
+            strncmp(r->str, "MOVED ", 6) == 0 || strncmp(r->str, "ASK ", 4) == 0);
+}
+
 void worker_redis_refresh(struct worker *w)
 {
     if (!w->slots_stale || w->slots_asked || w->redis_dead)

@@ -12,6 +12,7 @@
 #                             message removed
 #   cluster_reshard_all       two partitions' slots migrated key by key mid-run:
 #                             every message delivered at least once
+#   cluster_reshard_once      and none twice: an ack the move refused was sent again
 #   cluster_reshard_empty     and none left queued anywhere afterwards
 #   cluster_reshard_redirects the engine saw the MOVED/ASK replies and read the map again
 set -u
@@ -103,7 +104,8 @@ for p in $REDIS_CLUSTER_PORTS; do redis-cli -p "$p" flushall >/dev/null; done
 # --- resharding while delivering ----------------------------------------------
 # Each send 10 ms late and 4 connections: the run takes a few seconds,
 # long enough to move slots under it. A short lease brings back what an
-# ack refused during the move could not settle.
+# ack refused during the move would not settle (acks are sent again, so
+# none should need it).
 qsink r --latency 10
 QTHREADS=2 qconf r <<'EOF'
 lease = 2s
@@ -130,11 +132,13 @@ qwait_ids r 2000 300
 tern_stop "$QPID" >/dev/null 2>&1
 [ "$(qids r)" = 2000 ] && pass cluster_reshard_all ||
     fail cluster_reshard_all "ids $(qids r) of 2000 after moving $moved slot(s): $(grep -v '^tern: note' "$dir/r.rerr" | tail -n 5)"
+[ "$(qlines r)" = 2000 ] && pass cluster_reshard_once ||
+    fail cluster_reshard_once "$(qlines r) deliveries for 2000 messages; $(grep -o 'acks_resent=[0-9]*' "$dir/r.run")"
 [ "$(left_all)" = 0 ] && pass cluster_reshard_empty || fail cluster_reshard_empty "$(left_all) left"
 redirects=$(sed -n 's/.*cluster_redirects=\([0-9]*\).*/\1/p' "$dir/r.run")
 maps=$(sed -n 's/.*cluster_maps=\([0-9]*\).*/\1/p' "$dir/r.run")
 [ "$moved" -ge 1 ] && [ "${redirects:-0}" -ge 1 ] && [ "${maps:-0}" -ge 1 ] && pass cluster_reshard_redirects ||
     fail cluster_reshard_redirects "moved $moved, redirects ${redirects:-?}, maps ${maps:-?}"
-echo "info: reshard run: $(qlines r) deliveries for 2000 messages; $(grep -o 'cluster_redirects=[0-9]* cluster_maps=[0-9]*' "$dir/r.run")"
+echo "info: reshard run: $(qlines r) deliveries for 2000 messages; $(grep -o 'cluster_redirects=[0-9]* cluster_maps=[0-9]* acks_resent=[0-9]*' "$dir/r.run")"
 
 exit $((TERN_FAILS > 0))
