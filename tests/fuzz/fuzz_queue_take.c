@@ -5,10 +5,7 @@
  * taken messages in turn, as engine/worker.c does with the HMGETs behind
  * a take.
  *
- * The replies are built from the bytes directly (decode_reply), not with
- * hiredis's RESP reader: that reader is hiredis's, and its 0.14 allocates
- * whatever element count a header claims, which the fuzzer reports as an
- * out-of-memory. What reaches tern's code is a redisReply tree.
+ * The replies are built from the bytes directly (tests/fuzz/fuzz_reply.h).
  *
  * Invariants: a parsed take has at most QUEUE_TAKE_MAX messages, each with
  * an id of 1..QUEUE_ID_MAX-1 bytes and no metadata yet; after
@@ -22,56 +19,7 @@
 #include <string.h>
 
 #include "queue/queue.h"
-
-/* decode_reply: one reply from the bytes at *p: a type byte (string,
- * integer, nil, or at depth 0 an array), then a length / value byte and
- * the string's bytes. NULL when the input ends. Freed with
- * freeReplyObject, as hiredis's own replies are. */
-static redisReply *decode_reply(const uint8_t **p, const uint8_t *end, int depth)
-{
-    if (*p >= end)
-        return NULL;
-    redisReply *r = calloc(1, sizeof(*r));
-    if (r == NULL)
-        return NULL;
-    int kind = *(*p)++ % (depth == 0 ? 4 : 3);
-    size_t n = *p < end ? *(*p)++ : 0;
-    if (kind == 0) {
-        if (n > (size_t)(end - *p))
-            n = (size_t)(end - *p);
-        r->type = REDIS_REPLY_STRING;
-        r->str = malloc(n + 1);
-        if (r->str == NULL) {
-            free(r);
-            return NULL;
-        }
-        memcpy(r->str, *p, n);
-        r->str[n] = '\0';
-        r->len = n;
-        *p += n;
-    } else if (kind == 1) {
-        r->type = REDIS_REPLY_INTEGER;
-        r->integer = (long long)n - 8;
-    } else if (kind == 2) {
-        r->type = REDIS_REPLY_NIL;
-    } else {
-        r->type = REDIS_REPLY_ARRAY;
-        r->element = calloc(n ? n : 1, sizeof(*r->element));
-        if (r->element == NULL) {
-            free(r);
-            return NULL;
-        }
-        r->elements = n;
-        for (size_t i = 0; i < n; i++) {
-            r->element[i] = decode_reply(p, end, depth + 1);
-            if (r->element[i] == NULL) {
-                freeReplyObject(r);
-                return NULL;
-            }
-        }
-    }
-    return r;
-}
+#include "tests/fuzz/fuzz_reply.h"
 
 static void check_msg(const struct queue_msg *m, int done)
 {
@@ -98,7 +46,7 @@ static void check_msg(const struct queue_msg *m, int done)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const uint8_t *p = data, *end = data + size;
-    redisReply *reply = decode_reply(&p, end, 0);
+    redisReply *reply = fuzz_reply(&p, end, 0, 1);
     if (reply == NULL)
         return 0;
     struct queue_msg **msgs = NULL;
@@ -115,7 +63,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     for (size_t i = 0; i < n; i++) {
         check_msg(msgs[i], 0);
-        reply = decode_reply(&p, end, 0);
+        reply = fuzz_reply(&p, end, 0, 1);
         if (reply == NULL)
             continue;
         struct queue_msg *before = msgs[i];
