@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <netdb.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -688,10 +689,12 @@ static void bounce_refill(struct worker *w, int partition)
 }
 
 /* send_cross_bounces: a bounce must be stored before the ack that
- * removes its message. On the ack's own link the order of the commands
- * sees to it; a bounce for a partition on another link (another cluster
- * master) is sent ahead, and p's ack waits for its replies
- * (p->bounce_holds). Returns 0 while one of them cannot be sent yet. */
+ * removes its message. With one Redis the order of the commands on the
+ * one link sees to it. On a cluster the bounce's partition may be on
+ * another master, and any bounce may be redirected while its ack is not:
+ * every bounce is sent ahead, and the outcome is acked once the whole
+ * wave's replies came (p->bounce_holds; flush_acks). Returns 0 while one
+ * of them cannot be sent yet (its link is not ready). */
 static int send_cross_bounces(struct worker *w, struct partition *p, const struct redis_link *al)
 {
     int all = 1;
@@ -739,6 +742,58 @@ static void drop_unbounced(struct worker *w, struct partition *p)
                     "left to their leases\n", w->id, p->id, dropped);
 }
 
+/* bounced_first orders p's outcomes (stably) so that those that may be
+ * acked now come first: no bounce, or a bounce of a wave that was
+ * stored. Returns how many; the rest wait for their bounce. SIZE_MAX
+ * when out of memory. */
+static size_t bounced_first(struct partition *p)
+{
+    struct ack_item *t = malloc(p->nacks * sizeof(*t));
+    if (t == NULL)
+        return SIZE_MAX;
+    size_t n = 0;
+    for (size_t k = 0; k < p->nacks; k++)
+        if (p->acks[k].bounce == NULL || p->acks[k].bounce_sent)
+            t[n++] = p->acks[k];
+    size_t ready = n;
+    for (size_t k = 0; k < p->nacks; k++)
+        if (!(p->acks[k].bounce == NULL || p->acks[k].bounce_sent))
+            t[n++] = p->acks[k];
+    memcpy(p->acks, t, p->nacks * sizeof(*t));
+    free(t);
+    return ready;
+}
+
+/* keep_waiting: the first `done` outcomes were acked; the others (their
+ * bounce not stored yet) move to the front, their strings copied into a
+ * fresh arena, and the old one, with the acked outcomes' strings, goes.
+ * One whose strings cannot be copied is dropped: its lease brings the
+ * message back. */
+static void keep_waiting(struct worker *w, struct partition *p, size_t done)
+{
+    struct arena fresh = {0};
+    size_t keep = 0;
+    for (size_t k = done; k < p->nacks; k++) {
+        struct ack_item *a = &p->acks[k];
+        int ok = 1;
+        for (size_t f = 1; ok && f < a->nfields; f += 2)
+            ok = (a->fields[f] = arena_strdup(&fresh, a->fields[f])) != NULL;
+        if (ok && a->raw_len)
+            ok = (a->raw = arena_memdup(&fresh, a->raw, a->raw_len)) != NULL;
+        if (!ok) {
+            fprintf(stderr, "tern: worker %d: message %s: out of memory; left to its lease\n", w->id, a->id);
+            ack_item_free(a);
+            continue;
+        }
+        p->acks[keep++] = *a;
+    }
+    p->nacks = keep;
+    arena_free(&p->ack_strs);
+    p->ack_strs = fresh;   /* the outcomes' arena pointers name this field */
+    if (keep)
+        p->first_ack_ms = w->now_ms;
+}
+
 static void flush_acks(struct worker *w)
 {
     if (w->nresend)
@@ -756,17 +811,27 @@ static void flush_acks(struct worker *w)
         if (!w->stopping && !(w->e->drain && w->in_memory == 0) && p->nacks < ACK_FLUSH_MIN &&
             w->now_ms < ack_due_ms(p))
             continue;
-        if (!send_cross_bounces(w, p, al) || p->bounce_holds > 0)
-            continue;
-        if (p->bounce_failed)
-            drop_unbounced(w, p);
-        if (p->nacks == 0)
-            continue;
-        struct queue_outcome *o = calloc(p->nacks, sizeof(*o));
+        /* On a cluster the bounces go ahead, one wave at a time; outcomes
+         * whose bounce came after the wave left wait for the next batch
+         * (a stream of failures never holds up the others' acks). */
+        size_t nready = p->nacks;
+        if (w->cluster) {
+            if (p->bounce_holds > 0)
+                continue;
+            if (p->bounce_failed)
+                drop_unbounced(w, p);
+            if (p->nacks == 0 || (nready = bounced_first(p)) == SIZE_MAX)
+                continue;
+            if (nready == 0) {
+                send_cross_bounces(w, p, al);
+                continue;
+            }
+        }
+        struct queue_outcome *o = calloc(nready, sizeof(*o));
         if (o == NULL)
             continue;   /* retried on the next iteration */
         int returned = 0;
-        for (size_t k = 0; k < p->nacks; k++) {
+        for (size_t k = 0; k < nready; k++) {
             struct ack_item *a = &p->acks[k];
             o[k] = (struct queue_outcome){
                 .id = a->id, .kind = a->kind, .remaining_rcpts = a->remaining,
@@ -774,7 +839,7 @@ static void flush_acks(struct worker *w)
                 .nfields = a->nfields, .raw = a->raw, .raw_len = a->raw_len, .raw_nfields = a->raw_nfields,
             };
             returned |= a->kind == QUEUE_RETURNED;
-            if (a->bounce && !a->bounce_sent) {   /* stored before the ack removes the message */
+            if (a->bounce && !a->bounce_sent) {   /* one Redis: stored just before the ack */
                 outq_append(&al->out, a->bounce, a->bounce_len);
                 for (int b = 0; b < a->bounce_cmds * QUEUE_REPORT_CMDS; b++)
                     worker_link_push(w, al, RQ_ENQUEUE, a->bounce_partition, -1, NULL);
@@ -783,7 +848,7 @@ static void flush_acks(struct worker *w)
         }
         struct buf *out = outq_tail(&al->out);
         size_t start = buf_used(out);
-        if (queue_cmd_ack(out, &w->cfg->queue, &w->scripts, p->id, o, p->nacks, w->now_ms)) {
+        if (queue_cmd_ack(out, &w->cfg->queue, &w->scripts, p->id, o, nready, w->now_ms)) {
             worker_rq_push(w, RQ_ACK, p->id);
             if (w->cluster) {   /* kept in case a resharding redirects it */
                 struct redis_pending *pr = &al->rq[(al->rq_head + al->rq_len - 1) % al->rq_cap];
@@ -791,10 +856,15 @@ static void flush_acks(struct worker *w)
                 if ((pr->cmd = malloc(pr->cmd_len)) != NULL)
                     memcpy(pr->cmd, buf_peek(out) + start, pr->cmd_len);
             }
-            for (size_t k = 0; k < p->nacks; k++)
+            for (size_t k = 0; k < nready; k++)
                 ack_item_free(&p->acks[k]);
-            arena_reset(&p->ack_strs);
-            p->nacks = 0;
+            if (nready == p->nacks) {
+                arena_reset(&p->ack_strs);
+                p->nacks = 0;
+            } else {
+                keep_waiting(w, p, nready);
+                send_cross_bounces(w, p, al);
+            }
             if (returned) {
                 p->empty = 0;   /* they are ready again in Redis */
                 p->refilled = 1;
