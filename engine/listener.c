@@ -11,8 +11,12 @@
  * the whole batch leave in one send, and connection sends and closes are
  * started: replies to everything pipelined in one batch leave together.
  *
- * Redis: one connection, commands appended to rpending, replies matched
- * in order against a FIFO of expectations (struct rexp).
+ * Redis: one link (struct llink) to `redis =`, or one per cluster master;
+ * on each, commands appended to pending, replies matched in order against
+ * a FIFO of expectations (struct rexp). A message's transactions (one per
+ * partition on a cluster) share one struct lmsg, answered by the last.
+ * Ring tags of a link's recv and send carry its index (the slot field)
+ * and its connection's generation.
  */
 #include "engine/listener.h"
 
@@ -97,17 +101,52 @@ struct lentry {
     int partition;
 };
 
-/* What the next Redis replies belong to. */
+/* A message in flight. Its entries may belong to partitions on several
+ * cluster masters, and one MULTI cannot span nodes: it goes out as one
+ * transaction per master (link), all pointing here. The last
+ * transaction's reply answers the client: 250 only when every one made
+ * all its entries. Owned by its transactions: the last one frees it. */
+struct lmsg {
+    uint32_t slot, gen;         /* the client's connection */
+    int txs;                    /* transactions not answered yet */
+    int failed;
+    char id[QUEUE_ID_MAX];      /* the first entry's id, for the 250 */
+};
+
+enum rexp_kind {
+    REXP_TX,                    /* MULTI, a message's entries on this link, EXEC */
+    REXP_SCRIPT,                /* a SCRIPT LOAD, nothing waits on it */
+    REXP_UNDO,                  /* an HDEL of a body without entry, nothing waits on it */
+    REXP_SLOTS,                 /* CLUSTER SLOTS: the map is read again */
+};
+
+/* What the next reply of a link belongs to. */
 struct rexp {
-    int script;                 /* a SCRIPT LOAD, nothing waits on it */
-    int undo;                   /* an HDEL of such a body, nothing waits on it */
-    uint32_t slot, gen;
+    enum rexp_kind kind;
+    struct lmsg *msg;           /* REXP_TX: shared with its other transactions */
     int left;                   /* replies still due: MULTI, QUEUED..., EXEC */
-    int ndomains;
+    int ndomains;               /* entries in this transaction */
     int failed;
     int64_t sent_ms;
-    char id[QUEUE_ID_MAX];      /* the first entry's id, for the 250 */
-    struct lentry *entries;     /* ndomains of them; freed by message_done */
+    struct lentry *entries;     /* ndomains of them; owned, freed by tx_done */
+};
+
+/* A Redis connection: to `redis =`, or one per cluster master. Commands
+ * are appended to pending, replies matched in order against rq. Links
+ * are never freed before the listener (a node that serves nothing any
+ * more keeps an idle link), so an index names one for good. */
+struct llink {
+    uint32_t idx;               /* in listener.links; the slot of its ring tags */
+    char addr[CONFIG_PATH_MAX];
+    int fd;
+    uint32_t gen;               /* of its ring tags; a new one per connection */
+    redisReader *reader;        /* replaced at each connect */
+    uint8_t *recv;
+    struct buf sending, pending;
+    int send_inflight, recv_armed;
+    int64_t retry_ms;
+    struct rexp *rq;
+    size_t rq_head, rq_len, rq_cap;
 };
 
 struct listener {
@@ -157,16 +196,14 @@ struct listener {
     int64_t stop_deadline_ms;
     int done;
 
-    /* Redis */
-    int rfd;
-    uint32_t rgen;
-    redisReader *reader;
-    uint8_t *rrecv;
-    struct buf rsending, rpending;
-    int rsend_inflight, rrecv_armed;
-    int64_t rretry_ms;
-    struct rexp *rq;
-    size_t rq_head, rq_len, rq_cap;
+    /* Redis: links[0] to `redis =`; with a cluster one more per master */
+    struct llink **links;
+    uint32_t nlinks;
+    struct queue_cluster_map *map;   /* private copy; NULL: one Redis */
+    uint32_t *part_link;        /* every partition's link (queue.partitions); map only */
+    int slots_stale;            /* a MOVED/ASK came: the map is read again */
+    int slots_asked;            /* ...and CLUSTER SLOTS is on a link */
+    int64_t slots_next_ms;      /* after a reply that was no map: ask again then */
 };
 
 static int64_t mono_ms(void)
@@ -236,15 +273,24 @@ static void set_deadline(struct listener *l, struct lconn *c)
 
 /* --- Redis --------------------------------------------------------------- */
 
-static struct rexp *rq_push(struct listener *l)
+static struct rexp *rq_push(struct llink *k)
 {
-    void *rq = l->rq;
-    if (!fifo_make_room(&rq, sizeof(*l->rq), &l->rq_head, l->rq_len, &l->rq_cap))
+    void *rq = k->rq;
+    if (!fifo_make_room(&rq, sizeof(*k->rq), &k->rq_head, k->rq_len, &k->rq_cap))
         return NULL;
-    l->rq = rq;
-    struct rexp *e = &l->rq[(l->rq_head + l->rq_len) % l->rq_cap];
+    k->rq = rq;
+    struct rexp *e = &k->rq[(k->rq_head + k->rq_len) % k->rq_cap];
     memset(e, 0, sizeof(*e));
-    l->rq_len++;
+    k->rq_len++;
+    return e;
+}
+
+/* rq_pop: the oldest expectation, copied out (handling it may push more). */
+static struct rexp rq_pop(struct llink *k)
+{
+    struct rexp e = k->rq[k->rq_head];
+    k->rq_head = (k->rq_head + 1) % k->rq_cap;
+    k->rq_len--;
     return e;
 }
 
@@ -256,118 +302,180 @@ static struct lconn *conn_at(struct listener *l, uint32_t slot, uint32_t gen)
 
 static void run_smtp(struct listener *l, struct lconn *c);
 
-/* The queue's answer for a message: 250 or 451, then whatever the client
- * pipelined behind it. */
-static void message_done(struct listener *l, const struct rexp *e, int ok)
+/* How the log names a link: "Redis", or "Redis 127.0.0.1:7001" in a cluster. */
+static void log_link(const struct listener *l, const struct llink *k, const char *what,
+                     const char *detail)
+{
+    if (l->map == NULL)
+        fprintf(stderr, "tern: listener: Redis %s: %s\n", what, detail);
+    else
+        fprintf(stderr, "tern: listener: Redis %s %s: %s\n", k->addr, what, detail);
+}
+
+/* tx_release frees a transaction's entries and returns its message when
+ * it was the message's last transaction (then the caller answers and
+ * frees it), else NULL. */
+static struct lmsg *tx_release(struct rexp *e, int ok)
 {
     free(e->entries);
-    struct lconn *c = conn_at(l, e->slot, e->gen);
+    e->entries = NULL;
+    struct lmsg *m = e->msg;
+    e->msg = NULL;
+    if (m == NULL)
+        return NULL;
+    m->failed |= !ok;
+    return --m->txs == 0 ? m : NULL;
+}
+
+/* One transaction of a message answered (ok: all its entries made). When
+ * it is the last, the client gets the queue's answer, 250 or 451, then
+ * whatever it pipelined behind. */
+static void tx_done(struct listener *l, struct rexp *e, int ok)
+{
+    struct lmsg *m = tx_release(e, ok);
+    if (m == NULL)
+        return;     /* another master's transaction is still out */
+    ok = !m->failed;
+    struct lconn *c = conn_at(l, m->slot, m->gen);
     if (ok)
         count(&l->st.messages);
     else
         count(&l->st.rejected_redis);
+    char line[96];
+    if (ok)
+        snprintf(line, sizeof(line), "250 2.0.0 Ok: queued as %s", m->id);
+    else
+        snprintf(line, sizeof(line), "451 4.3.0 Error: queue unavailable, try again later");
+    free(m);
     if (c == NULL || !c->redis_wait)
         return;     /* the client left; its message is stored (or not) all the same */
     c->redis_wait = 0;
-    char line[96];
-    if (ok)
-        snprintf(line, sizeof(line), "250 2.0.0 Ok: queued as %s", e->id);
-    else
-        snprintf(line, sizeof(line), "451 4.3.0 Error: queue unavailable, try again later");
     smtp_server_message_reply(&c->smtp, line);
     set_deadline(l, c);
     if (!c->io.closing)
         run_smtp(l, c);
 }
 
-static void redis_down(struct listener *l, const char *why)
+static void link_down(struct listener *l, struct llink *k, const char *why)
 {
-    if (l->rfd < 0)
+    if (k->fd < 0)
         return;
-    logf_ls("Redis connection lost", why);
-    shutdown(l->rfd, SHUT_RDWR);
-    close(l->rfd);
-    l->rfd = -1;
-    l->rgen++;
-    l->rrecv_armed = 0;
-    resp_pool_reader_free(l->reader);
-    l->reader = resp_pool_reader_new();   /* its resp_splice bounds arrays (resp_splice.h) */
-    if (l->reader)
-        l->reader->maxbuf = 0;
-    buf_reset(&l->rpending);
-    if (!l->rsend_inflight)
-        buf_reset(&l->rsending);
-    l->rretry_ms = l->now_ms + LS_REDIS_RETRY_MS;
+    log_link(l, k, "connection lost", why);
+    shutdown(k->fd, SHUT_RDWR);
+    close(k->fd);
+    k->fd = -1;
+    k->gen++;                   /* completions still on the ring are stale */
+    k->recv_armed = 0;
+    buf_reset(&k->pending);
+    if (!k->send_inflight)
+        buf_reset(&k->sending);
+    k->retry_ms = l->now_ms + LS_REDIS_RETRY_MS;
     /* Whatever was sent may or may not have run; the clients are told to
-     * try again (at-least-once), never told 250 for a message not stored. */
-    while (l->rq_len) {
-        struct rexp e = l->rq[l->rq_head];
-        l->rq_head = (l->rq_head + 1) % l->rq_cap;
-        l->rq_len--;
-        if (!e.script && !e.undo)
-            message_done(l, &e, 0);
+     * try again (at-least-once), never told 250 for a message not stored.
+     * (Answering runs the client's next message: it finds this link down
+     * until retry_ms, so nothing is pushed here while this drains.) */
+    while (k->rq_len) {
+        struct rexp e = rq_pop(k);
+        if (e.kind == REXP_TX)
+            tx_done(l, &e, 0);
+        else if (e.kind == REXP_SLOTS)
+            l->slots_asked = 0;   /* asked again on another link */
     }
 }
 
-static void redis_script_load(struct listener *l)
+static void script_load(struct listener *l, struct llink *k)
 {
-    struct rexp *e = rq_push(l);
-    if (e == NULL || !queue_cmd_script_load(&l->rpending, queue_script_enqueue_src())) {
-        redis_down(l, "out of memory");
+    struct rexp *e = rq_push(k);
+    if (e == NULL || !queue_cmd_script_load(&k->pending, queue_script_enqueue_src())) {
+        link_down(l, k, "out of memory");
         return;
     }
-    e->script = 1;
+    e->kind = REXP_SCRIPT;
     e->sent_ms = l->now_ms;
 }
 
-/* A usable Redis connection, reconnecting when it is time to. */
-static int redis_ready(struct listener *l)
+/* A usable connection on link k, connecting when it is time to. The
+ * first thing a new connection gets is SCRIPT LOAD (a restarted Redis, a
+ * master met for the first time: the script may be missing); the
+ * commands behind it run after it. */
+static int link_ready(struct listener *l, struct llink *k)
 {
-    if (l->rfd >= 0)
+    if (k->fd >= 0)
         return 1;
-    if (l->now_ms < l->rretry_ms || l->reader == NULL)
+    if (l->now_ms < k->retry_ms)
         return 0;
+    k->retry_ms = l->now_ms + LS_REDIS_RETRY_MS;
+    redisReader *r = resp_pool_reader_new();   /* its resp_splice bounds arrays (resp_splice.h) */
+    if (r == NULL) {
+        log_link(l, k, "connect", "out of memory");
+        return 0;
+    }
+    r->maxbuf = 0;
     char err[256];
-    l->rfd = worker_redis_connect(l->cfg->redis, err, sizeof(err));
-    if (l->rfd < 0) {
-        l->rretry_ms = l->now_ms + LS_REDIS_RETRY_MS;
+    int fd = worker_redis_connect(k->addr, err, sizeof(err));
+    if (fd < 0) {
+        resp_pool_reader_free(r);
         logf_ls("Redis", err);
         return 0;
     }
-    /* The scripts may be gone (a Redis restart): load ours again first;
-     * the commands behind it run after it. */
-    redis_script_load(l);
-    return l->rfd >= 0;
+    /* The old reader may hold half a reply of the lost connection. It is
+     * not in use now: a connection is made only outside its feed (the
+     * feed's link is down until retry_ms, after this batch). */
+    if (k->reader)
+        resp_pool_reader_free(k->reader);
+    k->reader = r;
+    k->fd = fd;
+    script_load(l, k);
+    return k->fd >= 0;
 }
 
 /* undo_entry removes the body an entry's HSETNX stored when its script
  * did not make the entry, so a refused message leaves nothing behind. */
-static void undo_entry(struct listener *l, const struct lentry *le)
+static void undo_entry(struct listener *l, struct llink *k, const struct lentry *le)
 {
-    struct rexp *u = rq_push(l);
-    size_t mark = l->rpending.len;
-    if (u == NULL || !queue_cmd_enqueue_undo(&l->rpending, &l->cfg->queue, le->partition, le->id)) {
+    struct rexp *u = rq_push(k);
+    size_t mark = k->pending.len;
+    if (u == NULL || !queue_cmd_enqueue_undo(&k->pending, &l->cfg->queue, le->partition, le->id)) {
         if (u != NULL)
-            l->rq_len--;            /* the expectation just pushed */
-        l->rpending.len = mark;
-        l->rpending.err = 0;
+            k->rq_len--;            /* the expectation just pushed */
+        k->pending.len = mark;
+        k->pending.err = 0;
         logf_ls("cannot remove the body of unqueued entry", le->id);
         return;
     }
-    u->undo = 1;
+    u->kind = REXP_UNDO;
     u->sent_ms = l->now_ms;
 }
 
-/* Check one reply of a message's MULTI ... EXEC: QUEUE_ENQUEUE_CMDS
- * elements per entry, the script's saying whether the entry was made. */
-static void message_reply(struct listener *l, struct rexp *e, redisReply *r)
+/* A MOVED or ASK error: the slot map is out of date (slots resharded or
+ * migrating). The command was not run; the map is read again
+ * (link_refresh) and messages get 451 until then. */
+static void note_redirect(struct listener *l, const redisReply *r)
+{
+    if (l->map == NULL || r->type != REDIS_REPLY_ERROR || r->str == NULL ||
+        (strncmp(r->str, "MOVED ", 6) != 0 && strncmp(r->str, "ASK ", 4) != 0))
+        return;
+    if (!l->slots_stale)
+        logf_ls("Redis Cluster", "a redirection; reading the slot map again");
+    l->slots_stale = 1;
+}
+
+/* Check one reply of a transaction: MULTI, QUEUE_ENQUEUE_CMDS QUEUED per
+ * entry, then the EXEC's array, the script's elements saying whether each
+ * entry was made. */
+static void tx_reply(struct listener *l, struct llink *k, struct rexp *e, redisReply *r)
 {
     const char *err = NULL, *text = "";
     if (e->left > 0) {
-        if (r->type == REDIS_REPLY_ERROR)
+        if (r->type == REDIS_REPLY_ERROR) {
+            if (!e->failed)         /* the cause; the EXEC says only EXECABORT */
+                log_link(l, k, "enqueue refused", r->str ? r->str : "?");
             e->failed = 1;
+            note_redirect(l, r);
+        }
         return;
     }
+    note_redirect(l, r);
     int ok = !e->failed && r->type == REDIS_REPLY_ARRAY &&
              r->elements == (size_t)e->ndomains * QUEUE_ENQUEUE_CMDS;
     int ran = ok, noscript = 0;     /* ran: the EXEC ran every command */
@@ -384,100 +492,263 @@ static void message_reply(struct listener *l, struct rexp *e, redisReply *r)
         ok = 0;
         noscript |= strcmp(why, "NOSCRIPT") == 0;
         if (wrote)
-            undo_entry(l, &e->entries[i]);
+            undo_entry(l, k, &e->entries[i]);
     }
     if (noscript)
-        redis_script_load(l);
-    if (!ok)
-        logf_ls("enqueue failed", r->type == REDIS_REPLY_ERROR ? r->str
-                                  : text[0] ? text : err ? err : "aborted");
-    message_done(l, e, ok);
+        script_load(l, k);
+    if (!ok && !e->failed)
+        log_link(l, k, "enqueue failed", r->type == REDIS_REPLY_ERROR ? r->str
+                                         : text[0] ? text : err ? err : "aborted");
+    tx_done(l, e, ok);
 }
 
-static void on_redis_reply(struct listener *l, redisReply *r)
+static void slots_reply(struct listener *l, struct llink *k, const redisReply *r);
+
+static void on_redis_reply(struct listener *l, struct llink *k, redisReply *r)
 {
-    if (l->rq_len == 0) {
-        logf_ls("Redis", "unexpected reply");
+    if (k->rq_len == 0) {
+        log_link(l, k, "reply", "unexpected");
         return;
     }
-    struct rexp *e = &l->rq[l->rq_head];
-    if (e->script || e->undo) {
-        if (r->type == REDIS_REPLY_ERROR)
-            logf_ls(e->script ? "SCRIPT LOAD failed" : "removing an unqueued body failed", r->str);
-    } else {
-        e->left--;
-        if (e->left > 0) {
-            message_reply(l, e, r);
-            return;
-        }
+    struct rexp *e = &k->rq[k->rq_head];
+    if (e->kind == REXP_TX && --e->left > 0) {
+        tx_reply(l, k, e, r);
+        return;
     }
-    struct rexp done = *e;
-    l->rq_head = (l->rq_head + 1) % l->rq_cap;
-    l->rq_len--;
-    if (!done.script && !done.undo)
-        message_reply(l, &done, r);
+    struct rexp done = rq_pop(k);
+    switch (done.kind) {
+    case REXP_TX:
+        tx_reply(l, k, &done, r);
+        break;
+    case REXP_SLOTS:
+        slots_reply(l, k, r);
+        break;
+    default:
+        if (r->type == REDIS_REPLY_ERROR)
+            log_link(l, k, done.kind == REXP_SCRIPT ? "SCRIPT LOAD failed"
+                                                    : "removing an unqueued body failed", r->str);
+        break;
+    }
 }
+
+struct feed_ctx {
+    struct listener *l;
+    struct llink *k;
+    uint32_t gen;
+};
 
 static int redis_reply_cb(void *ctx, redisReply *r)
 {
-    struct listener *l = ctx;
-    on_redis_reply(l, r);
-    return l->rfd >= 0;   /* dropped while handling it: the rest is moot */
+    struct feed_ctx *f = ctx;
+    on_redis_reply(f->l, f->k, r);
+    return f->k->gen == f->gen;   /* dropped while handling it: the rest is moot */
 }
 
 static void redis_on_recv(struct listener *l, struct io_uring_cqe *cqe)
 {
-    if (srv_tag_gen(cqe->user_data) != l->rgen)
+    uint32_t i = srv_tag_slot(cqe->user_data);
+    if (i >= l->nlinks || srv_tag_gen(cqe->user_data) != l->links[i]->gen)
         return;
-    l->rrecv_armed = 0;
+    struct llink *k = l->links[i];
+    k->recv_armed = 0;
     if (cqe->res <= 0) {
-        redis_down(l, cqe->res == 0 ? "EOF" : strerror(-cqe->res));
+        link_down(l, k, cqe->res == 0 ? "EOF" : strerror(-cqe->res));
         return;
     }
-    if (resp_feed(l->reader, l->rrecv, (size_t)cqe->res, redis_reply_cb, l) < 0 && l->rfd >= 0)
-        redis_down(l, l->reader->err ? l->reader->errstr : "protocol error");
+    struct feed_ctx f = {l, k, k->gen};
+    if (resp_feed(k->reader, k->recv, (size_t)cqe->res, redis_reply_cb, &f) < 0 && k->gen == f.gen)
+        link_down(l, k, k->reader->err ? k->reader->errstr : "protocol error");
 }
 
 static void redis_on_send(struct listener *l, struct io_uring_cqe *cqe)
 {
-    l->rsend_inflight = 0;
-    if (srv_tag_gen(cqe->user_data) != l->rgen) {
-        buf_reset(&l->rsending);    /* for a connection already gone */
+    uint32_t i = srv_tag_slot(cqe->user_data);
+    if (i >= l->nlinks)
+        return;
+    struct llink *k = l->links[i];
+    k->send_inflight = 0;
+    if (srv_tag_gen(cqe->user_data) != k->gen) {
+        buf_reset(&k->sending);     /* for a connection already gone */
         return;
     }
     if (cqe->res < 0) {
-        buf_reset(&l->rsending);
-        redis_down(l, strerror(-cqe->res));
+        buf_reset(&k->sending);
+        link_down(l, k, strerror(-cqe->res));
         return;
     }
-    buf_consume(&l->rsending, (size_t)cqe->res);
+    buf_consume(&k->sending, (size_t)cqe->res);
 }
 
 /* Once per batch: start a send of what is queued; keep a recv armed. */
+static void link_kick(struct listener *l, struct llink *k)
+{
+    if (k->fd < 0)
+        return;
+    if (!k->send_inflight) {
+        if (buf_used(&k->sending) == 0 && buf_used(&k->pending) > 0) {
+            struct buf t = k->sending;
+            k->sending = k->pending;
+            k->pending = t;
+        }
+        if (buf_used(&k->sending) > 0) {
+            struct io_uring_sqe *sqe = srv_io_sqe(&l->io);
+            io_uring_prep_send(sqe, k->fd, buf_peek(&k->sending), buf_used(&k->sending),
+                               MSG_NOSIGNAL);
+            io_uring_sqe_set_data64(sqe, srv_tag(OP_RSEND, k->idx, k->gen));
+            k->send_inflight = 1;
+        }
+    }
+    if (!k->recv_armed) {  /* also while idle: a lost connection shows at once */
+        struct io_uring_sqe *sqe = srv_io_sqe(&l->io);
+        io_uring_prep_recv(sqe, k->fd, k->recv, LS_REDIS_RECV, 0);
+        io_uring_sqe_set_data64(sqe, srv_tag(OP_RRECV, k->idx, k->gen));
+        k->recv_armed = 1;
+    }
+}
+
 static void redis_kick(struct listener *l)
 {
-    if (l->rfd < 0)
+    for (uint32_t i = 0; i < l->nlinks; i++)
+        link_kick(l, l->links[i]);
+}
+
+/* --- Redis Cluster: links per master ------------------------------------ */
+
+/* link_add makes a link to addr, not connected yet (link_ready connects
+ * it when a message needs it), or NULL when out of memory. */
+static struct llink *link_add(struct listener *l, const char *addr)
+{
+    struct llink **nl = realloc(l->links, (size_t)(l->nlinks + 1) * sizeof(*nl));
+    if (nl == NULL)
+        return NULL;
+    l->links = nl;
+    struct llink *k = calloc(1, sizeof(*k));
+    if (k == NULL || (k->recv = malloc(LS_REDIS_RECV)) == NULL) {
+        free(k);
+        return NULL;
+    }
+    k->idx = l->nlinks;
+    k->fd = -1;
+    snprintf(k->addr, sizeof(k->addr), "%s", addr);
+    buf_init(&k->sending, 0);
+    buf_init(&k->pending, 0);
+    l->links[l->nlinks++] = k;
+    return k;
+}
+
+static void link_free(struct llink *k)
+{
+    /* The connections are gone: a message is freed with its last transaction. */
+    for (size_t i = 0; i < k->rq_len; i++) {
+        struct rexp *e = &k->rq[(k->rq_head + i) % k->rq_cap];
+        free(tx_release(e, 0));
+    }
+    free(k->rq);
+    free(k->recv);
+    buf_free(&k->sending);
+    buf_free(&k->pending);
+    if (k->reader)
+        resp_pool_reader_free(k->reader);
+    if (k->fd >= 0)
+        close(k->fd);
+    free(k);
+}
+
+/* point_partitions: every partition at the link of the master serving
+ * its slot (a new master gets a new link); a slot no master serves keeps
+ * its link (its commands get errors, and 451, until the cluster is whole
+ * again). Returns 0 when out of memory. */
+static int point_partitions(struct listener *l)
+{
+    for (int p = 0; p < l->cfg->queue.partitions; p++) {
+        int node = queue_cluster_node_of(l->map, p);
+        if (node < 0)
+            continue;
+        char addr[QUEUE_CLUSTER_ADDR_MAX];
+        queue_cluster_node_addr(l->map, node, addr);
+        uint32_t i = 0;
+        while (i < l->nlinks && strcmp(l->links[i]->addr, addr) != 0)
+            i++;
+        if (i == l->nlinks && link_add(l, addr) == NULL)
+            return 0;
+        l->part_link[p] = i;
+    }
+    return 1;
+}
+
+/* The map is out of date: ask CLUSTER SLOTS on a live link (a connected
+ * one first, else the first that connects). Called for every message and
+ * every tick while stale. */
+static void link_refresh(struct listener *l)
+{
+    if (!l->slots_stale || l->slots_asked || l->now_ms < l->slots_next_ms)
         return;
-    if (!l->rsend_inflight) {
-        if (buf_used(&l->rsending) == 0 && buf_used(&l->rpending) > 0) {
-            struct buf t = l->rsending;
-            l->rsending = l->rpending;
-            l->rpending = t;
-        }
-        if (buf_used(&l->rsending) > 0) {
-            struct io_uring_sqe *sqe = srv_io_sqe(&l->io);
-            io_uring_prep_send(sqe, l->rfd, buf_peek(&l->rsending), buf_used(&l->rsending),
-                               MSG_NOSIGNAL);
-            io_uring_sqe_set_data64(sqe, srv_tag(OP_RSEND, 0, l->rgen));
-            l->rsend_inflight = 1;
-        }
+    struct llink *k = NULL;
+    for (uint32_t i = 0; i < l->nlinks && k == NULL; i++)
+        if (l->links[i]->fd >= 0)
+            k = l->links[i];
+    for (uint32_t i = 0; i < l->nlinks && k == NULL; i++)
+        if (link_ready(l, l->links[i]))
+            k = l->links[i];
+    if (k == NULL)
+        return;
+    static const char cmd[] = "*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n";
+    struct rexp *e = rq_push(k);
+    if (e == NULL)
+        return;                     /* asked again on the next tick */
+    size_t mark = k->pending.len;
+    if (!buf_append(&k->pending, cmd, sizeof(cmd) - 1) || k->pending.err) {
+        k->rq_len--;
+        k->pending.len = mark;
+        k->pending.err = 0;
+        return;
     }
-    if (!l->rrecv_armed) {  /* also while idle: a lost connection shows at once */
-        struct io_uring_sqe *sqe = srv_io_sqe(&l->io);
-        io_uring_prep_recv(sqe, l->rfd, l->rrecv, LS_REDIS_RECV, 0);
-        io_uring_sqe_set_data64(sqe, srv_tag(OP_RRECV, 0, l->rgen));
-        l->rrecv_armed = 1;
+    e->kind = REXP_SLOTS;
+    e->sent_ms = l->now_ms;
+    l->slots_asked = 1;
+}
+
+static void slots_reply(struct listener *l, struct llink *k, const redisReply *r)
+{
+    l->slots_asked = 0;
+    struct queue_cluster_map *m = malloc(sizeof(*m));
+    if (m == NULL) {
+        l->slots_next_ms = l->now_ms + LS_REDIS_RETRY_MS;
+        return;                     /* still stale: asked again */
     }
+    /* A node announcing no address is the one we asked. */
+    char host[QUEUE_CLUSTER_HOST_MAX];
+    const char *colon = strrchr(k->addr, ':');
+    size_t hl = colon ? (size_t)(colon - k->addr) : 0;
+    if (hl >= 2 && k->addr[0] == '[' && k->addr[hl - 1] == ']')
+        snprintf(host, sizeof(host), "%.*s", (int)(hl - 2), k->addr + 1);
+    else
+        snprintf(host, sizeof(host), "%.*s", (int)hl, k->addr);
+    int standalone = 0;
+    const char *err = NULL;
+    if (!queue_cluster_parse_slots(r, host, m, &standalone, &err)) {
+        /* e.g. -CLUSTERDOWN, -LOADING: not every tick */
+        logf_ls("Redis Cluster slot map", standalone ? "no cluster any more" : err);
+        l->slots_next_ms = l->now_ms + LS_REDIS_RETRY_MS;
+        free(m);
+        return;
+    }
+    memcpy(l->map, m, sizeof(*m));
+    free(m);
+    if (!point_partitions(l)) {
+        logf_ls("Redis Cluster slot map", "out of memory; asking again");
+        l->slots_next_ms = l->now_ms + LS_REDIS_RETRY_MS;
+        return;
+    }
+    l->slots_stale = 0;
+    fprintf(stderr, "tern: listener: Redis Cluster slot map read again: %d masters\n",
+            l->map->nnodes);
+}
+
+/* The link of partition p's master (links[0] without a cluster). */
+static struct llink *link_of(const struct listener *l, int p)
+{
+    return l->part_link ? l->links[l->part_link[p]] : l->links[0];
 }
 
 /* --- messages ------------------------------------------------------------ */
@@ -486,6 +757,10 @@ struct rcpt_group {
     char a[QUEUE_ADDR_MAX + 1];
     const char *domain;     /* inside a, lower-cased */
     int group;              /* index of the first recipient of its domain */
+    int partition;          /* of the domain (first recipient of a group only) */
+    struct llink *link;     /* its master's link (first recipient of a group only) */
+    int tx;                 /* its transaction: the partition, or 0 without a cluster */
+    char id[QUEUE_ID_MAX];  /* its entry's id (first recipient of a group only) */
 };
 
 /* "Received:" trace header (RFC 5321 4.4) into l->msg. */
@@ -506,18 +781,104 @@ static void add_received(struct listener *l, struct lconn *c, const struct smtp_
         buf_append(&l->msg, line, (size_t)n);
 }
 
-/* Build MULTI, one enqueue per recipient domain, EXEC. Returns the number
- * of domains, or 0 (nothing appended) when the message cannot be queued. */
+/* One transaction per partition the message has entries in (on a
+ * cluster; one for all on a standalone Redis, all-or-nothing): MULTI, the
+ * enqueues of its recipient domains, EXEC, appended to the link of the
+ * partition's master with an expectation pointing to m. Per partition,
+ * not per master: a cluster refuses a transaction whose keys are in more
+ * than one slot (CROSSSLOT), and a partition is one slot. Every link is
+ * checked first: when one cannot be used, nothing is sent anywhere (no
+ * entry made on one master for a message refused on another). Returns
+ * the number of transactions, or 0 (nothing appended, m untouched) when
+ * the message cannot be queued. */
+static int build_txs(struct listener *l, const struct smtp_server_envelope *e,
+                     struct rcpt_group *g, size_t nr, const char **list, struct lmsg *m)
+{
+    for (size_t i = 0; i < nr; i++)
+        if (g[i].group == (int)i && !link_ready(l, g[i].link))
+            return 0;
+    /* Where each transaction's link buffer stood, to take it all back. */
+    struct mark {
+        struct llink *k;
+        size_t len;
+    } *marks = calloc(nr, sizeof(*marks));
+    if (marks == NULL)
+        return 0;
+    int nt = 0, ok = 1;
+    int64_t now = wall_ms();
+    for (size_t i = 0; i < nr && ok; i++) {
+        if (g[i].group != (int)i)
+            continue;
+        int seen = 0;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = g[j].group == (int)j && g[j].tx == g[i].tx;
+        if (seen)
+            continue;                   /* it went with the first domain of its partition */
+        struct llink *k = g[i].link;
+        size_t nd = 0;
+        for (size_t j = i; j < nr; j++)
+            nd += g[j].group == (int)j && g[j].tx == g[i].tx;
+        struct rexp *x = rq_push(k);
+        if (x == NULL) {
+            ok = 0;
+            break;
+        }
+        marks[nt].k = k;
+        marks[nt++].len = k->pending.len;
+        x->kind = REXP_TX;
+        x->msg = m;
+        x->sent_ms = l->now_ms;
+        x->entries = calloc(nd, sizeof(*x->entries));
+        if (x->entries == NULL) {
+            ok = 0;
+            break;
+        }
+        buf_append_str(&k->pending, "*1\r\n$5\r\nMULTI\r\n");
+        for (size_t j = i; j < nr && ok; j++) {
+            if (g[j].group != (int)j || g[j].tx != g[i].tx)
+                continue;
+            size_t n = 0;
+            for (size_t t = j; t < nr; t++)
+                if (g[t].group == (int)j)
+                    list[n++] = g[t].a;
+            ok = queue_cmd_enqueue(&k->pending, &l->cfg->queue, &l->scripts, g[j].id, e->mail_from,
+                                   list, n, g[j].domain, buf_peek(&l->msg), buf_used(&l->msg), now);
+            memcpy(x->entries[x->ndomains].id, g[j].id, QUEUE_ID_MAX);
+            x->entries[x->ndomains++].partition = g[j].partition;
+        }
+        buf_append_str(&k->pending, "*1\r\n$4\r\nEXEC\r\n");
+        x->left = x->ndomains * QUEUE_ENQUEUE_CMDS + 2;
+        ok = ok && !k->pending.err;
+    }
+    if (!ok) {
+        /* Nothing of this message goes out: every link as it was, the
+         * last transaction first (each is its link's last expectation). */
+        for (int j = nt - 1; j >= 0; j--) {
+            struct llink *k = marks[j].k;
+            struct rexp *x = &k->rq[(k->rq_head + k->rq_len - 1) % k->rq_cap];
+            free(x->entries);
+            k->rq_len--;
+            k->pending.len = marks[j].len;
+            k->pending.err = 0;
+        }
+        nt = 0;
+    }
+    free(marks);
+    return nt;
+}
+
+/* Build the message's transactions (build_txs) after grouping its
+ * recipients by domain (one entry each) and making its body. Returns the
+ * number of transactions, or 0 when it cannot be queued. */
 static int build_enqueue(struct listener *l, struct lconn *c, const struct smtp_server_envelope *e,
-                         struct rexp *x)
+                         struct lmsg *m)
 {
     size_t n = e->nrcpts;
     struct rcpt_group *g = calloc(n, sizeof(*g));
     const char **list = calloc(n, sizeof(*list));
-    x->entries = calloc(n, sizeof(*x->entries));
-    int nd = 0;
+    int nt = 0;
     size_t nr = 0;
-    if (g == NULL || list == NULL || x->entries == NULL)
+    if (g == NULL || list == NULL)
         goto out;
     for (size_t i = 0; i < n; i++) {
         snprintf(g[nr].a, sizeof(g[nr].a), "%s", e->rcpts[i]);
@@ -538,53 +899,31 @@ static int build_enqueue(struct listener *l, struct lconn *c, const struct smtp_
         if (!dup)
             nr++;
     }
-    int64_t now = wall_ms();
-    struct buf *out = &l->rpending;
-    size_t mark = out->len;
-    buf_append_str(out, "*1\r\n$5\r\nMULTI\r\n");
     buf_reset(&l->msg);
+    int first = 1;
     for (size_t i = 0; i < nr; i++) {
         if (g[i].group != (int)i)
             continue;
-        size_t k = 0;
-        for (size_t j = i; j < nr; j++)
-            if (g[j].group == (int)i)
-                list[k++] = g[j].a;
-        char id[QUEUE_ID_MAX];
-        queue_new_id(id);
-        if (nd == 0) {
-            memcpy(x->id, id, sizeof(id));
+        queue_new_id(g[i].id);
+        g[i].partition = queue_partition_of(&l->cfg->queue, g[i].domain, strlen(g[i].domain));
+        g[i].link = link_of(l, g[i].partition);
+        g[i].tx = l->map ? g[i].partition : 0;
+        if (first) {
+            first = 0;
+            memcpy(m->id, g[i].id, sizeof(m->id));
             if (l->lc->received)
-                add_received(l, c, e, id);
+                add_received(l, c, e, g[i].id);
             buf_append(&l->msg, e->data, e->data_len);
-            if (l->msg.err)
-                break;
         }
-        if (!queue_cmd_enqueue(out, &l->cfg->queue, &l->scripts, id, e->mail_from, list, k,
-                               g[i].domain, buf_peek(&l->msg), buf_used(&l->msg), now)) {
-            nd = -1;
-            break;
-        }
-        memcpy(x->entries[nd].id, id, sizeof(id));
-        x->entries[nd].partition = queue_partition_of(&l->cfg->queue, g[i].domain, strlen(g[i].domain));
-        nd++;
     }
-    buf_append_str(out, "*1\r\n$4\r\nEXEC\r\n");
-    if (nd <= 0 || out->err || l->msg.err) {
-        out->len = mark;            /* nothing of this message goes out */
-        out->err = 0;
-        nd = 0;
-    }
+    if (!first && !l->msg.err)
+        nt = build_txs(l, e, g, nr, list, m);
     if (l->msg.cap > LS_BUF_SIZE * 64)
         buf_free(&l->msg);          /* do not pin the largest message */
 out:
-    if (nd <= 0) {
-        free(x->entries);
-        x->entries = NULL;
-    }
     free(g);
     free(list);
-    return nd;
+    return nt;
 }
 
 static void on_message(struct listener *l, struct lconn *c)
@@ -592,23 +931,20 @@ static void on_message(struct listener *l, struct lconn *c)
     struct smtp_server_envelope e;
     if (!smtp_server_envelope(&c->smtp, &e))
         return;
-    struct rexp *x = NULL;
-    int nd = 0;
-    if (redis_ready(l) && (x = rq_push(l)) != NULL) {
-        nd = build_enqueue(l, c, &e, x);
-        if (nd == 0)
-            l->rq_len--;            /* the expectation just pushed */
-    }
-    if (nd == 0) {
+    /* A stale cluster map would send entries to masters that no longer
+     * serve them: 451 (the client retries) until it is read again. */
+    link_refresh(l);
+    struct lmsg *m = l->slots_stale ? NULL : calloc(1, sizeof(*m));
+    int nt = m ? build_enqueue(l, c, &e, m) : 0;
+    if (nt == 0) {
+        free(m);
         count(&l->st.rejected_redis);
         smtp_server_message_reply(&c->smtp, "451 4.3.0 Error: queue unavailable, try again later");
         return;
     }
-    x->slot = c->io.slot;
-    x->gen = c->io.gen;
-    x->ndomains = nd;
-    x->left = nd * QUEUE_ENQUEUE_CMDS + 2;
-    x->sent_ms = l->now_ms;
+    m->slot = c->io.slot;
+    m->gen = c->io.gen;
+    m->txs = nt;
     c->redis_wait = 1;
     set_deadline(l, c);
 }
@@ -965,11 +1301,13 @@ static void begin_stop(struct listener *l)
 /* Deadlines, Redis timeouts, and stopping: every tick. */
 static void on_tick(struct listener *l)
 {
-    if (l->rq_len > 0) {
-        const struct rexp *e = &l->rq[l->rq_head];
-        if (l->now_ms - e->sent_ms > LS_REDIS_TIMEOUT_MS)
-            redis_down(l, "no reply in time");
+    for (uint32_t i = 0; i < l->nlinks; i++) {
+        struct llink *k = l->links[i];
+        if (k->rq_len > 0 && l->now_ms - k->rq[k->rq_head].sent_ms > LS_REDIS_TIMEOUT_MS)
+            link_down(l, k, "no reply in time");
     }
+    if (!l->stopping)
+        link_refresh(l);
     for (uint32_t i = 0; i < l->io.nconns; i++) {
         struct lconn *c = lconn_from(l->io.conns[i]);
         if (!c->io.in_use || c->io.closing)
@@ -1181,7 +1519,7 @@ int listener_reload(struct listener *l, char *err, size_t errlen)
 }
 
 struct listener *listener_new(const struct tern_config *cfg, const struct queue_scripts *scripts,
-                              char *err, size_t errlen)
+                              const struct queue_cluster_map *cluster, char *err, size_t errlen)
 {
     struct listener *l = calloc(1, sizeof(*l));
     if (l == NULL) {
@@ -1191,22 +1529,30 @@ struct listener *listener_new(const struct tern_config *cfg, const struct queue_
     l->cfg = cfg;
     l->lc = &cfg->listen;
     l->scripts = *scripts;
-    l->rfd = -1;
     l->wake_fd = -1;
     pthread_mutex_init(&l->reload_mu, NULL);
     for (int i = 0; i < LISTEN_MAX; i++)
         l->lfd[i] = -1;
     buf_init(&l->plain, 0);
     buf_init(&l->msg, 0);
-    buf_init(&l->rsending, 0);
-    buf_init(&l->rpending, 0);
-    l->rrecv = malloc(LS_REDIS_RECV);
-    l->reader = resp_pool_reader_new();
-    if (l->rrecv == NULL || l->reader == NULL) {
+    /* links[0] is `redis =`; with a cluster, one more per other master. */
+    if (link_add(l, cfg->redis) == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    l->reader->maxbuf = 0;
+    if (cluster != NULL) {
+        l->map = malloc(sizeof(*l->map));
+        l->part_link = calloc((size_t)cfg->queue.partitions, sizeof(*l->part_link));
+        if (l->map == NULL || l->part_link == NULL) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+        memcpy(l->map, cluster, sizeof(*l->map));
+        if (!point_partitions(l)) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+    }
     if (l->lc->auth_file[0]) {
         if ((l->creds = calloc(1, sizeof(*l->creds))) == NULL) {
             snprintf(err, errlen, "out of memory");
@@ -1313,20 +1659,15 @@ void listener_free(struct listener *l)
     gen_free(l->gen);           /* every connection is gone: no set is still in use */
     gen_free(l->reload_next);
     pthread_mutex_destroy(&l->reload_mu);
-    if (l->rfd >= 0)
-        close(l->rfd);
     if (l->wake_fd >= 0)
         close(l->wake_fd);
-    if (l->reader)
-        resp_pool_reader_free(l->reader);
-    free(l->rrecv);
-    for (size_t i = 0; i < l->rq_len; i++)
-        free(l->rq[(l->rq_head + i) % l->rq_cap].entries);
-    free(l->rq);
+    for (uint32_t i = 0; i < l->nlinks; i++)
+        link_free(l->links[i]);
+    free(l->links);
+    free(l->part_link);
+    free(l->map);
     buf_free(&l->plain);
     buf_free(&l->msg);
-    buf_free(&l->rsending);
-    buf_free(&l->rpending);
     if (l->creds) {
         auth_creds_free(l->creds);
         free(l->creds);

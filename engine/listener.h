@@ -25,6 +25,18 @@
  *   and the script is loaded again. The connection is re-opened,
  *   at most once a second, when the next message comes.
  *
+ *   Redis Cluster (listener_new given a slot map): one connection per
+ *   master, opened when a message first needs it (SCRIPT LOAD first), and
+ *   one MULTI/EXEC per partition the message has entries in (a cluster
+ *   refuses a transaction across slots), on its master's connection. The
+ *   client is answered when the last one replied: 250 only if all made
+ *   their entries. Not all-or-nothing: entries made while another
+ *   partition's transaction failed stay queued and are delivered (the
+ *   client's retry may duplicate them: at-least-once). A master that
+ *   cannot be reached gives 451 before anything is sent. MOVED/ASK gives
+ *   451 and the map is read again (CLUSTER SLOTS); until then every
+ *   message gets 451.
+ *
  *   AUTH verification (crypt_r, tens of milliseconds for yescrypt) runs
  *   on a helper thread (engine/auth_pool.h); the session waits for the
  *   result, the others go on. Credentials that verified are remembered
@@ -43,7 +55,8 @@
  *   listener_start starts the thread; listener_stop asks it to stop
  *   (messages waiting for Redis get their answer; other sessions get 421)
  *   and joins it; listener_free releases everything. cfg and scripts must
- *   outlive the listener.
+ *   outlive the listener; the cluster map is copied (the listener owns its
+ *   copy, its connections and the messages in flight).
  */
 #ifndef TERN_ENGINE_LISTENER_H
 #define TERN_ENGINE_LISTENER_H
@@ -53,6 +66,7 @@
 
 #include "engine/config.h"
 #include "queue/queue.h"
+#include "queue/queue_cluster.h"
 
 struct listener;
 
@@ -63,8 +77,12 @@ struct listener_stats {
     uint64_t reloads;       /* listener_reload's certificates (and credentials) taken */
 };
 
+/* cluster: the Redis Cluster's slot map as `tern run` read it, or NULL
+ * for a standalone Redis (`redis =` alone). The listener keeps its own
+ * copy (it reads the map again after a MOVED/ASK), so cluster need only
+ * live through this call. */
 struct listener *listener_new(const struct tern_config *cfg, const struct queue_scripts *scripts,
-                              char *err, size_t errlen);
+                              const struct queue_cluster_map *cluster, char *err, size_t errlen);
 int listener_start(struct listener *l, char *err, size_t errlen);
 /* listener_reload reads the listen lines' certificates and keys, and the
  * auth_file, again (the same files; `tern run` calls it on SIGHUP). The

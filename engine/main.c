@@ -293,16 +293,6 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
             return 1;
         }
         memcpy(cluster, q.map, sizeof(*cluster));
-        if (cfg->listen.n > 0) {
-            /* Its enqueues would go to one master and be refused (MOVED)
-             * for most partitions: refused here, plainly, instead. */
-            fprintf(stderr, "tern: listen: the SMTP listener cannot enqueue into a Redis Cluster "
-                            "yet (it talks to one Redis); run it against a standalone Redis, or "
-                            "inject with tern inject (docs/queue.md, \"Redis Cluster\")\n");
-            free(cluster);
-            queue_close(&q);
-            return 1;
-        }
         e.cluster = cluster;
         fprintf(stderr, "tern: Redis Cluster: %d masters serve the queue's %d partitions\n",
                 cluster->nnodes, cfg->queue.partitions);
@@ -344,8 +334,9 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
         }
     }
     struct listener *ls = NULL;
-    if (cfg->listen.n > 0 && ((ls = listener_new(cfg, &e.scripts, err, sizeof(err))) == NULL ||
-                              !listener_start(ls, err, sizeof(err)))) {
+    if (cfg->listen.n > 0 &&
+        ((ls = listener_new(cfg, &e.scripts, e.cluster, err, sizeof(err))) == NULL ||
+         !listener_start(ls, err, sizeof(err)))) {
         fprintf(stderr, "tern: listener: %s\n", err);
         return 1;
     }

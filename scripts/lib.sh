@@ -7,6 +7,8 @@
 #   tern_redis                starts redis on DIR/redis.sock; sets REDIS_ADDR
 #   tern_redis_cluster N [ARGS]  starts an N-master Redis Cluster on loopback ports;
 #                             sets REDIS_ADDR (the first), REDIS_CLUSTER_PORTS, REDIS_PID
+#   tern_cluster_slot_owner SLOT, tern_cluster_migrate_slot SLOT PORT [PAUSE]
+#                             which master serves a slot; move one, key by key
 #   tern_sink NAME ARGS...    starts build/tern-sink; sets SINK_PORT, SINK_PID
 #   tern_certs                test certificates into DIR/certs; sets CERTS
 #   tern_cleanup              stops everything started (call from a trap)
@@ -185,6 +187,47 @@ tern_redis_cluster() {
         done
     done
     REDIS_ADDR=127.0.0.1:$first
+}
+
+# tern_cluster_slot_owner SLOT: the port of the master of the cluster
+# (REDIS_CLUSTER_PORTS) serving SLOT, by what each master says of itself.
+tern_cluster_slot_owner() {
+    local p
+    for p in $REDIS_CLUSTER_PORTS; do
+        if redis-cli -p "$p" cluster nodes 2>/dev/null | awk -v s="$1" '/myself/ {
+                for (i = 9; i <= NF; i++) { n = split($i, r, "-"); if (n == 1) r[2] = r[1];
+                    if (s + 0 >= r[1] + 0 && s + 0 <= r[2] + 0) found = 1 } }
+                END { exit !found }'; then
+            echo "$p"
+            return
+        fi
+    done
+}
+
+# tern_cluster_migrate_slot SLOT DST_PORT [PAUSE]: the steps redis-cli
+# --cluster reshard takes for one slot: IMPORTING and MIGRATING, its keys
+# MIGRATEd 50 at a time (PAUSE seconds between batches, so that a client
+# can meet the half-moved slot: ASK for keys gone, TRYAGAIN for commands
+# whose keys are split), then the slot given to DST on every master
+# (MOVED from then on). Returns 1 when DST serves it already.
+tern_cluster_migrate_slot() {
+    local s=$1 dst=$2 pause=${3:-0} src sid did keys p
+    src=$(tern_cluster_slot_owner "$s")
+    [ -n "$src" ] && [ "$src" != "$dst" ] || return 1
+    sid=$(redis-cli -p "$src" cluster myid)
+    did=$(redis-cli -p "$dst" cluster myid)
+    redis-cli -p "$dst" cluster setslot "$s" importing "$sid" >/dev/null
+    redis-cli -p "$src" cluster setslot "$s" migrating "$did" >/dev/null
+    while :; do
+        keys=$(redis-cli -p "$src" cluster getkeysinslot "$s" 50)
+        [ -n "$keys" ] || break
+        # shellcheck disable=SC2086
+        redis-cli -p "$src" migrate 127.0.0.1 "$dst" "" 0 5000 keys $keys >/dev/null
+        [ "$pause" = 0 ] || sleep "$pause"
+    done
+    for p in $REDIS_CLUSTER_PORTS; do
+        redis-cli -p "$p" cluster setslot "$s" node "$did" >/dev/null
+    done
 }
 
 tern_certs() {

@@ -32,43 +32,6 @@ left_all() {
     echo "$n"
 }
 
-# The port of the master serving slot $1.
-slot_owner() {
-    local p
-    for p in $REDIS_CLUSTER_PORTS; do
-        if redis-cli -p "$p" cluster nodes | awk -v s="$1" '/myself/ {
-                for (i = 9; i <= NF; i++) { n = split($i, r, "-"); if (n == 1) r[2] = r[1];
-                    if (s + 0 >= r[1] + 0 && s + 0 <= r[2] + 0) found = 1 } }
-                END { exit !found }'; then
-            echo "$p"
-            return
-        fi
-    done
-}
-
-# migrate_slot SLOT DST_PORT: the steps redis-cli --cluster reshard takes
-# for one slot, slowly (50 keys, then a pause), so that the engine works
-# against a half-moved slot: ASK for keys gone, MOVED once it is done.
-migrate_slot() {
-    local s=$1 dst=$2 src sid did keys p
-    src=$(slot_owner "$s")
-    [ -n "$src" ] && [ "$src" != "$dst" ] || return 0
-    sid=$(redis-cli -p "$src" cluster myid)
-    did=$(redis-cli -p "$dst" cluster myid)
-    redis-cli -p "$dst" cluster setslot "$s" importing "$sid" >/dev/null
-    redis-cli -p "$src" cluster setslot "$s" migrating "$did" >/dev/null
-    while :; do
-        keys=$(redis-cli -p "$src" cluster getkeysinslot "$s" 50)
-        [ -n "$keys" ] || break
-        # shellcheck disable=SC2086
-        redis-cli -p "$src" migrate 127.0.0.1 "$dst" "" 0 5000 keys $keys >/dev/null
-        sleep 0.05
-    done
-    for p in $REDIS_CLUSTER_PORTS; do
-        redis-cli -p "$p" cluster setslot "$s" node "$did" >/dev/null
-    done
-}
-
 DOMAINS=d1.test,d2.test,d3.test,d4.test,d5.test,d6.test,d7.test,d8.test
 
 # --- a drain ---------------------------------------------------------------
@@ -124,11 +87,11 @@ for port in $REDIS_CLUSTER_PORTS; do
 done
 for part in $(echo "$parts" | tr ' ' '\n' | grep . | sort -u | head -n 2); do
     slot=$(redis-cli -p "${REDIS_CLUSTER_PORTS%% *}" cluster keyslot "{$part}")
-    owner=$(slot_owner "$slot")
+    owner=$(tern_cluster_slot_owner "$slot")
     for dst in $REDIS_CLUSTER_PORTS; do
         [ "$dst" != "$owner" ] && break
     done
-    migrate_slot "$slot" "$dst" && moved=$((moved + 1))
+    tern_cluster_migrate_slot "$slot" "$dst" 0.05 && moved=$((moved + 1))
 done
 qwait_ids r 2000 300
 tern_stop "$QPID" >/dev/null 2>&1
