@@ -692,12 +692,11 @@ static void link_refresh(struct listener *l)
             k = l->links[i];
     if (k == NULL)
         return;
-    static const char cmd[] = "*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n";
     struct rexp *e = rq_push(k);
     if (e == NULL)
         return;                     /* asked again on the next tick */
     size_t mark = k->pending.len;
-    if (!buf_append(&k->pending, cmd, sizeof(cmd) - 1) || k->pending.err) {
+    if (!buf_append_str(&k->pending, QUEUE_CLUSTER_SLOTS_CMD) || k->pending.err) {
         k->rq_len--;
         k->pending.len = mark;
         k->pending.err = 0;
@@ -718,12 +717,7 @@ static void slots_reply(struct listener *l, struct llink *k, const redisReply *r
     }
     /* A node announcing no address is the one we asked. */
     char host[QUEUE_CLUSTER_HOST_MAX];
-    const char *colon = strrchr(k->addr, ':');
-    size_t hl = colon ? (size_t)(colon - k->addr) : 0;
-    if (hl >= 2 && k->addr[0] == '[' && k->addr[hl - 1] == ']')
-        snprintf(host, sizeof(host), "%.*s", (int)(hl - 2), k->addr + 1);
-    else
-        snprintf(host, sizeof(host), "%.*s", (int)hl, k->addr);
+    queue_cluster_addr_host(k->addr, host);
     int standalone = 0;
     const char *err = NULL;
     if (!queue_cluster_parse_slots(r, host, m, &standalone, &err)) {

@@ -395,8 +395,7 @@ void worker_redis_refresh(struct worker *w)
         struct redis_link *l = w->links[i];
         if (l->down || l->warming)
             continue;
-        static const char cmd[] = "*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n";
-        buf_append(outq_tail(&l->out), cmd, sizeof(cmd) - 1);
+        buf_append_str(outq_tail(&l->out), QUEUE_CLUSTER_SLOTS_CMD);
         worker_link_push(w, l, RQ_SLOTS, -1, -1, NULL);
         w->slots_asked = 1;
         return;
@@ -411,12 +410,7 @@ void worker_redis_slots_reply(struct worker *w, struct redis_link *l, const redi
         return;   /* asked again on the next tick */
     /* A node announcing no address is the one we asked. */
     char host[QUEUE_CLUSTER_HOST_MAX];
-    const char *colon = strrchr(l->addr, ':');
-    size_t hl = colon ? (size_t)(colon - l->addr) : 0;
-    if (hl >= 2 && l->addr[0] == '[' && l->addr[hl - 1] == ']')
-        snprintf(host, sizeof(host), "%.*s", (int)(hl - 2), l->addr + 1);
-    else
-        snprintf(host, sizeof(host), "%.*s", (int)hl, l->addr);
+    queue_cluster_addr_host(l->addr, host);
     int standalone = 0;
     const char *err = NULL;
     if (!queue_cluster_parse_slots(r, host, m, &standalone, &err)) {

@@ -202,6 +202,16 @@ int queue_cluster_parse_redirect(const char *s, size_t len, const char *default_
     return 1;
 }
 
+void queue_cluster_addr_host(const char *addr, char host[QUEUE_CLUSTER_HOST_MAX])
+{
+    const char *colon = strrchr(addr, ':');
+    size_t hl = colon ? (size_t)(colon - addr) : 0;
+    if (hl >= 2 && addr[0] == '[' && addr[hl - 1] == ']')
+        snprintf(host, QUEUE_CLUSTER_HOST_MAX, "%.*s", (int)(hl - 2), addr + 1);
+    else
+        snprintf(host, QUEUE_CLUSTER_HOST_MAX, "%.*s", (int)hl, addr);
+}
+
 void queue_cluster_node_addr(const struct queue_cluster_map *m, int i,
                              char out[QUEUE_CLUSTER_ADDR_MAX])
 {

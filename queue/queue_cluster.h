@@ -93,6 +93,15 @@ int queue_cluster_parse_redirect(const char *s, size_t len, const char *default_
                                  unsigned *slot, char host[QUEUE_CLUSTER_HOST_MAX], int *port,
                                  int *ask);
 
+/* CLUSTER SLOTS as RESP, for the engine's own writers. */
+#define QUEUE_CLUSTER_SLOTS_CMD "*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n"
+
+/* queue_cluster_addr_host writes the host of an address in the form
+ * queue_cluster_node_addr writes ("host:port", "[v6]:port"; "" for one
+ * without a port): the default_host for a node that announces none,
+ * which is the node the reply came from. */
+void queue_cluster_addr_host(const char *addr, char host[QUEUE_CLUSTER_HOST_MAX]);
+
 /* queue_cluster_node_addr writes node i's address in the form the
  * engine's and the CLI's connect take: "host:port", "[v6]:port". */
 void queue_cluster_node_addr(const struct queue_cluster_map *m, int i,

@@ -63,6 +63,13 @@ static void test_parse_slots(void)
     CHECK_STR(addr, "127.0.0.1:7001");
     queue_cluster_node_addr(m, 2, addr);
     CHECK_STR(addr, "[::1]:7003");
+    char host[QUEUE_CLUSTER_HOST_MAX];
+    queue_cluster_addr_host(addr, host);
+    CHECK_STR(host, "::1");
+    queue_cluster_addr_host("127.0.0.1:7001", host);
+    CHECK_STR(host, "127.0.0.1");
+    queue_cluster_addr_host("noport", host);
+    CHECK_STR(host, "");
     CHECK_INT(queue_cluster_node_of(m, 7), m->slot_node[queue_partition_slot(7)]);
     CHECK_INT(queue_cluster_find_node(m, "10.0.0.1", 7002), 1);
     CHECK_INT(queue_cluster_find_node(m, "10.0.0.1", 7003), -1);
