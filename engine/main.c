@@ -245,7 +245,7 @@ static void print_listener_summary(const struct listener *ls)
 static void print_queue_line(struct worker **ws, int n)
 {
     unsigned long long peak = 0, peak_bytes = 0, lost = 0, back = 0, notices = 0, repeated = 0, takes = 0;
-    unsigned long long peak_fetch = 0, redirects = 0, maps = 0, resent = 0;
+    unsigned long long peak_fetch = 0, redirects = 0, maps = 0, resent = 0, asks = 0;
     for (int i = 0; i < n; i++) {
         const struct worker_stats *s = worker_stats(ws[i]);
         peak += s->peak_in_memory;
@@ -258,13 +258,14 @@ static void print_queue_line(struct worker **ws, int n)
         redirects += s->cluster_redirects;
         maps += s->cluster_maps;
         resent += s->acks_resent;
+        asks += s->cluster_asks;
         if (s->peak_fetch_bytes > peak_fetch)
             peak_fetch = s->peak_fetch_bytes;
     }
     printf("queue peak_in_memory=%llu peak_bytes_in_memory=%llu peak_fetch_bytes=%llu redis_losses=%llu "
            "redis_reconnects=%llu takes=%llu notices=%llu reports_repeated=%llu cluster_redirects=%llu "
-           "cluster_maps=%llu acks_resent=%llu\n", peak, peak_bytes, peak_fetch, lost, back, takes, notices,
-           repeated, redirects, maps, resent);
+           "cluster_maps=%llu cluster_asks=%llu acks_resent=%llu\n", peak, peak_bytes, peak_fetch, lost, back,
+           takes, notices, repeated, redirects, maps, asks, resent);
 }
 
 static int check_listen_certificates(const struct tern_config *cfg, FILE *out, int notes);

@@ -936,6 +936,8 @@ static int fetch_wait_push(struct worker *w, struct queue_msg *m)
 static void fetch_waiting(struct worker *w)
 {
     size_t budget = (size_t)w->cfg->max_bytes_in_memory_worker;
+    if (w->now_ms < w->fetch_hold_ms)
+        return;   /* an ASK whose master was not ready: not at every turn of the loop */
     while (w->fetch_wait_len > 0) {
         struct queue_msg *m = w->fetch_wait[w->fetch_wait_head];
         if (!worker_redis_ready(w, m->partition))
@@ -985,8 +987,11 @@ static void on_take(struct worker *w, int partition, redisReply *r)
     size_t n = 0;
     long long ready_left = 0;
     const char *err = NULL;
-    if (worker_redis_redirected(w, r)) {
-        p->next_poll_ms = 0;   /* taken again once the map is read */
+    int red = worker_redis_redirected(w, r);
+    if (red) {
+        /* MOVED: taken again once the map is read; ASK (the partition's
+         * slot is being migrated): a tick later. */
+        p->next_poll_ms = red == WORKER_REDIRECT_ASK ? w->now_ms + TICK_MS : 0;
         return;
     }
     if (!queue_parse_take(r, partition, &msgs, &n, &ready_left, &err)) {
@@ -1029,13 +1034,21 @@ static void on_take_data(struct worker *w, struct queue_msg *m, redisReply *r)
 {
     const char *err = NULL;
     size_t charged = m->data_len;
-    if (worker_redis_redirected(w, r)) {
-        /* Asked of the wrong master: asked again once the map is read. */
+    int red = worker_redis_redirected(w, r);
+    if (red) {
+        /* ASK: asked of the master its slot is moving to; else asked again
+         * once the map is read (MOVED), or a tick later. */
+        if (red == WORKER_REDIRECT_ASK && worker_redis_ask(w, r, m)) {
+            w->fetch_inflight += m->data_len;
+            return;
+        }
         w->bytes_in_memory -= charged;
         if (!fetch_wait_push(w, m)) {
             w->in_memory--;
             queue_msg_free(m);   /* left to its lease */
         }
+        if (red == WORKER_REDIRECT_ASK)
+            w->fetch_hold_ms = w->now_ms + TICK_MS;
         return;
     }
     if (!queue_take_data(r, &m, &err)) {
@@ -1099,12 +1112,12 @@ static void on_redis_reply(struct worker *w, struct redis_link *l, redisReply *r
             break;
         }
         if (pr.cmd) {
-            int moved = worker_redis_redirected(w, r);
-            if (moved || worker_redis_not_run(r)) {
+            int red = worker_redis_redirected(w, r);
+            if (red || worker_redis_not_run(r)) {
                 /* Not run: sent again, to the master the map names once it
                  * is read again, or a tick later while a slot migrates. */
                 ack_resend_later(w, pr.partition, pr.cmd, pr.cmd_len,
-                                 w->now_ms + (moved && r->str[0] == 'M' ? 0 : TICK_MS));
+                                 w->now_ms + (red == WORKER_REDIRECT_MOVED ? 0 : TICK_MS));
                 break;
             }
             free(pr.cmd);
@@ -1136,6 +1149,10 @@ static void on_redis_reply(struct worker *w, struct redis_link *l, redisReply *r
         break;
     case RQ_SLOTS:
         worker_redis_slots_reply(w, l, r);
+        break;
+    case RQ_ASKING:
+        if (r->type == REDIS_REPLY_ERROR)
+            fprintf(stderr, "tern: worker %d: ASKING refused: %s\n", w->id, r->str ? r->str : "?");
         break;
     }
 }

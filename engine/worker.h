@@ -84,6 +84,7 @@ struct worker_stats {
     uint64_t redis_losses, redis_reconnects;
     uint64_t cluster_redirects;   /* MOVED/ASK replies (Redis Cluster resharding) */
     uint64_t cluster_maps;        /* slot maps read again after one */
+    uint64_t cluster_asks;        /* body fetches sent behind ASKING to a slot's new master */
     uint64_t acks_resent;         /* acks sent again (redirected, refused or lost) */
     uint64_t notices;             /* ready notices for its partitions */
     uint64_t takes;               /* take calls answered (taken: messages) */

@@ -350,7 +350,8 @@ struct partition {
 /* RQ_DATA: the HMGET of one taken message (queue_cmd_take_data);
  * msg is that message, owned by the entry until the reply comes. */
 /* RQ_SLOTS: CLUSTER SLOTS, asked after a MOVED or ASK (worker_redis.c). */
-enum redis_req { RQ_TAKE, RQ_DATA, RQ_ACK, RQ_ENQUEUE, RQ_SCRIPT, RQ_EVENT, RQ_SLOTS };
+/* RQ_ASKING: the +OK of an ASKING before a command sent after an ASK. */
+enum redis_req { RQ_TAKE, RQ_DATA, RQ_ACK, RQ_ENQUEUE, RQ_SCRIPT, RQ_EVENT, RQ_SLOTS, RQ_ASKING };
 
 struct redis_pending {
     enum redis_req kind;
@@ -450,6 +451,7 @@ struct worker {
     struct queue_cluster_map *cluster;   /* NULL: one Redis */
     int slots_stale;           /* a MOVED/ASK came: the map is refreshed first */
     int slots_asked;           /* CLUSTER SLOTS in flight */
+    int64_t fetch_hold_ms;     /* body fetches wait until then (an ASK with no link ready) */
     struct ack_resend *resend; /* acks to send again (cluster only) */
     size_t nresend, resend_cap;
     struct queue_scripts scripts;
@@ -599,10 +601,20 @@ void worker_redis_tick(struct worker *w);
 /* worker_redis_script_reply: the reply to a SCRIPT LOAD on l. After a
  * reconnect, nothing else is sent on l until all of them loaded. */
 void worker_redis_script_reply(struct worker *w, struct redis_link *l, const redisReply *r);
-/* worker_redis_redirected: r (any reply) is checked for MOVED or ASK;
- * one makes the worker hold its commands and refresh its cluster map
- * (CLUSTER SLOTS). Returns 1 when r was a redirection. */
+/* worker_redis_redirected: r (any reply) is checked for MOVED or ASK.
+ * MOVED (a slot has a new master) makes the worker hold its commands and
+ * read its cluster map again (CLUSTER SLOTS): WORKER_REDIRECT_MOVED. ASK
+ * (the slot is being migrated, this key has gone already) changes
+ * nothing: WORKER_REDIRECT_ASK, the caller tries again later or asks the
+ * new master (worker_redis_ask). 0: no redirection. */
+#define WORKER_REDIRECT_MOVED 1
+#define WORKER_REDIRECT_ASK   2
 int worker_redis_redirected(struct worker *w, const redisReply *r);
+/* worker_redis_ask sends m's HMGET to the master an ASK reply r names,
+ * behind ASKING (the one command that master serves for a slot it is
+ * still importing). Returns 1, or 0 when that master's link is not ready
+ * yet (it is made and connected for next time). */
+int worker_redis_ask(struct worker *w, const redisReply *r, struct queue_msg *m);
 /* worker_redis_not_run: r is an error Redis gives a command it did not
  * run for the cluster's sake (MOVED, ASK, TRYAGAIN, CLUSTERDOWN). */
 int worker_redis_not_run(const redisReply *r);

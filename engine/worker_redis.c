@@ -369,14 +369,51 @@ void worker_links_free(struct worker *w)
 
 int worker_redis_redirected(struct worker *w, const redisReply *r)
 {
-    if (w->cluster == NULL || r->type != REDIS_REPLY_ERROR || r->str == NULL ||
-        (strncmp(r->str, "MOVED ", 6) != 0 && strncmp(r->str, "ASK ", 4) != 0))
+    if (w->cluster == NULL || r->type != REDIS_REPLY_ERROR || r->str == NULL)
+        return 0;
+    if (strncmp(r->str, "ASK ", 4) == 0) {
+        w->st.cluster_redirects++;
+        return WORKER_REDIRECT_ASK;
+    }
+    if (strncmp(r->str, "MOVED ", 6) != 0)
         return 0;
     if (!w->slots_stale)
         fprintf(stderr, "tern: worker %d: Redis Cluster: %s; reading the slot map again\n", w->id,
                 r->str);
     w->slots_stale = 1;
     w->st.cluster_redirects++;
+    return WORKER_REDIRECT_MOVED;
+}
+
+int worker_redis_ask(struct worker *w, const redisReply *r, struct queue_msg *m)
+{
+    unsigned slot;
+    char host[QUEUE_CLUSTER_HOST_MAX];
+    int port, ask;
+    if (!queue_cluster_parse_redirect(r->str, r->len, "", &slot, host, &port, &ask) || !ask ||
+        host[0] == '\0')
+        return 0;
+    char addr[QUEUE_CLUSTER_ADDR_MAX];
+    queue_cluster_addr(host, port, addr);
+    struct redis_link *l = NULL;
+    for (int k = 0; k < w->nlinks && l == NULL; k++)
+        if (strcmp(w->links[k]->addr, addr) == 0)
+            l = w->links[k];
+    if (l == NULL && (l = link_add(w, addr)) != NULL)
+        link_open(w, l, 1);
+    if (l == NULL || !worker_link_ready(w, l))
+        return 0;   /* a new master's link warms up first: asked again later */
+    struct buf *out = outq_tail(&l->out);
+    size_t mark = out->len;
+    buf_append_str(out, "*1\r\n$6\r\nASKING\r\n");
+    if (!queue_cmd_take_data(out, &w->cfg->queue, m) || out->err) {
+        out->len = mark;
+        out->err = 0;
+        return 0;
+    }
+    worker_link_push(w, l, RQ_ASKING, m->partition, -1, NULL);
+    worker_link_push(w, l, RQ_DATA, m->partition, -1, m);
+    w->st.cluster_asks++;
     return 1;
 }
 

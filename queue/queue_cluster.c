@@ -212,12 +212,16 @@ void queue_cluster_addr_host(const char *addr, char host[QUEUE_CLUSTER_HOST_MAX]
         snprintf(host, QUEUE_CLUSTER_HOST_MAX, "%.*s", (int)hl, addr);
 }
 
+void queue_cluster_addr(const char *host, int port, char out[QUEUE_CLUSTER_ADDR_MAX])
+{
+    if (strchr(host, ':'))
+        snprintf(out, QUEUE_CLUSTER_ADDR_MAX, "[%s]:%d", host, port);
+    else
+        snprintf(out, QUEUE_CLUSTER_ADDR_MAX, "%s:%d", host, port);
+}
+
 void queue_cluster_node_addr(const struct queue_cluster_map *m, int i,
                              char out[QUEUE_CLUSTER_ADDR_MAX])
 {
-    const struct queue_cluster_node *n = &m->nodes[i];
-    if (strchr(n->host, ':'))
-        snprintf(out, QUEUE_CLUSTER_ADDR_MAX, "[%s]:%d", n->host, n->port);
-    else
-        snprintf(out, QUEUE_CLUSTER_ADDR_MAX, "%s:%d", n->host, n->port);
+    queue_cluster_addr(m->nodes[i].host, m->nodes[i].port, out);
 }

@@ -103,8 +103,10 @@ int queue_cluster_parse_redirect(const char *s, size_t len, const char *default_
 void queue_cluster_addr_host(const char *addr, char host[QUEUE_CLUSTER_HOST_MAX]);
 
 /* queue_cluster_node_addr writes node i's address in the form the
- * engine's and the CLI's connect take: "host:port", "[v6]:port". */
+ * engine's and the CLI's connect take: "host:port", "[v6]:port";
+ * queue_cluster_addr the same for any host and port (an ASK's target). */
 void queue_cluster_node_addr(const struct queue_cluster_map *m, int i,
                              char out[QUEUE_CLUSTER_ADDR_MAX]);
+void queue_cluster_addr(const char *host, int port, char out[QUEUE_CLUSTER_ADDR_MAX]);
 
 #endif

@@ -15,6 +15,8 @@
 #   cluster_reshard_once      and none twice: an ack the move refused was sent again
 #   cluster_reshard_empty     and none left queued anywhere afterwards
 #   cluster_reshard_redirects the engine saw the MOVED/ASK replies and read the map again
+#   cluster_ask_fetch         a body asked of a slot's old master mid-migration (ASK) is
+#                             asked of the new one behind ASKING, and delivered
 set -u
 cd "$(dirname "$0")/.."
 . tests/queue_lib.sh
@@ -104,6 +106,46 @@ redirects=$(sed -n 's/.*cluster_redirects=\([0-9]*\).*/\1/p' "$dir/r.run")
 maps=$(sed -n 's/.*cluster_maps=\([0-9]*\).*/\1/p' "$dir/r.run")
 [ "$moved" -ge 1 ] && [ "${redirects:-0}" -ge 1 ] && [ "${maps:-0}" -ge 1 ] && pass cluster_reshard_redirects ||
     fail cluster_reshard_redirects "moved $moved, redirects ${redirects:-?}, maps ${maps:-?}"
-echo "info: reshard run: $(qlines r) deliveries for 2000 messages; $(grep -o 'cluster_redirects=[0-9]* cluster_maps=[0-9]* acks_resent=[0-9]*' "$dir/r.run")"
+echo "info: reshard run: $(qlines r) deliveries for 2000 messages; $(grep -o 'cluster_redirects=.*' "$dir/r.run")"
+
+# --- a body fetched from the master its slot is moving to (ASK) ---------------
+# Bodies of 1 MB, at most 3 MB of them held and each send to the sink
+# 300 ms late: most messages wait, taken, for their body. Then only the
+# message hashes of their partition move to another master, the lists
+# stay: the slot is half migrated, and each body asked of the old master
+# gets ASK, so it is asked of the new one behind ASKING.
+for p in $REDIS_CLUSTER_PORTS; do redis-cli -p "$p" flushall >/dev/null; done
+qsink a --latency 300
+QTHREADS=1 qconf a <<'EOF2'
+max_bytes_in_memory = 3000000
+lease = 60s
+EOF2
+qinject a --generate 12 --domains d1.test --size 1000000
+qstart a
+qwait_lines a 1 200
+part=""
+for port in $REDIS_CLUSTER_PORTS; do
+    k=$(redis-cli -p "$port" --scan --pattern 'tern:*:m:*' | head -n 1)
+    [ -n "$k" ] && { part=$(sed 's/^tern:{\([0-9]*\)}.*/\1/' <<<"$k"); break; }
+done
+slot=$(redis-cli -p "${REDIS_CLUSTER_PORTS%% *}" cluster keyslot "{$part}")
+src=$(tern_cluster_slot_owner "$slot")
+for dst in $REDIS_CLUSTER_PORTS; do [ "$dst" != "$src" ] && break; done
+sid=$(redis-cli -p "$src" cluster myid)
+did=$(redis-cli -p "$dst" cluster myid)
+redis-cli -p "$dst" cluster setslot "$slot" importing "$sid" >/dev/null
+redis-cli -p "$src" cluster setslot "$slot" migrating "$did" >/dev/null
+for k in $(redis-cli -p "$src" --scan --pattern "tern:{$part}:m:*"); do
+    redis-cli -p "$src" migrate 127.0.0.1 "$dst" "$k" 0 5000 >/dev/null
+done
+# Half migrated for 2 s (several bodies asked meanwhile), then the rest.
+sleep 2
+tern_cluster_migrate_slot "$slot" "$dst"
+qwait_ids a 12 300
+tern_stop "$QPID" >/dev/null 2>&1
+asks=$(sed -n 's/.*cluster_asks=\([0-9]*\).*/\1/p' "$dir/a.run")
+[ "$(qids a)" = 12 ] && [ "${asks:-0}" -ge 1 ] && [ "$(qleft a)" = 0 ] && pass cluster_ask_fetch ||
+    fail cluster_ask_fetch "ids $(qids a) of 12, asks ${asks:-?}, left $(qleft a): $(grep -v '^tern: note' "$dir/a.rerr" | tail -n 3)"
+echo "info: ask run: $(qlines a) deliveries for 12 messages; $(grep -o 'cluster_redirects=.*' "$dir/a.run")"
 
 exit $((TERN_FAILS > 0))
