@@ -447,13 +447,16 @@ static void undo_entry(struct listener *l, struct llink *k, const struct lentry 
     u->sent_ms = l->now_ms;
 }
 
-/* A MOVED or ASK error: the slot map is out of date (slots resharded or
- * migrating). The command was not run; the map is read again
- * (link_refresh) and messages get 451 until then. */
+/* A MOVED error: the slot map is out of date (a slot has a new master).
+ * The command was not run; the map is read again (link_refresh) and
+ * messages get 451 until then. ASK (a slot being migrated) changes no
+ * map: that message got 451, and the partition's enqueues keep getting
+ * it until the move ends (its keys are split between two masters, which
+ * no transaction can span); the other partitions carry on. */
 static void note_redirect(struct listener *l, const redisReply *r)
 {
     if (l->map == NULL || r->type != REDIS_REPLY_ERROR || r->str == NULL ||
-        (strncmp(r->str, "MOVED ", 6) != 0 && strncmp(r->str, "ASK ", 4) != 0))
+        strncmp(r->str, "MOVED ", 6) != 0)
         return;
     if (!l->slots_stale)
         logf_ls("Redis Cluster", "a redirection; reading the slot map again");
