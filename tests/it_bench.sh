@@ -135,6 +135,24 @@ else
     fail "bench --aof compaction" "$(grep '^redis' "$dir/aof.out" | paste -sd' ' -)"
 fi
 
+# a2a. --redis-cluster: the queue in a cluster of two masters; every
+#     message delivered, the report and the JSON say so, and the redis
+#     column has the masters' CPU
+if timeout 120 bench/run bulk --quick --redis-cluster 2 --json "$dir/cl.json" --out "$dir/cl" >"$dir/cl.out" 2>"$dir/cl.err" &&
+    grep -q '^redis: Redis Cluster of 2 master(s) on loopback TCP' "$dir/cl.out" &&
+    "$PY" - "$dir/cl.json" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+r = d["workloads"][0]["runs"][0]
+assert d["settings"]["redis_cluster"] == 2, d["settings"]
+assert int(r["delivered"]) == int(r["messages"]) and float(r["redis_us_per_msg"]) > 0, r
+EOF
+then
+    pass "bench run --redis-cluster 2: delivered, said in the report and the JSON"
+else
+    fail "bench run --redis-cluster" "$(grep -E '^(redis|bulk)' "$dir/cl.out" | paste -sd' ' -) $(tail -3 "$dir/cl.err" | paste -sd' ' -)"
+fi
+
 # a2b. --rtt: the sink holds what it sends (tern-sink --latency), the report
 #     and the JSON say so, and no message is delivered in less than one
 #     round trip after its enqueue (a lower bound, not a timing threshold)
