@@ -9,6 +9,8 @@
 #                             sets REDIS_ADDR (the first), REDIS_CLUSTER_PORTS, REDIS_PID
 #   tern_cluster_slot_owner SLOT, tern_cluster_migrate_slot SLOT PORT [PAUSE]
 #                             which master serves a slot; move one, key by key
+#   tern_cluster_restart I    start node I of the cluster again (same port and node)
+#   tern_cluster_keys PATTERN keys matching PATTERN on all the masters
 #   tern_sink NAME ARGS...    starts build/tern-sink; sets SINK_PORT, SINK_PID
 #   tern_certs                test certificates into DIR/certs; sets CERTS
 #   tern_cleanup              stops everything started (call from a trap)
@@ -135,6 +137,7 @@ tern_redis() {
 tern_redis_cluster() {
     local n=$1 extra=${2:-} i d port bus first="" first_bus="" waited lo hi
     REDIS_CLUSTER_PORTS=""
+    REDIS_CLUSTER_EXTRA=$extra
     REDIS_PID=""
     for i in $(seq 1 "$n"); do
         d=$TERN_DIR/cluster.$i
@@ -187,6 +190,36 @@ tern_redis_cluster() {
         done
     done
     REDIS_ADDR=127.0.0.1:$first
+}
+
+# tern_cluster_keys PATTERN: how many keys match PATTERN on all the
+# masters together; "unknown" while one of them does not answer (down,
+# or still loading its AOF).
+tern_cluster_keys() {
+    local p n=0 c
+    for p in $REDIS_CLUSTER_PORTS; do
+        [ "$(redis-cli -p "$p" ping 2>/dev/null)" = PONG ] || { echo unknown; return; }
+        c=$(redis-cli -p "$p" --scan --pattern "$1" 2>/dev/null | wc -l)
+        n=$((n + c))
+    done
+    echo "$n"
+}
+
+# tern_cluster_restart I: node I (1..N) of tern_redis_cluster, stopped
+# by the caller, started again: the same port, bus port, node file and
+# directory (so the same node, serving its slots again, with its data if
+# ARGS gave it an AOF). Sets TERN_CLUSTER_PID; it is in TERN_PIDS.
+tern_cluster_restart() {
+    local d=$TERN_DIR/cluster.$1 port bus
+    port=$(echo "$REDIS_CLUSTER_PORTS" | cut -d' ' -f"$1")
+    bus=$(sed -n 's/^[0-9a-f]* [^:]*:[0-9]*@\([0-9]*\).*myself.*/\1/p' "$d/nodes.conf")
+    # shellcheck disable=SC2086
+    redis-server --port "$port" --cluster-port "$bus" --bind 127.0.0.1 \
+        --cluster-enabled yes --cluster-config-file "$d/nodes.conf" \
+        --cluster-node-timeout 1000 --dir "$d" --save '' --appendonly no \
+        --daemonize no --logfile "$d/redis.log" $REDIS_CLUSTER_EXTRA &
+    TERN_CLUSTER_PID=$!
+    TERN_PIDS="$TERN_PIDS $!"
 }
 
 # tern_cluster_slot_owner SLOT: the port of the master of the cluster

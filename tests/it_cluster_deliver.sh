@@ -22,17 +22,10 @@ cd "$(dirname "$0")/.."
 . tests/queue_lib.sh
 TERN_FAILS=0
 tern_test_setup
-trap tern_cleanup EXIT
 tern_redis_cluster 3 || { fail cluster_start "no cluster"; exit 1; }
 
 # Messages (hashes) still queued, summed over the masters.
-left_all() {
-    local p n=0
-    for p in $REDIS_CLUSTER_PORTS; do
-        n=$((n + $(redis-cli -p "$p" --scan --pattern 'tern:*:m:*' | wc -l)))
-    done
-    echo "$n"
-}
+left_all() { tern_cluster_keys 'tern:*:m:*'; }
 
 DOMAINS=d1.test,d2.test,d3.test,d4.test,d5.test,d6.test,d7.test,d8.test
 

@@ -176,12 +176,7 @@ fi
 # The master started again (same port, bus port and node file: it is the
 # same node and serves its slots again). The listener's link reconnects
 # (at most once a second) and loads its script there first.
-bus=$(sed -n 's/^[0-9a-f]* [^:]*:[0-9]*@\([0-9]*\).*myself.*/\1/p' "$dir/cluster.3/nodes.conf")
-redis-server --port "${PORTS[2]}" --cluster-port "$bus" --bind 127.0.0.1 \
-    --cluster-enabled yes --cluster-config-file "$dir/cluster.3/nodes.conf" \
-    --cluster-node-timeout 1000 --cluster-require-full-coverage no --dir "$dir/cluster.3" \
-    --save '' --appendonly no --daemonize no --logfile "$dir/cluster.3/redis.log" &
-TERN_PIDS="$TERN_PIDS $!"
+tern_cluster_restart 3
 until_250 50 0.2 back "$C"
 if [ "$got" = 250 ] && miss=$(wait_rcpts "back.$i@$C"); then
     pass lc_master_back_250
