@@ -748,6 +748,11 @@ static void drop_unbounced(struct worker *w, struct partition *p)
  * when out of memory. */
 static size_t bounced_first(struct partition *p)
 {
+    size_t waiting = 0;
+    for (size_t k = 0; k < p->nacks; k++)
+        waiting += p->acks[k].bounce != NULL && !p->acks[k].bounce_sent;
+    if (waiting == 0)
+        return p->nacks;   /* the usual batch: nothing to reorder */
     struct ack_item *t = malloc(p->nacks * sizeof(*t));
     if (t == NULL)
         return SIZE_MAX;
