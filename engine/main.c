@@ -270,6 +270,35 @@ static void print_queue_line(struct worker **ws, int n)
 
 static int check_listen_certificates(const struct tern_config *cfg, FILE *out, int notes);
 
+/* How the queue's partitions fall on the cluster's masters: each is one
+ * slot, and CRC16 of small numbers clusters (16 partitions on 8 equal
+ * masters leave 4 of them none). A master with no partition does no
+ * queue work: said at start, with what to do about it. */
+static void print_cluster_spread(const struct queue_cluster_map *m, int partitions, FILE *out)
+{
+    int per[QUEUE_CLUSTER_NODES_MAX] = {0};
+    for (int p = 0; p < partitions; p++) {
+        int n = queue_cluster_node_of(m, p);
+        if (n >= 0)
+            per[n]++;
+    }
+    fprintf(out, "tern: Redis Cluster: %d masters serve the queue's %d partitions:", m->nnodes, partitions);
+    int idle = 0, most = 0, least = partitions;
+    for (int i = 0; i < m->nnodes; i++) {
+        char addr[QUEUE_CLUSTER_ADDR_MAX];
+        queue_cluster_node_addr(m, i, addr);
+        fprintf(out, " %s %d%s", addr, per[i], i + 1 < m->nnodes ? "," : "\n");
+        idle += per[i] == 0;
+        most = per[i] > most ? per[i] : most;
+        least = per[i] < least ? per[i] : least;
+    }
+    if (idle > 0 || (least > 0 && most > 2 * least))
+        fprintf(out, "tern: note: the partitions are spread unevenly over the masters (%d to %d each%s): "
+                     "the busiest master paces the queue; more partitions spread them better "
+                     "(`partitions`, docs/queue.md, \"Redis Cluster\")\n",
+                least, most, idle ? ", some none" : "");
+}
+
 static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
 {
     char err[512];
@@ -295,8 +324,7 @@ static int cmd_run(const struct tern_config *cfg, int drain, int verbose)
         }
         memcpy(cluster, q.map, sizeof(*cluster));
         e.cluster = cluster;
-        fprintf(stderr, "tern: Redis Cluster: %d masters serve the queue's %d partitions\n",
-                cluster->nnodes, cfg->queue.partitions);
+        print_cluster_spread(cluster, cfg->queue.partitions, stderr);
     }
     queue_close(&q);
     e.host_conns = calloc(ENGINE_HOST_SLOTS, sizeof(*e.host_conns));

@@ -7,6 +7,7 @@
 #   cluster_spread            the queue's keys sit on more than one master
 #   cluster_drain_all         --drain delivers every message once, from every master
 #   cluster_drain_empty       nothing is left queued on any master
+#   cluster_spread_said       tern run says how the partitions fall on the masters
 #   cluster_bounce            a bounce for a sender whose partition is on another
 #                             master than the failed message's is stored, then the
 #                             message removed
@@ -42,6 +43,11 @@ qdrain s
 [ "$(qids s)" = 2000 ] && [ "$(qlines s)" = 2000 ] && pass cluster_drain_all ||
     fail cluster_drain_all "ids $(qids s), lines $(qlines s): $(tail -n 3 "$dir/s.rerr")"
 [ "$(left_all)" = 0 ] && pass cluster_drain_empty || fail cluster_drain_empty "$(left_all) left"
+# The spread tern run prints at start: 16 partitions on 3 equal masters
+# fall 6/6/4 (CRC16 of "0".."15"), even enough for no note.
+grep -q "Redis Cluster: 3 masters serve the queue's 16 partitions: .* 6, .* 6, .* 4$" "$dir/s.rerr" &&
+    ! grep -q 'spread unevenly' "$dir/s.rerr" && pass cluster_spread_said ||
+    fail cluster_spread_said "$(grep 'Redis Cluster' "$dir/s.rerr")"
 
 # --- a bounce across masters ---------------------------------------------------
 # The receiver refuses every message for good (5xx at the dot); each bounce
