@@ -855,7 +855,7 @@ static void flush_acks(struct worker *w)
         size_t start = buf_used(out);
         if (queue_cmd_ack(out, &w->cfg->queue, &w->scripts, p->id, o, nready, w->now_ms)) {
             worker_rq_push(w, RQ_ACK, p->id);
-            if (w->cluster) {   /* kept in case a resharding redirects it */
+            if (w->cluster) {   /* kept until its reply: resent if redirected, refused or lost */
                 struct redis_pending *pr = &al->rq[(al->rq_head + al->rq_len - 1) % al->rq_cap];
                 pr->cmd_len = buf_used(out) - start;
                 if ((pr->cmd = malloc(pr->cmd_len)) != NULL)
@@ -1120,7 +1120,10 @@ static void on_redis_reply(struct worker *w, struct redis_link *l, redisReply *r
             int red = worker_redis_redirected(w, r);
             if (red || worker_redis_not_run(r)) {
                 /* Not run: sent again, to the master the map names once it
-                 * is read again, or a tick later while a slot migrates. */
+                 * is read again, or a tick later (a slot migrating, a
+                 * Redis loading; after NOSCRIPT, behind the scripts). */
+                if (strncmp(r->str, "NOSCRIPT", 8) == 0)
+                    worker_redis_load_scripts(w, l);
                 ack_resend_later(w, pr.partition, pr.cmd, pr.cmd_len,
                                  w->now_ms + (red == WORKER_REDIRECT_MOVED ? 0 : TICK_MS));
                 break;

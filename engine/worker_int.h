@@ -615,8 +615,10 @@ int worker_redis_redirected(struct worker *w, const redisReply *r);
  * still importing). Returns 1, or 0 when that master's link is not ready
  * yet (it is made and connected for next time). */
 int worker_redis_ask(struct worker *w, const redisReply *r, struct queue_msg *m);
-/* worker_redis_not_run: r is an error Redis gives a command it did not
- * run for the cluster's sake (MOVED, ASK, TRYAGAIN, CLUSTERDOWN). */
+/* worker_redis_not_run: r is an error Redis gives a command before
+ * running it: a cluster's (MOVED, ASK, TRYAGAIN, CLUSTERDOWN) or a
+ * Redis's that is loading, lost its scripts, is busy or is a replica
+ * (LOADING, NOSCRIPT, BUSY, READONLY, MASTERDOWN). */
 int worker_redis_not_run(const redisReply *r);
 /* worker_redis_slots_reply: the reply to CLUSTER SLOTS asked on l: the
  * map is replaced, partitions moved to the links of their new nodes

@@ -419,9 +419,15 @@ int worker_redis_ask(struct worker *w, const redisReply *r, struct queue_msg *m)
 
 int worker_redis_not_run(const redisReply *r)
 {
-    return r->type == REDIS_REPLY_ERROR && r->str &&
-           (strncmp(r->str, "TRYAGAIN", 8) == 0 || strncmp(r->str, "CLUSTERDOWN", 11) == 0 ||
-            strncmp(r->str, "MOVED ", 6) == 0 || strncmp(r->str, "ASK ", 4) == 0);
+    /* Errors Redis gives before running a command at all. */
+    static const char *const pre[] = {"TRYAGAIN", "CLUSTERDOWN", "MOVED ", "ASK ", "LOADING",
+                                      "NOSCRIPT", "BUSY ", "READONLY", "MASTERDOWN"};
+    if (r->type != REDIS_REPLY_ERROR || r->str == NULL)
+        return 0;
+    for (size_t i = 0; i < sizeof(pre) / sizeof(pre[0]); i++)
+        if (strncmp(r->str, pre[i], strlen(pre[i])) == 0)
+            return 1;
+    return 0;
 }
 
 void worker_redis_refresh(struct worker *w)
