@@ -203,6 +203,9 @@ struct listener {
     uint32_t *part_link;        /* every partition's link (queue.partitions); map only */
     int slots_stale;            /* a MOVED/ASK came: the map is read again */
     int slots_asked;            /* ...and CLUSTER SLOTS is on a link */
+    /* A master could not be reached: the map is read again, messages not
+     * held for it (a replica may have taken over its slots). */
+    int slots_wanted;
     int64_t slots_next_ms;      /* after a reply that was no map: ask again then */
 };
 
@@ -416,6 +419,8 @@ static int link_ready(struct listener *l, struct llink *k)
     if (fd < 0) {
         resp_pool_reader_free(r);
         logf_ls("Redis", err);
+        if (l->map)
+            l->slots_wanted = 1;   /* failed over? the other masters know */
         return 0;
     }
     /* The old reader may hold half a reply of the lost connection. It is
@@ -684,7 +689,7 @@ static int point_partitions(struct listener *l)
  * every tick while stale. */
 static void link_refresh(struct listener *l)
 {
-    if (!l->slots_stale || l->slots_asked || l->now_ms < l->slots_next_ms)
+    if ((!l->slots_stale && !l->slots_wanted) || l->slots_asked || l->now_ms < l->slots_next_ms)
         return;
     struct llink *k = NULL;
     for (uint32_t i = 0; i < l->nlinks && k == NULL; i++)
@@ -713,6 +718,7 @@ static void link_refresh(struct listener *l)
 static void slots_reply(struct listener *l, struct llink *k, const redisReply *r)
 {
     l->slots_asked = 0;
+    l->slots_wanted = 0;        /* asked again at the next failed connect */
     struct queue_cluster_map *m = malloc(sizeof(*m));
     if (m == NULL) {
         l->slots_next_ms = l->now_ms + LS_REDIS_RETRY_MS;
@@ -730,6 +736,7 @@ static void slots_reply(struct listener *l, struct llink *k, const redisReply *r
         free(m);
         return;
     }
+    int changed = memcmp(l->map, m, sizeof(*m)) != 0;
     memcpy(l->map, m, sizeof(*m));
     free(m);
     if (!point_partitions(l)) {
@@ -738,8 +745,9 @@ static void slots_reply(struct listener *l, struct llink *k, const redisReply *r
         return;
     }
     l->slots_stale = 0;
-    fprintf(stderr, "tern: listener: Redis Cluster slot map read again: %d masters\n",
-            l->map->nnodes);
+    if (changed)
+        fprintf(stderr, "tern: listener: Redis Cluster slot map read again: %d masters\n",
+                l->map->nnodes);
 }
 
 /* The link of partition p's master (links[0] without a cluster). */

@@ -185,6 +185,8 @@ int worker_redis_idle(const struct worker *w)
 {
     for (int i = 0; i < w->nlinks; i++) {
         const struct redis_link *l = w->links[i];
+        if (l->down)
+            continue;   /* what it held went with it (dropped at a reconnect) */
         if (l->rq_len || l->out.inflight || buf_used(&l->out.active) || buf_used(&l->out.pending))
             return 0;
     }

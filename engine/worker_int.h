@@ -451,6 +451,9 @@ struct worker {
     struct queue_cluster_map *cluster;   /* NULL: one Redis */
     int slots_stale;           /* a MOVED/ASK came: the map is refreshed first */
     int slots_asked;           /* CLUSTER SLOTS in flight */
+    /* A master could not be reached: the map is read again without
+     * holding commands (a replica may have taken over its slots). */
+    int slots_wanted;
     int64_t fetch_hold_ms;     /* body fetches wait until then (an ASK with no link ready) */
     struct ack_resend *resend; /* acks to send again (cluster only) */
     size_t nresend, resend_cap;

@@ -96,14 +96,21 @@ static int notice_subscribe(struct worker *w)
 
 void worker_notice_open(struct worker *w)
 {
-    /* Only while the main connection works: its connect waits (up to
+    /* Only to a Redis whose command link works: its connect waits (up to
      * REDIS_CONNECT_TIMEOUT_MS for a black-holed host), and so would this
-     * one, stalling the worker's SMTP connections once a second. */
+     * one, stalling the worker's SMTP connections once a second. On a
+     * cluster any master will do: a PUBLISH reaches every node. */
     if (w->notice_fd >= 0 || w->notice_armed || w->now_ms < w->notice_retry_ms || w->stopping ||
-        w->redis_dead || w->links[0]->down || w->links[0]->warming)
+        w->redis_dead)
+        return;
+    const struct redis_link *to = NULL;
+    for (int i = 0; i < w->nlinks && to == NULL; i++)
+        if (!w->links[i]->down && !w->links[i]->warming)
+            to = w->links[i];
+    if (to == NULL)
         return;
     char err[256];
-    w->notice_fd = worker_redis_connect(w->cfg->redis, err, sizeof(err));
+    w->notice_fd = worker_redis_connect(to->addr, err, sizeof(err));
     if (w->notice_fd < 0) {
         w->notice_retry_ms = w->now_ms + NOTICE_RETRY_MS;
         return;

@@ -228,6 +228,8 @@ static void link_open(struct worker *w, struct redis_link *l, int first)
         fprintf(stderr, "tern: worker %d: Redis %s failed: %s; next try in %lld ms\n", w->id,
                 first ? "connect" : "reconnect", err, (long long)l->backoff_ms);
         l->down = 1;
+        if (w->cluster)
+            w->slots_wanted = 1;   /* failed over? the other masters know */
         return;
     }
     redisReader *r = resp_pool_reader_new();
@@ -432,7 +434,7 @@ int worker_redis_not_run(const redisReply *r)
 
 void worker_redis_refresh(struct worker *w)
 {
-    if (!w->slots_stale || w->slots_asked || w->redis_dead)
+    if ((!w->slots_stale && !w->slots_wanted) || w->slots_asked || w->redis_dead)
         return;
     for (int i = 0; i < w->nlinks; i++) {
         struct redis_link *l = w->links[i];
@@ -448,6 +450,7 @@ void worker_redis_refresh(struct worker *w)
 void worker_redis_slots_reply(struct worker *w, struct redis_link *l, const redisReply *r)
 {
     w->slots_asked = 0;
+    w->slots_wanted = 0;   /* asked again at the next failed connect */
     struct queue_cluster_map *m = malloc(sizeof(*m));
     if (m == NULL)
         return;   /* asked again on the next tick */
@@ -461,6 +464,7 @@ void worker_redis_slots_reply(struct worker *w, struct redis_link *l, const redi
         free(m);
         return;   /* still stale: worker_redis_refresh asks again */
     }
+    int changed = memcmp(w->cluster, m, sizeof(*m)) != 0;
     memcpy(w->cluster, m, sizeof(*m));
     free(m);
     if (!point_partitions(w, 1)) {
@@ -469,13 +473,25 @@ void worker_redis_slots_reply(struct worker *w, struct redis_link *l, const redi
     }
     w->slots_stale = 0;
     w->st.cluster_maps++;
-    fprintf(stderr, "tern: worker %d: Redis Cluster slot map read again: %d masters\n", w->id,
-            w->cluster->nnodes);
+    if (changed)
+        fprintf(stderr, "tern: worker %d: Redis Cluster slot map read again: %d masters\n", w->id,
+                w->cluster->nnodes);
     /* Takes on moved partitions start again at once. */
     for (int i = 0; i < w->nparts; i++) {
         w->parts[i].empty = 0;
         w->parts[i].next_poll_ms = 0;
     }
+}
+
+/* link_serves: some partition's commands go to l (always, with one Redis). */
+static int link_serves(const struct worker *w, const struct redis_link *l)
+{
+    if (w->cluster == NULL)
+        return 1;
+    for (int p = 0; p < w->cfg->queue.partitions; p++)
+        if (w->part_link[p] == l->idx)
+            return 1;
+    return 0;
 }
 
 static void link_tick(struct worker *w, struct redis_link *l)
@@ -487,8 +503,10 @@ static void link_tick(struct worker *w, struct redis_link *l)
             load_scripts(w, l);
         return;
     }
-    /* The old descriptor may only go once no ring operation uses it. */
-    if (l->recv_armed || l->out.inflight || w->now_ms < l->retry_ms)
+    /* The old descriptor may only go once no ring operation uses it. A
+     * master that serves no partition any more (failed over, its slots
+     * moved) is not called again: its link stays, idle. */
+    if (l->recv_armed || l->out.inflight || w->now_ms < l->retry_ms || !link_serves(w, l))
         return;
     if (l->fd >= 0) {
         close(l->fd);
@@ -501,9 +519,9 @@ void worker_redis_tick(struct worker *w)
 {
     if (w->redis_dead)
         return;
-    int waiting = 0;
+    int waiting = 0;   /* a link its partitions wait for (not one failed over) */
     for (int i = 0; i < w->nlinks; i++)
-        waiting |= w->links[i]->down || w->links[i]->warming;
+        waiting |= (w->links[i]->down || w->links[i]->warming) && link_serves(w, w->links[i]);
     if (waiting && w->stopping && w->now_ms > w->stop_deadline_ms) {
         /* Stopping, and Redis did not come back in the grace period: the
          * held outcomes are dropped; their leases make them at-least-once. */

@@ -11,6 +11,7 @@
 #                             which master serves a slot; move one, key by key
 #   tern_cluster_restart I    start node I of the cluster again (same port and node)
 #   tern_cluster_keys PATTERN keys matching PATTERN on all the masters
+#   tern_cluster_add_replica I   a new node replicating master I
 #   tern_sink NAME ARGS...    starts build/tern-sink; sets SINK_PORT, SINK_PID
 #   tern_certs                test certificates into DIR/certs; sets CERTS
 #   tern_cleanup              stops everything started (call from a trap)
@@ -190,6 +191,47 @@ tern_redis_cluster() {
         done
     done
     REDIS_ADDR=127.0.0.1:$first
+}
+
+# tern_cluster_add_replica I: a new node (DIR/cluster.rI, a free port and
+# bus port, the cluster's ARGS) joins the cluster and replicates master I
+# (1..N); waits, at most 10 s, until its replication link is up. Sets
+# TERN_REPLICA_PORT and TERN_REPLICA_PID (in TERN_PIDS).
+tern_cluster_add_replica() {
+    local d=$TERN_DIR/cluster.r$1 port bus mport mid first waited=100
+    mkdir -p "$d"
+    port=$(tern_free_port)
+    bus=$(tern_free_port)
+    # shellcheck disable=SC2086
+    redis-server --port "$port" --cluster-port "$bus" --bind 127.0.0.1 \
+        --cluster-enabled yes --cluster-config-file "$d/nodes.conf" \
+        --cluster-node-timeout 1000 --dir "$d" --save '' --appendonly no \
+        --daemonize no --logfile "$d/redis.log" $REDIS_CLUSTER_EXTRA &
+    TERN_REPLICA_PID=$!
+    TERN_PIDS="$TERN_PIDS $!"
+    TERN_REPLICA_PORT=$port
+    until redis-cli -p "$port" ping >/dev/null 2>&1; do
+        waited=$((waited - 1))
+        [ "$waited" -gt 0 ] || { echo "replica on port $port did not start" >&2; return 1; }
+        sleep 0.1
+    done
+    mport=$(echo "$REDIS_CLUSTER_PORTS" | cut -d' ' -f"$1")
+    first=${REDIS_CLUSTER_PORTS%% *}
+    mid=$(redis-cli -p "$mport" cluster myid)
+    redis-cli -p "$port" cluster meet 127.0.0.1 "$first" \
+        "$(sed -n 's/^[0-9a-f]* [^:]*:[0-9]*@\([0-9]*\).*myself.*/\1/p' "$TERN_DIR/cluster.1/nodes.conf")" >/dev/null
+    waited=100
+    until redis-cli -p "$port" cluster replicate "$mid" 2>/dev/null | grep -q OK; do
+        waited=$((waited - 1))   # the node must know the master first (gossip)
+        [ "$waited" -gt 0 ] || { echo "replica $port: CLUSTER REPLICATE failed" >&2; return 1; }
+        sleep 0.1
+    done
+    waited=100
+    until redis-cli -p "$port" info replication 2>/dev/null | grep -q '^master_link_status:up'; do
+        waited=$((waited - 1))
+        [ "$waited" -gt 0 ] || { echo "replica $port: no replication link" >&2; return 1; }
+        sleep 0.1
+    done
 }
 
 # tern_cluster_keys PATTERN: how many keys match PATTERN on all the
