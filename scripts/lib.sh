@@ -125,6 +125,22 @@ tern_redis() {
     [ "$n" -gt 0 ] || { echo "redis-server did not start" >&2; return 1; }
 }
 
+# tern_cluster_node DIR PORT BUS: one cluster-enabled redis-server in
+# DIR (node file, log) on 127.0.0.1:PORT, its cluster bus on BUS, with
+# REDIS_CLUSTER_EXTRA added. No RDB, no AOF (unless those ARGS ask): a
+# test's data dies with it; a short node timeout, so that a test that
+# stops a node sees the cluster notice it soon. Sets TERN_NODE_PID (in
+# TERN_PIDS).
+tern_cluster_node() {
+    # shellcheck disable=SC2086
+    redis-server --port "$2" --cluster-port "$3" --bind 127.0.0.1 \
+        --cluster-enabled yes --cluster-config-file "$1/nodes.conf" \
+        --cluster-node-timeout 1000 --dir "$1" --save '' --appendonly no \
+        --daemonize no --logfile "$1/redis.log" $REDIS_CLUSTER_EXTRA &
+    TERN_NODE_PID=$!
+    TERN_PIDS="$TERN_PIDS $!"
+}
+
 # tern_redis_cluster N [ARGS]: N redis-servers with cluster-enabled (each
 # in its own directory DIR/cluster.I, bound to 127.0.0.1 on a free port,
 # its cluster bus on another: cluster-port, since port+10000 may be taken
@@ -145,16 +161,8 @@ tern_redis_cluster() {
         mkdir -p "$d"
         port=$(tern_free_port)
         bus=$(tern_free_port)
-        # no RDB, no AOF (unless ARGS ask): a test's data dies with it; a
-        # short node timeout so a test that stops a node sees the cluster
-        # notice it soon.
-        # shellcheck disable=SC2086
-        redis-server --port "$port" --cluster-port "$bus" --bind 127.0.0.1 \
-            --cluster-enabled yes --cluster-config-file "$d/nodes.conf" \
-            --cluster-node-timeout 1000 --dir "$d" --save '' --appendonly no \
-            --daemonize no --logfile "$d/redis.log" $extra &
-        TERN_PIDS="$TERN_PIDS $!"
-        REDIS_PID="$REDIS_PID $!"
+        tern_cluster_node "$d" "$port" "$bus"
+        REDIS_PID="$REDIS_PID $TERN_NODE_PID"
         REDIS_CLUSTER_PORTS="$REDIS_CLUSTER_PORTS $port"
         [ -n "$first_bus" ] || first_bus=$bus
     done
@@ -202,13 +210,8 @@ tern_cluster_add_replica() {
     mkdir -p "$d"
     port=$(tern_free_port)
     bus=$(tern_free_port)
-    # shellcheck disable=SC2086
-    redis-server --port "$port" --cluster-port "$bus" --bind 127.0.0.1 \
-        --cluster-enabled yes --cluster-config-file "$d/nodes.conf" \
-        --cluster-node-timeout 1000 --dir "$d" --save '' --appendonly no \
-        --daemonize no --logfile "$d/redis.log" $REDIS_CLUSTER_EXTRA &
-    TERN_REPLICA_PID=$!
-    TERN_PIDS="$TERN_PIDS $!"
+    tern_cluster_node "$d" "$port" "$bus"
+    TERN_REPLICA_PID=$TERN_NODE_PID
     TERN_REPLICA_PORT=$port
     until redis-cli -p "$port" ping >/dev/null 2>&1; do
         waited=$((waited - 1))
@@ -255,13 +258,8 @@ tern_cluster_restart() {
     local d=$TERN_DIR/cluster.$1 port bus
     port=$(echo "$REDIS_CLUSTER_PORTS" | cut -d' ' -f"$1")
     bus=$(sed -n 's/^[0-9a-f]* [^:]*:[0-9]*@\([0-9]*\).*myself.*/\1/p' "$d/nodes.conf")
-    # shellcheck disable=SC2086
-    redis-server --port "$port" --cluster-port "$bus" --bind 127.0.0.1 \
-        --cluster-enabled yes --cluster-config-file "$d/nodes.conf" \
-        --cluster-node-timeout 1000 --dir "$d" --save '' --appendonly no \
-        --daemonize no --logfile "$d/redis.log" $REDIS_CLUSTER_EXTRA &
-    TERN_CLUSTER_PID=$!
-    TERN_PIDS="$TERN_PIDS $!"
+    tern_cluster_node "$d" "$port" "$bus"
+    TERN_CLUSTER_PID=$TERN_NODE_PID
 }
 
 # tern_cluster_slot_owner SLOT: the port of the master of the cluster

@@ -20,12 +20,7 @@ read -r -a PIDS <<<"$REDIS_PID"
 
 # Each send 5 ms late, 4 connections: a few seconds of delivery. A short
 # lease: acks the dead master took with it come back soon.
-qsink s --latency 5
-QTHREADS=2 qconf s <<'EOC'
-lease = 3s
-max_connections = 4
-EOC
-qinject s --generate 3000 --domains d1.test,d2.test,d3.test,d4.test,d5.test,d6.test,d7.test,d8.test
+qcluster_workload s
 # The replica has all of it before the master goes.
 redis-cli -p "${PORTS[2]}" wait 1 5000 >/dev/null
 qstart s
@@ -40,11 +35,7 @@ until redis-cli -p "$TERN_REPLICA_PORT" info replication 2>/dev/null | grep -q '
 done
 [ "$n" -gt 0 ] && pass failover_promoted || fail failover_promoted "the replica is still a replica"
 REDIS_CLUSTER_PORTS="${PORTS[0]} ${PORTS[1]} $TERN_REPLICA_PORT"
-n=600
-while [ "$n" -gt 0 ] && { [ "$(qids s)" -lt 3000 ] || [ "$(tern_cluster_keys 'tern:*:m:*')" != 0 ]; }; do
-    sleep 0.1
-    n=$((n - 1))
-done
+qwait_cluster s 3000
 tern_stop "$QPID" >/dev/null 2>&1
 [ "$(qids s)" = 3000 ] && pass failover_all ||
     fail failover_all "ids $(qids s) of 3000: $(grep -v '^tern: note' "$dir/s.rerr" | tail -n 4)"

@@ -23,12 +23,7 @@ read -r -a PIDS <<<"$REDIS_PID"
 left_all() { tern_cluster_keys 'tern:*:m:*'; }
 
 # Each send 5 ms late, 4 connections: a few seconds of delivery.
-qsink s --latency 5
-QTHREADS=2 qconf s <<'EOC'
-lease = 3s
-max_connections = 4
-EOC
-qinject s --generate 3000 --domains d1.test,d2.test,d3.test,d4.test,d5.test,d6.test,d7.test,d8.test
+qcluster_workload s
 qstart s
 qwait_lines s 300 200
 kill -9 "${PIDS[2]}" 2>/dev/null
@@ -41,11 +36,7 @@ during=$(qlines s)
     fail cluster_loss_others_go_on "$before deliveries before, $during 1.5 s later"
 tern_cluster_restart 3
 # ids (not lines): messages whose acks the kill lost may come twice
-n=600
-while [ "$n" -gt 0 ] && { [ "$(qids s)" -lt 3000 ] || [ "$(left_all)" != 0 ]; }; do
-    sleep 0.1
-    n=$((n - 1))
-done
+qwait_cluster s 3000
 tern_stop "$QPID" >/dev/null 2>&1
 [ "$(qids s)" = 3000 ] && pass cluster_loss_all ||
     fail cluster_loss_all "ids $(qids s) of 3000: $(grep -v '^tern: note' "$dir/s.rerr" | tail -n 4)"

@@ -17,6 +17,8 @@
 #   qlines NAME           record lines (deliveries, duplicates included)
 #   qwait_ids NAME N [TENTHS]   wait until qids >= N and the queue is empty
 #   qwait_lines NAME N [TENTHS] wait until qlines >= N (deliveries under way)
+#   qwait_cluster NAME N [TENTHS] wait until qids >= N and no message is left on the cluster
+#   qcluster_workload NAME    sink NAME (5 ms late), NAME.conf, 3,000 messages injected
 #   qrcpt_peer [CERT KEY] tests/rcpt_peer.py (a receiver answering each RCPT by
 #                         its local part; STARTTLS with CERT and KEY) writing
 #                         mail to $dir/mail; sets SINK_PORT, exits the test
@@ -93,6 +95,30 @@ qwait_ids() {
         n=$((n - 1))
     done
     return 1
+}
+
+# qcluster_workload NAME: what the cluster failure tests deliver: a sink
+# NAME sending everything 5 ms late, 2 workers with 4 connections each
+# and a 3 s lease (acks a failure lost come back soon), and 3,000
+# messages over 8 domains (partitions on every master).
+qcluster_workload() {
+    qsink "$1" --latency 5
+    QTHREADS=2 qconf "$1" <<'EOC'
+lease = 3s
+max_connections = 4
+EOC
+    qinject "$1" --generate 3000 --domains d1.test,d2.test,d3.test,d4.test,d5.test,d6.test,d7.test,d8.test
+}
+
+# qwait_cluster NAME N [TENTHS]: until the sink NAME has N distinct
+# messages and no message is left on the cluster's masters
+# (tern_cluster_keys; REDIS_CLUSTER_PORTS names them).
+qwait_cluster() {
+    local n=${3:-600}
+    while [ "$n" -gt 0 ] && { [ "$(qids "$1")" -lt "$2" ] || [ "$(tern_cluster_keys 'tern:*:m:*')" != 0 ]; }; do
+        sleep 0.1
+        n=$((n - 1))
+    done
 }
 
 qwait_lines() {
