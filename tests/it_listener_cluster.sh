@@ -1,7 +1,7 @@
 #!/bin/bash
 # it_listener_cluster.sh - the SMTP injection listener on a Redis Cluster
-# (three masters, no replicas): `tern run` with a listen line and workers
-# delivering to the recording sink.
+# (three masters; one replica, for the failover at the end): `tern run`
+# with a listen line and workers delivering to the recording sink.
 #
 #   lc_single_250          a message to each of three domains, one per master: 250
 #   lc_spanning_250        one message with recipients on all three masters, two
@@ -20,6 +20,9 @@
 #   lc_refused_not_delivered  no message answered 451 alone was delivered
 #   lc_master_back_250     the master started again: the listener reconnects to it
 #                          (its script loaded first) and queues there again
+#   lc_failover_250        the first master killed for good and its replica promoted:
+#                          the listener reads the map again and queues there (250),
+#                          and the mail is delivered
 #   lc_clean_exit          no sanitizer report from tern run
 set -u
 cd "$(dirname "$0")/.."
@@ -182,6 +185,23 @@ if [ "$got" = 250 ] && miss=$(wait_rcpts "back.$i@$C"); then
     pass lc_master_back_250
 else
     fail lc_master_back_250 "last $got; missing ${miss:-}; $(grep listener "$dir/run.err" | tail -3)"
+fi
+
+# Failover: a replica of the first master (A's: the `redis =` address),
+# then that master killed for good. The cluster promotes the replica; the
+# listener cannot reconnect to the dead master, reads the map again and
+# queues A's mail on the new one (and the workers deliver it, the same way).
+if tern_cluster_add_replica 1; then
+    { kill -9 "${PIDS[0]}"; wait "${PIDS[0]}"; } 2>/dev/null
+    tern_forget_pid "${PIDS[0]}"
+    until_250 100 0.2 failover "$A"
+    if [ "$got" = 250 ] && miss=$(wait_rcpts "failover.$i@$A"); then
+        pass lc_failover_250
+    else
+        fail lc_failover_250 "last $got; missing ${miss:-}; $(grep listener "$dir/run.err" | tail -3)"
+    fi
+else
+    fail lc_failover_250 "no replica"
 fi
 
 tern_stop "$RUN_PID"; rc=$?
