@@ -149,11 +149,13 @@ tern_cluster_node() {
 # (CLUSTER ADDSLOTSRANGE) and meets the first, which, unlike redis-cli
 # --cluster create, works for any N >= 1. Waits, at most 10 s, until every
 # node's CLUSTER INFO says cluster_state:ok. Sets REDIS_ADDR=127.0.0.1:P1,
-# REDIS_CLUSTER_PORTS="P1 P2 ..." and REDIS_PID (their PIDs, space
+# REDIS_CLUSTER_PORTS="P1 P2 ...", REDIS_CLUSTER_BUSES (their bus ports) and
+# REDIS_PID (their PIDs, space
 # separated). Every server is in TERN_PIDS.
 tern_redis_cluster() {
-    local n=$1 extra=${2:-} i d port bus first="" first_bus="" waited lo hi
+    local n=$1 extra=${2:-} i d port bus first="" waited lo hi
     REDIS_CLUSTER_PORTS=""
+    REDIS_CLUSTER_BUSES=""
     REDIS_CLUSTER_EXTRA=$extra
     REDIS_PID=""
     for i in $(seq 1 "$n"); do
@@ -164,9 +166,10 @@ tern_redis_cluster() {
         tern_cluster_node "$d" "$port" "$bus"
         REDIS_PID="$REDIS_PID $TERN_NODE_PID"
         REDIS_CLUSTER_PORTS="$REDIS_CLUSTER_PORTS $port"
-        [ -n "$first_bus" ] || first_bus=$bus
+        REDIS_CLUSTER_BUSES="$REDIS_CLUSTER_BUSES $bus"
     done
     REDIS_CLUSTER_PORTS=${REDIS_CLUSTER_PORTS# }
+    REDIS_CLUSTER_BUSES=${REDIS_CLUSTER_BUSES# }
     REDIS_PID=${REDIS_PID# }
     i=0
     for port in $REDIS_CLUSTER_PORTS; do
@@ -184,7 +187,7 @@ tern_redis_cluster() {
             first=$port
         else
             # the bus port too: it is not port + 10000 here
-            redis-cli -p "$port" cluster meet 127.0.0.1 "$first" "$first_bus" >/dev/null ||
+            redis-cli -p "$port" cluster meet 127.0.0.1 "$first" "${REDIS_CLUSTER_BUSES%% *}" >/dev/null ||
                 { echo "Redis Cluster node $port: MEET failed" >&2; return 1; }
         fi
         i=$((i + 1))
@@ -221,8 +224,7 @@ tern_cluster_add_replica() {
     mport=$(echo "$REDIS_CLUSTER_PORTS" | cut -d' ' -f"$1")
     first=${REDIS_CLUSTER_PORTS%% *}
     mid=$(redis-cli -p "$mport" cluster myid)
-    redis-cli -p "$port" cluster meet 127.0.0.1 "$first" \
-        "$(sed -n 's/^[0-9a-f]* [^:]*:[0-9]*@\([0-9]*\).*myself.*/\1/p' "$TERN_DIR/cluster.1/nodes.conf")" >/dev/null
+    redis-cli -p "$port" cluster meet 127.0.0.1 "$first" "${REDIS_CLUSTER_BUSES%% *}" >/dev/null
     waited=100
     until redis-cli -p "$port" cluster replicate "$mid" 2>/dev/null | grep -q OK; do
         waited=$((waited - 1))   # the node must know the master first (gossip)
@@ -257,7 +259,7 @@ tern_cluster_keys() {
 tern_cluster_restart() {
     local d=$TERN_DIR/cluster.$1 port bus
     port=$(echo "$REDIS_CLUSTER_PORTS" | cut -d' ' -f"$1")
-    bus=$(sed -n 's/^[0-9a-f]* [^:]*:[0-9]*@\([0-9]*\).*myself.*/\1/p' "$d/nodes.conf")
+    bus=$(echo "$REDIS_CLUSTER_BUSES" | cut -d' ' -f"$1")
     tern_cluster_node "$d" "$port" "$bus"
     TERN_CLUSTER_PID=$TERN_NODE_PID
 }
