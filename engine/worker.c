@@ -111,6 +111,8 @@ static void ack_resend_later(struct worker *w, int partition, uint8_t *cmd, size
         size_t ncap = w->resend_cap ? w->resend_cap * 2 : 16;
         struct ack_resend *n = realloc(w->resend, ncap * sizeof(*n));
         if (n == NULL) {
+            fprintf(stderr, "tern: worker %d: partition %d: an ack to send again (out of memory) is "
+                            "dropped; its messages are left to their leases\n", w->id, partition);
             free(cmd);
             return;
         }
