@@ -307,10 +307,17 @@ static void quit_if_due(struct smtp_client *c)
 /* note_rcpt_reply keeps what the outcome needs of recipient i's reply:
  * its code, enhanced code and, for a refusal, the first line of its text
  * (while the pool has room). */
+_Static_assert(sizeof(((struct smtp_txn_result *)0)->rcpt_esc[0]) ==
+                   sizeof(((struct smtp_reply *)0)->esc),
+               "a recipient's enhanced code is copied whole");
 static void note_rcpt_reply(struct smtp_txn_result *t, size_t i, const struct smtp_reply *r)
 {
     t->rcpt_code[i] = r->code;
-    snprintf(t->rcpt_esc[i], sizeof(t->rcpt_esc[i]), "%s", r->esc);
+    /* Both are SMTP_ESC_MAX and the parser terminates esc; a bounded
+     * copy, not snprintf, on this per-recipient path. */
+    size_t el = strnlen(r->esc, sizeof(r->esc) - 1);
+    memcpy(t->rcpt_esc[i], r->esc, el);
+    t->rcpt_esc[i][el] = '\0';
     if (r->code / 100 == 2)
         return;
     if (t->rcpt_texts_used == 0)

@@ -10,6 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/text.h"
+
 #define QUEUE_DEFAULT_PARTITIONS  16
 #define QUEUE_DEFAULT_LEASE_MS    300000
 #define QUEUE_DEFAULT_MAX_SIZE    (32LL * 1024 * 1024)
@@ -67,13 +69,31 @@ int queue_config_check(const struct queue_config *qc, const char **why)
     return 1;
 }
 
+/* Built by hand, not with snprintf: every take, body fetch and ack names
+ * several keys, and the format parser was ~2% of the engine's CPU. */
 size_t queue_key(char *out, size_t outlen, const struct queue_config *qc,
                  int partition, const char *name)
 {
-    int k = snprintf(out, outlen, "%s:{%d}:%s", qc->prefix, partition, name);
-    if (k < 0 || (size_t)k >= outlen)
+    if (partition < 0)
         return 0;
-    return (size_t)k;
+    char num[TEXT_U64_MAX];
+    size_t pl = strnlen(qc->prefix, sizeof(qc->prefix));
+    size_t nl = text_u64(num, (uint64_t)partition);
+    size_t ml = strlen(name);
+    size_t k = pl + 2 + nl + 2 + ml;
+    if (k >= outlen)
+        return 0;
+    char *o = out;
+    memcpy(o, qc->prefix, pl);
+    o += pl;
+    memcpy(o, ":{", 2);
+    o += 2;
+    memcpy(o, num, nl);
+    o += nl;
+    memcpy(o, "}:", 2);
+    o += 2;
+    memcpy(o, name, ml + 1);
+    return k;
 }
 
 static unsigned char lower(unsigned char c)

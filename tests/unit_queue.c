@@ -201,6 +201,12 @@ static void test_config(void)
     CHECK_INT(queue_key(key, sizeof(key), &qc, 3, "ready"), strlen("tern:{3}:ready"));
     CHECK_STR(key, "tern:{3}:ready");
     CHECK_INT(queue_key(key, 8, &qc, 3, "ready"), 0);
+    /* The key and its NUL must fit: one byte short is refused. */
+    CHECK_INT(queue_key(key, strlen("tern:{3}:ready"), &qc, 3, "ready"), 0);
+    CHECK_INT(queue_key(key, strlen("tern:{3}:ready") + 1, &qc, 3, "ready"), strlen("tern:{3}:ready"));
+    CHECK_INT(queue_key(key, sizeof(key), &qc, 1023, "m:abc"), strlen("tern:{1023}:m:abc"));
+    CHECK_STR(key, "tern:{1023}:m:abc");
+    CHECK_INT(queue_key(key, sizeof(key), &qc, -1, "ready"), 0);
 }
 
 static struct queue_scripts fake_scripts(void)
