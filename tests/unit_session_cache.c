@@ -217,6 +217,21 @@ static void test_count_reusable(void)
     CHECK(tls_session_cache_count(c, "k", NOW) == SIZE_MAX);
     CHECK_INT(tls_session_cache_count(c, "k", NOW + 4000), 1);   /* the 1.2 one expired */
     tls_session_cache_free(c);
+
+    /* Nor once it has been evicted for the total bound (oldest first). */
+    c = tls_session_cache_new(8, 2);
+    tls_session_cache_put(c, "k", mk(TLS1_2_VERSION, NOW, 3600), NOW);
+    tls_session_cache_put(c, "k", mk(TLS1_3_VERSION, NOW, 7200), NOW);
+    CHECK(tls_session_cache_count(c, "k", NOW) == SIZE_MAX);
+    tls_session_cache_put(c, "k", mk(TLS1_3_VERSION, NOW, 7200), NOW);
+    CHECK_INT(tls_session_cache_count(c, "k", NOW), 2);
+    /* A reusable session taken by get stays (and counts). */
+    tls_session_cache_put(c, "k", mk(TLS1_2_VERSION, NOW, 3600), NOW);
+    SSL_SESSION *g = tls_session_cache_get(c, "k", NOW);
+    CHECK(g != NULL && !SSL_SESSION_should_be_single_use(g));
+    SSL_SESSION_free(g);
+    CHECK(tls_session_cache_count(c, "k", NOW) == SIZE_MAX);
+    tls_session_cache_free(c);
 }
 
 int main(void)
