@@ -55,3 +55,45 @@ size_t text_u64(char out[TEXT_U64_MAX], uint64_t v)
     out[n] = '\0';
     return n;
 }
+
+void text_out_init(struct text_out *o, char *buf, size_t cap)
+{
+    o->buf = buf;
+    o->cap = cap;
+    o->len = 0;
+    o->overflow = 0;
+    buf[0] = '\0';
+}
+
+void text_out_mem(struct text_out *o, const char *p, size_t n)
+{
+    if (o->overflow)
+        return;
+    if (n >= o->cap - o->len) {
+        o->overflow = 1;
+        o->len = 0;
+        o->buf[0] = '\0';
+        return;
+    }
+    memcpy(o->buf + o->len, p, n);
+    o->len += n;
+    o->buf[o->len] = '\0';
+}
+
+void text_out_str(struct text_out *o, const char *s)
+{
+    text_out_mem(o, s, strlen(s));
+}
+
+void text_out_u64(struct text_out *o, uint64_t v)
+{
+    char d[TEXT_U64_MAX];
+    text_out_mem(o, d, text_u64(d, v));
+}
+
+void text_out_i64(struct text_out *o, int64_t v)
+{
+    if (v < 0)
+        text_out_mem(o, "-", 1);
+    text_out_u64(o, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v);
+}

@@ -10,6 +10,8 @@
  *   buffer as a C string, refusing what is empty or does not fit.
  *   text_u64 writes a number in decimal without printf (per-message paths:
  *   RESP lengths, event fields).
+ *   struct text_out builds a string from pieces into a fixed buffer
+ *   without printf, and says when it did not fit instead of truncating.
  *
  * OWNERSHIP
  *   Nothing is allocated; the caller owns every buffer.
@@ -33,5 +35,21 @@ int text_copy_n(char *dst, size_t cap, const char *src, size_t n);
 /* text_u64 writes v in decimal, NUL-terminated, into out; returns the
  * number of digits. */
 size_t text_u64(char out[TEXT_U64_MAX], uint64_t v);
+
+/* A string built piece by piece into buf[cap] (cap >= 1), always
+ * NUL-terminated. A piece that does not fit whole sets overflow, empties
+ * the string and makes every later piece a no-op: a caller that uses the
+ * result as a key must not get a truncated one that another key shares. */
+struct text_out {
+    char *buf;
+    size_t cap, len;
+    int overflow;
+};
+
+void text_out_init(struct text_out *o, char *buf, size_t cap);
+void text_out_mem(struct text_out *o, const char *p, size_t n);
+void text_out_str(struct text_out *o, const char *s);
+void text_out_u64(struct text_out *o, uint64_t v);
+void text_out_i64(struct text_out *o, int64_t v);
 
 #endif

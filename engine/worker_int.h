@@ -639,7 +639,8 @@ enum policy_level dest_level(const struct dest *d);
 int dest_tls_expected(const struct worker *w, const struct dest *d);
 /* dest_start_tier: the tier a new connection to d offers. */
 enum tls_tier dest_start_tier(const struct worker *w, const struct dest *d);
-/* dest_session_key: the session cache key for d's connections at tier. */
+/* dest_session_key: the session cache key for d's connections at tier;
+ * empty (never stored) when it does not fit in cap. */
 void dest_session_key(const struct worker *w, const struct dest *d, enum tls_tier tier,
                       char *out, size_t cap);
 /* flags: the completion's (a multishot receive's buffer and F_MORE). */

@@ -4,7 +4,8 @@
  * behind what it holds otherwise, honours the destination's limit and
  * carries an error over. text_u64 (engine/text.c), which buf_append_u64
  * uses, writes every number as snprintf's "%llu" would, around its short
- * cases (under 10, under 100).
+ * cases (under 10, under 100). struct text_out builds a string from
+ * pieces and empties it, for good, when a piece does not fit.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,31 @@ static void test_text_u64(void)
         CHECK_STR(got, want);
         CHECK_INT(n, strlen(want));
     }
+}
+
+static void test_text_out(void)
+{
+    char b[16];
+    struct text_out o;
+    text_out_init(&o, b, sizeof(b));
+    CHECK_STR(b, "");
+    text_out_str(&o, "mx:");
+    text_out_u64(&o, 25);
+    text_out_mem(&o, "|", 1);
+    text_out_i64(&o, -1);
+    text_out_i64(&o, 7);
+    CHECK_STR(b, "mx:25|-17");
+    CHECK_INT(o.len, 9);
+    CHECK_INT(o.overflow, 0);
+    text_out_str(&o, "123456");   /* 15 bytes and the NUL: fits exactly */
+    CHECK_STR(b, "mx:25|-17123456");
+    CHECK_INT(o.overflow, 0);
+    text_out_str(&o, "x");        /* one more does not */
+    CHECK_INT(o.overflow, 1);
+    CHECK_STR(b, "");
+    text_out_str(&o, "y");        /* and nothing comes back after */
+    CHECK_STR(b, "");
+    CHECK_INT(o.len, 0);
 }
 
 static void test_append_consume(void)
@@ -107,6 +133,7 @@ static void test_move_limits_and_errors(void)
 int main(void)
 {
     RUN(test_text_u64);
+    RUN(test_text_out);
     RUN(test_append_consume);
     RUN(test_move_swaps_into_empty);
     RUN(test_move_appends_behind);
