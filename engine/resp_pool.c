@@ -1,6 +1,8 @@
 /* resp_pool.c - recycled hiredis reply objects; see resp_pool.h. */
 #include "engine/resp_pool.h"
 
+#include "queue/queue.h"
+
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +20,12 @@ struct pooled {
     struct pooled *next;      /* free list */
     redisReply r;
     redisReply *elems[RESP_POOL_ELEMS];   /* a short array's element list */
+    char small[RESP_POOL_INLINE];         /* a short string's bytes */
 };
+
+/* A caller may take over only a malloc'd string (resp_pool.h). */
+_Static_assert(RESP_POOL_INLINE <= QUEUE_TAKE_OVER_MIN,
+               "queue_take_data copies the bodies a pool reader keeps inline");
 
 static struct pooled *pooled_of(redisReply *r)
 {
@@ -67,7 +74,7 @@ static void free_object(void *reply)
             free_object(r->element[i]);
         if (r->element != pooled_of(r)->elems)
             free(r->element);
-    } else {
+    } else if (r->str != pooled_of(r)->small) {
         free(r->str);   /* NULL when a caller took it over */
     }
     obj_put(r);
@@ -86,25 +93,25 @@ static void *attach(const redisReadTask *task, redisReply *r)
 static void *create_string(const redisReadTask *task, char *str, size_t len)
 {
     struct resp_pool *p = task->privdata;
+    if (p->stash != NULL && (len != 0 || task->type != REDIS_REPLY_STRING))
+        return NULL;   /* the stand-in for a taken payload must come next */
+    redisReply *r = obj_get(task, task->type);
+    if (r == NULL)
+        return NULL;
     char *s;
     if (p->stash != NULL) {
         /* The zero-length stand-in for a taken payload (resp_pool_stash). */
-        if (len != 0 || task->type != REDIS_REPLY_STRING)
-            return NULL;
         s = p->stash;
         len = p->stash_len;
         p->stash = NULL;
     } else {
-        s = malloc(len + 1);
-        if (s == NULL)
+        s = len < RESP_POOL_INLINE ? pooled_of(r)->small : malloc(len + 1);
+        if (s == NULL) {
+            obj_put(r);
             return NULL;
+        }
         memcpy(s, str, len);
         s[len] = '\0';
-    }
-    redisReply *r = obj_get(task, task->type);
-    if (r == NULL) {
-        free(s);
-        return NULL;
     }
     r->str = s;
     r->len = len;

@@ -99,6 +99,8 @@
 #define QUEUE_TAKE_FIELDS     2      /* reply elements per message in a take,
                                         after the header */
 #define QUEUE_TAKE_DATA_FIELDS 7     /* fields of queue_cmd_take_data's HMGET */
+#define QUEUE_TAKE_OVER_MIN   64     /* bodies this long or longer are taken over
+                                        from the reply; shorter ones are copied */
 #define QUEUE_FIELDS_MAX      64     /* event field strings per outcome */
 #define QUEUE_ENQUEUE_CMDS    2      /* commands (and replies) per queue_cmd_enqueue:
                                         HSETNX of the body, EVALSHA enqueue */
@@ -304,7 +306,9 @@ int queue_parse_take(const redisReply *r, int partition,
  * queue_take_data reads that reply into *mp: it grows the allocation
  * (*mp may move; the old pointer is then invalid) to hold the strings and
  * recipient array, and takes the body's string over from the reply
- * (that element's str is set to NULL). Returns 1 with the message
+ * (that element's str is set to NULL) when it is QUEUE_TAKE_OVER_MIN
+ * bytes or longer; a shorter body is copied (a reader may keep short
+ * strings inside its reply objects: engine/resp_pool.h). Returns 1 with the message
  * complete, or with (*mp)->bad set when the entry is malformed (a field
  * missing, "no recipients", "bad number", the address checks
  * queue_cmd_enqueue applies): the caller sets it aside. Returns 0 with

@@ -602,8 +602,22 @@ int queue_take_data(redisReply *r, struct queue_msg **mp, const char **err)
     size_t rl = f[TD_RCPTS]->len;
     size_t bytes = sizeof(struct queue_msg) + nr * sizeof(char *) +
                    f[TD_FROM]->len + 1 + rl + 1 + f[TD_DOMAIN]->len + 1;
+    /* A short body may live in the reply object (a pool reader's,
+     * engine/resp_pool.h): copied, not taken over. */
+    uint8_t *body = NULL;
+    size_t dl = f[TD_DATA]->len;
+    if (dl < QUEUE_TAKE_OVER_MIN) {
+        body = malloc(dl + 1);
+        if (body == NULL) {
+            *err = "out of memory";
+            return 0;
+        }
+        memcpy(body, f[TD_DATA]->str, dl);
+        body[dl] = '\0';
+    }
     struct queue_msg *g = realloc(m, bytes);
     if (g == NULL) {
+        free(body);
         *err = "out of memory";
         return 0;
     }
@@ -627,14 +641,16 @@ int queue_take_data(redisReply *r, struct queue_msg **mp, const char **err)
             start = rc + i + 1;
         }
     }
-    /* hiredis allocated the body's str with malloc (len + 1 bytes,
+    /* hiredis allocated a long body's str with malloc (len + 1 bytes,
      * NUL-terminated) and frees it only if still set: taken, not copied. */
     free(m->data_buf);
-    m->data_buf = (uint8_t *)f[TD_DATA]->str;
+    m->data_buf = body != NULL ? body : (uint8_t *)f[TD_DATA]->str;
     m->data = m->data_buf;
     m->data_len = f[TD_DATA]->len;
-    f[TD_DATA]->str = NULL;
-    f[TD_DATA]->len = 0;
+    if (body == NULL) {
+        f[TD_DATA]->str = NULL;
+        f[TD_DATA]->len = 0;
+    }
     return 1;
 }
 

@@ -616,7 +616,8 @@ static void test_parse(void)
         redisReply *d = reply_of("*7\r\n$5\r\na@x.y\r\n$7\r\nb@d\nc@D\r\n$1\r\nd\r\n$1\r\n3\r\n"
                                  "$3\r\n100\r\n$1\r\ny\r\n$5\r\nhi\t\r\n\r\n");
         CHECK_INT(queue_take_data(d, &m[0], &err), 1);
-        CHECK(d->element[6]->str == NULL);
+        CHECK(d->element[6]->str != NULL);   /* short: copied (QUEUE_TAKE_OVER_MIN) */
+        CHECK(m[0]->data != (const uint8_t *)d->element[6]->str);
         freeReplyObject(d);
         CHECK(m[0]->bad == NULL);
         CHECK_STR(m[0]->id, "id");
@@ -632,6 +633,21 @@ static void test_parse(void)
         CHECK_INT(m[0]->attempts, 3);
         CHECK_INT(m[0]->created_ms, 100);
         CHECK_INT(m[0]->delay_warned, 1);
+        /* A body of QUEUE_TAKE_OVER_MIN bytes is taken over, not copied. */
+        char longmsg[512];
+        char body[QUEUE_TAKE_OVER_MIN + 1];
+        memset(body, 'b', QUEUE_TAKE_OVER_MIN);
+        body[QUEUE_TAKE_OVER_MIN] = '\0';
+        snprintf(longmsg, sizeof(longmsg),
+                 "*7\r\n$5\r\na@x.y\r\n$3\r\nb@d\r\n$1\r\nd\r\n$-1\r\n$-1\r\n$-1\r\n$%d\r\n%s\r\n",
+                 QUEUE_TAKE_OVER_MIN, body);
+        d = reply_of(longmsg);
+        char *bodystr = d->element[6]->str;
+        CHECK_INT(queue_take_data(d, &m[0], &err), 1);
+        CHECK(d->element[6]->str == NULL);
+        CHECK(m[0]->data == (const uint8_t *)bodystr);
+        CHECK_INT(m[0]->data_len, QUEUE_TAKE_OVER_MIN);
+        freeReplyObject(d);
         /* Deleted since the take, an error, a wrong shape: 0, the message
          * untouched and still the caller's. */
         struct queue_msg *keep = m[1];

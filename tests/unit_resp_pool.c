@@ -81,11 +81,25 @@ static void test_long_array_and_reuse(void)
     resp_reply_free(rd, r);
     r = one(rd, "*1\r\n$3\r\nxyz\r\n");
     CHECK(r == first);
-    /* A string taken over survives its reply. */
+    resp_reply_free(rd, r);
+    /* A long string (malloc'd) taken over survives its reply; a short
+     * one sits in its object and goes with it. */
+    char lng[RESP_POOL_INLINE + 1];
+    memset(lng, 'L', sizeof(lng) - 1);
+    lng[sizeof(lng) - 1] = '\0';
+    char msg[256];
+    snprintf(msg, sizeof(msg), "*2\r\n$%zu\r\n%s\r\n$%d\r\n%.*s\r\n", strlen(lng), lng,
+             RESP_POOL_INLINE - 1, RESP_POOL_INLINE - 1, lng);
+    r = one(rd, msg);
+    CHECK_INT(r->element[0]->len, RESP_POOL_INLINE);
+    CHECK_INT(r->element[1]->len, RESP_POOL_INLINE - 1);
+    CHECK_INT(strlen(r->element[1]->str), RESP_POOL_INLINE - 1);
+    CHECK((char *)r->element[1]->str > (char *)r->element[1] &&
+          (char *)r->element[1]->str < (char *)r->element[1] + 1024);   /* inside its object */
     char *kept = r->element[0]->str;
     r->element[0]->str = NULL;
     resp_reply_free(rd, r);
-    CHECK_STR(kept, "xyz");
+    CHECK_STR(kept, lng);
     free(kept);
     resp_pool_reader_free(rd);
 }
