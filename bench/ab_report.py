@@ -22,6 +22,7 @@ FIGURES = [
     ("engine_us_per_msg", "engine", "%.1f", False),
     ("redis_us_per_msg", "redis", "%.1f", False),
     ("sink_us_per_msg", "sink", "%.1f", False),
+    ("engine_per_sink", "eng/sink", "%.3f", False),
     ("engine_rss_mib", "RSS", "%.1f", False),
     ("p99_ms", "p99 ms", "%.0f", False),
     ("cal_x25519_us", "x25519", "%.1f", None),
@@ -35,8 +36,18 @@ def run_figures(run):
         v = run.get(key)
         if key == "engine_us_per_msg" and v is None:
             v = run.get("loadgen_us_per_msg")
+        if key == "engine_per_sink":
+            continue
         if isinstance(v, (int, float)):
             f[key] = v
+    # The engine's CPU per message over the sink's in the same run: the
+    # sink is the same binary on both sides (unless --all) and slows down
+    # with the machine as the engine does, so this ratio moves much less
+    # with the machine's speed than either figure (on this shared VM the
+    # sink's own us/msg moved by 10% between the two runs of a pair).
+    e, s = f.get("engine_us_per_msg"), f.get("sink_us_per_msg")
+    if e is not None and s:
+        f["engine_per_sink"] = e / s
     return f
 
 
@@ -107,7 +118,9 @@ def table(name_a, name_b, all_binaries, pairs):
             for k, _, _, _ in FIGURES)))
         result[w] = s
     out.append("B/A: the median of the pairs' ratios; B better: in how many pairs B's figure was the better one "
-               "(higher msgs/s, lower us/msg, RSS and p99); x25519: the machine's speed around each run "
+               "(higher msgs/s, lower us/msg, RSS and p99); eng/sink: the engine's us/msg over the sink's in the "
+               "same run, steadier than either on a machine whose speed drifts (the sink is the same binary on "
+               "both sides unless --all); x25519: the machine's speed around each run "
                "(bench/README.md), which should agree within a pair\n")
     return "".join(out), result
 
