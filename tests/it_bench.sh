@@ -452,14 +452,15 @@ else
     fail "bench/ab JSON" "$(tail -3 "$dir/ab.check" | paste -sd' ' -)"
 fi
 # ab_report.py on made-up runs: B faster in two pairs of three, its engine
-# cheaper in all three; the medians and the ratios' medians are exact
+# cheaper in all three, cheaper against the sink in two; the medians and
+# the ratios' medians are exact
 mkdir -p "$dir/abfake"
 i=0
-for v in "1000 10.0" "1100 9.0" "1000 10.0" "900 9.5" "1000 10.0" "1050 8.0"; do
+for v in "1000 10.0 5.0" "1100 9.0 5.0" "1000 10.0 4.0" "900 9.5 4.75" "1000 10.0 5.0" "1050 8.0 4.0"; do
     i=$((i + 1))
-    read -r rate eng <<<"$v"
-    printf '{"workloads": [{"name": "bulk", "runs": [{"msgs_per_s": %s, "engine_us_per_msg": %s}]}]}\n' "$rate" "$eng" \
-        >"$dir/abfake/$i.json"
+    read -r rate eng sink <<<"$v"
+    printf '{"workloads": [{"name": "bulk", "runs": [{"msgs_per_s": %s, "engine_us_per_msg": %s, "sink_us_per_msg": %s}]}]}\n' \
+        "$rate" "$eng" "$sink" >"$dir/abfake/$i.json"
 done
 if "$PY" bench/ab_report.py --a x --b y --json "$dir/abfake/sum.json" a="$dir/abfake/1.json" b="$dir/abfake/2.json" \
     b="$dir/abfake/4.json" a="$dir/abfake/3.json" a="$dir/abfake/5.json" b="$dir/abfake/6.json" >"$dir/abfake/out" 2>&1 &&
@@ -469,6 +470,10 @@ s = json.load(open(sys.argv[1]))["summary"]["bulk"]
 assert abs(s["msgs_per_s"]["ratio_median"] - 1.05) < 1e-9 and s["msgs_per_s"]["b_better"] == 2, s["msgs_per_s"]
 assert abs(s["engine_us_per_msg"]["ratio_median"] - 0.9) < 1e-9 and s["engine_us_per_msg"]["b_better"] == 3, s
 assert s["msgs_per_s"]["a_median"] == 1000 and s["msgs_per_s"]["b_median"] == 1050, s["msgs_per_s"]
+# eng/sink per run: A 2.0, 2.5, 2.0; B 1.8, 2.0, 2.0: ratios 0.9, 0.8, 1.0
+e = s["engine_per_sink"]
+assert abs(e["ratio_median"] - 0.9) < 1e-9 and e["b_better"] == 2 and e["pairs"] == 3, e
+assert abs(e["a_median"] - 2.0) < 1e-9 and abs(e["b_median"] - 2.0) < 1e-9, e
 EOF
 then
     pass "ab_report: ratios, medians and counts of made-up pairs"
