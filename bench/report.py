@@ -214,6 +214,84 @@ def versions(rs):
     return "; negotiated " + ", ".join(parts)
 
 
+# The targets issue 7 set for the 2-core machine this project is measured
+# on: per workload its shape (the workload's own defaults: a target says
+# nothing about another size or count) and the figures, (key, label,
+# bound, "min" or "max"). And every one of these at 20x a peer's msgs/s.
+TARGET_SHAPES = {
+    "bulk": {"size": 4096, "rcpts": 1, "destinations": 100},
+    "large": {"size": 102400, "rcpts": 1, "destinations": 100},
+    "tail": {"size": 4096, "rcpts": 1, "destinations": 10000, "msgs_per_conn": 1},
+}
+TARGETS = {
+    "bulk": [("msgs_per_s", "msg/s", 50000, "min"), ("engine_us_per_msg", "engine us/msg", 10, "max")],
+    "large": [("msgs_per_s", "msg/s", 10000, "min")],
+    "tail": [("msgs_per_s", "msg/s", 5000, "min"), ("resumed_pct", "% resumed", 95, "min")],
+}
+TARGET_PEER_RATIO = 20
+TARGET_CORES = 2
+
+
+def resumed_share(r):
+    full, res = r.get("hs_full"), r.get("hs_resumed")
+    if not isinstance(full, (int, float)) or not isinstance(res, (int, float)) or full + res == 0:
+        return None
+    return 100.0 * res / (full + res)
+
+
+def targets(meta, workloads, runs):
+    """The issue's targets against this invocation's medians: (lines,
+    [{workload, figure, value, target, bound, met}]). Only for the
+    workloads run in their own shape, at loopback speed, TLS 1.3 and
+    resumption as in the issue, and not in quick mode."""
+    if (meta.get("quick") == "1" or meta.get("rtt_ms") not in (None, "", "0") or
+            (meta.get("tls_max") or "1.3") != "1.3" or meta.get("resumption") == "off"):
+        return [], []
+    lines, out = [], []
+    for w in workloads:
+        name = w.get("workload")
+        shape = TARGET_SHAPES.get(name)
+        if shape is None or any(w.get(k) != v for k, v in shape.items()):
+            continue
+        rs = [r for r in runs if r.get("workload") == name and r.get("kind") == "tern"]
+        if not rs:
+            continue
+        m = medians(rs)
+        shares = [x for x in (resumed_share(r) for r in rs) if x is not None]
+        if shares:
+            m["resumed_pct"] = statistics.median(shares)
+        parts = []
+        for key, label, bound, kind in TARGETS[name]:
+            v = m.get(key)
+            if not isinstance(v, (int, float)):
+                continue
+            met = v >= bound if kind == "min" else v <= bound
+            out.append({"workload": name, "figure": key, "value": v, "target": bound, "bound": kind, "met": met})
+            unit = "%" if label.startswith("%") else ""
+            parts.append("%s%s %s (%s %s%s): %s" % (("{:,.0f}" if v >= 100 else "{:.1f}").format(v), unit,
+                                                    label.lstrip("% "), "at least" if kind == "min" else "at most",
+                                                    "{:,}".format(bound), unit, "met" if met else "missed"))
+        for p in [r for r in runs if r.get("workload") == name and r.get("kind") == "peer"]:
+            if p.get("msgs_per_s") and m.get("msgs_per_s"):
+                x = m["msgs_per_s"] / p["msgs_per_s"]
+                met = x >= TARGET_PEER_RATIO
+                out.append({"workload": name, "figure": "ratio_" + str(p.get("peer")), "value": x,
+                            "target": TARGET_PEER_RATIO, "bound": "min", "met": met})
+                parts.append("%.1fx %s (at least %dx): %s" % (x, p.get("peer"), TARGET_PEER_RATIO,
+                                                              "met" if met else "missed"))
+        if parts:
+            lines.append("  %s: %s\n" % (name, "; ".join(parts)))
+    if not lines:
+        return [], []
+    cores = num(meta.get("cores"))
+    speed = [r["cal_x25519_us"] for r in runs if isinstance(r.get("cal_x25519_us"), (int, float))]
+    head = "targets (issue 7, set for a %d-core machine; medians of this invocation%s%s):\n" % (
+        TARGET_CORES, "" if cores == TARGET_CORES else
+        "; this machine has %s cores, so for reference only" % cores,
+        "; the machine's speed meanwhile: x25519 %.0f us, median" % statistics.median(speed) if speed else "")
+    return [head] + lines, out
+
+
 def table(meta, workloads, peers, runs):
     out = []
     out.append("tern delivery benchmark: %s, commit %s\n" % (meta.get("date"), meta.get("commit")))
@@ -301,6 +379,8 @@ def table(meta, workloads, peers, runs):
                 out.append("  ratio tern/%s (%s, medians): throughput %.1fx, engine CPU per message %.1fx less\n"
                            % (p["peer"], name, tm["msgs_per_s"] / p["msgs_per_s"],
                               p["engine_us_per_msg"] / tm["engine_us_per_msg"]))
+    tl, _ = targets(meta, workloads, runs)
+    out.extend(tl)
     described = set()
     for p in peers:
         if p.get("describe") and p["describe"] not in described:
@@ -351,6 +431,7 @@ def main():
                          "quick": meta.get("quick") == "1"},
             "workloads": [],
             "peers": peers,
+            "targets": targets(meta, workloads, runs)[1],
         }
         for w in workloads:
             rs = [r for r in runs if r.get("workload") == w["workload"] and r.get("kind") in ("tern", "sink")]

@@ -18,7 +18,8 @@
 #     AUTH each, all but the first few from the auth cache;
 #  a3. report.py: a paced run behind its rate, a run bounded by
 #     redis-server's one thread, and one during which the machine's speed
-#     moved, are called out;
+#     moved, are called out; the targets' verdict, met and missed, only for
+#     workloads in their own shape and not on a quick run;
 #  a4. --size: every workload's messages at that size; bad sizes and runs
 #     too big for memory refused before anything starts;
 #  a5. the peers installed here (Postfix, Exim): every message through
@@ -246,6 +247,34 @@ made_up_report speed
 called_out speed "a run on a machine whose speed moved" \
     "^  bulk run 2: the machine's speed moved during the run (x25519 70.0 us before, 130.0 after)" \
     "^  bulk run 1: the machine's speed moved"
+
+# a3. the targets: each workload run in its own shape is weighed against
+#     the issue's targets (and a peer's rate), met or missed; a workload of
+#     another size, and a quick run, get no verdict
+made_up_meta tg off 1
+printf 'workload=bulk messages=100000 size=4096 rcpts=1 destinations=100 msgs_per_conn=10000 tls=starttls rate=\n' >>"$dir/tg.meta"
+printf 'workload=tail messages=20000 size=4096 rcpts=1 destinations=10000 msgs_per_conn=1 tls=starttls rate=\n' >>"$dir/tg.meta"
+printf 'workload=large messages=10000 size=20000 rcpts=1 destinations=100 msgs_per_conn=10000 tls=starttls rate=\n' >>"$dir/tg.meta"
+{
+    printf 'kind=tern workload=bulk run=1 msgs_per_s=52000 engine_us_per_msg=10.5 cal_x25519_us=80\n'
+    printf 'kind=peer peer=postfix workload=bulk msgs_per_s=400\n'
+    printf 'kind=tern workload=tail run=1 msgs_per_s=4000 hs_full=2 hs_resumed=98\n'
+    printf 'kind=tern workload=large run=1 msgs_per_s=12000\n'
+} >"$dir/tg.runs"
+if $PY bench/report.py --meta "$dir/tg.meta" --runs "$dir/tg.runs" --json "$dir/tg.json" >"$dir/tg.out" 2>&1 &&
+    grep -q '^targets (issue 7, set for a 2-core machine; .*x25519 80 us' "$dir/tg.out" &&
+    grep -q '^  bulk: 52,000 msg/s (at least 50,000): met; 10.5 engine us/msg (at most 10): missed; 130.0x postfix (at least 20x): met$' "$dir/tg.out" &&
+    grep -q '^  tail: 4,000 msg/s (at least 5,000): missed; 98.0% resumed (at least 95%): met$' "$dir/tg.out" &&
+    ! grep -q '^  large:' "$dir/tg.out" &&
+    $PY -c 'import json, sys; t = json.load(open(sys.argv[1]))["targets"]; assert [(x["workload"], x["figure"], x["met"]) for x in t] == [("bulk", "msgs_per_s", True), ("bulk", "engine_us_per_msg", False), ("bulk", "ratio_postfix", True), ("tail", "msgs_per_s", False), ("tail", "resumed_pct", True)], t' "$dir/tg.json"; then
+    pass "report: the targets, met and missed, in the table and the JSON"
+else
+    fail "report: targets" "$(grep -A3 '^targets' "$dir/tg.out" | paste -sd' ' -)"
+fi
+sed -i 's/^quick=0$/quick=1/' "$dir/tg.meta"
+$PY bench/report.py --meta "$dir/tg.meta" --runs "$dir/tg.runs" >"$dir/tg-quick.out" 2>&1 &&
+    ! grep -q '^targets' "$dir/tg-quick.out" && pass "report: no target verdict on a quick run" ||
+    fail "report: targets on a quick run" "$(grep -A3 '^targets' "$dir/tg-quick.out" | paste -sd' ' -)"
 
 # a4. --size sets every workload's message size: the JSON's params and
 #     the sink's byte count say so; sizes out of range, and runs whose
