@@ -23,7 +23,7 @@
 # bench/peer_lib.sh describes, the master being the family's root.
 . bench/peer_lib.sh
 
-PF_CONCURRENCY=20                     # default_destination_concurrency_limit
+PF_CONCURRENCY=${PF_CONCURRENCY:-100} # default_destination_concurrency_limit: tern's max_connections_per_host
 PF_TIMEOUT_S=${PF_TIMEOUT_S:-540}     # one command must stay under 10 minutes
 PF_DIR=""
 
@@ -69,6 +69,13 @@ inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
 smtpd_relay_restrictions = permit_mynetworks, reject
+EOC
+    # PF_HOLD=1: every message accepted goes on hold (pf_release lets the
+    # whole queue go at once): the drain, as tern's is measured.
+    if [ "${PF_HOLD:-0}" = 1 ]; then
+        echo "smtpd_data_restrictions = check_client_access static:HOLD" >>"$d/etc/main.cf"
+    fi
+    cat >>"$d/etc/main.cf" <<EOC
 smtpd_peername_lookup = no
 biff = no
 append_dot_mydomain = no
@@ -174,6 +181,29 @@ pf_start() {
 # pf_inject N SIZE DOMAINS [RCPTS]: smtp-source into the instance, in the
 # background (peerlib_inject).
 pf_inject() { peerlib_inject "$PF_PORT" "$PF_DIR/log/inject.out" "$@"; }
+
+# pf_held N: until N messages are on hold (PF_HOLD=1), or PF_TIMEOUT_S
+# pass; non-zero with PF_ERROR on timeout.
+pf_held() {
+    local want=$1 n=0 t=0
+    while [ $t -lt $((PF_TIMEOUT_S * 10)) ]; do
+        n=$(find "$PF_DIR/spool/hold" -type f 2>/dev/null | wc -l)
+        [ "$n" -ge "$want" ] && return 0
+        sleep 0.1
+        t=$((t + 1))
+    done
+    PF_ERROR="only $n of $want messages held after ${PF_TIMEOUT_S}s"
+    return 1
+}
+
+# pf_release: every held message back in the queue (postsuper -H moves them
+# to the deferred queue) and a flush, so the queue manager schedules them
+# all at once.
+pf_release() {
+    postsuper -c "$PF_DIR/etc" -H ALL >"$PF_DIR/log/release.out" 2>&1 &&
+        postqueue -c "$PF_DIR/etc" -f >>"$PF_DIR/log/release.out" 2>&1 ||
+        { PF_ERROR="release failed: $(tail -2 "$PF_DIR/log/release.out" | paste -sd' ' -)"; return 1; }
+}
 
 # pf_wait N SINK_STATS BASE: until the sink's stats file counts BASE + N
 # messages or PF_TIMEOUT_S pass; sets PF_DELIVERED, non-zero on timeout.

@@ -317,7 +317,8 @@ fi
 # a5. the peers (bench/peers/*.sh), each that is installed here: the same
 #     workload through a private Postfix and a private Exim to the same
 #     sink; every message arrives, connections are reused and TLS sessions
-#     resumed, and nothing of theirs is left running
+#     resumed, Postfix's drain is timed alone (filled on hold first), and
+#     nothing of theirs is left running
 peers=""
 for p in postfix exim; do
     if why=$(. "bench/peers/$p.sh" && peer_available); then peers="$peers $p"; else echo "SKIP peer $p: $why"; fi
@@ -346,6 +347,9 @@ for r in w["peer_runs"]:
     assert 0 < conns < n, "%s: %s connections for %s messages" % (r["peer"], conns, n)
     assert r["sink_hs_resumed"] > 0, r["peer"] + ": no TLS session resumed"
     assert isinstance(r["p50_ms"], (int, float)) and r["max_ms"] >= r["p50_ms"], r["peer"] + ": no latency"
+# Postfix is filled first (on hold) and its drain alone timed, as tern's
+d = [p["describe"] for p in doc["peers"] if p.get("peer") == "postfix" and p.get("describe")]
+assert "postfix" not in want or (d and "on hold; then released at once" in d[0]), d
 EOF2
     then
         pass "bench --peer$(printf ' %s' $peers): every message through each, connections reused, TLS resumed"
