@@ -74,13 +74,19 @@ def medians(runs):
     return m
 
 
-def resumed_pct(r):
+def resumed_share(r):
+    """Resumed handshakes in % of all (the sink's count on a sink row), or None."""
     full, res = r.get("hs_full"), r.get("hs_resumed")
     if r.get("kind") == "sink":
         full, res = r.get("sink_hs_full"), r.get("sink_hs_resumed")
     if not isinstance(full, (int, float)) or not isinstance(res, (int, float)) or full + res == 0:
-        return "-"
-    return "%.1f%%" % (100.0 * res / (full + res))
+        return None
+    return 100.0 * res / (full + res)
+
+
+def resumed_pct(r):
+    share = resumed_share(r)
+    return "-" if share is None else "%.1f%%" % share
 
 
 def tiers(r):
@@ -230,13 +236,6 @@ TARGETS = {
 }
 TARGET_PEER_RATIO = 20
 TARGET_CORES = 2
-
-
-def resumed_share(r):
-    full, res = r.get("hs_full"), r.get("hs_resumed")
-    if not isinstance(full, (int, float)) or not isinstance(res, (int, float)) or full + res == 0:
-        return None
-    return 100.0 * res / (full + res)
 
 
 def targets(meta, workloads, runs):

@@ -69,31 +69,21 @@ int queue_config_check(const struct queue_config *qc, const char **why)
     return 1;
 }
 
-/* Built by hand, not with snprintf: every take, body fetch and ack names
- * several keys, and the format parser was ~2% of the engine's CPU. */
+/* Built with text_out, not snprintf: every take, body fetch and ack
+ * names several keys, and the format parser was ~2% of the engine's CPU. */
 size_t queue_key(char *out, size_t outlen, const struct queue_config *qc,
                  int partition, const char *name)
 {
-    if (partition < 0)
+    if (partition < 0 || outlen == 0)
         return 0;
-    char num[TEXT_U64_MAX];
-    size_t pl = strnlen(qc->prefix, sizeof(qc->prefix));
-    size_t nl = text_u64(num, (uint64_t)partition);
-    size_t ml = strlen(name);
-    size_t k = pl + 2 + nl + 2 + ml;
-    if (k >= outlen)
-        return 0;
-    char *o = out;
-    memcpy(o, qc->prefix, pl);
-    o += pl;
-    memcpy(o, ":{", 2);
-    o += 2;
-    memcpy(o, num, nl);
-    o += nl;
-    memcpy(o, "}:", 2);
-    o += 2;
-    memcpy(o, name, ml + 1);
-    return k;
+    struct text_out o;
+    text_out_init(&o, out, outlen);
+    text_out_mem(&o, qc->prefix, strnlen(qc->prefix, sizeof(qc->prefix)));
+    text_out_mem(&o, ":{", 2);
+    text_out_u64(&o, (uint64_t)partition);
+    text_out_mem(&o, "}:", 2);
+    text_out_str(&o, name);
+    return o.overflow ? 0 : o.len;
 }
 
 static unsigned char lower(unsigned char c)

@@ -649,7 +649,7 @@ int queue_take_data(redisReply *r, struct queue_msg **mp, const char **err)
     free(m->data_buf);
     m->data_buf = body != NULL ? body : (uint8_t *)f[TD_DATA]->str;
     m->data = m->data_buf;
-    m->data_len = f[TD_DATA]->len;
+    m->data_len = dl;
     if (body == NULL) {
         f[TD_DATA]->str = NULL;
         f[TD_DATA]->len = 0;
